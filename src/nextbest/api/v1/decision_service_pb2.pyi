@@ -1,0 +1,302 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANNEL_UNSPECIFIED: _ClassVar[Channel]
+    CHANNEL_EMAIL: _ClassVar[Channel]
+    CHANNEL_SMS: _ClassVar[Channel]
+    CHANNEL_PUSH: _ClassVar[Channel]
+    CHANNEL_ONSITE: _ClassVar[Channel]
+    CHANNEL_ADS: _ClassVar[Channel]
+
+class ActionClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_CLASS_UNSPECIFIED: _ClassVar[ActionClass]
+    ACTION_CLASS_TRANSACTIONAL: _ClassVar[ActionClass]
+    ACTION_CLASS_TRIGGERED: _ClassVar[ActionClass]
+    ACTION_CLASS_PROMOTIONAL: _ClassVar[ActionClass]
+
+class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASON_CODE_UNSPECIFIED: _ClassVar[ReasonCode]
+    REASON_CODE_NO_CONSENT: _ClassVar[ReasonCode]
+    REASON_CODE_SUPPRESSED: _ClassVar[ReasonCode]
+    REASON_CODE_EXITED_FLOW: _ClassVar[ReasonCode]
+    REASON_CODE_NOT_IN_JOURNEY: _ClassVar[ReasonCode]
+    REASON_CODE_RULE_FALSE: _ClassVar[ReasonCode]
+    REASON_CODE_RULE_ERROR: _ClassVar[ReasonCode]
+    REASON_CODE_LOWER_PRIORITY: _ClassVar[ReasonCode]
+    REASON_CODE_MAX_ACTIONS: _ClassVar[ReasonCode]
+    REASON_CODE_FREQUENCY_CAP: _ClassVar[ReasonCode]
+    REASON_CODE_QUIET_HOURS: _ClassVar[ReasonCode]
+    REASON_CODE_COOLDOWN: _ClassVar[ReasonCode]
+    REASON_CODE_OUT_OF_STOCK: _ClassVar[ReasonCode]
+    REASON_CODE_HELD_OUT: _ClassVar[ReasonCode]
+    REASON_CODE_NO_EXPECTED_LIFT: _ClassVar[ReasonCode]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_PRODUCT_VIEWED: _ClassVar[EventType]
+    EVENT_TYPE_ADDED_TO_CART: _ClassVar[EventType]
+    EVENT_TYPE_CART_ABANDONED: _ClassVar[EventType]
+    EVENT_TYPE_ORDER_PLACED: _ClassVar[EventType]
+    EVENT_TYPE_REFUNDED: _ClassVar[EventType]
+    EVENT_TYPE_SUBSCRIBED: _ClassVar[EventType]
+    EVENT_TYPE_UNSUBSCRIBED: _ClassVar[EventType]
+    EVENT_TYPE_CONSENT_CHANGED: _ClassVar[EventType]
+    EVENT_TYPE_OPENED: _ClassVar[EventType]
+    EVENT_TYPE_CLICKED: _ClassVar[EventType]
+    EVENT_TYPE_BOUNCED: _ClassVar[EventType]
+    EVENT_TYPE_COMPLAINED: _ClassVar[EventType]
+
+class BounceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BOUNCE_KIND_UNSPECIFIED: _ClassVar[BounceKind]
+    BOUNCE_KIND_HARD: _ClassVar[BounceKind]
+    BOUNCE_KIND_SOFT: _ClassVar[BounceKind]
+
+class EventStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_STATUS_UNSPECIFIED: _ClassVar[EventStatus]
+    EVENT_STATUS_ACCEPTED: _ClassVar[EventStatus]
+    EVENT_STATUS_DUPLICATE: _ClassVar[EventStatus]
+    EVENT_STATUS_REJECTED: _ClassVar[EventStatus]
+CHANNEL_UNSPECIFIED: Channel
+CHANNEL_EMAIL: Channel
+CHANNEL_SMS: Channel
+CHANNEL_PUSH: Channel
+CHANNEL_ONSITE: Channel
+CHANNEL_ADS: Channel
+ACTION_CLASS_UNSPECIFIED: ActionClass
+ACTION_CLASS_TRANSACTIONAL: ActionClass
+ACTION_CLASS_TRIGGERED: ActionClass
+ACTION_CLASS_PROMOTIONAL: ActionClass
+REASON_CODE_UNSPECIFIED: ReasonCode
+REASON_CODE_NO_CONSENT: ReasonCode
+REASON_CODE_SUPPRESSED: ReasonCode
+REASON_CODE_EXITED_FLOW: ReasonCode
+REASON_CODE_NOT_IN_JOURNEY: ReasonCode
+REASON_CODE_RULE_FALSE: ReasonCode
+REASON_CODE_RULE_ERROR: ReasonCode
+REASON_CODE_LOWER_PRIORITY: ReasonCode
+REASON_CODE_MAX_ACTIONS: ReasonCode
+REASON_CODE_FREQUENCY_CAP: ReasonCode
+REASON_CODE_QUIET_HOURS: ReasonCode
+REASON_CODE_COOLDOWN: ReasonCode
+REASON_CODE_OUT_OF_STOCK: ReasonCode
+REASON_CODE_HELD_OUT: ReasonCode
+REASON_CODE_NO_EXPECTED_LIFT: ReasonCode
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_PRODUCT_VIEWED: EventType
+EVENT_TYPE_ADDED_TO_CART: EventType
+EVENT_TYPE_CART_ABANDONED: EventType
+EVENT_TYPE_ORDER_PLACED: EventType
+EVENT_TYPE_REFUNDED: EventType
+EVENT_TYPE_SUBSCRIBED: EventType
+EVENT_TYPE_UNSUBSCRIBED: EventType
+EVENT_TYPE_CONSENT_CHANGED: EventType
+EVENT_TYPE_OPENED: EventType
+EVENT_TYPE_CLICKED: EventType
+EVENT_TYPE_BOUNCED: EventType
+EVENT_TYPE_COMPLAINED: EventType
+BOUNCE_KIND_UNSPECIFIED: BounceKind
+BOUNCE_KIND_HARD: BounceKind
+BOUNCE_KIND_SOFT: BounceKind
+EVENT_STATUS_UNSPECIFIED: EventStatus
+EVENT_STATUS_ACCEPTED: EventStatus
+EVENT_STATUS_DUPLICATE: EventStatus
+EVENT_STATUS_REJECTED: EventStatus
+
+class NextActionRequest(_message.Message):
+    __slots__ = ("request_id", "user_id", "trigger", "occurred_at", "context", "channels", "max_actions", "explain")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    trigger: str
+    occurred_at: _timestamp_pb2.Timestamp
+    context: RequestContext
+    channels: _containers.RepeatedScalarFieldContainer[Channel]
+    max_actions: int
+    explain: bool
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., trigger: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[Channel, str]]] = ..., max_actions: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class RequestContext(_message.Message):
+    __slots__ = ("cart_value", "product_ids", "page_category", "time_zone", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CART_VALUE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    cart_value: float
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    page_category: str
+    time_zone: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, cart_value: _Optional[float] = ..., product_ids: _Optional[_Iterable[str]] = ..., page_category: _Optional[str] = ..., time_zone: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class NextActionResponse(_message.Message):
+    __slots__ = ("decision_id", "actions", "rejected", "catalog_version", "occurred_at", "replayed")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    actions: _containers.RepeatedCompositeFieldContainer[ChosenAction]
+    rejected: _containers.RepeatedCompositeFieldContainer[RejectedCandidate]
+    catalog_version: str
+    occurred_at: _timestamp_pb2.Timestamp
+    replayed: bool
+    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ChosenAction, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RejectedCandidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ChosenAction(_message.Message):
+    __slots__ = ("action_id", "flow", "channel", "action_class", "send_at", "parameters", "score")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    send_at: _timestamp_pb2.Timestamp
+    parameters: _containers.ScalarMap[str, str]
+    score: float
+    def __init__(self, action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RejectedCandidate(_message.Message):
+    __slots__ = ("action_id", "flow", "channel", "action_class", "reason", "detail")
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    reason: ReasonCode
+    detail: str
+    def __init__(self, action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., reason: _Optional[_Union[ReasonCode, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class OrderItem(_message.Message):
+    __slots__ = ("product_id", "quantity", "unit_price")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    quantity: int
+    unit_price: float
+    def __init__(self, product_id: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[float] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "user_id", "type", "occurred_at", "value", "channel", "consent_granted", "bounce_kind", "decision_id", "product_ids", "items", "order_id", "properties")
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_GRANTED_FIELD_NUMBER: _ClassVar[int]
+    BOUNCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    user_id: str
+    type: EventType
+    occurred_at: _timestamp_pb2.Timestamp
+    value: float
+    channel: Channel
+    consent_granted: bool
+    bounce_kind: BounceKind
+    decision_id: str
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    items: _containers.RepeatedCompositeFieldContainer[OrderItem]
+    order_id: str
+    properties: _containers.ScalarMap[str, str]
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., channel: _Optional[_Union[Channel, str]] = ..., consent_granted: _Optional[bool] = ..., bounce_kind: _Optional[_Union[BounceKind, str]] = ..., decision_id: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., order_id: _Optional[str] = ..., properties: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RecordEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class EventError(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class EventResult(_message.Message):
+    __slots__ = ("index", "event_id", "status", "errors")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    event_id: str
+    status: EventStatus
+    errors: _containers.RepeatedCompositeFieldContainer[EventError]
+    def __init__(self, index: _Optional[int] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., errors: _Optional[_Iterable[_Union[EventError, _Mapping]]] = ...) -> None: ...
+
+class RecordEventsResponse(_message.Message):
+    __slots__ = ("results", "accepted", "duplicates", "rejected")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EventResult]
+    accepted: int
+    duplicates: int
+    rejected: int
+    def __init__(self, results: _Optional[_Iterable[_Union[EventResult, _Mapping]]] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
