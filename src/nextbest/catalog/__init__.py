@@ -1,0 +1,17 @@
+"""Loading and validating the catalog; CEL rule compilation."""
+
+from nextbest.catalog.loader import bundled_catalog_path, load_catalog, parse_catalog
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow
+from nextbest.catalog.rules import CompiledRule, RuleEvaluationError
+
+__all__ = [
+    "Action",
+    "Catalog",
+    "ChannelPolicy",
+    "CompiledRule",
+    "Flow",
+    "RuleEvaluationError",
+    "bundled_catalog_path",
+    "load_catalog",
+    "parse_catalog",
+]

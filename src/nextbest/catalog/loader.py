@@ -1,0 +1,154 @@
+"""Reads a catalog file, validates it strictly and compiles it into a :class:`Catalog`.
+
+Every problem is reported, each as ``file:line: path: reason``; nothing is silently ignored (unknown keys,
+duplicate keys or ids, unknown channels, flows or events, bad CEL are all errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow
+from nextbest.catalog.rules import compile_rule
+from nextbest.catalog.schema import CatalogSpec
+from nextbest.errors import CatalogError
+
+__all__ = ["bundled_catalog_path", "load_catalog", "parse_catalog"]
+
+_Path = tuple[str | int, ...]
+
+
+def bundled_catalog_path() -> Path:
+    """The example catalog shipped with nextbest."""
+    return Path(__file__).resolve().parent.parent / "catalogs" / "default.yaml"
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Loads and validates the catalog at ``path``; raises :class:`CatalogError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError([f"{path}: cannot read the catalog: {exc.strerror or exc}"]) from exc
+    return parse_catalog(text, source=str(path))
+
+
+def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise CatalogError([f"{source}: not valid YAML: {exc}"]) from exc
+    if root is None:
+        raise CatalogError([f"{source}: the catalog is empty"])
+    lines: dict[_Path, int] = {}
+    problems = [f"{source}:{line}: {_fmt(path)}: {reason}" for path, line, reason in _walk(root, (), lines)]
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise CatalogError([*problems, f"{source}: the catalog must be a mapping at the top level"])
+
+    def where(path: _Path) -> str:
+        for depth in range(len(path), -1, -1):
+            if path[:depth] in lines:
+                return f"{source}:{lines[path[:depth]]}"
+        return source
+
+    try:
+        spec = CatalogSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += [f"{where(tuple(e['loc']))}: {_fmt(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
+        raise CatalogError(problems) from exc
+
+    semantic = list(_check(spec))
+    actions: list[Action] = []
+    for index, action_spec in enumerate(spec.actions):
+        rule, rule_problems = compile_rule(action_spec.rule)
+        semantic.extend((("actions", index, "rule"), p) for p in rule_problems)
+        if rule is not None:
+            actions.append(Action.from_spec(action_spec, rule))
+    problems += [f"{where(path)}: {_fmt(path)}: {reason}" for path, reason in semantic]
+    if problems:
+        raise CatalogError(problems)
+
+    flows = {
+        flow_id: Flow.from_spec(flow_id, flow, [a for a in actions if a.flow == flow_id])
+        for flow_id, flow in spec.flows.items()
+    }
+    return Catalog(
+        version=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        source=source,
+        name=spec.name,
+        channels={ch: ChannelPolicy(c.requires_consent, c.default_consent) for ch, c in spec.channels.items()},
+        flows=flows,
+        actions=tuple(actions),
+        extra_triggers=frozenset(spec.triggers),
+    )
+
+
+def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
+    seen: dict[str, int] = {}
+    for index, action in enumerate(spec.actions):
+        if action.id in seen:
+            yield ("actions", index, "id"), f"duplicate action id {action.id!r} (first at actions[{seen[action.id]}])"
+        seen.setdefault(action.id, index)
+        if action.flow not in spec.flows:
+            yield ("actions", index, "flow"), f"unknown flow {action.flow!r}; declared flows: {_names(spec.flows)}"
+        if action.channel not in spec.channels:
+            yield (
+                ("actions", index, "channel"),
+                f"unknown channel {action.channel.value!r}: not declared under channels ({_names(spec.channels)})",
+            )
+        for t_index, trigger in enumerate(action.triggers):
+            if action.triggers.index(trigger) != t_index:
+                yield ("actions", index, "triggers", t_index), f"trigger {trigger!r} listed twice"
+    answered = {t for a in spec.actions for t in a.triggers}
+    for flow_id, flow in spec.flows.items():
+        if not any(a.flow == flow_id for a in spec.actions):
+            yield ("flows", flow_id), "flow has no actions"
+        for t_index, trigger in enumerate(flow.entry_triggers or ()):
+            if trigger not in answered and trigger not in spec.triggers:
+                yield (
+                    ("flows", flow_id, "entry_triggers", t_index),
+                    f"unknown trigger {trigger!r}: no action answers it and it is not under triggers",
+                )
+
+
+def _walk(node: yaml.Node, path: _Path, lines: dict[_Path, int]) -> Iterator[tuple[_Path, int, str]]:
+    """Records the line of every path and reports duplicate mapping keys (PyYAML keeps the last silently)."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                yield path + (key,), key_node.start_mark.line + 1, f"duplicate key (first on line {seen[key]})"
+                continue
+            seen[key] = key_node.start_mark.line + 1
+            yield from _walk(value_node, path + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _walk(item, path + (index,), lines)
+
+
+def _fmt(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "enum" and "expected" in error.get("ctx", {}):
+        return f"unknown value {error['input']!r}; expected {error['ctx']['expected']}"
+    return str(error["msg"])
+
+
+def _names(names: Iterable[object]) -> str:
+    return ", ".join(str(getattr(n, "value", n)) for n in names) or "none"

@@ -1,0 +1,105 @@
+"""The compiled catalog the pipeline reads: immutable, indexed by trigger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from nextbest.catalog.rules import CompiledRule
+from nextbest.catalog.schema import ActionSpec, FlowSpec
+from nextbest.domain import ActionClass, Channel, EventType
+
+__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPolicy:
+    requires_consent: bool
+    default_consent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    triggers: frozenset[str]
+    rule: CompiledRule
+    delay: timedelta
+    value: float
+    base_propensity: float
+    cost: float
+    parameters: Mapping[str, str]
+    description: str = ""
+
+    @classmethod
+    def from_spec(cls, spec: ActionSpec, rule: CompiledRule) -> Action:
+        return cls(
+            id=spec.id,
+            flow=spec.flow,
+            channel=spec.channel,
+            action_class=spec.action_class,
+            triggers=frozenset(spec.triggers),
+            rule=rule,
+            delay=spec.delay,
+            value=spec.value,
+            base_propensity=spec.base_propensity,
+            cost=spec.cost,
+            parameters={k: _param_str(v) for k, v in spec.parameters.items()},
+            description=spec.description,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    id: str
+    priority: int
+    entry_triggers: frozenset[str]
+    exit_on: frozenset[EventType]
+    description: str = ""
+
+    @classmethod
+    def from_spec(cls, flow_id: str, spec: FlowSpec, actions: Iterable[Action]) -> Flow:
+        entry = spec.entry_triggers
+        triggers = frozenset(entry) if entry is not None else frozenset(t for a in actions for t in a.triggers)
+        return cls(flow_id, spec.priority, triggers, frozenset(spec.exit_on), spec.description)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    version: str
+    source: str
+    name: str
+    channels: Mapping[Channel, ChannelPolicy]
+    flows: Mapping[str, Flow]
+    actions: tuple[Action, ...]
+    extra_triggers: frozenset[str] = frozenset()
+    _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[Action]] = {}
+        for action in self.actions:
+            for trigger in action.triggers:
+                index.setdefault(trigger, []).append(action)
+        object.__setattr__(self, "_by_trigger", {t: tuple(a) for t, a in index.items()})
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        """Every trigger a caller may send."""
+        return frozenset(self._by_trigger) | self.extra_triggers
+
+    def actions_for(self, trigger: str) -> tuple[Action, ...]:
+        return self._by_trigger.get(trigger, ())
+
+    def candidates(self, trigger: str, channels: Sequence[Channel]) -> list[Action]:
+        """Actions answering ``trigger`` on one of ``channels`` (every enabled channel when empty)."""
+        allowed = set(channels) if channels else set(self.channels)
+        return [a for a in self.actions_for(trigger) if a.channel in allowed]
+
+
+def _param_str(value: str | bool | int | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

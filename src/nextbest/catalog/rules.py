@@ -1,0 +1,129 @@
+"""CEL eligibility rules: compiled once at catalog load, evaluated per candidate.
+
+Rules see four variables, documented in the README: ``customer``, ``context``, ``journey`` and ``trigger``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+__all__ = ["RULE_VARIABLES", "CompiledRule", "RuleEvaluationError", "compile_rule", "sample_scopes"]
+
+RULE_VARIABLES = ("customer", "context", "journey", "trigger")
+
+
+class RuleEvaluationError(Exception):
+    """The rule could not be evaluated for this customer (missing key, type mismatch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    source: str
+    program: Any  # cel.Program; the extension module ships no usable type for it
+
+    @property
+    def always_true(self) -> bool:
+        return self.source.strip() == "true"
+
+    def evaluate(self, scope: Any) -> bool:
+        """Evaluates against a ``cel.Context`` (built once per decision) or a plain mapping."""
+        if self.always_true:
+            return True
+        try:
+            result = self.program.execute(scope)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RuleEvaluationError(f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(result, bool):
+            raise RuleEvaluationError(f"rule returned {type(result).__name__}, not bool")
+        return result
+
+
+def sample_scopes() -> list[dict[str, Any]]:
+    """Representative variable sets used to dry-run every rule at load, so a typo in a field name or a
+    type error is a catalog error instead of a surprise in production."""
+    empty: dict[str, Any] = {
+        "customer": {
+            "orders_count": 0,
+            "refunds_count": 0,
+            "total_revenue": 0.0,
+            "days_since_last_order": -1.0,
+            "days_since_first_seen": 0.0,
+            "days_since_last_engagement": -1.0,
+            "consents": [],
+            "subscribed": False,
+        },
+        "context": {
+            "cart_value": 0.0,
+            "has_cart_value": False,
+            "product_ids": [],
+            "page_category": "",
+            "time_zone": "",
+            "attributes": {},
+        },
+        "journey": {"active": False, "hours_since_entry": -1.0, "steps_sent": 0},
+        "trigger": "scheduled",
+    }
+    full: dict[str, Any] = {
+        "customer": {
+            "orders_count": 7,
+            "refunds_count": 1,
+            "total_revenue": 812.5,
+            "days_since_last_order": 12.0,
+            "days_since_first_seen": 400.0,
+            "days_since_last_engagement": 3.0,
+            "consents": ["email", "sms", "push"],
+            "subscribed": True,
+        },
+        "context": {
+            "cart_value": 120.0,
+            "has_cart_value": True,
+            "product_ids": ["sku-1", "sku-2"],
+            "page_category": "shoes",
+            "time_zone": "Europe/Paris",
+            "attributes": {},
+        },
+        "journey": {"active": True, "hours_since_entry": 30.0, "steps_sent": 1},
+        "trigger": "cart_abandoned",
+    }
+    return [empty, full]
+
+
+def compile_rule(source: str) -> tuple[CompiledRule | None, list[str]]:
+    """Compiles ``source``; returns the rule and the problems found (empty when it is usable)."""
+    try:
+        program = cel.compile(source)
+    except (ValueError, RuntimeError) as exc:
+        return None, [f"CEL syntax error: {_first_line(exc)}"]
+    rule = CompiledRule(source=source, program=program)
+    problems: list[str] = []
+    for scope in sample_scopes():
+        problem = _dry_run(rule, scope)
+        if problem and problem not in problems:
+            problems.append(problem)
+    return (rule if not problems else None), problems
+
+
+def _dry_run(rule: CompiledRule, scope: Mapping[str, Any]) -> str | None:
+    try:
+        result = rule.program.execute(dict(scope))
+    except RuntimeError as exc:
+        # Undeclared variables are RuntimeErrors; name the ones a rule may use.
+        return f"{_first_line(exc)} (rules may use: {', '.join(RULE_VARIABLES)})"
+    except KeyError as exc:
+        return (
+            f"unknown field or missing key {exc}: rules read the fields listed in the README; "
+            "guard optional keys, e.g. has(context.attributes.vip)"
+        )
+    except (TypeError, ValueError) as exc:
+        return f"CEL type error: {_first_line(exc)}"
+    if not isinstance(result, bool):
+        return f"rule must evaluate to a bool, got {type(result).__name__}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,92 @@
+"""The catalog file's schema: strict pydantic models that reject unknown keys."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from nextbest.domain import ActionClass, Channel, EventType
+
+__all__ = ["ActionSpec", "CatalogSpec", "ChannelSpec", "FlowSpec", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_IDENT = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"90m"``, ``"1h"``, ``"2d"``, ``"1w"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration such as '1h', '30m' or '2d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration such as '1h', '30m' or '2d'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Identifier = Annotated[str, Field(pattern=_IDENT)]
+ParameterValue = str | bool | int | float
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ChannelSpec(_Strict):
+    requires_consent: bool = Field(
+        default=True, description="Marketing actions need the customer's consent on this channel."
+    )
+    default_consent: bool = Field(
+        default=False, description="Consent assumed when the customer never said (opt-out regimes)."
+    )
+
+
+class FlowSpec(_Strict):
+    description: str = ""
+    priority: int = Field(default=50, ge=0, le=1000, description="Higher wins within a class.")
+    entry_triggers: list[Identifier] | None = Field(
+        default=None,
+        description="Triggers that start a journey in this flow; default: every trigger its actions answer.",
+    )
+    exit_on: list[EventType] = Field(
+        default_factory=list, description="Events that end the journey, e.g. order_placed."
+    )
+
+
+class ActionSpec(_Strict):
+    id: Identifier
+    description: str = ""
+    flow: Identifier
+    channel: Channel
+    action_class: ActionClass = Field(alias="class")
+    triggers: list[Identifier] = Field(min_length=1)
+    rule: str = Field(default="true", min_length=1, description="CEL expression returning bool.")
+    delay: Duration = Field(default=timedelta(0), description="send_at = trigger time + delay.")
+    value: float = Field(default=0.0, ge=0, description="Expected order value if the action converts.")
+    base_propensity: float = Field(
+        default=0.01, ge=0, le=1, description="P(convert) used when no model scores the action."
+    )
+    cost: float = Field(default=0.0, ge=0, description="Cost per send.")
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+
+
+class CatalogSpec(_Strict):
+    version: Literal[1] = Field(description="Catalog schema version.")
+    name: str = ""
+    channels: dict[Channel, ChannelSpec] = Field(min_length=1)
+    triggers: list[Identifier] = Field(
+        default_factory=list, description="Extra triggers callers may send that no action answers yet."
+    )
+    flows: dict[Identifier, FlowSpec] = Field(min_length=1)
+    actions: list[ActionSpec] = Field(min_length=1)

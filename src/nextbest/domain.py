@@ -1,0 +1,179 @@
+"""Domain types shared by the pipeline stages: plain frozen dataclasses, no transport types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "ActionClass",
+    "BounceKind",
+    "Channel",
+    "ChosenAction",
+    "Decision",
+    "DecisionRequest",
+    "Event",
+    "EventOutcome",
+    "EventType",
+    "OrderItem",
+    "ReasonCode",
+    "Rejection",
+    "RequestContext",
+]
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    ONSITE = "onsite"
+    ADS = "ads"
+
+
+class ActionClass(StrEnum):
+    """Classes are strictly ordered; a lower ``rank`` wins arbitration."""
+
+    TRANSACTIONAL = "transactional"
+    TRIGGERED = "triggered"
+    PROMOTIONAL = "promotional"
+
+    @property
+    def rank(self) -> int:
+        return _CLASS_RANK[self]
+
+    @property
+    def is_marketing(self) -> bool:
+        return self is not ActionClass.TRANSACTIONAL
+
+
+_CLASS_RANK = {ActionClass.TRANSACTIONAL: 0, ActionClass.TRIGGERED: 1, ActionClass.PROMOTIONAL: 2}
+
+
+class ReasonCode(StrEnum):
+    NO_CONSENT = "NO_CONSENT"
+    SUPPRESSED = "SUPPRESSED"
+    EXITED_FLOW = "EXITED_FLOW"
+    NOT_IN_JOURNEY = "NOT_IN_JOURNEY"
+    RULE_FALSE = "RULE_FALSE"
+    RULE_ERROR = "RULE_ERROR"
+    LOWER_PRIORITY = "LOWER_PRIORITY"
+    MAX_ACTIONS = "MAX_ACTIONS"
+    FREQUENCY_CAP = "FREQUENCY_CAP"
+    QUIET_HOURS = "QUIET_HOURS"
+    COOLDOWN = "COOLDOWN"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    HELD_OUT = "HELD_OUT"
+    NO_EXPECTED_LIFT = "NO_EXPECTED_LIFT"
+
+
+class EventType(StrEnum):
+    PRODUCT_VIEWED = "product_viewed"
+    ADDED_TO_CART = "added_to_cart"
+    CART_ABANDONED = "cart_abandoned"
+    ORDER_PLACED = "order_placed"
+    REFUNDED = "refunded"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    CONSENT_CHANGED = "consent_changed"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class BounceKind(StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    cart_value: float | None = None
+    product_ids: tuple[str, ...] = ()
+    page_category: str = ""
+    time_zone: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """One ``NextAction`` call. ``channels`` holds ``None`` for a value the wire could not name."""
+
+    request_id: str
+    user_id: str
+    trigger: str
+    occurred_at: datetime | None
+    context: RequestContext = RequestContext()
+    channels: tuple[Channel | None, ...] = ()
+    max_actions: int = 0
+    explain: bool = False
+    # A digest of the request as the caller sent it; a replay must carry the same digest.
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenAction:
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    send_at: datetime
+    parameters: Mapping[str, str]
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    reason: ReasonCode
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    request_id: str
+    user_id: str
+    trigger: str
+    occurred_at: datetime
+    catalog_version: str
+    actions: tuple[ChosenAction, ...]
+    rejected: tuple[Rejection, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    product_id: str
+    quantity: int
+    unit_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One customer event. ``type`` and ``channel`` are ``None`` when the wire value was unspecified."""
+
+    event_id: str
+    user_id: str
+    type: EventType | None
+    occurred_at: datetime | None
+    value: float = 0.0
+    channel: Channel | None = None
+    consent_granted: bool = False
+    bounce_kind: BounceKind | None = None
+    decision_id: str = ""
+    product_ids: tuple[str, ...] = ()
+    items: tuple[OrderItem, ...] = ()
+    order_id: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+class EventOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
