@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from nextbest.errors import FieldViolation
+
 __all__ = [
     "ActionClass",
     "BounceKind",
@@ -16,6 +18,7 @@ __all__ = [
     "DecisionRequest",
     "Event",
     "EventOutcome",
+    "EventResult",
     "EventType",
     "OrderItem",
     "ReasonCode",
@@ -109,8 +112,6 @@ class DecisionRequest:
     channels: tuple[Channel | None, ...] = ()
     max_actions: int = 0
     explain: bool = False
-    # A digest of the request as the caller sent it; a replay must carry the same digest.
-    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +178,11 @@ class EventOutcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    index: int
+    event_id: str
+    outcome: EventOutcome
+    violations: tuple[FieldViolation, ...] = ()

@@ -1,0 +1,446 @@
+"""NextAction load generator; run it in its own process, never inside the server's.
+
+Closed loop: C threads each keep one blocking call in flight for D seconds (throughput at concurrency C).
+Open loop: calls are sent on a fixed schedule of R calls/s for D seconds whatever the server does, with
+futures; each latency is measured from the call's *scheduled* send time, so a server (or client) that
+falls behind is charged for the wait (no coordinated omission).
+
+Prints one JSON object on stdout. Loopback only.
+
+    python benchmarks/loadgen.py --port 50151 closed --concurrency 8 --duration 10
+    python benchmarks/loadgen.py --port 50151 --server-pid 1234 open --rate 500 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+
+HOST = "127.0.0.1"
+PRODUCT_POOL = 2_000
+MAX_DURATION_S = 600.0
+MAX_CONCURRENCY = 1_024
+MAX_RATE = 50_000.0
+LATE_SEND_NS = 1_000_000  # an open-loop send more than 1 ms behind schedule counts as late
+_NS = 1_000_000_000
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+class RequestFactory:
+    """Builds NextAction requests; one per thread, each with its own deterministic RNG stream."""
+
+    def __init__(self, seed: int, stream: int, users: int, trigger: str) -> None:
+        self._rng = random.Random(f"nextbest-bench:{seed}:{stream}")
+        self._users = users
+        self._trigger = trigger
+
+    def build(self) -> pb.NextActionRequest:
+        rng = self._rng
+        products = rng.sample(range(PRODUCT_POOL), 2)
+        return pb.NextActionRequest(
+            request_id=uuid.uuid4().hex,  # unique across runs: the server is idempotent on request_id
+            user_id=f"bench-user-{rng.randrange(self._users):05d}",
+            trigger=self._trigger,
+            context=pb.RequestContext(
+                cart_value=round(rng.uniform(5.0, 250.0), 2),
+                product_ids=[f"sku-{p:05d}" for p in products],
+                time_zone="Europe/Paris",
+            ),
+            explain=False,
+        )
+
+
+# --- recording --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Thread-safe sink for completed calls."""
+
+    latencies_ns: list[int] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+    first_actions: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, latency_ns: int, code: str, first_action: str | None) -> None:
+        with self._lock:
+            self.latencies_ns.append(latency_ns)
+            self.codes[code] += 1
+            if code == "OK":
+                self.first_actions[first_action or "(none)"] += 1
+
+
+def percentile(sorted_values: Sequence[int], pct: float) -> int:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        return 0
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary_ms(latencies_ns: list[int]) -> dict[str, float | None]:
+    if not latencies_ns:
+        return {key: None for key in ("mean", "p50", "p90", "p99", "p99_9", "max")}
+    ordered = sorted(latencies_ns)
+    to_ms = 1e-6
+    return {
+        "mean": round(sum(ordered) / len(ordered) * to_ms, 3),
+        "p50": round(percentile(ordered, 50) * to_ms, 3),
+        "p90": round(percentile(ordered, 90) * to_ms, 3),
+        "p99": round(percentile(ordered, 99) * to_ms, 3),
+        "p99_9": round(percentile(ordered, 99.9) * to_ms, 3),
+        "max": round(ordered[-1] * to_ms, 3),
+    }
+
+
+# --- CPU accounting ---------------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """user+system CPU seconds of ``pid`` and its descendants (psutil if present, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_stat_cpu_seconds(pid)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _proc_stat_cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: fields[0] is state (field 3); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuWindow:
+    """Server and client CPU time between :meth:`start` and :meth:`stop`."""
+
+    server_pid: int | None
+    server_s: float | None = None
+    client_s: float = 0.0
+
+    def start(self) -> None:
+        self.server_s = process_cpu_seconds(self.server_pid) if self.server_pid else None
+        self.client_s = time.process_time()
+
+    def stop(self) -> None:
+        end = process_cpu_seconds(self.server_pid) if self.server_pid else None
+        self.server_s = end - self.server_s if end is not None and self.server_s is not None else None
+        self.client_s = time.process_time() - self.client_s
+
+    def per_call_us(self, calls: int) -> dict[str, float | None]:
+        def per_call(seconds: float | None) -> float | None:
+            return round(seconds / calls * 1e6, 1) if seconds is not None and calls else None
+
+        return {
+            "server_cpu_s": None if self.server_s is None else round(self.server_s, 3),
+            "server_cpu_us_per_call": per_call(self.server_s),
+            "client_cpu_s": round(self.client_s, 3),
+            "client_cpu_us_per_call": per_call(self.client_s),
+        }
+
+
+# --- calls ------------------------------------------------------------------------------------------------
+
+
+def _status_name(exc: grpc.RpcError) -> str:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    return code.name if code is not None else "UNKNOWN"
+
+
+def _first_action(response: pb.NextActionResponse) -> str | None:
+    return response.actions[0].action_id if response.actions else None
+
+
+def blocking_call(stub: pb_grpc.DecisionServiceStub, request: pb.NextActionRequest, timeout: float) -> tuple[
+    str, str | None
+]:
+    try:
+        response = stub.NextAction(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        return _status_name(exc), None
+    return "OK", _first_action(response)
+
+
+class InFlight:
+    """Counts outstanding futures so the open loop can wait for the last one."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+        self.peak = 0
+
+    def add(self) -> None:
+        with self._cond:
+            self._count += 1
+            self.peak = max(self.peak, self._count)
+
+    def done(self) -> None:
+        with self._cond:
+            self._count -= 1
+            if self._count == 0:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
+
+
+def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future: grpc.Future) -> None:
+    end_ns = time.perf_counter_ns()
+    try:
+        code, first = "OK", _first_action(future.result())
+    except grpc.RpcError as exc:
+        code, first = _status_name(exc), None
+    except grpc.FutureCancelledError:
+        code, first = "CANCELLED", None
+    recorder.record(end_ns - scheduled_ns, code, first)
+    in_flight.done()
+
+
+# --- closed loop ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    measure_ns: int = 0
+    end_ns: int = 0
+
+
+def _closed_worker(
+    stub: pb_grpc.DecisionServiceStub,
+    factory: RequestFactory,
+    timeout: float,
+    window: Window,
+    barrier: threading.Barrier,
+    recorder: Recorder,
+) -> None:
+    barrier.wait()
+    while True:
+        request = factory.build()
+        start = time.perf_counter_ns()
+        if start >= window.end_ns:
+            return
+        code, first = blocking_call(stub, request, timeout)
+        end = time.perf_counter_ns()
+        if window.measure_ns <= end <= window.end_ns:  # completions inside the measured window
+            recorder.record(end - start, code, first)
+
+
+def run_closed(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
+    recorder, window, cpu = Recorder(), Window(), CpuWindow(args.server_pid)
+    barrier = threading.Barrier(args.concurrency + 1)
+    threads = [
+        threading.Thread(
+            target=_closed_worker,
+            args=(stubs[i % len(stubs)], _factory(args, i), args.timeout, window, barrier, recorder),
+            name=f"closed-{i}",
+            daemon=True,
+        )
+        for i in range(args.concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    window.measure_ns = time.perf_counter_ns() + int(args.warmup * _NS)
+    window.end_ns = window.measure_ns + int(args.duration * _NS)
+    barrier.wait()
+    _sleep_until(window.measure_ns)
+    cpu.start()
+    _sleep_until(window.end_ns)
+    cpu.stop()
+    for thread in threads:
+        thread.join(timeout=args.timeout + 5)
+    return {
+        "mode": "closed",
+        "concurrency": args.concurrency,
+        **_summary(recorder, args.duration, cpu),
+    }
+
+
+# --- open loop --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    sent: int = 0
+    late_sends: int = 0
+    max_send_lag_ns: int = 0
+
+
+def _send_on_schedule(
+    stubs: list[pb_grpc.DecisionServiceStub],
+    factory: RequestFactory,
+    rate: float,
+    duration: float,
+    timeout: float,
+    recorder: Recorder,
+    in_flight: InFlight,
+) -> Schedule:
+    schedule = Schedule()
+    interval_ns = _NS / rate
+    start_ns = time.perf_counter_ns() + 1_000_000
+    for i in range(int(rate * duration)):
+        scheduled_ns = start_ns + round(i * interval_ns)
+        request = factory.build()
+        _sleep_until(scheduled_ns)
+        lag_ns = time.perf_counter_ns() - scheduled_ns
+        schedule.max_send_lag_ns = max(schedule.max_send_lag_ns, lag_ns)
+        schedule.late_sends += lag_ns > LATE_SEND_NS
+        in_flight.add()
+        future = stubs[i % len(stubs)].NextAction.future(request, timeout=timeout)
+        future.add_done_callback(functools.partial(_on_done, recorder, in_flight, scheduled_ns))
+        schedule.sent += 1
+    return schedule
+
+
+def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
+    factory = _factory(args, 0)
+    drain_s = args.timeout + 5
+    if args.warmup > 0:
+        warm_flight = InFlight()
+        _send_on_schedule(stubs, factory, args.rate, args.warmup, args.timeout, Recorder(), warm_flight)
+        warm_flight.wait_idle(drain_s)
+    recorder, in_flight, cpu = Recorder(), InFlight(), CpuWindow(args.server_pid)
+    cpu.start()
+    schedule = _send_on_schedule(stubs, factory, args.rate, args.duration, args.timeout, recorder, in_flight)
+    drained = in_flight.wait_idle(drain_s)
+    cpu.stop()
+    return {
+        "mode": "open",
+        "rate": args.rate,
+        "sent": schedule.sent,
+        "late_sends": schedule.late_sends,
+        "max_send_lag_ms": round(schedule.max_send_lag_ns / 1e6, 3),
+        "peak_in_flight": in_flight.peak,
+        "drained": drained,
+        **_summary(recorder, args.duration, cpu),
+    }
+
+
+# --- plumbing ---------------------------------------------------------------------------------------------
+
+
+def _factory(args: argparse.Namespace, stream: int) -> RequestFactory:
+    return RequestFactory(args.seed, stream, args.users, args.trigger)
+
+
+def _sleep_until(deadline_ns: int) -> None:
+    remaining = deadline_ns - time.perf_counter_ns()
+    if remaining > 0:
+        time.sleep(remaining / _NS)
+
+
+def _summary(recorder: Recorder, duration: float, cpu: CpuWindow) -> dict[str, Any]:
+    calls = len(recorder.latencies_ns)
+    ok = recorder.codes.get("OK", 0)
+    return {
+        "duration_s": duration,
+        "calls": calls,
+        "ok": ok,
+        "calls_per_s": round(calls / duration, 1),
+        "decisions_per_s": round(ok / duration, 1),
+        "errors": {code: n for code, n in sorted(recorder.codes.items()) if code != "OK"},
+        "latency_ms": latency_summary_ms(recorder.latencies_ns),
+        "first_actions": dict(recorder.first_actions.most_common(5)),
+        **cpu.per_call_us(calls),
+    }
+
+
+def open_channels(port: int, count: int, ready_timeout: float) -> list[grpc.Channel]:
+    # A local subchannel pool gives each channel its own HTTP/2 connection.
+    options = [("grpc.use_local_subchannel_pool", 1)] if count > 1 else []
+    channels = [grpc.insecure_channel(f"{HOST}:{port}", options=options) for _ in range(count)]
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=ready_timeout)
+    return channels
+
+
+def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=_bounded(int, 1, 65535), required=True, help=f"server port on {HOST}")
+    parser.add_argument("--server-pid", type=int, help="measure this process's CPU time per call")
+    parser.add_argument("--duration", type=_bounded(float, 0.1, MAX_DURATION_S), default=10.0)
+    parser.add_argument("--warmup", type=_bounded(float, 0.0, 60.0), default=1.0, help="unmeasured lead-in (s)")
+    parser.add_argument("--timeout", type=_bounded(float, 0.01, 60.0), default=2.0, help="per-call deadline (s)")
+    parser.add_argument("--users", type=_bounded(int, 1, 10_000_000), default=10_000, help="user_id pool size")
+    parser.add_argument("--trigger", default="bench_trigger")
+    parser.add_argument("--seed", type=int, default=20_261_123)
+    parser.add_argument("--channels", type=_bounded(int, 1, 64), default=1, help="gRPC channels (connections)")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    closed = modes.add_parser("closed", help="fixed concurrency")
+    closed.add_argument("--concurrency", type=_bounded(int, 1, MAX_CONCURRENCY), default=8)
+    open_ = modes.add_parser("open", help="fixed arrival rate")
+    open_.add_argument("--rate", type=_bounded(float, 1.0, MAX_RATE), default=500.0, help="calls per second")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    channels = open_channels(args.port, args.channels, ready_timeout=10.0)
+    stubs = [pb_grpc.DecisionServiceStub(channel) for channel in channels]
+    try:
+        result = run_closed(stubs, args) if args.mode == "closed" else run_open(stubs, args)
+    finally:
+        for channel in channels:
+            channel.close()
+    result.update(
+        target=f"{HOST}:{args.port}",
+        channels=args.channels,
+        warmup_s=args.warmup,
+        timeout_s=args.timeout,
+        users=args.users,
+        trigger=args.trigger,
+        seed=args.seed,
+    )
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

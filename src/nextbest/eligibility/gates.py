@@ -1,0 +1,59 @@
+"""Hard gates, checked before any rule: suppression, consent, flow exit and journey membership.
+
+Consent and suppression come before everything: a suppressed or non-consenting customer gets no marketing
+action on that channel whatever else says so. Transactional actions need no marketing consent, and an
+unsubscribe does not stop them, but a hard bounce or a complaint on their channel does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from nextbest.catalog import Action, ChannelPolicy
+from nextbest.domain import ReasonCode
+from nextbest.state import CustomerState, Journey
+
+__all__ = ["GateFailure", "check_gates"]
+
+
+@dataclass(frozen=True, slots=True)
+class GateFailure:
+    reason: ReasonCode
+    detail: str
+
+
+def _at(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "an unknown time"
+
+
+def check_gates(
+    action: Action,
+    policy: ChannelPolicy,
+    state: CustomerState,
+    journey: Journey,
+    entry_trigger: bool,
+) -> GateFailure | None:
+    """The first gate ``action`` fails, or None when it passes them all."""
+    channel = state.channel(action.channel)
+    marketing = action.action_class.is_marketing
+    if channel.suppression is not None and (marketing or channel.suppression.blocks_transactional):
+        return GateFailure(
+            ReasonCode.SUPPRESSED,
+            f"{action.channel.value} suppressed: {channel.suppression.value.replace('_', ' ')} "
+            f"at {_at(channel.suppressed_at)}",
+        )
+    if marketing and policy.requires_consent:
+        consent = channel.consent if channel.consent is not None else policy.default_consent
+        if not consent:
+            said = f"revoked at {_at(channel.consent_at)}" if channel.consent is False else "never given"
+            return GateFailure(ReasonCode.NO_CONSENT, f"no {action.channel.value} consent: {said}")
+    if journey.exit_event is not None:
+        return GateFailure(
+            ReasonCode.EXITED_FLOW,
+            f"left {action.flow}: {journey.exit_event.value} at {_at(journey.exited_at)} "
+            f"after entering at {_at(journey.entered_at)}",
+        )
+    if not entry_trigger and not journey.active:
+        return GateFailure(ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}")
+    return None

@@ -1,0 +1,60 @@
+"""The variables CEL rules see, built once per decision (and once per flow for ``journey``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import cel
+
+from nextbest.domain import DecisionRequest
+from nextbest.state import CustomerState, Journey
+
+__all__ = ["RuleScope"]
+
+
+def _days(now: datetime, then: datetime | None) -> float:
+    return (now - then).total_seconds() / 86400 if then is not None else -1.0
+
+
+class RuleScope:
+    """Builds ``cel.Context`` objects: converting Python values to CEL costs more than evaluating a rule,
+    so the customer and context maps are converted once and shared by every candidate of a flow."""
+
+    def __init__(self, state: CustomerState, request: DecisionRequest, now: datetime) -> None:
+        ctx = request.context
+        self._base: dict[str, Any] = {
+            "customer": {
+                "orders_count": state.orders_count,
+                "refunds_count": state.refunds_count,
+                "total_revenue": float(state.revenue_total),
+                "days_since_last_order": _days(now, state.last_order_at),
+                "days_since_first_seen": max(_days(now, state.first_seen_at), 0.0),
+                "days_since_last_engagement": _days(now, state.last_engagement_at),
+                "consents": [ch.value for ch, s in state.channels.items() if s.consent],
+                "subscribed": any(s.consent for s in state.channels.values()),
+            },
+            "context": {
+                "cart_value": float(ctx.cart_value or 0.0),
+                "has_cart_value": ctx.cart_value is not None,
+                "product_ids": list(ctx.product_ids),
+                "page_category": ctx.page_category,
+                "time_zone": ctx.time_zone,
+                "attributes": dict(ctx.attributes),
+            },
+            "trigger": request.trigger,
+        }
+        self._now = now
+        self._by_flow: dict[str, Any] = {}
+
+    def for_flow(self, flow: str, journey: Journey) -> Any:
+        context = self._by_flow.get(flow)
+        if context is None:
+            variables = dict(self._base)
+            variables["journey"] = {
+                "active": journey.active,
+                "hours_since_entry": journey.hours_since_entry(self._now),
+                "steps_sent": journey.steps_sent,
+            }
+            context = self._by_flow[flow] = cel.Context(variables)
+        return context

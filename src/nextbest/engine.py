@@ -1,0 +1,122 @@
+"""The decision pipeline as plain Python: no gRPC here.
+
+validate -> idempotency -> customer state -> candidates -> eligibility -> scoring -> arbitration
+-> exposure log (durable) -> decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from nextbest.arbitration import arbitrate
+from nextbest.catalog import Catalog
+from nextbest.domain import Decision, DecisionRequest, Event, EventOutcome, EventResult
+from nextbest.eligibility import evaluate
+from nextbest.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError
+from nextbest.scoring import score_candidates
+from nextbest.store import Store
+from nextbest.validation import MAX_EVENTS, validate_event, validate_request
+
+__all__ = ["DecisionEngine", "request_fingerprint", "utc_now"]
+
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def request_fingerprint(request: DecisionRequest) -> str:
+    """A digest of what the caller asked. ``explain`` is left out: asking again with explain is the same
+    question and replays the same decision, with its reasons."""
+    ctx = request.context
+    canonical = {
+        "user_id": request.user_id,
+        "trigger": request.trigger,
+        "occurred_at": request.occurred_at.isoformat() if request.occurred_at else None,
+        "context": {
+            "cart_value": ctx.cart_value,
+            "product_ids": list(ctx.product_ids),
+            "page_category": ctx.page_category,
+            "time_zone": ctx.time_zone,
+            "attributes": dict(sorted(ctx.attributes.items())),
+        },
+        "channels": [c.value if c else None for c in request.channels],
+        "max_actions": request.max_actions or 1,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+class DecisionEngine:
+    def __init__(self, catalog: Catalog, store: Store, clock: Callable[[], datetime] = utc_now) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.clock = clock
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        """Answers one NextAction request; the decision is durable when this returns."""
+        violations = validate_request(request, self.catalog)
+        if violations:
+            raise InvalidArgumentError(violations)
+        fingerprint = request_fingerprint(request)
+        stored = self.store.find_decision(request.request_id)
+        if stored is not None:
+            return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
+
+        decided_at = self.clock()
+        now = request.occurred_at or decided_at
+        snapshot = self.store.load_snapshot(request.user_id, now)
+        actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
+        eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
+        scored = score_candidates(eligible, now)
+        chosen, lower = arbitrate(scored, self.catalog.flows, request.max_actions or 1)
+        decision = Decision(
+            decision_id=uuid.uuid4().hex,
+            request_id=request.request_id,
+            user_id=request.user_id,
+            trigger=request.trigger,
+            occurred_at=now,
+            catalog_version=self.catalog.version,
+            actions=tuple(chosen),
+            rejected=tuple(rejected + lower),
+        )
+        if not self.store.save_decision(decision, fingerprint, decided_at):
+            # A concurrent call with the same request_id committed first: answer as a replay would.
+            stored = self.store.find_decision(request.request_id)
+            if stored is None:  # pragma: no cover - the conflicting row cannot vanish
+                raise RuntimeError("request_id conflict without a stored decision")
+            return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
+        return decision if request.explain else replace(decision, rejected=())
+
+    def _replay(self, request: DecisionRequest, stored: Decision, stored_fp: str, fingerprint: str) -> Decision:
+        if stored_fp != fingerprint:
+            raise AlreadyExistsError(
+                f"request_id {request.request_id!r} was already used for a different request "
+                f"(decision {stored.decision_id}); use a new request_id for a new question"
+            )
+        return stored if request.explain else replace(stored, rejected=())
+
+    def record_events(self, events: Sequence[Event]) -> list[EventResult]:
+        """Validates each event on its own, stores the valid ones (deduplicated by ``event_id``) and
+        returns one result per event, in order."""
+        if len(events) > MAX_EVENTS:
+            raise InvalidArgumentError([FieldViolation("events", f"at most {MAX_EVENTS} events per call")])
+        results: list[EventResult | None] = [None] * len(events)
+        valid: list[tuple[int, Event]] = []
+        for index, event in enumerate(events):
+            problems = validate_event(event)
+            if problems:
+                results[index] = EventResult(index, event.event_id, EventOutcome.REJECTED, tuple(problems))
+            else:
+                valid.append((index, event))
+        if valid:
+            outcomes = self.store.record_events([e for _, e in valid], self.clock())
+            for (index, event), outcome in zip(valid, outcomes, strict=True):
+                results[index] = EventResult(index, event.event_id, outcome)
+        return [r for r in results if r is not None]

@@ -1,0 +1,126 @@
+"""How domain objects are stored: JSON payloads for decisions and customer state columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, EventType, ReasonCode, Rejection
+from nextbest.state import ChannelState, CustomerState, Suppression
+
+__all__ = ["channels_to_json", "decision_from_row", "decision_payload", "last_events_to_json", "state_from_row"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def decision_payload(decision: Decision) -> dict[str, Any]:
+    return {
+        "actions": [
+            {
+                "action_id": a.action_id,
+                "flow": a.flow,
+                "channel": a.channel.value,
+                "action_class": a.action_class.value,
+                "send_at": a.send_at.isoformat(),
+                "parameters": dict(a.parameters),
+                "score": a.score,
+            }
+            for a in decision.actions
+        ],
+        "rejected": [
+            {
+                "action_id": r.action_id,
+                "flow": r.flow,
+                "channel": r.channel.value,
+                "action_class": r.action_class.value,
+                "reason": r.reason.value,
+                "detail": r.detail,
+            }
+            for r in decision.rejected
+        ],
+    }
+
+
+def decision_from_row(row: Mapping[str, Any]) -> Decision:
+    payload = row["payload"]
+    return Decision(
+        decision_id=row["decision_id"],
+        request_id=row["request_id"],
+        user_id=row["user_id"],
+        trigger=row["trigger"],
+        occurred_at=row["occurred_at"],
+        catalog_version=row["catalog_version"],
+        actions=tuple(
+            ChosenAction(
+                action_id=a["action_id"],
+                flow=a["flow"],
+                channel=Channel(a["channel"]),
+                action_class=ActionClass(a["action_class"]),
+                send_at=datetime.fromisoformat(a["send_at"]),
+                parameters=a["parameters"],
+                score=a["score"],
+            )
+            for a in payload["actions"]
+        ),
+        rejected=tuple(
+            Rejection(
+                action_id=r["action_id"],
+                flow=r["flow"],
+                channel=Channel(r["channel"]),
+                action_class=ActionClass(r["action_class"]),
+                reason=ReasonCode(r["reason"]),
+                detail=r["detail"],
+            )
+            for r in payload["rejected"]
+        ),
+        replayed=True,
+    )
+
+
+def channels_to_json(channels: Mapping[Channel, ChannelState]) -> dict[str, Any]:
+    return {
+        ch.value: {
+            "consent": s.consent,
+            "consent_at": _iso(s.consent_at),
+            "suppression": s.suppression.value if s.suppression else None,
+            "suppressed_at": _iso(s.suppressed_at),
+        }
+        for ch, s in channels.items()
+    }
+
+
+def last_events_to_json(last_events: Mapping[EventType, datetime]) -> dict[str, str]:
+    return {kind.value: at.isoformat() for kind, at in last_events.items()}
+
+
+def state_from_row(row: Mapping[str, Any]) -> CustomerState:
+    channels = {
+        Channel(name): ChannelState(
+            consent=s["consent"],
+            consent_at=_time(s["consent_at"]),
+            suppression=Suppression(s["suppression"]) if s["suppression"] else None,
+            suppressed_at=_time(s["suppressed_at"]),
+        )
+        for name, s in row["channels"].items()
+    }
+    return CustomerState(
+        user_id=row["user_id"],
+        first_seen_at=row["first_seen_at"],
+        orders_count=row["orders_count"],
+        refunds_count=row["refunds_count"],
+        revenue_total=row["revenue_total"],
+        last_order_at=row["last_order_at"],
+        last_engagement_at=row["last_engagement_at"],
+        channels=MappingProxyType(channels),
+        last_events=MappingProxyType(
+            {EventType(k): datetime.fromisoformat(v) for k, v in row["last_events"].items()}
+        ),
+    )

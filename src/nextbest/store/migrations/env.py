@@ -1,0 +1,10 @@
+"""Alembic environment: runs on the connection handed over by ``nextbest.store.migrate``."""
+
+from alembic import context
+
+from nextbest.store.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

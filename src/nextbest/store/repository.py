@@ -1,0 +1,239 @@
+"""The store the engine talks to: decisions and exposures, events and customer state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from nextbest.domain import ActionClass, Channel, Decision, Event, EventOutcome
+from nextbest.errors import StoreUnavailableError
+from nextbest.state import CustomerSnapshot, CustomerState, PastExposure, apply_event
+from nextbest.store.codec import (
+    channels_to_json,
+    decision_from_row,
+    decision_payload,
+    last_events_to_json,
+    state_from_row,
+)
+from nextbest.store.database import Database
+from nextbest.store.schema import customers, decisions, events, exposures
+from nextbest.store.writer import GroupCommitWriter, PendingWrite
+
+__all__ = ["StoredDecision", "Store"]
+
+logger = logging.getLogger(__name__)
+
+HISTORY_WINDOW = timedelta(days=90)
+HISTORY_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    decision: Decision
+    fingerprint: str
+
+
+class Store:
+    """SQL persistence for the pipeline. Every method raises :class:`StoreUnavailableError` when the
+    database fails, so callers never mistake a failed write for a success."""
+
+    def __init__(self, db: Database, max_batch: int = 256) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self.writer = GroupCommitWriter(db.writer.begin, self._write_decisions, max_batch=max_batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.db.dispose()
+
+    # -- decisions ---------------------------------------------------------------------------------------
+
+    def find_decision(self, request_id: str) -> StoredDecision | None:
+        with _guard("read decision"), self.db.reader.connect() as conn:
+            row = conn.execute(select(decisions).where(decisions.c.request_id == request_id)).mappings().first()
+        if row is None:
+            return None
+        return StoredDecision(decision_from_row(row), row["fingerprint"])
+
+    def save_decision(self, decision: Decision, fingerprint: str, decided_at: datetime) -> bool:
+        """Durably writes the decision and its exposures (group commit). Returns False, writing nothing,
+        when another decision already holds the request id."""
+        row = {
+            "decision_id": decision.decision_id,
+            "request_id": decision.request_id,
+            "user_id": decision.user_id,
+            "trigger": decision.trigger,
+            "occurred_at": decision.occurred_at,
+            "decided_at": decided_at,
+            "catalog_version": decision.catalog_version,
+            "fingerprint": fingerprint,
+            "payload": decision_payload(decision),
+        }
+        exposure_rows = [
+            {
+                "decision_id": decision.decision_id,
+                "user_id": decision.user_id,
+                "action_id": a.action_id,
+                "flow": a.flow,
+                "channel": a.channel.value,
+                "action_class": a.action_class.value,
+                "trigger": decision.trigger,
+                "occurred_at": decision.occurred_at,
+                "send_at": a.send_at,
+                "score": a.score,
+                "catalog_version": decision.catalog_version,
+            }
+            for a in decision.actions
+        ]
+        with _guard("write decision"):
+            return self.writer.submit(row, exposure_rows).result()
+
+    def _write_decisions(self, conn: Connection, batch: Sequence[PendingWrite]) -> set[str]:
+        stmt = self._insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id)
+        inserted = set(conn.execute(stmt, [item.decision_row for item in batch]).scalars())
+        rows = [r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows]
+        if rows:
+            conn.execute(exposures.insert(), rows)
+        return inserted
+
+    # -- customer state -----------------------------------------------------------------------------------
+
+    def load_snapshot(self, user_id: str, now: datetime) -> CustomerSnapshot:
+        """The customer's state and the actions chosen for them in the last 90 days (newest 500)."""
+        with _guard("read customer"), self.db.reader.connect() as conn:
+            row = conn.execute(select(customers).where(customers.c.user_id == user_id)).mappings().first()
+            history = conn.execute(
+                select(
+                    exposures.c.decision_id,
+                    exposures.c.action_id,
+                    exposures.c.flow,
+                    exposures.c.channel,
+                    exposures.c.action_class,
+                    exposures.c.trigger,
+                    exposures.c.occurred_at,
+                    exposures.c.send_at,
+                )
+                .where(exposures.c.user_id == user_id, exposures.c.occurred_at >= now - HISTORY_WINDOW)
+                .order_by(exposures.c.occurred_at.desc())
+                .limit(HISTORY_LIMIT)
+            ).all()
+        state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
+        past = tuple(
+            PastExposure(
+                decision_id=h.decision_id,
+                action_id=h.action_id,
+                flow=h.flow,
+                channel=Channel(h.channel),
+                action_class=ActionClass(h.action_class),
+                trigger=h.trigger,
+                occurred_at=h.occurred_at,
+                send_at=h.send_at,
+            )
+            for h in history
+        )
+        return CustomerSnapshot(state=state, history=past)
+
+    # -- events -------------------------------------------------------------------------------------------
+
+    def record_events(self, batch: Sequence[Event], received_at: datetime) -> list[EventOutcome]:
+        """Stores valid events, deduplicated by ``event_id``, and folds the new ones into customer state,
+        all in one transaction. Returns ACCEPTED or DUPLICATE per event."""
+        first_index: dict[str, int] = {}
+        for index, event in enumerate(batch):
+            first_index.setdefault(event.event_id, index)
+        unique = [batch[i] for i in first_index.values()]
+        with _guard("record events"), self.db.writer.begin() as conn:
+            stmt = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
+            accepted = set(conn.execute(stmt, [_event_row(e, received_at) for e in unique]).scalars()) if unique else set()
+            new_events = [e for e in unique if e.event_id in accepted]
+            if new_events:
+                self._fold_into_customers(conn, new_events, received_at)
+        return [
+            EventOutcome.ACCEPTED
+            if e.event_id in accepted and first_index[e.event_id] == i
+            else EventOutcome.DUPLICATE
+            for i, e in enumerate(batch)
+        ]
+
+    def _fold_into_customers(self, conn: Connection, new_events: Iterable[Event], now: datetime) -> None:
+        by_user: dict[str, list[Event]] = {}
+        for event in new_events:
+            by_user.setdefault(event.user_id, []).append(event)
+        users = sorted(by_user)  # a fixed lock order, so concurrent batches cannot deadlock
+        empty = {"channels": {}, "last_events": {}, "orders_count": 0, "refunds_count": 0, "revenue_total": 0.0}
+        conn.execute(
+            self._insert(customers).on_conflict_do_nothing(),
+            [{"user_id": u, "updated_at": now, **empty} for u in users],
+        )
+        rows = conn.execute(
+            select(customers).where(customers.c.user_id.in_(users)).order_by(customers.c.user_id).with_for_update()
+        ).mappings()
+        updates: list[dict[str, Any]] = []
+        for row in rows:
+            state = state_from_row(row)
+            for event in sorted(by_user[row["user_id"]], key=lambda e: e.occurred_at or now):
+                state = apply_event(state, event)
+            updates.append(_state_row(state, now))
+        conn.execute(
+            update(customers)
+            .where(customers.c.user_id == bindparam("b_user_id"))
+            .values({k: bindparam(k) for k in updates[0] if k != "b_user_id"}),
+            updates,
+        )
+
+
+def _event_row(event: Event, received_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.value if event.type else "",
+        "occurred_at": event.occurred_at,
+        "received_at": received_at,
+        "value": event.value,
+        "channel": event.channel.value if event.channel else None,
+        "decision_id": event.decision_id or None,
+        "order_id": event.order_id or None,
+        "details": {
+            "consent_granted": event.consent_granted,
+            "bounce_kind": event.bounce_kind.value if event.bounce_kind else None,
+            "product_ids": list(event.product_ids),
+            "items": [
+                {"product_id": i.product_id, "quantity": i.quantity, "unit_price": i.unit_price}
+                for i in event.items
+            ],
+            "properties": dict(event.properties),
+        },
+    }
+
+
+def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
+    return {
+        "b_user_id": state.user_id,
+        "first_seen_at": state.first_seen_at,
+        "updated_at": now,
+        "orders_count": state.orders_count,
+        "refunds_count": state.refunds_count,
+        "revenue_total": state.revenue_total,
+        "last_order_at": state.last_order_at,
+        "last_engagement_at": state.last_engagement_at,
+        "channels": channels_to_json(state.channels),
+        "last_events": last_events_to_json(state.last_events),
+    }
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Turns database failures into :class:`StoreUnavailableError` (nothing was acknowledged)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        logger.warning("store failure during %s: %s", what, type(exc).__name__)
+        raise StoreUnavailableError(f"could not {what}: the database is unavailable") from exc

@@ -1,0 +1,135 @@
+"""Every table and index, in one place (SQLAlchemy Core). Migrations under ``migrations/`` create them;
+a test checks that the migrated database matches this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["customers", "decisions", "events", "exposures", "metadata"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zone type)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_ID = String(128)
+_NAME = String(64)
+_JSON = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+_BIGID = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("request_id", _ID, nullable=False, unique=True),
+    Column("user_id", _ID, nullable=False),
+    Column("trigger", _NAME, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("decided_at", UTCDateTime(), nullable=False),
+    Column("catalog_version", String(32), nullable=False),
+    # Digest of the request as sent; a replay with another digest is ALREADY_EXISTS.
+    Column("fingerprint", String(64), nullable=False),
+    # The whole answer (actions and rejections), so a replay returns exactly what was sent.
+    Column("payload", _JSON, nullable=False),
+    Index(None, "user_id", "occurred_at"),
+)
+
+# The exposure log: one row per action chosen for a customer, the contact history policy reads.
+exposures = Table(
+    "exposures",
+    metadata,
+    Column("exposure_id", _BIGID, primary_key=True, autoincrement=True),
+    Column("decision_id", String(32), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("user_id", _ID, nullable=False),
+    Column("action_id", _NAME, nullable=False),
+    Column("flow", _NAME, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("action_class", String(16), nullable=False),
+    Column("trigger", _NAME, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("send_at", UTCDateTime(), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("catalog_version", String(32), nullable=False),
+    Index(None, "user_id", "occurred_at"),
+    Index(None, "decision_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", _BIGID, primary_key=True, autoincrement=True),
+    Column("event_id", _ID, nullable=False, unique=True),
+    Column("user_id", _ID, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("value", Float, nullable=False, default=0.0),
+    Column("channel", String(16)),
+    Column("decision_id", String(32)),
+    Column("order_id", _ID),
+    # The rest of the event (items, product ids, consent flag, bounce kind, properties).
+    Column("details", _JSON, nullable=False),
+    Index(None, "user_id", "type", "occurred_at"),
+)
+
+# Customer state folded from events (see nextbest.state.customer); one row per customer.
+customers = Table(
+    "customers",
+    metadata,
+    Column("user_id", _ID, primary_key=True),
+    Column("first_seen_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("orders_count", Integer, nullable=False, default=0),
+    Column("refunds_count", Integer, nullable=False, default=0),
+    Column("revenue_total", Float, nullable=False, default=0.0),
+    Column("last_order_at", UTCDateTime()),
+    Column("last_engagement_at", UTCDateTime()),
+    # {channel: {consent, consent_at, suppression, suppressed_at}}
+    Column("channels", _JSON, nullable=False),
+    # {event_type: ISO time of the latest such event}
+    Column("last_events", _JSON, nullable=False),
+)
