@@ -172,6 +172,8 @@ class Event:
     items: tuple[OrderItem, ...] = ()
     order_id: str = ""
     properties: Mapping[str, str] = field(default_factory=dict)
+    # Problems the transport found that the domain types cannot carry (an unknown enum number).
+    wire_problems: tuple[FieldViolation, ...] = ()
 
 
 class EventOutcome(StrEnum):

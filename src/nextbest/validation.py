@@ -82,7 +82,7 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
 
 
 def validate_event(event: Event) -> list[FieldViolation]:
-    out: list[FieldViolation] = []
+    out: list[FieldViolation] = list(event.wire_problems)
     _identifier("event_id", event.event_id, out)
     _identifier("user_id", event.user_id, out)
     if event.type is None:

@@ -1,0 +1,117 @@
+"""``nextbest demo``: serve on SQLite with the bundled catalog and play one customer's story through the
+real gRPC client, printing every decision with its reasons."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.client import NextbestClient, make_event
+from nextbest.server import NextbestServer
+from nextbest.settings import Settings
+
+__all__ = ["run_demo"]
+
+USER = "demo-customer-1"
+START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def _name(enum: Callable[[int], str], value: int, prefix: str) -> str:
+    return enum(value).removeprefix(prefix).lower()
+
+
+def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) -> None:
+    print(f"\n{at:%a %d %b %H:%M}  {step}")
+    tag = " (replayed)" if response.replayed else ""
+    if not response.actions:
+        print(f"  -> send nothing{tag}  [decision {response.decision_id[:8]}]")
+    for action in response.actions:
+        send_at = action.send_at.ToDatetime(tzinfo=UTC)
+        when = "now" if send_at <= at else f"at {send_at:%a %H:%M}"
+        print(
+            f"  -> {action.action_id} on {_name(pb.Channel.Name, action.channel, 'CHANNEL_')}, "
+            f"{_name(pb.ActionClass.Name, action.action_class, 'ACTION_CLASS_')}, {when}, "
+            f"score {action.score:.2f}{tag}  [decision {response.decision_id[:8]}]"
+        )
+    for rejected in response.rejected:
+        print(f"     x {rejected.action_id}: {pb.ReasonCode.Name(rejected.reason).removeprefix('REASON_CODE_')}"
+              f" — {rejected.detail}")
+
+
+def _story(client: NextbestClient) -> None:
+    def at(hours: float) -> datetime:
+        return START + timedelta(hours=hours)
+
+    def events(*items: pb.Event) -> None:
+        reply = client.record_events(items)
+        kinds = ", ".join(_name(pb.EventType.Name, e.type, "EVENT_TYPE_") for e in items)
+        print(f"\n{items[0].occurred_at.ToDatetime(tzinfo=UTC):%a %d %b %H:%M}  events: {kinds}"
+              f" ({reply.accepted} accepted, {reply.duplicates} duplicate)")
+
+    def decide(step: str, hours: float, trigger: str, **kwargs: object) -> pb.NextActionResponse:
+        response = client.next_action(USER, trigger, occurred_at=at(hours), explain=True, **kwargs)  # type: ignore[arg-type]
+        _print_decision(step, at(hours), response)
+        return response
+
+    print(f"A customer's story, as a backend would tell it to nextbest ({USER}):")
+    signup = make_event("subscribed", USER, at(0), event_id="evt-signup", channel="email")
+    events(signup)
+    decide("signs up for the newsletter", 0, "subscribed")
+    events(make_event("product_viewed", USER, at(30), event_id="evt-view", product_ids=["sku-boots-42"]))
+    decide("views a product", 30, "product_viewed", product_ids=["sku-boots-42"], page_category="shoes",
+           channels=["email", "onsite"], max_actions=2)
+    events(make_event("cart_abandoned", USER, at(31), event_id="evt-cart", product_ids=["sku-boots-42"]))
+    cart = decide("abandons a cart worth 84.50", 31, "cart_abandoned", request_id="req-cart-1", cart_value=84.5)
+    again = client.next_action(USER, "cart_abandoned", request_id="req-cart-1", occurred_at=at(31), cart_value=84.5)
+    print(f"  (the caller retries the same request: same decision {again.decision_id[:8]}, "
+          f"replayed={again.replayed}, nothing new written)")
+    if again.decision_id != cart.decision_id:
+        raise RuntimeError("an idempotent retry returned a different decision")
+    events(make_event("opened", USER, at(32.5), event_id="evt-open", channel="email",
+                      decision_id=cart.decision_id))
+    events(make_event("order_placed", USER, at(40), event_id="evt-order", value=84.5, order_id="order-1001",
+                      items=[pb.OrderItem(product_id="sku-boots-42", quantity=1, unit_price=84.5)]),
+           signup)
+    decide("places the order", 40, "order_placed", max_actions=2)
+    decide("a day after abandoning: the cart flow's next step", 55, "scheduled", cart_value=84.5)
+    decide("the order ships", 62, "order_shipped")
+    events(make_event("unsubscribed", USER, at(70), event_id="evt-unsub", channel="email"))
+    decide("Black Friday campaign run, after unsubscribing", 72, "scheduled", channels=["email"])
+    decide("a second order ships (transactional still goes)", 80, "order_shipped")
+
+    print("\nA malformed request is refused with every bad field named:")
+    try:
+        client.next_action("", "teleported", channels=["email", "email"], max_actions=99, time_zone="Mars/Olympus")
+    except grpc.RpcError as err:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        print(f"  {err.code().name}")  # type: ignore[attr-defined]
+        for detail in status.details if status else ():
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                for violation in bad.field_violations:
+                    print(f"    {violation.field}: {violation.description}")
+
+
+def run_demo(database_url: str | None = None) -> int:
+    if database_url is None:
+        path = Path("var") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.db"
+        database_url = f"sqlite:///{path}"
+    server = NextbestServer(Settings(port=0, database_url=database_url, log_level="WARNING"))
+    server.start()
+    try:
+        with NextbestClient(server.address) as client:
+            client.wait_until_serving()
+            print(f"nextbest serving on {server.address}, database {database_url}, "
+                  f"catalog version {server.engine.catalog.version}\n")
+            _story(client)
+    finally:
+        server.stop(grace=1.0)
+    print(f"\nDone. Every decision above is in the exposure log at {database_url}.")
+    return 0

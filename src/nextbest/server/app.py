@@ -1,0 +1,110 @@
+"""Assembles the gRPC server: DecisionService, health, reflection and the error interceptor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.catalog import load_catalog
+from nextbest.engine import DecisionEngine
+from nextbest.errors import StoreUnavailableError
+from nextbest.server.interceptors import ErrorInterceptor
+from nextbest.server.servicer import DecisionServicer
+from nextbest.settings import Settings
+from nextbest.store import Database, Store, upgrade
+
+__all__ = ["SERVICE_NAME", "NextbestServer"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class NextbestServer:
+    """A running nextbest: ``start()``, then ``stop()``. ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        catalog = load_catalog(settings.catalog)  # fails fast with every catalog problem
+        db = Database(settings.database_url, pool_size=settings.workers)
+        if settings.migrate:
+            upgrade(db)
+        self.store = Store(db, max_batch=settings.max_batch)
+        self.engine = DecisionEngine(catalog, self.store)
+        self._health = health.HealthServicer()
+        self._set_health(False)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nextbest-rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server,
+        )
+        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_database, name="nextbest-health", daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+        self._monitor.start()
+        logger.info(
+            "nextbest serving on %s (catalog %s version %s, %s)",
+            self.address,
+            self.settings.catalog,
+            self.engine.catalog.version,
+            self.store.db.dialect,
+        )
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stops taking calls, lets in-flight ones finish, then flushes the writer and closes the store."""
+        self._stopping.set()
+        self._health.enter_graceful_shutdown()
+        self._server.stop(self.settings.grace if grace is None else grace).wait()
+        self.store.close()
+        logger.info("nextbest stopped")
+
+    def _watch_database(self) -> None:
+        """SERVING only while the database answers (the catalog is loaded before the server exists)."""
+        healthy: bool | None = None
+        while not self._stopping.is_set():
+            try:
+                self.store.db.ping()
+                ok = True
+            except StoreUnavailableError:
+                ok = False
+            if ok != healthy:
+                healthy = ok
+                self._set_health(ok)
+                if not ok:
+                    logger.warning("database unreachable; reporting NOT_SERVING")
+            self._stopping.wait(self.settings.health_interval)
+
+    def _set_health(self, ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            self._health.set(service, status)

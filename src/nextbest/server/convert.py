@@ -1,0 +1,154 @@
+"""Protobuf <-> domain conversion. No decisions are made here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.domain import (
+    ActionClass,
+    BounceKind,
+    Channel,
+    Decision,
+    DecisionRequest,
+    Event,
+    EventOutcome,
+    EventResult,
+    EventType,
+    OrderItem,
+    ReasonCode,
+    RequestContext,
+)
+from nextbest.errors import FieldViolation
+
+__all__ = ["decision_to_proto", "events_from_proto", "request_from_proto", "results_to_proto"]
+
+_CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
+_CHANNEL_TO = {c: v for v, c in _CHANNEL_FROM.items()}
+_CLASS_TO = {c: pb.ActionClass.Value(f"ACTION_CLASS_{c.name}") for c in ActionClass}
+_REASON_TO = {r: pb.ReasonCode.Value(f"REASON_CODE_{r.name}") for r in ReasonCode}
+_EVENT_FROM = {pb.EventType.Value(f"EVENT_TYPE_{e.name}"): e for e in EventType}
+_BOUNCE_FROM = {pb.BounceKind.Value(f"BOUNCE_KIND_{b.name}"): b for b in BounceKind}
+_STATUS_TO = {
+    EventOutcome.ACCEPTED: pb.EVENT_STATUS_ACCEPTED,
+    EventOutcome.DUPLICATE: pb.EVENT_STATUS_DUPLICATE,
+    EventOutcome.REJECTED: pb.EVENT_STATUS_REJECTED,
+}
+
+
+def _time(message: object, field: str, ts: Timestamp) -> datetime | None:
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    try:
+        return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)  # out of range; validation names the field
+
+
+def _stamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def request_from_proto(msg: pb.NextActionRequest) -> DecisionRequest:
+    ctx = msg.context
+    return DecisionRequest(
+        request_id=msg.request_id,
+        user_id=msg.user_id,
+        trigger=msg.trigger,
+        occurred_at=_time(msg, "occurred_at", msg.occurred_at),
+        context=RequestContext(
+            cart_value=ctx.cart_value if ctx.HasField("cart_value") else None,
+            product_ids=tuple(ctx.product_ids),
+            page_category=ctx.page_category,
+            time_zone=ctx.time_zone,
+            attributes=dict(ctx.attributes),
+        ),
+        channels=tuple(_CHANNEL_FROM.get(c) for c in msg.channels),
+        max_actions=msg.max_actions,
+        explain=msg.explain,
+    )
+
+
+def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
+    return pb.NextActionResponse(
+        decision_id=decision.decision_id,
+        catalog_version=decision.catalog_version,
+        occurred_at=_stamp(decision.occurred_at),
+        replayed=decision.replayed,
+        actions=[
+            pb.ChosenAction(
+                action_id=a.action_id,
+                flow=a.flow,
+                channel=_CHANNEL_TO[a.channel],
+                action_class=_CLASS_TO[a.action_class],
+                send_at=_stamp(a.send_at),
+                parameters=a.parameters,
+                score=a.score,
+            )
+            for a in decision.actions
+        ],
+        rejected=[
+            pb.RejectedCandidate(
+                action_id=r.action_id,
+                flow=r.flow,
+                channel=_CHANNEL_TO[r.channel],
+                action_class=_CLASS_TO[r.action_class],
+                reason=_REASON_TO[r.reason],
+                detail=r.detail,
+            )
+            for r in decision.rejected
+        ],
+    )
+
+
+def events_from_proto(msg: pb.RecordEventsRequest) -> list[Event]:
+    return [
+        Event(
+            event_id=e.event_id,
+            user_id=e.user_id,
+            type=_EVENT_FROM.get(e.type),
+            occurred_at=_time(e, "occurred_at", e.occurred_at),
+            value=e.value,
+            channel=_CHANNEL_FROM.get(e.channel),
+            consent_granted=e.consent_granted,
+            bounce_kind=_BOUNCE_FROM.get(e.bounce_kind),
+            decision_id=e.decision_id,
+            product_ids=tuple(e.product_ids),
+            items=tuple(OrderItem(i.product_id, i.quantity, i.unit_price) for i in e.items),
+            order_id=e.order_id,
+            properties=dict(e.properties),
+            wire_problems=_unknown_enums(e),
+        )
+        for e in msg.events
+    ]
+
+
+def _unknown_enums(e: pb.Event) -> tuple[FieldViolation, ...]:
+    problems = []
+    if e.channel and e.channel not in _CHANNEL_FROM:
+        problems.append(FieldViolation("channel", f"unknown channel number {e.channel}"))
+    if e.bounce_kind and e.bounce_kind not in _BOUNCE_FROM:
+        problems.append(FieldViolation("bounce_kind", f"unknown bounce kind number {e.bounce_kind}"))
+    return tuple(problems)
+
+
+def results_to_proto(results: list[EventResult]) -> pb.RecordEventsResponse:
+    response = pb.RecordEventsResponse(
+        results=[
+            pb.EventResult(
+                index=r.index,
+                event_id=r.event_id,
+                status=_STATUS_TO[r.outcome],
+                errors=[pb.EventError(field=v.field, description=v.description) for v in r.violations],
+            )
+            for r in results
+        ]
+    )
+    response.accepted = sum(r.outcome is EventOutcome.ACCEPTED for r in results)
+    response.duplicates = sum(r.outcome is EventOutcome.DUPLICATE for r in results)
+    response.rejected = sum(r.outcome is EventOutcome.REJECTED for r in results)
+    return response

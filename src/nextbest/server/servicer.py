@@ -1,0 +1,23 @@
+"""DecisionService: converts and delegates to the engine; no business logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.engine import DecisionEngine
+from nextbest.server import convert
+
+__all__ = ["DecisionServicer"]
+
+
+class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.engine = engine
+
+    def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
+        return convert.decision_to_proto(self.engine.decide(convert.request_from_proto(request)))
+
+    def RecordEvents(self, request: pb.RecordEventsRequest, context: Any) -> pb.RecordEventsResponse:  # noqa: N802
+        return convert.results_to_proto(self.engine.record_events(convert.events_from_proto(request)))

@@ -1,0 +1,33 @@
+"""One Settings object: command-line arguments > NEXTBEST_* environment variables > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nextbest.catalog import bundled_catalog_path
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/nextbest.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEXTBEST_", extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=50051, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
+    catalog: Path = Field(default_factory=bundled_catalog_path, description="The catalog YAML file.")
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db.",
+    )
+    workers: int = Field(default=16, ge=1, le=1024, description="Threads handling calls.")
+    migrate: bool = Field(default=True, description="Apply schema migrations at start.")
+    max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
+    health_interval: float = Field(default=5.0, gt=0, description="Seconds between database health checks.")
+    grace: float = Field(default=5.0, ge=0, description="Seconds in-flight calls get at shutdown.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
