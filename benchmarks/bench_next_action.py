@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import grpc
 from google import protobuf
@@ -270,7 +270,7 @@ def run_loadgen(
             text=True,
             timeout=duration + warmup + 90,
             check=False,
-            preexec_fn=_pin(options.cpus),  # noqa: PLW1509 - the driver is single-threaded
+            preexec_fn=_pin(options.cpus),
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"load generator timed out: {' '.join(mode_args)}") from exc
@@ -305,13 +305,21 @@ def run_phases(server: RunningServer, plan: Plan, options: LoadOptions, result: 
 def _phase_line(data: dict[str, Any]) -> str:
     lat = data["latency_ms"]
     errors = sum(data["errors"].values())
-    return f"{data['decisions_per_s']:.0f} decisions/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms, errors {errors}"
+    return (
+        f"{data['decisions_per_s']:.0f} decisions/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+        f"errors {errors}"
+    )
 
 
 def bench_server(
-    spec: ServerSpec, plan: Plan, options: LoadOptions, workdir: Path, startup_timeout: float,
+    spec: ServerSpec,
+    plan: Plan,
+    options: LoadOptions,
+    *,
+    workdir: Path,
+    startup_timeout: float,
     server_cpus: set[int] | None,
-) -> ServerResult:  # fmt: skip
+) -> ServerResult:
     result = ServerResult(name=spec.name, description=spec.description)
     _progress(f"[{spec.name}] starting: {spec.description}")
     try:
@@ -403,19 +411,20 @@ def _verdict(result: ServerResult, floor: float | None) -> dict[str, Any]:
     open_phase = result.open_phase()
     p99 = open_phase["latency_ms"]["p99"] if open_phase else None
     open_errors = sum(open_phase["errors"].values()) if open_phase else None
+    latency_holds = None if p99 is None else p99 <= OPEN_LOOP_P99_TARGET_MS and open_errors == 0
     return {
         "max_decisions_per_s": max_dps,
         "ratio_to_empty": ratio,
         "throughput_target_holds": None if ratio is None else ratio >= MIN_FRACTION_OF_EMPTY,
         "open_loop_p99_ms": p99,
         "open_loop_errors": open_errors,
-        "latency_target_holds": None if p99 is None else (p99 <= OPEN_LOOP_P99_TARGET_MS and open_errors == 0),
+        "latency_target_holds": latency_holds,
     }
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return str(value)
@@ -437,7 +446,8 @@ def render_markdown(report: dict[str, Any], results: list[ServerResult]) -> str:
         f"Closed loop {plan['closed_s']:g} s per concurrency, open loop {plan['open_rate']:g} calls/s for "
         f"{plan['open_s']:g} s; latencies in ms from (scheduled) send to response; CPU in µs per call.",
         "",
-        "| server | phase | calls/s | decisions/s | p50 | p99 | p99.9 | max | errors | server CPU | client CPU |",
+        "| server | phase | calls/s | decisions/s | p50 | p99 | p99.9 | max | errors "
+        "| server CPU | client CPU |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for result in results:
@@ -470,7 +480,8 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
     if not targets["servers"]:
         return [*lines, "No real server was benchmarked: targets not evaluated."]
     lines += [
-        "| server | max decisions/s | ratio to empty | ≥ 1/3 of empty | open-loop p99 (ms) | p99 ≤ 5 ms, 0 errors |",
+        "| server | max decisions/s | ratio to empty | >= 1/3 of empty | open-loop p99 (ms) "
+        "| p99 <= 5 ms, 0 errors |",
         "| --- | ---: | ---: | --- | ---: | --- |",
     ]
     for name, v in targets["servers"].items():
@@ -498,12 +509,12 @@ SERVER_CHOICES = ("empty", "empty-aio", "real")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~30 s smoke run with short phases")
     parser.add_argument(
         "--servers", default=",".join(SERVER_CHOICES), help=f"comma-separated subset of {SERVER_CHOICES}"
     )
-    parser.add_argument("--postgres", metavar="URL", help="also bench the real server on a fresh PostgreSQL db")
+    parser.add_argument("--postgres", metavar="URL", help="also run the real server on PostgreSQL")
     parser.add_argument("--catalog", type=Path, default=BENCH_DIR / "catalog_20.yaml")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     parser.add_argument("--empty-workers", type=int, default=16, help="thread pool of the sync empty server")
@@ -514,7 +525,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels per load generator")
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument(
-        "--pin", action="store_true", help="pin the server to the first half of the CPUs, the load to the rest"
+        "--pin", action="store_true", help="server on the first half of the CPUs, load on the rest"
     )
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target fails")
     args = parser.parse_args(argv)
@@ -539,7 +550,9 @@ def _plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def run_all(args: argparse.Namespace, plan: Plan, workdir: Path, stack: contextlib.ExitStack) -> list[ServerResult]:
+def run_all(
+    args: argparse.Namespace, plan: Plan, workdir: Path, stack: contextlib.ExitStack
+) -> list[ServerResult]:
     server_cpus, load_cpus = _cpu_split(args.pin)
     options = LoadOptions(args.users, args.seed, args.trigger, args.channels, load_cpus)
     selected = args.servers.split(",")
@@ -552,11 +565,12 @@ def run_all(args: argparse.Namespace, plan: Plan, workdir: Path, stack: contextl
     if "real" in selected:
         sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
         specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url))
-    results = [bench_server(s, plan, options, workdir, args.startup_timeout, server_cpus) for s in specs]
+    common = {"workdir": workdir, "startup_timeout": args.startup_timeout, "server_cpus": server_cpus}
+    results = [bench_server(spec, plan, options, **common) for spec in specs]
     if args.postgres:
         url, shown = stack.enter_context(fresh_postgres_database(args.postgres))
         spec = real_server_spec("real-postgres", catalog, url, shown)
-        results.append(bench_server(spec, plan, options, workdir, args.startup_timeout, server_cpus))
+        results.append(bench_server(spec, plan, options, **common))
     return results
 
 

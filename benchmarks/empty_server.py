@@ -62,10 +62,12 @@ class EmptyDecisionService(pb_grpc.DecisionServiceServicer):
         self._next_action = fixed_next_action_response()
         self._record_events = fixed_record_events_response()
 
-    def NextAction(self, request: pb.NextActionRequest, context: grpc.ServicerContext) -> pb.NextActionResponse:
+    def NextAction(  # noqa: N802 - gRPC method name
+        self, request: pb.NextActionRequest, context: grpc.ServicerContext
+    ) -> pb.NextActionResponse:
         return self._next_action
 
-    def RecordEvents(
+    def RecordEvents(  # noqa: N802 - gRPC method name
         self, request: pb.RecordEventsRequest, context: grpc.ServicerContext
     ) -> pb.RecordEventsResponse:
         return self._record_events
@@ -78,12 +80,12 @@ class AsyncEmptyDecisionService(pb_grpc.DecisionServiceServicer):
         self._next_action = fixed_next_action_response()
         self._record_events = fixed_record_events_response()
 
-    async def NextAction(  # type: ignore[override]
+    async def NextAction(  # type: ignore[override]  # noqa: N802
         self, request: pb.NextActionRequest, context: grpc.aio.ServicerContext
     ) -> pb.NextActionResponse:
         return self._next_action
 
-    async def RecordEvents(  # type: ignore[override]
+    async def RecordEvents(  # type: ignore[override]  # noqa: N802
         self, request: pb.RecordEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordEventsResponse:
         return self._record_events
@@ -129,7 +131,7 @@ async def serve_aio(host: str, port: int) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=16, help="ThreadPoolExecutor size (sync mode)")

@@ -187,9 +187,9 @@ def _first_action(response: pb.NextActionResponse) -> str | None:
     return response.actions[0].action_id if response.actions else None
 
 
-def blocking_call(stub: pb_grpc.DecisionServiceStub, request: pb.NextActionRequest, timeout: float) -> tuple[
-    str, str | None
-]:
+def blocking_call(
+    stub: pb_grpc.DecisionServiceStub, request: pb.NextActionRequest, timeout: float
+) -> tuple[str, str | None]:
     try:
         response = stub.NextAction(request, timeout=timeout)
     except grpc.RpcError as exc:
@@ -243,6 +243,7 @@ class Window:
 
 
 def _closed_worker(
+    *,
     stub: pb_grpc.DecisionServiceStub,
     factory: RequestFactory,
     timeout: float,
@@ -268,7 +269,14 @@ def run_closed(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespac
     threads = [
         threading.Thread(
             target=_closed_worker,
-            args=(stubs[i % len(stubs)], _factory(args, i), args.timeout, window, barrier, recorder),
+            kwargs={
+                "stub": stubs[i % len(stubs)],
+                "factory": _factory(args, i),
+                "timeout": args.timeout,
+                "window": window,
+                "barrier": barrier,
+                "recorder": recorder,
+            },
             name=f"closed-{i}",
             daemon=True,
         )
@@ -305,6 +313,7 @@ class Schedule:
 def _send_on_schedule(
     stubs: list[pb_grpc.DecisionServiceStub],
     factory: RequestFactory,
+    *,
     rate: float,
     duration: float,
     timeout: float,
@@ -331,13 +340,14 @@ def _send_on_schedule(
 def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
     factory = _factory(args, 0)
     drain_s = args.timeout + 5
+    send = functools.partial(_send_on_schedule, stubs, factory, rate=args.rate, timeout=args.timeout)
     if args.warmup > 0:
         warm_flight = InFlight()
-        _send_on_schedule(stubs, factory, args.rate, args.warmup, args.timeout, Recorder(), warm_flight)
+        send(duration=args.warmup, recorder=Recorder(), in_flight=warm_flight)
         warm_flight.wait_idle(drain_s)
     recorder, in_flight, cpu = Recorder(), InFlight(), CpuWindow(args.server_pid)
     cpu.start()
-    schedule = _send_on_schedule(stubs, factory, args.rate, args.duration, args.timeout, recorder, in_flight)
+    schedule = send(duration=args.duration, recorder=recorder, in_flight=in_flight)
     drained = in_flight.wait_idle(drain_s)
     cpu.stop()
     return {
@@ -401,16 +411,24 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=_bounded(int, 1, 65535), required=True, help=f"server port on {HOST}")
     parser.add_argument("--server-pid", type=int, help="measure this process's CPU time per call")
     parser.add_argument("--duration", type=_bounded(float, 0.1, MAX_DURATION_S), default=10.0)
-    parser.add_argument("--warmup", type=_bounded(float, 0.0, 60.0), default=1.0, help="unmeasured lead-in (s)")
-    parser.add_argument("--timeout", type=_bounded(float, 0.01, 60.0), default=2.0, help="per-call deadline (s)")
-    parser.add_argument("--users", type=_bounded(int, 1, 10_000_000), default=10_000, help="user_id pool size")
+    parser.add_argument(
+        "--warmup", type=_bounded(float, 0.0, 60.0), default=1.0, help="unmeasured lead-in (s)"
+    )
+    parser.add_argument(
+        "--timeout", type=_bounded(float, 0.01, 60.0), default=2.0, help="per-call deadline (s)"
+    )
+    parser.add_argument(
+        "--users", type=_bounded(int, 1, 10_000_000), default=10_000, help="user_id pool size"
+    )
     parser.add_argument("--trigger", default="bench_trigger")
     parser.add_argument("--seed", type=int, default=20_261_123)
-    parser.add_argument("--channels", type=_bounded(int, 1, 64), default=1, help="gRPC channels (connections)")
+    parser.add_argument(
+        "--channels", type=_bounded(int, 1, 64), default=1, help="gRPC channels (connections)"
+    )
     modes = parser.add_subparsers(dest="mode", required=True)
     closed = modes.add_parser("closed", help="fixed concurrency")
     closed.add_argument("--concurrency", type=_bounded(int, 1, MAX_CONCURRENCY), default=8)

@@ -1,0 +1,68 @@
+"""Shared fixtures. Store, server and report tests run on SQLite and, when NEXTBEST_TEST_DATABASE_URL
+points at a PostgreSQL server, on PostgreSQL too (a fresh database per test session, dropped at the end)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog
+from nextbest.store import Database, Store, upgrade
+
+PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(bundled_catalog_path())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session (each xdist worker has its own)."""
+    if not PG_URL:
+        pytest.skip("NEXTBEST_TEST_DATABASE_URL is not set")
+    name = f"nextbest_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    path: Path = tmp_path_factory.mktemp("sqlite") / "nextbest.db"
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    db = Database(database_url)
+    upgrade(db)
+    db.dispose()
+    return database_url
+
+
+@pytest.fixture
+def store(migrated: str) -> Iterator[Store]:
+    s = Store(Database(migrated))
+    yield s
+    s.close()
+
+
+def uid(prefix: str = "u") -> str:
+    """A unique id, so tests sharing a session database never see each other's rows."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
