@@ -80,12 +80,12 @@ class AsyncEmptyDecisionService(pb_grpc.DecisionServiceServicer):
         self._next_action = fixed_next_action_response()
         self._record_events = fixed_record_events_response()
 
-    async def NextAction(  # type: ignore[override]  # noqa: N802
+    async def NextAction(  # noqa: N802
         self, request: pb.NextActionRequest, context: grpc.aio.ServicerContext
     ) -> pb.NextActionResponse:
         return self._next_action
 
-    async def RecordEvents(  # type: ignore[override]  # noqa: N802
+    async def RecordEvents(  # noqa: N802
         self, request: pb.RecordEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordEventsResponse:
         return self._record_events

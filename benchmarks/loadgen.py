@@ -79,11 +79,13 @@ class Recorder:
     latencies_ns: list[int] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     first_actions: Counter[str] = field(default_factory=Counter)
+    last_end_ns: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, latency_ns: int, code: str, first_action: str | None) -> None:
+    def record(self, latency_ns: int, code: str, first_action: str | None, end_ns: int) -> None:
         with self._lock:
             self.latencies_ns.append(latency_ns)
+            self.last_end_ns = max(self.last_end_ns, end_ns)
             self.codes[code] += 1
             if code == "OK":
                 self.first_actions[first_action or "(none)"] += 1
@@ -229,7 +231,7 @@ def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future:
         code, first = _status_name(exc), None
     except grpc.FutureCancelledError:
         code, first = "CANCELLED", None
-    recorder.record(end_ns - scheduled_ns, code, first)
+    recorder.record(end_ns - scheduled_ns, code, first, end_ns)
     in_flight.done()
 
 
@@ -260,7 +262,7 @@ def _closed_worker(
         code, first = blocking_call(stub, request, timeout)
         end = time.perf_counter_ns()
         if window.measure_ns <= end <= window.end_ns:  # completions inside the measured window
-            recorder.record(end - start, code, first)
+            recorder.record(end - start, code, first, end)
 
 
 def run_closed(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
@@ -305,6 +307,7 @@ def run_closed(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespac
 
 @dataclass
 class Schedule:
+    start_ns: int = 0
     sent: int = 0
     late_sends: int = 0
     max_send_lag_ns: int = 0
@@ -320,11 +323,10 @@ def _send_on_schedule(
     recorder: Recorder,
     in_flight: InFlight,
 ) -> Schedule:
-    schedule = Schedule()
+    schedule = Schedule(start_ns=time.perf_counter_ns() + 1_000_000)
     interval_ns = _NS / rate
-    start_ns = time.perf_counter_ns() + 1_000_000
     for i in range(int(rate * duration)):
-        scheduled_ns = start_ns + round(i * interval_ns)
+        scheduled_ns = schedule.start_ns + round(i * interval_ns)
         request = factory.build()
         _sleep_until(scheduled_ns)
         lag_ns = time.perf_counter_ns() - scheduled_ns
@@ -350,6 +352,8 @@ def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace)
     schedule = send(duration=args.duration, recorder=recorder, in_flight=in_flight)
     drained = in_flight.wait_idle(drain_s)
     cpu.stop()
+    # Completions are counted until the last response: an overloaded server cannot look like it kept up.
+    elapsed_s = max(args.duration, (recorder.last_end_ns - schedule.start_ns) / _NS)
     return {
         "mode": "open",
         "rate": args.rate,
@@ -358,7 +362,7 @@ def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace)
         "max_send_lag_ms": round(schedule.max_send_lag_ns / 1e6, 3),
         "peak_in_flight": in_flight.peak,
         "drained": drained,
-        **_summary(recorder, args.duration, cpu),
+        **_summary(recorder, args.duration, cpu, elapsed_s=elapsed_s),
     }
 
 
@@ -375,15 +379,20 @@ def _sleep_until(deadline_ns: int) -> None:
         time.sleep(remaining / _NS)
 
 
-def _summary(recorder: Recorder, duration: float, cpu: CpuWindow) -> dict[str, Any]:
+def _summary(
+    recorder: Recorder, duration: float, cpu: CpuWindow, elapsed_s: float | None = None
+) -> dict[str, Any]:
+    """Rates are per second of ``elapsed_s`` (the measured window unless given)."""
     calls = len(recorder.latencies_ns)
     ok = recorder.codes.get("OK", 0)
+    elapsed = elapsed_s or duration
     return {
         "duration_s": duration,
+        "elapsed_s": round(elapsed, 3),
         "calls": calls,
         "ok": ok,
-        "calls_per_s": round(calls / duration, 1),
-        "decisions_per_s": round(ok / duration, 1),
+        "calls_per_s": round(calls / elapsed, 1),
+        "decisions_per_s": round(ok / elapsed, 1),
         "errors": {code: n for code, n in sorted(recorder.codes.items()) if code != "OK"},
         "latency_ms": latency_summary_ms(recorder.latencies_ns),
         "first_actions": dict(recorder.first_actions.most_common(5)),

@@ -100,7 +100,11 @@ class NextbestClient:
         max_attempts: int = 4,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = [("grpc.service_config", _service_config(max_attempts)), ("grpc.enable_retries", 1)]
+        if not 1 <= max_attempts <= 5:
+            raise ValueError("max_attempts must be between 1 (no retries) and 5 (gRPC's limit)")
+        options: list[tuple[str, str | int]] = [("grpc.enable_retries", int(max_attempts > 1))]
+        if max_attempts > 1:
+            options.append(("grpc.service_config", _service_config(max_attempts)))
         self._channel = (
             grpc.secure_channel(target, credentials, options=options)
             if credentials is not None

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from nextbest.catalog import bundled_catalog_path, load_catalog, parse_catalog
+from nextbest.domain import ActionClass, Channel, EventType
+from nextbest.errors import CatalogError
+
+VALID = """\
+version: 1
+channels:
+  email: {}
+  onsite: {requires_consent: false}
+flows:
+  cart: {priority: 80, entry_triggers: [cart_abandoned], exit_on: [order_placed]}
+actions:
+  - id: cart_email
+    flow: cart
+    channel: email
+    class: triggered
+    triggers: [cart_abandoned]
+    rule: context.cart_value > 10.0
+    delay: 90m
+    value: 50
+    parameters: {template: t1, discount: 10, urgent: true}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text, "c.yaml")
+    return info.value.problems
+
+
+def test_the_bundled_catalog_covers_the_lifecycle_flows() -> None:
+    catalog = load_catalog(bundled_catalog_path())
+    flows = {"welcome", "browse_abandonment", "cart_abandonment", "order_notices", "post_purchase", "cross_sell",
+             "replenishment", "winback", "vip", "back_in_stock", "promo"}
+    assert flows <= set(catalog.flows)
+    assert {a.channel for a in catalog.actions} == {Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.ONSITE}
+    assert {a.action_class for a in catalog.actions} == set(ActionClass)
+    cart = [a for a in catalog.actions if a.flow == "cart_abandonment"]
+    assert len(cart) >= 3
+    assert catalog.flows["cart_abandonment"].exit_on == {EventType.ORDER_PLACED}
+
+
+def test_a_valid_catalog_compiles() -> None:
+    catalog = parse_catalog(VALID)
+    (action,) = catalog.actions
+    assert action.delay == timedelta(minutes=90)
+    assert action.parameters == {"template": "t1", "discount": "10", "urgent": "true"}
+    assert catalog.candidates("cart_abandoned", []) == [action]
+    assert catalog.candidates("cart_abandoned", [Channel.ONSITE]) == []
+    assert catalog.triggers == {"cart_abandoned"}
+    assert len(catalog.version) == 12
+    assert parse_catalog(VALID).version == catalog.version
+    assert parse_catalog(VALID + "\n# changed\n").version != catalog.version
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(("priority: 80", "priority: 80, colour: red"), "c.yaml:6: flows.cart.colour: unknown key",
+                     id="unknown-key"),
+        pytest.param(("channel: email", "channel: fax"), "actions[0].channel: unknown value 'fax'",
+                     id="unknown-channel-name"),
+        pytest.param(("channel: email", "channel: sms"), "actions[0].channel: unknown channel 'sms': not declared",
+                     id="channel-not-declared"),
+        pytest.param(("flow: cart", "flow: carts"), "actions[0].flow: unknown flow 'carts'", id="unknown-flow"),
+        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value >"), "CEL syntax error",
+                     id="cel-syntax"),
+        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_vaule > 10.0"),
+                     "actions[0].rule: unknown field or missing key 'cart_vaule'", id="cel-unknown-field"),
+        pytest.param(("rule: context.cart_value > 10.0", "rule: basket.value > 1"),
+                     "actions[0].rule: Undefined variable", id="cel-unknown-variable"),
+        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value + 1 > 2.0"), "CEL type error",
+                     id="cel-type-error"),
+        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value"), "must evaluate to a bool",
+                     id="cel-not-bool"),
+        pytest.param(("delay: 90m", "delay: soon"), "actions[0].delay", id="bad-duration"),
+        pytest.param(("class: triggered", "class: urgent"), "actions[0].class: unknown value 'urgent'",
+                     id="bad-class"),
+        pytest.param(("exit_on: [order_placed]", "exit_on: [ordered]"), "flows.cart.exit_on[0]", id="bad-exit"),
+        pytest.param(("version: 1", "version: 2"), "version", id="schema-version"),
+    ],
+)
+def test_each_problem_names_file_line_path_and_reason(change: tuple[str, str], expected: str) -> None:
+    found = problems(VALID.replace(*change))
+    assert any(expected in p for p in found), found
+    assert all(p.startswith("c.yaml") for p in found)
+
+
+def test_duplicates_are_errors_and_every_problem_is_listed() -> None:
+    text = VALID.replace("flows:\n", "flows:\n  cart: {}\n") + VALID[VALID.index("  - id"):]
+    text = text.replace("delay: 90m", "delay: 90m\n    delay: 2h", 1).replace("channel: email", "channel: ads", 1)
+    found = problems(text)
+    joined = "\n".join(found)
+    assert "flows.cart: duplicate key (first on line" in joined
+    assert "actions[0].delay: duplicate key" in joined
+    assert "actions[0].channel: unknown channel 'ads'" in joined
+    assert "actions[1].id: duplicate action id 'cart_email' (first at actions[0])" in joined
+    assert len(found) == 4
+
+
+def test_unreadable_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "missing.yaml")
+    assert problems("") == ["c.yaml: the catalog is empty"]
+    assert "not valid YAML" in problems("a: [")[0]

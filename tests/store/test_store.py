@@ -1,0 +1,119 @@
+"""The store on SQLite and PostgreSQL: schema, idempotent writes, group commit, event dedupe."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select
+
+from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, Event, EventOutcome, EventType
+from nextbest.errors import StoreUnavailableError
+from nextbest.store import Database, Store
+from nextbest.store.migrate import current_revision, head_revision, upgrade
+from nextbest.store.schema import decisions, exposures, metadata
+from tests.conftest import uid
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def decision(user: str, request_id: str | None = None, actions: int = 1) -> Decision:
+    chosen = tuple(
+        ChosenAction(f"a{i}", "flow", list(Channel)[i], ActionClass.TRIGGERED, T0 + timedelta(hours=1), {"k": "v"},
+                     1.5)
+        for i in range(actions)
+    )
+    return Decision(uuid.uuid4().hex, request_id or uid("req"), user, "cart_abandoned", T0, "cat", chosen, ())
+
+
+def test_migrations_match_the_schema_module(migrated: str) -> None:
+    db = Database(migrated)
+    with db.reader.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert current_revision(db) == head_revision()
+    upgrade(db)  # idempotent
+    db.dispose()
+    assert diff == []
+
+
+def test_decision_round_trip_and_history(store: Store) -> None:
+    user = uid()
+    d = decision(user, actions=2)
+    assert store.save_decision(d, "fp", T0)
+    stored = store.find_decision(d.request_id)
+    assert stored is not None and stored.fingerprint == "fp"
+    assert stored.decision.actions == d.actions and stored.decision.replayed
+    snapshot = store.load_snapshot(user, T0 + timedelta(days=1))
+    assert sorted(p.action_id for p in snapshot.history) == ["a0", "a1"]
+    assert snapshot.history[0].occurred_at == T0 and snapshot.history[0].occurred_at.tzinfo is not None
+    assert store.load_snapshot(user, T0 + timedelta(days=91)).history == ()
+
+
+def test_a_taken_request_id_writes_nothing(store: Store) -> None:
+    user, request_id = uid(), uid("req")
+    assert store.save_decision(decision(user, request_id), "fp", T0)
+    assert not store.save_decision(decision(user, request_id, actions=3), "fp", T0)
+    with store.db.reader.connect() as conn:
+        assert conn.execute(select(func.count()).where(exposures.c.user_id == user)).scalar_one() == 1
+
+
+def test_group_commit_durably_writes_every_concurrent_decision(store: Store) -> None:
+    user = uid()
+    batches_before, writes_before = store.writer.batches, store.writer.writes
+    results: list[bool] = []
+
+    def save() -> None:
+        for _ in range(25):
+            results.append(store.save_decision(decision(user), "fp", T0))
+
+    threads = [threading.Thread(target=save) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 200
+    assert store.writer.writes - writes_before == 200
+    with store.db.reader.connect() as conn:
+        assert conn.execute(select(func.count()).where(decisions.c.user_id == user)).scalar_one() == 200
+    # Batching happened: fewer transactions than decisions (8 writers contend for one writer thread).
+    assert store.writer.batches - batches_before < 200
+
+
+def test_events_dedupe_within_and_across_batches(store: Store) -> None:
+    user = uid()
+    order = Event(uid("e"), user, EventType.ORDER_PLACED, T0, value=30.0)
+    outcomes = store.record_events([order, order], T0)
+    assert outcomes == [EventOutcome.ACCEPTED, EventOutcome.DUPLICATE]
+    assert store.record_events([order], T0) == [EventOutcome.DUPLICATE]
+    state = store.load_snapshot(user, T0).state
+    assert state.orders_count == 1 and state.revenue_total == 30.0
+
+
+def test_concurrent_batches_for_one_customer_lose_nothing(store: Store) -> None:
+    user = uid()
+
+    def record(worker: int) -> None:
+        for i in range(10):
+            store.record_events([Event(f"{user}-{worker}-{i}", user, EventType.ORDER_PLACED, T0, value=1.0)], T0)
+
+    threads = [threading.Thread(target=record, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.load_snapshot(user, T0).state.orders_count == 40
+
+
+def test_a_failed_write_is_an_error_not_a_success(store: Store) -> None:
+    """The database refuses the row (NOT NULL): every waiter gets an error and nothing is stored."""
+    bad = decision(uid())
+    object.__setattr__(bad, "trigger", None)
+    with pytest.raises(StoreUnavailableError):
+        store.save_decision(bad, "fp", T0)
+    assert store.find_decision(bad.request_id) is None
+    good = decision(uid())
+    assert store.save_decision(good, "fp", T0)  # the writer thread survived the failure

@@ -1,0 +1,64 @@
+"""The command line: clear messages that say what to fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nextbest.cli import main
+
+
+def test_check_accepts_the_bundled_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "cart_abandoned" in out
+
+
+def test_check_prints_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nchannels: {email: {}}\nflows: {f: {}}\n"
+        "actions:\n  - {id: a, flow: g, channel: sms, class: triggered, triggers: [t], rule: 'x >'}\n"
+    )
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5: actions[0].flow: unknown flow 'g'" in err
+    assert "actions[0].channel: unknown channel 'sms'" in err
+    assert "actions[0].rule: CEL syntax error" in err
+    assert "flows.f: flow has no actions" in err
+    assert "4 catalog problem(s)" in err
+
+
+def test_bad_settings_name_the_flag_and_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "70000"])
+    assert "--port (NEXTBEST_PORT)" in str(info.value.code)
+
+
+def test_bad_database_url_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--database-url", "mysql://nowhere/db"]) == 2
+    assert "unsupported database 'mysql'" in capsys.readouterr().err
+
+
+def test_environment_variables_configure_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nextbest.settings import Settings
+
+    monkeypatch.setenv("NEXTBEST_PORT", "6000")
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{tmp_path}/x.db")
+    settings = Settings()
+    assert settings.port == 6000 and settings.database_url.endswith("x.db")
+    assert Settings(port=7000).port == 7000  # arguments win over the environment
+
+
+def test_migrate_then_demo_run_end_to_end(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    done = subprocess.run([sys.executable, "-m", "nextbest", "migrate", "--database-url", url],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "schema at revision 0001" in done.stdout
+    demo = subprocess.run([sys.executable, "-m", "nextbest", "demo", "--database-url", url],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "EXITED_FLOW" in demo.stdout and "SUPPRESSED" in demo.stdout and "replayed=True" in demo.stdout
+    assert "INVALID_ARGUMENT" in demo.stdout

@@ -1,0 +1,77 @@
+"""The client retries only what is safe to retry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.client import NextbestClient
+
+
+class Flaky(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
+    """Fails the first ``failures`` calls with ``code``, then answers."""
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.UNAVAILABLE
+        self.failures = 0
+        self.requests: list[pb.NextActionRequest] = []
+
+    def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
+        self.requests.append(request)
+        if len(self.requests) <= self.failures:
+            context.abort(self.code, "try again")
+        return pb.NextActionResponse(decision_id="d1")
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[Flaky, str]]:
+    servicer = Flaky()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_unavailable_is_retried_with_the_same_request_id(flaky: tuple[Flaky, str]) -> None:
+    servicer, address = flaky
+    servicer.failures = 2
+    with NextbestClient(address, max_attempts=4) as client:
+        assert client.next_action("u", "cart_abandoned").decision_id == "d1"
+    assert len(servicer.requests) == 3
+    assert len({r.request_id for r in servicer.requests}) == 1
+    assert servicer.requests[0].request_id  # set by the client
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL]
+)
+def test_other_errors_are_not_retried(flaky: tuple[Flaky, str], code: grpc.StatusCode) -> None:
+    servicer, address = flaky
+    servicer.failures, servicer.code = 1, code
+    with NextbestClient(address) as client, pytest.raises(grpc.RpcError) as info:
+        client.next_action("u", "cart_abandoned")
+    assert info.value.code() == code
+    assert len(servicer.requests) == 1
+
+
+def test_retries_give_up_after_max_attempts(flaky: tuple[Flaky, str]) -> None:
+    servicer, address = flaky
+    servicer.failures = 10
+    with NextbestClient(address, max_attempts=3) as client, pytest.raises(grpc.RpcError) as info:
+        client.next_action("u", "cart_abandoned")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(servicer.requests) == 3
+
+
+def test_max_attempts_is_checked(flaky: tuple[Flaky, str]) -> None:
+    _, address = flaky
+    with pytest.raises(ValueError, match="max_attempts"):
+        NextbestClient(address, max_attempts=9)
