@@ -9,7 +9,7 @@ import pytest
 from nextbest.catalog import Action, ChannelPolicy, CompiledRule
 from nextbest.domain import ActionClass, Channel, EventType, ReasonCode
 from nextbest.eligibility import check_gates
-from nextbest.state import ChannelState, CustomerState, Journey, Suppression
+from nextbest.state import ChannelState, CustomerState, Journey
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ACTION = Action("a", "cart", Channel.EMAIL, ActionClass.TRIGGERED, frozenset({"t"}), CompiledRule("true", None),
@@ -39,13 +39,13 @@ PROMO = replace(ACTION, action_class=ActionClass.PROMOTIONAL)
         pytest.param(ACTION, customer(), ReasonCode.NO_CONSENT, id="never-asked"),
         pytest.param(PROMO, customer(consent=False), ReasonCode.NO_CONSENT, id="revoked"),
         pytest.param(TRANSACTIONAL, customer(), None, id="transactional-needs-no-consent"),
-        pytest.param(ACTION, customer(consent=True, suppression=Suppression.UNSUBSCRIBED), ReasonCode.SUPPRESSED,
+        pytest.param(ACTION, customer(consent=True, unsubscribed_at=T0), ReasonCode.SUPPRESSED,
                      id="unsubscribed"),
-        pytest.param(TRANSACTIONAL, customer(suppression=Suppression.UNSUBSCRIBED), None,
+        pytest.param(TRANSACTIONAL, customer(unsubscribed_at=T0), None,
                      id="transactional-after-unsubscribe"),
-        pytest.param(TRANSACTIONAL, customer(suppression=Suppression.HARD_BOUNCE), ReasonCode.SUPPRESSED,
+        pytest.param(TRANSACTIONAL, customer(hard_bounced_at=T0), ReasonCode.SUPPRESSED,
                      id="transactional-hard-bounce"),
-        pytest.param(TRANSACTIONAL, customer(suppression=Suppression.COMPLAINT), ReasonCode.SUPPRESSED,
+        pytest.param(TRANSACTIONAL, customer(complained_at=T0), ReasonCode.SUPPRESSED,
                      id="transactional-complaint"),
     ],
 )
@@ -62,7 +62,7 @@ def test_default_consent_applies_only_when_the_customer_never_said() -> None:
 
 def test_suppression_comes_before_everything() -> None:
     exited = Journey(False, T0, 1, EventType.ORDER_PLACED, T0)
-    assert reason(state=customer(suppression=Suppression.COMPLAINT), journey=exited) is ReasonCode.SUPPRESSED
+    assert reason(state=customer(complained_at=T0), journey=exited) is ReasonCode.SUPPRESSED
 
 
 def test_exit_and_journey_gates() -> None:

@@ -101,3 +101,11 @@ def test_a_complaint_or_hard_bounce_is_never_lifted(events: list[Event]) -> None
             e.type is EventType.COMPLAINED or (e.type is EventType.BOUNCED and e.bounce_kind is BounceKind.HARD))]
         if strong:
             assert state.channel(ch).suppression in (Suppression.COMPLAINT, Suppression.HARD_BOUNCE)
+
+
+def test_a_late_unsubscribe_after_a_newer_revocation_still_suppresses() -> None:
+    """Found by the arrival-order property: a newer refusal is not an opt-in."""
+    events = (ev(EventType.CONSENT_CHANGED, 1, Channel.EMAIL, consent_granted=False),
+              ev(EventType.UNSUBSCRIBED, 0, Channel.EMAIL))
+    assert fold(*events).channel(Channel.EMAIL).suppression is Suppression.UNSUBSCRIBED
+    assert fold(*events) == fold(*reversed(events))

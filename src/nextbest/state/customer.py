@@ -35,10 +35,34 @@ class Suppression(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChannelState:
+    """What the customer said and what happened on one channel. Only latest times are kept, so the
+    result of folding a set of events is the same in any order."""
+
     consent: bool | None = None
     consent_at: datetime | None = None
-    suppression: Suppression | None = None
-    suppressed_at: datetime | None = None
+    opted_in_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    hard_bounced_at: datetime | None = None
+    complained_at: datetime | None = None
+
+    @property
+    def suppression(self) -> Suppression | None:
+        if self.complained_at is not None:
+            return Suppression.COMPLAINT
+        if self.hard_bounced_at is not None:
+            return Suppression.HARD_BOUNCE
+        if self.unsubscribed_at is not None and (self.opted_in_at is None or self.opted_in_at < self.unsubscribed_at):
+            return Suppression.UNSUBSCRIBED  # not lifted by a later opt-in
+        return None
+
+    @property
+    def suppressed_at(self) -> datetime | None:
+        return {
+            Suppression.COMPLAINT: self.complained_at,
+            Suppression.HARD_BOUNCE: self.hard_bounced_at,
+            Suppression.UNSUBSCRIBED: self.unsubscribed_at,
+            None: None,
+        }[self.suppression]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,39 +106,33 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
         changes["last_engagement_at"] = _max(state.last_engagement_at, at)
     elif kind is EventType.SUBSCRIBED:
         ch = event.channel or Channel.EMAIL
-        channels[ch] = _set_consent(state.channel(ch), True, at)
+        channels[ch] = _opt_in(_consent(state.channel(ch), True, at), at)
     elif kind is EventType.CONSENT_CHANGED and event.channel is not None:
-        channels[event.channel] = _set_consent(state.channel(event.channel), event.consent_granted, at)
+        ch_state = _consent(state.channel(event.channel), event.consent_granted, at)
+        channels[event.channel] = _opt_in(ch_state, at) if event.consent_granted else ch_state
     elif kind is EventType.UNSUBSCRIBED:
         for ch in (event.channel,) if event.channel else MESSAGING_CHANNELS:
-            channels[ch] = _suppress(_set_consent(state.channel(ch), False, at), Suppression.UNSUBSCRIBED, at)
+            ch_state = _consent(state.channel(ch), False, at)
+            channels[ch] = replace(ch_state, unsubscribed_at=_max(ch_state.unsubscribed_at, at))
     elif kind is EventType.BOUNCED and event.bounce_kind is BounceKind.HARD and event.channel is not None:
-        channels[event.channel] = _suppress(state.channel(event.channel), Suppression.HARD_BOUNCE, at)
+        ch_state = state.channel(event.channel)
+        channels[event.channel] = replace(ch_state, hard_bounced_at=_max(ch_state.hard_bounced_at, at))
     elif kind is EventType.COMPLAINED and event.channel is not None:
-        ch_state = _set_consent(state.channel(event.channel), False, at)
-        channels[event.channel] = _suppress(ch_state, Suppression.COMPLAINT, at)
+        ch_state = _consent(state.channel(event.channel), False, at)
+        channels[event.channel] = replace(ch_state, complained_at=_max(ch_state.complained_at, at))
     changes["channels"] = MappingProxyType(channels)
     return replace(state, **changes)  # type: ignore[arg-type]
 
 
-def _set_consent(ch: ChannelState, granted: bool, at: datetime) -> ChannelState:
-    if ch.consent_at is not None and at < ch.consent_at:
-        return ch  # a newer consent decision already stands
-    ch = replace(ch, consent=granted, consent_at=at)
-    if granted and ch.suppression is Suppression.UNSUBSCRIBED and ch.suppressed_at and at >= ch.suppressed_at:
-        # Opting in again lifts an earlier unsubscribe; bounces and complaints stay.
-        ch = replace(ch, suppression=None, suppressed_at=None)
+def _consent(ch: ChannelState, granted: bool, at: datetime) -> ChannelState:
+    """The latest consent decision stands; at the same instant, a refusal wins."""
+    if ch.consent_at is None or at > ch.consent_at or (at == ch.consent_at and not granted):
+        return replace(ch, consent=granted, consent_at=at)
     return ch
 
 
-def _suppress(ch: ChannelState, reason: Suppression, at: datetime) -> ChannelState:
-    if ch.suppression is not None and ch.suppression.blocks_transactional and ch.suppressed_at:
-        # Keep the stronger suppression; an unsubscribe never downgrades a hard bounce or complaint.
-        if not reason.blocks_transactional or at < ch.suppressed_at:
-            return ch
-    if reason is Suppression.UNSUBSCRIBED and ch.consent_at is not None and ch.consent_at > at:
-        return ch  # the customer opted in again after this (late) unsubscribe
-    return replace(ch, suppression=reason, suppressed_at=at)
+def _opt_in(ch: ChannelState, at: datetime) -> ChannelState:
+    return replace(ch, opted_in_at=_max(ch.opted_in_at, at))
 
 
 def _max(current: datetime | None, new: datetime) -> datetime:

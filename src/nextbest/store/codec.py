@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, EventType, ReasonCode, Rejection
-from nextbest.state import ChannelState, CustomerState, Suppression
+from nextbest.state import ChannelState, CustomerState
 
 __all__ = ["channels_to_json", "decision_from_row", "decision_payload", "last_events_to_json", "state_from_row"]
 
@@ -90,8 +90,10 @@ def channels_to_json(channels: Mapping[Channel, ChannelState]) -> dict[str, Any]
         ch.value: {
             "consent": s.consent,
             "consent_at": _iso(s.consent_at),
-            "suppression": s.suppression.value if s.suppression else None,
-            "suppressed_at": _iso(s.suppressed_at),
+            "opted_in_at": _iso(s.opted_in_at),
+            "unsubscribed_at": _iso(s.unsubscribed_at),
+            "hard_bounced_at": _iso(s.hard_bounced_at),
+            "complained_at": _iso(s.complained_at),
         }
         for ch, s in channels.items()
     }
@@ -106,8 +108,10 @@ def state_from_row(row: Mapping[str, Any]) -> CustomerState:
         Channel(name): ChannelState(
             consent=s["consent"],
             consent_at=_time(s["consent_at"]),
-            suppression=Suppression(s["suppression"]) if s["suppression"] else None,
-            suppressed_at=_time(s["suppressed_at"]),
+            opted_in_at=_time(s["opted_in_at"]),
+            unsubscribed_at=_time(s["unsubscribed_at"]),
+            hard_bounced_at=_time(s["hard_bounced_at"]),
+            complained_at=_time(s["complained_at"]),
         )
         for name, s in row["channels"].items()
     }

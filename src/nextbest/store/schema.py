@@ -128,7 +128,7 @@ customers = Table(
     Column("revenue_total", Float, nullable=False, default=0.0),
     Column("last_order_at", UTCDateTime()),
     Column("last_engagement_at", UTCDateTime()),
-    # {channel: {consent, consent_at, suppression, suppressed_at}}
+    # {channel: {consent, consent_at, opted_in_at, unsubscribed_at, hard_bounced_at, complained_at}}
     Column("channels", _JSON, nullable=False),
     # {event_type: ISO time of the latest such event}
     Column("last_events", _JSON, nullable=False),
