@@ -55,10 +55,20 @@ def test_environment_variables_configure_the_server(tmp_path: Path, monkeypatch:
 
 def test_migrate_then_demo_run_end_to_end(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
-    done = subprocess.run([sys.executable, "-m", "nextbest", "migrate", "--database-url", url],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nextbest", "migrate", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "schema at revision 0001" in done.stdout
-    demo = subprocess.run([sys.executable, "-m", "nextbest", "demo", "--database-url", url],
-                          capture_output=True, text=True, timeout=120, check=True)
+    demo = subprocess.run(
+        [sys.executable, "-m", "nextbest", "demo", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert "EXITED_FLOW" in demo.stdout and "SUPPRESSED" in demo.stdout and "replayed=True" in demo.stdout
     assert "INVALID_ARGUMENT" in demo.stdout

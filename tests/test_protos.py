@@ -15,8 +15,16 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     protos = sorted((ROOT / "protos" / "nextbest" / "api" / "v1").glob("*.proto"))
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
     (tmp_path / "out").mkdir()
-    command = [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", "--python_out=out", "--pyi_out=out",
-               "--grpc_python_out=out", *[str(p.relative_to(ROOT)) for p in protos]]
+    command = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        "-Iprotos",
+        "--python_out=out",
+        "--pyi_out=out",
+        "--grpc_python_out=out",
+        *[str(p.relative_to(ROOT)) for p in protos],
+    ]
     subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
     generated = tmp_path / "out" / "nextbest" / "api" / "v1"
     committed = ROOT / "src" / "nextbest" / "api" / "v1"
@@ -24,4 +32,6 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert names, "protoc produced nothing"
     for name in names:
         assert (committed / name).exists(), f"{name} is not committed; run `make protos`"
-        assert filecmp.cmp(generated / name, committed / name, shallow=False), f"{name} is stale; run `make protos`"
+        assert filecmp.cmp(generated / name, committed / name, shallow=False), (
+            f"{name} is stale; run `make protos`"
+        )

@@ -1,3 +1,3 @@
-"""nextbest: an open-source next-best-action service for e-commerce marketing, with experimentation built in."""
+"""nextbest: open-source next-best-action for e-commerce marketing, with experimentation built in."""
 
 __version__ = "0.1.0"

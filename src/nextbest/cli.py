@@ -25,16 +25,19 @@ def _settings(args: argparse.Namespace) -> Any:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')} (NEXTBEST_{'_'.join(str(p) for p in e['loc']).upper()}): {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_setting_problem(e) for e in exc.errors())
         raise SystemExit(f"nextbest: invalid setting: {problems}") from exc
+
+
+def _setting_problem(error: Any) -> str:
+    name = "_".join(str(p) for p in error["loc"])
+    return f"--{name.replace('_', '-')} (NEXTBEST_{name.upper()}): {error['msg']}"
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--database-url", help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]"
+        "--database-url",
+        help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]",
     )
 
 
@@ -60,7 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a catalog and print every problem")
     check.add_argument("catalog", nargs="?", help="catalog YAML (default: the bundled example)")
 
-    demo = sub.add_parser("demo", help="serve on SQLite and play a scripted customer story through the client")
+    demo = sub.add_parser(
+        "demo", help="serve on SQLite and play a scripted customer story through the client"
+    )
     demo.add_argument("--database-url", help="default: a fresh SQLite file under var/")
     return parser
 
@@ -120,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.database_url)
     except CatalogError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
-        print(f"nextbest: {len(exc.problems)} catalog problem(s); fix them and run `nextbest check` again",
-              file=sys.stderr)
+        print(
+            f"nextbest: {len(exc.problems)} catalog problem(s); fix them and run `nextbest check` again",
+            file=sys.stderr,
+        )
         return 2
     except NextbestError as exc:
         print(f"nextbest: {exc}", file=sys.stderr)

@@ -64,7 +64,7 @@ def timestamp(value: datetime) -> Timestamp:
     return ts
 
 
-def _channel(name: str | int) -> int:
+def _channel(name: str | int) -> Any:
     return name if isinstance(name, int) else pb.Channel.Value(f"CHANNEL_{name.upper()}")
 
 
@@ -82,12 +82,12 @@ def make_event(
     event = pb.Event(
         event_id=event_id or uuid.uuid4().hex,
         user_id=user_id,
-        type=pb.EventType.Value(f"EVENT_TYPE_{event_type.upper()}"),
+        type=pb.EventType.Value(f"EVENT_TYPE_{event_type.upper()}"),  # type: ignore[arg-type]
         occurred_at=timestamp(occurred_at),
         **fields,
     )
     if channel is not None:
-        event.channel = _channel(channel)  # type: ignore[assignment]
+        event.channel = _channel(channel)
     return event
 
 
@@ -165,15 +165,24 @@ class NextbestClient:
             request.occurred_at.CopyFrom(timestamp(occurred_at))
         return self.call_next_action(request, timeout=timeout)
 
-    def call_next_action(self, request: pb.NextActionRequest, timeout: float | None = None) -> pb.NextActionResponse:
-        return self._stub.NextAction(request, timeout=timeout or self.timeout)
+    def call_next_action(
+        self, request: pb.NextActionRequest, timeout: float | None = None
+    ) -> pb.NextActionResponse:
+        response: pb.NextActionResponse = self._stub.NextAction(request, timeout=timeout or self.timeout)
+        return response
 
-    def record_events(self, events: Iterable[pb.Event], timeout: float | None = None) -> pb.RecordEventsResponse:
-        return self._stub.RecordEvents(pb.RecordEventsRequest(events=list(events)), timeout=timeout or self.timeout)
+    def record_events(
+        self, events: Iterable[pb.Event], timeout: float | None = None
+    ) -> pb.RecordEventsResponse:
+        request = pb.RecordEventsRequest(events=list(events))
+        response: pb.RecordEventsResponse = self._stub.RecordEvents(request, timeout=timeout or self.timeout)
+        return response
 
     def is_serving(self, timeout: float | None = None) -> bool:
         try:
-            reply = self._health.Check(health_pb2.HealthCheckRequest(service=_SERVICE), timeout=timeout or self.timeout)
+            reply = self._health.Check(
+                health_pb2.HealthCheckRequest(service=_SERVICE), timeout=timeout or self.timeout
+            )
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -41,8 +41,10 @@ def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) ->
             f"score {action.score:.2f}{tag}  [decision {response.decision_id[:8]}]"
         )
     for rejected in response.rejected:
-        print(f"     x {rejected.action_id}: {pb.ReasonCode.Name(rejected.reason).removeprefix('REASON_CODE_')}"
-              f" — {rejected.detail}")
+        print(
+            f"     x {rejected.action_id}: {pb.ReasonCode.Name(rejected.reason).removeprefix('REASON_CODE_')}"
+            f" — {rejected.detail}"
+        )
 
 
 def _story(client: NextbestClient) -> None:
@@ -52,8 +54,10 @@ def _story(client: NextbestClient) -> None:
     def events(*items: pb.Event) -> None:
         reply = client.record_events(items)
         kinds = ", ".join(_name(pb.EventType.Name, e.type, "EVENT_TYPE_") for e in items)
-        print(f"\n{items[0].occurred_at.ToDatetime(tzinfo=UTC):%a %d %b %H:%M}  events: {kinds}"
-              f" ({reply.accepted} accepted, {reply.duplicates} duplicate)")
+        print(
+            f"\n{items[0].occurred_at.ToDatetime(tzinfo=UTC):%a %d %b %H:%M}  events: {kinds}"
+            f" ({reply.accepted} accepted, {reply.duplicates} duplicate)"
+        )
 
     def decide(step: str, hours: float, trigger: str, **kwargs: object) -> pb.NextActionResponse:
         response = client.next_action(USER, trigger, occurred_at=at(hours), explain=True, **kwargs)  # type: ignore[arg-type]
@@ -65,20 +69,45 @@ def _story(client: NextbestClient) -> None:
     events(signup)
     decide("signs up for the newsletter", 0, "subscribed")
     events(make_event("product_viewed", USER, at(30), event_id="evt-view", product_ids=["sku-boots-42"]))
-    decide("views a product", 30, "product_viewed", product_ids=["sku-boots-42"], page_category="shoes",
-           channels=["email", "onsite"], max_actions=2)
+    decide(
+        "views a product",
+        30,
+        "product_viewed",
+        product_ids=["sku-boots-42"],
+        page_category="shoes",
+        channels=["email", "onsite"],
+        max_actions=2,
+    )
     events(make_event("cart_abandoned", USER, at(31), event_id="evt-cart", product_ids=["sku-boots-42"]))
-    cart = decide("abandons a cart worth 84.50", 31, "cart_abandoned", request_id="req-cart-1", cart_value=84.5)
-    again = client.next_action(USER, "cart_abandoned", request_id="req-cart-1", occurred_at=at(31), cart_value=84.5)
-    print(f"  (the caller retries the same request: same decision {again.decision_id[:8]}, "
-          f"replayed={again.replayed}, nothing new written)")
+    cart = decide(
+        "abandons a cart worth 84.50", 31, "cart_abandoned", request_id="req-cart-1", cart_value=84.5
+    )
+    again = client.next_action(
+        USER, "cart_abandoned", request_id="req-cart-1", occurred_at=at(31), cart_value=84.5
+    )
+    print(
+        f"  (the caller retries the same request: same decision {again.decision_id[:8]}, "
+        f"replayed={again.replayed}, nothing new written)"
+    )
     if again.decision_id != cart.decision_id:
         raise RuntimeError("an idempotent retry returned a different decision")
-    events(make_event("opened", USER, at(32.5), event_id="evt-open", channel="email",
-                      decision_id=cart.decision_id))
-    events(make_event("order_placed", USER, at(40), event_id="evt-order", value=84.5, order_id="order-1001",
-                      items=[pb.OrderItem(product_id="sku-boots-42", quantity=1, unit_price=84.5)]),
-           signup)
+    events(
+        make_event(
+            "opened", USER, at(32.5), event_id="evt-open", channel="email", decision_id=cart.decision_id
+        )
+    )
+    events(
+        make_event(
+            "order_placed",
+            USER,
+            at(40),
+            event_id="evt-order",
+            value=84.5,
+            order_id="order-1001",
+            items=[pb.OrderItem(product_id="sku-boots-42", quantity=1, unit_price=84.5)],
+        ),
+        signup,
+    )
     decide("places the order", 40, "order_placed", max_actions=2)
     decide("a day after abandoning: the cart flow's next step", 55, "scheduled", cart_value=84.5)
     decide("the order ships", 62, "order_shipped")
@@ -88,10 +117,12 @@ def _story(client: NextbestClient) -> None:
 
     print("\nA malformed request is refused with every bad field named:")
     try:
-        client.next_action("", "teleported", channels=["email", "email"], max_actions=99, time_zone="Mars/Olympus")
+        client.next_action(
+            "", "teleported", channels=["email", "email"], max_actions=99, time_zone="Mars/Olympus"
+        )
     except grpc.RpcError as err:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        print(f"  {err.code().name}")  # type: ignore[attr-defined]
+        status = rpc_status.from_call(err)
+        print(f"  {err.code().name}")
         for detail in status.details if status else ():
             bad = error_details_pb2.BadRequest()
             if detail.Unpack(bad):
@@ -108,8 +139,10 @@ def run_demo(database_url: str | None = None) -> int:
     try:
         with NextbestClient(server.address) as client:
             client.wait_until_serving()
-            print(f"nextbest serving on {server.address}, database {database_url}, "
-                  f"catalog version {server.engine.catalog.version}\n")
+            print(
+                f"nextbest serving on {server.address}, database {database_url}, "
+                f"catalog version {server.engine.catalog.version}\n"
+            )
             _story(client)
     finally:
         server.stop(grace=1.0)

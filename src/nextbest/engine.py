@@ -94,7 +94,9 @@ class DecisionEngine:
             return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
         return decision if request.explain else replace(decision, rejected=())
 
-    def _replay(self, request: DecisionRequest, stored: Decision, stored_fp: str, fingerprint: str) -> Decision:
+    def _replay(
+        self, request: DecisionRequest, stored: Decision, stored_fp: str, fingerprint: str
+    ) -> Decision:
         if stored_fp != fingerprint:
             raise AlreadyExistsError(
                 f"request_id {request.request_id!r} was already used for a different request "

@@ -52,7 +52,11 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
         if channel is None:
             out.append(FieldViolation(f"channels[{index}]", "unspecified or unknown channel"))
         elif channel not in catalog.channels:
-            out.append(FieldViolation(f"channels[{index}]", f"channel {channel.value!r} is not enabled in the catalog"))
+            out.append(
+                FieldViolation(
+                    f"channels[{index}]", f"channel {channel.value!r} is not enabled in the catalog"
+                )
+            )
         elif channel in seen:
             out.append(FieldViolation(f"channels[{index}]", f"channel {channel.value!r} listed twice"))
         seen.add(channel)
@@ -77,7 +81,9 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
         out.append(FieldViolation("context.attributes", f"at most {MAX_ATTRIBUTES} attributes"))
     for key, value in ctx.attributes.items():
         if not key or len(key) > 64 or len(value) > MAX_TEXT:
-            out.append(FieldViolation(f"context.attributes[{key[:64]!r}]", f"keys 1..64, values 0..{MAX_TEXT} chars"))
+            out.append(
+                FieldViolation(f"context.attributes[{key[:64]!r}]", f"keys 1..64, values 0..{MAX_TEXT} chars")
+            )
     return out
 
 
@@ -111,5 +117,3 @@ def validate_event(event: Event) -> list[FieldViolation]:
     if len(event.properties) > MAX_ATTRIBUTES:
         out.append(FieldViolation("properties", f"at most {MAX_ATTRIBUTES} properties"))
     return out
-
-

@@ -20,9 +20,17 @@ def candidates(draw: st.DrawFn) -> list[ScoredCandidate]:
     out = []
     for i in range(n):
         action = Action(
-            f"a{i}", draw(st.sampled_from(sorted(FLOWS))), draw(st.sampled_from(list(Channel))),
-            draw(st.sampled_from(list(ActionClass))), frozenset({"t"}), CompiledRule("true", None),
-            timedelta(0), 1.0, 0.1, 0.0, {},
+            f"a{i}",
+            draw(st.sampled_from(sorted(FLOWS))),
+            draw(st.sampled_from(list(Channel))),
+            draw(st.sampled_from(list(ActionClass))),
+            frozenset({"t"}),
+            CompiledRule("true", None),
+            timedelta(0),
+            1.0,
+            0.1,
+            0.0,
+            {},
         )
         out.append(ScoredCandidate(action, draw(st.floats(0, 100)), NOW))
     return out
@@ -35,7 +43,8 @@ def test_arbitration_invariants(cands: list[ScoredCandidate], max_actions: int) 
     assert len(chosen) <= max_actions
     assert len({a.channel for a in chosen}) == len(chosen), "one action per channel"
     assert sorted([a.action_id for a in chosen] + [r.action_id for r in rejected]) == sorted(
-        c.action.id for c in cands), "every candidate is chosen or rejected, exactly once"
+        c.action.id for c in cands
+    ), "every candidate is chosen or rejected, exactly once"
     by_id = {c.action.id: c for c in cands}
     keys = [rank_key(by_id[a.action_id], FLOWS) for a in chosen]
     assert keys == sorted(keys), "chosen in rank order: class, then score"

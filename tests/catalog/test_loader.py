@@ -37,8 +37,19 @@ def problems(text: str) -> list[str]:
 
 def test_the_bundled_catalog_covers_the_lifecycle_flows() -> None:
     catalog = load_catalog(bundled_catalog_path())
-    flows = {"welcome", "browse_abandonment", "cart_abandonment", "order_notices", "post_purchase", "cross_sell",
-             "replenishment", "winback", "vip", "back_in_stock", "promo"}
+    flows = {
+        "welcome",
+        "browse_abandonment",
+        "cart_abandonment",
+        "order_notices",
+        "post_purchase",
+        "cross_sell",
+        "replenishment",
+        "winback",
+        "vip",
+        "back_in_stock",
+        "promo",
+    }
     assert flows <= set(catalog.flows)
     assert {a.channel for a in catalog.actions} == {Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.ONSITE}
     assert {a.action_class for a in catalog.actions} == set(ActionClass)
@@ -63,27 +74,56 @@ def test_a_valid_catalog_compiles() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        pytest.param(("priority: 80", "priority: 80, colour: red"), "c.yaml:6: flows.cart.colour: unknown key",
-                     id="unknown-key"),
-        pytest.param(("channel: email", "channel: fax"), "actions[0].channel: unknown value 'fax'",
-                     id="unknown-channel-name"),
-        pytest.param(("channel: email", "channel: sms"), "actions[0].channel: unknown channel 'sms': not declared",
-                     id="channel-not-declared"),
-        pytest.param(("flow: cart", "flow: carts"), "actions[0].flow: unknown flow 'carts'", id="unknown-flow"),
-        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value >"), "CEL syntax error",
-                     id="cel-syntax"),
-        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_vaule > 10.0"),
-                     "actions[0].rule: unknown field or missing key 'cart_vaule'", id="cel-unknown-field"),
-        pytest.param(("rule: context.cart_value > 10.0", "rule: basket.value > 1"),
-                     "actions[0].rule: Undefined variable", id="cel-unknown-variable"),
-        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value + 1 > 2.0"), "CEL type error",
-                     id="cel-type-error"),
-        pytest.param(("rule: context.cart_value > 10.0", "rule: context.cart_value"), "must evaluate to a bool",
-                     id="cel-not-bool"),
+        pytest.param(
+            ("priority: 80", "priority: 80, colour: red"),
+            "c.yaml:6: flows.cart.colour: unknown key",
+            id="unknown-key",
+        ),
+        pytest.param(
+            ("channel: email", "channel: fax"),
+            "actions[0].channel: unknown value 'fax'",
+            id="unknown-channel-name",
+        ),
+        pytest.param(
+            ("channel: email", "channel: sms"),
+            "actions[0].channel: unknown channel 'sms': not declared",
+            id="channel-not-declared",
+        ),
+        pytest.param(
+            ("flow: cart", "flow: carts"), "actions[0].flow: unknown flow 'carts'", id="unknown-flow"
+        ),
+        pytest.param(
+            ("rule: context.cart_value > 10.0", "rule: context.cart_value >"),
+            "CEL syntax error",
+            id="cel-syntax",
+        ),
+        pytest.param(
+            ("rule: context.cart_value > 10.0", "rule: context.cart_vaule > 10.0"),
+            "actions[0].rule: unknown field or missing key 'cart_vaule'",
+            id="cel-unknown-field",
+        ),
+        pytest.param(
+            ("rule: context.cart_value > 10.0", "rule: basket.value > 1"),
+            "actions[0].rule: Undefined variable",
+            id="cel-unknown-variable",
+        ),
+        pytest.param(
+            ("rule: context.cart_value > 10.0", "rule: context.cart_value + 1 > 2.0"),
+            "CEL type error",
+            id="cel-type-error",
+        ),
+        pytest.param(
+            ("rule: context.cart_value > 10.0", "rule: context.cart_value"),
+            "must evaluate to a bool",
+            id="cel-not-bool",
+        ),
         pytest.param(("delay: 90m", "delay: soon"), "actions[0].delay", id="bad-duration"),
-        pytest.param(("class: triggered", "class: urgent"), "actions[0].class: unknown value 'urgent'",
-                     id="bad-class"),
-        pytest.param(("exit_on: [order_placed]", "exit_on: [ordered]"), "flows.cart.exit_on[0]", id="bad-exit"),
+        pytest.param(
+            ("class: triggered", "class: urgent"), "actions[0].class: unknown value 'urgent'", id="bad-class"
+        ),
+        pytest.param(
+            ("exit_on: [order_placed]", "exit_on: [ordered]"), "flows.cart.exit_on[0]", id="bad-exit"
+        ),
         pytest.param(("version: 1", "version: 2"), "version", id="schema-version"),
     ],
 )
@@ -94,8 +134,10 @@ def test_each_problem_names_file_line_path_and_reason(change: tuple[str, str], e
 
 
 def test_duplicates_are_errors_and_every_problem_is_listed() -> None:
-    text = VALID.replace("flows:\n", "flows:\n  cart: {}\n") + VALID[VALID.index("  - id"):]
-    text = text.replace("delay: 90m", "delay: 90m\n    delay: 2h", 1).replace("channel: email", "channel: ads", 1)
+    text = VALID.replace("flows:\n", "flows:\n  cart: {}\n") + VALID[VALID.index("  - id") :]
+    text = text.replace("delay: 90m", "delay: 90m\n    delay: 2h", 1).replace(
+        "channel: email", "channel: ads", 1
+    )
     found = problems(text)
     joined = "\n".join(found)
     assert "flows.cart: duplicate key (first on line" in joined

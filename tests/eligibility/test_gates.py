@@ -12,8 +12,19 @@ from nextbest.eligibility import check_gates
 from nextbest.state import ChannelState, CustomerState, Journey
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-ACTION = Action("a", "cart", Channel.EMAIL, ActionClass.TRIGGERED, frozenset({"t"}), CompiledRule("true", None),
-                timedelta(0), 10.0, 0.1, 0.0, {})
+ACTION = Action(
+    "a",
+    "cart",
+    Channel.EMAIL,
+    ActionClass.TRIGGERED,
+    frozenset({"t"}),
+    CompiledRule("true", None),
+    timedelta(0),
+    10.0,
+    0.1,
+    0.0,
+    {},
+)
 OPT_IN = ChannelPolicy(requires_consent=True, default_consent=False)
 ACTIVE = Journey(active=True, entered_at=T0)
 
@@ -22,8 +33,13 @@ def customer(**email: object) -> CustomerState:
     return CustomerState("u", channels=MappingProxyType({Channel.EMAIL: ChannelState(**email)}))  # type: ignore[arg-type]
 
 
-def reason(action: Action = ACTION, policy: ChannelPolicy = OPT_IN, state: CustomerState | None = None,
-           journey: Journey = ACTIVE, entry: bool = True) -> ReasonCode | None:
+def reason(
+    action: Action = ACTION,
+    policy: ChannelPolicy = OPT_IN,
+    state: CustomerState | None = None,
+    journey: Journey = ACTIVE,
+    entry: bool = True,
+) -> ReasonCode | None:
     failure = check_gates(action, policy, state or customer(consent=True, consent_at=T0), journey, entry)
     return failure.reason if failure else None
 
@@ -39,14 +55,16 @@ PROMO = replace(ACTION, action_class=ActionClass.PROMOTIONAL)
         pytest.param(ACTION, customer(), ReasonCode.NO_CONSENT, id="never-asked"),
         pytest.param(PROMO, customer(consent=False), ReasonCode.NO_CONSENT, id="revoked"),
         pytest.param(TRANSACTIONAL, customer(), None, id="transactional-needs-no-consent"),
-        pytest.param(ACTION, customer(consent=True, unsubscribed_at=T0), ReasonCode.SUPPRESSED,
-                     id="unsubscribed"),
-        pytest.param(TRANSACTIONAL, customer(unsubscribed_at=T0), None,
-                     id="transactional-after-unsubscribe"),
-        pytest.param(TRANSACTIONAL, customer(hard_bounced_at=T0), ReasonCode.SUPPRESSED,
-                     id="transactional-hard-bounce"),
-        pytest.param(TRANSACTIONAL, customer(complained_at=T0), ReasonCode.SUPPRESSED,
-                     id="transactional-complaint"),
+        pytest.param(
+            ACTION, customer(consent=True, unsubscribed_at=T0), ReasonCode.SUPPRESSED, id="unsubscribed"
+        ),
+        pytest.param(TRANSACTIONAL, customer(unsubscribed_at=T0), None, id="transactional-after-unsubscribe"),
+        pytest.param(
+            TRANSACTIONAL, customer(hard_bounced_at=T0), ReasonCode.SUPPRESSED, id="transactional-hard-bounce"
+        ),
+        pytest.param(
+            TRANSACTIONAL, customer(complained_at=T0), ReasonCode.SUPPRESSED, id="transactional-complaint"
+        ),
     ],
 )
 def test_consent_and_suppression(action: Action, state: CustomerState, expected: ReasonCode | None) -> None:

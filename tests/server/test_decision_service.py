@@ -87,7 +87,9 @@ def test_idempotent_replay_returns_the_stored_decision_and_writes_nothing(
 ) -> None:
     user, request_id = uid(), uid("req")
     subscribe(client, user)
-    first = client.next_action(user, "cart_abandoned", request_id=request_id, occurred_at=at(1), cart_value=50.0)
+    first = client.next_action(
+        user, "cart_abandoned", request_id=request_id, occurred_at=at(1), cart_value=50.0
+    )
     rows = count(server, exposures, user_id=user)
     again = client.next_action(
         user, "cart_abandoned", request_id=request_id, occurred_at=at(1), cart_value=50.0, explain=True
@@ -117,7 +119,9 @@ def test_concurrent_retries_of_one_request_yield_one_decision(
     results: list[str] = []
 
     def call() -> None:
-        r = client.next_action(user, "cart_abandoned", request_id=request_id, occurred_at=at(2), cart_value=60.0)
+        r = client.next_action(
+            user, "cart_abandoned", request_id=request_id, occurred_at=at(2), cart_value=60.0
+        )
         results.append(r.decision_id)
 
     threads = [threading.Thread(target=call) for _ in range(8)]
@@ -136,7 +140,9 @@ def test_no_consent_then_consent_granted(client: NextbestClient) -> None:
     assert chosen(response) == []
     assert reasons(response) == {"welcome_email": "NO_CONSENT"}
     assert "never given" in response.rejected[0].detail
-    reply = client.record_events([make_event("consent_changed", user, at(1), channel="email", consent_granted=True)])
+    reply = client.record_events(
+        [make_event("consent_changed", user, at(1), channel="email", consent_granted=True)]
+    )
     assert reply.accepted == 1
     response = client.next_action(user, "subscribed", occurred_at=at(2), channels=["email"])
     assert chosen(response) == ["welcome_email"]
@@ -175,7 +181,9 @@ def test_hard_bounce_and_complaint_suppress_even_transactional(
 def test_soft_bounce_does_not_suppress(client: NextbestClient) -> None:
     user = uid()
     subscribe(client, user)
-    client.record_events([make_event("bounced", user, at(1), channel="email", bounce_kind=pb.BOUNCE_KIND_SOFT)])
+    client.record_events(
+        [make_event("bounced", user, at(1), channel="email", bounce_kind=pb.BOUNCE_KIND_SOFT)]
+    )
     assert chosen(client.next_action(user, "order_shipped", occurred_at=at(2), channels=["email"])) == [
         "shipping_notice_email"
     ]
@@ -194,7 +202,9 @@ def test_order_exits_the_cart_flow(client: NextbestClient) -> None:
     assert chosen(step) == ["cart_incentive_email"]
     # With an order in between, the customer has left the flow.
     client.record_events([make_event("order_placed", user, at(3), value=90.0, order_id=uid("o"))])
-    after = client.next_action(user, "scheduled", occurred_at=at(25), cart_value=90.0, channels=["email"], explain=True)
+    after = client.next_action(
+        user, "scheduled", occurred_at=at(25), cart_value=90.0, channels=["email"], explain=True
+    )
     assert reasons(after)["cart_incentive_email"] == "EXITED_FLOW"
     assert "order_placed" in {r.action_id: r.detail for r in after.rejected}["cart_incentive_email"]
     # A new abandonment starts a new journey.
@@ -219,7 +229,9 @@ def test_rule_false_and_one_action_per_channel(client: NextbestClient) -> None:
     got = reasons(response)
     assert got["browse_recommendations_onsite"] == "LOWER_PRIORITY"
     assert got["promo_onsite_banner"] == "LOWER_PRIORITY"
-    no_products = client.next_action(user, "product_viewed", occurred_at=at(2), channels=["email"], explain=True)
+    no_products = client.next_action(
+        user, "product_viewed", occurred_at=at(2), channels=["email"], explain=True
+    )
     assert reasons(no_products) == {"browse_reminder_email": "RULE_FALSE"}
 
 
@@ -316,13 +328,19 @@ def _request(**overrides: object) -> pb.NextActionRequest:
             _request(context=pb.RequestContext(cart_value=-1.0)), ["context.cart_value"], id="negative-cart"
         ),
         pytest.param(
-            _request(context=pb.RequestContext(cart_value=float("nan"))), ["context.cart_value"], id="nan-cart"
+            _request(context=pb.RequestContext(cart_value=float("nan"))),
+            ["context.cart_value"],
+            id="nan-cart",
         ),
         pytest.param(
-            _request(context=pb.RequestContext(time_zone="Mars/Olympus")), ["context.time_zone"], id="bad-zone"
+            _request(context=pb.RequestContext(time_zone="Mars/Olympus")),
+            ["context.time_zone"],
+            id="bad-zone",
         ),
         pytest.param(
-            _request(context=pb.RequestContext(product_ids=["ok", ""])), ["context.product_ids[1]"], id="empty-sku"
+            _request(context=pb.RequestContext(product_ids=["ok", ""])),
+            ["context.product_ids[1]"],
+            id="empty-sku",
         ),
         pytest.param(
             _request(occurred_at=timestamp(datetime(1990, 1, 1, tzinfo=UTC))), ["occurred_at"], id="ancient"

@@ -62,7 +62,10 @@ def test_a_generic_client_discovers_and_calls_the_service_by_reflection(server: 
 def unreachable_server() -> Iterator[NextbestServer]:
     """A server whose PostgreSQL does not answer (nothing listens on port 1)."""
     settings = Settings(
-        port=0, database_url="postgresql+psycopg://postgres@127.0.0.1:1/none", migrate=False, health_interval=0.1
+        port=0,
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
+        migrate=False,
+        health_interval=0.1,
     )
     srv = NextbestServer(settings)
     srv.start()

@@ -23,8 +23,11 @@ def fold(*events: Event) -> CustomerState:
 
 
 def test_orders_and_refunds_aggregate() -> None:
-    state = fold(ev(EventType.ORDER_PLACED, 1, value=40.0), ev(EventType.ORDER_PLACED, 5, value=60.0),
-                 ev(EventType.REFUNDED, 6, value=10.0))
+    state = fold(
+        ev(EventType.ORDER_PLACED, 1, value=40.0),
+        ev(EventType.ORDER_PLACED, 5, value=60.0),
+        ev(EventType.REFUNDED, 6, value=10.0),
+    )
     assert (state.orders_count, state.refunds_count, state.revenue_total) == (2, 1, 90.0)
     assert state.last_order_at == T0 + timedelta(hours=5)
     assert state.first_seen_at == T0 + timedelta(hours=1)
@@ -42,8 +45,10 @@ def test_unsubscribe_without_channel_covers_messaging_channels_only() -> None:
 def test_resubscribing_lifts_an_unsubscribe_but_not_a_hard_bounce() -> None:
     state = fold(ev(EventType.UNSUBSCRIBED, 1, Channel.EMAIL), ev(EventType.SUBSCRIBED, 2, Channel.EMAIL))
     assert state.channel(Channel.EMAIL).suppression is None and state.channel(Channel.EMAIL).consent
-    bounced = fold(ev(EventType.BOUNCED, 1, Channel.EMAIL, bounce_kind=BounceKind.HARD),
-                   ev(EventType.SUBSCRIBED, 2, Channel.EMAIL))
+    bounced = fold(
+        ev(EventType.BOUNCED, 1, Channel.EMAIL, bounce_kind=BounceKind.HARD),
+        ev(EventType.SUBSCRIBED, 2, Channel.EMAIL),
+    )
     assert bounced.channel(Channel.EMAIL).suppression is Suppression.HARD_BOUNCE
 
 
@@ -58,8 +63,16 @@ def test_engagement_is_tracked() -> None:
     assert state.last_engagement_at == T0 + timedelta(hours=3)
 
 
-_KINDS = [EventType.SUBSCRIBED, EventType.UNSUBSCRIBED, EventType.CONSENT_CHANGED, EventType.BOUNCED,
-          EventType.COMPLAINED, EventType.ORDER_PLACED, EventType.REFUNDED, EventType.OPENED]
+_KINDS = [
+    EventType.SUBSCRIBED,
+    EventType.UNSUBSCRIBED,
+    EventType.CONSENT_CHANGED,
+    EventType.BOUNCED,
+    EventType.COMPLAINED,
+    EventType.ORDER_PLACED,
+    EventType.REFUNDED,
+    EventType.OPENED,
+]
 
 
 @st.composite
@@ -73,8 +86,14 @@ def event_sets(draw: st.DrawFn) -> list[Event]:
             channel = None  # type: ignore[assignment]
         events.append(
             Event(
-                f"e{h}", "u", kind, T0 + timedelta(hours=h), channel=channel,
-                value=float(draw(st.integers(0, 500))) if kind in (EventType.ORDER_PLACED, EventType.REFUNDED) else 0.0,
+                f"e{h}",
+                "u",
+                kind,
+                T0 + timedelta(hours=h),
+                channel=channel,
+                value=float(draw(st.integers(0, 500)))
+                if kind in (EventType.ORDER_PLACED, EventType.REFUNDED)
+                else 0.0,
                 consent_granted=draw(st.booleans()),
                 bounce_kind=draw(st.sampled_from(list(BounceKind))) if kind is EventType.BOUNCED else None,
             )
@@ -97,15 +116,24 @@ def test_the_fold_does_not_depend_on_arrival_order(events: list[Event], rnd) -> 
 def test_a_complaint_or_hard_bounce_is_never_lifted(events: list[Event]) -> None:
     state = fold(*sorted(events, key=lambda e: e.occurred_at))  # type: ignore[arg-type, return-value]
     for ch in (Channel.EMAIL, Channel.SMS):
-        strong = [e for e in events if e.channel == ch and (
-            e.type is EventType.COMPLAINED or (e.type is EventType.BOUNCED and e.bounce_kind is BounceKind.HARD))]
+        strong = [
+            e
+            for e in events
+            if e.channel == ch
+            and (
+                e.type is EventType.COMPLAINED
+                or (e.type is EventType.BOUNCED and e.bounce_kind is BounceKind.HARD)
+            )
+        ]
         if strong:
             assert state.channel(ch).suppression in (Suppression.COMPLAINT, Suppression.HARD_BOUNCE)
 
 
 def test_a_late_unsubscribe_after_a_newer_revocation_still_suppresses() -> None:
     """Found by the arrival-order property: a newer refusal is not an opt-in."""
-    events = (ev(EventType.CONSENT_CHANGED, 1, Channel.EMAIL, consent_granted=False),
-              ev(EventType.UNSUBSCRIBED, 0, Channel.EMAIL))
+    events = (
+        ev(EventType.CONSENT_CHANGED, 1, Channel.EMAIL, consent_granted=False),
+        ev(EventType.UNSUBSCRIBED, 0, Channel.EMAIL),
+    )
     assert fold(*events).channel(Channel.EMAIL).suppression is Suppression.UNSUBSCRIBED
     assert fold(*events) == fold(*reversed(events))

@@ -23,8 +23,9 @@ T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
 def decision(user: str, request_id: str | None = None, actions: int = 1) -> Decision:
     chosen = tuple(
-        ChosenAction(f"a{i}", "flow", list(Channel)[i], ActionClass.TRIGGERED, T0 + timedelta(hours=1), {"k": "v"},
-                     1.5)
+        ChosenAction(
+            f"a{i}", "flow", list(Channel)[i], ActionClass.TRIGGERED, T0 + timedelta(hours=1), {"k": "v"}, 1.5
+        )
         for i in range(actions)
     )
     return Decision(uuid.uuid4().hex, request_id or uid("req"), user, "cart_abandoned", T0, "cat", chosen, ())
@@ -98,7 +99,9 @@ def test_concurrent_batches_for_one_customer_lose_nothing(store: Store) -> None:
 
     def record(worker: int) -> None:
         for i in range(10):
-            store.record_events([Event(f"{user}-{worker}-{i}", user, EventType.ORDER_PLACED, T0, value=1.0)], T0)
+            store.record_events(
+                [Event(f"{user}-{worker}-{i}", user, EventType.ORDER_PLACED, T0, value=1.0)], T0
+            )
 
     threads = [threading.Thread(target=record, args=(w,)) for w in range(4)]
     for t in threads:

@@ -39,7 +39,9 @@ def arbitrate(
                 )
             )
         elif len(chosen) >= max_actions:
-            rejected.append(rejection(action, ReasonCode.MAX_ACTIONS, f"max_actions={max_actions} already chosen"))
+            rejected.append(
+                rejection(action, ReasonCode.MAX_ACTIONS, f"max_actions={max_actions} already chosen")
+            )
         else:
             taken[action.channel] = candidate
             chosen.append(

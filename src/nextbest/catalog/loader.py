@@ -83,7 +83,9 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         version=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
         source=source,
         name=spec.name,
-        channels={ch: ChannelPolicy(c.requires_consent, c.default_consent) for ch, c in spec.channels.items()},
+        channels={
+            ch: ChannelPolicy(c.requires_consent, c.default_consent) for ch, c in spec.channels.items()
+        },
         flows=flows,
         actions=tuple(actions),
         extra_triggers=frozenset(spec.triggers),
@@ -94,14 +96,21 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
     seen: dict[str, int] = {}
     for index, action in enumerate(spec.actions):
         if action.id in seen:
-            yield ("actions", index, "id"), f"duplicate action id {action.id!r} (first at actions[{seen[action.id]}])"
+            yield (
+                ("actions", index, "id"),
+                f"duplicate action id {action.id!r} (first at actions[{seen[action.id]}])",
+            )
         seen.setdefault(action.id, index)
         if action.flow not in spec.flows:
-            yield ("actions", index, "flow"), f"unknown flow {action.flow!r}; declared flows: {_names(spec.flows)}"
+            yield (
+                ("actions", index, "flow"),
+                f"unknown flow {action.flow!r}; declared flows: {_names(spec.flows)}",
+            )
         if action.channel not in spec.channels:
             yield (
                 ("actions", index, "channel"),
-                f"unknown channel {action.channel.value!r}: not declared under channels ({_names(spec.channels)})",
+                f"unknown channel {action.channel.value!r}: "
+                f"not declared under channels ({_names(spec.channels)})",
             )
         for t_index, trigger in enumerate(action.triggers):
             if action.triggers.index(trigger) != t_index:
@@ -126,13 +135,17 @@ def _walk(node: yaml.Node, path: _Path, lines: dict[_Path, int]) -> Iterator[tup
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                yield path + (key,), key_node.start_mark.line + 1, f"duplicate key (first on line {seen[key]})"
+                yield (
+                    (*path, key),
+                    key_node.start_mark.line + 1,
+                    f"duplicate key (first on line {seen[key]})",
+                )
                 continue
             seen[key] = key_node.start_mark.line + 1
-            yield from _walk(value_node, path + (key,), lines)
+            yield from _walk(value_node, (*path, key), lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _walk(item, path + (index,), lines)
+            yield from _walk(item, (*path, index), lines)
 
 
 def _fmt(path: Iterable[str | int]) -> str:

@@ -63,7 +63,9 @@ class Flow:
     @classmethod
     def from_spec(cls, flow_id: str, spec: FlowSpec, actions: Iterable[Action]) -> Flow:
         entry = spec.entry_triggers
-        triggers = frozenset(entry) if entry is not None else frozenset(t for a in actions for t in a.triggers)
+        triggers = (
+            frozenset(entry) if entry is not None else frozenset(t for a in actions for t in a.triggers)
+        )
         return cls(flow_id, spec.priority, triggers, frozenset(spec.exit_on), spec.description)
 
 

@@ -58,7 +58,9 @@ def evaluate(
             passed = action.rule.evaluate(scope.for_flow(flow.id, journey))
         except RuleEvaluationError as exc:
             logger.warning("rule of %s failed to evaluate: %s", action.id, exc)
-            rejected.append(rejection(action, ReasonCode.RULE_ERROR, f"rule {action.rule.source!r} failed: {exc}"))
+            rejected.append(
+                rejection(action, ReasonCode.RULE_ERROR, f"rule {action.rule.source!r} failed: {exc}")
+            )
             continue
         if not passed:
             rejected.append(rejection(action, ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}"))

@@ -55,5 +55,7 @@ def check_gates(
             f"after entering at {_at(journey.entered_at)}",
         )
     if not entry_trigger and not journey.active:
-        return GateFailure(ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}")
+        return GateFailure(
+            ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}"
+        )
     return None

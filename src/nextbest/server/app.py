@@ -53,7 +53,11 @@ class NextbestServer:
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self._server,
         )
         self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")

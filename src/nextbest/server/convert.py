@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -26,9 +27,9 @@ from nextbest.errors import FieldViolation
 __all__ = ["decision_to_proto", "events_from_proto", "request_from_proto", "results_to_proto"]
 
 _CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
-_CHANNEL_TO = {c: v for v, c in _CHANNEL_FROM.items()}
-_CLASS_TO = {c: pb.ActionClass.Value(f"ACTION_CLASS_{c.name}") for c in ActionClass}
-_REASON_TO = {r: pb.ReasonCode.Value(f"REASON_CODE_{r.name}") for r in ReasonCode}
+_CHANNEL_TO: dict[Any, Any] = {c: v for v, c in _CHANNEL_FROM.items()}
+_CLASS_TO: dict[Any, Any] = {c: pb.ActionClass.Value(f"ACTION_CLASS_{c.name}") for c in ActionClass}
+_REASON_TO: dict[Any, Any] = {r: pb.ReasonCode.Value(f"REASON_CODE_{r.name}") for r in ReasonCode}
 _EVENT_FROM = {pb.EventType.Value(f"EVENT_TYPE_{e.name}"): e for e in EventType}
 _BOUNCE_FROM = {pb.BounceKind.Value(f"BOUNCE_KIND_{b.name}"): b for b in BounceKind}
 _STATUS_TO = {

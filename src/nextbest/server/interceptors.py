@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 _SERVICE_PREFIX = "/nextbest."
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps :class:`NextbestError` to its declared status (with ``google.rpc.BadRequest`` field violations
     for invalid arguments) and anything unexpected to INTERNAL, logged; a caller never sees UNKNOWN."""
 

@@ -51,7 +51,9 @@ class ChannelState:
             return Suppression.COMPLAINT
         if self.hard_bounced_at is not None:
             return Suppression.HARD_BOUNCE
-        if self.unsubscribed_at is not None and (self.opted_in_at is None or self.opted_in_at < self.unsubscribed_at):
+        if self.unsubscribed_at is not None and (
+            self.opted_in_at is None or self.opted_in_at < self.unsubscribed_at
+        ):
             return Suppression.UNSUBSCRIBED  # not lifted by a later opt-in
         return None
 

@@ -10,7 +10,13 @@ from typing import Any
 from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, EventType, ReasonCode, Rejection
 from nextbest.state import ChannelState, CustomerState
 
-__all__ = ["channels_to_json", "decision_from_row", "decision_payload", "last_events_to_json", "state_from_row"]
+__all__ = [
+    "channels_to_json",
+    "decision_from_row",
+    "decision_payload",
+    "last_events_to_json",
+    "state_from_row",
+]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -49,7 +55,7 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
     }
 
 
-def decision_from_row(row: Mapping[str, Any]) -> Decision:
+def decision_from_row(row: Mapping[Any, Any]) -> Decision:
     payload = row["payload"]
     return Decision(
         decision_id=row["decision_id"],
@@ -103,7 +109,7 @@ def last_events_to_json(last_events: Mapping[EventType, datetime]) -> dict[str, 
     return {kind.value: at.isoformat() for kind, at in last_events.items()}
 
 
-def state_from_row(row: Mapping[str, Any]) -> CustomerState:
+def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
     channels = {
         Channel(name): ChannelState(
             consent=s["consent"],

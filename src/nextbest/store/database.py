@@ -43,7 +43,11 @@ class Database:
             self.reader = _sqlite_engine(url, pool_size, immediate=False)
             self.writer = _sqlite_engine(url, 4, immediate=True)
         elif self.dialect == "postgresql":
-            kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+            kwargs: dict[str, Any] = {
+                "pool_size": pool_size,
+                "max_overflow": pool_size,
+                "pool_pre_ping": True,
+            }
             self.reader = create_engine(url, **kwargs)
             self.writer = self.reader
         else:

@@ -27,7 +27,7 @@ from nextbest.store.database import Database
 from nextbest.store.schema import customers, decisions, events, exposures
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
-__all__ = ["StoredDecision", "Store"]
+__all__ = ["Store", "StoredDecision"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class Store:
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         with _guard("read decision"), self.db.reader.connect() as conn:
-            row = conn.execute(select(decisions).where(decisions.c.request_id == request_id)).mappings().first()
+            row = (
+                conn.execute(select(decisions).where(decisions.c.request_id == request_id)).mappings().first()
+            )
         if row is None:
             return None
         return StoredDecision(decision_from_row(row), row["fingerprint"])
@@ -99,7 +101,9 @@ class Store:
     def _write_decisions(self, conn: Connection, batch: Sequence[PendingWrite]) -> set[str]:
         stmt = self._insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id)
         inserted = set(conn.execute(stmt, [item.decision_row for item in batch]).scalars())
-        rows = [r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows]
+        rows = [
+            r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows
+        ]
         if rows:
             conn.execute(exposures.insert(), rows)
         return inserted
@@ -152,7 +156,11 @@ class Store:
         unique = [batch[i] for i in first_index.values()]
         with _guard("record events"), self.db.writer.begin() as conn:
             stmt = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
-            accepted = set(conn.execute(stmt, [_event_row(e, received_at) for e in unique]).scalars()) if unique else set()
+            accepted = (
+                set(conn.execute(stmt, [_event_row(e, received_at) for e in unique]).scalars())
+                if unique
+                else set()
+            )
             new_events = [e for e in unique if e.event_id in accepted]
             if new_events:
                 self._fold_into_customers(conn, new_events, received_at)
@@ -168,13 +176,22 @@ class Store:
         for event in new_events:
             by_user.setdefault(event.user_id, []).append(event)
         users = sorted(by_user)  # a fixed lock order, so concurrent batches cannot deadlock
-        empty = {"channels": {}, "last_events": {}, "orders_count": 0, "refunds_count": 0, "revenue_total": 0.0}
+        empty = {
+            "channels": {},
+            "last_events": {},
+            "orders_count": 0,
+            "refunds_count": 0,
+            "revenue_total": 0.0,
+        }
         conn.execute(
             self._insert(customers).on_conflict_do_nothing(),
             [{"user_id": u, "updated_at": now, **empty} for u in users],
         )
         rows = conn.execute(
-            select(customers).where(customers.c.user_id.in_(users)).order_by(customers.c.user_id).with_for_update()
+            select(customers)
+            .where(customers.c.user_id.in_(users))
+            .order_by(customers.c.user_id)
+            .with_for_update()
         ).mappings()
         updates: list[dict[str, Any]] = []
         for row in rows:
