@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,7 +56,7 @@ def fixed_record_events_response() -> pb.RecordEventsResponse:
     )
 
 
-class EmptyDecisionService(pb_grpc.DecisionServiceServicer):
+class EmptyDecisionService(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
     """Sync handlers: return prebuilt messages (serialization still happens per call)."""
 
     def __init__(self) -> None:
@@ -73,7 +74,7 @@ class EmptyDecisionService(pb_grpc.DecisionServiceServicer):
         return self._record_events
 
 
-class AsyncEmptyDecisionService(pb_grpc.DecisionServiceServicer):
+class AsyncEmptyDecisionService(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
     """The same fixed answers for grpc.aio."""
 
     def __init__(self) -> None:
@@ -81,12 +82,12 @@ class AsyncEmptyDecisionService(pb_grpc.DecisionServiceServicer):
         self._record_events = fixed_record_events_response()
 
     async def NextAction(  # noqa: N802
-        self, request: pb.NextActionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.NextActionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.NextActionResponse:
         return self._next_action
 
     async def RecordEvents(  # noqa: N802
-        self, request: pb.RecordEventsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RecordEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordEventsResponse:
         return self._record_events
 

@@ -120,7 +120,7 @@ def latency_summary_ms(latencies_ns: list[int]) -> dict[str, float | None]:
 def process_cpu_seconds(pid: int) -> float | None:
     """user+system CPU seconds of ``pid`` and its descendants (psutil if present, else /proc)."""
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
     except ImportError:
         return _proc_stat_cpu_seconds(pid)
     try:
@@ -223,7 +223,7 @@ class InFlight:
             return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
 
 
-def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future: grpc.Future) -> None:
+def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future: grpc.Future[Any]) -> None:
     end_ns = time.perf_counter_ns()
     try:
         code, first = "OK", _first_action(future.result())
