@@ -65,10 +65,8 @@ class DecisionEngine:
         if violations:
             raise InvalidArgumentError(violations)
         fingerprint = request_fingerprint(request)
-        stored = self.store.find_decision(request.request_id)
-        if stored is not None:
-            return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
-
+        # Optimistic: decide, then insert; the unique request_id turns a retry into a conflict, answered
+        # from the stored decision. New requests (the common case) skip a lookup.
         decided_at = self.clock()
         now = request.occurred_at or decided_at
         snapshot = self.store.load_snapshot(request.user_id, now)
@@ -87,7 +85,7 @@ class DecisionEngine:
             rejected=tuple(rejected + lower),
         )
         if not self.store.save_decision(decision, fingerprint, decided_at):
-            # A concurrent call with the same request_id committed first: answer as a replay would.
+            # An earlier or concurrent call with this request_id committed first: replay its answer.
             stored = self.store.find_decision(request.request_id)
             if stored is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise RuntimeError("request_id conflict without a stored decision")

