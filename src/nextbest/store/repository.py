@@ -24,7 +24,7 @@ from nextbest.store.codec import (
     state_from_row,
 )
 from nextbest.store.database import Database
-from nextbest.store.prepared import PreparedSelect
+from nextbest.store.prepared import PreparedInsert, PreparedSelect
 from nextbest.store.schema import customers, decisions, events, exposures
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
+
+_EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name != "exposure_id"]
 
 # Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
 _FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
@@ -68,9 +70,11 @@ class Store:
     def __init__(self, db: Database, max_batch: int = 256) -> None:
         self.db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-        self.writer = GroupCommitWriter(db.writer.begin, self._write_decisions, max_batch=max_batch)
+        self.writer = GroupCommitWriter(self._raw_transaction, self._write_decisions, max_batch=max_batch)
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
+        self._writes: tuple[PreparedInsert, PreparedInsert] | None = None
+        self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
         self.writer.close()
@@ -80,9 +84,7 @@ class Store:
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         with _guard("read decision"), self.db.reader.connect() as conn:
-            row = (
-                conn.execute(select(decisions).where(decisions.c.request_id == request_id)).mappings().first()
-            )
+            row = conn.execute(_FIND_DECISION, {"request_id": request_id}).mappings().first()
         if row is None:
             return None
         return StoredDecision(decision_from_row(row), row["fingerprint"])
@@ -117,24 +119,49 @@ class Store:
             }
             for a in decision.actions
         ]
-        with _guard("write decision"):
-            return self.writer.submit(row, exposure_rows).result()
+        with _guard("write decision", self._driver_error):
+            return self.writer.write(row, exposure_rows)
 
-    def _write_decisions(self, conn: Connection, batch: Sequence[PendingWrite]) -> set[str]:
-        stmt = self._insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id)
-        inserted = set(conn.execute(stmt, [item.decision_row for item in batch]).scalars())
+    @contextmanager
+    def _raw_transaction(self) -> Iterator[Any]:
+        """A write transaction on a raw DBAPI connection (the group commit's hot path)."""
+        conn = self.db.writer.raw_connection()
+        try:
+            if self.db.dialect == "sqlite":
+                conn.cursor().execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
+        if self._writes is None:
+            dialect = self.db.writer.dialect
+            self._writes = (
+                PreparedInsert(
+                    self._insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id),
+                    [c.name for c in decisions.columns],
+                    dialect,
+                ),
+                PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
+            )
+        insert_decisions, insert_exposures = self._writes
+        inserted = set(insert_decisions.returning_many(conn, [item.decision_row for item in batch]))
         rows = [
             r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows
         ]
         if rows:
-            conn.execute(exposures.insert(), rows)
+            insert_exposures.execute_many(conn, rows)
         return inserted
 
     # -- customer state -----------------------------------------------------------------------------------
 
     def load_snapshot(self, user_id: str, now: datetime) -> CustomerSnapshot:
         """The customer's state and the actions chosen for them in the last 90 days (newest 500)."""
-        with _guard("read customer", self.db.reader.dialect.loaded_dbapi.Error):
+        with _guard("read customer", self._driver_error):
             conn = self.db.reader.raw_connection()
             try:
                 if self._prepared is None:
