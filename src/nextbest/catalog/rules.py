@@ -24,10 +24,12 @@ class RuleEvaluationError(Exception):
 class CompiledRule:
     source: str
     program: Any  # cel.Program; the extension module ships no usable type for it
+    uses_journey: bool = False
 
     @property
     def always_true(self) -> bool:
         return self.source.strip() == "true"
+
 
     def evaluate(self, scope: Any) -> bool:
         """Evaluates against a ``cel.Context`` (built once per decision) or a plain mapping."""
@@ -98,7 +100,7 @@ def compile_rule(source: str) -> tuple[CompiledRule | None, list[str]]:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:
         return None, [f"CEL syntax error: {_first_line(exc)}"]
-    rule = CompiledRule(source=source, program=program)
+    rule = CompiledRule(source=source, program=program, uses_journey="journey" in program.variables())
     problems: list[str] = []
     for scope in sample_scopes():
         problem = _dry_run(rule, scope)

@@ -46,12 +46,14 @@ class RuleScope:
             "trigger": request.trigger,
         }
         self._now = now
-        self._context = cel.Context(self._base)
+        self._context: Any = None
         self._journey_of: str | None = None
 
-    def for_flow(self, flow: str, journey: Journey) -> Any:
-        """The shared context with ``journey`` set to the customer's journey in ``flow``."""
-        if self._journey_of != flow:
+    def context(self, flow: str, journey: Journey, uses_journey: bool) -> Any:
+        """The shared context; ``journey`` is (re)set only for rules that read it."""
+        if self._context is None:
+            self._context = cel.Context(self._base)
+        if uses_journey and self._journey_of != flow:
             self._context.add_variable(
                 "journey",
                 {

@@ -41,15 +41,9 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
             }
             for a in decision.actions
         ],
+        # Rows, not objects: a decision rejects most candidates and this is encoded on every call.
         "rejected": [
-            {
-                "action_id": r.action_id,
-                "flow": r.flow,
-                "channel": r.channel.value,
-                "action_class": r.action_class.value,
-                "reason": r.reason.value,
-                "detail": r.detail,
-            }
+            [r.action_id, r.flow, r.channel.value, r.action_class.value, r.reason.value, r.detail]
             for r in decision.rejected
         ],
     }
@@ -77,15 +71,8 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
             for a in payload["actions"]
         ),
         rejected=tuple(
-            Rejection(
-                action_id=r["action_id"],
-                flow=r["flow"],
-                channel=Channel(r["channel"]),
-                action_class=ActionClass(r["action_class"]),
-                reason=ReasonCode(r["reason"]),
-                detail=r["detail"],
-            )
-            for r in payload["rejected"]
+            Rejection(action_id, flow, Channel(channel), ActionClass(cls), ReasonCode(reason), detail)
+            for action_id, flow, channel, cls, reason, detail in payload["rejected"]
         ),
         replayed=True,
     )
