@@ -7,7 +7,6 @@ validate -> idempotency -> customer state -> candidates -> eligibility -> scorin
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,23 +33,22 @@ def utc_now() -> datetime:
 
 def request_fingerprint(request: DecisionRequest) -> str:
     """A digest of what the caller asked. ``explain`` is left out: asking again with explain is the same
-    question and replays the same decision, with its reasons."""
+    question and replays the same decision, with its reasons. The ``repr`` of a tuple of strings, numbers
+    and None is stable across processes and versions, and much cheaper than canonical JSON."""
     ctx = request.context
-    canonical = {
-        "user_id": request.user_id,
-        "trigger": request.trigger,
-        "occurred_at": request.occurred_at.isoformat() if request.occurred_at else None,
-        "context": {
-            "cart_value": ctx.cart_value,
-            "product_ids": list(ctx.product_ids),
-            "page_category": ctx.page_category,
-            "time_zone": ctx.time_zone,
-            "attributes": dict(sorted(ctx.attributes.items())),
-        },
-        "channels": [c.value if c else None for c in request.channels],
-        "max_actions": request.max_actions or 1,
-    }
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    canonical = (
+        request.user_id,
+        request.trigger,
+        request.occurred_at.isoformat() if request.occurred_at else None,
+        ctx.cart_value,
+        tuple(ctx.product_ids),
+        ctx.page_category,
+        ctx.time_zone,
+        tuple(sorted(ctx.attributes.items())),
+        tuple(c.value if c else None for c in request.channels),
+        request.max_actions or 1,
+    )
+    return hashlib.sha256(repr(canonical).encode()).hexdigest()
 
 
 class DecisionEngine:

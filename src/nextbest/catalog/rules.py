@@ -30,7 +30,6 @@ class CompiledRule:
     def always_true(self) -> bool:
         return self.source.strip() == "true"
 
-
     def evaluate(self, scope: Any) -> bool:
         """Evaluates against a ``cel.Context`` (built once per decision) or a plain mapping."""
         if self.always_true:

@@ -70,7 +70,10 @@ class Database:
 
 
 def _sqlite_engine(url: str, pool_size: int, *, immediate: bool) -> Engine:
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, connect_args={"timeout": 30})
+    # LIFO: the most recently used connection has the warmest SQLite page cache.
+    engine = create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, connect_args={"timeout": 30}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -69,9 +69,7 @@ class PreparedInsert:
         compiled = statement.values({c: bindparam(c) for c in columns}).compile(dialect=dialect)
         self.sql = str(compiled)
         self._order: Sequence[str] | None = compiled.positiontup if compiled.positional else None
-        self._binds = [
-            (c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns  # type: ignore[attr-defined]
-        ]
+        self._binds = [(c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
 
     def _params(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
         params = []
