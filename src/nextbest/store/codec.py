@@ -41,10 +41,10 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
             }
             for a in decision.actions
         ],
-        # Rows, not objects: a decision rejects most candidates and this is encoded on every call.
+        # Rows, not objects: a decision rejects most candidates and this is encoded on every call. The
+        # enums are StrEnums, which JSON encodes as their values (``.value`` would cost more here).
         "rejected": [
-            [r.action_id, r.flow, r.channel.value, r.action_class.value, r.reason.value, r.detail]
-            for r in decision.rejected
+            [r.action_id, r.flow, r.channel, r.action_class, r.reason, r.detail] for r in decision.rejected
         ],
     }
 
