@@ -80,7 +80,7 @@ def test_group_commit_durably_writes_every_concurrent_decision(store: Store) -> 
     assert store.writer.writes - writes_before == 200
     with store.db.reader.connect() as conn:
         assert conn.execute(select(func.count()).where(decisions.c.user_id == user)).scalar_one() == 200
-    # Batching happened: fewer transactions than decisions (8 writers contend for one writer thread).
+    # Batching happened: fewer transactions than decisions (8 threads contend for the commit lock).
     assert store.writer.batches - batches_before < 200
 
 

@@ -77,7 +77,7 @@ class Store:
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
-        self.writer.close()
+        """Every acknowledged write has already committed; this only releases the connections."""
         self.db.dispose()
 
     # -- decisions ---------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
-
 __all__ = ["GroupCommitWriter", "PendingWrite"]
 
 logger = logging.getLogger(__name__)
@@ -38,11 +36,11 @@ class GroupCommitWriter:
     def __init__(
         self,
         begin: Callable[[], Any],
-        write_batch: Callable[[Connection, Sequence[PendingWrite]], set[str]],
+        write_batch: Callable[[Any, Sequence[PendingWrite]], set[str]],
         max_batch: int = 256,
     ) -> None:
-        """``begin`` opens a transaction (``engine.begin``); ``write_batch`` inserts a batch and returns
-        the decision ids it actually inserted."""
+        """``begin`` is a context manager around one write transaction, yielding the connection that
+        ``write_batch`` inserts a batch on; ``write_batch`` returns the decision ids it actually inserted."""
         self._begin = begin
         self._write_batch = write_batch
         self._max_batch = max_batch
@@ -68,9 +66,6 @@ class GroupCommitWriter:
         if item.error is not None:
             raise item.error
         return item.inserted
-
-    def close(self) -> None:
-        """Nothing to flush: every accepted write has committed before ``write`` returned."""
 
     def _commit(self, batch: list[PendingWrite]) -> None:
         try:
