@@ -23,7 +23,7 @@ from nextbest.experiments.hashing import (
 CASES = json.loads((Path(__file__).parent / "growthbook-cases.json").read_text())
 
 
-@pytest.mark.parametrize(("seed", "value", "version", "expected"), CASES["hash"], ids=lambda v: repr(v))
+@pytest.mark.parametrize(("seed", "value", "version", "expected"), CASES["hash"], ids=repr)
 def test_hash(seed: str, value: str, version: int, expected: float | None) -> None:
     assert hash_unit(seed, value, version) == expected
 
@@ -53,7 +53,7 @@ def test_in_namespace(name: str, unit: str, namespace: list, expected: bool) -> 
     assert in_namespace(unit, tuple(namespace)) is expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("n", "expected"), CASES["getEqualWeights"], ids=lambda v: repr(v))
+@pytest.mark.parametrize(("n", "expected"), CASES["getEqualWeights"], ids=repr)
 def test_get_equal_weights(n: int, expected: list[float]) -> None:
     assert [round(w, 8) for w in get_equal_weights(n)] == expected
 
