@@ -20,6 +20,7 @@ __all__ = [
     "EventOutcome",
     "EventResult",
     "EventType",
+    "ExperimentExposure",
     "OrderItem",
     "ReasonCode",
     "Rejection",
@@ -136,6 +137,27 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentExposure:
+    """A unit's arm in an experiment and the in-scope action it received, or, held out, would have
+    received (the counterfactual)."""
+
+    experiment_id: str
+    arm_id: str
+    bucket: float
+    hash_version: int
+    seed: str
+    probability: float
+    held_out: bool
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    send_at: datetime
+    parameters: Mapping[str, str]
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: str
     request_id: str
@@ -146,6 +168,7 @@ class Decision:
     actions: tuple[ChosenAction, ...]
     rejected: tuple[Rejection, ...]
     replayed: bool = False
+    exposures: tuple[ExperimentExposure, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,21 @@ from datetime import UTC, datetime
 
 from nextbest.arbitration import arbitrate
 from nextbest.catalog import Catalog
-from nextbest.domain import Decision, DecisionRequest, Event, EventOutcome, EventResult
-from nextbest.eligibility import evaluate
+from nextbest.domain import (
+    ChosenAction,
+    Decision,
+    DecisionRequest,
+    Event,
+    EventOutcome,
+    EventResult,
+    ExperimentExposure,
+    ReasonCode,
+    Rejection,
+)
+from nextbest.eligibility import evaluate, rejection
+from nextbest.experiments.stage import apply_experiments
 from nextbest.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError
-from nextbest.scoring import score_candidates
+from nextbest.scoring import ScoredCandidate, score_candidates
 from nextbest.store import Store
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request
 
@@ -70,8 +81,9 @@ class DecisionEngine:
         snapshot = self.store.load_snapshot(request.user_id, now)
         actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
         eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
-        scored = score_candidates(eligible, now)
-        chosen, lower = arbitrate(scored, self.catalog.flows, request.max_actions or 1)
+        treated, moved = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
+        scored = score_candidates(treated, now)
+        chosen, lower, held = self._arbitrate(scored, request.max_actions or 1)
         decision = Decision(
             decision_id=uuid.uuid4().hex,
             request_id=request.request_id,
@@ -79,8 +91,14 @@ class DecisionEngine:
             trigger=request.trigger,
             occurred_at=now,
             catalog_version=self.catalog.version,
-            actions=tuple(chosen),
-            rejected=tuple(rejected + lower),
+            actions=tuple(_chosen(c) for c in chosen),
+            rejected=tuple(
+                rejected
+                + moved
+                + lower
+                + [_held_rejection(c, c in held) for c in scored if c.candidate.held_out_by]
+            ),
+            exposures=tuple(_exposures(held, held_out=True) + _exposures(chosen, held_out=False)),
         )
         if not self.store.save_decision(decision, fingerprint, decided_at):
             # An earlier or concurrent call with this request_id committed first: replay its answer.
@@ -88,7 +106,20 @@ class DecisionEngine:
             if stored is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise RuntimeError("request_id conflict without a stored decision")
             return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
-        return decision if request.explain else replace(decision, rejected=())
+        return decision if request.explain else _without_explanations(decision)
+
+    def _arbitrate(
+        self, scored: list[ScoredCandidate], max_actions: int
+    ) -> tuple[list[ScoredCandidate], list[Rejection], list[ScoredCandidate]]:
+        """Arbitrates as if no one were held out, to learn the counterfactual: the held-out winners are
+        what the unit would have received. Then arbitrates what can actually be sent."""
+        first, lower = arbitrate(scored, self.catalog.flows, max_actions)
+        held = [c for c in first if c.candidate.held_out_by is not None]
+        if not held and not any(c.candidate.held_out_by for c in scored):
+            return first, lower, []
+        sendable = [c for c in scored if c.candidate.held_out_by is None]
+        chosen, lower = arbitrate(sendable, self.catalog.flows, max_actions)
+        return chosen, lower, held
 
     def _replay(
         self, request: DecisionRequest, stored: Decision, stored_fp: str, fingerprint: str
@@ -98,7 +129,7 @@ class DecisionEngine:
                 f"request_id {request.request_id!r} was already used for a different request "
                 f"(decision {stored.decision_id}); use a new request_id for a new question"
             )
-        return stored if request.explain else replace(stored, rejected=())
+        return stored if request.explain else _without_explanations(stored)
 
     def record_events(self, events: Sequence[Event]) -> list[EventResult]:
         """Validates each event on its own, stores the valid ones (deduplicated by ``event_id``) and
@@ -118,3 +149,50 @@ class DecisionEngine:
             for (index, event), outcome in zip(valid, outcomes, strict=True):
                 results[index] = EventResult(index, event.event_id, outcome)
         return [r for r in results if r is not None]
+
+
+def _without_explanations(decision: Decision) -> Decision:
+    """Without ``explain`` only HELD_OUT stays: it is why a held-out caller gets nothing."""
+    return replace(decision, rejected=tuple(r for r in decision.rejected if r.reason is ReasonCode.HELD_OUT))
+
+
+def _chosen(c: ScoredCandidate) -> ChosenAction:
+    a = c.action
+    return ChosenAction(a.id, a.flow, c.channel, a.action_class, c.send_at, c.candidate.parameters, c.score)
+
+
+def _held_rejection(c: ScoredCandidate, would_have_won: bool) -> Rejection:
+    by = c.candidate.held_out_by
+    outcome = "would have been sent" if would_have_won else "would not have been sent anyway"
+    detail = (
+        f"held out by {by.experiment_id} (arm {by.arm_id}, bucket {by.bucket:.4f}); {outcome}" if by else ""
+    )
+    return rejection(c.action, ReasonCode.HELD_OUT, detail, c.channel)
+
+
+def _exposures(candidates: list[ScoredCandidate], *, held_out: bool) -> list[ExperimentExposure]:
+    out = []
+    for c in candidates:
+        a = c.action
+        for assignment in c.candidate.assignments:
+            if assignment.arm is None:
+                continue
+            out.append(
+                ExperimentExposure(
+                    experiment_id=assignment.experiment_id,
+                    arm_id=assignment.arm.id,
+                    bucket=assignment.bucket,
+                    hash_version=assignment.hash_version,
+                    seed=assignment.seed,
+                    probability=assignment.probability,
+                    held_out=held_out,
+                    action_id=a.id,
+                    flow=a.flow,
+                    channel=c.channel,
+                    action_class=a.action_class,
+                    send_at=c.send_at,
+                    parameters=c.candidate.parameters,
+                    score=c.score,
+                )
+            )
+    return out

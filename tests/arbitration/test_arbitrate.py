@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from nextbest.arbitration import arbitrate, rank_key
 from nextbest.catalog import Action, CompiledRule, Flow
 from nextbest.domain import ActionClass, Channel, ReasonCode
+from nextbest.eligibility import Candidate
 from nextbest.scoring import ScoredCandidate
+from nextbest.state import Journey
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 FLOWS = {f"f{i}": Flow(f"f{i}", i * 10, frozenset(), frozenset()) for i in range(4)}
@@ -32,7 +34,7 @@ def candidates(draw: st.DrawFn) -> list[ScoredCandidate]:
             0.0,
             {},
         )
-        out.append(ScoredCandidate(action, draw(st.floats(0, 100)), NOW))
+        out.append(ScoredCandidate(Candidate.of(action, Journey(active=True)), draw(st.floats(0, 100)), NOW))
     return out
 
 
@@ -42,18 +44,18 @@ def test_arbitration_invariants(cands: list[ScoredCandidate], max_actions: int) 
     chosen, rejected = arbitrate(cands, FLOWS, max_actions)
     assert len(chosen) <= max_actions
     assert len({a.channel for a in chosen}) == len(chosen), "one action per channel"
-    assert sorted([a.action_id for a in chosen] + [r.action_id for r in rejected]) == sorted(
+    assert sorted([c.action.id for c in chosen] + [r.action_id for r in rejected]) == sorted(
         c.action.id for c in cands
     ), "every candidate is chosen or rejected, exactly once"
     by_id = {c.action.id: c for c in cands}
-    keys = [rank_key(by_id[a.action_id], FLOWS) for a in chosen]
+    keys = [rank_key(c, FLOWS) for c in chosen]
     assert keys == sorted(keys), "chosen in rank order: class, then score"
-    ranks = [a.action_class.rank for a in chosen]
+    ranks = [c.action.action_class.rank for c in chosen]
     assert ranks == sorted(ranks)
-    taken = {a.channel: a for a in chosen}
+    taken = {c.channel: c for c in chosen}
     for r in rejected:
         if r.reason is ReasonCode.LOWER_PRIORITY:
-            assert rank_key(by_id[taken[r.channel].action_id], FLOWS) < rank_key(by_id[r.action_id], FLOWS)
+            assert rank_key(taken[r.channel], FLOWS) < rank_key(by_id[r.action_id], FLOWS)
         else:
             assert r.reason is ReasonCode.MAX_ACTIONS and len(chosen) == max_actions
     # Nothing left out that could have been taken: a free channel and a free slot mean it was chosen.

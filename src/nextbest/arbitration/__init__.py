@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from nextbest.catalog import Flow
-from nextbest.domain import Channel, ChosenAction, ReasonCode, Rejection
+from nextbest.domain import Channel, ReasonCode, Rejection
 from nextbest.eligibility import rejection
 from nextbest.scoring import ScoredCandidate
 
@@ -22,37 +22,31 @@ def rank_key(candidate: ScoredCandidate, flows: Mapping[str, Flow]) -> tuple[int
 
 def arbitrate(
     candidates: list[ScoredCandidate], flows: Mapping[str, Flow], max_actions: int
-) -> tuple[list[ChosenAction], list[Rejection]]:
-    chosen: list[ChosenAction] = []
+) -> tuple[list[ScoredCandidate], list[Rejection]]:
+    """The winners, highest ranked first, and why each other candidate lost."""
+    chosen: list[ScoredCandidate] = []
     rejected: list[Rejection] = []
     taken: dict[Channel, ScoredCandidate] = {}
     for candidate in sorted(candidates, key=lambda c: rank_key(c, flows)):
-        action = candidate.action
-        if action.channel in taken:
-            winner = taken[action.channel]
+        action, channel = candidate.action, candidate.channel
+        if channel in taken:
+            winner = taken[channel]
             rejected.append(
                 rejection(
                     action,
                     ReasonCode.LOWER_PRIORITY,
-                    f"{action.channel.value} already taken by {winner.action.id} "
-                    f"({winner.action.action_class.value}, score {winner.score:.4g})",
+                    f"{channel} already taken by {winner.action.id} "
+                    f"({winner.action.action_class}, score {winner.score:.4g})",
+                    channel,
                 )
             )
         elif len(chosen) >= max_actions:
             rejected.append(
-                rejection(action, ReasonCode.MAX_ACTIONS, f"max_actions={max_actions} already chosen")
-            )
-        else:
-            taken[action.channel] = candidate
-            chosen.append(
-                ChosenAction(
-                    action_id=action.id,
-                    flow=action.flow,
-                    channel=action.channel,
-                    action_class=action.action_class,
-                    send_at=candidate.send_at,
-                    parameters=action.parameters,
-                    score=candidate.score,
+                rejection(
+                    action, ReasonCode.MAX_ACTIONS, f"max_actions={max_actions} already chosen", channel
                 )
             )
+        else:
+            taken[channel] = candidate
+            chosen.append(candidate)
     return chosen, rejected

@@ -14,9 +14,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, param_str
 from nextbest.catalog.rules import compile_rule
-from nextbest.catalog.schema import CatalogSpec
+from nextbest.catalog.schema import CatalogSpec, ExperimentSpec
+from nextbest.domain import ActionClass
+from nextbest.experiments.model import Arm, Experiment, Namespace
 from nextbest.errors import CatalogError
 
 __all__ = ["bundled_catalog_path", "load_catalog", "parse_catalog"]
@@ -64,7 +66,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         problems += [f"{where(tuple(e['loc']))}: {_fmt(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
         raise CatalogError(problems) from exc
 
-    semantic = list(_check(spec))
+    semantic = list(_check(spec)) + list(_check_experiments(spec))
     actions: list[Action] = []
     for index, action_spec in enumerate(spec.actions):
         rule, rule_problems = compile_rule(action_spec.rule)
@@ -89,6 +91,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         flows=flows,
         actions=tuple(actions),
         extra_triggers=frozenset(spec.triggers),
+        experiments=tuple(_experiment(e) for e in spec.experiments),
     )
 
 
@@ -125,6 +128,87 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                     ("flows", flow_id, "entry_triggers", t_index),
                     f"unknown trigger {trigger!r}: no action answers it and it is not under triggers",
                 )
+
+
+def _experiment(spec: ExperimentSpec) -> Experiment:
+    ns = spec.namespace
+    return Experiment(
+        id=spec.id,
+        seed=spec.seed or spec.id,
+        hash_version=spec.hash_version,
+        arms=tuple(
+            Arm(
+                a.id,
+                a.weight,
+                a.no_action,
+                {k: param_str(v) for k, v in a.parameters.items()} or None,
+                a.delay,
+                a.channel,
+            )
+            for a in spec.arms
+        ),
+        coverage=spec.coverage,
+        namespace=Namespace(ns.id, ns.start, ns.end) if ns else None,
+        flows=frozenset(spec.scope.flows),
+        actions=frozenset(spec.scope.actions),
+        classes=frozenset(spec.scope.classes),
+        start=spec.start,
+        stop=spec.stop,
+        description=spec.description,
+    )
+
+
+def _check_experiments(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
+    actions = {a.id: a for a in spec.actions}
+    seen: dict[str, int] = {}
+    slices: dict[str, list[tuple[float, float, str]]] = {}
+    for index, exp in enumerate(spec.experiments):
+        at: _Path = ("experiments", index)
+        if exp.id in seen:
+            yield (*at, "id"), f"duplicate experiment id {exp.id!r} (first at experiments[{seen[exp.id]}])"
+        seen.setdefault(exp.id, index)
+        total = sum(a.weight for a in exp.arms)
+        if abs(total - 1.0) > 1e-6:
+            yield (*at, "arms"), f"arm weights sum to {total:g}, not 1"
+        arm_ids = [a.id for a in exp.arms]
+        for a_index, arm in enumerate(exp.arms):
+            if arm_ids.index(arm.id) != a_index:
+                yield (*at, "arms", a_index, "id"), f"duplicate arm id {arm.id!r}"
+            if arm.channel is not None and arm.channel not in spec.channels:
+                yield (*at, "arms", a_index, "channel"), f"channel {arm.channel.value!r} is not declared"
+        if exp.start and exp.stop and exp.stop <= exp.start:
+            yield (*at, "stop"), "stop must be after start"
+        scope = exp.scope
+        for f_index, flow in enumerate(scope.flows):
+            if flow not in spec.flows:
+                yield (*at, "scope", "flows", f_index), f"unknown flow {flow!r}"
+            elif all(a.action_class is ActionClass.TRANSACTIONAL for a in spec.actions if a.flow == flow):
+                yield (
+                    (*at, "scope", "flows", f_index),
+                    f"{flow!r} is transactional; it is never in experiments",
+                )
+        for a_index, action_id in enumerate(scope.actions):
+            if action_id not in actions:
+                yield (*at, "scope", "actions", a_index), f"unknown action {action_id!r}"
+            elif actions[action_id].action_class is ActionClass.TRANSACTIONAL:
+                yield (
+                    (*at, "scope", "actions", a_index),
+                    f"{action_id!r} is transactional; it is never held out",
+                )
+        if ActionClass.TRANSACTIONAL in scope.classes:
+            yield (*at, "scope", "classes"), "transactional actions are never in experiments"
+        if exp.namespace is not None:
+            ns = exp.namespace
+            if ns.end <= ns.start:
+                yield (*at, "namespace"), "the namespace range must have end > start"
+            for start, end, other in slices.get(ns.id, []):
+                if ns.start < end and start < ns.end:
+                    yield (
+                        (*at, "namespace"),
+                        f"overlaps {other}'s range [{start:g}, {end:g}) in namespace {ns.id!r}: "
+                        "experiments sharing a namespace must not share units",
+                    )
+            slices.setdefault(ns.id, []).append((ns.start, ns.end, exp.id))
 
 
 def _walk(node: yaml.Node, path: _Path, lines: dict[_Path, int]) -> Iterator[tuple[_Path, int, str]]:

@@ -9,8 +9,9 @@ from datetime import timedelta
 from nextbest.catalog.rules import CompiledRule
 from nextbest.catalog.schema import ActionSpec, FlowSpec
 from nextbest.domain import ActionClass, Channel, EventType
+from nextbest.experiments.model import Experiment
 
-__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow"]
+__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "param_str"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class Action:
             value=spec.value,
             base_propensity=spec.base_propensity,
             cost=spec.cost,
-            parameters={k: _param_str(v) for k, v in spec.parameters.items()},
+            parameters={k: param_str(v) for k, v in spec.parameters.items()},
             description=spec.description,
         )
 
@@ -78,6 +79,7 @@ class Catalog:
     flows: Mapping[str, Flow]
     actions: tuple[Action, ...]
     extra_triggers: frozenset[str] = frozenset()
+    experiments: tuple[Experiment, ...] = ()
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,9 @@ class Catalog:
         """Every trigger a caller may send."""
         return frozenset(self._by_trigger) | self.extra_triggers
 
+    def experiment(self, experiment_id: str) -> Experiment | None:
+        return next((e for e in self.experiments if e.id == experiment_id), None)
+
     def actions_for(self, trigger: str) -> tuple[Action, ...]:
         return self._by_trigger.get(trigger, ())
 
@@ -101,7 +106,7 @@ class Catalog:
         return [a for a in self.actions_for(trigger) if a.channel in allowed]
 
 
-def _param_str(value: str | bool | int | float) -> str:
+def param_str(value: str | bool | int | float) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

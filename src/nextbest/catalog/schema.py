@@ -6,11 +6,21 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from nextbest.domain import ActionClass, Channel, EventType
 
-__all__ = ["ActionSpec", "CatalogSpec", "ChannelSpec", "FlowSpec", "parse_duration"]
+__all__ = [
+    "ActionSpec",
+    "ArmSpec",
+    "CatalogSpec",
+    "ChannelSpec",
+    "ExperimentSpec",
+    "FlowSpec",
+    "NamespaceSpec",
+    "ScopeSpec",
+    "parse_duration",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -81,6 +91,50 @@ class ActionSpec(_Strict):
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
 
 
+class ArmSpec(_Strict):
+    id: Identifier
+    weight: float = Field(gt=0, le=1, description="Share of the experiment's units; weights sum to 1.")
+    no_action: bool = Field(
+        default=False, description="Control or holdout: the unit gets no action in the experiment's scope."
+    )
+    parameters: dict[str, ParameterValue] = Field(
+        default_factory=dict, description="Overrides of the action's parameters (discount, template, ...)."
+    )
+    delay: Duration | None = Field(default=None, description="Overrides the action's delay.")
+    channel: Channel | None = Field(default=None, description="Moves the action to another channel.")
+
+
+class ScopeSpec(_Strict):
+    """Which candidates an experiment applies to; empty lists mean any. Transactional actions never are."""
+
+    flows: list[Identifier] = Field(default_factory=list)
+    actions: list[Identifier] = Field(default_factory=list)
+    classes: list[ActionClass] = Field(default_factory=list)
+
+
+class NamespaceSpec(_Strict):
+    """Experiments in one namespace with disjoint ranges never share a unit."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    start: float = Field(ge=0, le=1)
+    end: float = Field(ge=0, le=1)
+
+
+class ExperimentSpec(_Strict):
+    id: Identifier
+    description: str = ""
+    seed: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Hash seed; defaults to the id. A new seed restarts the experiment."
+    )
+    hash_version: Literal[1, 2] = 2
+    scope: ScopeSpec = Field(default_factory=ScopeSpec)
+    arms: list[ArmSpec] = Field(min_length=2)
+    coverage: float = Field(default=1.0, ge=0, le=1, description="Share of eligible units in the experiment.")
+    namespace: NamespaceSpec | None = None
+    start: AwareDatetime | None = None
+    stop: AwareDatetime | None = None
+
+
 class CatalogSpec(_Strict):
     version: Literal[1] = Field(description="Catalog schema version.")
     name: str = ""
@@ -90,3 +144,4 @@ class CatalogSpec(_Strict):
     )
     flows: dict[Identifier, FlowSpec] = Field(min_length=1)
     actions: list[ActionSpec] = Field(min_length=1)
+    experiments: list[ExperimentSpec] = Field(default_factory=list)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nextbest.catalog import Action, Catalog, RuleEvaluationError
-from nextbest.domain import DecisionRequest, ReasonCode, Rejection
+from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection
 from nextbest.eligibility.gates import GateFailure, check_gates
 from nextbest.eligibility.scope import RuleScope
+from nextbest.experiments import Assignment
 from nextbest.state import CustomerSnapshot, Journey, journey_in
 
 __all__ = ["Candidate", "GateFailure", "check_gates", "evaluate", "rejection"]
@@ -19,12 +21,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """An eligible action as it would be sent: an experiment arm may change its channel, delay and
+    parameters, or hold it out (the unit gets nothing in the experiment's scope)."""
+
     action: Action
     journey: Journey
+    channel: Channel
+    parameters: Mapping[str, str]
+    delay: timedelta
+    assignments: tuple[Assignment, ...] = ()
+    held_out_by: Assignment | None = None
+
+    @classmethod
+    def of(cls, action: Action, journey: Journey) -> Candidate:
+        return cls(action, journey, action.channel, action.parameters, action.delay)
 
 
-def rejection(action: Action, reason: ReasonCode, detail: str) -> Rejection:
-    return Rejection(action.id, action.flow, action.channel, action.action_class, reason, detail)
+def rejection(action: Action, reason: ReasonCode, detail: str, channel: Channel | None = None) -> Rejection:
+    return Rejection(action.id, action.flow, channel or action.channel, action.action_class, reason, detail)
 
 
 def evaluate(
@@ -67,5 +81,5 @@ def evaluate(
         if not passed:
             rejected.append(rejection(action, ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}"))
             continue
-        eligible.append(Candidate(action, journey))
+        eligible.append(Candidate.of(action, journey))
     return eligible, rejected

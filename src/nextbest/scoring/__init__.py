@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nextbest.catalog import Action
+from nextbest.domain import Channel
 from nextbest.eligibility import Candidate
 
 __all__ = ["ScoredCandidate", "score_candidates"]
@@ -17,13 +18,18 @@ __all__ = ["ScoredCandidate", "score_candidates"]
 
 @dataclass(frozen=True, slots=True)
 class ScoredCandidate:
-    action: Action
+    candidate: Candidate
     score: float
     send_at: datetime
 
+    @property
+    def action(self) -> Action:
+        return self.candidate.action
+
+    @property
+    def channel(self) -> Channel:
+        return self.candidate.channel
+
 
 def score_candidates(candidates: list[Candidate], now: datetime) -> list[ScoredCandidate]:
-    return [
-        ScoredCandidate(c.action, c.action.base_propensity * c.action.value, now + c.action.delay)
-        for c in candidates
-    ]
+    return [ScoredCandidate(c, c.action.base_propensity * c.action.value, now + c.delay) for c in candidates]

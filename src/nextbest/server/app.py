@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha import reflection
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
-from nextbest.engine import DecisionEngine
-from nextbest.errors import StoreUnavailableError
+from nextbest.engine import DecisionEngine, utc_now
+from nextbest.errors import CatalogError, StoreUnavailableError
 from nextbest.server.interceptors import ErrorInterceptor
 from nextbest.server.servicer import DecisionServicer
 from nextbest.settings import Settings
@@ -38,6 +38,11 @@ class NextbestServer:
         if settings.migrate:
             upgrade(db)
         self.store = Store(db, max_batch=settings.max_batch)
+        if catalog.experiments:
+            problems = self.store.register_experiments(catalog.experiments, utc_now())
+            if problems:
+                self.store.close()
+                raise CatalogError([f"{catalog.source}: {p}" for p in problems])
         self.engine = DecisionEngine(catalog, self.store)
         self._health = health.HealthServicer()
         self._set_health(False)

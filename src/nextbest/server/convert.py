@@ -103,6 +103,18 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
             )
             for r in decision.rejected
         ],
+        assignments=[
+            pb.ExperimentAssignment(
+                experiment_id=e.experiment_id,
+                arm_id=e.arm_id,
+                held_out=e.held_out,
+                action_id=e.action_id,
+                bucket=e.bucket,
+                hash_version=e.hash_version,
+                probability=e.probability,
+            )
+            for e in decision.exposures
+        ],
     )
 
 

@@ -7,7 +7,16 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, EventType, ReasonCode, Rejection
+from nextbest.domain import (
+    ActionClass,
+    Channel,
+    ChosenAction,
+    Decision,
+    EventType,
+    ExperimentExposure,
+    ReasonCode,
+    Rejection,
+)
 from nextbest.state import ChannelState, CustomerState
 
 __all__ = [
@@ -46,6 +55,27 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
         "rejected": [
             [r.action_id, r.flow, r.channel, r.action_class, r.reason, r.detail] for r in decision.rejected
         ],
+        "exposures": [exposure_row(e) for e in decision.exposures],
+    }
+
+
+def exposure_row(e: ExperimentExposure) -> dict[str, Any]:
+    """An experiment exposure as stored (in the ``assignments`` table and in the decision payload)."""
+    return {
+        "experiment_id": e.experiment_id,
+        "arm_id": e.arm_id,
+        "bucket": e.bucket,
+        "hash_version": e.hash_version,
+        "seed": e.seed,
+        "probability": e.probability,
+        "held_out": e.held_out,
+        "action_id": e.action_id,
+        "flow": e.flow,
+        "channel": str(e.channel),
+        "action_class": str(e.action_class),
+        "send_at": e.send_at.isoformat(),
+        "parameters": dict(e.parameters),
+        "score": e.score,
     }
 
 
@@ -75,6 +105,17 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
             for action_id, flow, channel, cls, reason, detail in payload["rejected"]
         ),
         replayed=True,
+        exposures=tuple(
+            ExperimentExposure(
+                **{
+                    **e,
+                    "channel": Channel(e["channel"]),
+                    "action_class": ActionClass(e["action_class"]),
+                    "send_at": datetime.fromisoformat(e["send_at"]),
+                }
+            )
+            for e in payload.get("exposures", ())
+        ),
     )
 
 

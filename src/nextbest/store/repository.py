@@ -15,17 +15,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nextbest.domain import ActionClass, Channel, Decision, Event, EventOutcome
 from nextbest.errors import StoreUnavailableError
+from nextbest.experiments import Experiment
 from nextbest.state import CustomerSnapshot, CustomerState, PastExposure, apply_event
 from nextbest.store.codec import (
     channels_to_json,
     decision_from_row,
     decision_payload,
+    exposure_row,
     last_events_to_json,
     state_from_row,
 )
 from nextbest.store.database import Database
 from nextbest.store.prepared import PreparedInsert, PreparedSelect
-from nextbest.store.schema import customers, decisions, events, exposures
+from nextbest.store.schema import assignments, customers, decisions, events, exposures
+from nextbest.store.schema import experiments as experiment_registry
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
 __all__ = ["Store", "StoredDecision"]
@@ -36,6 +39,7 @@ HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
 
 _EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name != "exposure_id"]
+_ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
 
 # Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
 _FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
@@ -73,7 +77,7 @@ class Store:
         self.writer = GroupCommitWriter(self._raw_transaction, self._write_decisions, max_batch=max_batch)
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
-        self._writes: tuple[PreparedInsert, PreparedInsert] | None = None
+        self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
 
     def close(self) -> None:
@@ -119,8 +123,15 @@ class Store:
             }
             for a in decision.actions
         ]
+        common = {
+            "decision_id": decision.decision_id,
+            "user_id": decision.user_id,
+            "occurred_at": decision.occurred_at,
+            "catalog_version": decision.catalog_version,
+        }
+        assignment_rows = [{**exposure_row(e), **common, "send_at": e.send_at} for e in decision.exposures]
         with _guard("write decision", self._driver_error):
-            return self.writer.write(row, exposure_rows)
+            return self.writer.write(row, exposure_rows, assignment_rows)
 
     @contextmanager
     def _raw_transaction(self) -> Iterator[Any]:
@@ -147,15 +158,76 @@ class Store:
                     dialect,
                 ),
                 PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
+                PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
             )
-        insert_decisions, insert_exposures = self._writes
+        insert_decisions, insert_exposures, insert_assignments = self._writes
         inserted = set(insert_decisions.returning_many(conn, [item.decision_row for item in batch]))
         rows = [
             r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows
         ]
         if rows:
             insert_exposures.execute_many(conn, rows)
+        rows = [
+            r for item in batch if item.decision_row["decision_id"] in inserted for r in item.assignment_rows
+        ]
+        if rows:
+            insert_assignments.execute_many(conn, rows)
         return inserted
+
+    # -- experiments ----------------------------------------------------------------------------------------
+
+    def register_experiments(
+        self, running: Sequence[Experiment], now: datetime, *, write: bool = True
+    ) -> list[str]:
+        """Checks that no started experiment changed its arms, weights, coverage or namespace under the
+        same seed and hash version, then records the current definitions (unless ``write`` is False).
+        Returns the problems; nothing is recorded when there are any."""
+        with _guard("register experiments"), self.db.writer.begin() as conn:
+            known = {
+                r["experiment_id"]: r
+                for r in conn.execute(select(experiment_registry).with_for_update()).mappings()
+            }
+            problems = []
+            for exp in running:
+                row = known.get(exp.id)
+                same_seed = row is not None and (row["seed"], row["hash_version"]) == (
+                    exp.seed,
+                    exp.hash_version,
+                )
+                started = exp.start is None or exp.start <= now
+                if same_seed and row is not None and row["fingerprint"] != exp.fingerprint and started:
+                    problems.append(
+                        f"experiment {exp.id!r} is running (seen since {row['first_seen_at']:%Y-%m-%d}): "
+                        f"its arms, weights, coverage or namespace changed; a running experiment is immutable. "
+                        f"Restore it, or give it a new seed to restart it (e.g. seed: {exp.id}-v2)"
+                    )
+            if problems or not write:
+                return problems
+            for exp in running:
+                values = {
+                    "seed": exp.seed,
+                    "hash_version": exp.hash_version,
+                    "fingerprint": exp.fingerprint,
+                    "definition": {"arms": [[a.id, a.weight] for a in exp.arms], "coverage": exp.coverage},
+                    "updated_at": now,
+                }
+                row = known.get(exp.id)
+                if row is None:
+                    conn.execute(
+                        experiment_registry.insert().values(experiment_id=exp.id, first_seen_at=now, **values)
+                    )
+                elif (row["seed"], row["hash_version"], row["fingerprint"]) != (
+                    exp.seed,
+                    exp.hash_version,
+                    exp.fingerprint,
+                ):
+                    restarted = (row["seed"], row["hash_version"]) != (exp.seed, exp.hash_version)
+                    conn.execute(
+                        experiment_registry.update()
+                        .where(experiment_registry.c.experiment_id == exp.id)
+                        .values(**values, **({"first_seen_at": now} if restarted else {}))
+                    )
+            return []
 
     # -- customer state -----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["customers", "decisions", "events", "exposures", "metadata"]
+__all__ = ["assignments", "customers", "decisions", "events", "experiments", "exposures", "metadata"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -97,6 +98,47 @@ exposures = Table(
     Column("catalog_version", String(32), nullable=False),
     Index(None, "user_id", "occurred_at"),
     Index(None, "decision_id"),
+)
+
+# Experiment exposures: one row per decision x experiment x in-scope action, for treated units and, with
+# the action they would have received (the counterfactual), for held-out ones.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("assignment_id", _BIGID, primary_key=True, autoincrement=True),
+    Column("decision_id", String(32), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("user_id", _ID, nullable=False),
+    Column("experiment_id", _NAME, nullable=False),
+    Column("arm_id", _NAME, nullable=False),
+    Column("bucket", Float, nullable=False),
+    Column("hash_version", Integer, nullable=False),
+    Column("seed", String(128), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("held_out", Boolean, nullable=False),
+    Column("action_id", _NAME, nullable=False),
+    Column("flow", _NAME, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("send_at", UTCDateTime(), nullable=False),
+    Column("parameters", _JSON, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("catalog_version", String(32), nullable=False),
+    Index(None, "experiment_id", "user_id", "occurred_at"),
+    Index(None, "decision_id"),
+)
+
+# What each experiment looked like when first seen running: arms and weights may not change under the
+# same seed (see nextbest.store.repository.Store.register_experiments).
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", _NAME, primary_key=True),
+    Column("seed", String(128), nullable=False),
+    Column("hash_version", Integer, nullable=False),
+    Column("fingerprint", String(32), nullable=False),
+    Column("definition", _JSON, nullable=False),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 events = Table(

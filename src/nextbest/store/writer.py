@@ -27,6 +27,7 @@ class PendingWrite:
 
     decision_row: dict[str, Any]
     exposure_rows: list[dict[str, Any]]
+    assignment_rows: list[dict[str, Any]]
     done: bool = False
     inserted: bool = False
     error: BaseException | None = field(default=None)
@@ -50,9 +51,14 @@ class GroupCommitWriter:
         self.batches = 0
         self.writes = 0
 
-    def write(self, decision_row: dict[str, Any], exposure_rows: list[dict[str, Any]]) -> bool:
+    def write(
+        self,
+        decision_row: dict[str, Any],
+        exposure_rows: list[dict[str, Any]],
+        assignment_rows: list[dict[str, Any]],
+    ) -> bool:
         """Durably writes the rows (with whatever else is queued); True if the decision was inserted."""
-        item = PendingWrite(decision_row, exposure_rows)
+        item = PendingWrite(decision_row, exposure_rows, assignment_rows)
         with self._queue_lock:
             self._queue.append(item)
         while not item.done:

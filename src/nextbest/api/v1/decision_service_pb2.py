@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&nextbest/api/v1/decision_service.proto\x12\x0fnextbest.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x11NextActionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07trigger\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x1f.nextbest.api.v1.RequestContext\x12*\n\x08\x63hannels\x18\x06 \x03(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x13\n\x0bmax_actions\x18\x07 \x01(\x05\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\"\xef\x01\n\x0eRequestContext\x12\x17\n\ncart_value\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x15\n\rpage_category\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x43\n\nattributes\x18\x05 \x03(\x0b\x32/.nextbest.api.v1.RequestContext.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_cart_value\"\xeb\x01\n\x12NextActionResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12.\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1d.nextbest.api.v1.ChosenAction\x12\x34\n\x08rejected\x18\x03 \x03(\x0b\x32\".nextbest.api.v1.RejectedCandidate\x12\x17\n\x0f\x63\x61talog_version\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"\xc0\x02\n\x0c\x43hosenAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12)\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x32\n\x0c\x61\x63tion_class\x18\x04 \x01(\x0e\x32\x1c.nextbest.api.v1.ActionClass\x12+\n\x07send_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x41\n\nparameters\x18\x06 \x03(\x0b\x32-.nextbest.api.v1.ChosenAction.ParametersEntry\x12\r\n\x05score\x18\x07 \x01(\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x11RejectedCandidate\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12)\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x32\n\x0c\x61\x63tion_class\x18\x04 \x01(\x0e\x32\x1c.nextbest.api.v1.ActionClass\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.nextbest.api.v1.ReasonCode\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"E\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x12\n\nunit_price\x18\x03 \x01(\x01\"\xe0\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.nextbest.api.v1.EventType\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\x01\x12)\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x17\n\x0f\x63onsent_granted\x18\x07 \x01(\x08\x12\x30\n\x0b\x62ounce_kind\x18\x08 \x01(\x0e\x32\x1b.nextbest.api.v1.BounceKind\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x13\n\x0bproduct_ids\x18\n \x03(\t\x12)\n\x05items\x18\x0b \x03(\x0b\x32\x1a.nextbest.api.v1.OrderItem\x12\x10\n\x08order_id\x18\x0c \x01(\t\x12:\n\nproperties\x18\r \x03(\x0b\x32&.nextbest.api.v1.Event.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x13RecordEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.nextbest.api.v1.Event\"0\n\nEventError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x89\x01\n\x0b\x45ventResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.nextbest.api.v1.EventStatus\x12+\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1b.nextbest.api.v1.EventError\"}\n\x14RecordEventsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05*}\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x12\n\x0e\x43HANNEL_ONSITE\x10\x04\x12\x0f\n\x0b\x43HANNEL_ADS\x10\x05*\x85\x01\n\x0b\x41\x63tionClass\x12\x1c\n\x18\x41\x43TION_CLASS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x43TION_CLASS_TRANSACTIONAL\x10\x01\x12\x1a\n\x16\x41\x43TION_CLASS_TRIGGERED\x10\x02\x12\x1c\n\x18\x41\x43TION_CLASS_PROMOTIONAL\x10\x03*\xc3\x03\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_CODE_NO_CONSENT\x10\x01\x12\x1a\n\x16REASON_CODE_SUPPRESSED\x10\x02\x12\x1b\n\x17REASON_CODE_EXITED_FLOW\x10\x03\x12\x1e\n\x1aREASON_CODE_NOT_IN_JOURNEY\x10\x04\x12\x1a\n\x16REASON_CODE_RULE_FALSE\x10\x05\x12\x1a\n\x16REASON_CODE_RULE_ERROR\x10\x06\x12\x1e\n\x1aREASON_CODE_LOWER_PRIORITY\x10\x07\x12\x1b\n\x17REASON_CODE_MAX_ACTIONS\x10\x08\x12\x1d\n\x19REASON_CODE_FREQUENCY_CAP\x10\t\x12\x1b\n\x17REASON_CODE_QUIET_HOURS\x10\n\x12\x18\n\x14REASON_CODE_COOLDOWN\x10\x0b\x12\x1c\n\x18REASON_CODE_OUT_OF_STOCK\x10\x0c\x12\x18\n\x14REASON_CODE_HELD_OUT\x10\r\x12 \n\x1cREASON_CODE_NO_EXPECTED_LIFT\x10\x0e*\xf3\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45VENT_TYPE_PRODUCT_VIEWED\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_ADDED_TO_CART\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_CART_ABANDONED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_ORDER_PLACED\x10\x04\x12\x17\n\x13\x45VENT_TYPE_REFUNDED\x10\x05\x12\x19\n\x15\x45VENT_TYPE_SUBSCRIBED\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_UNSUBSCRIBED\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_CONSENT_CHANGED\x10\x08\x12\x15\n\x11\x45VENT_TYPE_OPENED\x10\t\x12\x16\n\x12\x45VENT_TYPE_CLICKED\x10\n\x12\x16\n\x12\x45VENT_TYPE_BOUNCED\x10\x0b\x12\x19\n\x15\x45VENT_TYPE_COMPLAINED\x10\x0c*U\n\nBounceKind\x12\x1b\n\x17\x42OUNCE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42OUNCE_KIND_HARD\x10\x01\x12\x14\n\x10\x42OUNCE_KIND_SOFT\x10\x02*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03\x32\xc5\x01\n\x0f\x44\x65\x63isionService\x12U\n\nNextAction\x12\".nextbest.api.v1.NextActionRequest\x1a#.nextbest.api.v1.NextActionResponse\x12[\n\x0cRecordEvents\x12$.nextbest.api.v1.RecordEventsRequest\x1a%.nextbest.api.v1.RecordEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&nextbest/api/v1/decision_service.proto\x12\x0fnextbest.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x11NextActionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07trigger\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x1f.nextbest.api.v1.RequestContext\x12*\n\x08\x63hannels\x18\x06 \x03(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x13\n\x0bmax_actions\x18\x07 \x01(\x05\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\"\xef\x01\n\x0eRequestContext\x12\x17\n\ncart_value\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x15\n\rpage_category\x18\x03 \x01(\t\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x43\n\nattributes\x18\x05 \x03(\x0b\x32/.nextbest.api.v1.RequestContext.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_cart_value\"\xa7\x02\n\x12NextActionResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12.\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x1d.nextbest.api.v1.ChosenAction\x12\x34\n\x08rejected\x18\x03 \x03(\x0b\x32\".nextbest.api.v1.RejectedCandidate\x12\x17\n\x0f\x63\x61talog_version\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12:\n\x0b\x61ssignments\x18\x07 \x03(\x0b\x32%.nextbest.api.v1.ExperimentAssignment\"\x9d\x01\n\x14\x45xperimentAssignment\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61rm_id\x18\x02 \x01(\t\x12\x10\n\x08held_out\x18\x03 \x01(\x08\x12\x11\n\taction_id\x18\x04 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x05 \x01(\x01\x12\x14\n\x0chash_version\x18\x06 \x01(\x05\x12\x13\n\x0bprobability\x18\x07 \x01(\x01\"\xc0\x02\n\x0c\x43hosenAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12)\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x32\n\x0c\x61\x63tion_class\x18\x04 \x01(\x0e\x32\x1c.nextbest.api.v1.ActionClass\x12+\n\x07send_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x41\n\nparameters\x18\x06 \x03(\x0b\x32-.nextbest.api.v1.ChosenAction.ParametersEntry\x12\r\n\x05score\x18\x07 \x01(\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x01\n\x11RejectedCandidate\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12)\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x32\n\x0c\x61\x63tion_class\x18\x04 \x01(\x0e\x32\x1c.nextbest.api.v1.ActionClass\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.nextbest.api.v1.ReasonCode\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"E\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x12\n\nunit_price\x18\x03 \x01(\x01\"\xe0\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.nextbest.api.v1.EventType\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\x01\x12)\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x18.nextbest.api.v1.Channel\x12\x17\n\x0f\x63onsent_granted\x18\x07 \x01(\x08\x12\x30\n\x0b\x62ounce_kind\x18\x08 \x01(\x0e\x32\x1b.nextbest.api.v1.BounceKind\x12\x13\n\x0b\x64\x65\x63ision_id\x18\t \x01(\t\x12\x13\n\x0bproduct_ids\x18\n \x03(\t\x12)\n\x05items\x18\x0b \x03(\x0b\x32\x1a.nextbest.api.v1.OrderItem\x12\x10\n\x08order_id\x18\x0c \x01(\t\x12:\n\nproperties\x18\r \x03(\x0b\x32&.nextbest.api.v1.Event.PropertiesEntry\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x13RecordEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.nextbest.api.v1.Event\"0\n\nEventError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x89\x01\n\x0b\x45ventResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.nextbest.api.v1.EventStatus\x12+\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1b.nextbest.api.v1.EventError\"}\n\x14RecordEventsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05*}\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x12\n\x0e\x43HANNEL_ONSITE\x10\x04\x12\x0f\n\x0b\x43HANNEL_ADS\x10\x05*\x85\x01\n\x0b\x41\x63tionClass\x12\x1c\n\x18\x41\x43TION_CLASS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x43TION_CLASS_TRANSACTIONAL\x10\x01\x12\x1a\n\x16\x41\x43TION_CLASS_TRIGGERED\x10\x02\x12\x1c\n\x18\x41\x43TION_CLASS_PROMOTIONAL\x10\x03*\xc3\x03\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_CODE_NO_CONSENT\x10\x01\x12\x1a\n\x16REASON_CODE_SUPPRESSED\x10\x02\x12\x1b\n\x17REASON_CODE_EXITED_FLOW\x10\x03\x12\x1e\n\x1aREASON_CODE_NOT_IN_JOURNEY\x10\x04\x12\x1a\n\x16REASON_CODE_RULE_FALSE\x10\x05\x12\x1a\n\x16REASON_CODE_RULE_ERROR\x10\x06\x12\x1e\n\x1aREASON_CODE_LOWER_PRIORITY\x10\x07\x12\x1b\n\x17REASON_CODE_MAX_ACTIONS\x10\x08\x12\x1d\n\x19REASON_CODE_FREQUENCY_CAP\x10\t\x12\x1b\n\x17REASON_CODE_QUIET_HOURS\x10\n\x12\x18\n\x14REASON_CODE_COOLDOWN\x10\x0b\x12\x1c\n\x18REASON_CODE_OUT_OF_STOCK\x10\x0c\x12\x18\n\x14REASON_CODE_HELD_OUT\x10\r\x12 \n\x1cREASON_CODE_NO_EXPECTED_LIFT\x10\x0e*\xf3\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45VENT_TYPE_PRODUCT_VIEWED\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_ADDED_TO_CART\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_CART_ABANDONED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_ORDER_PLACED\x10\x04\x12\x17\n\x13\x45VENT_TYPE_REFUNDED\x10\x05\x12\x19\n\x15\x45VENT_TYPE_SUBSCRIBED\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_UNSUBSCRIBED\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_CONSENT_CHANGED\x10\x08\x12\x15\n\x11\x45VENT_TYPE_OPENED\x10\t\x12\x16\n\x12\x45VENT_TYPE_CLICKED\x10\n\x12\x16\n\x12\x45VENT_TYPE_BOUNCED\x10\x0b\x12\x19\n\x15\x45VENT_TYPE_COMPLAINED\x10\x0c*U\n\nBounceKind\x12\x1b\n\x17\x42OUNCE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42OUNCE_KIND_HARD\x10\x01\x12\x14\n\x10\x42OUNCE_KIND_SOFT\x10\x02*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03\x32\xc5\x01\n\x0f\x44\x65\x63isionService\x12U\n\nNextAction\x12\".nextbest.api.v1.NextActionRequest\x1a#.nextbest.api.v1.NextActionResponse\x12[\n\x0cRecordEvents\x12$.nextbest.api.v1.RecordEventsRequest\x1a%.nextbest.api.v1.RecordEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHOSENACTION_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_EVENT_PROPERTIESENTRY']._loaded_options = None
   _globals['_EVENT_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_CHANNEL']._serialized_start=2297
-  _globals['_CHANNEL']._serialized_end=2422
-  _globals['_ACTIONCLASS']._serialized_start=2425
-  _globals['_ACTIONCLASS']._serialized_end=2558
-  _globals['_REASONCODE']._serialized_start=2561
-  _globals['_REASONCODE']._serialized_end=3012
-  _globals['_EVENTTYPE']._serialized_start=3015
-  _globals['_EVENTTYPE']._serialized_end=3386
-  _globals['_BOUNCEKIND']._serialized_start=3388
-  _globals['_BOUNCEKIND']._serialized_end=3473
-  _globals['_EVENTSTATUS']._serialized_start=3475
-  _globals['_EVENTSTATUS']._serialized_end=3600
+  _globals['_CHANNEL']._serialized_start=2517
+  _globals['_CHANNEL']._serialized_end=2642
+  _globals['_ACTIONCLASS']._serialized_start=2645
+  _globals['_ACTIONCLASS']._serialized_end=2778
+  _globals['_REASONCODE']._serialized_start=2781
+  _globals['_REASONCODE']._serialized_end=3232
+  _globals['_EVENTTYPE']._serialized_start=3235
+  _globals['_EVENTTYPE']._serialized_end=3606
+  _globals['_BOUNCEKIND']._serialized_start=3608
+  _globals['_BOUNCEKIND']._serialized_end=3693
+  _globals['_EVENTSTATUS']._serialized_start=3695
+  _globals['_EVENTSTATUS']._serialized_end=3820
   _globals['_NEXTACTIONREQUEST']._serialized_start=93
   _globals['_NEXTACTIONREQUEST']._serialized_end=347
   _globals['_REQUESTCONTEXT']._serialized_start=350
@@ -57,27 +57,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTCONTEXT_ATTRIBUTESENTRY']._serialized_start=525
   _globals['_REQUESTCONTEXT_ATTRIBUTESENTRY']._serialized_end=574
   _globals['_NEXTACTIONRESPONSE']._serialized_start=592
-  _globals['_NEXTACTIONRESPONSE']._serialized_end=827
-  _globals['_CHOSENACTION']._serialized_start=830
-  _globals['_CHOSENACTION']._serialized_end=1150
-  _globals['_CHOSENACTION_PARAMETERSENTRY']._serialized_start=1101
-  _globals['_CHOSENACTION_PARAMETERSENTRY']._serialized_end=1150
-  _globals['_REJECTEDCANDIDATE']._serialized_start=1153
-  _globals['_REJECTEDCANDIDATE']._serialized_end=1361
-  _globals['_ORDERITEM']._serialized_start=1363
-  _globals['_ORDERITEM']._serialized_end=1432
-  _globals['_EVENT']._serialized_start=1435
-  _globals['_EVENT']._serialized_end=1915
-  _globals['_EVENT_PROPERTIESENTRY']._serialized_start=1866
-  _globals['_EVENT_PROPERTIESENTRY']._serialized_end=1915
-  _globals['_RECORDEVENTSREQUEST']._serialized_start=1917
-  _globals['_RECORDEVENTSREQUEST']._serialized_end=1978
-  _globals['_EVENTERROR']._serialized_start=1980
-  _globals['_EVENTERROR']._serialized_end=2028
-  _globals['_EVENTRESULT']._serialized_start=2031
-  _globals['_EVENTRESULT']._serialized_end=2168
-  _globals['_RECORDEVENTSRESPONSE']._serialized_start=2170
-  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2295
-  _globals['_DECISIONSERVICE']._serialized_start=3603
-  _globals['_DECISIONSERVICE']._serialized_end=3800
+  _globals['_NEXTACTIONRESPONSE']._serialized_end=887
+  _globals['_EXPERIMENTASSIGNMENT']._serialized_start=890
+  _globals['_EXPERIMENTASSIGNMENT']._serialized_end=1047
+  _globals['_CHOSENACTION']._serialized_start=1050
+  _globals['_CHOSENACTION']._serialized_end=1370
+  _globals['_CHOSENACTION_PARAMETERSENTRY']._serialized_start=1321
+  _globals['_CHOSENACTION_PARAMETERSENTRY']._serialized_end=1370
+  _globals['_REJECTEDCANDIDATE']._serialized_start=1373
+  _globals['_REJECTEDCANDIDATE']._serialized_end=1581
+  _globals['_ORDERITEM']._serialized_start=1583
+  _globals['_ORDERITEM']._serialized_end=1652
+  _globals['_EVENT']._serialized_start=1655
+  _globals['_EVENT']._serialized_end=2135
+  _globals['_EVENT_PROPERTIESENTRY']._serialized_start=2086
+  _globals['_EVENT_PROPERTIESENTRY']._serialized_end=2135
+  _globals['_RECORDEVENTSREQUEST']._serialized_start=2137
+  _globals['_RECORDEVENTSREQUEST']._serialized_end=2198
+  _globals['_EVENTERROR']._serialized_start=2200
+  _globals['_EVENTERROR']._serialized_end=2248
+  _globals['_EVENTRESULT']._serialized_start=2251
+  _globals['_EVENTRESULT']._serialized_end=2388
+  _globals['_RECORDEVENTSRESPONSE']._serialized_start=2390
+  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2515
+  _globals['_DECISIONSERVICE']._serialized_start=3823
+  _globals['_DECISIONSERVICE']._serialized_end=4020
 # @@protoc_insertion_point(module_scope)

@@ -160,20 +160,40 @@ class RequestContext(_message.Message):
     def __init__(self, cart_value: _Optional[float] = ..., product_ids: _Optional[_Iterable[str]] = ..., page_category: _Optional[str] = ..., time_zone: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class NextActionResponse(_message.Message):
-    __slots__ = ("decision_id", "actions", "rejected", "catalog_version", "occurred_at", "replayed")
+    __slots__ = ("decision_id", "actions", "rejected", "catalog_version", "occurred_at", "replayed", "assignments")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     actions: _containers.RepeatedCompositeFieldContainer[ChosenAction]
     rejected: _containers.RepeatedCompositeFieldContainer[RejectedCandidate]
     catalog_version: str
     occurred_at: _timestamp_pb2.Timestamp
     replayed: bool
-    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ChosenAction, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RejectedCandidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    assignments: _containers.RepeatedCompositeFieldContainer[ExperimentAssignment]
+    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ChosenAction, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RejectedCandidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., assignments: _Optional[_Iterable[_Union[ExperimentAssignment, _Mapping]]] = ...) -> None: ...
+
+class ExperimentAssignment(_message.Message):
+    __slots__ = ("experiment_id", "arm_id", "held_out", "action_id", "bucket", "hash_version", "probability")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    HASH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    arm_id: str
+    held_out: bool
+    action_id: str
+    bucket: float
+    hash_version: int
+    probability: float
+    def __init__(self, experiment_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., held_out: _Optional[bool] = ..., action_id: _Optional[str] = ..., bucket: _Optional[float] = ..., hash_version: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ChosenAction(_message.Message):
     __slots__ = ("action_id", "flow", "channel", "action_class", "send_at", "parameters", "score")
