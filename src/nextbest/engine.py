@@ -27,8 +27,8 @@ from nextbest.domain import (
     Rejection,
 )
 from nextbest.eligibility import evaluate, rejection
-from nextbest.experiments.stage import apply_experiments
 from nextbest.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError
+from nextbest.experiments.stage import apply_experiments
 from nextbest.scoring import ScoredCandidate, score_candidates
 from nextbest.store import Store
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request

@@ -18,8 +18,8 @@ from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, param_s
 from nextbest.catalog.rules import compile_rule
 from nextbest.catalog.schema import CatalogSpec, ExperimentSpec
 from nextbest.domain import ActionClass
-from nextbest.experiments.model import Arm, Experiment, Namespace
 from nextbest.errors import CatalogError
+from nextbest.experiments.model import Arm, Experiment, Namespace
 
 __all__ = ["bundled_catalog_path", "load_catalog", "parse_catalog"]
 

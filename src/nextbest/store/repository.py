@@ -198,8 +198,8 @@ class Store:
                 if same_seed and row is not None and row["fingerprint"] != exp.fingerprint and started:
                     problems.append(
                         f"experiment {exp.id!r} is running (seen since {row['first_seen_at']:%Y-%m-%d}): "
-                        f"its arms, weights, coverage or namespace changed; a running experiment is immutable. "
-                        f"Restore it, or give it a new seed to restart it (e.g. seed: {exp.id}-v2)"
+                        "its arms, weights, coverage or namespace changed; a running experiment is "
+                        f"immutable. Restore it, or give it a new seed to restart it (e.g. seed: {exp.id}-v2)"
                     )
             if problems or not write:
                 return problems
