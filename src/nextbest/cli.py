@@ -63,6 +63,17 @@ def _build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a catalog and print every problem")
     check.add_argument("catalog", nargs="?", help="catalog YAML (default: the bundled example)")
 
+    assign = sub.add_parser("assign", help="which arm a unit gets in an experiment, and why")
+    assign.add_argument("--experiment", required=True, help="experiment id (from the catalog)")
+    assign.add_argument("--unit", required=True, help="the unit (customer) id")
+    assign.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
+    assign.add_argument("--seed", help="override the experiment's seed (ad-hoc use)")
+    assign.add_argument("--hash-version", type=int, choices=[1, 2], help="override the hash version")
+
+    experiments = sub.add_parser("experiments", help="units per arm and the sample-ratio check")
+    experiments.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
+    _add_store_args(experiments)
+
     demo = sub.add_parser(
         "demo", help="serve on SQLite and play a scripted customer story through the client"
     )
@@ -111,6 +122,76 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assign(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.experiments import assign
+
+    catalog = load_catalog(args.catalog or bundled_catalog_path())
+    experiment = catalog.experiment(args.experiment)
+    if experiment is None:
+        known = ", ".join(e.id for e in catalog.experiments) or "none"
+        print(
+            f"nextbest: no experiment {args.experiment!r} in {catalog.source} (experiments: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.seed:
+        experiment = replace(experiment, seed=args.seed)
+    if args.hash_version:
+        experiment = replace(experiment, hash_version=args.hash_version)
+    result = assign(experiment, args.unit)
+    arm = result.arm
+    print(f"experiment   {experiment.id} (seed {experiment.seed!r}, hash version {experiment.hash_version})")
+    print(f"unit         {args.unit}")
+    print(f"bucket       {result.bucket:.4f}")
+    if arm is None:
+        print(f"arm          none: not in the experiment ({result.reason})")
+    else:
+        effect = "no action in scope (held out)" if arm.no_action else "treated"
+        if arm.parameters or arm.channel or arm.delay is not None:
+            effect += f", overrides: {dict(arm.parameters or {})}"
+            effect += f" channel={arm.channel}" if arm.channel else ""
+            effect += f" delay={arm.delay}" if arm.delay is not None else ""
+        print(f"arm          {arm.id} (weight {arm.weight:g}): {effect}")
+        print(f"why          {result.reason}")
+    scope = [
+        f"flows={sorted(experiment.flows)}" if experiment.flows else "",
+        f"actions={sorted(experiment.actions)}" if experiment.actions else "",
+        f"classes={sorted(str(c) for c in experiment.classes)}" if experiment.classes else "",
+    ]
+    print(
+        f"scope        {' '.join(p for p in scope if p) or 'every non-transactional action'}; "
+        "assigned only when an in-scope action passes consent, suppression and its rule"
+    )
+    return 0
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.experiments.srm import srm_check
+    from nextbest.store import Database, Store
+
+    catalog = load_catalog(args.catalog or bundled_catalog_path())
+    store = Store(Database(_settings(args).database_url))
+    try:
+        for exp in catalog.experiments:
+            counts = store.arm_units(exp.id)
+            multiple = counts.pop("__multiple__", 0)
+            srm = srm_check(counts, {a.id: a.weight for a in exp.arms})
+            arms = ", ".join(f"{a.id} {counts.get(a.id, 0)} ({a.weight:g})" for a in exp.arms)
+            flag = "SRM ALARM" if srm.alarm else "ok"
+            check = srm.error or f"sample ratio chi2={srm.chi2:.2f} p={srm.p_value:.4g} {flag}"
+            print(
+                f"{exp.id}: {arms}; {check}"
+                + (f"; {multiple} unit(s) in several arms, excluded" if multiple else "")
+            )
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -120,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "assign":
+            return _assign(args)
+        if args.command == "experiments":
+            return _experiments(args)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url)

@@ -45,6 +45,9 @@ def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) ->
             f"     x {rejected.action_id}: {pb.ReasonCode.Name(rejected.reason).removeprefix('REASON_CODE_')}"
             f" — {rejected.detail}"
         )
+    for a in response.assignments:
+        what = f"would have got {a.action_id} (logged, not sent)" if a.held_out else f"got {a.action_id}"
+        print(f"     ~ experiment {a.experiment_id}: arm {a.arm_id} (p={a.probability:g}); {what}")
 
 
 def _story(client: NextbestClient) -> None:
@@ -114,6 +117,12 @@ def _story(client: NextbestClient) -> None:
     events(make_event("unsubscribed", USER, at(70), event_id="evt-unsub", channel="email"))
     decide("Black Friday campaign run, after unsubscribing", 72, "scheduled", channels=["email"])
     decide("a second order ships (transactional still goes)", 80, "order_shipped")
+
+    print("\nAnother subscriber, in the 5% global holdout, abandons a cart:")
+    held = "demo-customer-10"
+    client.record_events([make_event("subscribed", held, at(0), event_id="evt-signup-10", channel="email")])
+    response = client.next_action(held, "cart_abandoned", occurred_at=at(31), cart_value=120.0, explain=True)
+    _print_decision("abandons a cart worth 120.00", at(31), response)
 
     print("\nA malformed request is refused with every bad field named:")
     try:

@@ -38,12 +38,15 @@ class NextbestServer:
         if settings.migrate:
             upgrade(db)
         self.store = Store(db, max_batch=settings.max_batch)
-        if catalog.experiments:
-            problems = self.store.register_experiments(catalog.experiments, utc_now())
-            if problems:
-                self.store.close()
-                raise CatalogError([f"{catalog.source}: {p}" for p in problems])
         self.engine = DecisionEngine(catalog, self.store)
+        self._experiments_checked = False
+        try:
+            self._check_experiments()
+        except StoreUnavailableError:
+            logger.warning("database unreachable at start; experiments will be checked once it answers")
+        except CatalogError:
+            self.store.close()
+            raise
         self._health = health.HealthServicer()
         self._set_health(False)
         self._server = grpc.server(
@@ -97,14 +100,28 @@ class NextbestServer:
         self.store.close()
         logger.info("nextbest stopped")
 
+    def _check_experiments(self) -> None:
+        """Refuses a catalog that changed a running experiment (see ``Store.register_experiments``)."""
+        catalog = self.engine.catalog
+        if catalog.experiments:
+            problems = self.store.register_experiments(catalog.experiments, utc_now())
+            if problems:
+                raise CatalogError([f"{catalog.source}: {p}" for p in problems])
+        self._experiments_checked = True
+
     def _watch_database(self) -> None:
-        """SERVING only while the database answers (the catalog is loaded before the server exists)."""
+        """SERVING only while the database answers and the catalog's experiments passed their check."""
         healthy: bool | None = None
         while not self._stopping.is_set():
             try:
                 self.store.db.ping()
+                if not self._experiments_checked:
+                    self._check_experiments()
                 ok = True
             except StoreUnavailableError:
+                ok = False
+            except CatalogError as exc:
+                logger.error("refusing to serve: %s", exc)
                 ok = False
             if ok != healthy:
                 healthy = ok

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -228,6 +228,24 @@ class Store:
                         .values(**values, **({"first_seen_at": now} if restarted else {}))
                     )
             return []
+
+    def arm_units(self, experiment_id: str) -> dict[str, int]:
+        """Distinct units per arm; a unit seen in more than one arm (which assignment never does on its
+        own) is counted once under ``"__multiple__"``, and reports exclude it."""
+        first = (
+            select(
+                assignments.c.user_id,
+                func.min(assignments.c.arm_id).label("arm"),
+                func.count(func.distinct(assignments.c.arm_id)).label("arms"),
+            )
+            .where(assignments.c.experiment_id == experiment_id)
+            .group_by(assignments.c.user_id)
+            .subquery()
+        )
+        arm = case((first.c.arms > 1, "__multiple__"), else_=first.c.arm)
+        query = select(arm.label("arm"), func.count().label("units")).group_by(arm)
+        with _guard("count experiment units"), self.db.reader.connect() as conn:
+            return {row.arm: int(row.units) for row in conn.execute(query)}
 
     # -- customer state -----------------------------------------------------------------------------------
 
