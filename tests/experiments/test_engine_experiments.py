@@ -1,0 +1,167 @@
+"""The experiments stage inside the pipeline (in-process engine, SQLite): held-out units are never
+treated, suppressed or non-consenting units are never assigned, arms apply their overrides."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
+from nextbest.domain import (
+    ActionClass,
+    Channel,
+    DecisionRequest,
+    Event,
+    EventType,
+    ReasonCode,
+    RequestContext,
+)
+from nextbest.engine import DecisionEngine
+from nextbest.experiments import assign
+from nextbest.state import Suppression
+from nextbest.store import Database, Store, upgrade
+
+T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
+
+
+def heavy_catalog() -> Catalog:
+    """The bundled catalog with 30 % holdouts, so that many units are held out."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    for exp in data["experiments"]:
+        if exp["id"] in ("global_holdout", "cart_flow_holdout"):
+            exp["arms"][0]["weight"], exp["arms"][1]["weight"] = 0.3, 0.7
+    return parse_catalog(yaml.safe_dump(data), "heavy.yaml")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecisionEngine]:
+    path: Path = tmp_path_factory.mktemp("exp") / "e.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    store = Store(db)
+    yield DecisionEngine(heavy_catalog(), store)
+    store.close()
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["subscribe", "unsubscribe", "consent_sms", "bounce", "order"]),
+        st.sampled_from([Channel.EMAIL, Channel.SMS, Channel.PUSH]),
+    ),
+    max_size=4,
+)
+TRIGGERS = st.sampled_from(["cart_abandoned", "product_viewed", "subscribed", "scheduled", "order_placed"])
+
+
+def record(engine: DecisionEngine, user: str, history: list[tuple[str, Channel]]) -> None:
+    events = []
+    for i, (kind, channel) in enumerate(history):
+        at = T0 + timedelta(minutes=i)
+        eid = f"{user}-{i}"
+        if kind == "subscribe":
+            events.append(Event(eid, user, EventType.SUBSCRIBED, at, channel=channel))
+        elif kind == "unsubscribe":
+            events.append(Event(eid, user, EventType.UNSUBSCRIBED, at, channel=channel))
+        elif kind == "consent_sms":
+            events.append(
+                Event(eid, user, EventType.CONSENT_CHANGED, at, channel=Channel.SMS, consent_granted=True)
+            )
+        elif kind == "bounce":
+            events.append(Event(eid, user, EventType.COMPLAINED, at, channel=channel))
+        else:
+            events.append(Event(eid, user, EventType.ORDER_PLACED, at, value=30.0))
+    if events:
+        engine.record_events(events)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=EVENTS, trigger=TRIGGERS, max_actions=st.integers(1, 3))
+def test_held_out_never_treated_and_gated_never_assigned(
+    engine: DecisionEngine, history: list[tuple[str, Channel]], trigger: str, max_actions: int
+) -> None:
+    user = f"unit-{uuid.uuid4().hex[:10]}"
+    record(engine, user, history)
+    now = T0 + timedelta(hours=1)
+    request = DecisionRequest(
+        uuid.uuid4().hex,
+        user,
+        trigger,
+        now,
+        RequestContext(cart_value=60.0, product_ids=("sku-1",)),
+        max_actions=max_actions,
+        explain=True,
+    )
+    decision = engine.decide(request)
+    catalog = engine.catalog
+    actions = {a.id: a for a in catalog.actions}
+    state = engine.store.load_snapshot(user, now).state
+    for chosen in decision.actions:
+        action = actions[chosen.action_id]
+        if action.action_class is ActionClass.TRANSACTIONAL:
+            continue
+        for exp in catalog.experiments:
+            if exp.active(now) and exp.covers(action.id, action.flow, action.action_class):
+                assert not assign(exp, user).held_out, f"{user} held out of {exp.id} but got {action.id}"
+    for exposure in decision.exposures:
+        channel = state.channel(exposure.channel)
+        assert channel.suppression is None or (
+            channel.suppression is Suppression.UNSUBSCRIBED
+            and exposure.action_class is ActionClass.TRANSACTIONAL
+        ), "a suppressed unit was assigned"
+        if catalog.channels[exposure.channel].requires_consent:
+            assert channel.consent, "a non-consenting unit was assigned"
+        assert exposure.arm_id == assign(catalog.experiment(exposure.experiment_id), user).arm_id  # type: ignore[arg-type]
+    held = {r.action_id for r in decision.rejected if r.reason is ReasonCode.HELD_OUT}
+    assert held.isdisjoint(a.action_id for a in decision.actions)
+    assert {e.action_id for e in decision.exposures if e.held_out} <= held
+
+
+def find_unit(catalog: Catalog, wanted: dict[str, str]) -> str:
+    """A unit whose arms are ``wanted`` ({experiment: arm})."""
+    for i in range(100_000):
+        unit = f"find-{uuid.uuid4().hex[:8]}-{i}"
+        if all(assign(catalog.experiment(e), unit).arm_id == arm for e, arm in wanted.items()):  # type: ignore[arg-type]
+            return unit
+    raise AssertionError(f"no unit with arms {wanted}")
+
+
+def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
+    user = find_unit(
+        engine.catalog,
+        {
+            "global_holdout": "treated",
+            "cart_flow_holdout": "treatment",
+            "cart_incentive_discount": "discount_15",
+        },
+    )
+    engine.record_events([Event(f"{user}-s", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
+    engine.decide(
+        DecisionRequest(uuid.uuid4().hex, user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
+    )
+    step = engine.decide(
+        DecisionRequest(
+            uuid.uuid4().hex,
+            user,
+            "scheduled",
+            T0 + timedelta(hours=25),
+            RequestContext(cart_value=80.0),
+            channels=(Channel.EMAIL,),
+        )
+    )
+    (action,) = step.actions
+    assert action.action_id == "cart_incentive_email"
+    assert action.parameters["discount_percent"] == "15"
+    assert action.parameters["template"] == "cart_incentive_v2_15"
+    arms = {e.experiment_id: e.arm_id for e in step.exposures}
+    assert arms == {
+        "global_holdout": "treated",
+        "cart_flow_holdout": "treatment",
+        "cart_incentive_discount": "discount_15",
+    }
