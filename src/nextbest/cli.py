@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--migrate", action=argparse.BooleanOptionalAction, default=None, help="apply migrations at start"
     )
     serve.add_argument("--max-batch", type=int, help="most decisions per group commit [NEXTBEST_MAX_BATCH]")
+    serve.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port [NEXTBEST_METRICS_PORT]"
+    )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")

@@ -30,4 +30,13 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
     health_interval: float = Field(default=5.0, gt=0, description="Seconds between database health checks.")
     grace: float = Field(default=5.0, ge=0, description="Seconds in-flight calls get at shutdown.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics over HTTP on this port (off when unset).",
+    )
+    metrics_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between recounts of experiment units and sample ratios."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -16,6 +16,7 @@ from nextbest.catalog import load_catalog
 from nextbest.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
 from nextbest.server.interceptors import ErrorInterceptor
+from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import DecisionServicer
 from nextbest.settings import Settings
 from nextbest.store import Database, Store, upgrade
@@ -49,9 +50,11 @@ class NextbestServer:
             raise
         self._health = health.HealthServicer()
         self._set_health(False)
+        self.metrics = Metrics()
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nextbest-rpc"),
-            interceptors=[ErrorInterceptor()],
+            # Metrics outermost, so it sees the status the error interceptor settled on.
+            interceptors=[MetricsInterceptor(self.metrics), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -73,6 +76,7 @@ class NextbestServer:
             raise OSError(f"cannot listen on {settings.host}:{settings.port}")
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_database, name="nextbest-health", daemon=True)
+        self._recounter = threading.Thread(target=self._recount_experiments, name="nextbest-srm", daemon=True)
 
     @property
     def address(self) -> str:
@@ -81,6 +85,10 @@ class NextbestServer:
     def start(self) -> None:
         self._server.start()
         self._monitor.start()
+        if self.settings.metrics_port is not None:
+            self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            self._recounter.start()
+            logger.info("metrics on http://%s:%d/metrics", self.settings.host, self.settings.metrics_port)
         logger.info(
             "nextbest serving on %s (catalog %s version %s, %s)",
             self.address,
@@ -99,6 +107,14 @@ class NextbestServer:
         self._server.stop(self.settings.grace if grace is None else grace).wait()
         self.store.close()
         logger.info("nextbest stopped")
+
+    def _recount_experiments(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.metrics.refresh_experiments(self.engine.catalog, self.store)
+            except StoreUnavailableError:
+                logger.warning("cannot recount experiment units: database unavailable")
+            self._stopping.wait(self.settings.metrics_interval)
 
     def _check_experiments(self) -> None:
         """Refuses a catalog that changed a running experiment (see ``Store.register_experiments``)."""

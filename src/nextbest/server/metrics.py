@@ -1,0 +1,132 @@
+"""Prometheus metrics: what was decided and sent, how fast, and whether each experiment's sample ratio holds.
+
+Served over HTTP (``--metrics-port``) from a registry of the server's own, so several servers can live in
+one process (tests) without clashing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.catalog import Catalog
+from nextbest.experiments.srm import srm_check
+from nextbest.store import Store
+
+__all__ = ["Metrics", "MetricsInterceptor"]
+
+logger = logging.getLogger(__name__)
+
+_SERVICE_PREFIX = "/nextbest."
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter(
+            "nextbest_rpc_calls", "Calls by method and status code.", ["method", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "nextbest_rpc_seconds",
+            "Server time per call, by method.",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.decisions = Counter("nextbest_decisions", "Decisions by trigger.", ["trigger"], registry=r)
+        self.actions = Counter(
+            "nextbest_actions", "Actions chosen, by action and channel.", ["action", "channel"], registry=r
+        )
+        self.held_out = Counter(
+            "nextbest_held_out",
+            "Actions not sent because the unit is held out, by experiment.",
+            ["experiment"],
+            registry=r,
+        )
+        self.events = Counter(
+            "nextbest_events", "Events by type and outcome.", ["type", "status"], registry=r
+        )
+        self.arm_units = Gauge(
+            "nextbest_experiment_units", "Units per arm.", ["experiment", "arm"], registry=r
+        )
+        self.srm_p = Gauge(
+            "nextbest_experiment_srm_p_value", "Sample-ratio chi-squared p-value.", ["experiment"], registry=r
+        )
+        self.srm_alarm = Gauge(
+            "nextbest_experiment_srm_alarm",
+            "1 when the sample ratio is off (p < 0.001).",
+            ["experiment"],
+            registry=r,
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def observe(self, method: str, request: Any, response: Any) -> None:
+        if isinstance(response, pb.NextActionResponse):
+            self.decisions.labels(request.trigger).inc()
+            for action in response.actions:
+                self.actions.labels(action.action_id, pb.Channel.Name(action.channel)).inc()
+            for assignment in response.assignments:
+                if assignment.held_out:
+                    self.held_out.labels(assignment.experiment_id).inc()
+        elif isinstance(response, pb.RecordEventsResponse):
+            for event, result in zip(request.events, response.results, strict=False):
+                self.events.labels(pb.EventType.Name(event.type), pb.EventStatus.Name(result.status)).inc()
+
+    def refresh_experiments(self, catalog: Catalog, store: Store) -> None:
+        """Recounts units per arm and the sample-ratio check (a GROUP BY per experiment)."""
+        for exp in catalog.experiments:
+            counts = store.arm_units(exp.id)
+            counts.pop("__multiple__", None)
+            for arm in exp.arms:
+                self.arm_units.labels(exp.id, arm.id).set(counts.get(arm.id, 0))
+            result = srm_check(counts, {a.id: a.weight for a in exp.arms})
+            self.srm_p.labels(exp.id).set(result.p_value)
+            self.srm_alarm.labels(exp.id).set(1 if result.alarm else 0)
+            if result.alarm:
+                logger.warning(
+                    "sample-ratio mismatch in %s: p=%.3g over %d units", exp.id, result.p_value, result.total
+                )
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Times and counts every nextbest call, by final status, and counts what it decided."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None or not details.method.startswith(_SERVICE_PREFIX):
+            return handler
+        inner = handler.unary_unary
+        method = details.method.rsplit("/", 1)[-1]
+        metrics = self.metrics
+
+        def measured(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                response = inner(request, context)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]  # grpc has it; the stubs lack it
+                metrics.calls.labels(method, code.name).inc()
+                raise
+            finally:
+                metrics.latency.labels(method).observe(time.perf_counter() - start)
+            metrics.calls.labels(method, "OK").inc()
+            metrics.observe(method, request, response)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
