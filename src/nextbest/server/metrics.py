@@ -73,13 +73,13 @@ class Metrics:
         if isinstance(response, pb.NextActionResponse):
             self.decisions.labels(request.trigger).inc()
             for action in response.actions:
-                self.actions.labels(action.action_id, pb.Channel.Name(action.channel)).inc()
+                self.actions.labels(action.action_id, _name(pb.Channel, action.channel)).inc()
             for assignment in response.assignments:
                 if assignment.held_out:
                     self.held_out.labels(assignment.experiment_id).inc()
         elif isinstance(response, pb.RecordEventsResponse):
             for event, result in zip(request.events, response.results, strict=False):
-                self.events.labels(pb.EventType.Name(event.type), pb.EventStatus.Name(result.status)).inc()
+                self.events.labels(_name(pb.EventType, event.type), _name(pb.EventStatus, result.status)).inc()
 
     def refresh_experiments(self, catalog: Catalog, store: Store) -> None:
         """Recounts units per arm and the sample-ratio check (a GROUP BY per experiment)."""
@@ -95,6 +95,14 @@ class Metrics:
                 logger.warning(
                     "sample-ratio mismatch in %s: p=%.3g over %d units", exp.id, result.p_value, result.total
                 )
+
+
+def _name(enum: Any, value: int) -> str:
+    """The enum value's name; the number for values this build does not know (callers send those)."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
@@ -122,7 +130,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             finally:
                 metrics.latency.labels(method).observe(time.perf_counter() - start)
             metrics.calls.labels(method, "OK").inc()
-            metrics.observe(method, request, response)
+            try:
+                metrics.observe(method, request, response)
+            except Exception:  # counting must never fail a call that succeeded
+                logger.exception("metrics failed for %s", method)
             return response
 
         return grpc.unary_unary_rpc_method_handler(
