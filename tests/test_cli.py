@@ -74,3 +74,35 @@ def test_migrate_then_demo_run_end_to_end(tmp_path: Path) -> None:
     )
     assert "EXITED_FLOW" in demo.stdout and "SUPPRESSED" in demo.stdout and "replayed=True" in demo.stdout
     assert "INVALID_ARGUMENT" in demo.stdout
+
+
+def test_assign_explains_the_arm(capsys: pytest.CaptureFixture[str]) -> None:
+    from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.experiments import assign
+
+    experiment = load_catalog(bundled_catalog_path()).experiment("global_holdout")
+    assert experiment is not None
+    expected = assign(experiment, "customer-42")
+    assert main(["assign", "--experiment", "global_holdout", "--unit", "customer-42"]) == 0
+    out = capsys.readouterr().out
+    assert f"bucket       {expected.bucket:.4f}" in out
+    assert f"arm          {expected.arm_id}" in out
+    assert (
+        main(
+            [
+                "assign",
+                "--experiment",
+                "global_holdout",
+                "--unit",
+                "customer-42",
+                "--seed",
+                "other",
+                "--hash-version",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "seed 'other', hash version 1" in capsys.readouterr().out
+    assert main(["assign", "--experiment", "nope", "--unit", "u"]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err

@@ -165,3 +165,38 @@ def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
         "cart_flow_holdout": "treatment",
         "cart_incentive_discount": "discount_15",
     }
+
+
+def test_an_arm_that_moves_the_channel_goes_through_that_channels_gates(tmp_path: Path) -> None:
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    data["experiments"] = [
+        {
+            "id": "to_sms",
+            "scope": {"actions": ["cart_reminder_email"]},
+            "arms": [
+                {"id": "sms", "weight": 1.0 - 1e-9, "channel": "sms", "delay": "30m"},
+                {"id": "email", "weight": 1e-9},
+            ],
+        }
+    ]
+    db = Database(f"sqlite:///{tmp_path}/c.db")
+    upgrade(db)
+    store = Store(db)
+    engine = DecisionEngine(parse_catalog(yaml.safe_dump(data)), store)
+    user = "channel-mover"
+    engine.record_events([Event("e1", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
+    request = DecisionRequest("r1", user, "cart_abandoned", T0, RequestContext(cart_value=80.0), explain=True)
+    decision = engine.decide(request)
+    moved = {r.action_id: r for r in decision.rejected}["cart_reminder_email"]
+    assert moved.reason is ReasonCode.NO_CONSENT and moved.channel is Channel.SMS
+    assert moved.detail.startswith("arm moved it to sms: no sms consent")
+    engine.record_events(
+        [Event("e2", user, EventType.CONSENT_CHANGED, T0, channel=Channel.SMS, consent_granted=True)]
+    )
+    decision = engine.decide(
+        DecisionRequest("r2", user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
+    )
+    (action,) = decision.actions
+    assert (action.action_id, action.channel) == ("cart_reminder_email", Channel.SMS)
+    assert action.send_at == T0 + timedelta(minutes=30)
+    store.close()
