@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_store_args(serve)
     serve.add_argument("--workers", type=int, help="RPC threads [NEXTBEST_WORKERS, default 16]")
     serve.add_argument(
+        "--processes", type=int, help="server processes sharing the port [NEXTBEST_PROCESSES, default 1]"
+    )
+    serve.add_argument(
         "--migrate", action=argparse.BooleanOptionalAction, default=None, help="apply migrations at start"
     )
     serve.add_argument("--max-batch", type=int, help="most decisions per group commit [NEXTBEST_MAX_BATCH]")
@@ -85,10 +89,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nextbest.server import NextbestServer
-
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.processes > 1:
+        return _serve_processes(settings)
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Any) -> int:
+    from nextbest.server import NextbestServer
+
     server = NextbestServer(settings)
     server.start()
 
@@ -100,6 +110,48 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _shutdown)
     server.wait()
     return 0
+
+
+def _serve_child(settings: Any) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _serve_one(settings)
+
+
+def _serve_processes(settings: Any) -> int:
+    """Python runs one thread of Python at a time per process; a host with several cores serves from
+    several processes sharing the port (the kernel spreads connections across them). Migrations run once,
+    here, before the servers start; each process then checks the catalog and serves on its own."""
+    import multiprocessing
+
+    from nextbest.store import Database, upgrade
+
+    if settings.port == 0:
+        raise SystemExit("nextbest: --processes needs a fixed --port (the processes share it)")
+    if settings.migrate:
+        db = Database(settings.database_url)
+        upgrade(db)
+        db.dispose()
+    context = multiprocessing.get_context("spawn")  # no gRPC state may cross a fork
+    children = []
+    for index in range(settings.processes):
+        metrics = None if settings.metrics_port is None else settings.metrics_port + index
+        child_settings = settings.model_copy(update={"migrate": False, "metrics_port": metrics})
+        child = context.Process(target=_serve_child, args=(child_settings,), name=f"nextbest-{index}")
+        child.start()
+        children.append(child)
+    logger.info("serving on %s:%d from %d processes", settings.host, settings.port, len(children))
+
+    def _shutdown(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping %d processes", signum, len(children))
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0 for child in children), default=0)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db.",
     )
     workers: int = Field(default=16, ge=1, le=1024, description="Threads handling calls.")
+    processes: int = Field(
+        default=1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT); one per core."
+    )
     migrate: bool = Field(default=True, description="Apply schema migrations at start.")
     max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
     health_interval: float = Field(default=5.0, gt=0, description="Seconds between database health checks.")

@@ -120,3 +120,25 @@ def test_a_failed_write_is_an_error_not_a_success(store: Store) -> None:
     assert store.find_decision(bad.request_id) is None
     good = decision(uid())
     assert store.save_decision(good, "fp", T0)  # the writer thread survived the failure
+
+
+def test_sqlite_wal_is_checkpointed_off_the_request_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path}/w.db")
+    upgrade(db)
+    store = Store(db)
+    with db.writer.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0  # never inside a commit
+    for _ in range(50):
+        store.save_decision(decision(uid()), "fp", T0)
+    wal = tmp_path / "w.db-wal"
+    assert wal.stat().st_size > 0
+    checkpointer = db.checkpointer()
+    assert checkpointer is not None
+    assert checkpointer.checkpoint()  # idle: every frame copied in one pass
+    checkpointer.stop()
+    store.close()  # stops the store's own checkpointer with a TRUNCATE checkpoint
+    assert not wal.exists() or wal.stat().st_size == 0
+    reopened = Store(Database(f"sqlite:///{tmp_path}/w.db"))
+    with reopened.db.reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(decisions)).scalar_one() == 50
+    reopened.close()

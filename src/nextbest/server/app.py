@@ -58,7 +58,8 @@ class NextbestServer:
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.so_reuseport", 0),
+                # Several processes may share the port (--processes); a lone server must own it.
+                ("grpc.so_reuseport", int(settings.processes > 1)),
             ],
         )
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine), self._server)

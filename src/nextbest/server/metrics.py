@@ -79,7 +79,9 @@ class Metrics:
                     self.held_out.labels(assignment.experiment_id).inc()
         elif isinstance(response, pb.RecordEventsResponse):
             for event, result in zip(request.events, response.results, strict=False):
-                self.events.labels(_name(pb.EventType, event.type), _name(pb.EventStatus, result.status)).inc()
+                self.events.labels(
+                    _name(pb.EventType, event.type), _name(pb.EventStatus, result.status)
+                ).inc()
 
     def refresh_experiments(self, catalog: Catalog, store: Store) -> None:
         """Recounts units per arm and the sample-ratio check (a GROUP BY per experiment)."""

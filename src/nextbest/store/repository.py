@@ -79,9 +79,13 @@ class Store:
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
+        self._checkpointer = db.checkpointer()
 
     def close(self) -> None:
-        """Every acknowledged write has already committed; this only releases the connections."""
+        """Every acknowledged write has already committed; this folds the WAL in and releases the
+        connections."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.db.dispose()
 
     # -- decisions ---------------------------------------------------------------------------------------
