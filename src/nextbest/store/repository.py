@@ -79,7 +79,7 @@ class Store:
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
-        self._checkpointer = db.checkpointer()
+        self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
 
     def close(self) -> None:
         """Every acknowledged write has already committed; this folds the WAL in and releases the

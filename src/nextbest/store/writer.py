@@ -48,6 +48,8 @@ class GroupCommitWriter:
         self._queue: list[PendingWrite] = []
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        # Exposed so that maintenance which must not overlap a commit (a WAL restart) can hold it.
+        self.commit_lock = self._commit_lock
         self.batches = 0
         self.writes = 0
 
