@@ -225,7 +225,7 @@ def _assign(args: argparse.Namespace) -> int:
 
 def _experiments(args: argparse.Namespace) -> int:
     from nextbest.catalog import bundled_catalog_path, load_catalog
-    from nextbest.experiments.srm import srm_check
+    from nextbest.stats.srm import srm_check
     from nextbest.store import Database, Store
 
     catalog = load_catalog(args.catalog or bundled_catalog_path())

@@ -9,7 +9,7 @@ from scipy import stats
 
 from nextbest.experiments import Arm, Experiment, assign
 from nextbest.experiments.model import Namespace
-from nextbest.experiments.srm import srm_check
+from nextbest.stats.srm import srm_check
 
 UNITS = [f"customer-{i}" for i in range(100_000)]
 
