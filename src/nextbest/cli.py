@@ -77,6 +77,9 @@ def _build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--seed", help="override the experiment's seed (ad-hoc use)")
     assign.add_argument("--hash-version", type=int, choices=[1, 2], help="override the hash version")
 
+    stats = sub.add_parser("stats", help="analyse per-arm sufficient statistics given as JSON")
+    stats.add_argument("input", nargs="?", default="-", help="JSON file (default: standard input)")
+
     experiments = sub.add_parser("experiments", help="units per arm and the sample-ratio check")
     experiments.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
     _add_store_args(experiments)
@@ -247,6 +250,28 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    from nextbest.stats.io import StatsRequest, analysis_to_json, run
+
+    source = "standard input" if args.input == "-" else args.input
+    try:
+        text = sys.stdin.read() if args.input == "-" else open(args.input, encoding="utf-8").read()  # noqa: SIM115
+        request = StatsRequest.model_validate_json(text)
+    except OSError as exc:
+        print(f"nextbest: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            print(f"{source}: {where}: {error['msg']}", file=sys.stderr)
+        print("nextbest: invalid stats input; the format is in the README (nextbest stats)", file=sys.stderr)
+        return 2
+    print(json.dumps(analysis_to_json(run(request)), indent=2, allow_nan=False))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -260,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _assign(args)
         if args.command == "experiments":
             return _experiments(args)
+        if args.command == "stats":
+            return _stats(args)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url)

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 from scipy import stats as sps
+from statsmodels.stats import proportion as sm_proportion
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats import proportion as sm_proportion
 
 from nextbest.stats import (
     CupedStat,
@@ -48,13 +48,22 @@ def test_absolute_welch_matches_scipy(seed: int) -> None:
     c = rng.lognormal(0, 1, size=rng.integers(20, 3000))
     t = rng.lognormal(0.1, 1.2, size=rng.integers(20, 3000))
     result = compare(mean_stat(c), mean_stat(t))
-    oracle = sps.ttest_ind_from_stats(t.mean(), t.std(ddof=1), len(t), c.mean(), c.std(ddof=1), len(c),
-                                      equal_var=False)
+    oracle = sps.ttest_ind_from_stats(
+        t.mean(), t.std(ddof=1), len(t), c.mean(), c.std(ddof=1), len(c), equal_var=False
+    )
     assert result.absolute.value / result.absolute.standard_error == pytest.approx(oracle.statistic, abs=1e-6)
     assert result.absolute.p_value == pytest.approx(oracle.pvalue, abs=1e-6)
     greater = compare(mean_stat(c), mean_stat(t), alternative="greater")
-    one_sided = sps.ttest_ind_from_stats(t.mean(), t.std(ddof=1), len(t), c.mean(), c.std(ddof=1), len(c),
-                                         equal_var=False, alternative="greater")
+    one_sided = sps.ttest_ind_from_stats(
+        t.mean(),
+        t.std(ddof=1),
+        len(t),
+        c.mean(),
+        c.std(ddof=1),
+        len(c),
+        equal_var=False,
+        alternative="greater",
+    )
     assert greater.absolute.p_value == pytest.approx(one_sided.pvalue, abs=1e-6)
     assert greater.absolute.ci_high is None and greater.absolute.ci_low is not None
     less = compare(mean_stat(c), mean_stat(t), alternative="less")

@@ -1,0 +1,128 @@
+"""The JSON form of ``nextbest stats``: per-arm sufficient statistics in, the full analysis out.
+
+Input (keys not listed are errors)::
+
+    {
+      "control": "control",                      # the baseline arm
+      "alpha": 0.05, "alternative": "two-sided", # or "greater" / "less"
+      "sequential": false, "tuning": 5000,       # always-valid intervals, expected total sample size
+      "correction": null,                        # or "holm" / "bh", across arms x metrics
+      "weights": {"control": 0.5, "b": 0.5},     # optional: sample-ratio check
+      "metrics": {
+        "conversion": {"type": "proportion", "arms": {"control": {"n": 100, "sum": 12}, ...}},
+        "revenue":    {"type": "mean", "arms": {"control": {"n": 100, "sum": 840.5, "sum_squares": 21000.2}}},
+        "revenue_cuped": {"type": "cuped", "arms": {"control": {"n": .., "sum": .., "sum_squares": ..,
+                          "pre_sum": .., "pre_sum_squares": .., "sum_of_products": ..}}},
+        "revenue_per_order": {"type": "ratio", "arms": {"control": {"n": .., "sum": .., "sum_squares": ..,
+                          "denominator_sum": .., "denominator_sum_squares": .., "sum_of_products": ..}}}
+      }
+    }
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nextbest.stats.analysis import Analysis, analyze
+from nextbest.stats.statistics import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic
+
+__all__ = ["StatsRequest", "analysis_to_json", "run"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArmInput(_Strict):
+    n: int = Field(ge=0)
+    sum: float
+    sum_squares: float | None = Field(default=None, ge=0)
+    pre_sum: float | None = None
+    pre_sum_squares: float | None = Field(default=None, ge=0)
+    denominator_sum: float | None = None
+    denominator_sum_squares: float | None = Field(default=None, ge=0)
+    sum_of_products: float | None = None
+
+
+_NEEDS = {
+    "proportion": (),
+    "mean": ("sum_squares",),
+    "cuped": ("sum_squares", "pre_sum", "pre_sum_squares", "sum_of_products"),
+    "ratio": ("sum_squares", "denominator_sum", "denominator_sum_squares", "sum_of_products"),
+}
+
+
+class MetricInput(_Strict):
+    type: Literal["proportion", "mean", "cuped", "ratio"]
+    arms: dict[str, ArmInput] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> MetricInput:
+        for arm, values in self.arms.items():
+            missing = [f for f in _NEEDS[self.type] if getattr(values, f) is None]
+            if missing:
+                raise ValueError(f"arm {arm!r}: a {self.type} metric needs {', '.join(missing)}")
+            if self.type == "proportion" and not 0 <= values.sum <= values.n:
+                raise ValueError(f"arm {arm!r}: conversions (sum) must be between 0 and n")
+        return self
+
+
+class StatsRequest(_Strict):
+    control: str
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided"
+    sequential: bool = False
+    tuning: float = Field(default=5000.0, gt=0)
+    correction: Literal["holm", "bh"] | None = None
+    weights: dict[str, float] | None = None
+    metrics: dict[str, MetricInput] = Field(min_length=1)
+
+
+def _statistic(kind: str, a: ArmInput) -> Statistic:
+    if kind == "proportion":
+        return ProportionStat(a.n, a.sum)
+    post = MeanStat(a.n, a.sum, a.sum_squares or 0.0)
+    if kind == "mean":
+        return post
+    if kind == "cuped":
+        return CupedStat(
+            post, MeanStat(a.n, a.pre_sum or 0.0, a.pre_sum_squares or 0.0), a.sum_of_products or 0.0
+        )
+    denominator = MeanStat(a.n, a.denominator_sum or 0.0, a.denominator_sum_squares or 0.0)
+    return RatioStat(post, denominator, a.sum_of_products or 0.0)
+
+
+def run(request: StatsRequest) -> Analysis:
+    metrics = {
+        name: {arm: _statistic(m.type, values) for arm, values in m.arms.items()}
+        for name, m in request.metrics.items()
+    }
+    return analyze(
+        metrics,
+        request.control,
+        alpha=request.alpha,
+        alternative=request.alternative,
+        sequential=request.sequential,
+        tuning=request.tuning,
+        correction=request.correction,
+        weights=request.weights,
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: such numbers become null (the accompanying ``error`` says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
+    return dict(_clean(asdict(analysis)))
