@@ -1,0 +1,134 @@
+"""Lift reports: the database aggregates, the stats engine analyses, and the report adds what a growth
+team acts on — incremental conversions and revenue, return on the cost of sending."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from nextbest.catalog import Catalog
+from nextbest.experiments import Experiment
+from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate
+from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
+from nextbest.stats.analysis import Analysis, analyze
+from nextbest.stats.srm import SrmResult
+from nextbest.store import Store
+
+__all__ = ["DEFAULT_METRICS", "Incremental", "LiftReport", "build_report", "control_arm"]
+
+DEFAULT_METRICS = (Metric.CONVERSION, Metric.REVENUE, Metric.ORDERS)
+
+
+@dataclass(frozen=True, slots=True)
+class Incremental:
+    """What an arm added over the control: lift per unit × its units."""
+
+    arm: str
+    units: int
+    extra_conversions: float | None
+    extra_revenue: float | None
+    extra_revenue_low: float | None
+    extra_revenue_high: float | None
+
+
+@dataclass(frozen=True)
+class LiftReport:
+    experiment_id: str
+    control: str
+    as_of: datetime
+    window: timedelta
+    analysis: Analysis
+    units: dict[str, int]
+    excluded_units: int
+    srm: SrmResult
+    incremental: list[Incremental] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def control_arm(experiment: Experiment) -> str:
+    """The held-out arm if there is one (holdouts), otherwise the first arm (A/B tests)."""
+    return next((a.id for a in experiment.arms if a.no_action), experiment.arms[0].id)
+
+
+def _statistic(metric: Metric, a: ArmAggregate) -> Statistic:
+    if metric.is_binary:
+        return ProportionStat(a.n, a.sum)
+    post = MeanStat(a.n, a.sum, a.sum_squares)
+    if metric is Metric.REVENUE_PER_ORDER:
+        return RatioStat(post, MeanStat(a.n, a.d_sum, a.d_sum_squares), a.d_sum_of_products)
+    return CupedStat(post, MeanStat(a.n, a.pre_sum, a.pre_sum_squares), a.sum_of_products)
+
+
+def build_report(
+    store: Store,
+    catalog: Catalog,
+    experiment_id: str,
+    *,
+    metrics: Sequence[Metric] = DEFAULT_METRICS,
+    as_of: datetime,
+    window: timedelta = timedelta(days=14),
+    lookback: timedelta = timedelta(days=14),
+    alpha: float = 0.05,
+    sequential: bool = False,
+    tuning: float = 5000.0,
+) -> LiftReport:
+    experiment = catalog.experiment(experiment_id)
+    if experiment is None:
+        from nextbest.errors import NotFoundError
+
+        known = ", ".join(e.id for e in catalog.experiments) or "none"
+        raise NotFoundError(f"no experiment {experiment_id!r} in the catalog (experiments: {known})")
+    control = control_arm(experiment)
+    per_metric: dict[str, dict[str, Statistic]] = {}
+    units: dict[str, int] = {}
+    excluded = 0
+    with store.db.reader.connect() as conn:
+        for metric in metrics:
+            rows, excluded = aggregate(
+                conn, experiment_id, metric, as_of=as_of, window=window, lookback=lookback
+            )
+            per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
+            units = {arm: row.n for arm, row in rows.items()}
+    weights = {a.id: a.weight for a in experiment.arms}
+    analysis = analyze(
+        per_metric, control, alpha=alpha, sequential=sequential, tuning=tuning, weights=weights, units=units
+    )
+    srm = analysis.srm or srm_check(units, weights)
+    warnings = list(analysis.warnings)
+    if excluded:
+        warnings.append(f"{excluded} unit(s) appeared in more than one arm and were excluded")
+    return LiftReport(
+        experiment_id,
+        control,
+        as_of,
+        window,
+        analysis,
+        units,
+        excluded,
+        srm,
+        _incremental(analysis, units),
+        warnings,
+    )
+
+
+def _incremental(analysis: Analysis, units: dict[str, int]) -> list[Incremental]:
+    conversion = analysis.metrics.get(Metric.CONVERSION.value)
+    revenue = analysis.metrics.get(Metric.REVENUE.value)
+    out = []
+    for arm, n in units.items():
+        if arm == analysis.control:
+            continue
+        extra_conversions: float | None = None
+        extra_revenue = low = high = None
+        if conversion and arm in conversion.comparisons:
+            lift = conversion.comparisons[arm].absolute.value
+            extra_conversions = lift * n if lift is not None else None
+        if revenue and arm in revenue.comparisons:
+            source = (revenue.cuped or revenue.comparisons)[arm].absolute
+            if source.value is not None:
+                extra_revenue = source.value * n
+                low = source.ci_low * n if source.ci_low is not None else None
+                high = source.ci_high * n if source.ci_high is not None else None
+        out.append(Incremental(arm, n, extra_conversions, extra_revenue, low, high))
+    return out
