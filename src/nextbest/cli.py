@@ -77,6 +77,22 @@ def _build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--seed", help="override the experiment's seed (ad-hoc use)")
     assign.add_argument("--hash-version", type=int, choices=[1, 2], help="override the hash version")
 
+    report = sub.add_parser("report", help="lift report of an experiment")
+    report.add_argument("--experiment", required=True, help="experiment id")
+    report.add_argument(
+        "--metric",
+        action="append",
+        dest="metrics",
+        choices=["conversion", "revenue", "orders", "visit", "revenue_per_order"],
+        help="metric (repeatable; default: conversion, revenue, orders)",
+    )
+    report.add_argument("--format", choices=["table", "json"], default="table")
+    report.add_argument("--window-days", type=float, default=14.0, help="attribution window (default 14)")
+    report.add_argument("--as-of", help="ISO time to report as of (default: now)")
+    report.add_argument("--sequential", action="store_true", help="always-valid intervals (for daily looks)")
+    report.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
+    _add_store_args(report)
+
     stats = sub.add_parser("stats", help="analyse per-arm sufficient statistics given as JSON")
     stats.add_argument("input", nargs="?", default="-", help="JSON file (default: standard input)")
 
@@ -250,6 +266,47 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.reports import DEFAULT_METRICS, Metric, build_report
+    from nextbest.reports.render import report_to_json, report_to_table
+    from nextbest.store import Database, Store
+
+    try:
+        as_of = datetime.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC)
+    except ValueError:
+        print(
+            f"nextbest: --as-of {args.as_of!r} is not an ISO time such as 2026-11-23T09:00:00Z",
+            file=sys.stderr,
+        )
+        return 2
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    catalog = load_catalog(args.catalog or bundled_catalog_path())
+    store = Store(Database(_settings(args).database_url))
+    try:
+        metrics = [Metric(m) for m in args.metrics] if args.metrics else list(DEFAULT_METRICS)
+        report = build_report(
+            store,
+            catalog,
+            args.experiment,
+            metrics=metrics,
+            as_of=as_of,
+            window=timedelta(days=args.window_days),
+            sequential=args.sequential,
+        )
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(report_to_json(report), indent=2, allow_nan=False))
+    else:
+        print(report_to_table(report))
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     import json
 
@@ -287,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _experiments(args)
         if args.command == "stats":
             return _stats(args)
+        if args.command == "report":
+            return _report(args)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url)

@@ -170,3 +170,42 @@ def test_outcomes_outside_the_window_do_not_count(hillstrom: tuple[Store, Catalo
         store, catalog, experiment_id, metrics=(Metric.VISIT,), as_of=T0 + timedelta(hours=12)
     )
     assert early.analysis.metrics["visit"].arms["mens"].mean == 0.0  # visits came on day 1
+
+
+def test_report_cli_table_and_json(
+    hillstrom: tuple[Store, Catalog, str], migrated: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from nextbest.cli import main
+
+    _, _, experiment_id = hillstrom
+    catalog = tmp_path / "hill.yaml"
+    catalog.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    common = [
+        "report",
+        "--experiment",
+        experiment_id,
+        "--catalog",
+        str(catalog),
+        "--database-url",
+        migrated,
+        "--as-of",
+        "2008-04-01T00:00:00Z",
+        "--metric",
+        "conversion",
+        "--metric",
+        "revenue",
+    ]
+    assert main(common) == 0
+    table = capsys.readouterr().out
+    assert (
+        "control no_email" in table and "mens" in table and "0.0125" in table and "Sample ratio: ok" in table
+    )
+    assert main([*common, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["units"] == {"mens": 21_307, "womens": 21_387, "no_email": 21_306}
+    mens = data["analysis"]["metrics"]["conversion"]["comparisons"]["mens"]
+    assert mens["absolute"]["p_value"] < 0.05
+    assert main([*common[:2], "nope", *common[3:]]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err

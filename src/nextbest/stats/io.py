@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.statistics import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic
 
-__all__ = ["StatsRequest", "analysis_to_json", "run"]
+__all__ = ["StatsRequest", "analysis_to_json", "clean_json", "run"]
 
 
 class _Strict(BaseModel):
@@ -113,16 +113,16 @@ def run(request: StatsRequest) -> Analysis:
     )
 
 
-def _clean(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
     """JSON has no NaN or infinity: such numbers become null (the accompanying ``error`` says why)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     return value
 
 
 def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
-    return dict(_clean(asdict(analysis)))
+    return dict(clean_json(asdict(analysis)))
