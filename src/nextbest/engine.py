@@ -29,6 +29,8 @@ from nextbest.domain import (
 from nextbest.eligibility import evaluate, rejection
 from nextbest.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError
 from nextbest.experiments.stage import apply_experiments
+from nextbest.reports.report import LiftReport, build_report
+from nextbest.reports.request import ReportRequest
 from nextbest.scoring import ScoredCandidate, score_candidates
 from nextbest.store import Store
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request
@@ -130,6 +132,19 @@ class DecisionEngine:
                 f"(decision {stored.decision_id}); use a new request_id for a new question"
             )
         return stored if request.explain else _without_explanations(stored)
+
+    def lift_report(self, request: ReportRequest) -> LiftReport:
+        """The experiment's lift report, aggregated by the database from the exposure and event logs."""
+        return build_report(
+            self.store,
+            self.catalog,
+            request.experiment_id,
+            metrics=request.metrics,
+            as_of=request.as_of,
+            window=request.window,
+            alpha=request.alpha,
+            sequential=request.sequential,
+        )
 
     def record_events(self, events: Sequence[Event]) -> list[EventResult]:
         """Validates each event on its own, stores the valid ones (deduplicated by ``event_id``) and

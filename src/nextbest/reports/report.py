@@ -44,6 +44,7 @@ class LiftReport:
     srm: SrmResult
     incremental: list[Incremental] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sequential: bool = False
 
 
 def control_arm(experiment: Experiment) -> str:
@@ -109,6 +110,7 @@ def build_report(
         srm,
         _incremental(analysis, units),
         warnings,
+        sequential,
     )
 
 

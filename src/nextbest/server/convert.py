@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,18 @@ from nextbest.domain import (
     RequestContext,
 )
 from nextbest.errors import FieldViolation
+from nextbest.reports.report import LiftReport
+from nextbest.reports.request import ReportRequest, validated
+from nextbest.stats.frequentist import Comparison, Estimate
 
-__all__ = ["decision_to_proto", "events_from_proto", "request_from_proto", "results_to_proto"]
+__all__ = [
+    "decision_to_proto",
+    "events_from_proto",
+    "report_request_from_proto",
+    "report_to_proto",
+    "request_from_proto",
+    "results_to_proto",
+]
 
 _CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
 _CHANNEL_TO: dict[Any, Any] = {c: v for v, c in _CHANNEL_FROM.items()}
@@ -164,4 +175,73 @@ def results_to_proto(results: list[EventResult]) -> pb.RecordEventsResponse:
     response.accepted = sum(r.outcome is EventOutcome.ACCEPTED for r in results)
     response.duplicates = sum(r.outcome is EventOutcome.DUPLICATE for r in results)
     response.rejected = sum(r.outcome is EventOutcome.REJECTED for r in results)
+    return response
+
+
+def report_request_from_proto(msg: pb.GetLiftReportRequest, now: datetime) -> ReportRequest:
+    return validated(
+        msg.experiment_id,
+        list(msg.metrics),
+        window_days=msg.window_days,
+        as_of=_time(msg, "as_of", msg.as_of) or now,
+        sequential=msg.sequential,
+        alpha=msg.alpha,
+    )
+
+
+def _estimate(e: Estimate) -> pb.LiftEstimate:
+    out = pb.LiftEstimate(error=e.error)
+    for name in ("value", "ci_low", "ci_high", "p_value", "standard_error"):
+        number = getattr(e, name)
+        if number is not None and math.isfinite(number):
+            setattr(out, name, number)
+    return out
+
+
+def _comparisons(comparisons: dict[str, Comparison]) -> list[pb.ArmComparison]:
+    out = []
+    for arm, c in comparisons.items():
+        item = pb.ArmComparison(arm_id=arm, absolute=_estimate(c.absolute), relative=_estimate(c.relative))
+        if c.cuped_theta is not None:
+            item.cuped_theta = c.cuped_theta
+        out.append(item)
+    return out
+
+
+def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
+    srm = report.srm
+    response = pb.GetLiftReportResponse(
+        experiment_id=report.experiment_id,
+        control_arm=report.control,
+        as_of=_stamp(report.as_of),
+        window_days=report.window.total_seconds() / 86400,
+        sample_ratio=pb.SampleRatio(
+            chi2=srm.chi2 if math.isfinite(srm.chi2) else 0.0,
+            p_value=srm.p_value if math.isfinite(srm.p_value) else 0.0,
+            alarm=srm.alarm,
+            error=srm.error,
+        ),
+        excluded_units=report.excluded_units,
+        sequential=report.sequential,
+        warnings=report.warnings,
+    )
+    for name, metric in report.analysis.metrics.items():
+        response.metrics.append(
+            pb.MetricReport(
+                metric=name,
+                arms=[
+                    pb.ArmStatistics(arm_id=a, units=s.n, mean=s.mean, variance=s.variance)
+                    for a, s in metric.arms.items()
+                ],
+                comparisons=_comparisons(metric.cuped or metric.comparisons),
+                unadjusted=_comparisons(metric.comparisons) if metric.cuped else [],
+            )
+        )
+    for inc in report.incremental:
+        item = pb.IncrementalTotals(arm_id=inc.arm, units=inc.units)
+        for name in ("extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high"):
+            number = getattr(inc, name)
+            if number is not None and math.isfinite(number):
+                setattr(item, name, number)
+        response.incremental.append(item)
     return response

@@ -6,7 +6,7 @@ from typing import Any
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.engine import DecisionEngine
+from nextbest.engine import DecisionEngine, utc_now
 from nextbest.server import convert
 
 __all__ = ["DecisionServicer"]
@@ -18,6 +18,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
 
     def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
         return convert.decision_to_proto(self.engine.decide(convert.request_from_proto(request)))
+
+    def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
+        return convert.report_to_proto(
+            self.engine.lift_report(convert.report_request_from_proto(request, utc_now()))
+        )
 
     def RecordEvents(self, request: pb.RecordEventsRequest, context: Any) -> pb.RecordEventsResponse:  # noqa: N802
         return convert.results_to_proto(self.engine.record_events(convert.events_from_proto(request)))

@@ -118,6 +118,126 @@ EVENT_STATUS_ACCEPTED: EventStatus
 EVENT_STATUS_DUPLICATE: EventStatus
 EVENT_STATUS_REJECTED: EventStatus
 
+class GetLiftReportRequest(_message.Message):
+    __slots__ = ("experiment_id", "metrics", "window_days", "as_of", "sequential", "alpha")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    window_days: float
+    as_of: _timestamp_pb2.Timestamp
+    sequential: bool
+    alpha: float
+    def __init__(self, experiment_id: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., window_days: _Optional[float] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequential: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class LiftEstimate(_message.Message):
+    __slots__ = ("value", "ci_low", "ci_high", "p_value", "standard_error", "error")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STANDARD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    standard_error: float
+    error: str
+    def __init__(self, value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., standard_error: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ArmStatistics(_message.Message):
+    __slots__ = ("arm_id", "units", "mean", "variance")
+    ARM_ID_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    arm_id: str
+    units: int
+    mean: float
+    variance: float
+    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ...) -> None: ...
+
+class ArmComparison(_message.Message):
+    __slots__ = ("arm_id", "absolute", "relative", "cuped_theta")
+    ARM_ID_FIELD_NUMBER: _ClassVar[int]
+    ABSOLUTE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    CUPED_THETA_FIELD_NUMBER: _ClassVar[int]
+    arm_id: str
+    absolute: LiftEstimate
+    relative: LiftEstimate
+    cuped_theta: float
+    def __init__(self, arm_id: _Optional[str] = ..., absolute: _Optional[_Union[LiftEstimate, _Mapping]] = ..., relative: _Optional[_Union[LiftEstimate, _Mapping]] = ..., cuped_theta: _Optional[float] = ...) -> None: ...
+
+class MetricReport(_message.Message):
+    __slots__ = ("metric", "arms", "comparisons", "unadjusted")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    UNADJUSTED_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    arms: _containers.RepeatedCompositeFieldContainer[ArmStatistics]
+    comparisons: _containers.RepeatedCompositeFieldContainer[ArmComparison]
+    unadjusted: _containers.RepeatedCompositeFieldContainer[ArmComparison]
+    def __init__(self, metric: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmStatistics, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[ArmComparison, _Mapping]]] = ..., unadjusted: _Optional[_Iterable[_Union[ArmComparison, _Mapping]]] = ...) -> None: ...
+
+class SampleRatio(_message.Message):
+    __slots__ = ("chi2", "p_value", "alarm", "error")
+    CHI2_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    chi2: float
+    p_value: float
+    alarm: bool
+    error: str
+    def __init__(self, chi2: _Optional[float] = ..., p_value: _Optional[float] = ..., alarm: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class IncrementalTotals(_message.Message):
+    __slots__ = ("arm_id", "units", "extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high")
+    ARM_ID_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_REVENUE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_REVENUE_LOW_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_REVENUE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    arm_id: str
+    units: int
+    extra_conversions: float
+    extra_revenue: float
+    extra_revenue_low: float
+    extra_revenue_high: float
+    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., extra_conversions: _Optional[float] = ..., extra_revenue: _Optional[float] = ..., extra_revenue_low: _Optional[float] = ..., extra_revenue_high: _Optional[float] = ...) -> None: ...
+
+class GetLiftReportResponse(_message.Message):
+    __slots__ = ("experiment_id", "control_arm", "as_of", "window_days", "metrics", "sample_ratio", "excluded_units", "sequential", "warnings", "incremental")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    INCREMENTAL_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    control_arm: str
+    as_of: _timestamp_pb2.Timestamp
+    window_days: float
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricReport]
+    sample_ratio: SampleRatio
+    excluded_units: int
+    sequential: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    incremental: _containers.RepeatedCompositeFieldContainer[IncrementalTotals]
+    def __init__(self, experiment_id: _Optional[str] = ..., control_arm: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_days: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[MetricReport, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatio, _Mapping]] = ..., excluded_units: _Optional[int] = ..., sequential: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., incremental: _Optional[_Iterable[_Union[IncrementalTotals, _Mapping]]] = ...) -> None: ...
+
 class NextActionRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "trigger", "occurred_at", "context", "channels", "max_actions", "explain")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class DecisionServiceStub:
                 request_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsRequest.SerializeToString,
                 response_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsResponse.FromString,
                 _registered_method=True)
+        self.GetLiftReport = channel.unary_unary(
+                '/nextbest.api.v1.DecisionService/GetLiftReport',
+                request_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportRequest.SerializeToString,
+                response_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -66,6 +71,15 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLiftReport(self, request, context):
+        """Incremental lift of an experiment's arms over its control, per metric, with intervals, p-values,
+        the sample-ratio check and the incremental totals. Computed by the database from the exposure and
+        event logs; unknown experiments are NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +92,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.RecordEvents,
                     request_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsRequest.FromString,
                     response_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'GetLiftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLiftReport,
+                    request_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportRequest.FromString,
+                    response_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +153,33 @@ class DecisionService:
             '/nextbest.api.v1.DecisionService/RecordEvents',
             nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsRequest.SerializeToString,
             nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLiftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nextbest.api.v1.DecisionService/GetLiftReport',
+            nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportRequest.SerializeToString,
+            nextbest_dot_api_dot_v1_dot_decision__service__pb2.GetLiftReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
