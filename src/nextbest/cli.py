@@ -86,7 +86,8 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["conversion", "revenue", "orders", "visit", "revenue_per_order"],
         help="metric (repeatable; default: conversion, revenue, orders)",
     )
-    report.add_argument("--format", choices=["table", "json"], default="table")
+    report.add_argument("--format", choices=["table", "json", "html"], default="table")
+    report.add_argument("--output", help="file for --format html (default: reports/EXPERIMENT.html)")
     report.add_argument("--window-days", type=float, default=14.0, help="attribution window (default 14)")
     report.add_argument("--as-of", help="ISO time to report as of (default: now)")
     report.add_argument("--sequential", action="store_true", help="always-valid intervals (for daily looks)")
@@ -272,7 +273,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from nextbest.catalog import bundled_catalog_path, load_catalog
     from nextbest.reports import DEFAULT_METRICS, Metric, build_report
+    from nextbest.reports.html import write_html
     from nextbest.reports.render import report_to_json, report_to_table
+    from nextbest.reports.report import report_history
     from nextbest.store import Database, Store
 
     try:
@@ -289,19 +292,33 @@ def _report(args: argparse.Namespace) -> int:
     store = Store(Database(_settings(args).database_url))
     try:
         metrics = [Metric(m) for m in args.metrics] if args.metrics else list(DEFAULT_METRICS)
+        window = timedelta(days=args.window_days)
         report = build_report(
             store,
             catalog,
             args.experiment,
             metrics=metrics,
             as_of=as_of,
-            window=timedelta(days=args.window_days),
+            window=window,
             sequential=args.sequential,
         )
+        history = []
+        if args.format == "html":
+            history = report_history(
+                store,
+                catalog,
+                args.experiment,
+                as_of=as_of,
+                metrics=metrics,
+                window=window,
+                sequential=args.sequential,
+            )
     finally:
         store.close()
     if args.format == "json":
         print(json.dumps(report_to_json(report), indent=2, allow_nan=False))
+    elif args.format == "html":
+        print(f"report written to {write_html(report, history, args.output)}")
     else:
         print(report_to_table(report))
     return 0

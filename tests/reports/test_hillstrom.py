@@ -264,3 +264,60 @@ def test_get_lift_report_over_grpc(
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         server.stop(grace=0.5)
+
+
+def test_html_report_is_self_contained_with_charts(
+    hillstrom: tuple[Store, Catalog, str], migrated: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nextbest.cli import main
+
+    _, _, experiment_id = hillstrom
+    catalog = tmp_path / "hill.yaml"
+    catalog.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    output = tmp_path / "report.html"
+    assert (
+        main(
+            [
+                "report",
+                "--experiment",
+                experiment_id,
+                "--catalog",
+                str(catalog),
+                "--database-url",
+                migrated,
+                "--as-of",
+                "2008-03-20T00:00:00Z",
+                "--metric",
+                "conversion",
+                "--format",
+                "html",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
+    assert str(output) in capsys.readouterr().out
+    page = output.read_text()
+    assert page.count("<svg") >= 2  # the per-arm lift chart and the cumulative lift over time
+    assert "Sample ratio ok" in page and "class='banner'" not in page
+    assert "Incremental totals" in page and "mens" in page
+    # Nothing is fetched: no scripts, stylesheets, images or links to elsewhere (SVG namespaces are names).
+    for external in ("<script", "<link", "<img", 'href="http', "src=", "url(http"):
+        assert external not in page
+
+
+def test_html_report_raises_the_srm_banner() -> None:
+    from nextbest.reports.html import report_to_html
+    from nextbest.reports.report import LiftReport
+    from nextbest.stats import MeanStat
+    from nextbest.stats.analysis import analyze
+
+    analysis = analyze(
+        {"revenue": {"a": MeanStat(5000, 50.0, 900.0), "b": MeanStat(4000, 60.0, 1000.0)}},
+        "a",
+        weights={"a": 0.5, "b": 0.5},
+    )
+    assert analysis.srm is not None
+    report = LiftReport("exp", "a", T0, timedelta(days=14), analysis, {"a": 5000, "b": 4000}, 0, analysis.srm)
+    assert "class='banner'>Sample-ratio mismatch" in report_to_html(report)

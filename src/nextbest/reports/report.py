@@ -3,9 +3,13 @@ team acts on — incremental conversions and revenue, return on the cost of send
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
 
 from nextbest.catalog import Catalog
 from nextbest.experiments import Experiment
@@ -14,8 +18,9 @@ from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Stati
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.srm import SrmResult
 from nextbest.store import Store
+from nextbest.store.schema import assignments
 
-__all__ = ["DEFAULT_METRICS", "Incremental", "LiftReport", "build_report", "control_arm"]
+__all__ = ["DEFAULT_METRICS", "Incremental", "LiftReport", "build_report", "control_arm", "report_history"]
 
 DEFAULT_METRICS = (Metric.CONVERSION, Metric.REVENUE, Metric.ORDERS)
 
@@ -45,6 +50,7 @@ class LiftReport:
     incremental: list[Incremental] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sequential: bool = False
+    alpha: float = 0.05
 
 
 def control_arm(experiment: Experiment) -> str:
@@ -111,6 +117,7 @@ def build_report(
         _incremental(analysis, units),
         warnings,
         sequential,
+        alpha,
     )
 
 
@@ -134,3 +141,20 @@ def _incremental(analysis: Analysis, units: dict[str, int]) -> list[Incremental]
                 high = source.ci_high * n if source.ci_high is not None else None
         out.append(Incremental(arm, n, extra_conversions, extra_revenue, low, high))
     return out
+
+
+def report_history(
+    store: Store, catalog: Catalog, experiment_id: str, *, as_of: datetime, points: int = 30, **options: Any
+) -> list[tuple[datetime, LiftReport]]:
+    """The report as of each day from the first exposure to ``as_of`` (at most ``points`` days, evenly
+    spaced), for cumulative-lift charts."""
+    with store.db.reader.connect() as conn:
+        first = conn.execute(
+            select(func.min(assignments.c.occurred_at)).where(assignments.c.experiment_id == experiment_id)
+        ).scalar_one()
+    if first is None or first >= as_of:
+        return []
+    days = max(1, math.ceil((as_of - first).total_seconds() / 86400))
+    step = max(1, math.ceil(days / points))
+    moments = [first + timedelta(days=d) for d in range(step, days, step)] + [as_of]
+    return [(m, build_report(store, catalog, experiment_id, as_of=m, **options)) for m in moments]

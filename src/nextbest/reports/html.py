@@ -1,0 +1,146 @@
+"""The self-contained HTML lift report: charts embedded as inline SVG, no network, no scripts."""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
+
+from nextbest.reports.render import report_to_table
+from nextbest.reports.report import LiftReport
+
+__all__ = ["report_to_html", "write_html"]
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
+.banner{background:#b00020;color:#fff;padding:.8rem 1rem;border-radius:.3rem;font-weight:600}
+.ok{color:#2e7d32} table{border-collapse:collapse} td,th{padding:.25rem .6rem;text-align:right}
+th{border-bottom:1px solid #999} td:first-child,th:first-child{text-align:left}
+pre{background:#f5f5f5;padding:1rem;overflow-x:auto;font-size:.8rem}
+"""
+
+
+def _svg(figure: Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _lift_chart(report: LiftReport, metric: str) -> str | None:
+    analysis = report.analysis.metrics[metric]
+    comparisons = analysis.cuped or analysis.comparisons
+    rows = [(arm, c.relative) for arm, c in comparisons.items() if c.relative.value is not None]
+    if not rows:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 0.6 + 0.5 * len(rows)))
+    for index, (_arm, estimate) in enumerate(rows):
+        value = (estimate.value or 0.0) * 100
+        low = (estimate.ci_low if estimate.ci_low is not None else estimate.value or 0.0) * 100
+        high = (estimate.ci_high if estimate.ci_high is not None else estimate.value or 0.0) * 100
+        significant = estimate.p_value is not None and estimate.p_value < report.alpha
+        color = "#2e7d32" if significant and value > 0 else "#b00020" if significant else "#555"
+        axis.plot([low, high], [index, index], color=color, linewidth=3)
+        axis.plot([value], [index], "o", color=color)
+    axis.axvline(0, color="#999", linewidth=1)
+    axis.set_yticks(range(len(rows)), [arm for arm, _ in rows])
+    axis.set_xlabel(
+        f"relative lift in {metric} vs {report.control} (%), {int((1 - report.alpha) * 100)}% interval"
+    )
+    return _svg(figure)
+
+
+def _cumulative_chart(history: Sequence[tuple[datetime, LiftReport]], metric: str) -> str | None:
+    series: dict[str, list[tuple[datetime, float, float, float]]] = {}
+    for day, report in history:
+        analysis = report.analysis.metrics.get(metric)
+        if analysis is None:
+            continue
+        for arm, comparison in (analysis.cuped or analysis.comparisons).items():
+            e = comparison.absolute
+            if e.value is not None and e.ci_low is not None and e.ci_high is not None:
+                series.setdefault(arm, []).append((day, e.value, e.ci_low, e.ci_high))
+    if not series:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 3))
+    for arm, points in series.items():
+        days = [float(date2num(p[0])) for p in points]
+        axis.plot(days, [p[1] for p in points], label=arm)
+        axis.fill_between(days, [p[2] for p in points], [p[3] for p in points], alpha=0.2)
+    axis.axhline(0, color="#999", linewidth=1)
+    axis.set_ylabel(f"absolute lift in {metric}")
+    axis.legend()
+    locator = AutoDateLocator()
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    return _svg(figure)
+
+
+def report_to_html(report: LiftReport, history: Sequence[tuple[datetime, LiftReport]] = ()) -> str:
+    """``history``: the same report as of earlier times, for the cumulative-lift charts."""
+    title = f"Lift report — {report.experiment_id}"
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
+    srm = report.srm
+    if srm.alarm:
+        parts.append(
+            f"<p class='banner'>Sample-ratio mismatch (χ² {srm.chi2:.1f}, p = {srm.p_value:.2g}): "
+            "assignment or logging is broken; do not act on these results.</p>"
+        )
+    else:
+        parts.append(
+            f"<p class='ok'>Sample ratio ok ({html.escape(srm.error or f'p = {srm.p_value:.3g}')}).</p>"
+        )
+    parts.append(
+        f"<p>Control <b>{html.escape(report.control)}</b>; as of {report.as_of:%Y-%m-%d %H:%M} UTC; "
+        f"{report.window.days}-day attribution window; units: "
+        + ", ".join(f"{html.escape(a)} {n:,}" for a, n in sorted(report.units.items()))
+        + ".</p>"
+    )
+    if report.incremental:
+        parts.append(
+            "<h2>Incremental totals</h2><table><tr><th>arm</th><th>units</th><th>extra conversions</th>"
+            "<th>extra revenue</th><th>interval</th></tr>"
+        )
+        for inc in report.incremental:
+            conv = "n/a" if inc.extra_conversions is None else f"{inc.extra_conversions:,.1f}"
+            rev = "n/a" if inc.extra_revenue is None else f"{inc.extra_revenue:,.2f}"
+            band = (
+                "n/a"
+                if inc.extra_revenue_low is None or inc.extra_revenue_high is None
+                else f"{inc.extra_revenue_low:,.2f} … {inc.extra_revenue_high:,.2f}"
+            )
+            parts.append(
+                f"<tr><td>{html.escape(inc.arm)}</td><td>{inc.units:,}</td><td>{conv}</td>"
+                f"<td>{rev}</td><td>{band}</td></tr>"
+            )
+        parts.append("</table>")
+    for metric in report.analysis.metrics:
+        parts.append(f"<h2>{html.escape(metric)}</h2>")
+        for chart in (_lift_chart(report, metric), _cumulative_chart(history, metric)):
+            if chart:
+                parts.append(chart)
+    parts.append(f"<h2>Details</h2><pre>{html.escape(report_to_table(report))}</pre></body></html>")
+    return "".join(parts)
+
+
+def write_html(
+    report: LiftReport, history: Sequence[tuple[datetime, LiftReport]], output: str | None
+) -> Path:
+    path = Path(output) if output else Path("reports") / f"{report.experiment_id}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report_to_html(report, history), encoding="utf-8")
+    return path.resolve()
