@@ -28,7 +28,8 @@ CATALOG = """\
 version: 1
 channels: {email: {}}
 flows: {promo: {}}
-actions: [{id: spring_email, flow: promo, channel: email, class: promotional, triggers: [scheduled]}]
+actions:
+  - {id: spring_email, flow: promo, channel: email, class: promotional, triggers: [scheduled], cost: 0.05}
 experiments:
   - id: EXPERIMENT
     scope: {flows: [promo]}
@@ -153,6 +154,8 @@ def test_the_report_reproduces_the_published_arm_table(hillstrom: tuple[Store, C
     assert not report.srm.alarm
     mens = next(i for i in report.incremental if i.arm == "mens")
     assert mens.extra_revenue == pytest.approx((1.4226 - 0.6528) * 21_307, rel=1e-3)
+    assert mens.cost == pytest.approx(21_307 * 0.05)  # every e-mail sent, at 0.05 each
+    assert mens.return_on_cost == pytest.approx(mens.extra_revenue / mens.cost)
 
 
 def test_outcomes_outside_the_window_do_not_count(hillstrom: tuple[Store, Catalog, str]) -> None:
@@ -252,6 +255,7 @@ def test_get_lift_report_over_grpc(
             # No purchases before exposure in this data: the covariate has no variance, so no θ is set.
             assert revenue.unadjusted and not any(c.HasField("cuped_theta") for c in revenue.comparisons)
             assert {i.arm_id for i in reply.incremental} == {"mens", "womens"}
+            assert all(i.cost > 0 and i.HasField("return_on_cost") for i in reply.incremental)
             with pytest.raises(grpc.RpcError) as info:
                 stub.GetLiftReport(
                     pb.GetLiftReportRequest(experiment_id=experiment_id, metrics=["nps"]), timeout=10

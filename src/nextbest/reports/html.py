@@ -113,7 +113,7 @@ def report_to_html(report: LiftReport, history: Sequence[tuple[datetime, LiftRep
     if report.incremental:
         parts.append(
             "<h2>Incremental totals</h2><table><tr><th>arm</th><th>units</th><th>extra conversions</th>"
-            "<th>extra revenue</th><th>interval</th></tr>"
+            "<th>extra revenue</th><th>interval</th><th>cost</th><th>return on cost</th></tr>"
         )
         for inc in report.incremental:
             conv = "n/a" if inc.extra_conversions is None else f"{inc.extra_conversions:,.1f}"
@@ -125,7 +125,8 @@ def report_to_html(report: LiftReport, history: Sequence[tuple[datetime, LiftRep
             )
             parts.append(
                 f"<tr><td>{html.escape(inc.arm)}</td><td>{inc.units:,}</td><td>{conv}</td>"
-                f"<td>{rev}</td><td>{band}</td></tr>"
+                f"<td>{rev}</td><td>{band}</td><td>{inc.cost:,.2f}</td>"
+                f"<td>{'n/a' if inc.return_on_cost is None else f'{inc.return_on_cost:,.1f}x'}</td></tr>"
             )
         parts.append("</table>")
     for metric in report.analysis.metrics:

@@ -21,7 +21,9 @@ def report_to_json(report: LiftReport) -> dict[str, Any]:
         "units": report.units,
         "excluded_units": report.excluded_units,
         "srm": clean_json(asdict(report.srm)),
-        "incremental": [clean_json(asdict(i)) for i in report.incremental],
+        "incremental": [
+            clean_json({**asdict(i), "return_on_cost": i.return_on_cost}) for i in report.incremental
+        ],
         "warnings": report.warnings,
         "analysis": analysis_to_json(report.analysis),
     }
@@ -83,7 +85,12 @@ def report_to_table(report: LiftReport) -> str:
                 band = f"[{_num(inc.extra_revenue_low, 2)}, {_num(inc.extra_revenue_high, 2)}]"
                 revenue = f"{inc.extra_revenue:,.2f} {band}"
             conversions = "n/a" if inc.extra_conversions is None else f"{inc.extra_conversions:,.1f}"
-            lines.append(f"  {inc.arm}: {conversions} extra conversions, revenue {revenue}")
+            roi = (
+                ""
+                if inc.return_on_cost is None
+                else f", cost {inc.cost:,.2f}, return {inc.return_on_cost:,.1f}x"
+            )
+            lines.append(f"  {inc.arm}: {conversions} extra conversions, revenue {revenue}{roi}")
     for warning in report.warnings:
         lines.append(f"WARNING: {warning}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from nextbest.catalog import Catalog
 from nextbest.experiments import Experiment
@@ -35,6 +35,13 @@ class Incremental:
     extra_revenue: float | None
     extra_revenue_low: float | None
     extra_revenue_high: float | None
+    # What sending cost: the arm's sends in the experiment's scope × each action's declared cost per send.
+    cost: float = 0.0
+
+    @property
+    def return_on_cost(self) -> float | None:
+        """Incremental revenue per unit of cost; None when nothing was spent or revenue is unknown."""
+        return self.extra_revenue / self.cost if self.cost > 0 and self.extra_revenue is not None else None
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ def build_report(
             )
             per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
             units = {arm: row.n for arm, row in rows.items()}
+        spent = _spent(conn, catalog, experiment_id, as_of)
     weights = {a.id: a.weight for a in experiment.arms}
     analysis = analyze(
         per_metric, control, alpha=alpha, sequential=sequential, tuning=tuning, weights=weights, units=units
@@ -114,14 +122,32 @@ def build_report(
         units,
         excluded,
         srm,
-        _incremental(analysis, units),
+        _incremental(analysis, units, spent),
         warnings,
         sequential,
         alpha,
     )
 
 
-def _incremental(analysis: Analysis, units: dict[str, int]) -> list[Incremental]:
+def _spent(conn: Connection, catalog: Catalog, experiment_id: str, as_of: datetime) -> dict[str, float]:
+    """Per arm: the sends in the experiment's scope (not held out) × each action's cost per send."""
+    sends = conn.execute(
+        select(assignments.c.arm_id, assignments.c.action_id, func.count())
+        .where(
+            assignments.c.experiment_id == experiment_id,
+            assignments.c.occurred_at <= as_of,
+            assignments.c.held_out.is_(False),
+        )
+        .group_by(assignments.c.arm_id, assignments.c.action_id)
+    ).all()
+    costs = {a.id: a.cost for a in catalog.actions}
+    spent: dict[str, float] = {}
+    for arm, action_id, count in sends:
+        spent[arm] = spent.get(arm, 0.0) + costs.get(action_id, 0.0) * count
+    return spent
+
+
+def _incremental(analysis: Analysis, units: dict[str, int], spent: dict[str, float]) -> list[Incremental]:
     conversion = analysis.metrics.get(Metric.CONVERSION.value)
     revenue = analysis.metrics.get(Metric.REVENUE.value)
     out = []
@@ -139,7 +165,7 @@ def _incremental(analysis: Analysis, units: dict[str, int]) -> list[Incremental]
                 extra_revenue = source.value * n
                 low = source.ci_low * n if source.ci_low is not None else None
                 high = source.ci_high * n if source.ci_high is not None else None
-        out.append(Incremental(arm, n, extra_conversions, extra_revenue, low, high))
+        out.append(Incremental(arm, n, extra_conversions, extra_revenue, low, high, spent.get(arm, 0.0)))
     return out
 
 

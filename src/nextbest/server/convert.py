@@ -238,7 +238,9 @@ def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
             )
         )
     for inc in report.incremental:
-        item = pb.IncrementalTotals(arm_id=inc.arm, units=inc.units)
+        item = pb.IncrementalTotals(arm_id=inc.arm, units=inc.units, cost=inc.cost)
+        if inc.return_on_cost is not None and math.isfinite(inc.return_on_cost):
+            item.return_on_cost = inc.return_on_cost
         for name in ("extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high"):
             number = getattr(inc, name)
             if number is not None and math.isfinite(number):

@@ -199,20 +199,24 @@ class SampleRatio(_message.Message):
     def __init__(self, chi2: _Optional[float] = ..., p_value: _Optional[float] = ..., alarm: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class IncrementalTotals(_message.Message):
-    __slots__ = ("arm_id", "units", "extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high")
+    __slots__ = ("arm_id", "units", "extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high", "cost", "return_on_cost")
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_REVENUE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_REVENUE_LOW_FIELD_NUMBER: _ClassVar[int]
     EXTRA_REVENUE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ON_COST_FIELD_NUMBER: _ClassVar[int]
     arm_id: str
     units: int
     extra_conversions: float
     extra_revenue: float
     extra_revenue_low: float
     extra_revenue_high: float
-    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., extra_conversions: _Optional[float] = ..., extra_revenue: _Optional[float] = ..., extra_revenue_low: _Optional[float] = ..., extra_revenue_high: _Optional[float] = ...) -> None: ...
+    cost: float
+    return_on_cost: float
+    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., extra_conversions: _Optional[float] = ..., extra_revenue: _Optional[float] = ..., extra_revenue_low: _Optional[float] = ..., extra_revenue_high: _Optional[float] = ..., cost: _Optional[float] = ..., return_on_cost: _Optional[float] = ...) -> None: ...
 
 class GetLiftReportResponse(_message.Message):
     __slots__ = ("experiment_id", "control_arm", "as_of", "window_days", "metrics", "sample_ratio", "excluded_units", "sequential", "warnings", "incremental")
