@@ -113,6 +113,13 @@ def replay(store: Store, experiment_id: str) -> None:
         conn.execute(events.insert(), event_rows)
 
 
+def catalog_file(directory: Path, experiment_id: str) -> Path:
+    """The catalog as a file, for the CLI and the server."""
+    path = directory / "hill.yaml"
+    path.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    return path
+
+
 @pytest.fixture(scope="module")
 def hillstrom(migrated: str) -> tuple[Store, Catalog, str]:
     experiment_id = f"hillstrom_{uuid.uuid4().hex[:8]}"
@@ -183,8 +190,7 @@ def test_report_cli_table_and_json(
     from nextbest.cli import main
 
     _, _, experiment_id = hillstrom
-    catalog = tmp_path / "hill.yaml"
-    catalog.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    catalog = catalog_file(tmp_path, experiment_id)
     common = [
         "report",
         "--experiment",
@@ -226,8 +232,7 @@ def test_get_lift_report_over_grpc(
     from nextbest.settings import Settings
 
     _, _, experiment_id = hillstrom
-    catalog = tmp_path / "hill.yaml"
-    catalog.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    catalog = catalog_file(tmp_path, experiment_id)
     server = NextbestServer(Settings(port=0, database_url=migrated, catalog=catalog))
     server.start()
     try:
@@ -276,8 +281,7 @@ def test_html_report_is_self_contained_with_charts(
     from nextbest.cli import main
 
     _, _, experiment_id = hillstrom
-    catalog = tmp_path / "hill.yaml"
-    catalog.write_text(CATALOG.replace("EXPERIMENT", experiment_id))
+    catalog = catalog_file(tmp_path, experiment_id)
     output = tmp_path / "report.html"
     assert (
         main(
