@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog
+from nextbest.experiments import assign
 from nextbest.store import Database, Store, upgrade
 
 PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
@@ -66,3 +67,12 @@ def store(migrated: str) -> Iterator[Store]:
 def uid(prefix: str = "u") -> str:
     """A unique id, so tests sharing a session database never see each other's rows."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def find_unit(catalog: Catalog, wanted: dict[str, str]) -> str:
+    """A unit whose arms are ``wanted`` ({experiment: arm})."""
+    for i in range(100_000):
+        unit = f"find-{uuid.uuid4().hex[:8]}-{i}"
+        if all(assign(catalog.experiment(e), unit).arm_id == arm for e, arm in wanted.items()):  # type: ignore[arg-type]
+            return unit
+    raise AssertionError(f"no unit with arms {wanted}")

@@ -148,13 +148,7 @@ class ExperimentExposure:
     seed: str
     probability: float
     held_out: bool
-    action_id: str
-    flow: str
-    channel: Channel
-    action_class: ActionClass
-    send_at: datetime
-    parameters: Mapping[str, str]
-    score: float
+    action: ChosenAction
 
 
 @dataclass(frozen=True, slots=True)

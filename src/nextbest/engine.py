@@ -186,28 +186,11 @@ def _held_rejection(c: ScoredCandidate, would_have_won: bool) -> Rejection:
 
 
 def _exposures(candidates: list[ScoredCandidate], *, held_out: bool) -> list[ExperimentExposure]:
-    out = []
-    for c in candidates:
-        a = c.action
-        for assignment in c.candidate.assignments:
-            if assignment.arm is None:
-                continue
-            out.append(
-                ExperimentExposure(
-                    experiment_id=assignment.experiment_id,
-                    arm_id=assignment.arm.id,
-                    bucket=assignment.bucket,
-                    hash_version=assignment.hash_version,
-                    seed=assignment.seed,
-                    probability=assignment.probability,
-                    held_out=held_out,
-                    action_id=a.id,
-                    flow=a.flow,
-                    channel=c.channel,
-                    action_class=a.action_class,
-                    send_at=c.send_at,
-                    parameters=c.candidate.parameters,
-                    score=c.score,
-                )
-            )
-    return out
+    return [
+        ExperimentExposure(
+            a.experiment_id, a.arm_id, a.bucket, a.hash_version, a.seed, a.probability, held_out, _chosen(c)
+        )
+        for c in candidates
+        for a in c.candidate.assignments
+        if a.arm is not None
+    ]

@@ -27,6 +27,7 @@ from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
 from nextbest.state import Suppression
 from nextbest.store import Database, Store, upgrade
+from tests.conftest import find_unit
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 
@@ -110,26 +111,17 @@ def test_held_out_never_treated_and_gated_never_assigned(
             if exp.active(now) and exp.covers(action.id, action.flow, action.action_class):
                 assert not assign(exp, user).held_out, f"{user} held out of {exp.id} but got {action.id}"
     for exposure in decision.exposures:
-        channel = state.channel(exposure.channel)
+        channel = state.channel(exposure.action.channel)
         assert channel.suppression is None or (
             channel.suppression is Suppression.UNSUBSCRIBED
-            and exposure.action_class is ActionClass.TRANSACTIONAL
+            and exposure.action.action_class is ActionClass.TRANSACTIONAL
         ), "a suppressed unit was assigned"
-        if catalog.channels[exposure.channel].requires_consent:
+        if catalog.channels[exposure.action.channel].requires_consent:
             assert channel.consent, "a non-consenting unit was assigned"
         assert exposure.arm_id == assign(catalog.experiment(exposure.experiment_id), user).arm_id  # type: ignore[arg-type]
     held = {r.action_id for r in decision.rejected if r.reason is ReasonCode.HELD_OUT}
     assert held.isdisjoint(a.action_id for a in decision.actions)
-    assert {e.action_id for e in decision.exposures if e.held_out} <= held
-
-
-def find_unit(catalog: Catalog, wanted: dict[str, str]) -> str:
-    """A unit whose arms are ``wanted`` ({experiment: arm})."""
-    for i in range(100_000):
-        unit = f"find-{uuid.uuid4().hex[:8]}-{i}"
-        if all(assign(catalog.experiment(e), unit).arm_id == arm for e, arm in wanted.items()):  # type: ignore[arg-type]
-            return unit
-    raise AssertionError(f"no unit with arms {wanted}")
+    assert {e.action.action_id for e in decision.exposures if e.held_out} <= held
 
 
 def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:

@@ -18,7 +18,7 @@ from nextbest.errors import CatalogError
 from nextbest.server import NextbestServer
 from nextbest.settings import Settings
 from nextbest.store.schema import assignments, exposures
-from tests.experiments.test_engine_experiments import find_unit
+from tests.conftest import find_unit
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 

@@ -14,8 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nextbest.client import NextbestClient, make_event
 from nextbest.server import NextbestServer
 from nextbest.settings import Settings
-from tests.conftest import uid
-from tests.experiments.test_engine_experiments import find_unit
+from tests.conftest import find_unit, uid
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 

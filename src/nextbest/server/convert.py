@@ -119,7 +119,7 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
                 experiment_id=e.experiment_id,
                 arm_id=e.arm_id,
                 held_out=e.held_out,
-                action_id=e.action_id,
+                action_id=e.action.action_id,
                 bucket=e.bucket,
                 hash_version=e.hash_version,
                 probability=e.probability,

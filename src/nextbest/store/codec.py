@@ -38,18 +38,7 @@ def _time(value: str | None) -> datetime | None:
 
 def decision_payload(decision: Decision) -> dict[str, Any]:
     return {
-        "actions": [
-            {
-                "action_id": a.action_id,
-                "flow": a.flow,
-                "channel": a.channel.value,
-                "action_class": a.action_class.value,
-                "send_at": a.send_at.isoformat(),
-                "parameters": dict(a.parameters),
-                "score": a.score,
-            }
-            for a in decision.actions
-        ],
+        "actions": [_action_json(a) for a in decision.actions],
         # Rows, not objects: a decision rejects most candidates and this is encoded on every call. The
         # enums are StrEnums, which JSON encodes as their values (``.value`` would cost more here).
         "rejected": [
@@ -59,8 +48,32 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
     }
 
 
+def _action_json(a: ChosenAction) -> dict[str, Any]:
+    return {
+        "action_id": a.action_id,
+        "flow": a.flow,
+        "channel": str(a.channel),
+        "action_class": str(a.action_class),
+        "send_at": a.send_at.isoformat(),
+        "parameters": dict(a.parameters),
+        "score": a.score,
+    }
+
+
+def _action_from_json(a: Mapping[str, Any]) -> ChosenAction:
+    return ChosenAction(
+        action_id=a["action_id"],
+        flow=a["flow"],
+        channel=Channel(a["channel"]),
+        action_class=ActionClass(a["action_class"]),
+        send_at=datetime.fromisoformat(a["send_at"]),
+        parameters=a["parameters"],
+        score=a["score"],
+    )
+
+
 def exposure_row(e: ExperimentExposure) -> dict[str, Any]:
-    """An experiment exposure as stored (in the ``assignments`` table and in the decision payload)."""
+    """An experiment exposure, flat, as stored (in the ``assignments`` table and the decision payload)."""
     return {
         "experiment_id": e.experiment_id,
         "arm_id": e.arm_id,
@@ -69,13 +82,7 @@ def exposure_row(e: ExperimentExposure) -> dict[str, Any]:
         "seed": e.seed,
         "probability": e.probability,
         "held_out": e.held_out,
-        "action_id": e.action_id,
-        "flow": e.flow,
-        "channel": str(e.channel),
-        "action_class": str(e.action_class),
-        "send_at": e.send_at.isoformat(),
-        "parameters": dict(e.parameters),
-        "score": e.score,
+        **_action_json(e.action),
     }
 
 
@@ -88,18 +95,7 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
         trigger=row["trigger"],
         occurred_at=row["occurred_at"],
         catalog_version=row["catalog_version"],
-        actions=tuple(
-            ChosenAction(
-                action_id=a["action_id"],
-                flow=a["flow"],
-                channel=Channel(a["channel"]),
-                action_class=ActionClass(a["action_class"]),
-                send_at=datetime.fromisoformat(a["send_at"]),
-                parameters=a["parameters"],
-                score=a["score"],
-            )
-            for a in payload["actions"]
-        ),
+        actions=tuple(_action_from_json(a) for a in payload["actions"]),
         rejected=tuple(
             Rejection(action_id, flow, Channel(channel), ActionClass(cls), ReasonCode(reason), detail)
             for action_id, flow, channel, cls, reason, detail in payload["rejected"]
@@ -107,12 +103,14 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
         replayed=True,
         exposures=tuple(
             ExperimentExposure(
-                **{
-                    **e,
-                    "channel": Channel(e["channel"]),
-                    "action_class": ActionClass(e["action_class"]),
-                    "send_at": datetime.fromisoformat(e["send_at"]),
-                }
+                e["experiment_id"],
+                e["arm_id"],
+                e["bucket"],
+                e["hash_version"],
+                e["seed"],
+                e["probability"],
+                e["held_out"],
+                _action_from_json(e),
             )
             for e in payload.get("exposures", ())
         ),

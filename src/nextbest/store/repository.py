@@ -133,7 +133,9 @@ class Store:
             "occurred_at": decision.occurred_at,
             "catalog_version": decision.catalog_version,
         }
-        assignment_rows = [{**exposure_row(e), **common, "send_at": e.send_at} for e in decision.exposures]
+        assignment_rows = [
+            {**exposure_row(e), **common, "send_at": e.action.send_at} for e in decision.exposures
+        ]
         with _guard("write decision", self._driver_error):
             return self.writer.write(row, exposure_rows, assignment_rows)
 

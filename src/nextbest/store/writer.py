@@ -47,9 +47,8 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._queue: list[PendingWrite] = []
         self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
-        # Exposed so that maintenance which must not overlap a commit (a WAL restart) can hold it.
-        self.commit_lock = self._commit_lock
+        # Public so that maintenance which must not overlap a commit (a WAL restart) can hold it.
+        self.commit_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
 
@@ -64,7 +63,7 @@ class GroupCommitWriter:
         with self._queue_lock:
             self._queue.append(item)
         while not item.done:
-            with self._commit_lock:
+            with self.commit_lock:
                 if item.done:  # an earlier lock holder committed it
                     break
                 with self._queue_lock:
