@@ -12,6 +12,7 @@ from nextbest.errors import FieldViolation
 __all__ = [
     "ActionClass",
     "BounceKind",
+    "Cancellation",
     "Channel",
     "ChosenAction",
     "Decision",
@@ -70,6 +71,9 @@ class ReasonCode(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     HELD_OUT = "HELD_OUT"
     NO_EXPECTED_LIFT = "NO_EXPECTED_LIFT"
+    IN_HIGHER_JOURNEY = "IN_HIGHER_JOURNEY"
+    NOT_DUE = "NOT_DUE"
+    UNENGAGED = "UNENGAGED"
 
 
 class EventType(StrEnum):
@@ -85,6 +89,13 @@ class EventType(StrEnum):
     CLICKED = "clicked"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    # Inventory events are about products (``product_ids``), not a customer.
+    OUT_OF_STOCK = "out_of_stock"
+    BACK_IN_STOCK = "back_in_stock"
+
+    @property
+    def is_inventory(self) -> bool:
+        return self in (EventType.OUT_OF_STOCK, EventType.BACK_IN_STOCK)
 
 
 class BounceKind(StrEnum):
@@ -99,6 +110,7 @@ class RequestContext:
     page_category: str = ""
     time_zone: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
+    out_of_stock_product_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +164,20 @@ class ExperimentExposure:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A pending action of an earlier decision that must not be sent any more."""
+
+    decision_id: str
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    send_at: datetime
+    reason: str
+    exposure_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: str
     request_id: str
@@ -163,6 +189,7 @@ class Decision:
     rejected: tuple[Rejection, ...]
     replayed: bool = False
     exposures: tuple[ExperimentExposure, ...] = ()
+    cancelled: tuple[Cancellation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +232,4 @@ class EventResult:
     event_id: str
     outcome: EventOutcome
     violations: tuple[FieldViolation, ...] = ()
+    cancelled: tuple[Cancellation, ...] = ()

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from nextbest.arbitration import arbitrate
+from nextbest.arbitration import ContactLog, arbitrate, preemptions
 from nextbest.catalog import Catalog
 from nextbest.domain import (
     ChosenAction,
@@ -22,6 +26,7 @@ from nextbest.domain import (
     Event,
     EventOutcome,
     EventResult,
+    EventType,
     ExperimentExposure,
     ReasonCode,
     Rejection,
@@ -32,6 +37,7 @@ from nextbest.experiments.stage import apply_experiments
 from nextbest.reports.report import LiftReport, build_report
 from nextbest.reports.request import ReportRequest
 from nextbest.scoring import ScoredCandidate, score_candidates
+from nextbest.state import MESSAGING_CHANNELS, PastExposure
 from nextbest.store import Store
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request
 
@@ -58,10 +64,14 @@ def request_fingerprint(request: DecisionRequest) -> str:
         ctx.page_category,
         ctx.time_zone,
         tuple(sorted(ctx.attributes.items())),
+        tuple(ctx.out_of_stock_product_ids),
         tuple(c.value if c else None for c in request.channels),
         request.max_actions or 1,
     )
     return hashlib.sha256(repr(canonical).encode()).hexdigest()
+
+
+_STRIPES = 1024
 
 
 class DecisionEngine:
@@ -69,6 +79,15 @@ class DecisionEngine:
         self.catalog = catalog
         self.store = store
         self.clock = clock
+        # One customer's decisions and events are serialized in this process (striped locks): caps and
+        # preemptions read the contact history and must not race another call for the same customer.
+        self._locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._needs_stock = frozenset(
+            t for a in catalog.actions if a.inventory == "in_stock" for t in a.triggers
+        )
+
+    def _lock(self, user_id: str) -> threading.Lock:
+        return self._locks[zlib.crc32(user_id.encode()) % _STRIPES]
 
     def decide(self, request: DecisionRequest) -> Decision:
         """Answers one NextAction request; the decision is durable when this returns."""
@@ -78,16 +97,38 @@ class DecisionEngine:
         fingerprint = request_fingerprint(request)
         # Optimistic: decide, then insert; the unique request_id turns a retry into a conflict, answered
         # from the stored decision. New requests (the common case) skip a lookup.
-        decided_at = self.clock()
-        now = request.occurred_at or decided_at
-        snapshot = self.store.load_snapshot(request.user_id, now)
+        with self._lock(request.user_id):
+            decided_at = self.clock()
+            now = request.occurred_at or decided_at
+            decision, saved = self._decide(request, fingerprint, decided_at, now)
+        if not saved:
+            # An earlier or concurrent call with this request_id committed first: replay its answer.
+            stored = self.store.find_decision(request.request_id)
+            if stored is None:  # pragma: no cover - the conflicting row cannot vanish
+                raise RuntimeError("request_id conflict without a stored decision")
+            return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
+        return decision if request.explain else _without_explanations(decision)
+
+    def _decide(
+        self, request: DecisionRequest, fingerprint: str, decided_at: datetime, now: datetime
+    ) -> tuple[Decision, bool]:
+        products = request.context.product_ids if request.trigger in self._needs_stock else ()
+        snapshot = self.store.load_snapshot(request.user_id, now, products)
         actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
         eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
         treated, moved = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
         scored = score_candidates(treated, now)
-        chosen, lower, held = self._arbitrate(scored, request.max_actions or 1)
+        zone = (
+            ZoneInfo(request.context.time_zone)
+            if request.context.time_zone
+            else self.catalog.policy.time_zone
+        )
+        contact = ContactLog(self.catalog.policy, snapshot.history, now, zone)
+        chosen, lower, held = self._arbitrate(scored, request.max_actions or 1, contact)
+        decision_id = uuid.uuid4().hex
+        cancelled = preemptions(chosen, contact, self.catalog.flows, decision_id)
         decision = Decision(
-            decision_id=uuid.uuid4().hex,
+            decision_id=decision_id,
             request_id=request.request_id,
             user_id=request.user_id,
             trigger=request.trigger,
@@ -101,26 +142,27 @@ class DecisionEngine:
                 + [_held_rejection(c, c in held) for c in scored if c.candidate.held_out_by]
             ),
             exposures=tuple(_exposures(held, held_out=True) + _exposures(chosen, held_out=False)),
+            cancelled=tuple(cancelled),
         )
-        if not self.store.save_decision(decision, fingerprint, decided_at):
-            # An earlier or concurrent call with this request_id committed first: replay its answer.
-            stored = self.store.find_decision(request.request_id)
-            if stored is None:  # pragma: no cover - the conflicting row cannot vanish
-                raise RuntimeError("request_id conflict without a stored decision")
-            return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
-        return decision if request.explain else _without_explanations(decision)
+        saved = self.store.save_decision(decision, fingerprint, decided_at)
+        if saved and len(saved.cancelled) != len(cancelled):  # some were cancelled meanwhile
+            decision = replace(
+                decision, cancelled=tuple(c for c in cancelled if c.exposure_id in saved.cancelled)
+            )
+        return decision, bool(saved)
 
     def _arbitrate(
-        self, scored: list[ScoredCandidate], max_actions: int
+        self, scored: list[ScoredCandidate], max_actions: int, contact: ContactLog
     ) -> tuple[list[ScoredCandidate], list[Rejection], list[ScoredCandidate]]:
         """Arbitrates as if no one were held out, to learn the counterfactual: the held-out winners are
         what the unit would have received. Then arbitrates what can actually be sent."""
-        first, lower = arbitrate(scored, self.catalog.flows, max_actions)
+        flows = self.catalog.flows
+        first, lower = arbitrate(scored, flows, max_actions, contact)
         held = [c for c in first if c.candidate.held_out_by is not None]
         if not held and not any(c.candidate.held_out_by for c in scored):
             return first, lower, []
         sendable = [c for c in scored if c.candidate.held_out_by is None]
-        chosen, lower = arbitrate(sendable, self.catalog.flows, max_actions)
+        chosen, lower = arbitrate(sendable, flows, max_actions, contact)
         return chosen, lower, held
 
     def _replay(
@@ -160,10 +202,43 @@ class DecisionEngine:
             else:
                 valid.append((index, event))
         if valid:
-            outcomes = self.store.record_events([e for _, e in valid], self.clock())
-            for (index, event), outcome in zip(valid, outcomes, strict=True):
-                results[index] = EventResult(index, event.event_id, outcome)
+            users = sorted({self._locks.index(self._lock(e.user_id)) for _, e in valid if e.user_id})
+            with ExitStack() as stack:  # stripes in a fixed order: no deadlock with each other
+                for stripe in users:
+                    stack.enter_context(self._locks[stripe])
+                outcomes = self.store.record_events([e for _, e in valid], self.clock(), self._cancels)
+            for (index, event), (outcome, cancelled) in zip(valid, outcomes, strict=True):
+                results[index] = EventResult(index, event.event_id, outcome, cancelled=cancelled)
         return [r for r in results if r is not None]
+
+    def _cancels(self, event: Event, pending: PastExposure) -> str | None:
+        """Why ``event`` ends the pending action, if it does: an exit event of its flow; an unsubscribe,
+        a consent withdrawal (marketing); a complaint or a hard bounce on its channel (everything)."""
+        kind, channel = event.type, pending.channel
+        flow = self.catalog.flows.get(pending.flow)
+        if kind is None:
+            return None
+        if flow is not None and kind in flow.exit_on:
+            return f"{kind.value} at {event.occurred_at:%Y-%m-%d %H:%M}Z exits {pending.flow}"
+        marketing = pending.action_class.is_marketing
+        if kind is EventType.UNSUBSCRIBED and marketing:
+            if event.channel == channel or (event.channel is None and channel in MESSAGING_CHANNELS):
+                return f"unsubscribed from {channel.value}"
+        if (
+            kind is EventType.CONSENT_CHANGED
+            and marketing
+            and not event.consent_granted
+            and event.channel == channel
+        ):
+            policy = self.catalog.channels.get(channel)
+            if policy is None or policy.requires_consent:
+                return f"{channel.value} consent withdrawn"
+        if kind is EventType.COMPLAINED and event.channel == channel:
+            return f"complaint on {channel.value}"
+        if kind is EventType.BOUNCED and event.channel == channel and event.bounce_kind is not None:
+            if event.bounce_kind.value == "hard":
+                return f"hard bounce on {channel.value}"
+        return None
 
 
 def _without_explanations(decision: Decision) -> Decision:

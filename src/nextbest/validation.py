@@ -70,6 +70,15 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
     for index, product in enumerate(ctx.product_ids[:MAX_PRODUCTS]):
         if not product or len(product) > MAX_ID:
             out.append(FieldViolation(f"context.product_ids[{index}]", f"must be 1..{MAX_ID} characters"))
+    if len(ctx.out_of_stock_product_ids) > MAX_PRODUCTS:
+        out.append(FieldViolation("context.out_of_stock_product_ids", f"at most {MAX_PRODUCTS} product ids"))
+    for index, product in enumerate(ctx.out_of_stock_product_ids[:MAX_PRODUCTS]):
+        if not product or len(product) > MAX_ID:
+            out.append(
+                FieldViolation(
+                    f"context.out_of_stock_product_ids[{index}]", f"must be 1..{MAX_ID} characters"
+                )
+            )
     if len(ctx.page_category) > MAX_TEXT:
         out.append(FieldViolation("context.page_category", f"at most {MAX_TEXT} characters"))
     if ctx.time_zone:
@@ -90,7 +99,16 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
 def validate_event(event: Event) -> list[FieldViolation]:
     out: list[FieldViolation] = list(event.wire_problems)
     _identifier("event_id", event.event_id, out)
-    _identifier("user_id", event.user_id, out)
+    if event.type is not None and event.type.is_inventory:
+        if event.user_id:
+            _identifier("user_id", event.user_id, out)
+        if not event.product_ids:
+            out.append(FieldViolation("product_ids", f"required for {event.type.value} events"))
+        for index, product in enumerate(event.product_ids):
+            if not product or len(product) > 128:
+                out.append(FieldViolation(f"product_ids[{index}]", "1 to 128 characters"))
+    else:
+        _identifier("user_id", event.user_id, out)
     if event.type is None:
         out.append(FieldViolation("type", "unspecified or unknown event type"))
     _time("occurred_at", event.occurred_at, out, required=True)

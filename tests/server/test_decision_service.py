@@ -221,13 +221,13 @@ def test_follow_up_step_without_journey_is_not_in_journey(client: NextbestClient
 
 def test_rule_false_and_one_action_per_channel(client: NextbestClient) -> None:
     user = uid()
-    subscribe(client, user)
+    subscribe(client, user, hours=-200)  # the welcome journey (7 days) is over
     response = client.next_action(
         user, "product_viewed", occurred_at=at(1), product_ids=["sku-1"], max_actions=3, explain=True
     )
-    assert chosen(response) == ["welcome_onsite_banner", "browse_reminder_email"]
+    assert chosen(response) == ["browse_reminder_email", "browse_recommendations_onsite"]
     got = reasons(response)
-    assert got["browse_recommendations_onsite"] == "LOWER_PRIORITY"
+    assert got["welcome_onsite_banner"] == "NOT_IN_JOURNEY"
     assert got["promo_onsite_banner"] == "LOWER_PRIORITY"
     no_products = client.next_action(
         user, "product_viewed", occurred_at=at(2), channels=["email"], explain=True
@@ -237,7 +237,7 @@ def test_rule_false_and_one_action_per_channel(client: NextbestClient) -> None:
 
 def test_transactional_outranks_triggered(client: NextbestClient) -> None:
     user = uid()
-    subscribe(client, user)
+    subscribe(client, user, hours=-200)
     response = client.next_action(user, "order_placed", occurred_at=at(1), max_actions=2, explain=True)
     # Transactional notices need no marketing consent and rank before the triggered cross-sell.
     assert chosen(response) == ["order_confirmation_email", "order_confirmation_push"]

@@ -103,7 +103,8 @@ def test_a_flow_holdout_leaves_other_flows_alone(
     assert list(reply.actions) == []
     reasons = {r.action_id: r.reason for r in reply.rejected}
     assert reasons["cart_reminder_email"] == pb.REASON_CODE_HELD_OUT
-    promo = exp_client.next_action(user, "scheduled", occurred_at=T0 + timedelta(days=3), channels=["email"])
+    # After the welcome journey (7 days), which outranks promotions.
+    promo = exp_client.next_action(user, "scheduled", occurred_at=T0 + timedelta(days=8), channels=["email"])
     assert [a.action_id for a in promo.actions] == ["promo_black_friday_email"]
 
 

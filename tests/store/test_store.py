@@ -69,7 +69,7 @@ def test_group_commit_durably_writes_every_concurrent_decision(store: Store) -> 
 
     def save() -> None:
         for _ in range(25):
-            results.append(store.save_decision(decision(user), "fp", T0))
+            results.append(bool(store.save_decision(decision(user), "fp", T0)))
 
     threads = [threading.Thread(target=save) for _ in range(8)]
     for t in threads:
@@ -87,9 +87,9 @@ def test_group_commit_durably_writes_every_concurrent_decision(store: Store) -> 
 def test_events_dedupe_within_and_across_batches(store: Store) -> None:
     user = uid()
     order = Event(uid("e"), user, EventType.ORDER_PLACED, T0, value=30.0)
-    outcomes = store.record_events([order, order], T0)
+    outcomes = [o for o, _ in store.record_events([order, order], T0)]
     assert outcomes == [EventOutcome.ACCEPTED, EventOutcome.DUPLICATE]
-    assert store.record_events([order], T0) == [EventOutcome.DUPLICATE]
+    assert store.record_events([order], T0) == [(EventOutcome.DUPLICATE, ())]
     state = store.load_snapshot(user, T0).state
     assert state.orders_count == 1 and state.revenue_total == 30.0
 

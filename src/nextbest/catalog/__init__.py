@@ -1,7 +1,7 @@
 """Loading and validating the catalog; CEL rule compilation."""
 
 from nextbest.catalog.loader import bundled_catalog_path, load_catalog, parse_catalog
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step
 from nextbest.catalog.rules import CompiledRule, RuleEvaluationError
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "CompiledRule",
     "Flow",
     "RuleEvaluationError",
+    "Step",
     "bundled_catalog_path",
     "load_catalog",
     "parse_catalog",

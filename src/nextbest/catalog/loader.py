@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from datetime import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import ValidationError
 
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, param_str
-from nextbest.catalog.rules import compile_rule
-from nextbest.catalog.schema import CatalogSpec, ExperimentSpec
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step, param_str
+from nextbest.catalog.rules import CompiledRule, compile_rule
+from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
 from nextbest.errors import CatalogError
 from nextbest.experiments.model import Arm, Experiment, Namespace
+from nextbest.policy import Cap, ContactPolicy, Engagement, QuietHours
 
 __all__ = ["bundled_catalog_path", "load_catalog", "parse_catalog"]
 
@@ -66,19 +69,30 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         problems += [f"{where(tuple(e['loc']))}: {_fmt(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
         raise CatalogError(problems) from exc
 
-    semantic = list(_check(spec)) + list(_check_experiments(spec))
+    semantic = list(_check(spec)) + list(_check_experiments(spec)) + list(_check_policy(spec.policy, spec))
+    steps: dict[str, list[Step]] = {}
+    step_of: dict[str, int] = {}
+    for flow_id, flow_spec in spec.flows.items():
+        for s_index, step_spec in enumerate(flow_spec.steps):
+            when, when_problems = compile_rule(step_spec.when)
+            semantic.extend((("flows", flow_id, "steps", s_index, "when"), p) for p in when_problems)
+            step = Step(s_index, step_spec.after, frozenset(step_spec.actions), when or _TRUE)
+            steps.setdefault(flow_id, []).append(step)
+            step_of.update({a: s_index for a in step_spec.actions})
     actions: list[Action] = []
     for index, action_spec in enumerate(spec.actions):
         rule, rule_problems = compile_rule(action_spec.rule)
         semantic.extend((("actions", index, "rule"), p) for p in rule_problems)
         if rule is not None:
-            actions.append(Action.from_spec(action_spec, rule))
+            actions.append(Action.from_spec(action_spec, rule, step_of.get(action_spec.id)))
     problems += [f"{where(path)}: {_fmt(path)}: {reason}" for path, reason in semantic]
     if problems:
         raise CatalogError(problems)
 
     flows = {
-        flow_id: Flow.from_spec(flow_id, flow, [a for a in actions if a.flow == flow_id])
+        flow_id: Flow.from_spec(
+            flow_id, flow, [a for a in actions if a.flow == flow_id], steps.get(flow_id, ())
+        )
         for flow_id, flow in spec.flows.items()
     }
     return Catalog(
@@ -92,7 +106,68 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         actions=tuple(actions),
         extra_triggers=frozenset(spec.triggers),
         experiments=tuple(_experiment(e) for e in spec.experiments),
+        policy=_policy(spec.policy),
     )
+
+
+_TRUE = CompiledRule("true", None)
+
+
+def _clock(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _policy(spec: PolicySpec) -> ContactPolicy:
+    return ContactPolicy(
+        time_zone=ZoneInfo(spec.time_zone),
+        caps=tuple(
+            Cap(c.id or f"caps[{i}]", c.limit, c.window, frozenset(c.classes), frozenset(c.channels))
+            for i, c in enumerate(spec.caps)
+        ),
+        quiet_hours={
+            ch: QuietHours(_clock(q.start), _clock(q.end), frozenset(q.classes))
+            for ch, q in spec.quiet_hours.items()
+        },
+        engagement=(
+            Engagement(spec.engagement.window, frozenset(spec.engagement.classes))
+            if spec.engagement is not None
+            else None
+        ),
+    )
+
+
+def _check_policy(policy: PolicySpec, spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
+    try:
+        ZoneInfo(policy.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        yield (
+            ("policy", "time_zone"),
+            f"unknown time zone {policy.time_zone!r}; use an IANA name such as Europe/Paris",
+        )
+    ids: dict[str, int] = {}
+    for index, cap in enumerate(policy.caps):
+        at: _Path = ("policy", "caps", index)
+        if cap.id is not None:
+            if cap.id in ids:
+                yield (*at, "id"), f"duplicate cap id {cap.id!r} (first at policy.caps[{ids[cap.id]}])"
+            ids.setdefault(cap.id, index)
+        if ActionClass.TRANSACTIONAL in cap.classes:
+            yield (*at, "classes"), "transactional actions are never capped"
+        if not cap.classes:
+            yield (*at, "classes"), "a cap needs at least one class"
+        if cap.window.total_seconds() <= 0:
+            yield (*at, "window"), "the window must be longer than 0"
+        for c_index, channel in enumerate(cap.channels):
+            if channel not in spec.channels:
+                yield (*at, "channels", c_index), f"channel {channel.value!r} is not declared"
+    for channel, quiet in policy.quiet_hours.items():
+        if channel not in spec.channels:
+            yield ("policy", "quiet_hours", channel.value), f"channel {channel.value!r} is not declared"
+        if quiet.start == quiet.end:
+            yield ("policy", "quiet_hours", channel.value), "start and end are equal: no quiet period"
+    if policy.engagement is not None and ActionClass.TRANSACTIONAL in policy.engagement.classes:
+        yield ("policy", "engagement", "classes"), "transactional actions never stop for lack of engagement"
 
 
 def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
@@ -118,6 +193,7 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
         for t_index, trigger in enumerate(action.triggers):
             if action.triggers.index(trigger) != t_index:
                 yield ("actions", index, "triggers", t_index), f"trigger {trigger!r} listed twice"
+    yield from _check_steps(spec)
     answered = {t for a in spec.actions for t in a.triggers}
     for flow_id, flow in spec.flows.items():
         if not any(a.flow == flow_id for a in spec.actions):
@@ -128,6 +204,40 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                     ("flows", flow_id, "entry_triggers", t_index),
                     f"unknown trigger {trigger!r}: no action answers it and it is not under triggers",
                 )
+
+
+def _check_steps(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
+    actions = {a.id: a for a in spec.actions}
+    placed: dict[str, str] = {}
+    for flow_id, flow in spec.flows.items():
+        previous = None
+        for s_index, step in enumerate(flow.steps):
+            at: _Path = ("flows", flow_id, "steps", s_index)
+            if previous is not None and step.after < previous:
+                yield (*at, "after"), "steps must be in order of time after entry"
+            previous = step.after
+            for a_index, action_id in enumerate(step.actions):
+                action = actions.get(action_id)
+                if action is None:
+                    yield (*at, "actions", a_index), f"unknown action {action_id!r}"
+                    continue
+                if action.flow != flow_id:
+                    yield (*at, "actions", a_index), f"{action_id!r} belongs to flow {action.flow!r}"
+                if action_id in placed:
+                    yield (*at, "actions", a_index), f"{action_id!r} is already in {placed[action_id]}"
+                placed[action_id] = f"flows.{flow_id}.steps[{s_index}]"
+                if action.delay.total_seconds():
+                    yield (
+                        (*at, "actions", a_index),
+                        f"{action_id!r} declares a delay; a step's action is timed by the step's after",
+                    )
+        if flow.steps:
+            for index, action in enumerate(spec.actions):
+                if action.flow == flow_id and action.id not in placed:
+                    yield (
+                        ("actions", index, "flow"),
+                        f"flow {flow_id!r} has steps and {action.id!r} is in none",
+                    )
 
 
 def _experiment(spec: ExperimentSpec) -> Experiment:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from nextbest.catalog.rules import CompiledRule
 from nextbest.catalog.schema import ActionSpec, FlowSpec
 from nextbest.domain import ActionClass, Channel, EventType
 from nextbest.experiments.model import Experiment
+from nextbest.policy import ContactPolicy
 
-__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "param_str"]
+__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "Step", "param_str"]
+
+# A flow without steps keeps a journey open this long after entry.
+DEFAULT_JOURNEY = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +39,14 @@ class Action:
     cost: float
     parameters: Mapping[str, str]
     description: str = ""
+    cooldown: timedelta = timedelta(0)
+    send_window: timedelta = timedelta(hours=12)
+    inventory: Literal["ignore", "in_stock"] = "ignore"
+    # The index of the flow step the action belongs to, if its flow has steps.
+    step: int | None = None
 
     @classmethod
-    def from_spec(cls, spec: ActionSpec, rule: CompiledRule) -> Action:
+    def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:
         return cls(
             id=spec.id,
             flow=spec.flow,
@@ -50,7 +60,19 @@ class Action:
             cost=spec.cost,
             parameters={k: param_str(v) for k, v in spec.parameters.items()},
             description=spec.description,
+            cooldown=spec.cooldown,
+            send_window=spec.send_window,
+            inventory=spec.inventory,
+            step=step,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    index: int
+    after: timedelta
+    actions: frozenset[str]
+    when: CompiledRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +82,45 @@ class Flow:
     entry_triggers: frozenset[str]
     exit_on: frozenset[EventType]
     description: str = ""
+    reentry: timedelta = timedelta(0)
+    duration: timedelta = DEFAULT_JOURNEY
+    steps: tuple[Step, ...] = ()
+    # The highest class among the flow's actions: flows of a higher class always outrank.
+    action_class: ActionClass = ActionClass.PROMOTIONAL
 
     @classmethod
-    def from_spec(cls, flow_id: str, spec: FlowSpec, actions: Iterable[Action]) -> Flow:
+    def from_spec(
+        cls, flow_id: str, spec: FlowSpec, actions: Iterable[Action], steps: Sequence[Step] = ()
+    ) -> Flow:
+        actions = list(actions)
         entry = spec.entry_triggers
         triggers = (
             frozenset(entry) if entry is not None else frozenset(t for a in actions for t in a.triggers)
         )
-        return cls(flow_id, spec.priority, triggers, frozenset(spec.exit_on), spec.description)
+        duration = spec.duration
+        if duration is None:
+            duration = steps[-1].after + timedelta(days=1) if steps else DEFAULT_JOURNEY
+        top = min((a.action_class for a in actions), key=lambda c: c.rank, default=ActionClass.PROMOTIONAL)
+        return cls(
+            flow_id,
+            spec.priority,
+            triggers,
+            frozenset(spec.exit_on),
+            spec.description,
+            spec.reentry,
+            duration,
+            tuple(steps),
+            top,
+        )
+
+    def rank(self) -> tuple[int, int]:
+        """Smaller is more important: class first, then declared priority."""
+        return (self.action_class.rank, -self.priority)
+
+    @property
+    def is_journey(self) -> bool:
+        """Marketing flows hold customers in journeys; transactional notices do not."""
+        return self.action_class is not ActionClass.TRANSACTIONAL
 
 
 @dataclass(frozen=True)
@@ -80,6 +133,7 @@ class Catalog:
     actions: tuple[Action, ...]
     extra_triggers: frozenset[str] = frozenset()
     experiments: tuple[Experiment, ...] = ()
+    policy: ContactPolicy = field(default_factory=ContactPolicy)
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

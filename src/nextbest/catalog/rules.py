@@ -65,7 +65,13 @@ def sample_scopes() -> list[dict[str, Any]]:
             "time_zone": "",
             "attributes": {},
         },
-        "journey": {"active": False, "hours_since_entry": -1.0, "steps_sent": 0},
+        "journey": {
+            "active": False,
+            "hours_since_entry": -1.0,
+            "steps_sent": 0,
+            "opened": False,
+            "clicked": False,
+        },
         "trigger": "scheduled",
     }
     full: dict[str, Any] = {
@@ -87,7 +93,13 @@ def sample_scopes() -> list[dict[str, Any]]:
             "time_zone": "Europe/Paris",
             "attributes": {},
         },
-        "journey": {"active": True, "hours_since_entry": 30.0, "steps_sent": 1},
+        "journey": {
+            "active": True,
+            "hours_since_entry": 30.0,
+            "steps_sent": 1,
+            "opened": True,
+            "clicked": False,
+        },
         "trigger": "cart_abandoned",
     }
     return [empty, full]

@@ -13,12 +13,17 @@ from nextbest.domain import ActionClass, Channel, EventType
 __all__ = [
     "ActionSpec",
     "ArmSpec",
+    "CapSpec",
     "CatalogSpec",
     "ChannelSpec",
+    "EngagementSpec",
     "ExperimentSpec",
     "FlowSpec",
     "NamespaceSpec",
+    "PolicySpec",
+    "QuietHoursSpec",
     "ScopeSpec",
+    "StepSpec",
     "parse_duration",
 ]
 
@@ -62,6 +67,16 @@ class ChannelSpec(_Strict):
     )
 
 
+class StepSpec(_Strict):
+    """One step of a multi-step flow: its actions become due ``after`` the journey's entry, when ``when``
+    holds. The first step is scheduled at entry (``send_at`` = entry + after); a later step is decided
+    once it is due, on a later trigger or a ``scheduled`` call."""
+
+    after: Duration = Field(default=timedelta(0), description="Time after the journey's entry.")
+    actions: list[Identifier] = Field(min_length=1)
+    when: str = Field(default="true", min_length=1, description="CEL condition, checked when due.")
+
+
 class FlowSpec(_Strict):
     description: str = ""
     priority: int = Field(default=50, ge=0, le=1000, description="Higher wins within a class.")
@@ -72,6 +87,16 @@ class FlowSpec(_Strict):
     exit_on: list[EventType] = Field(
         default_factory=list, description="Events that end the journey, e.g. order_placed."
     )
+    reentry: Duration = Field(
+        default=timedelta(0),
+        description="An entry trigger within this time of the journey's start continues it, not a new one.",
+    )
+    duration: Duration | None = Field(
+        default=None,
+        description="How long a journey stays open after entry; default: the last step's time + 1 day, "
+        "or 7 days for a flow without steps.",
+    )
+    steps: list[StepSpec] = Field(default_factory=list)
 
 
 class ActionSpec(_Strict):
@@ -89,6 +114,17 @@ class ActionSpec(_Strict):
     )
     cost: float = Field(default=0.0, ge=0, description="Cost per send.")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    cooldown: Duration = Field(
+        default=timedelta(0), description="The same action is not sent again within this time."
+    )
+    send_window: Duration = Field(
+        default=timedelta(hours=12),
+        description="How long quiet hours may defer the send; beyond it the action is rejected.",
+    )
+    inventory: Literal["ignore", "in_stock"] = Field(
+        default="ignore",
+        description="in_stock: rejected (OUT_OF_STOCK) when a product of the context is out of stock.",
+    )
 
 
 class ArmSpec(_Strict):
@@ -135,6 +171,46 @@ class ExperimentSpec(_Strict):
     stop: AwareDatetime | None = None
 
 
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_MARKETING = [ActionClass.TRIGGERED, ActionClass.PROMOTIONAL]
+
+
+class CapSpec(_Strict):
+    """At most ``limit`` sends in any rolling ``window``, counted over the actions of ``classes`` on
+    ``channels`` (empty: across channels). Transactional actions are never capped."""
+
+    id: Identifier | None = None
+    limit: int = Field(ge=1)
+    window: Duration
+    classes: list[ActionClass] = Field(default_factory=lambda: list(_MARKETING))
+    channels: list[Channel] = Field(default_factory=list)
+
+
+class QuietHoursSpec(_Strict):
+    """No send between ``start`` and ``end`` (HH:MM, customer's local time; may cross midnight)."""
+
+    start: Annotated[str, Field(pattern=_CLOCK)]
+    end: Annotated[str, Field(pattern=_CLOCK)]
+    classes: list[ActionClass] = Field(default_factory=lambda: list(_MARKETING))
+
+
+class EngagementSpec(_Strict):
+    """Actions of ``classes`` stop for a customer known for longer than ``window`` with no open or click
+    in it."""
+
+    window: Duration = Field(default=timedelta(days=90))
+    classes: list[ActionClass] = Field(default_factory=lambda: [ActionClass.PROMOTIONAL])
+
+
+class PolicySpec(_Strict):
+    time_zone: str = Field(
+        default="UTC", description="IANA zone for quiet hours when the request carries no time_zone."
+    )
+    caps: list[CapSpec] = Field(default_factory=list)
+    quiet_hours: dict[Channel, QuietHoursSpec] = Field(default_factory=dict)
+    engagement: EngagementSpec | None = None
+
+
 class CatalogSpec(_Strict):
     version: Literal[1] = Field(description="Catalog schema version.")
     name: str = ""
@@ -145,3 +221,4 @@ class CatalogSpec(_Strict):
     flows: dict[Identifier, FlowSpec] = Field(min_length=1)
     actions: list[ActionSpec] = Field(min_length=1)
     experiments: list[ExperimentSpec] = Field(default_factory=list)
+    policy: PolicySpec = Field(default_factory=PolicySpec)

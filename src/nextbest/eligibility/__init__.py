@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 
 from nextbest.catalog import Action, Catalog, RuleEvaluationError
 from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection
+from nextbest.eligibility.contact import JourneyBook, contact_failure, step_delay
 from nextbest.eligibility.gates import GateFailure, check_gates
 from nextbest.eligibility.scope import RuleScope
 from nextbest.experiments import Assignment
-from nextbest.state import CustomerSnapshot, Journey, journey_in
+from nextbest.state import CustomerSnapshot, Journey
 
-__all__ = ["Candidate", "GateFailure", "check_gates", "evaluate", "rejection"]
+__all__ = ["Candidate", "GateFailure", "JourneyBook", "check_gates", "evaluate", "rejection"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ class Candidate:
     held_out_by: Assignment | None = None
 
     @classmethod
-    def of(cls, action: Action, journey: Journey) -> Candidate:
-        return cls(action, journey, action.channel, action.parameters, action.delay)
+    def of(cls, action: Action, journey: Journey, delay: timedelta | None = None) -> Candidate:
+        return cls(
+            action, journey, action.channel, action.parameters, action.delay if delay is None else delay
+        )
 
 
 def rejection(action: Action, reason: ReasonCode, detail: str, channel: Channel | None = None) -> Rejection:
@@ -51,27 +54,36 @@ def evaluate(
     """Splits ``actions`` into eligible candidates and rejections with their reasons."""
     eligible: list[Candidate] = []
     rejected: list[Rejection] = []
-    journeys: dict[str, Journey] = {}
+    book = JourneyBook(catalog, snapshot, request.trigger, now)
     scope = RuleScope(snapshot.state, request, now)
     # By flow, so the rules' ``journey`` variable changes once per flow (setting it costs ten rule runs).
     for action in sorted(actions, key=lambda a: a.flow):
         flow = catalog.flows[action.flow]
-        journey = journeys.get(flow.id)
-        if journey is None:
-            journey = journeys[flow.id] = journey_in(flow, snapshot, request.trigger, now)
+        journey = book[flow.id]
         failure = check_gates(
             action,
             catalog.channels[action.channel],
             snapshot.state,
             journey,
             entry_trigger=request.trigger in flow.entry_triggers,
-        )
+        ) or contact_failure(action, flow, journey, book, catalog, snapshot, request, now)
         if failure is not None:
             rejected.append(rejection(action, failure.reason, failure.detail))
             continue
         rule = action.rule
+        when = flow.steps[action.step].when if action.step is not None else None
         try:
-            passed = rule.always_true or rule.evaluate(scope.context(flow.id, journey, rule.uses_journey))
+            context = None
+            if when is not None and not when.always_true:
+                context = scope.context(flow.id, journey, True)
+                if not when.evaluate(context):
+                    rejected.append(
+                        rejection(action, ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
+                    )
+                    continue
+            passed = rule.always_true or rule.evaluate(
+                context or scope.context(flow.id, journey, rule.uses_journey)
+            )
         except RuleEvaluationError as exc:
             logger.warning("rule of %s failed to evaluate: %s", action.id, exc)
             rejected.append(
@@ -81,5 +93,5 @@ def evaluate(
         if not passed:
             rejected.append(rejection(action, ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}"))
             continue
-        eligible.append(Candidate.of(action, journey))
+        eligible.append(Candidate.of(action, journey, step_delay(action, flow, journey, now)))
     return eligible, rejected

@@ -48,6 +48,12 @@ def check_gates(
         if not consent:
             said = f"revoked at {_at(channel.consent_at)}" if channel.consent is False else "never given"
             return GateFailure(ReasonCode.NO_CONSENT, f"no {action.channel.value} consent: {said}")
+    if journey.blocked_until is not None:
+        return GateFailure(
+            ReasonCode.COOLDOWN,
+            f"{action.flow} re-entry window: entered at {_at(journey.entered_at)}, "
+            f"no new journey before {_at(journey.blocked_until)}",
+        )
     if journey.exit_event is not None:
         return GateFailure(
             ReasonCode.EXITED_FLOW,
@@ -55,6 +61,11 @@ def check_gates(
             f"after entering at {_at(journey.entered_at)}",
         )
     if not entry_trigger and not journey.active:
+        if journey.entered_at is not None:
+            return GateFailure(
+                ReasonCode.NOT_IN_JOURNEY,
+                f"the {action.flow} journey entered at {_at(journey.entered_at)} ended at {_at(journey.ends_at)}",
+            )
         return GateFailure(
             ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}"
         )

@@ -8,6 +8,7 @@ from typing import Any
 import cel
 
 from nextbest.domain import DecisionRequest
+from nextbest.eligibility.contact import journey_variables
 from nextbest.state import CustomerState, Journey
 
 __all__ = ["RuleScope"]
@@ -46,6 +47,7 @@ class RuleScope:
             "trigger": request.trigger,
         }
         self._now = now
+        self._state = state
         self._context: Any = None
         self._journey_of: str | None = None
 
@@ -55,12 +57,7 @@ class RuleScope:
             self._context = cel.Context(self._base)
         if uses_journey and self._journey_of != flow:
             self._context.add_variable(
-                "journey",
-                {
-                    "active": journey.active,
-                    "hours_since_entry": journey.hours_since_entry(self._now),
-                    "steps_sent": journey.steps_sent,
-                },
+                "journey", journey_variables(journey, self._state.last_events, self._now)
             )
             self._journey_of = flow
         return self._context

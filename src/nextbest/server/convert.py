@@ -12,6 +12,7 @@ from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.domain import (
     ActionClass,
     BounceKind,
+    Cancellation,
     Channel,
     Decision,
     DecisionRequest,
@@ -78,6 +79,7 @@ def request_from_proto(msg: pb.NextActionRequest) -> DecisionRequest:
             page_category=ctx.page_category,
             time_zone=ctx.time_zone,
             attributes=dict(ctx.attributes),
+            out_of_stock_product_ids=tuple(ctx.out_of_stock_product_ids),
         ),
         channels=tuple(_CHANNEL_FROM.get(c) for c in msg.channels),
         max_actions=msg.max_actions,
@@ -126,6 +128,19 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
             )
             for e in decision.exposures
         ],
+        cancelled=[cancellation_to_proto(c) for c in decision.cancelled],
+    )
+
+
+def cancellation_to_proto(c: Cancellation) -> pb.Cancellation:
+    return pb.Cancellation(
+        decision_id=c.decision_id,
+        action_id=c.action_id,
+        flow=c.flow,
+        channel=_CHANNEL_TO[c.channel],
+        action_class=_CLASS_TO[c.action_class],
+        send_at=_stamp(c.send_at),
+        reason=c.reason,
     )
 
 
@@ -168,6 +183,7 @@ def results_to_proto(results: list[EventResult]) -> pb.RecordEventsResponse:
                 event_id=r.event_id,
                 status=_STATUS_TO[r.outcome],
                 errors=[pb.EventError(field=v.field, description=v.description) for v in r.violations],
+                cancelled=[cancellation_to_proto(c) for c in r.cancelled],
             )
             for r in results
         ]

@@ -9,6 +9,7 @@ from typing import Any
 
 from nextbest.domain import (
     ActionClass,
+    Cancellation,
     Channel,
     ChosenAction,
     Decision,
@@ -20,6 +21,8 @@ from nextbest.domain import (
 from nextbest.state import ChannelState, CustomerState
 
 __all__ = [
+    "cancellation_from_json",
+    "cancellation_json",
     "channels_to_json",
     "decision_from_row",
     "decision_payload",
@@ -45,7 +48,34 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
             [r.action_id, r.flow, r.channel, r.action_class, r.reason, r.detail] for r in decision.rejected
         ],
         "exposures": [exposure_row(e) for e in decision.exposures],
+        **({"cancelled": [cancellation_json(c) for c in decision.cancelled]} if decision.cancelled else {}),
     }
+
+
+def cancellation_json(c: Cancellation) -> dict[str, Any]:
+    return {
+        "exposure_id": c.exposure_id,
+        "decision_id": c.decision_id,
+        "action_id": c.action_id,
+        "flow": c.flow,
+        "channel": str(c.channel),
+        "action_class": str(c.action_class),
+        "send_at": c.send_at.isoformat(),
+        "reason": c.reason,
+    }
+
+
+def cancellation_from_json(c: Mapping[str, Any]) -> Cancellation:
+    return Cancellation(
+        c["decision_id"],
+        c["action_id"],
+        c["flow"],
+        Channel(c["channel"]),
+        ActionClass(c["action_class"]),
+        datetime.fromisoformat(c["send_at"]),
+        c["reason"],
+        c["exposure_id"],
+    )
 
 
 def _action_json(a: ChosenAction) -> dict[str, Any]:
@@ -114,6 +144,7 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
             )
             for e in payload.get("exposures", ())
         ),
+        cancelled=tuple(cancellation_from_json(c) for c in payload.get("cancelled", ())),
     )
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Select, bindparam
+from sqlalchemy import Dialect, Insert, Select, Update, bindparam
 
-__all__ = ["PreparedInsert", "PreparedSelect"]
+__all__ = ["PreparedInsert", "PreparedSelect", "PreparedUpdate"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -103,3 +103,29 @@ class PreparedInsert:
         finally:
             cursor.close()
         return out
+
+
+class PreparedUpdate:
+    """An ``UPDATE`` (or any statement without results) with named bind parameters, compiled once; runs
+    one row at a time and returns the driver's row count."""
+
+    def __init__(self, statement: Update, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._order: Sequence[str] | None = compiled.positiontup if compiled.positional else None
+        self._binds: dict[str, _Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in compiled.binds.items()
+        }
+
+    def execute(self, dbapi_connection: Any, **params: Any) -> int:
+        values = {n: (p(params[n]) if p else params[n]) for n, p in self._binds.items() if n in params}
+        cursor = dbapi_connection.cursor()
+        try:
+            if self._order is None:
+                cursor.execute(self.sql, values)
+            else:
+                cursor.execute(self.sql, tuple(values[n] for n in self._order))
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from nextbest.domain import ActionClass, Channel, Decision, Event, EventOutcome
+from nextbest.domain import ActionClass, Cancellation, Channel, Decision, Event, EventOutcome, EventType
 from nextbest.errors import StoreUnavailableError
 from nextbest.experiments import Experiment
 from nextbest.state import CustomerSnapshot, CustomerState, PastExposure, apply_event
@@ -26,19 +26,24 @@ from nextbest.store.codec import (
     state_from_row,
 )
 from nextbest.store.database import Database
-from nextbest.store.prepared import PreparedInsert, PreparedSelect
-from nextbest.store.schema import assignments, customers, decisions, events, exposures
+from nextbest.store.prepared import PreparedInsert, PreparedSelect, PreparedUpdate
+from nextbest.store.schema import assignments, customers, decisions, events, exposures, inventory
 from nextbest.store.schema import experiments as experiment_registry
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
-__all__ = ["Store", "StoredDecision"]
+__all__ = ["CancelRule", "SavedDecision", "Store", "StoredDecision"]
+
+# Given a new event and one of the customer's pending exposures, why the event cancels it (or None).
+CancelRule = Callable[[Event, PastExposure], str | None]
 
 logger = logging.getLogger(__name__)
 
 HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
 
-_EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name != "exposure_id"]
+_EXPOSURE_COLUMNS = [
+    c.name for c in exposures.columns if c.name not in {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
+]
 _ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
 
 # Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
@@ -54,11 +59,44 @@ _HISTORY = (
         exposures.c.trigger,
         exposures.c.occurred_at,
         exposures.c.send_at,
+        exposures.c.exposure_id,
+        exposures.c.cancelled_at,
     )
     .where(exposures.c.user_id == bindparam("user_id"), exposures.c.occurred_at >= bindparam("since"))
     .order_by(exposures.c.occurred_at.desc())
     .limit(HISTORY_LIMIT)
 )
+
+
+_CANCEL = (
+    update(exposures)
+    .where(exposures.c.exposure_id == bindparam("b_exposure_id"), exposures.c.cancelled_at.is_(None))
+    .values(
+        cancelled_at=bindparam("cancelled_at"),
+        cancelled_by=bindparam("cancelled_by"),
+        cancel_reason=bindparam("cancel_reason"),
+    )
+)
+_UNCANCEL = (
+    update(exposures)
+    .where(
+        exposures.c.exposure_id == bindparam("b_exposure_id"),
+        exposures.c.cancelled_by == bindparam("b_cancelled_by"),
+    )
+    .values(cancelled_at=None, cancelled_by=None, cancel_reason=None)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedDecision:
+    """``inserted`` is False when another decision already holds the request id (nothing was written);
+    ``cancelled`` the exposure ids this decision's preemptions actually cancelled."""
+
+    inserted: bool
+    cancelled: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.inserted
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +116,7 @@ class Store:
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
+        self._cancels: tuple[PreparedUpdate, PreparedUpdate] = (None, None)  # type: ignore[assignment]
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
         self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
 
@@ -97,9 +136,9 @@ class Store:
             return None
         return StoredDecision(decision_from_row(row), row["fingerprint"])
 
-    def save_decision(self, decision: Decision, fingerprint: str, decided_at: datetime) -> bool:
-        """Durably writes the decision and its exposures (group commit). Returns False, writing nothing,
-        when another decision already holds the request id."""
+    def save_decision(self, decision: Decision, fingerprint: str, decided_at: datetime) -> SavedDecision:
+        """Durably writes the decision, its exposures and its preemptions (group commit), atomically.
+        A preemption whose exposure was cancelled meanwhile is dropped from the stored payload too."""
         row = {
             "decision_id": decision.decision_id,
             "request_id": decision.request_id,
@@ -136,8 +175,18 @@ class Store:
         assignment_rows = [
             {**exposure_row(e), **common, "send_at": e.action.send_at} for e in decision.exposures
         ]
+        cancellations = [
+            {
+                "b_exposure_id": c.exposure_id,
+                "cancelled_at": decision.occurred_at,
+                "cancelled_by": decision.decision_id,
+                "cancel_reason": c.reason[:512],
+            }
+            for c in decision.cancelled
+        ]
         with _guard("write decision", self._driver_error):
-            return self.writer.write(row, exposure_rows, assignment_rows)
+            item = self.writer.write(row, exposure_rows, assignment_rows, cancellations)
+        return SavedDecision(item.inserted, frozenset(item.cancelled))
 
     @contextmanager
     def _raw_transaction(self) -> Iterator[Any]:
@@ -166,8 +215,25 @@ class Store:
                 PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
                 PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
             )
+            self._cancels = (PreparedUpdate(_CANCEL, dialect), PreparedUpdate(_UNCANCEL, dialect))
         insert_decisions, insert_exposures, insert_assignments = self._writes
+        cancel, uncancel = self._cancels
+        # Preemptions first, so the stored payload names only what this decision really cancelled.
+        for item in batch:
+            if item.cancellations:
+                item.cancelled = {
+                    c["b_exposure_id"] for c in item.cancellations if cancel.execute(conn, **c) == 1
+                }
+                payload = item.decision_row["payload"]
+                payload["cancelled"] = [c for c in payload["cancelled"] if c["exposure_id"] in item.cancelled]
         inserted = set(insert_decisions.returning_many(conn, [item.decision_row for item in batch]))
+        for item in batch:  # a replayed request_id writes nothing: undo its preemptions
+            if item.cancelled and item.decision_row["decision_id"] not in inserted:
+                for exposure_id in item.cancelled:
+                    uncancel.execute(
+                        conn, b_exposure_id=exposure_id, b_cancelled_by=item.decision_row["decision_id"]
+                    )
+                item.cancelled = set()
         rows = [
             r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows
         ]
@@ -255,8 +321,9 @@ class Store:
 
     # -- customer state -----------------------------------------------------------------------------------
 
-    def load_snapshot(self, user_id: str, now: datetime) -> CustomerSnapshot:
-        """The customer's state and the actions chosen for them in the last 90 days (newest 500)."""
+    def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
+        """The customer's state, the actions chosen for them in the last 90 days (newest 500, cancelled
+        ones marked) and which of ``products`` the latest inventory events mark out of stock."""
         with _guard("read customer", self._driver_error):
             conn = self.db.reader.raw_connection()
             try:
@@ -266,27 +333,41 @@ class Store:
                 customer_query, history_query = self._prepared
                 rows = customer_query.fetch(conn, user_id=user_id)
                 history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+                out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
             finally:
                 conn.close()  # back to the pool, rolled back
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
-        past = tuple(
-            PastExposure(
-                decision_id, action_id, flow, Channel(channel), ActionClass(cls), trigger, at, send_at
+        past = tuple(_past(values) for values in history)
+        return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock)
+
+    def _out_of_stock(self, dbapi_conn: Any, products: Sequence[str]) -> frozenset[str]:
+        cursor = dbapi_conn.cursor()
+        try:
+            marker = "?" if self.db.dialect == "sqlite" else "%s"
+            cursor.execute(
+                f"SELECT product_id FROM inventory WHERE NOT in_stock AND product_id IN "
+                f"({', '.join([marker] * len(products))})",
+                tuple(products),
             )
-            for decision_id, action_id, flow, channel, cls, trigger, at, send_at in history
-        )
-        return CustomerSnapshot(state=state, history=past)
+            return frozenset(r[0] for r in cursor.fetchall())
+        finally:
+            cursor.close()
 
     # -- events -------------------------------------------------------------------------------------------
 
-    def record_events(self, batch: Sequence[Event], received_at: datetime) -> list[EventOutcome]:
-        """Stores valid events, deduplicated by ``event_id``, and folds the new ones into customer state,
-        all in one transaction. Returns ACCEPTED or DUPLICATE per event."""
+    def record_events(
+        self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
+    ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
+        """Stores valid events, deduplicated by ``event_id``, folds the new ones into customer state and
+        inventory, and cancels the pending exposures ``cancel_rule`` says they end — all in one
+        transaction. Returns ACCEPTED or DUPLICATE per event, with what it cancelled (a duplicate
+        cancels nothing: its first delivery did)."""
         first_index: dict[str, int] = {}
         for index, event in enumerate(batch):
             first_index.setdefault(event.event_id, index)
         unique = [batch[i] for i in first_index.values()]
+        cancelled: dict[str, tuple[Cancellation, ...]] = {}
         with _guard("record events"), self.db.writer.begin() as conn:
             stmt = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
             accepted = (
@@ -295,14 +376,100 @@ class Store:
                 else set()
             )
             new_events = [e for e in unique if e.event_id in accepted]
-            if new_events:
-                self._fold_into_customers(conn, new_events, received_at)
+            customer_events = [e for e in new_events if e.user_id and not (e.type and e.type.is_inventory)]
+            if customer_events:
+                self._fold_into_customers(conn, customer_events, received_at)
+            stock = [e for e in new_events if e.type and e.type.is_inventory]
+            if stock:
+                self._fold_into_inventory(conn, stock)
+            if cancel_rule is not None and customer_events:
+                cancelled = self._cancel_pending(conn, customer_events, cancel_rule, received_at)
         return [
-            EventOutcome.ACCEPTED
+            (EventOutcome.ACCEPTED, cancelled.get(e.event_id, ()))
             if e.event_id in accepted and first_index[e.event_id] == i
-            else EventOutcome.DUPLICATE
+            else (EventOutcome.DUPLICATE, ())
             for i, e in enumerate(batch)
         ]
+
+    def _fold_into_inventory(self, conn: Connection, stock: Sequence[Event]) -> None:
+        """The latest event per product wins, whatever order they arrive in."""
+        for event in sorted(stock, key=lambda e: (e.occurred_at or datetime.min, e.event_id)):
+            for product in dict.fromkeys(event.product_ids):
+                row = {
+                    "product_id": product,
+                    "in_stock": event.type is EventType.BACK_IN_STOCK,
+                    "changed_at": event.occurred_at,
+                    "event_id": event.event_id,
+                }
+                insert = self._insert(inventory).values(row)
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[inventory.c.product_id],
+                        set_={
+                            "in_stock": insert.excluded.in_stock,
+                            "changed_at": insert.excluded.changed_at,
+                            "event_id": insert.excluded.event_id,
+                        },
+                        where=inventory.c.changed_at < insert.excluded.changed_at,
+                    )
+                )
+
+    def _cancel_pending(
+        self, conn: Connection, new_events: Sequence[Event], rule: CancelRule, now: datetime
+    ) -> dict[str, tuple[Cancellation, ...]]:
+        users = sorted({e.user_id for e in new_events})
+        earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
+        rows = conn.execute(
+            select(*_HISTORY.selected_columns)
+            .where(
+                exposures.c.user_id.in_(users),
+                exposures.c.cancelled_at.is_(None),
+                exposures.c.send_at > earliest,
+            )
+            .add_columns(exposures.c.user_id)
+        ).all()
+        pending: dict[str, list[PastExposure]] = {}
+        for *values, user in rows:
+            pending.setdefault(user, []).append(_past(values))
+        out: dict[str, tuple[Cancellation, ...]] = {}
+        for event in sorted(new_events, key=lambda e: (e.occurred_at or now, e.event_id)):
+            assert event.occurred_at is not None
+            found = []
+            for p in pending.get(event.user_id, ()):
+                if p.cancelled or p.send_at <= event.occurred_at or p.occurred_at > event.occurred_at:
+                    continue
+                reason = rule(event, p)
+                if reason is None:
+                    continue
+                done = conn.execute(
+                    update(exposures)
+                    .where(and_(exposures.c.exposure_id == p.exposure_id, exposures.c.cancelled_at.is_(None)))
+                    .values(
+                        cancelled_at=event.occurred_at,
+                        cancelled_by=event.event_id,
+                        cancel_reason=reason[:512],
+                    )
+                ).rowcount
+                if done == 1:
+                    found.append(
+                        Cancellation(
+                            p.decision_id,
+                            p.action_id,
+                            p.flow,
+                            p.channel,
+                            p.action_class,
+                            p.send_at,
+                            reason,
+                            p.exposure_id,
+                        )
+                    )
+            if found:
+                out[event.event_id] = tuple(found)
+                cancelled_ids = {c.exposure_id for c in found}
+                pending[event.user_id] = [
+                    p for p in pending[event.user_id] if p.exposure_id not in cancelled_ids
+                ]
+        return out
 
     def _fold_into_customers(self, conn: Connection, new_events: Iterable[Event], now: datetime) -> None:
         by_user: dict[str, list[Event]] = {}
@@ -388,3 +555,20 @@ def _guard(what: str, driver_error: type[Exception] = SQLAlchemyError) -> Iterat
     except (SQLAlchemyError, driver_error) as exc:
         logger.warning("store failure during %s: %s", what, type(exc).__name__)
         raise StoreUnavailableError(f"could not {what}: the database is unavailable") from exc
+
+
+def _past(values: Sequence[Any]) -> PastExposure:
+    """A history row (the columns of ``_HISTORY``, in order) as a :class:`PastExposure`."""
+    decision_id, action_id, flow, channel, cls, trigger, at, send_at, exposure_id, cancelled_at = values
+    return PastExposure(
+        decision_id,
+        action_id,
+        flow,
+        Channel(channel),
+        ActionClass(cls),
+        trigger,
+        at,
+        send_at,
+        exposure_id,
+        cancelled_at is not None,
+    )

@@ -24,7 +24,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["assignments", "customers", "decisions", "events", "experiments", "exposures", "metadata"]
+__all__ = [
+    "assignments",
+    "customers",
+    "decisions",
+    "events",
+    "experiments",
+    "exposures",
+    "inventory",
+    "metadata",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -96,6 +105,11 @@ exposures = Table(
     Column("send_at", UTCDateTime(), nullable=False),
     Column("score", Float, nullable=False),
     Column("catalog_version", String(32), nullable=False),
+    # A pending action (send_at in the future) can be cancelled: preempted by a higher-priority decision
+    # (cancelled_by = its decision id) or ended by an event (cancelled_by = the event id).
+    Column("cancelled_at", UTCDateTime()),
+    Column("cancelled_by", _ID),
+    Column("cancel_reason", String(512)),
     Index(None, "user_id", "occurred_at"),
     Index(None, "decision_id"),
 )
@@ -175,4 +189,14 @@ customers = Table(
     Column("channels", _JSON, nullable=False),
     # {event_type: ISO time of the latest such event}
     Column("last_events", _JSON, nullable=False),
+)
+
+# The latest stock status of each product, from out_of_stock / back_in_stock events.
+inventory = Table(
+    "inventory",
+    metadata,
+    Column("product_id", _ID, primary_key=True),
+    Column("in_stock", Boolean, nullable=False),
+    Column("changed_at", UTCDateTime(), nullable=False),
+    Column("event_id", _ID, nullable=False),
 )

@@ -23,11 +23,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class PendingWrite:
-    """One decision to insert. ``inserted`` is False when its ``request_id`` was already taken."""
+    """One decision to insert. ``inserted`` is False when its ``request_id`` was already taken.
+    ``cancellations`` are the pending exposures it preempts; ``cancelled`` the ids it actually cancelled
+    (one cancelled concurrently by someone else is not)."""
 
     decision_row: dict[str, Any]
     exposure_rows: list[dict[str, Any]]
     assignment_rows: list[dict[str, Any]]
+    cancellations: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: set[int] = field(default_factory=set)
     done: bool = False
     inserted: bool = False
     error: BaseException | None = field(default=None)
@@ -57,9 +61,11 @@ class GroupCommitWriter:
         decision_row: dict[str, Any],
         exposure_rows: list[dict[str, Any]],
         assignment_rows: list[dict[str, Any]],
-    ) -> bool:
-        """Durably writes the rows (with whatever else is queued); True if the decision was inserted."""
-        item = PendingWrite(decision_row, exposure_rows, assignment_rows)
+        cancellations: list[dict[str, Any]] | None = None,
+    ) -> PendingWrite:
+        """Durably writes the rows (with whatever else is queued); the item says whether the decision
+        was inserted and which cancellations took effect."""
+        item = PendingWrite(decision_row, exposure_rows, assignment_rows, cancellations or [])
         with self._queue_lock:
             self._queue.append(item)
         while not item.done:
@@ -72,7 +78,7 @@ class GroupCommitWriter:
                 self._commit(batch)
         if item.error is not None:
             raise item.error
-        return item.inserted
+        return item
 
     def _commit(self, batch: list[PendingWrite]) -> None:
         try:

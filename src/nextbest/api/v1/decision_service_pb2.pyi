@@ -43,6 +43,9 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_OUT_OF_STOCK: _ClassVar[ReasonCode]
     REASON_CODE_HELD_OUT: _ClassVar[ReasonCode]
     REASON_CODE_NO_EXPECTED_LIFT: _ClassVar[ReasonCode]
+    REASON_CODE_IN_HIGHER_JOURNEY: _ClassVar[ReasonCode]
+    REASON_CODE_NOT_DUE: _ClassVar[ReasonCode]
+    REASON_CODE_UNENGAGED: _ClassVar[ReasonCode]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -59,6 +62,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_CLICKED: _ClassVar[EventType]
     EVENT_TYPE_BOUNCED: _ClassVar[EventType]
     EVENT_TYPE_COMPLAINED: _ClassVar[EventType]
+    EVENT_TYPE_OUT_OF_STOCK: _ClassVar[EventType]
+    EVENT_TYPE_BACK_IN_STOCK: _ClassVar[EventType]
 
 class BounceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -97,6 +102,9 @@ REASON_CODE_COOLDOWN: ReasonCode
 REASON_CODE_OUT_OF_STOCK: ReasonCode
 REASON_CODE_HELD_OUT: ReasonCode
 REASON_CODE_NO_EXPECTED_LIFT: ReasonCode
+REASON_CODE_IN_HIGHER_JOURNEY: ReasonCode
+REASON_CODE_NOT_DUE: ReasonCode
+REASON_CODE_UNENGAGED: ReasonCode
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PRODUCT_VIEWED: EventType
 EVENT_TYPE_ADDED_TO_CART: EventType
@@ -110,6 +118,8 @@ EVENT_TYPE_OPENED: EventType
 EVENT_TYPE_CLICKED: EventType
 EVENT_TYPE_BOUNCED: EventType
 EVENT_TYPE_COMPLAINED: EventType
+EVENT_TYPE_OUT_OF_STOCK: EventType
+EVENT_TYPE_BACK_IN_STOCK: EventType
 BOUNCE_KIND_UNSPECIFIED: BounceKind
 BOUNCE_KIND_HARD: BounceKind
 BOUNCE_KIND_SOFT: BounceKind
@@ -263,7 +273,7 @@ class NextActionRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., trigger: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[Channel, str]]] = ..., max_actions: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RequestContext(_message.Message):
-    __slots__ = ("cart_value", "product_ids", "page_category", "time_zone", "attributes")
+    __slots__ = ("cart_value", "product_ids", "page_category", "time_zone", "attributes", "out_of_stock_product_ids")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -276,15 +286,17 @@ class RequestContext(_message.Message):
     PAGE_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_STOCK_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     cart_value: float
     product_ids: _containers.RepeatedScalarFieldContainer[str]
     page_category: str
     time_zone: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, cart_value: _Optional[float] = ..., product_ids: _Optional[_Iterable[str]] = ..., page_category: _Optional[str] = ..., time_zone: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    out_of_stock_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cart_value: _Optional[float] = ..., product_ids: _Optional[_Iterable[str]] = ..., page_category: _Optional[str] = ..., time_zone: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., out_of_stock_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NextActionResponse(_message.Message):
-    __slots__ = ("decision_id", "actions", "rejected", "catalog_version", "occurred_at", "replayed", "assignments")
+    __slots__ = ("decision_id", "actions", "rejected", "catalog_version", "occurred_at", "replayed", "assignments", "cancelled")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +304,7 @@ class NextActionResponse(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     actions: _containers.RepeatedCompositeFieldContainer[ChosenAction]
     rejected: _containers.RepeatedCompositeFieldContainer[RejectedCandidate]
@@ -299,7 +312,26 @@ class NextActionResponse(_message.Message):
     occurred_at: _timestamp_pb2.Timestamp
     replayed: bool
     assignments: _containers.RepeatedCompositeFieldContainer[ExperimentAssignment]
-    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ChosenAction, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RejectedCandidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., assignments: _Optional[_Iterable[_Union[ExperimentAssignment, _Mapping]]] = ...) -> None: ...
+    cancelled: _containers.RepeatedCompositeFieldContainer[Cancellation]
+    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ChosenAction, _Mapping]]] = ..., rejected: _Optional[_Iterable[_Union[RejectedCandidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., assignments: _Optional[_Iterable[_Union[ExperimentAssignment, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[Cancellation, _Mapping]]] = ...) -> None: ...
+
+class Cancellation(_message.Message):
+    __slots__ = ("decision_id", "action_id", "flow", "channel", "action_class", "send_at", "reason")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    action_id: str
+    flow: str
+    channel: Channel
+    action_class: ActionClass
+    send_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, decision_id: _Optional[str] = ..., action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExperimentAssignment(_message.Message):
     __slots__ = ("experiment_id", "arm_id", "held_out", "action_id", "bucket", "hash_version", "probability")
@@ -422,16 +454,18 @@ class EventError(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class EventResult(_message.Message):
-    __slots__ = ("index", "event_id", "status", "errors")
+    __slots__ = ("index", "event_id", "status", "errors", "cancelled")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     index: int
     event_id: str
     status: EventStatus
     errors: _containers.RepeatedCompositeFieldContainer[EventError]
-    def __init__(self, index: _Optional[int] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., errors: _Optional[_Iterable[_Union[EventError, _Mapping]]] = ...) -> None: ...
+    cancelled: _containers.RepeatedCompositeFieldContainer[Cancellation]
+    def __init__(self, index: _Optional[int] = ..., event_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., errors: _Optional[_Iterable[_Union[EventError, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[Cancellation, _Mapping]]] = ...) -> None: ...
 
 class RecordEventsResponse(_message.Message):
     __slots__ = ("results", "accepted", "duplicates", "rejected")
