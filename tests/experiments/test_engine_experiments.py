@@ -142,7 +142,7 @@ def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
             uuid.uuid4().hex,
             user,
             "scheduled",
-            T0 + timedelta(hours=25),
+            T0 + timedelta(hours=49),
             RequestContext(cart_value=80.0),
             channels=(Channel.EMAIL,),
         )

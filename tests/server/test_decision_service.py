@@ -194,21 +194,23 @@ def test_order_exits_the_cart_flow(client: NextbestClient) -> None:
     subscribe(client, user)
     first = client.next_action(user, "cart_abandoned", occurred_at=at(1), cart_value=90.0)
     assert chosen(first) == ["cart_reminder_email"]
-    # Without an order, the next step is due a day later.
+    # Without an order, the incentive step is due two days after entry.
     control = uid()
     subscribe(client, control)
     client.next_action(control, "cart_abandoned", occurred_at=at(1), cart_value=90.0)
-    step = client.next_action(control, "scheduled", occurred_at=at(25), cart_value=90.0, channels=["email"])
+    step = client.next_action(control, "scheduled", occurred_at=at(50), cart_value=90.0, channels=["email"])
     assert chosen(step) == ["cart_incentive_email"]
     # With an order in between, the customer has left the flow.
     client.record_events([make_event("order_placed", user, at(3), value=90.0, order_id=uid("o"))])
     after = client.next_action(
-        user, "scheduled", occurred_at=at(25), cart_value=90.0, channels=["email"], explain=True
+        user, "scheduled", occurred_at=at(50), cart_value=90.0, channels=["email"], explain=True
     )
     assert reasons(after)["cart_incentive_email"] == "EXITED_FLOW"
     assert "order_placed" in {r.action_id: r.detail for r in after.rejected}["cart_incentive_email"]
-    # A new abandonment starts a new journey.
-    again = client.next_action(user, "cart_abandoned", occurred_at=at(30), cart_value=20.0)
+    # Within the re-entry window (3 days) a new abandonment does not restart the flow; after it, it does.
+    soon = client.next_action(user, "cart_abandoned", occurred_at=at(30), cart_value=20.0, explain=True)
+    assert reasons(soon)["cart_reminder_email"] == "COOLDOWN"
+    again = client.next_action(user, "cart_abandoned", occurred_at=at(80), cart_value=20.0)
     assert chosen(again) == ["cart_reminder_email"]
 
 
@@ -229,8 +231,12 @@ def test_rule_false_and_one_action_per_channel(client: NextbestClient) -> None:
     got = reasons(response)
     assert got["welcome_onsite_banner"] == "NOT_IN_JOURNEY"
     assert got["promo_onsite_banner"] == "LOWER_PRIORITY"
+    again = client.next_action(user, "product_viewed", occurred_at=at(2), product_ids=["sku-2"], explain=True)
+    assert reasons(again)["browse_reminder_email"] == "COOLDOWN"  # 3 days between browse reminders
+    other = uid()
+    subscribe(client, other, hours=-200)
     no_products = client.next_action(
-        user, "product_viewed", occurred_at=at(2), channels=["email"], explain=True
+        other, "product_viewed", occurred_at=at(2), channels=["email"], explain=True
     )
     assert reasons(no_products) == {"browse_reminder_email": "RULE_FALSE"}
 

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, select
 
 from nextbest.catalog import Catalog
 from nextbest.experiments import Experiment
-from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate
+from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate_many
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.srm import SrmResult
@@ -98,10 +98,10 @@ def build_report(
     units: dict[str, int] = {}
     excluded = 0
     with store.db.reader.connect() as conn:
-        for metric in metrics:
-            rows, excluded = aggregate(
-                conn, experiment_id, metric, as_of=as_of, window=window, lookback=lookback
-            )
+        by_metric, excluded = aggregate_many(
+            conn, experiment_id, metrics, as_of=as_of, window=window, lookback=lookback
+        )
+        for metric, rows in by_metric.items():
             per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
             units = {arm: row.n for arm, row in rows.items()}
         spent = _spent(conn, catalog, experiment_id, as_of)
