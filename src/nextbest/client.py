@@ -137,6 +137,7 @@ class NextbestClient:
         page_category: str = "",
         time_zone: str = "",
         attributes: Mapping[str, str] | None = None,
+        out_of_stock_product_ids: Sequence[str] = (),
         channels: Iterable[str | int] = (),
         max_actions: int = 1,
         explain: bool = False,
@@ -149,6 +150,7 @@ class NextbestClient:
             page_category=page_category,
             time_zone=time_zone,
             attributes=dict(attributes or {}),
+            out_of_stock_product_ids=list(out_of_stock_product_ids),
         )
         if cart_value is not None:
             context.cart_value = cart_value
