@@ -125,14 +125,18 @@ def aggregate_many(
         .group_by(assignments.c.user_id)
         .cte("units")
     )
-    clean = select(units).where(units.c.arm == units.c.last_arm).cte("clean")
+    # Every unit goes into the join and the ones seen in several arms are dropped after it: filtering
+    # first (arm = last_arm) makes PostgreSQL expect a few hundred units and probe the events index
+    # once per unit instead of hashing the join.
+    clean = units
     start = epoch_seconds(clean.c.first_at)
     at = epoch_seconds(events.c.occurred_at)
     as_of_s = as_of.timestamp()
     window_s, lookback_s = window.total_seconds(), lookback.total_seconds()
     in_window = and_(at >= start, at < start + window_s, at <= as_of_s)
     before = and_(at >= start - lookback_s, at < start)
-    columns: list[ColumnElement[Any]] = [clean.c.arm]
+    # last_arm as an aggregate, not a grouping column: the filter on it then stays after the join.
+    columns: list[ColumnElement[Any]] = [clean.c.arm, func.max(clean.c.last_arm).label("last_arm")]
     for i, metric in enumerate(metrics):
         value = _value(metric)
         post: ColumnElement[Any] = func.coalesce(func.sum(case((in_window, value), else_=0.0)), 0.0)
@@ -166,7 +170,8 @@ def aggregate_many(
     sums.append(excluded.label("excluded"))
     out: dict[Metric, dict[str, ArmAggregate]] = {m: {} for m in metrics}
     excluded_units = None
-    for row in conn.execute(select(*sums).group_by(per_unit.c.arm)):
+    query = select(*sums).where(per_unit.c.arm == per_unit.c.last_arm).group_by(per_unit.c.arm)
+    for row in conn.execute(query):
         m = row._mapping
         excluded_units = int(m["excluded"] or 0)
         for i, metric in enumerate(metrics):
