@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from nextbest.arbitration import ContactLog, arbitrate, preemptions
 from nextbest.catalog import Catalog
 from nextbest.domain import (
+    BounceKind,
     ChosenAction,
     Decision,
     DecisionRequest,
@@ -221,9 +222,9 @@ class DecisionEngine:
         if flow is not None and kind in flow.exit_on:
             return f"{kind.value} at {event.occurred_at:%Y-%m-%d %H:%M}Z exits {pending.flow}"
         marketing = pending.action_class.is_marketing
-        if kind is EventType.UNSUBSCRIBED and marketing:
-            if event.channel == channel or (event.channel is None and channel in MESSAGING_CHANNELS):
-                return f"unsubscribed from {channel.value}"
+        unsubscribed = event.channel == channel or (event.channel is None and channel in MESSAGING_CHANNELS)
+        if kind is EventType.UNSUBSCRIBED and marketing and unsubscribed:
+            return f"unsubscribed from {channel.value}"
         if (
             kind is EventType.CONSENT_CHANGED
             and marketing
@@ -235,9 +236,8 @@ class DecisionEngine:
                 return f"{channel.value} consent withdrawn"
         if kind is EventType.COMPLAINED and event.channel == channel:
             return f"complaint on {channel.value}"
-        if kind is EventType.BOUNCED and event.channel == channel and event.bounce_kind is not None:
-            if event.bounce_kind.value == "hard":
-                return f"hard bounce on {channel.value}"
+        if kind is EventType.BOUNCED and event.channel == channel and event.bounce_kind is BounceKind.HARD:
+            return f"hard bounce on {channel.value}"
         return None
 
 

@@ -80,14 +80,18 @@ def _event(user: str, kind: str, at: datetime) -> Event:
         "opened": Event(eid, user, EventType.OPENED, at, channel=Channel.EMAIL),
         "unsubscribe_email": Event(eid, user, EventType.UNSUBSCRIBED, at, channel=Channel.EMAIL),
         "sms_on": Event(eid, user, EventType.CONSENT_CHANGED, at, channel=Channel.SMS, consent_granted=True),
-        "sms_off": Event(eid, user, EventType.CONSENT_CHANGED, at, channel=Channel.SMS, consent_granted=False),
+        "sms_off": Event(
+            eid, user, EventType.CONSENT_CHANGED, at, channel=Channel.SMS, consent_granted=False
+        ),
         "complain_email": Event(eid, user, EventType.COMPLAINED, at, channel=Channel.EMAIL),
     }[kind]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS, known_days=st.sampled_from([0, 120]), mobile=st.booleans())
-def test_contact_policy_invariants(engine: DecisionEngine, steps: list, known_days: int, mobile: bool) -> None:
+def test_contact_policy_invariants(
+    engine: DecisionEngine, steps: list, known_days: int, mobile: bool
+) -> None:
     catalog = engine.catalog
     policy = catalog.policy
     user = uuid.uuid4().hex

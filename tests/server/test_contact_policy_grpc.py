@@ -34,7 +34,9 @@ def chosen(response: pb.NextActionResponse) -> list[str]:
     return [a.action_id for a in response.actions]
 
 
-def customer(client: NextbestClient, *, since_hours: float = -200, channels: tuple[str, ...] = ("email",)) -> str:
+def customer(
+    client: NextbestClient, *, since_hours: float = -200, channels: tuple[str, ...] = ("email",)
+) -> str:
     """A subscriber known since ``since_hours`` (by default past the welcome journey), with consent on
     ``channels``."""
     user = uid()
@@ -83,7 +85,9 @@ def test_sms_is_deferred_past_quiet_hours_in_the_customers_time_zone(client: Nex
     # The same moment in Paris is 05:30, also quiet: deferred to 08:00 Paris = 07:00 UTC.
     other = customer(client, channels=("email", "sms"))
     client.record_events([make_event("order_placed", other, at(-199), value=40.0, order_id=uid("o"))])
-    paris = client.next_action(other, "scheduled", occurred_at=late, channels=["sms"], time_zone="Europe/Paris")
+    paris = client.next_action(
+        other, "scheduled", occurred_at=late, channels=["sms"], time_zone="Europe/Paris"
+    )
     assert paris.actions[0].send_at.ToDatetime(UTC) == datetime(2026, 11, 3, 7, 0, tzinfo=UTC)
 
 
@@ -107,7 +111,9 @@ def test_a_customer_mid_journey_is_not_pulled_into_a_lower_priority_flow(client:
         user, "product_viewed", occurred_at=at(2), product_ids=["sku-1"], channels=["email"], explain=True
     )
     assert reasons(browse)["browse_reminder_email"] == "IN_HIGHER_JOURNEY"
-    assert details(browse)["browse_reminder_email"].startswith("mid-journey in cart_abandonment (triggered, priority 80")
+    assert details(browse)["browse_reminder_email"].startswith(
+        "mid-journey in cart_abandonment (triggered, priority 80"
+    )
     # Once the cart journey has ended (an order), browse abandonment may start.
     client.record_events([make_event("order_placed", user, at(3), value=80.0, order_id=uid("o"))])
     later = client.next_action(
@@ -153,7 +159,9 @@ def test_a_higher_priority_decision_preempts_a_pending_lower_one(client: Nextbes
         user, "product_viewed", occurred_at=at(0), product_ids=["sku-1"], channels=["email"]
     )
     assert chosen(browse) == ["browse_reminder_email"]  # pending: sent two hours later
-    cart = client.next_action(user, "cart_abandoned", occurred_at=at(0.5), cart_value=60.0, channels=["email"])
+    cart = client.next_action(
+        user, "cart_abandoned", occurred_at=at(0.5), cart_value=60.0, channels=["email"]
+    )
     assert chosen(cart) == ["cart_reminder_email"]
     (cancelled,) = cart.cancelled
     assert (cancelled.decision_id, cancelled.action_id) == (browse.decision_id, "browse_reminder_email")
@@ -211,11 +219,19 @@ def test_out_of_stock_products_block_their_actions_but_not_back_in_stock(client:
     assert gone.accepted == 1
     other = customer(client)
     blocked = client.next_action(
-        other, "cart_abandoned", occurred_at=at(1), cart_value=60.0, product_ids=[sku], channels=["email"], explain=True
+        other,
+        "cart_abandoned",
+        occurred_at=at(1),
+        cart_value=60.0,
+        product_ids=[sku],
+        channels=["email"],
+        explain=True,
     )
     assert reasons(blocked)["cart_reminder_email"] == "OUT_OF_STOCK"
     client.record_events([make_event("back_in_stock", "", at(2), product_ids=[sku])])
-    back = client.next_action(other, "back_in_stock", occurred_at=at(3), product_ids=[sku], channels=["email"])
+    back = client.next_action(
+        other, "back_in_stock", occurred_at=at(3), product_ids=[sku], channels=["email"]
+    )
     assert chosen(back) == ["back_in_stock_email"]
 
 

@@ -87,14 +87,15 @@ def arbitrate(
                 )
             )
             continue
+        winner = candidate
         if contact is not None:
             checked = _send_time_policy(candidate, contact, chosen, flows)
             if isinstance(checked, Rejection):
                 rejected.append(checked)
                 continue
-            candidate = checked
-        taken[channel] = candidate
-        chosen.append(candidate)
+            winner = checked
+        taken[channel] = winner
+        chosen.append(winner)
     return chosen, rejected
 
 
@@ -150,8 +151,8 @@ def preemptions(
                     p.channel,
                     p.action_class,
                     p.send_at,
-                    f"preempted by {winner.action.id} ({winner.action.action_class.value}, {winner.action.flow}) "
-                    f"in decision {decision_id}",
+                    f"preempted by {winner.action.id} ({winner.action.action_class.value}, "
+                    f"{winner.action.flow}) in decision {decision_id}",
                     p.exposure_id,
                 ),
             )

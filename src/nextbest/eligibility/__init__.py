@@ -66,7 +66,9 @@ def evaluate(
             snapshot.state,
             journey,
             entry_trigger=request.trigger in flow.entry_triggers,
-        ) or contact_failure(action, flow, journey, book, catalog, snapshot, request, now)
+        ) or contact_failure(
+            action, flow, journey, book=book, catalog=catalog, snapshot=snapshot, request=request, now=now
+        )
         if failure is not None:
             rejected.append(rejection(action, failure.reason, failure.detail))
             continue

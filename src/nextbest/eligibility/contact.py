@@ -70,6 +70,7 @@ def contact_failure(
     action: Action,
     flow: Flow,
     journey: Journey,
+    *,
     book: JourneyBook,
     catalog: Catalog,
     snapshot: CustomerSnapshot,

@@ -64,7 +64,8 @@ def check_gates(
         if journey.entered_at is not None:
             return GateFailure(
                 ReasonCode.NOT_IN_JOURNEY,
-                f"the {action.flow} journey entered at {_at(journey.entered_at)} ended at {_at(journey.ends_at)}",
+                f"the {action.flow} journey entered at {_at(journey.entered_at)} "
+                f"ended at {_at(journey.ends_at)}",
             )
         return GateFailure(
             ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}"

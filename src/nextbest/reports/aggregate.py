@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import Float
@@ -166,8 +166,8 @@ def aggregate_many(
             func.sum(y * d).label(f"d_sum_of_products{i}"),
         ]
     sums += [func.sum(d).label("d_sum"), func.sum(d * d).label("d_sum_squares")]
-    excluded = select(func.count()).select_from(units).where(units.c.arm != units.c.last_arm).scalar_subquery()
-    sums.append(excluded.label("excluded"))
+    several = select(func.count()).select_from(units).where(units.c.arm != units.c.last_arm)
+    sums.append(several.scalar_subquery().label("excluded"))
     out: dict[Metric, dict[str, ArmAggregate]] = {m: {} for m in metrics}
     excluded_units = None
     query = select(*sums).where(per_unit.c.arm == per_unit.c.last_arm).group_by(per_unit.c.arm)
@@ -189,11 +189,7 @@ def aggregate_many(
                 d_sum_of_products=_number(m[f"d_sum_of_products{i}"]) if ratio else 0.0,
             )
     if excluded_units is None:  # no clean unit at all: still say how many were excluded
-        excluded_units = int(
-            conn.execute(
-                select(func.count()).select_from(units).where(units.c.arm != units.c.last_arm)
-            ).scalar_one()
-        )
+        excluded_units = int(conn.execute(several).scalar_one())
     return out, excluded_units
 
 

@@ -42,7 +42,9 @@ HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
 
 _EXPOSURE_COLUMNS = [
-    c.name for c in exposures.columns if c.name not in {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
+    c.name
+    for c in exposures.columns
+    if c.name not in {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
 ]
 _ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
 
