@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_next_action.py
+	$(PY) benchmarks/bench_contact_policy.py
 
 serve: $(STAMP)
 	$(PY) -m nextbest serve
