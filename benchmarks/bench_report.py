@@ -15,7 +15,7 @@ Then, in the same run and alternately, it times (median of ``--repeat`` runs eac
 - ``bare GROUP BY``: the floor — PostgreSQL scanning the same rows with nothing to compute: the
   experiment's assignments grouped by arm and the events grouped by type.
 
-    python benchmarks/bench_report.py                          # ~10 min the first time (loading), then ~1 min
+    python benchmarks/bench_report.py                          # ~3 min to load the first time, then ~3 min
     python benchmarks/bench_report.py --units 200000 --repeat 3   # a smaller smoke run (its own database)
     python benchmarks/bench_report.py --drop                   # remove the benchmark database and exit
 """

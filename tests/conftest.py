@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog
+from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog, parse_catalog
+from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
 from nextbest.store import Database, Store, upgrade
 
@@ -76,3 +78,21 @@ def find_unit(catalog: Catalog, wanted: dict[str, str]) -> str:
         if all(assign(catalog.experiment(e), unit).arm_id == arm for e, arm in wanted.items()):  # type: ignore[arg-type]
             return unit
     raise AssertionError(f"no unit with arms {wanted}")
+
+
+def heavy_holdout_catalog() -> Catalog:
+    """The bundled catalog with 30 % holdouts, so that many units are held out."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    for exp in data["experiments"]:
+        if exp["id"] in ("global_holdout", "cart_flow_holdout"):
+            exp["arms"][0]["weight"], exp["arms"][1]["weight"] = 0.3, 0.7
+    return parse_catalog(yaml.safe_dump(data), "heavy.yaml")
+
+
+def sqlite_engine(path: Path, catalog: Catalog) -> Iterator[DecisionEngine]:
+    """An in-process engine on a fresh, migrated SQLite file (for module-scoped fixtures)."""
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    store = Store(db)
+    yield DecisionEngine(catalog, store)
+    store.close()

@@ -75,6 +75,10 @@ def request_fingerprint(request: DecisionRequest) -> str:
 _STRIPES = 1024
 
 
+def _stripe(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % _STRIPES
+
+
 class DecisionEngine:
     def __init__(self, catalog: Catalog, store: Store, clock: Callable[[], datetime] = utc_now) -> None:
         self.catalog = catalog
@@ -88,7 +92,7 @@ class DecisionEngine:
         )
 
     def _lock(self, user_id: str) -> threading.Lock:
-        return self._locks[zlib.crc32(user_id.encode()) % _STRIPES]
+        return self._locks[_stripe(user_id)]
 
     def decide(self, request: DecisionRequest) -> Decision:
         """Answers one NextAction request; the decision is durable when this returns."""
@@ -203,9 +207,9 @@ class DecisionEngine:
             else:
                 valid.append((index, event))
         if valid:
-            users = sorted({self._locks.index(self._lock(e.user_id)) for _, e in valid if e.user_id})
+            stripes = sorted({_stripe(e.user_id) for _, e in valid if e.user_id})
             with ExitStack() as stack:  # stripes in a fixed order: no deadlock with each other
-                for stripe in users:
+                for stripe in stripes:
                     stack.enter_context(self._locks[stripe])
                 outcomes = self.store.record_events([e for _, e in valid], self.clock(), self._cancels)
             for (index, event), (outcome, cancelled) in zip(valid, outcomes, strict=True):

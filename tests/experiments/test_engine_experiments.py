@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
+from nextbest.catalog import bundled_catalog_path, parse_catalog
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -27,28 +27,14 @@ from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
 from nextbest.state import Suppression
 from nextbest.store import Database, Store, upgrade
-from tests.conftest import find_unit
+from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 
 
-def heavy_catalog() -> Catalog:
-    """The bundled catalog with 30 % holdouts, so that many units are held out."""
-    data = yaml.safe_load(bundled_catalog_path().read_text())
-    for exp in data["experiments"]:
-        if exp["id"] in ("global_holdout", "cart_flow_holdout"):
-            exp["arms"][0]["weight"], exp["arms"][1]["weight"] = 0.3, 0.7
-    return parse_catalog(yaml.safe_dump(data), "heavy.yaml")
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecisionEngine]:
-    path: Path = tmp_path_factory.mktemp("exp") / "e.db"
-    db = Database(f"sqlite:///{path}")
-    upgrade(db)
-    store = Store(db)
-    yield DecisionEngine(heavy_catalog(), store)
-    store.close()
+    yield from sqlite_engine(tmp_path_factory.mktemp("exp") / "e.db", heavy_holdout_catalog())
 
 
 EVENTS = st.lists(

@@ -12,16 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
 from nextbest.domain import (
     ActionClass,
     Cancellation,
@@ -33,29 +30,15 @@ from nextbest.domain import (
     RequestContext,
 )
 from nextbest.engine import DecisionEngine
-from nextbest.policy import cap_violation
-from nextbest.store import Database, Store, upgrade
 from nextbest.store.schema import exposures
+from tests.conftest import heavy_holdout_catalog, sqlite_engine
 
 T0 = datetime(2026, 11, 2, 6, tzinfo=UTC)
 
 
-def policy_catalog() -> Catalog:
-    data = yaml.safe_load(bundled_catalog_path().read_text())
-    for exp in data["experiments"]:
-        if exp["id"] in ("global_holdout", "cart_flow_holdout"):
-            exp["arms"][0]["weight"], exp["arms"][1]["weight"] = 0.3, 0.7
-    return parse_catalog(yaml.safe_dump(data), "policy.yaml")
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecisionEngine]:
-    path: Path = tmp_path_factory.mktemp("policy") / "p.db"
-    db = Database(f"sqlite:///{path}")
-    upgrade(db)
-    store = Store(db)
-    yield DecisionEngine(policy_catalog(), store)
-    store.close()
+    yield from sqlite_engine(tmp_path_factory.mktemp("policy") / "p.db", heavy_holdout_catalog())
 
 
 DECIDE = st.tuples(
@@ -163,9 +146,3 @@ def test_contact_policy_invariants(
     for c, when in reported:
         assert c.send_at > when, f"{c.action_id} was cancelled at {when}, after it was due ({c.send_at})"
     assert set(ids) == {r["exposure_id"] for r in rows if r["cancelled_at"] is not None}
-
-
-def test_the_cap_check_used_by_the_invariant_can_fail() -> None:
-    """The invariant above is not vacuous: two promotional sends an hour apart break the daily cap."""
-    cap = next(c for c in policy_catalog().policy.caps if c.id == "promotional_daily")
-    assert cap_violation([T0], T0 + timedelta(hours=1), cap) is not None

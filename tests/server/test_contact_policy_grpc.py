@@ -159,18 +159,34 @@ def test_a_higher_priority_decision_preempts_a_pending_lower_one(client: Nextbes
         user, "product_viewed", occurred_at=at(0), product_ids=["sku-1"], channels=["email"]
     )
     assert chosen(browse) == ["browse_reminder_email"]  # pending: sent two hours later
+    request_id = uid("r")
     cart = client.next_action(
-        user, "cart_abandoned", occurred_at=at(0.5), cart_value=60.0, channels=["email"]
+        user,
+        "cart_abandoned",
+        request_id=request_id,
+        occurred_at=at(0.5),
+        cart_value=60.0,
+        channels=["email"],
     )
     assert chosen(cart) == ["cart_reminder_email"]
     (cancelled,) = cart.cancelled
     assert (cancelled.decision_id, cancelled.action_id) == (browse.decision_id, "browse_reminder_email")
     assert cancelled.reason.startswith("preempted by cart_reminder_email")
-    # A replay returns the same cancellation; it is not made twice.
+    # A retry replays the stored answer, with the same cancellation; nothing is cancelled again.
     replay = client.next_action(
-        user, "cart_abandoned", request_id=None, occurred_at=at(0.5), cart_value=60.0, channels=["email"]
+        user,
+        "cart_abandoned",
+        request_id=request_id,
+        occurred_at=at(0.5),
+        cart_value=60.0,
+        channels=["email"],
     )
-    assert [c.decision_id for c in replay.cancelled] == []  # a new request: nothing left to preempt
+    assert replay.replayed and [c.decision_id for c in replay.cancelled] == [browse.decision_id]
+    # A new request finds nothing left to preempt.
+    again = client.next_action(
+        user, "cart_abandoned", occurred_at=at(0.6), cart_value=60.0, channels=["email"]
+    )
+    assert list(again.cancelled) == []
 
 
 def test_an_exit_event_cancels_pending_actions_once(client: NextbestClient, server: NextbestServer) -> None:

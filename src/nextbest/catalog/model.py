@@ -135,6 +135,8 @@ class Catalog:
     experiments: tuple[Experiment, ...] = ()
     policy: ContactPolicy = field(default_factory=ContactPolicy)
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
+    # Flows from the most to the least important (class, then priority), for the conflict check.
+    flows_by_rank: tuple[Flow, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[Action]] = {}
@@ -142,6 +144,7 @@ class Catalog:
             for trigger in action.triggers:
                 index.setdefault(trigger, []).append(action)
         object.__setattr__(self, "_by_trigger", {t: tuple(a) for t, a in index.items()})
+        object.__setattr__(self, "flows_by_rank", tuple(sorted(self.flows.values(), key=Flow.rank)))
 
     @property
     def triggers(self) -> frozenset[str]:

@@ -75,17 +75,12 @@ def evaluate(
         rule = action.rule
         when = flow.steps[action.step].when if action.step is not None else None
         try:
-            context = None
-            if when is not None and not when.always_true:
-                context = scope.context(flow.id, journey, True)
-                if not when.evaluate(context):
-                    rejected.append(
-                        rejection(action, ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
-                    )
-                    continue
-            passed = rule.always_true or rule.evaluate(
-                context or scope.context(flow.id, journey, rule.uses_journey)
-            )
+            if when is not None and not when.evaluate(scope.context(flow.id, journey, when.uses_journey)):
+                rejected.append(
+                    rejection(action, ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
+                )
+                continue
+            passed = rule.always_true or rule.evaluate(scope.context(flow.id, journey, rule.uses_journey))
         except RuleEvaluationError as exc:
             logger.warning("rule of %s failed to evaluate: %s", action.id, exc)
             rejected.append(

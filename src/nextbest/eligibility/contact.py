@@ -45,7 +45,7 @@ class JourneyBook:
         """An ongoing journey (entered before now, still active) in a flow that outranks ``flow``."""
         if flow.id not in self._higher:
             found = None
-            for other in sorted(self._catalog.flows.values(), key=Flow.rank):
+            for other in self._catalog.flows_by_rank:
                 if other.rank() >= flow.rank():
                     break
                 if not other.is_journey or other.id == flow.id:

@@ -41,11 +41,9 @@ logger = logging.getLogger(__name__)
 HISTORY_WINDOW = timedelta(days=90)
 HISTORY_LIMIT = 500
 
-_EXPOSURE_COLUMNS = [
-    c.name
-    for c in exposures.columns
-    if c.name not in {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
-]
+# The id is generated; the cancellation columns are set only when a pending exposure is cancelled.
+_SET_LATER = {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
+_EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name not in _SET_LATER]
 _ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
 
 # Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
@@ -118,7 +116,7 @@ class Store:
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
-        self._cancels: tuple[PreparedUpdate, PreparedUpdate] = (None, None)  # type: ignore[assignment]
+        self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
         self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
 
@@ -218,6 +216,7 @@ class Store:
                 PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
             )
             self._cancels = (PreparedUpdate(_CANCEL, dialect), PreparedUpdate(_UNCANCEL, dialect))
+        assert self._cancels is not None  # compiled together with the inserts
         insert_decisions, insert_exposures, insert_assignments = self._writes
         cancel, uncancel = self._cancels
         # Preemptions first, so the stored payload names only what this decision really cancelled.
