@@ -26,6 +26,7 @@ __all__ = [
     "ReasonCode",
     "Rejection",
     "RequestContext",
+    "SendTimeSource",
 ]
 
 
@@ -127,6 +128,19 @@ class DecisionRequest:
     explain: bool = False
 
 
+class SendTimeSource(StrEnum):
+    """Where ``send_at`` came from."""
+
+    # The action is sent when due (its delay or flow step); it does not optimize its send time.
+    FIXED = "fixed"
+    # The hour the send-time model predicts best for this customer, from their own engagement history.
+    PERSONAL = "personal"
+    # The customer has no engagement history yet: the population's best hour.
+    POPULATION = "population"
+    # The action optimizes its send time but no send-time model is loaded: sent when due.
+    FALLBACK = "fallback"
+
+
 @dataclass(frozen=True, slots=True)
 class ChosenAction:
     action_id: str
@@ -136,6 +150,9 @@ class ChosenAction:
     send_at: datetime
     parameters: Mapping[str, str]
     score: float
+    send_time: SendTimeSource = SendTimeSource.FIXED
+    # The scoring features (float64, see nextbest.scoring.features), logged with the exposure.
+    features: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +207,8 @@ class Decision:
     replayed: bool = False
     exposures: tuple[ExperimentExposure, ...] = ()
     cancelled: tuple[Cancellation, ...] = ()
+    # The versions of the models that scored it, by kind.
+    models: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

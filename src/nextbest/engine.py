@@ -38,6 +38,7 @@ from nextbest.experiments.stage import apply_experiments
 from nextbest.reports.report import LiftReport, build_report
 from nextbest.reports.request import ReportRequest
 from nextbest.scoring import ScoredCandidate, score_candidates
+from nextbest.scoring.registry import ModelRegistry, ModelSet
 from nextbest.state import MESSAGING_CHANNELS, PastExposure
 from nextbest.store import Store
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request
@@ -73,6 +74,7 @@ def request_fingerprint(request: DecisionRequest) -> str:
 
 
 _STRIPES = 1024
+_NO_MODELS = ModelSet()
 
 
 def _stripe(user_id: str) -> int:
@@ -80,10 +82,17 @@ def _stripe(user_id: str) -> int:
 
 
 class DecisionEngine:
-    def __init__(self, catalog: Catalog, store: Store, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: Store,
+        clock: Callable[[], datetime] = utc_now,
+        models: ModelRegistry | None = None,
+    ) -> None:
         self.catalog = catalog
         self.store = store
         self.clock = clock
+        self.models = models
         # One customer's decisions and events are serialized in this process (striped locks): caps and
         # preemptions read the contact history and must not race another call for the same customer.
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
@@ -122,12 +131,13 @@ class DecisionEngine:
         actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
         eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
         treated, moved = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
-        scored = score_candidates(treated, now)
         zone = (
             ZoneInfo(request.context.time_zone)
             if request.context.time_zone
             else self.catalog.policy.time_zone
         )
+        models = self.models.current if self.models is not None else _NO_MODELS
+        scored, no_lift = score_candidates(treated, now, snapshot, request, zone, models)
         contact = ContactLog(self.catalog.policy, snapshot.history, now, zone)
         chosen, lower, held = self._arbitrate(scored, request.max_actions or 1, contact)
         decision_id = uuid.uuid4().hex
@@ -143,11 +153,13 @@ class DecisionEngine:
             rejected=tuple(
                 rejected
                 + moved
+                + no_lift
                 + lower
                 + [_held_rejection(c, c in held) for c in scored if c.candidate.held_out_by]
             ),
             exposures=tuple(_exposures(held, held_out=True) + _exposures(chosen, held_out=False)),
             cancelled=tuple(cancelled),
+            models=models.versions,
         )
         saved = self.store.save_decision(decision, fingerprint, decided_at)
         if saved and len(saved.cancelled) != len(cancelled):  # some were cancelled meanwhile
@@ -252,7 +264,17 @@ def _without_explanations(decision: Decision) -> Decision:
 
 def _chosen(c: ScoredCandidate) -> ChosenAction:
     a = c.action
-    return ChosenAction(a.id, a.flow, c.channel, a.action_class, c.send_at, c.candidate.parameters, c.score)
+    return ChosenAction(
+        a.id,
+        a.flow,
+        c.channel,
+        a.action_class,
+        c.send_at,
+        c.candidate.parameters,
+        c.score,
+        c.send_time,
+        c.features,
+    )
 
 
 def _held_rejection(c: ScoredCandidate, would_have_won: bool) -> Rejection:

@@ -11,7 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from nextbest.catalog import Flow
-from nextbest.domain import ActionClass, Cancellation, Channel, ReasonCode, Rejection
+from nextbest.domain import ActionClass, Cancellation, Channel, ReasonCode, Rejection, SendTimeSource
 from nextbest.eligibility import rejection
 from nextbest.policy import ContactPolicy, cap_violation, defer_for_quiet_hours
 from nextbest.scoring import ScoredCandidate
@@ -102,11 +102,33 @@ def arbitrate(
 def _send_time_policy(
     candidate: ScoredCandidate, contact: ContactLog, chosen: list[ScoredCandidate], flows: Mapping[str, Flow]
 ) -> ScoredCandidate | Rejection:
+    """The candidate at the first send time the policy allows: with a send-time profile, the best hour
+    of the send window outside quiet hours and caps; otherwise when due (deferred past quiet hours)."""
+    if candidate.timing is not None:
+        for slot in candidate.timing.slots(candidate.send_at, candidate.action.send_window):
+            checked = _policy_at(candidate, slot, contact, chosen, flows, defer=False)
+            if not isinstance(checked, Rejection):
+                return checked
+        # No hour of the window passes: when due, like an action without a profile.
+        candidate = replace(candidate, timing=None, send_time=SendTimeSource.FALLBACK)
+    return _policy_at(candidate, candidate.send_at, contact, chosen, flows, defer=True)
+
+
+def _policy_at(
+    candidate: ScoredCandidate,
+    send_at: datetime,
+    contact: ContactLog,
+    chosen: list[ScoredCandidate],
+    flows: Mapping[str, Flow],
+    *,
+    defer: bool,
+) -> ScoredCandidate | Rejection:
     action, channel = candidate.action, candidate.channel
-    send_at = candidate.send_at
     quiet = contact.policy.quiet_hours.get(channel)
     if quiet is not None and quiet.applies(action.action_class):
         deferred, quiet_end = defer_for_quiet_hours(send_at, quiet, contact.zone, action.send_window)
+        if not defer and deferred != send_at:
+            return rejection(action, ReasonCode.QUIET_HOURS, "inside quiet hours", channel)
         if deferred is None:
             return rejection(
                 action,

@@ -190,6 +190,11 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                 f"unknown channel {action.channel.value!r}: "
                 f"not declared under channels ({_names(spec.channels)})",
             )
+        if action.send_time == "optimize" and action.action_class is ActionClass.TRANSACTIONAL:
+            yield (
+                ("actions", index, "send_time"),
+                "a transactional action is sent when due; only marketing actions optimize their send time",
+            )
         for t_index, trigger in enumerate(action.triggers):
             if action.triggers.index(trigger) != t_index:
                 yield ("actions", index, "triggers", t_index), f"trigger {trigger!r} listed twice"

@@ -42,6 +42,7 @@ class Action:
     cooldown: timedelta = timedelta(0)
     send_window: timedelta = timedelta(hours=12)
     inventory: Literal["ignore", "in_stock"] = "ignore"
+    send_time: Literal["fixed", "optimize"] = "fixed"
     # The index of the flow step the action belongs to, if its flow has steps.
     step: int | None = None
 
@@ -63,6 +64,7 @@ class Action:
             cooldown=spec.cooldown,
             send_window=spec.send_window,
             inventory=spec.inventory,
+            send_time=spec.send_time,
             step=step,
         )
 

@@ -121,6 +121,10 @@ class ActionSpec(_Strict):
         default=timedelta(hours=12),
         description="How long quiet hours may defer the send; beyond it the action is rejected.",
     )
+    send_time: Literal["fixed", "optimize"] = Field(
+        default="fixed",
+        description="optimize: send at the customer's best hour inside the send window (send-time model).",
+    )
     inventory: Literal["ignore", "in_stock"] = Field(
         default="ignore",
         description="in_stock: rejected (OUT_OF_STOCK) when a product of the context is out of stock.",

@@ -1,19 +1,33 @@
-"""Scoring: the expected value of sending each eligible action.
+"""Scoring: the expected value of sending each eligible action, and when to send it.
 
-Without a model an action is scored with its declared base propensity: ``P(convert) x value``. The model
-registry (propensity, uplift) plugs in here.
+All candidates of a decision are scored in one batch. With a promoted propensity model the score is
+``P(convert | customer, action) x value``; without one, the action's declared ``base_propensity x value``.
+With a promoted uplift model covering the action's flow (marketing actions only) it is
+``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
+incremental value is not positive is rejected (``NO_EXPECTED_LIFT``). Actions that optimize their send
+time carry the customer's engagement profile for arbitration to pick the hour. The features each
+candidate was scored with travel with it to the exposure log.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from nextbest.catalog import Action
-from nextbest.domain import Channel
-from nextbest.eligibility import Candidate
+from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection, SendTimeSource
+from nextbest.eligibility import Candidate, rejection
+from nextbest.scoring import features as F
+from nextbest.scoring.registry import ModelSet
+from nextbest.scoring.send_time import Timing
+from nextbest.state import CustomerSnapshot
 
 __all__ = ["ScoredCandidate", "score_candidates"]
+
+_NO_MODELS = ModelSet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +35,10 @@ class ScoredCandidate:
     candidate: Candidate
     score: float
     send_at: datetime
+    features: bytes = b""
+    # When the action optimizes its send time and a send-time model is loaded: the customer's profile.
+    timing: Timing | None = None
+    send_time: SendTimeSource = SendTimeSource.FIXED
 
     @property
     def action(self) -> Action:
@@ -31,5 +49,71 @@ class ScoredCandidate:
         return self.candidate.channel
 
 
-def score_candidates(candidates: list[Candidate], now: datetime) -> list[ScoredCandidate]:
-    return [ScoredCandidate(c, c.action.base_propensity * c.action.value, now + c.delay) for c in candidates]
+def score_candidates(
+    candidates: list[Candidate],
+    now: datetime,
+    snapshot: CustomerSnapshot | None = None,
+    request: DecisionRequest | None = None,
+    zone: ZoneInfo | None = None,
+    models: ModelSet = _NO_MODELS,
+) -> tuple[list[ScoredCandidate], list[Rejection]]:
+    """Scores every candidate; returns them, and the ones rejected for no expected lift."""
+    if not candidates:
+        return [], []
+    logged: list[list[float]] | None = None
+    if snapshot is not None and request is not None and zone is not None:
+        customer = F.customer_row(snapshot, request, now, zone)
+        logged = [customer + F.action_columns(c.action, c.channel, c.delay) for c in candidates]
+    ids = [c.action.id for c in candidates]
+    values = np.array([c.action.value for c in candidates])
+    if models.propensity is not None and logged is not None:
+        p = models.propensity.predict(F.matrix(logged, ids, models.propensity.codes))
+    else:
+        p = np.array([c.action.base_propensity for c in candidates])
+    scores = p * values
+    uplift = models.uplift
+    no_lift: dict[int, str] = {}
+    if uplift is not None and logged is not None:
+        covered = [
+            i
+            for i, c in enumerate(candidates)
+            if c.action.flow in uplift.flows and c.action.action_class.is_marketing
+        ]
+        if covered:
+            x = F.matrix([logged[i] for i in covered], [ids[i] for i in covered], uplift.treated.codes)
+            treated, control = uplift.predict(x)
+            for i, pt, pc in zip(covered, treated, control, strict=True):
+                action = candidates[i].action
+                gain = (pt - pc) * action.value - action.cost
+                scores[i] = gain
+                if not gain > 0:
+                    no_lift[i] = (
+                        f"uplift {100 * (pt - pc):+.2f} pp x value {action.value:g} - cost {action.cost:g} "
+                        f"= {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
+                    )
+    profile = None
+    scored: list[ScoredCandidate] = []
+    rejected: list[Rejection] = []
+    for i, c in enumerate(candidates):
+        if i in no_lift:
+            rejected.append(rejection(c.action, ReasonCode.NO_EXPECTED_LIFT, no_lift[i], c.channel))
+            continue
+        timing, source = None, SendTimeSource.FIXED
+        if c.action.send_time == "optimize":
+            if models.send_time is not None and snapshot is not None:
+                if profile is None:  # once per decision
+                    profile = models.send_time.timing(snapshot.state.engagement_hours)
+                timing, source = profile, profile.source
+            else:
+                source = SendTimeSource.FALLBACK
+        scored.append(
+            ScoredCandidate(
+                c,
+                float(scores[i]),
+                now + c.delay,
+                F.encode(logged[i]) if logged is not None else b"",
+                timing,
+                source,
+            )
+        )
+    return scored, rejected

@@ -1,6 +1,13 @@
 """Customer state: consent, suppression, purchase aggregates, contact history and journeys."""
 
-from nextbest.state.customer import MESSAGING_CHANNELS, ChannelState, CustomerState, Suppression, apply_event
+from nextbest.state.customer import (
+    MESSAGING_CHANNELS,
+    ChannelState,
+    CustomerState,
+    Suppression,
+    apply_event,
+    hour_of_week,
+)
 from nextbest.state.history import CustomerSnapshot, Journey, PastExposure, journey_in
 
 __all__ = [
@@ -12,5 +19,6 @@ __all__ = [
     "PastExposure",
     "Suppression",
     "apply_event",
+    "hour_of_week",
     "journey_in",
 ]

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 
 from nextbest.domain import BounceKind, Channel, Event, EventType
 
-__all__ = ["MESSAGING_CHANNELS", "ChannelState", "CustomerState", "Suppression", "apply_event"]
+__all__ = [
+    "MESSAGING_CHANNELS",
+    "ChannelState",
+    "CustomerState",
+    "Suppression",
+    "apply_event",
+    "hour_of_week",
+]
 
 # Channels an unsubscribe without a channel applies to: the ones that send messages.
 MESSAGING_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
@@ -78,6 +85,9 @@ class CustomerState:
     last_engagement_at: datetime | None = None
     channels: Mapping[Channel, ChannelState] = field(default_factory=lambda: MappingProxyType({}))
     last_events: Mapping[EventType, datetime] = field(default_factory=lambda: MappingProxyType({}))
+    # Opens and clicks by hour of the week in UTC (Monday 00:00 = 0 ... Sunday 23:00 = 167): what the
+    # send-time model personalizes from.
+    engagement_hours: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def channel(self, channel: Channel) -> ChannelState:
         return self.channels.get(channel, _NO_CHANNEL_STATE)
@@ -106,6 +116,10 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
         changes["revenue_total"] = state.revenue_total - event.value
     elif kind in (EventType.OPENED, EventType.CLICKED):
         changes["last_engagement_at"] = _max(state.last_engagement_at, at)
+        slot = hour_of_week(at)
+        hours = dict(state.engagement_hours)
+        hours[slot] = hours.get(slot, 0) + 1
+        changes["engagement_hours"] = MappingProxyType(hours)
     elif kind is EventType.SUBSCRIBED:
         ch = event.channel or Channel.EMAIL
         channels[ch] = _opt_in(_consent(state.channel(ch), True, at), at)
@@ -124,6 +138,12 @@ def apply_event(state: CustomerState, event: Event) -> CustomerState:
         channels[event.channel] = replace(ch_state, complained_at=_max(ch_state.complained_at, at))
     changes["channels"] = MappingProxyType(channels)
     return replace(state, **changes)  # type: ignore[arg-type]
+
+
+def hour_of_week(at: datetime) -> int:
+    """0 for Monday 00:00-00:59 UTC ... 167 for Sunday 23:00-23:59 UTC."""
+    utc = at.astimezone(UTC)
+    return utc.weekday() * 24 + utc.hour
 
 
 def _consent(ch: ChannelState, granted: bool, at: datetime) -> ChannelState:

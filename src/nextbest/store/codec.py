@@ -17,6 +17,7 @@ from nextbest.domain import (
     ExperimentExposure,
     ReasonCode,
     Rejection,
+    SendTimeSource,
 )
 from nextbest.state import ChannelState, CustomerState
 
@@ -26,6 +27,7 @@ __all__ = [
     "channels_to_json",
     "decision_from_row",
     "decision_payload",
+    "engagement_hours_to_json",
     "last_events_to_json",
     "state_from_row",
 ]
@@ -49,6 +51,7 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
         ],
         "exposures": [exposure_row(e) for e in decision.exposures],
         **({"cancelled": [cancellation_json(c) for c in decision.cancelled]} if decision.cancelled else {}),
+        **({"models": dict(decision.models)} if decision.models else {}),
     }
 
 
@@ -87,6 +90,7 @@ def _action_json(a: ChosenAction) -> dict[str, Any]:
         "send_at": a.send_at.isoformat(),
         "parameters": dict(a.parameters),
         "score": a.score,
+        **({"send_time": a.send_time.value} if a.send_time is not SendTimeSource.FIXED else {}),
     }
 
 
@@ -99,6 +103,7 @@ def _action_from_json(a: Mapping[str, Any]) -> ChosenAction:
         send_at=datetime.fromisoformat(a["send_at"]),
         parameters=a["parameters"],
         score=a["score"],
+        send_time=SendTimeSource(a.get("send_time", "fixed")),
     )
 
 
@@ -145,6 +150,7 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
             for e in payload.get("exposures", ())
         ),
         cancelled=tuple(cancellation_from_json(c) for c in payload.get("cancelled", ())),
+        models=payload.get("models", {}),
     )
 
 
@@ -164,6 +170,10 @@ def channels_to_json(channels: Mapping[Channel, ChannelState]) -> dict[str, Any]
 
 def last_events_to_json(last_events: Mapping[EventType, datetime]) -> dict[str, str]:
     return {kind.value: at.isoformat() for kind, at in last_events.items()}
+
+
+def engagement_hours_to_json(hours: Mapping[int, int]) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(hours.items())}
 
 
 def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
@@ -189,5 +199,8 @@ def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
         channels=MappingProxyType(channels),
         last_events=MappingProxyType(
             {EventType(k): datetime.fromisoformat(v) for k, v in row["last_events"].items()}
+        ),
+        engagement_hours=MappingProxyType(
+            {int(k): int(v) for k, v in (row.get("engagement_hours") or {}).items()}
         ),
     )

@@ -21,6 +21,7 @@ from nextbest.store.codec import (
     channels_to_json,
     decision_from_row,
     decision_payload,
+    engagement_hours_to_json,
     exposure_row,
     last_events_to_json,
     state_from_row,
@@ -163,6 +164,7 @@ class Store:
                 "send_at": a.send_at,
                 "score": a.score,
                 "catalog_version": decision.catalog_version,
+                "features": a.features or None,
             }
             for a in decision.actions
         ]
@@ -173,7 +175,8 @@ class Store:
             "catalog_version": decision.catalog_version,
         }
         assignment_rows = [
-            {**exposure_row(e), **common, "send_at": e.action.send_at} for e in decision.exposures
+            {**exposure_row(e), **common, "send_at": e.action.send_at, "features": e.action.features or None}
+            for e in decision.exposures
         ]
         cancellations = [
             {
@@ -480,6 +483,7 @@ class Store:
         empty = {
             "channels": {},
             "last_events": {},
+            "engagement_hours": {},
             "orders_count": 0,
             "refunds_count": 0,
             "revenue_total": 0.0,
@@ -544,6 +548,7 @@ def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
         "last_engagement_at": state.last_engagement_at,
         "channels": channels_to_json(state.channels),
         "last_events": last_events_to_json(state.last_events),
+        "engagement_hours": engagement_hours_to_json(state.engagement_hours),
     }
 
 

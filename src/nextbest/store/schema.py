@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -110,6 +111,9 @@ exposures = Table(
     Column("cancelled_at", UTCDateTime()),
     Column("cancelled_by", _ID),
     Column("cancel_reason", String(512)),
+    # The scoring features (float64, in the order of nextbest.scoring.features.LOGGED): a training set
+    # is a query over what production saw.
+    Column("features", LargeBinary),
     Index(None, "user_id", "occurred_at"),
     Index(None, "decision_id"),
 )
@@ -137,6 +141,7 @@ assignments = Table(
     Column("score", Float, nullable=False),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("catalog_version", String(32), nullable=False),
+    Column("features", LargeBinary),
     Index(None, "experiment_id", "user_id", "occurred_at"),
     Index(None, "decision_id"),
 )
@@ -189,6 +194,8 @@ customers = Table(
     Column("channels", _JSON, nullable=False),
     # {event_type: ISO time of the latest such event}
     Column("last_events", _JSON, nullable=False),
+    # {hour of week (UTC, Monday 00:00 = 0): opens and clicks}
+    Column("engagement_hours", _JSON),
 )
 
 # The latest stock status of each product, from out_of_stock / back_in_stock events.

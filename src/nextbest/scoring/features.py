@@ -1,0 +1,149 @@
+"""The scoring features: one definition shared by serving, the exposure log and training.
+
+A decision builds one row per candidate action: the customer and context part once, then each action's
+own columns. The logged part (``LOGGED``, float64) is stored with the exposure; training adds the action
+identity (``action``, a categorical coded by the model card's vocabulary) from the exposure's
+``action_id`` column, exactly as serving does. Missing values are NaN, which LightGBM treats as missing.
+
+Changing a feature's meaning or order means a new ``FEATURE_SET``: a model card names the set it was
+trained on and the registry refuses a model built for another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from nextbest.catalog import Action
+from nextbest.domain import Channel, DecisionRequest
+from nextbest.state import CustomerSnapshot
+
+__all__ = [
+    "ACTION",
+    "CATEGORICAL",
+    "CUSTOMER",
+    "FEATURES",
+    "FEATURE_SET",
+    "LOGGED",
+    "action_codes",
+    "action_columns",
+    "customer_row",
+    "decode",
+    "encode",
+    "matrix",
+]
+
+FEATURE_SET = "v1"
+
+CUSTOMER: tuple[str, ...] = (
+    "tenure_days",  # since the customer's first event
+    "orders_count",
+    "revenue_total",
+    "days_since_order",
+    "days_since_engagement",  # last open or click
+    "sends_7d",  # actions sent or pending in the last 7 days
+    "sends_30d",
+    "cart_value",
+    "context_products",
+    "local_hour",  # in the customer's time zone
+    "local_weekday",  # Monday = 0
+)
+ACTION_COLUMNS: tuple[str, ...] = (
+    "channel",  # categorical: the index of the channel in nextbest.domain.Channel
+    "action_class",  # 0 transactional, 1 triggered, 2 promotional
+    "action_value",
+    "base_propensity",
+    "delay_hours",
+)
+LOGGED: tuple[str, ...] = CUSTOMER + ACTION_COLUMNS
+# Added at training and serving time from the action id and the model card's vocabulary.
+ACTION = "action"
+FEATURES: tuple[str, ...] = (*LOGGED, ACTION)
+CATEGORICAL: tuple[str, ...] = ("channel", ACTION)
+
+_CHANNEL_CODE = {c: float(i) for i, c in enumerate(Channel)}
+_DAY = 86400.0
+_NAN = math.nan
+
+
+def customer_row(
+    snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime, zone: ZoneInfo
+) -> list[float]:
+    """The customer and context columns, in ``CUSTOMER`` order."""
+    state = snapshot.state
+    week, month = now - timedelta(days=7), now - timedelta(days=30)
+    sends_7d = sends_30d = 0
+    for past in snapshot.history:  # newest first
+        if past.cancelled or past.send_at > now:
+            continue
+        if past.send_at <= month:
+            break
+        sends_30d += 1
+        if past.send_at > week:
+            sends_7d += 1
+    local = now.astimezone(zone)
+    cart = request.context.cart_value
+    return [
+        _days(now, state.first_seen_at),
+        float(state.orders_count),
+        state.revenue_total,
+        _days(now, state.last_order_at),
+        _days(now, state.last_engagement_at),
+        float(sends_7d),
+        float(sends_30d),
+        _NAN if cart is None else cart,
+        float(len(request.context.product_ids)),
+        local.hour + local.minute / 60.0,
+        float(local.weekday()),
+    ]
+
+
+def action_columns(action: Action, channel: Channel, delay: timedelta) -> list[float]:
+    """The action's columns, in ``ACTION_COLUMNS`` order (an experiment arm may move the channel or
+    change the delay)."""
+    return [
+        _CHANNEL_CODE[channel],
+        float(action.action_class.rank),
+        action.value,
+        action.base_propensity,
+        delay.total_seconds() / 3600.0,
+    ]
+
+
+def encode(row: Sequence[float]) -> bytes:
+    """The logged form: float64, little-endian, ``LOGGED`` order."""
+    return np.asarray(row, dtype="<f8").tobytes()
+
+
+def decode(blob: bytes | None) -> npt.NDArray[np.float64] | None:
+    if not blob:
+        return None
+    values = np.frombuffer(blob, dtype="<f8")
+    return values if values.size == len(LOGGED) else None
+
+
+def action_codes(vocabulary: Sequence[str]) -> dict[str, float]:
+    return {a: float(i) for i, a in enumerate(vocabulary)}
+
+
+def matrix(
+    logged: Sequence[Sequence[float]] | npt.NDArray[np.float64],
+    action_ids: Sequence[str],
+    codes: Mapping[str, float],
+) -> npt.NDArray[np.float64]:
+    """The model input, in ``FEATURES`` order: the logged columns plus the action's code (NaN for an
+    action the model never saw)."""
+    x = np.empty((len(action_ids), len(FEATURES)), dtype=np.float64)
+    if len(action_ids):
+        x[:, : len(LOGGED)] = logged
+        x[:, -1] = [codes.get(a, _NAN) for a in action_ids]
+    return x
+
+
+def _days(now: datetime, then: datetime | None) -> float:
+    return _NAN if then is None else (now - then).total_seconds() / _DAY

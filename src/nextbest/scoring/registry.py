@@ -1,0 +1,245 @@
+"""The model registry: loads the promoted version of each kind, checks it, and says what it found.
+
+A model that is missing, corrupt (a file that does not match its card's digest or does not parse) or
+incompatible (trained on other features than the server builds) is not used: its status says why, and
+the actions it would have scored fall back (declared base propensity; send when due). Loading never
+raises. ``reload`` swaps the whole set at once, so a decision scores with one consistent set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from nextbest.scoring import features as F
+from nextbest.scoring.artifacts import ModelCard, ModelKind, promoted_version, read_card
+from nextbest.scoring.send_time import HOURS_OF_WEEK, SendTimeModel
+
+__all__ = [
+    "BinaryModel",
+    "ModelRegistry",
+    "ModelSet",
+    "ModelState",
+    "ModelStatus",
+    "UpliftModel",
+    "load_binary",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelState(StrEnum):
+    LOADED = "loaded"
+    MISSING = "missing"  # nothing promoted (or no models directory): fallbacks, by design
+    CORRUPT = "corrupt"
+    INCOMPATIBLE = "incompatible"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    kind: ModelKind
+    state: ModelState
+    version: str = ""
+    detail: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        """Missing is a choice (nothing promoted); corrupt or incompatible is a fault."""
+        return self.state in (ModelState.LOADED, ModelState.MISSING)
+
+
+@dataclass(frozen=True)
+class BinaryModel:
+    """A LightGBM binary classifier over ``FEATURES``, scored with one thread (LightGBM's OpenMP threads
+    turn a 100 µs call into milliseconds whenever another process is busy)."""
+
+    booster: lgb.Booster
+    card: ModelCard
+    codes: Mapping[str, float]
+
+    def predict(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.float64] = self.booster.predict(x, num_threads=1)
+        return out
+
+
+@dataclass(frozen=True)
+class UpliftModel:
+    """A two-model (T-) learner: P(convert | treated) and P(convert | untreated), for ``flows``."""
+
+    treated: BinaryModel
+    control: BinaryModel
+    card: ModelCard
+    flows: frozenset[str]
+
+    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return self.treated.predict(x), self.control.predict(x)
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    propensity: BinaryModel | None = None
+    uplift: UpliftModel | None = None
+    send_time: SendTimeModel | None = None
+    statuses: tuple[ModelStatus, ...] = ()
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.statuses)
+
+
+class _Problem(Exception):
+    def __init__(self, state: ModelState, detail: str) -> None:
+        super().__init__(detail)
+        self.state = state
+        self.detail = detail
+
+
+def load_binary(directory: Path, card: ModelCard, role: str) -> BinaryModel:
+    """One LightGBM model file of a checked card."""
+    name = card.files.get(role)
+    if name is None:
+        raise _Problem(ModelState.CORRUPT, f"the card lists no {role!r} file")
+    blob = _verified(directory, card, name)
+    try:
+        booster = lgb.Booster(model_str=blob.decode(), params={"num_threads": 1})
+    except (lgb.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
+        raise _Problem(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
+    if booster.feature_name() != card.features:
+        raise _Problem(
+            ModelState.INCOMPATIBLE,
+            f"{name} has features {booster.feature_name()}, its card lists {card.features}",
+        )
+    model = BinaryModel(booster, card, F.action_codes(card.categories.get(F.ACTION, [])))
+    probe = np.full((1, len(card.features)), np.nan)
+    if not np.all(np.isfinite(model.predict(probe))):
+        raise _Problem(ModelState.CORRUPT, f"{name} predicts a non-finite value")
+    return model
+
+
+def _verified(directory: Path, card: ModelCard, name: str) -> bytes:
+    try:
+        blob = (directory / name).read_bytes()
+    except OSError as exc:
+        raise _Problem(ModelState.CORRUPT, f"cannot read {name}: {exc.strerror}") from exc
+    expected = card.sha256.get(name)
+    if expected is None or hashlib.sha256(blob).hexdigest() != expected:
+        raise _Problem(ModelState.CORRUPT, f"{name} does not match the SHA-256 in its card")
+    return blob
+
+
+def _check_features(card: ModelCard) -> None:
+    if card.feature_set != F.FEATURE_SET or list(card.features) != list(F.FEATURES):
+        raise _Problem(
+            ModelState.INCOMPATIBLE,
+            f"trained on feature set {card.feature_set!r} ({', '.join(card.features)}); the server "
+            f"builds {F.FEATURE_SET!r} ({', '.join(F.FEATURES)})",
+        )
+
+
+def _load_propensity(directory: Path, card: ModelCard) -> BinaryModel:
+    _check_features(card)
+    return load_binary(directory, card, "model")
+
+
+def _load_uplift(directory: Path, card: ModelCard) -> UpliftModel:
+    _check_features(card)
+    if not card.flows:
+        raise _Problem(ModelState.INCOMPATIBLE, "the card names no flows to score")
+    return UpliftModel(
+        load_binary(directory, card, "treated"),
+        load_binary(directory, card, "control"),
+        card,
+        frozenset(card.flows),
+    )
+
+
+def _load_send_time(directory: Path, card: ModelCard) -> SendTimeModel:
+    name = card.files.get("model", "")
+    blob = _verified(directory, card, name)
+    try:
+        spec: dict[str, Any] = json.loads(blob)
+        model = SendTimeModel(np.asarray(spec["population"], dtype=np.float64), float(spec["strength"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Problem(ModelState.CORRUPT, f"{name} is not a send-time model: {exc}") from exc
+    if card.features != [f"hour_of_week_{h}" for h in range(HOURS_OF_WEEK)]:
+        raise _Problem(ModelState.INCOMPATIBLE, "a send-time card must list the 168 hours of the week")
+    return model
+
+
+_LOADERS: dict[ModelKind, Callable[[Path, ModelCard], Any]] = {
+    ModelKind.PROPENSITY: _load_propensity,
+    ModelKind.UPLIFT: _load_uplift,
+    ModelKind.SEND_TIME: _load_send_time,
+}
+
+
+def _load(root: Path | None, kind: ModelKind) -> tuple[Any, ModelStatus]:
+    if root is None:
+        return None, ModelStatus(kind, ModelState.MISSING, detail="no models directory configured")
+    version = promoted_version(root, kind)
+    if version is None:
+        return None, ModelStatus(kind, ModelState.MISSING, detail=f"no {kind.value} model promoted in {root}")
+    directory = root / kind.value / version
+    try:
+        try:
+            card = read_card(directory)
+        except FileNotFoundError as exc:
+            raise _Problem(ModelState.MISSING, f"promoted version {version} has no card") from exc
+        except ValueError as exc:
+            raise _Problem(ModelState.CORRUPT, f"the card of {version} is invalid: {exc}") from exc
+        if card.kind is not kind or card.version != version:
+            raise _Problem(ModelState.CORRUPT, f"the card of {version} describes {card.kind} {card.version}")
+        model = _LOADERS[kind](directory, card)
+    except _Problem as problem:
+        return None, ModelStatus(kind, problem.state, version, problem.detail)
+    except Exception as exc:  # a model never takes the service down
+        logger.exception("unexpected failure loading %s %s", kind.value, version)
+        return None, ModelStatus(kind, ModelState.CORRUPT, version, f"{type(exc).__name__}: {exc}")
+    return model, ModelStatus(kind, ModelState.LOADED, version, f"loaded from {directory}")
+
+
+class ModelRegistry:
+    """The promoted models under ``root``; ``current`` is swapped whole by ``reload``."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self.current = self._load_all()
+
+    def reload(self) -> ModelSet:
+        with self._lock:
+            self.current = self._load_all()
+        return self.current
+
+    @property
+    def statuses(self) -> Sequence[ModelStatus]:
+        return self.current.statuses
+
+    def _load_all(self) -> ModelSet:
+        loaded: dict[ModelKind, Any] = {}
+        statuses = []
+        for kind in ModelKind:
+            model, status = _load(self.root, kind)
+            loaded[kind] = model
+            statuses.append(status)
+            log = logger.info if status.healthy else logger.error
+            log("model %s: %s %s%s", kind.value, status.state.value, status.version, f" ({status.detail})")
+        return ModelSet(
+            propensity=loaded[ModelKind.PROPENSITY],
+            uplift=loaded[ModelKind.UPLIFT],
+            send_time=loaded[ModelKind.SEND_TIME],
+            statuses=tuple(statuses),
+            versions={s.kind.value: s.version for s in statuses if s.state is ModelState.LOADED},
+        )
