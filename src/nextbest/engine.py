@@ -137,7 +137,9 @@ class DecisionEngine:
             else self.catalog.policy.time_zone
         )
         models = self.models.current if self.models is not None else _NO_MODELS
-        scored, no_lift = score_candidates(treated, now, snapshot, request, zone, models)
+        scored, no_lift = score_candidates(
+            treated, now, snapshot=snapshot, request=request, zone=zone, models=models
+        )
         contact = ContactLog(self.catalog.policy, snapshot.history, now, zone)
         chosen, lower, held = self._arbitrate(scored, request.max_actions or 1, contact)
         decision_id = uuid.uuid4().hex

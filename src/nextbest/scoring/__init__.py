@@ -20,7 +20,7 @@ import numpy as np
 from nextbest.catalog import Action
 from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection, SendTimeSource
 from nextbest.eligibility import Candidate, rejection
-from nextbest.scoring import features as F
+from nextbest.scoring import features as feats
 from nextbest.scoring.registry import ModelSet
 from nextbest.scoring.send_time import Timing
 from nextbest.state import CustomerSnapshot
@@ -52,6 +52,7 @@ class ScoredCandidate:
 def score_candidates(
     candidates: list[Candidate],
     now: datetime,
+    *,
     snapshot: CustomerSnapshot | None = None,
     request: DecisionRequest | None = None,
     zone: ZoneInfo | None = None,
@@ -62,12 +63,12 @@ def score_candidates(
         return [], []
     logged: list[list[float]] | None = None
     if snapshot is not None and request is not None and zone is not None:
-        customer = F.customer_row(snapshot, request, now, zone)
-        logged = [customer + F.action_columns(c.action, c.channel, c.delay) for c in candidates]
+        customer = feats.customer_row(snapshot, request, now, zone)
+        logged = [customer + feats.action_columns(c.action, c.channel, c.delay) for c in candidates]
     ids = [c.action.id for c in candidates]
     values = np.array([c.action.value for c in candidates])
     if models.propensity is not None and logged is not None:
-        p = models.propensity.predict(F.matrix(logged, ids, models.propensity.codes))
+        p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
     else:
         p = np.array([c.action.base_propensity for c in candidates])
     scores = p * values
@@ -80,7 +81,7 @@ def score_candidates(
             if c.action.flow in uplift.flows and c.action.action_class.is_marketing
         ]
         if covered:
-            x = F.matrix([logged[i] for i in covered], [ids[i] for i in covered], uplift.treated.codes)
+            x = feats.matrix([logged[i] for i in covered], [ids[i] for i in covered], uplift.treated.codes)
             treated, control = uplift.predict(x)
             for i, pt, pc in zip(covered, treated, control, strict=True):
                 action = candidates[i].action
@@ -111,7 +112,7 @@ def score_candidates(
                 c,
                 float(scores[i]),
                 now + c.delay,
-                F.encode(logged[i]) if logged is not None else b"",
+                feats.encode(logged[i]) if logged is not None else b"",
                 timing,
                 source,
             )

@@ -22,7 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from nextbest.scoring import features as F
+from nextbest.scoring import features as feats
 from nextbest.scoring.artifacts import ModelCard, ModelKind, promoted_version, read_card
 from nextbest.scoring.send_time import HOURS_OF_WEEK, SendTimeModel
 
@@ -69,8 +69,7 @@ class BinaryModel:
     codes: Mapping[str, float]
 
     def predict(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out: npt.NDArray[np.float64] = self.booster.predict(x, num_threads=1)
-        return out
+        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class ModelSet:
         return all(s.healthy for s in self.statuses)
 
 
-class _Problem(Exception):
+class _LoadError(Exception):
     def __init__(self, state: ModelState, detail: str) -> None:
         super().__init__(detail)
         self.state = state
@@ -110,21 +109,21 @@ def load_binary(directory: Path, card: ModelCard, role: str) -> BinaryModel:
     """One LightGBM model file of a checked card."""
     name = card.files.get(role)
     if name is None:
-        raise _Problem(ModelState.CORRUPT, f"the card lists no {role!r} file")
+        raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
     blob = _verified(directory, card, name)
     try:
         booster = lgb.Booster(model_str=blob.decode(), params={"num_threads": 1})
     except (lgb.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
-        raise _Problem(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
+        raise _LoadError(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
     if booster.feature_name() != card.features:
-        raise _Problem(
+        raise _LoadError(
             ModelState.INCOMPATIBLE,
             f"{name} has features {booster.feature_name()}, its card lists {card.features}",
         )
-    model = BinaryModel(booster, card, F.action_codes(card.categories.get(F.ACTION, [])))
+    model = BinaryModel(booster, card, feats.action_codes(card.categories.get(feats.ACTION, [])))
     probe = np.full((1, len(card.features)), np.nan)
     if not np.all(np.isfinite(model.predict(probe))):
-        raise _Problem(ModelState.CORRUPT, f"{name} predicts a non-finite value")
+        raise _LoadError(ModelState.CORRUPT, f"{name} predicts a non-finite value")
     return model
 
 
@@ -132,19 +131,19 @@ def _verified(directory: Path, card: ModelCard, name: str) -> bytes:
     try:
         blob = (directory / name).read_bytes()
     except OSError as exc:
-        raise _Problem(ModelState.CORRUPT, f"cannot read {name}: {exc.strerror}") from exc
+        raise _LoadError(ModelState.CORRUPT, f"cannot read {name}: {exc.strerror}") from exc
     expected = card.sha256.get(name)
     if expected is None or hashlib.sha256(blob).hexdigest() != expected:
-        raise _Problem(ModelState.CORRUPT, f"{name} does not match the SHA-256 in its card")
+        raise _LoadError(ModelState.CORRUPT, f"{name} does not match the SHA-256 in its card")
     return blob
 
 
 def _check_features(card: ModelCard) -> None:
-    if card.feature_set != F.FEATURE_SET or list(card.features) != list(F.FEATURES):
-        raise _Problem(
+    if card.feature_set != feats.FEATURE_SET or list(card.features) != list(feats.FEATURES):
+        raise _LoadError(
             ModelState.INCOMPATIBLE,
             f"trained on feature set {card.feature_set!r} ({', '.join(card.features)}); the server "
-            f"builds {F.FEATURE_SET!r} ({', '.join(F.FEATURES)})",
+            f"builds {feats.FEATURE_SET!r} ({', '.join(feats.FEATURES)})",
         )
 
 
@@ -156,7 +155,7 @@ def _load_propensity(directory: Path, card: ModelCard) -> BinaryModel:
 def _load_uplift(directory: Path, card: ModelCard) -> UpliftModel:
     _check_features(card)
     if not card.flows:
-        raise _Problem(ModelState.INCOMPATIBLE, "the card names no flows to score")
+        raise _LoadError(ModelState.INCOMPATIBLE, "the card names no flows to score")
     return UpliftModel(
         load_binary(directory, card, "treated"),
         load_binary(directory, card, "control"),
@@ -172,9 +171,9 @@ def _load_send_time(directory: Path, card: ModelCard) -> SendTimeModel:
         spec: dict[str, Any] = json.loads(blob)
         model = SendTimeModel(np.asarray(spec["population"], dtype=np.float64), float(spec["strength"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise _Problem(ModelState.CORRUPT, f"{name} is not a send-time model: {exc}") from exc
+        raise _LoadError(ModelState.CORRUPT, f"{name} is not a send-time model: {exc}") from exc
     if card.features != [f"hour_of_week_{h}" for h in range(HOURS_OF_WEEK)]:
-        raise _Problem(ModelState.INCOMPATIBLE, "a send-time card must list the 168 hours of the week")
+        raise _LoadError(ModelState.INCOMPATIBLE, "a send-time card must list the 168 hours of the week")
     return model
 
 
@@ -196,13 +195,15 @@ def _load(root: Path | None, kind: ModelKind) -> tuple[Any, ModelStatus]:
         try:
             card = read_card(directory)
         except FileNotFoundError as exc:
-            raise _Problem(ModelState.MISSING, f"promoted version {version} has no card") from exc
+            raise _LoadError(ModelState.MISSING, f"promoted version {version} has no card") from exc
         except ValueError as exc:
-            raise _Problem(ModelState.CORRUPT, f"the card of {version} is invalid: {exc}") from exc
+            raise _LoadError(ModelState.CORRUPT, f"the card of {version} is invalid: {exc}") from exc
         if card.kind is not kind or card.version != version:
-            raise _Problem(ModelState.CORRUPT, f"the card of {version} describes {card.kind} {card.version}")
+            raise _LoadError(
+                ModelState.CORRUPT, f"the card of {version} describes {card.kind} {card.version}"
+            )
         model = _LOADERS[kind](directory, card)
-    except _Problem as problem:
+    except _LoadError as problem:
         return None, ModelStatus(kind, problem.state, version, problem.detail)
     except Exception as exc:  # a model never takes the service down
         logger.exception("unexpected failure loading %s %s", kind.value, version)
