@@ -51,6 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port, 0 for any [NEXTBEST_PORT, default 50051]")
     serve.add_argument("--catalog", help="catalog YAML [NEXTBEST_CATALOG, default: the bundled example]")
     _add_store_args(serve)
+    serve.add_argument(
+        "--models-dir",
+        help="load promoted models from here [NEXTBEST_MODELS_DIR, default: the bundled models/]",
+    )
     serve.add_argument("--workers", type=int, help="RPC threads [NEXTBEST_WORKERS, default 16]")
     serve.add_argument(
         "--processes", type=int, help="server processes sharing the port [NEXTBEST_PROCESSES, default 1]"
@@ -126,8 +130,13 @@ def _serve_one(settings: Any) -> int:
         logger.info("signal %d: shutting down", signum)
         server.stop()
 
+    def _reload(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: reloading models", signum)
+        server.reload_models()
+
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
+    signal.signal(signal.SIGHUP, _reload)
     server.wait()
     return 0
 

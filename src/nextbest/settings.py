@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nextbest.catalog import bundled_catalog_path
+from nextbest.scoring.artifacts import bundled_models_path
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db.",
+    )
+    models_dir: Path | None = Field(
+        default_factory=bundled_models_path,
+        description="Where promoted models are loaded from (models/<kind>/PROMOTED); unset: no models.",
     )
     workers: int = Field(default=16, ge=1, le=1024, description="Threads handling calls.")
     processes: int = Field(

@@ -22,7 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ModelCard", "ModelKind", "promote", "promoted_version", "read_card", "write_artifact"]
+__all__ = [
+    "ModelCard",
+    "ModelKind",
+    "bundled_models_path",
+    "promote",
+    "promoted_version",
+    "read_card",
+    "write_artifact",
+]
 
 PROMOTED = "PROMOTED"
 CARD = "card.json"
@@ -56,6 +64,12 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)
     command: str = ""
+
+
+def bundled_models_path() -> Path | None:
+    """The ``models/`` directory shipped next to the source tree, if there is one."""
+    candidate = Path(__file__).resolve().parents[3] / "models"
+    return candidate if candidate.is_dir() else None
 
 
 def write_artifact(root: Path, card: ModelCard, files: Mapping[str, bytes]) -> Path:

@@ -10,22 +10,27 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nextbest.api.v1 import admin_service_pb2 as admin_pb
+from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
 from nextbest.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
+from nextbest.scoring.registry import ModelRegistry, ModelSet, ModelState
 from nextbest.server.interceptors import ErrorInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
-from nextbest.server.servicer import DecisionServicer
+from nextbest.server.servicer import AdminServicer, DecisionServicer
 from nextbest.settings import Settings
 from nextbest.store import Database, Store, upgrade
 
-__all__ = ["SERVICE_NAME", "NextbestServer"]
+__all__ = ["ADMIN_SERVICE_NAME", "MODEL_HEALTH_PREFIX", "SERVICE_NAME", "NextbestServer"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+MODEL_HEALTH_PREFIX = "nextbest.models."
 _MAX_MESSAGE = 4 * 1024 * 1024
 
 
@@ -39,7 +44,8 @@ class NextbestServer:
         if settings.migrate:
             upgrade(db)
         self.store = Store(db, max_batch=settings.max_batch)
-        self.engine = DecisionEngine(catalog, self.store)
+        self.models = ModelRegistry(settings.models_dir)
+        self.engine = DecisionEngine(catalog, self.store, models=self.models)
         self._experiments_checked = False
         try:
             self._check_experiments()
@@ -51,6 +57,7 @@ class NextbestServer:
         self._health = health.HealthServicer()
         self._set_health(False)
         self.metrics = Metrics()
+        self._publish_models(self.models.current)
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nextbest-rpc"),
             # Metrics outermost, so it sees the status the error interceptor settled on.
@@ -63,10 +70,15 @@ class NextbestServer:
             ],
         )
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine), self._server)
+        admin_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.reload_models, lambda: self.models.current, str(settings.models_dir or "")),
+            self._server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
+                ADMIN_SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -108,6 +120,26 @@ class NextbestServer:
         self._server.stop(self.settings.grace if grace is None else grace).wait()
         self.store.close()
         logger.info("nextbest stopped")
+
+    def reload_models(self) -> ModelSet:
+        """Loads the promoted models again (admin RPC, SIGHUP) and swaps them in."""
+        models = self.models.reload()
+        self._publish_models(models)
+        return models
+
+    def _publish_models(self, models: ModelSet) -> None:
+        """Per-model health (``nextbest.models.<kind>``: SERVING when loaded, NOT_SERVING when corrupt or
+        incompatible, SERVICE_UNKNOWN when none is promoted) and the metric. The service itself stays
+        SERVING: its decisions fall back."""
+        for status in models.statuses:
+            name = f"{MODEL_HEALTH_PREFIX}{status.kind.value}"
+            if status.state is ModelState.LOADED:
+                self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            elif status.state is ModelState.MISSING:
+                self._health.set(name, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            else:
+                self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.metrics.observe_models(models)
 
     def _recount_experiments(self) -> None:
         while not self._stopping.is_set():

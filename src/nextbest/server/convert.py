@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.domain import (
     ActionClass,
@@ -23,10 +24,12 @@ from nextbest.domain import (
     OrderItem,
     ReasonCode,
     RequestContext,
+    SendTimeSource,
 )
 from nextbest.errors import FieldViolation
 from nextbest.reports.report import LiftReport
 from nextbest.reports.request import ReportRequest, validated
+from nextbest.scoring.registry import ModelSet, ModelState
 from nextbest.stats.frequentist import Comparison, Estimate
 
 __all__ = [
@@ -41,6 +44,9 @@ __all__ = [
 _CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
 _CHANNEL_TO: dict[Any, Any] = {c: v for v, c in _CHANNEL_FROM.items()}
 _CLASS_TO: dict[Any, Any] = {c: pb.ActionClass.Value(f"ACTION_CLASS_{c.name}") for c in ActionClass}
+_SEND_TIME_TO: dict[Any, Any] = {
+    s: pb.SendTimeSource.Value(f"SEND_TIME_SOURCE_{s.name}") for s in SendTimeSource
+}
 _REASON_TO: dict[Any, Any] = {r: pb.ReasonCode.Value(f"REASON_CODE_{r.name}") for r in ReasonCode}
 _EVENT_FROM = {pb.EventType.Value(f"EVENT_TYPE_{e.name}"): e for e in EventType}
 _BOUNCE_FROM = {pb.BounceKind.Value(f"BOUNCE_KIND_{b.name}"): b for b in BounceKind}
@@ -102,6 +108,7 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
                 send_at=_stamp(a.send_at),
                 parameters=a.parameters,
                 score=a.score,
+                send_time=_SEND_TIME_TO[a.send_time],
             )
             for a in decision.actions
         ],
@@ -263,3 +270,21 @@ def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
                 setattr(item, name, number)
         response.incremental.append(item)
     return response
+
+
+_MODEL_STATE_TO: dict[Any, Any] = {s: admin_pb.ModelState.Value(f"MODEL_STATE_{s.name}") for s in ModelState}
+
+
+def models_to_proto(models: ModelSet, where: str) -> admin_pb.GetModelsResponse:
+    return admin_pb.GetModelsResponse(
+        models=[
+            admin_pb.ModelStatus(
+                kind=s.kind.value,
+                state=_MODEL_STATE_TO[s.state],
+                version=s.version,
+                detail=s.detail,
+            )
+            for s in models.statuses
+        ],
+        models_dir=where,
+    )

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
+from nextbest.scoring.registry import ModelSet, ModelState
 from nextbest.stats.srm import srm_check
 from nextbest.store import Store
 
@@ -65,6 +66,18 @@ class Metrics:
             ["experiment"],
             registry=r,
         )
+
+        self.model_state = Gauge(
+            "nextbest_model_state",
+            "1 for each model kind's current state (loaded, missing, corrupt, incompatible).",
+            ["kind", "state"],
+            registry=r,
+        )
+
+    def observe_models(self, models: ModelSet) -> None:
+        for status in models.statuses:
+            for state in ModelState:
+                self.model_state.labels(status.kind.value, state.value).set(int(state is status.state))
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from nextbest.api.v1 import admin_service_pb2 as admin_pb
+from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.engine import DecisionEngine, utc_now
+from nextbest.scoring.registry import ModelSet
 from nextbest.server import convert
 
-__all__ = ["DecisionServicer"]
+__all__ = ["AdminServicer", "DecisionServicer"]
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
@@ -26,3 +30,18 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
 
     def RecordEvents(self, request: pb.RecordEventsRequest, context: Any) -> pb.RecordEventsResponse:  # noqa: N802
         return convert.results_to_proto(self.engine.record_events(convert.events_from_proto(request)))
+
+
+class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
+    def __init__(self, reload: Callable[[], ModelSet], current: Callable[[], ModelSet], where: str) -> None:
+        self._reload = reload
+        self._current = current
+        self._where = where
+
+    def GetModels(self, request: admin_pb.GetModelsRequest, context: Any) -> admin_pb.GetModelsResponse:  # noqa: N802
+        return convert.models_to_proto(self._current(), self._where)
+
+    def ReloadModels(  # noqa: N802
+        self, request: admin_pb.ReloadModelsRequest, context: Any
+    ) -> admin_pb.GetModelsResponse:
+        return convert.models_to_proto(self._reload(), self._where)

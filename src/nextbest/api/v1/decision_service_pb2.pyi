@@ -47,6 +47,14 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_NOT_DUE: _ClassVar[ReasonCode]
     REASON_CODE_UNENGAGED: _ClassVar[ReasonCode]
 
+class SendTimeSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEND_TIME_SOURCE_UNSPECIFIED: _ClassVar[SendTimeSource]
+    SEND_TIME_SOURCE_FIXED: _ClassVar[SendTimeSource]
+    SEND_TIME_SOURCE_PERSONAL: _ClassVar[SendTimeSource]
+    SEND_TIME_SOURCE_POPULATION: _ClassVar[SendTimeSource]
+    SEND_TIME_SOURCE_FALLBACK: _ClassVar[SendTimeSource]
+
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
@@ -105,6 +113,11 @@ REASON_CODE_NO_EXPECTED_LIFT: ReasonCode
 REASON_CODE_IN_HIGHER_JOURNEY: ReasonCode
 REASON_CODE_NOT_DUE: ReasonCode
 REASON_CODE_UNENGAGED: ReasonCode
+SEND_TIME_SOURCE_UNSPECIFIED: SendTimeSource
+SEND_TIME_SOURCE_FIXED: SendTimeSource
+SEND_TIME_SOURCE_PERSONAL: SendTimeSource
+SEND_TIME_SOURCE_POPULATION: SendTimeSource
+SEND_TIME_SOURCE_FALLBACK: SendTimeSource
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PRODUCT_VIEWED: EventType
 EVENT_TYPE_ADDED_TO_CART: EventType
@@ -352,7 +365,7 @@ class ExperimentAssignment(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., held_out: _Optional[bool] = ..., action_id: _Optional[str] = ..., bucket: _Optional[float] = ..., hash_version: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ChosenAction(_message.Message):
-    __slots__ = ("action_id", "flow", "channel", "action_class", "send_at", "parameters", "score")
+    __slots__ = ("action_id", "flow", "channel", "action_class", "send_at", "parameters", "score", "send_time")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +380,7 @@ class ChosenAction(_message.Message):
     SEND_AT_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SEND_TIME_FIELD_NUMBER: _ClassVar[int]
     action_id: str
     flow: str
     channel: Channel
@@ -374,7 +388,8 @@ class ChosenAction(_message.Message):
     send_at: _timestamp_pb2.Timestamp
     parameters: _containers.ScalarMap[str, str]
     score: float
-    def __init__(self, action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ...) -> None: ...
+    send_time: SendTimeSource
+    def __init__(self, action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ..., send_time: _Optional[_Union[SendTimeSource, str]] = ...) -> None: ...
 
 class RejectedCandidate(_message.Message):
     __slots__ = ("action_id", "flow", "channel", "action_class", "reason", "detail")
