@@ -1,4 +1,4 @@
-"""nextbest serve | demo | migrate | check"""
+"""nextbest serve | demo | migrate | check | assign | report | stats | experiments | train | evaluate"""
 
 from __future__ import annotations
 
@@ -40,6 +40,32 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]",
     )
+
+
+def _add_training_args(parser: argparse.ArgumentParser) -> None:
+    _add_store_args(parser)
+    parser.add_argument("--csv", help="train from this CSV instead of the store (needs --schema)")
+    parser.add_argument("--schema", help="YAML declaring the CSV's features, label, treatment and time")
+    parser.add_argument("--outcome", help="CSV: the label column (default: the schema's label)")
+    parser.add_argument(
+        "--window-days", type=float, default=7.0, help="store: attribution window of a conversion (default 7)"
+    )
+    parser.add_argument("--as-of", help="store: ISO time; later data is ignored (default: now)")
+    parser.add_argument("--models-dir", help="where versions are written (default: the bundled models/)")
+
+
+def _add_model_commands(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a model from the store (or a CSV) and write its card")
+    train.add_argument("kind", choices=["propensity", "uplift", "send-time"])
+    _add_training_args(train)
+    train.add_argument("--seed", type=int, default=7, help="random seed (training is deterministic for it)")
+    train.add_argument("--promote", action="store_true", help="make the new version the one served")
+
+    evaluate = sub.add_parser("evaluate", help="re-score a model version; --promote serves it")
+    evaluate.add_argument("kind", choices=["propensity", "uplift", "send-time"])
+    evaluate.add_argument("version", help="the version directory name (see models/<kind>/)")
+    _add_training_args(evaluate)
+    evaluate.add_argument("--promote", action="store_true", help="make this version the one served")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -104,6 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
     experiments = sub.add_parser("experiments", help="units per arm and the sample-ratio check")
     experiments.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
     _add_store_args(experiments)
+
+    _add_model_commands(sub)
 
     demo = sub.add_parser(
         "demo", help="serve on SQLite and play a scripted customer story through the client"
@@ -355,6 +383,58 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    import json
+    from datetime import datetime, timedelta
+    from pathlib import Path
+
+    from nextbest.scoring.artifacts import ModelKind, bundled_models_path, promote
+    from nextbest.settings import DEFAULT_DATABASE_URL
+    from nextbest.training import Source, evaluate, train
+
+    kind = ModelKind(args.kind)
+    models_dir = Path(args.models_dir) if args.models_dir else bundled_models_path() or Path("models")
+    as_of = None
+    if args.as_of:
+        try:
+            as_of = datetime.fromisoformat(args.as_of)
+        except ValueError:
+            raise SystemExit(f"nextbest: --as-of {args.as_of!r} is not an ISO time") from None
+        if as_of.tzinfo is None:
+            raise SystemExit("nextbest: --as-of needs a time zone, e.g. 2026-11-01T00:00:00Z")
+    if args.window_days <= 0:
+        raise SystemExit("nextbest: --window-days must be positive")
+    source = Source(
+        database_url=None
+        if args.csv
+        else (args.database_url or os.environ.get("NEXTBEST_DATABASE_URL") or DEFAULT_DATABASE_URL),
+        csv=Path(args.csv) if args.csv else None,
+        schema=Path(args.schema) if args.schema else None,
+        outcome=args.outcome,
+        window=timedelta(days=args.window_days),
+        as_of=as_of,
+    )
+    try:
+        if args.command == "train":
+            command = "nextbest " + " ".join(argv if argv is not None else sys.argv[1:])
+            directory, card = train(
+                kind, source, models_dir, args.seed, promote_it=args.promote, command=command
+            )
+            print(f"{kind.value} {card.version} written to {directory}")
+            print(json.dumps(card.metrics, indent=2))
+            if args.promote:
+                print(f"promoted: the server loads {card.version} at start or on ReloadModels / SIGHUP")
+            return 0
+        metrics = evaluate(kind, args.version, source, models_dir)
+        print(json.dumps(metrics, indent=2))
+        if args.promote:
+            promote(models_dir, kind, args.version)
+            print(f"promoted {kind.value} {args.version}")
+        return 0
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"nextbest {args.command}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -372,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(args)
         if args.command == "report":
             return _report(args)
+        if args.command in ("train", "evaluate"):
+            return _train_or_evaluate(args, argv)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url)

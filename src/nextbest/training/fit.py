@@ -1,0 +1,281 @@
+"""Fitting and evaluating LightGBM models: deterministic for a seed, early-stopped on a validation slice,
+evaluated on a held-out period the model never saw."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+
+from nextbest.scoring.artifacts import ModelCard, ModelKind
+from nextbest.training.datasets import TrainingSet
+from nextbest.training.metrics import binary_metrics, qini_curve
+
+__all__ = [
+    "Split",
+    "TrainedModel",
+    "fit_binary",
+    "libraries",
+    "recode",
+    "split",
+    "train_propensity",
+    "train_uplift",
+]
+
+Index = npt.NDArray[np.intp]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "lambda_l2": 1.0,
+    "feature_fraction": 1.0,
+    "max_bin": 63,
+    "verbose": -1,
+    # Deterministic for a seed: one thread, row-wise histograms, no bagging.
+    "num_threads": 1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+MAX_ROUNDS = 1000
+EARLY_STOPPING = 50
+QINI_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Index
+    valid: Index
+    test: Index
+    how: str
+
+    def describe(self, data: TrainingSet) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "split": self.how,
+            "rows": {
+                "train": int(self.train.size),
+                "valid": int(self.valid.size),
+                "test": int(self.test.size),
+            },
+        }
+        if data.times is not None and len(data):
+            from datetime import UTC, datetime
+
+            times = data.times
+
+            def stamp(i: Index, f: Any) -> str | None:
+                return datetime.fromtimestamp(float(f(times[i])), UTC).isoformat() if i.size else None
+
+            fit = np.concatenate([self.train, self.valid])
+            out["window"] = {
+                "train_start": stamp(fit, np.min),
+                "train_end": stamp(fit, np.max),
+                "test_start": stamp(self.test, np.min),
+                "test_end": stamp(self.test, np.max),
+            }
+        return out
+
+
+def split(data: TrainingSet, seed: int, test_fraction: float = 0.25, valid_fraction: float = 0.2) -> Split:
+    """Time-based when the rows have times (the test set is the latest period, validation the latest
+    slice before it); a seeded random split otherwise."""
+    n = len(data)
+    if data.times is not None:
+        order = np.argsort(data.times, kind="stable")
+        how = "time"
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+        how = f"random(seed={seed})"
+    n_test = round(n * test_fraction)
+    rest, test = order[: n - n_test], order[n - n_test :]
+    n_valid = round(rest.size * valid_fraction)
+    return Split(rest[: rest.size - n_valid], rest[rest.size - n_valid :], test, how)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    card: ModelCard
+    files: Mapping[str, bytes]
+    predictions: Mapping[str, npt.NDArray[np.float64]]  # on the test rows
+
+
+def libraries() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("lightgbm", "numpy", "scikit-learn", "nextbest")},
+    }
+
+
+def fit_binary(
+    data: TrainingSet, train: Index, valid: Index, seed: int, params: Mapping[str, Any] | None = None
+) -> lgb.Booster:
+    settings = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
+    settings["min_data_in_leaf"] = min(settings["min_data_in_leaf"], max(5, train.size // 20))
+    common: dict[str, Any] = {
+        "feature_name": data.features,
+        "categorical_feature": data.categorical,
+        "free_raw_data": False,
+    }
+    fit = lgb.Dataset(data.x[train], data.y[train], params={"max_bin": settings["max_bin"]}, **common)
+    callbacks: list[Any] = [lgb.early_stopping(EARLY_STOPPING, verbose=False)] if valid.size else []
+    booster = lgb.train(
+        settings,
+        fit,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[lgb.Dataset(data.x[valid], data.y[valid], reference=fit, **common)] if valid.size else [],
+        callbacks=callbacks,
+    )
+    if valid.size and booster.best_iteration > 0:
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+    return booster
+
+
+def _card(kind: ModelKind, data: TrainingSet, parts: Split, seed: int, **extra: Any) -> ModelCard:
+    return ModelCard(
+        kind=kind,
+        version="pending",
+        feature_set=data.feature_set,
+        features=data.features,
+        categorical=data.categorical,
+        categories=data.categories,
+        files=extra.pop("files"),
+        sha256={},
+        data={**data.source, **parts.describe(data)},
+        params={
+            **{k: v for k, v in DEFAULT_PARAMS.items() if k != "verbose"},
+            "seed": seed,
+            **extra.pop("params", {}),
+        },
+        libraries=libraries(),
+        **extra,
+    )
+
+
+def train_propensity(data: TrainingSet, seed: int, outcome: str = "order", command: str = "") -> TrainedModel:
+    _require(data, "propensity")
+    parts = split(data, seed)
+    booster = fit_binary(data, parts.train, parts.valid, seed)
+    p = _predict(booster, data.x[parts.test])
+    metrics = binary_metrics(data.y[parts.test], p)
+    metrics["trees"] = booster.num_trees()
+    card = _card(
+        ModelKind.PROPENSITY,
+        data,
+        parts,
+        seed,
+        files={"model": "model.txt"},
+        outcome=outcome,
+        metrics={"test": metrics},
+        command=command,
+    )
+    return TrainedModel(card, {"model.txt": booster.model_to_string().encode()}, {"propensity": p})
+
+
+def train_uplift(data: TrainingSet, seed: int, outcome: str = "order", command: str = "") -> TrainedModel:
+    """A two-model (T-) learner: one classifier on treated rows, one on untreated rows; uplift is the
+    difference of their predictions. Evaluated by Qini against random targeting and against ranking by
+    the treated model's P(convert) (what a propensity model would target)."""
+    _require(data, "uplift")
+    if data.treated is None or data.treated.all() or not data.treated.any():
+        raise ValueError("uplift needs both treated and untreated (held-out or control) rows")
+    parts = split(data, seed)
+    t = data.treated
+    treated = fit_binary(data, parts.train[t[parts.train]], parts.valid[t[parts.valid]], seed)
+    control = fit_binary(data, parts.train[~t[parts.train]], parts.valid[~t[parts.valid]], seed)
+    x_test, y_test, t_test = data.x[parts.test], data.y[parts.test], t[parts.test]
+    p_t, p_c = _predict(treated, x_test), _predict(control, x_test)
+    metrics = uplift_metrics(p_t - p_c, p_t, y_test, t_test, seed)
+    metrics["treated_model"] = binary_metrics(y_test[t_test], p_t[t_test])
+    metrics["control_model"] = binary_metrics(y_test[~t_test], p_c[~t_test])
+    metrics["trees"] = {"treated": treated.num_trees(), "control": control.num_trees()}
+    card = _card(
+        ModelKind.UPLIFT,
+        data,
+        parts,
+        seed,
+        files={"treated": "treated.txt", "control": "control.txt"},
+        flows=data.flows,
+        outcome=outcome,
+        metrics={"test": metrics},
+        params={"learner": "two-model (T-learner)"},
+        command=command,
+    )
+    files = {
+        "treated.txt": treated.model_to_string().encode(),
+        "control.txt": control.model_to_string().encode(),
+    }
+    return TrainedModel(card, files, {"treated": p_t, "control": p_c, "uplift": p_t - p_c})
+
+
+def uplift_metrics(
+    uplift: npt.NDArray[np.float64],
+    propensity: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    treated: npt.NDArray[np.bool_],
+    seed: int,
+) -> dict[str, Any]:
+    """Qini coefficients and curves of the uplift ranking, the propensity ranking and random targeting
+    (averaged over 20 shuffles), and the observed uplift in the test rows."""
+    rng = np.random.default_rng(seed)
+    # Shuffle first so that ties do not follow the rows' (time) order.
+    order = rng.permutation(y.size)
+    up = qini_curve(uplift[order], y[order], treated[order])
+    prop = qini_curve(propensity[order], y[order], treated[order])
+    randoms = [qini_curve(rng.random(y.size), y, treated) for _ in range(20)]
+    observed = float(y[treated].mean() - y[~treated].mean()) if treated.any() and (~treated).any() else 0.0
+    return {
+        "rows": int(y.size),
+        "treated_rows": int(treated.sum()),
+        "observed_uplift": observed,
+        "mean_predicted_uplift": float(np.mean(uplift)),
+        "qini": {
+            "uplift_model": up.coefficient,
+            "propensity_ranking": prop.coefficient,
+            "random": float(np.mean([r.coefficient for r in randoms])),
+        },
+        "auuc": {"uplift_model": up.auuc, "propensity_ranking": prop.auuc},
+        "qini_curve": {
+            "fraction": list(QINI_POINTS),
+            "uplift_model": [float(v) for v in up.at(QINI_POINTS)],
+            "propensity_ranking": [float(v) for v in prop.at(QINI_POINTS)],
+            "random": [float(f * up.gain[-1]) for f in QINI_POINTS],
+        },
+    }
+
+
+def recode(data: TrainingSet, categories: Mapping[str, list[str]]) -> TrainingSet:
+    """The same rows with each categorical column coded by ``categories`` (a model card's vocabulary);
+    values the card does not know become missing."""
+    x = data.x.copy()
+    for name, vocabulary in categories.items():
+        if name not in data.features:
+            continue
+        j = data.features.index(name)
+        current = data.categories.get(name, [])
+        target = {v: float(i) for i, v in enumerate(vocabulary)}
+        mapping = np.array([target.get(v, np.nan) for v in current] + [np.nan])
+        column = x[:, j]
+        codes = np.where(np.isnan(column), len(current), column).astype(np.intp)
+        x[:, j] = mapping[np.clip(codes, 0, len(current))]
+    out = data.subset(np.arange(len(data)))
+    out.x = x
+    out.categories = dict(categories)
+    return out
+
+
+def _predict(booster: lgb.Booster, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
+
+
+def _require(data: TrainingSet, kind: str) -> None:
+    if len(data) < 200:
+        raise ValueError(f"{kind}: {len(data)} rows is too few to train and evaluate (need at least 200)")
+    if data.y.min() == data.y.max():
+        raise ValueError(f"{kind}: every row has the same outcome ({data.y[0]:g}); nothing to learn")
