@@ -4,6 +4,7 @@ points at a PostgreSQL server, on PostgreSQL too (a fresh database per test sess
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from nextbest.experiments import assign
 from nextbest.store import Database, Store, upgrade
 
 PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
+# Servers in tests load no models (an empty models directory: every kind MISSING, fallbacks), so their
+# scores are the catalog's declared ones; model tests pass a models directory of their own.
+os.environ.setdefault("NEXTBEST_MODELS_DIR", tempfile.mkdtemp(prefix="nextbest-no-models-"))
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 

@@ -112,7 +112,7 @@ def load_binary(directory: Path, card: ModelCard, role: str) -> BinaryModel:
         raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
     blob = _verified(directory, card, name)
     try:
-        booster = lgb.Booster(model_str=blob.decode(), params={"num_threads": 1})
+        booster = lgb.Booster(model_str=blob.decode())
     except (lgb.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
         raise _LoadError(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
     if booster.feature_name() != card.features:

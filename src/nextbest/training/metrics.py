@@ -1,6 +1,7 @@
 """Evaluation metrics: discrimination and calibration for propensity, Qini / AUUC for uplift.
 
-AUC, log loss and the reliability table come from scikit-learn. The Qini curve follows Radcliffe (2007):
+AUC and log loss come from scikit-learn; the reliability table uses quantile bins of the prediction.
+The Qini curve follows Radcliffe (2007):
 targeting the ``k`` units an uplift model ranks highest gains ``q(k) = Y_t(k) - Y_c(k) * N_t(k) / N_c(k)``
 conversions, where ``Y`` and ``N`` count the conversions and units of each group among the ``k``. Random
 targeting gains ``(k / N) * q(N)`` in expectation. The **Qini coefficient** here is the mean gap between
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss, roc_auc_score
 
 __all__ = ["QiniCurve", "binary_metrics", "qini_curve"]
@@ -33,20 +33,22 @@ def binary_metrics(y: Array, p: Array, bins: int = 10) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": int(y.size), "positives": int(y.sum()), "base_rate": rate}
     if y.size == 0 or rate in (0.0, 1.0):
         return out
-    observed, predicted = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+    # Quantile bins of the prediction (ties can merge bins); ECE weighs each bin by its rows.
     edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)))
-    counts = np.histogram(p, bins=edges)[0] if edges.size > 1 else np.array([y.size])
-    counts = counts[counts > 0][: observed.size]
-    weights = counts / counts.sum() if counts.sum() else np.ones_like(observed) / observed.size
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(edges.size - 2, 0))
+    table = []
+    ece = 0.0
+    for b in np.unique(which):
+        inside = which == b
+        predicted, observed, rows = float(p[inside].mean()), float(y[inside].mean()), int(inside.sum())
+        ece += rows / y.size * abs(observed - predicted)
+        table.append({"predicted": predicted, "observed": observed, "rows": rows})
     out.update(
         auc=float(roc_auc_score(y, p)),
         log_loss=float(log_loss(y, p, labels=[0, 1])),
         base_log_loss=float(log_loss(y, np.full_like(p, rate), labels=[0, 1])),
-        ece=float(np.sum(weights * np.abs(observed - predicted))),
-        reliability=[
-            {"predicted": float(pr), "observed": float(ob), "rows": int(n)}
-            for pr, ob, n in zip(predicted, observed, counts, strict=False)
-        ],
+        ece=ece,
+        reliability=table,
     )
     return out
 

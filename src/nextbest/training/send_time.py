@@ -87,9 +87,19 @@ def _top3_hit_rate(
     return hits / len(future) if future else 0.0
 
 
+# Pseudo-events of the hour-of-day pattern in the hour-of-week one: with little data the population
+# pattern is the daily rhythm; with a lot, each day of the week its own.
+DAILY_PRIOR = 2.0 * HOURS_OF_WEEK
+
+
 def _population(rows: Sequence[tuple[str, int]]) -> npt.NDArray[np.float64]:
-    counts = _counts(rows)[2] + 0.5  # Jeffreys-style smoothing: no hour has probability 0
-    return np.asarray(counts / counts.sum(), dtype=np.float64)
+    """The population's hour-of-week pattern, shrunk to its hour-of-day pattern (itself smoothed by half
+    an event per hour, so no hour has probability 0)."""
+    weekly = _counts(rows)[2]
+    daily = weekly.reshape(7, 24).sum(axis=0) + 0.5
+    prior = np.tile(daily / daily.sum(), 7) / 7
+    pattern = (weekly + DAILY_PRIOR * prior) / (weekly.sum() + DAILY_PRIOR)
+    return np.asarray(pattern / pattern.sum(), dtype=np.float64)
 
 
 def train_send_time(

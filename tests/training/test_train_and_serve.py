@@ -1,0 +1,279 @@
+"""The model loop on a small simulated store: train each kind from the exposure log, check the card, load
+it in the engine and see it used; a corrupt or incompatible model leaves decisions on their fallbacks."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
+from nextbest.domain import (
+    Channel,
+    DecisionRequest,
+    Event,
+    EventType,
+    ReasonCode,
+    RequestContext,
+    SendTimeSource,
+)
+from nextbest.engine import DecisionEngine
+from nextbest.scoring import features as feats
+from nextbest.scoring.artifacts import ModelKind, promote, read_card, write_artifact
+from nextbest.scoring.registry import ModelRegistry, ModelState
+from nextbest.simulate import START, Simulator, population
+from nextbest.store import Database, Store, upgrade
+from nextbest.training import Source, train
+from nextbest.training.datasets import TrainingSet
+from nextbest.training.fit import train_uplift
+
+DAYS = 21
+AS_OF = START + timedelta(days=DAYS)
+HILLSTROM = Path(__file__).resolve().parents[3] / "shared" / "data" / "hillstrom.csv"
+SCHEMA = Path(__file__).resolve().parents[2] / "benchmarks" / "hillstrom.yaml"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> str:
+    """A store after three simulated weeks of 400 customers abandoning carts."""
+    path = tmp_path_factory.mktemp("sim") / "sim.db"
+    url = f"sqlite:///{path}"
+    db = Database(url)
+    upgrade(db)
+    store = Store(db)
+    engine = DecisionEngine(catalog, store, clock=lambda: START)
+    sim = Simulator(engine.decide, engine.record_events, population(400, seed=11), seed=11)
+    sim.onboard()
+    result = sim.run(DAYS)
+    store.close()
+    assert result.carts > 500 and result.messages > 300
+    return url
+
+
+@pytest.fixture(scope="module")
+def trained(simulated: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    source = Source(database_url=simulated, as_of=AS_OF)
+    for kind in ModelKind:
+        train(kind, source, models, seed=3, promote_it=True, command="test")
+    return models
+
+
+@pytest.fixture(scope="module")
+def plain(catalog: Catalog) -> Catalog:
+    """The bundled catalog without experiments: no test customer is held out."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    data.pop("experiments")
+    return parse_catalog(yaml.safe_dump(data), "plain.yaml")
+
+
+def _subscribed(engine: DecisionEngine, user: str) -> DecisionEngine:
+    engine.record_events(
+        [Event(f"{user}-sub", user, EventType.SUBSCRIBED, START - timedelta(days=30), channel=Channel.EMAIL)]
+    )
+    return engine
+
+
+def _request(user: str, trigger: str = "cart_abandoned", **context: object) -> DecisionRequest:
+    return DecisionRequest(
+        request_id=f"{user}-{trigger}",
+        user_id=user,
+        trigger=trigger,
+        occurred_at=AS_OF + timedelta(hours=1),
+        context=RequestContext(**context),  # type: ignore[arg-type]
+        channels=(Channel.EMAIL, Channel.PUSH),
+        max_actions=2,
+        explain=True,
+    )
+
+
+def test_each_kind_trains_with_a_card_and_metrics(trained: Path) -> None:
+    for kind in ModelKind:
+        versions = [d for d in (trained / kind.value).iterdir() if d.is_dir()]
+        assert len(versions) == 1
+        card = read_card(versions[0])
+        assert card.kind is kind and card.version == versions[0].name
+        assert card.libraries["lightgbm"] and card.command == "test"
+        assert set(card.sha256) == set(card.files.values())
+    propensity = read_card(next(d for d in (trained / "propensity").iterdir() if d.is_dir()))
+    assert propensity.features == list(feats.FEATURES)
+    assert propensity.data["split"] == "time"
+    window = propensity.data["window"]
+    assert window["train_end"] <= window["test_start"]  # the test period follows the training period
+    test = propensity.metrics["test"]
+    assert 0.5 < test["auc"] <= 1 and test["log_loss"] > 0 and 0 <= test["ece"] < 1
+    assert sum(r["rows"] for r in test["reliability"]) == test["rows"]
+    uplift = read_card(next(d for d in (trained / "uplift").iterdir() if d.is_dir()))
+    assert "cart_abandonment" in uplift.flows
+    assert set(uplift.metrics["test"]["qini"]) == {"uplift_model", "propensity_ranking", "random"}
+    send_time = read_card(next(d for d in (trained / "send-time").iterdir() if d.is_dir()))
+    ll = send_time.metrics["test"]["log_likelihood_per_event"]
+    assert ll["personal"] > ll["uniform"] and ll["population"] > ll["uniform"]
+
+
+def test_training_is_deterministic_for_a_seed(simulated: str, trained: Path, tmp_path: Path) -> None:
+    source = Source(database_url=simulated, as_of=AS_OF)
+    _, card = train(ModelKind.PROPENSITY, source, tmp_path, seed=3, command="test")
+    assert (
+        card.version == read_card(next(d for d in (trained / "propensity").iterdir() if d.is_dir())).version
+    )
+    _, other = train(ModelKind.PROPENSITY, source, tmp_path, seed=4, command="test")
+    assert other.version != card.version
+
+
+def test_the_engine_scores_with_the_promoted_models(trained: Path, plain: Catalog, tmp_path: Path) -> None:
+    registry = ModelRegistry(trained)
+    assert [s.state for s in registry.statuses] == [ModelState.LOADED] * 3
+    store = Store(_fresh_db(tmp_path))
+    try:
+        with_models = _subscribed(DecisionEngine(plain, store, models=registry), "m1")
+        without = _subscribed(DecisionEngine(plain, store), "m2")
+        a = with_models.decide(_request("m1", cart_value=120.0, product_ids=("p1",)))
+        b = without.decide(_request("m2", cart_value=120.0, product_ids=("p1",)))
+        assert a.models == registry.current.versions
+        base = {x.action_id: x.score for x in b.actions}
+        scored = {x.action_id: x.score for x in a.actions}
+        scored.update({r.action_id: None for r in a.rejected if r.reason is ReasonCode.NO_EXPECTED_LIFT})
+        assert scored.keys() & base.keys()
+        assert any(scored[k] != base[k] for k in scored.keys() & base.keys())
+    finally:
+        store.close()
+
+
+def test_features_are_logged_with_each_exposure(simulated: str) -> None:
+    from sqlalchemy import select
+
+    from nextbest.store.schema import assignments, exposures
+
+    db = Database(simulated)
+    try:
+        with db.reader.connect() as conn:
+            blobs = conn.execute(select(exposures.c.features).limit(50)).scalars().all()
+            held = (
+                conn.execute(select(assignments.c.features).where(assignments.c.held_out).limit(20))
+                .scalars()
+                .all()
+            )
+    finally:
+        db.dispose()
+    for blob in [*blobs, *held]:
+        values = feats.decode(blob)
+        assert values is not None and values.size == len(feats.LOGGED)
+        assert values[feats.LOGGED.index("orders_count")] >= 0
+
+
+def test_a_corrupt_model_is_reported_and_decisions_fall_back(
+    trained: Path, plain: Catalog, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained, models)
+    version = (models / "propensity" / "PROMOTED").read_text().strip()
+    (models / "propensity" / version / "model.txt").write_text("tree\nnot a model\n")
+    (models / "uplift" / "PROMOTED").unlink()
+    registry = ModelRegistry(models)
+    states = {s.kind: s for s in registry.statuses}
+    assert states[ModelKind.PROPENSITY].state is ModelState.CORRUPT
+    assert "SHA-256" in states[ModelKind.PROPENSITY].detail
+    assert states[ModelKind.UPLIFT].state is ModelState.MISSING
+    assert states[ModelKind.SEND_TIME].state is ModelState.LOADED
+    store = Store(_fresh_db(tmp_path))
+    try:
+        decision = _subscribed(DecisionEngine(plain, store, models=registry), "c1").decide(
+            _request("c1", cart_value=80.0, product_ids=("p1",))
+        )
+    finally:
+        store.close()
+    by_id = {a.id: a for a in plain.actions}
+    assert decision.actions
+    for action in decision.actions:
+        declared = by_id[action.action_id]
+        assert action.score == pytest.approx(declared.base_propensity * declared.value)
+
+
+def test_a_model_trained_on_other_features_is_incompatible(tmp_path: Path) -> None:
+    if not HILLSTROM.exists():
+        pytest.skip("the shared Hillstrom data is not on this machine")
+    _, card = train(
+        ModelKind.PROPENSITY, Source(csv=HILLSTROM, schema=SCHEMA), tmp_path, promote_it=True, command="test"
+    )
+    assert card.feature_set == "csv:hillstrom" and card.metrics["test"]["auc"] > 0.55
+    status = ModelRegistry(tmp_path).statuses[0]
+    assert status.state is ModelState.INCOMPATIBLE
+    assert "recency" in status.detail
+
+
+def _synthetic(n: int, effect: float, seed: int = 1) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    logged = rng.normal(size=(n, len(feats.LOGGED)))
+    treated = rng.random(n) < 0.5
+    p = np.clip(0.3 + effect * treated, 0.01, 0.99)
+    return TrainingSet(
+        x=feats.matrix(logged, ["cart_reminder_email"] * n, {"cart_reminder_email": 0.0}),
+        y=(rng.random(n) < p).astype(float),
+        features=list(feats.FEATURES),
+        feature_set=feats.FEATURE_SET,
+        categorical=list(feats.CATEGORICAL),
+        categories={feats.ACTION: ["cart_reminder_email"]},
+        treated=treated,
+        times=np.arange(n, dtype=float),
+        flows=["cart_abandonment"],
+    )
+
+
+def test_actions_without_expected_lift_are_rejected(plain: Catalog, tmp_path: Path) -> None:
+    """An uplift model that learned the message hurts: the cart reminder is not sent."""
+    trained = train_uplift(_synthetic(4000, effect=-0.2), seed=1)
+    models = tmp_path / "models"
+    directory = write_artifact(models, trained.card, trained.files)
+    promote(models, ModelKind.UPLIFT, directory.name)
+    registry = ModelRegistry(models)
+    assert registry.current.uplift is not None
+    store = Store(_fresh_db(tmp_path))
+    try:
+        decision = _subscribed(DecisionEngine(plain, store, models=registry), "u1").decide(
+            _request("u1", cart_value=80.0, product_ids=("p1",))
+        )
+    finally:
+        store.close()
+    lifted = [r for r in decision.rejected if r.reason is ReasonCode.NO_EXPECTED_LIFT]
+    assert {r.action_id for r in lifted} >= {"cart_reminder_email"}
+    assert "uplift -" in lifted[0].detail
+    assert all(a.flow != "cart_abandonment" for a in decision.actions)
+
+
+def test_send_time_picks_the_customers_best_hour(trained: Path, plain: Catalog, tmp_path: Path) -> None:
+    registry = ModelRegistry(trained)
+    store = Store(_fresh_db(tmp_path))
+    engine = DecisionEngine(plain, store, models=registry)
+    day = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
+    try:
+        # A customer who reads at 19:00 UTC every day, and has ordered (cross-sell needs an order).
+        events = [
+            Event(f"o{i}", "st1", EventType.OPENED, day - timedelta(days=i, hours=5)) for i in range(1, 15)
+        ]
+        events.append(
+            Event("s", "st1", EventType.SUBSCRIBED, day - timedelta(days=40), channel=Channel.EMAIL)
+        )
+        events.append(Event("ord", "st1", EventType.ORDER_PLACED, day - timedelta(days=3), value=50.0))
+        engine.record_events(events)
+        decision = engine.decide(
+            DecisionRequest(
+                "st1-r", "st1", "order_delivered", day + timedelta(hours=9), channels=(Channel.EMAIL,)
+            )
+        )
+    finally:
+        store.close()
+    assert decision.actions, decision.rejected
+    action = decision.actions[0]
+    assert action.send_time is SendTimeSource.PERSONAL
+    assert action.send_at.hour == 19
+
+
+def _fresh_db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(db)
+    return db
