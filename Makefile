@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test protos lint bench serve clean check-protos
+.PHONY: demo test protos lint bench serve clean check-protos models
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_next_action.py
 	$(PY) benchmarks/bench_contact_policy.py
+	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/bench_uplift_hillstrom.py
+
+# The bundled models, trained on the project's own simulated store (about a minute).
+models: $(STAMP)
+	$(PY) -m nextbest.simulate.bundle --models-dir models
 
 serve: $(STAMP)
 	$(PY) -m nextbest serve

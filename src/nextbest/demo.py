@@ -35,6 +35,9 @@ def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) ->
     for action in response.actions:
         send_at = action.send_at.ToDatetime(tzinfo=UTC)
         when = "now" if send_at <= at else f"at {send_at:%a %H:%M}"
+        source = _name(pb.SendTimeSource.Name, action.send_time, "SEND_TIME_SOURCE_")
+        if source not in ("fixed", "unspecified"):
+            when += f" ({source} send time)"
         print(
             f"  -> {action.action_id} on {_name(pb.Channel.Name, action.channel, 'CHANNEL_')}, "
             f"{_name(pb.ActionClass.Name, action.action_class, 'ACTION_CLASS_')}, {when}, "
@@ -150,7 +153,14 @@ def run_demo(database_url: str | None = None) -> int:
             client.wait_until_serving()
             print(
                 f"nextbest serving on {server.address}, database {database_url}, "
-                f"catalog version {server.engine.catalog.version}\n"
+                f"catalog version {server.engine.catalog.version}"
+            )
+            print(
+                "models: "
+                + ", ".join(
+                    f"{m.kind.value} {m.state.value} {m.version}".rstrip() for m in server.models.statuses
+                )
+                + "\n"
             )
             _story(client)
     finally:

@@ -277,3 +277,14 @@ def _fresh_db(tmp_path: Path) -> Database:
     db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(db)
     return db
+
+
+def test_the_bundled_models_load() -> None:
+    """``make models`` output is committed; the server must be able to load it."""
+    from nextbest.scoring.artifacts import bundled_models_path
+
+    root = bundled_models_path()
+    if root is None:
+        pytest.skip("no bundled models/ directory in this checkout")
+    statuses = ModelRegistry(root).statuses
+    assert [(s.kind, s.state) for s in statuses] == [(k, ModelState.LOADED) for k in ModelKind], statuses

@@ -45,6 +45,12 @@ class Action:
     send_time: Literal["fixed", "optimize"] = "fixed"
     # The index of the flow step the action belongs to, if its flow has steps.
     step: int | None = None
+    # (class rank, value, base propensity) as floats: the action's own scoring features, built once.
+    scoring_constants: tuple[float, float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        constants = (float(self.action_class.rank), float(self.value), float(self.base_propensity))
+        object.__setattr__(self, "scoring_constants", constants)
 
     @classmethod
     def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:

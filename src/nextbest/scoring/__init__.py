@@ -30,7 +30,7 @@ __all__ = ["ScoredCandidate", "score_candidates"]
 _NO_MODELS = ModelSet()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every candidate of every decision, and frozen init is slow
 class ScoredCandidate:
     candidate: Candidate
     score: float
@@ -61,10 +61,12 @@ def score_candidates(
     """Scores every candidate; returns them, and the ones rejected for no expected lift."""
     if not candidates:
         return [], []
-    logged: list[list[float]] | None = None
+    logged = None
     if snapshot is not None and request is not None and zone is not None:
-        customer = feats.customer_row(snapshot, request, now, zone)
-        logged = [customer + feats.action_columns(c.action, c.channel, c.delay) for c in candidates]
+        logged = feats.logged_matrix(
+            feats.customer_row(snapshot, request, now, zone),
+            [feats.action_columns(c.action, c.channel, c.delay) for c in candidates],
+        )
     ids = [c.action.id for c in candidates]
     values = np.array([c.action.value for c in candidates])
     if models.propensity is not None and logged is not None:
@@ -81,7 +83,7 @@ def score_candidates(
             if c.action.flow in uplift.flows and c.action.action_class.is_marketing
         ]
         if covered:
-            x = feats.matrix([logged[i] for i in covered], [ids[i] for i in covered], uplift.treated.codes)
+            x = feats.matrix(logged[covered], [ids[i] for i in covered], uplift.treated.codes)
             treated, control = uplift.predict(x)
             for i, pt, pc in zip(covered, treated, control, strict=True):
                 action = candidates[i].action
@@ -93,6 +95,7 @@ def score_candidates(
                         f"= {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
                     )
     profile = None
+    score_list = scores.tolist()
     scored: list[ScoredCandidate] = []
     rejected: list[Rejection] = []
     for i, c in enumerate(candidates):
@@ -110,9 +113,9 @@ def score_candidates(
         scored.append(
             ScoredCandidate(
                 c,
-                float(scores[i]),
+                score_list[i],
                 now + c.delay,
-                feats.encode(logged[i]) if logged is not None else b"",
+                logged[i].tobytes() if logged is not None else b"",
                 timing,
                 source,
             )

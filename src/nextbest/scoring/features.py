@@ -35,6 +35,7 @@ __all__ = [
     "customer_row",
     "decode",
     "encode",
+    "logged_matrix",
     "matrix",
 ]
 
@@ -106,16 +107,19 @@ def customer_row(
 def action_columns(action: Action, channel: Channel, delay: timedelta) -> list[float]:
     """The action's columns, in ``ACTION_COLUMNS`` order (an experiment arm may move the channel or
     change the delay)."""
-    return [
-        _CHANNEL_CODE[channel],
-        float(action.action_class.rank),
-        action.value,
-        action.base_propensity,
-        delay.total_seconds() / 3600.0,
-    ]
+    rank, value, propensity = action.scoring_constants
+    return [_CHANNEL_CODE[channel], rank, value, propensity, delay.total_seconds() / 3600.0]
 
 
-def encode(row: Sequence[float]) -> bytes:
+def logged_matrix(customer: Sequence[float], actions: Sequence[Sequence[float]]) -> npt.NDArray[np.float64]:
+    """The logged columns of a decision's candidates: the customer part repeated, then each action's."""
+    out = np.empty((len(actions), len(LOGGED)), dtype=np.float64)
+    out[:, : len(CUSTOMER)] = customer
+    out[:, len(CUSTOMER) :] = actions
+    return out
+
+
+def encode(row: Sequence[float] | npt.NDArray[np.float64]) -> bytes:
     """The logged form: float64, little-endian, ``LOGGED`` order."""
     return np.asarray(row, dtype="<f8").tobytes()
 
