@@ -53,30 +53,29 @@ def score_candidates(
     candidates: list[Candidate],
     now: datetime,
     *,
-    snapshot: CustomerSnapshot | None = None,
-    request: DecisionRequest | None = None,
-    zone: ZoneInfo | None = None,
+    snapshot: CustomerSnapshot,
+    request: DecisionRequest,
+    zone: ZoneInfo,
     models: ModelSet = _NO_MODELS,
 ) -> tuple[list[ScoredCandidate], list[Rejection]]:
     """Scores every candidate; returns them, and the ones rejected for no expected lift."""
     if not candidates:
         return [], []
-    logged = None
-    if snapshot is not None and request is not None and zone is not None:
-        logged = feats.logged_matrix(
-            feats.customer_row(snapshot, request, now, zone),
-            [feats.action_columns(c.action, c.channel, c.delay) for c in candidates],
-        )
+    logged = feats.logged_matrix(
+        feats.customer_row(snapshot, request, now, zone),
+        [feats.action_columns(c.action, c.channel, c.delay) for c in candidates],
+    )
+    blobs = feats.encode_rows(logged)
     ids = [c.action.id for c in candidates]
     values = np.array([c.action.value for c in candidates])
-    if models.propensity is not None and logged is not None:
+    if models.propensity is not None:
         p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
     else:
         p = np.array([c.action.base_propensity for c in candidates])
     scores = p * values
     uplift = models.uplift
     no_lift: dict[int, str] = {}
-    if uplift is not None and logged is not None:
+    if uplift is not None:
         covered = [
             i
             for i, c in enumerate(candidates)
@@ -104,7 +103,7 @@ def score_candidates(
             continue
         timing, source = None, SendTimeSource.FIXED
         if c.action.send_time == "optimize":
-            if models.send_time is not None and snapshot is not None:
+            if models.send_time is not None:
                 if profile is None:  # once per decision
                     profile = models.send_time.timing(snapshot.state.engagement_hours)
                 timing, source = profile, profile.source
@@ -115,7 +114,7 @@ def score_candidates(
                 c,
                 score_list[i],
                 now + c.delay,
-                logged[i].tobytes() if logged is not None else b"",
+                blobs[i],
                 timing,
                 source,
             )

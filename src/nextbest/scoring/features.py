@@ -34,7 +34,7 @@ __all__ = [
     "action_columns",
     "customer_row",
     "decode",
-    "encode",
+    "encode_rows",
     "logged_matrix",
     "matrix",
 ]
@@ -119,9 +119,9 @@ def logged_matrix(customer: Sequence[float], actions: Sequence[Sequence[float]])
     return out
 
 
-def encode(row: Sequence[float] | npt.NDArray[np.float64]) -> bytes:
-    """The logged form: float64, little-endian, ``LOGGED`` order."""
-    return np.asarray(row, dtype="<f8").tobytes()
+def encode_rows(logged: npt.NDArray[np.float64]) -> list[bytes]:
+    """The logged form of each row: float64, little-endian, ``LOGGED`` order."""
+    return [row.tobytes() for row in logged.astype("<f8", copy=False)]
 
 
 def decode(blob: bytes | None) -> npt.NDArray[np.float64] | None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nextbest.scoring.artifacts import ModelCard, ModelKind, promote, read_card, write_artifact
+from nextbest.scoring.registry import load_binary
 from nextbest.store import Database
 from nextbest.training.datasets import TrainingSet, from_csv, load_schema, propensity_set, uplift_set
 from nextbest.training.fit import recode, split, train_propensity, train_uplift, uplift_metrics
@@ -57,10 +58,6 @@ def _dataset(kind: ModelKind, source: Source) -> TrainingSet:
     return data
 
 
-def _outcome(source: Source, data: TrainingSet) -> str:
-    return str(data.source.get("label", "order_placed within the attribution window"))
-
-
 def train(
     kind: ModelKind,
     source: Source,
@@ -83,7 +80,8 @@ def train(
     else:
         data = _dataset(kind, source)
         fit = train_propensity if kind is ModelKind.PROPENSITY else train_uplift
-        trained = fit(data, seed, _outcome(source, data), command)
+        outcome = str(data.source.get("label", "order_placed within the attribution window"))
+        trained = fit(data, seed, outcome, command)
     directory = write_artifact(models_dir, trained.card, trained.files)
     card = read_card(directory)
     if promote_it:
@@ -94,8 +92,6 @@ def train(
 def evaluate(kind: ModelKind, version: str, source: Source, models_dir: Path) -> dict[str, Any]:
     """Re-scores a stored version on ``source``: on the rows newer than its training data when there
     are any (data it never saw), else on the same held-out split it was evaluated on."""
-    from nextbest.scoring.registry import load_binary
-
     directory = models_dir / kind.value / version
     card = read_card(directory)
     if kind is ModelKind.SEND_TIME:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
@@ -66,8 +67,6 @@ class Split:
             },
         }
         if data.times is not None and len(data):
-            from datetime import UTC, datetime
-
             times = data.times
 
             def stamp(i: Index, f: Any) -> str | None:
