@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,6 +67,30 @@ def _add_model_commands(sub: Any) -> None:
     evaluate.add_argument("version", help="the version directory name (see models/<kind>/)")
     _add_training_args(evaluate)
     evaluate.add_argument("--promote", action="store_true", help="make this version the one served")
+
+
+def _add_simulate_command(sub: Any) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="play a simulated store through a server and check the lift reports against the truth",
+    )
+    simulate.add_argument("--customers", type=int, default=2000, help="customers (default 2000)")
+    simulate.add_argument("--days", type=int, default=21, help="days of behaviour (default 21)")
+    simulate.add_argument("--seed", type=int, default=1, help="the simulation is the same for a seed")
+    simulate.add_argument(
+        "--shards", type=int, default=8, help="concurrent callers, customers split among them (default 8)"
+    )
+    simulate.add_argument("--target", help="drive this server (HOST:PORT) instead of starting one")
+    simulate.add_argument(
+        "--database-url", help="store of the started server (default: a fresh SQLite file under var/)"
+    )
+    simulate.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
+    simulate.add_argument("--models-dir", help="models of the started server (default: the bundled ones)")
+    simulate.add_argument(
+        "--truth", default="var/simulation-truth.json", help="where to write the ground truth (JSON)"
+    )
+    simulate.add_argument("--html-dir", default="var/reports", help="where to write the HTML reports")
+    simulate.add_argument("--window-days", type=float, default=14.0, help="attribution window (default 14)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -132,6 +157,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_store_args(experiments)
 
     _add_model_commands(sub)
+
+    _add_simulate_command(sub)
 
     demo = sub.add_parser(
         "demo", help="serve on SQLite and play a scripted customer story through the client"
@@ -361,6 +388,40 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from nextbest.simulate.command import SimulationOptions, run_simulation
+
+    problems = [
+        f"--{name} must be at least 1"
+        for name, value in (("customers", args.customers), ("days", args.days), ("shards", args.shards))
+        if value < 1
+    ]
+    if args.window_days <= 0:
+        problems.append("--window-days must be positive")
+    if args.target and (args.database_url or args.models_dir):
+        problems.append("--database-url and --models-dir configure a started server; not with --target")
+    if problems:
+        for problem in problems:
+            print(f"nextbest simulate: {problem}", file=sys.stderr)
+        return 2
+    run_simulation(
+        SimulationOptions(
+            customers=args.customers,
+            days=args.days,
+            seed=args.seed,
+            shards=args.shards,
+            target=args.target,
+            database_url=args.database_url,
+            catalog=Path(args.catalog) if args.catalog else None,
+            models_dir=Path(args.models_dir) if args.models_dir else None,
+            truth=Path(args.truth),
+            html_dir=Path(args.html_dir) if args.html_dir else None,
+            window_days=args.window_days,
+        )
+    )
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     import json
 
@@ -454,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command in ("train", "evaluate"):
             return _train_or_evaluate(args, argv)
+        if args.command == "simulate":
+            return _simulate(args)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url)

@@ -180,6 +180,33 @@ class NextbestClient:
         response: pb.RecordEventsResponse = self._stub.RecordEvents(request, timeout=timeout or self.timeout)
         return response
 
+    def lift_report(
+        self,
+        experiment_id: str,
+        *,
+        as_of: datetime | None = None,
+        window_days: float = 0.0,
+        metrics: Sequence[str] = (),
+        sequential: bool = False,
+        alpha: float = 0.0,
+        timeout: float | None = None,
+    ) -> pb.GetLiftReportResponse:
+        """The experiment's lift report as of ``as_of`` (default now); 0 means the server's default
+        window (14 days) and alpha (0.05)."""
+        request = pb.GetLiftReportRequest(
+            experiment_id=experiment_id,
+            metrics=list(metrics),
+            window_days=window_days,
+            sequential=sequential,
+            alpha=alpha,
+        )
+        if as_of is not None:
+            request.as_of.CopyFrom(timestamp(as_of))
+        response: pb.GetLiftReportResponse = self._stub.GetLiftReport(
+            request, timeout=timeout or max(self.timeout, 30.0)
+        )
+        return response
+
     def is_serving(self, timeout: float | None = None) -> bool:
         try:
             reply = self._health.Check(

@@ -132,6 +132,9 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
                 bucket=e.bucket,
                 hash_version=e.hash_version,
                 probability=e.probability,
+                channel=_CHANNEL_TO[e.action.channel],
+                send_at=_stamp(e.action.send_at),
+                parameters=e.action.parameters,
             )
             for e in decision.exposures
         ],

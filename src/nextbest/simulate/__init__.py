@@ -1,247 +1,369 @@
 """A synthetic store with known ground truth, deterministic for a seed.
 
-Customers have an order history, channel consent, a preferred hour of the day to read messages, a
-chance of buying an abandoned cart anyway, and a true, heterogeneous response to the cart messages:
-some are persuaded, some would buy anyway (no effect), and some are put off (a negative effect, larger
-when they were messaged a lot lately). The simulator plays days of behaviour through the decision engine
-as a backend would — events to ``record_events``, triggers to ``decide``, messages delivered at their
-``send_at`` — and keeps each decision's true effect, so a lift report or a model can be checked against
-the truth.
+The simulator plays a population of customers (``world``) through nextbest the way a store's backend
+would: each customer's own behaviour (browsing, abandoning carts, ordering) becomes events
+(``RecordEvents``) and triggers (``NextAction``); the journey's later steps are triggered when due
+(``scheduled``, a day and two days after an abandonment); chosen messages are delivered at their
+``send_at`` unless a later answer cancelled them; opens, clicks, unsubscribes and orders go back as events
+when they happen. Time only moves forward: nothing is recorded before its moment.
 
-Each abandoned cart draws one uniform number ``u``: it is bought if ``u < base + effect`` when a message
-was opened and ``u < base`` otherwise, so the counterfactual outcome of every unit is known.
+It keeps, for every abandoned cart, what was delivered and what an experiment held out, so the true
+effect of anything — a decision, an experiment arm (``nextbest.simulate.truth``), a targeting policy — is
+known exactly. Customers are independent, so they can be split across threads (``shards``) without
+changing any outcome.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import heapq
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from nextbest.domain import Channel, DecisionRequest, Event, EventType, RequestContext
+from nextbest.domain import Channel, EventType
+from nextbest.simulate.backends import Backend, Decided, EngineBackend, GrpcBackend, SimEvent, SimRequest
+from nextbest.simulate.world import (
+    RESPONSIVE_FLOWS,
+    START,
+    Activity,
+    Cart,
+    Customer,
+    Message,
+    activities,
+    population,
+)
 
-__all__ = ["Customer", "SimulationResult", "Simulator", "population"]
+__all__ = [
+    "START",
+    "Backend",
+    "Cart",
+    "Customer",
+    "EngineBackend",
+    "GrpcBackend",
+    "Message",
+    "SimulationResult",
+    "Simulator",
+    "population",
+]
 
-START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
-
-
-@dataclass(frozen=True)
-class Customer:
-    user_id: str
-    first_seen_at: datetime
-    past_orders: tuple[datetime, ...]
-    order_value: float
-    peak_hour: int  # UTC hour of the day they read messages most
-    carts_per_day: float
-    base_buy: float  # P(buy the abandoned cart without a message)
-    persuadability: float  # added to the buying chance by an opened message (negative: put off)
-    annoyance: float  # P(unsubscribe) per message received
-    push: bool
-    sms: bool
-
-    def open_probability(self, at: datetime) -> float:
-        distance = abs(at.hour - self.peak_hour)
-        distance = min(distance, 24 - distance)
-        return 0.55 * math.exp(-(distance**2) / (2 * 2.5**2)) + 0.05
-
-    def effect(self, at: datetime, recent_messages: int) -> float:
-        """The true effect on P(buy) of a cart message sent at ``at``: opened x persuaded, and a
-        saturation penalty for customers messaged often in the past week."""
-        return self.open_probability(at) * self.persuadability - 0.02 * max(0, recent_messages - 2)
-
-
-def population(n: int, seed: int, start: datetime = START) -> list[Customer]:
-    rng = np.random.default_rng(seed)
-    customers = []
-    for i in range(n):
-        tenure = 2.0 + float(rng.exponential(300))
-        orders_rate = float(rng.gamma(1.5, 2.0))  # orders per year
-        past = sorted(
-            start - timedelta(days=float(d))
-            for d in rng.uniform(1, tenure, rng.poisson(orders_rate * tenure / 365))
-        )
-        loyal = len(past) >= 4
-        cart_value = float(rng.lognormal(4.1, 0.5))
-        # Who is persuadable is visible in the data: new-ish customers with valuable carts; loyal
-        # customers buy anyway; a minority is put off.
-        base = 0.12 + (0.35 if loyal else 0.04 * min(len(past), 3))
-        persuadability = 0.18 * (cart_value > 60) + 0.06 * (len(past) <= 1) - (0.12 if loyal else 0.0)
-        if rng.random() < 0.1:
-            persuadability = -0.1
-        customers.append(
-            Customer(
-                user_id=f"sim-{seed}-{i:06d}",
-                first_seen_at=start - timedelta(days=tenure),
-                past_orders=tuple(past),
-                order_value=cart_value,
-                peak_hour=int(rng.choice([7, 8, 12, 13, 19, 20, 21])),
-                carts_per_day=float(rng.gamma(1.2, 0.08)),
-                base_buy=min(base, 0.9),
-                persuadability=float(persuadability),
-                annoyance=float(rng.uniform(0.0, 0.01)),
-                push=bool(rng.random() < 0.4),
-                sms=bool(rng.random() < 0.2),
-            )
-        )
-    return customers
+STEPS = (timedelta(hours=24), timedelta(hours=48))  # the cart journey's scheduled steps
+FLUSH_EVERY = 200
+_WEEK = timedelta(days=7)
 
 
 @dataclass
 class SimulationResult:
+    customers: list[Customer]
+    start: datetime
+    end: datetime
     decisions: int = 0
-    carts: int = 0
-    messages: int = 0
+    events: int = 0
+    messages: int = 0  # delivered (onsite placements are shown, not delivered)
     orders: int = 0
     unsubscribes: int = 0
-    # Per abandoned cart in an experiment-covered flow: the true effect of what was decided for it.
-    true_effects: list[dict[str, Any]] = field(default_factory=list)
+    carts: list[Cart] = field(default_factory=list)
+    # experiment id -> user id -> (first exposure, arm)
+    units: dict[str, dict[str, tuple[datetime, str]]] = field(default_factory=dict)
+    # the expected number of unsubscribes the delivered marketing messages caused (their probabilities)
+    expected_unsubscribes: float = 0.0
+    delivered_by_action: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: SimulationResult) -> None:
+        for name in ("decisions", "events", "messages", "orders", "unsubscribes", "expected_unsubscribes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.carts.extend(other.carts)
+        for experiment, units in other.units.items():
+            self.units.setdefault(experiment, {}).update(units)
+        for action, n in other.delivered_by_action.items():
+            self.delivered_by_action[action] = self.delivered_by_action.get(action, 0) + n
 
 
-class Simulator:
-    """Drives ``decide`` and ``record_events`` (the engine's, or a gRPC client's) through ``days`` days."""
+@dataclass(slots=True)
+class _Pending:
+    """A message chosen for delivery at ``message.send_at``."""
 
-    def __init__(
-        self,
-        decide: Callable[[DecisionRequest], Any],
-        record: Callable[[list[Event]], Any],
-        customers: list[Customer],
-        seed: int,
-        start: datetime = START,
-    ) -> None:
-        self.decide = decide
-        self.record = record
+    customer: Customer
+    message: Message
+    decision_id: str
+    cart: Cart | None
+    scope: frozenset[str]
+    cancelled: bool = False
+
+
+class _Shard:
+    """One thread's customers, played in time order."""
+
+    def __init__(self, sim: Simulator, customers: Sequence[Customer]) -> None:
+        self.sim = sim
+        self.backend = sim.backend
         self.customers = customers
-        self.rng = np.random.default_rng(seed + 1)
-        self.start = start
-        self._events = 0
-        self._requests = 0
-        self._sent: dict[str, list[datetime]] = {}
-        self._unsubscribed: set[str] = set()
+        self.result = SimulationResult(list(customers), sim.start, sim.end)
+        self.queue: list[tuple[datetime, int, str, Any]] = []
+        self.seq = itertools.count()
+        self.buffer: list[SimEvent] = []
+        self.buffered: set[str] = set()
+        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.recent: dict[str, deque[datetime]] = {}
+        self.unsubscribed: dict[str, set[Channel]] = {}
+        self.counters: dict[str, itertools.count[int]] = {}
+        self.rngs: dict[str, np.random.Generator] = {}
 
-    def _event(self, c: Customer, kind: EventType, at: datetime, **extra: Any) -> Event:
-        self._events += 1
-        return Event(f"e{self._events}-{c.user_id}", c.user_id, kind, at, **extra)
+    # --- plumbing ------------------------------------------------------------------------------------
 
-    def onboard(self) -> None:
-        """Each customer's history before the simulation: subscription, consents, past orders."""
-        batch: list[Event] = []
-        for c in self.customers:
-            batch.append(self._event(c, EventType.SUBSCRIBED, c.first_seen_at, channel=Channel.EMAIL))
-            for channel, granted in ((Channel.PUSH, c.push), (Channel.SMS, c.sms)):
-                batch.append(
-                    self._event(
-                        c,
-                        EventType.CONSENT_CHANGED,
-                        c.first_seen_at,
-                        channel=channel,
-                        consent_granted=granted,
-                    )
-                )
-            for at in c.past_orders:
-                batch.append(self._event(c, EventType.ORDER_PLACED, at, value=c.order_value))
-            if len(batch) >= 400:
-                self.record(batch)
-                batch = []
-        if batch:
-            self.record(batch)
+    def push(self, at: datetime, kind: str, item: Any) -> None:
+        heapq.heappush(self.queue, (at, next(self.seq), kind, item))
 
-    def run(self, days: int) -> SimulationResult:
-        result = SimulationResult()
-        for day in range(days):
-            base = self.start + timedelta(days=day)
-            for c in self.customers:
-                if c.user_id in self._unsubscribed or self.rng.random() >= c.carts_per_day:
-                    continue
-                at = base + timedelta(hours=float(self.rng.uniform(6, 23)))
-                self._cart(c, at, result)
-        return result
+    def next_id(self, c: Customer) -> int:
+        counter = self.counters.get(c.user_id)
+        if counter is None:
+            counter = self.counters[c.user_id] = itertools.count(1)
+        return next(counter)
 
-    def _cart(self, c: Customer, at: datetime, result: SimulationResult) -> None:
-        cart_value = round(c.order_value * float(self.rng.uniform(0.8, 1.2)), 2)
-        products = (f"p{int(self.rng.integers(0, 200))}",)
-        self.record(
-            [
-                self._event(c, EventType.PRODUCT_VIEWED, at - timedelta(minutes=12), product_ids=products),
-                self._event(c, EventType.ADDED_TO_CART, at - timedelta(minutes=8), product_ids=products),
-                self._event(c, EventType.CART_ABANDONED, at, product_ids=products),
-            ]
-        )
-        result.carts += 1
-        u = float(self.rng.random())
-        decision = self._decide(c, "cart_abandoned", at, cart_value, products)
-        result.decisions += 1
-        messages = [a for a in decision.actions if a.channel is not Channel.ONSITE]
-        recent = sum(1 for t in self._sent.get(c.user_id, ()) if at - timedelta(days=7) < t <= at)
-        effect = 0.0
-        events: list[Event] = []
-        for action in messages:
-            send_at = action.send_at
-            self._sent.setdefault(c.user_id, []).append(send_at)
-            result.messages += 1
-            effect = max(effect, c.effect(send_at, recent))
-            if self.rng.random() < c.open_probability(send_at):
-                events.append(
-                    self._event(c, EventType.OPENED, send_at + timedelta(minutes=7), channel=action.channel)
-                )
-                if self.rng.random() < 0.3:
-                    events.append(
-                        self._event(
-                            c, EventType.CLICKED, send_at + timedelta(minutes=9), channel=action.channel
-                        )
-                    )
-            if self.rng.random() < c.annoyance * (1 + recent):
-                events.append(
-                    self._event(
-                        c, EventType.UNSUBSCRIBED, send_at + timedelta(minutes=20), channel=action.channel
-                    )
-                )
-                self._unsubscribed.add(c.user_id)
-                result.unsubscribes += 1
-        held = [a for a in decision.exposures if a.held_out]
-        counterfactual = 0.0
-        for exposure in held:  # what the message would have done
-            counterfactual = max(counterfactual, c.effect(exposure.action.send_at, recent))
-        bought = u < c.base_buy + effect
-        result.true_effects.append(
-            {
-                "user_id": c.user_id,
-                "at": at.isoformat(),
-                "treated": bool(messages),
-                "held_out": bool(held),
-                "effect": effect if messages else counterfactual,
-                "base": c.base_buy,
-                "bought": bought,
-            }
-        )
-        if bought:
-            first = min((a.send_at for a in messages), default=at)
-            order_at = first + timedelta(hours=float(self.rng.uniform(0.5, 48)))
-            events.append(self._event(c, EventType.ORDER_PLACED, order_at, value=cart_value))
-            result.orders += 1
-        if events:
-            self.record(events)
+    def event(self, c: Customer, kind: EventType, at: datetime, **extra: Any) -> None:
+        self.buffer.append(SimEvent(f"{c.user_id}-e{self.next_id(c)}", c.user_id, kind, at, **extra))
+        self.buffered.add(c.user_id)
+        self.result.events += 1
+        if len(self.buffer) >= FLUSH_EVERY:
+            self.flush()
 
-    def _decide(
-        self, c: Customer, trigger: str, at: datetime, cart_value: float, products: tuple[str, ...]
-    ) -> Any:
-        self._requests += 1
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        batch, self.buffer = self.buffer, []
+        self.buffered.clear()
+        self.cancel(self.backend.record(batch))
+
+    def cancel(self, keys: Sequence[tuple[str, str]]) -> None:
+        for key in keys:
+            pending = self.pending.pop(key, None)
+            if pending is not None:
+                pending.cancelled = True
+
+    def decide(self, c: Customer, trigger: str, at: datetime, **context: Any) -> Decided:
+        if c.user_id in self.buffered:  # the server must know everything up to now
+            self.flush()
         channels = [Channel.EMAIL, Channel.ONSITE]
         if c.push:
             channels.append(Channel.PUSH)
         if c.sms:
             channels.append(Channel.SMS)
-        return self.decide(
-            DecisionRequest(
-                request_id=f"r{self._requests}-{c.user_id}",
-                user_id=c.user_id,
-                trigger=trigger,
-                occurred_at=at,
-                context=RequestContext(cart_value=cart_value, product_ids=products),
-                channels=tuple(channels),
-                max_actions=2,
-            )
+        request = SimRequest(
+            f"{c.user_id}-r{self.next_id(c)}",
+            c.user_id,
+            trigger,
+            at,
+            tuple(channels),
+            time_zone=c.time_zone,
+            **context,
         )
+        if self.sim.before_decide is not None:
+            self.sim.before_decide(c, request)
+        decided = self.backend.decide(request)
+        self.result.decisions += 1
+        self.cancel(decided.cancelled)
+        for experiment, arm, _action in decided.scoped:
+            self.result.units.setdefault(experiment, {}).setdefault(c.user_id, (at, arm))
+        for experiment, arm, _message in decided.held:
+            self.result.units.setdefault(experiment, {}).setdefault(c.user_id, (at, arm))
+        return decided
+
+    def deliver_later(self, c: Customer, decided: Decided, cart: Cart | None, at: datetime) -> None:
+        scopes: dict[str, set[str]] = {}
+        for experiment, _arm, action_id in decided.scoped:
+            scopes.setdefault(action_id, set()).add(experiment)
+        for message in decided.actions:
+            if message.channel is Channel.ONSITE:
+                continue  # shown on the site during the visit; not a delivery
+            pending = _Pending(
+                c,
+                message,
+                decided.decision_id,
+                cart if message.flow in RESPONSIVE_FLOWS else None,
+                frozenset(scopes.get(message.action_id, ())),
+            )
+            self.pending[(decided.decision_id, message.action_id)] = pending
+            self.push(max(message.send_at, at), "deliver", pending)
+        if cart is not None:
+            for experiment, _arm, message in decided.held:
+                cart.held.setdefault(experiment, []).append(message)
+
+    def rng(self, c: Customer) -> np.random.Generator:
+        rng = self.rngs.get(c.user_id)
+        if rng is None:
+            rng = self.rngs[c.user_id] = np.random.default_rng([self.sim.seed, 2, c.index])
+        return rng
+
+    # --- the day ---------------------------------------------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        for c in self.customers:
+            self.onboard(c)
+            for activity in activities(c, self.sim.days, self.sim.seed, self.sim.start):
+                self.push(activity.at, activity.kind, (c, activity))
+        self.flush()
+        while self.queue:
+            at, _, kind, item = heapq.heappop(self.queue)
+            if at >= self.sim.end:
+                break
+            getattr(self, f"on_{kind}")(at, item)
+        self.flush()
+        return self.result
+
+    def onboard(self, c: Customer) -> None:
+        """The customer's history before the simulation: subscription, consents, past orders."""
+        self.event(c, EventType.SUBSCRIBED, c.first_seen_at, channel=Channel.EMAIL)
+        for channel, granted in ((Channel.PUSH, c.push), (Channel.SMS, c.sms)):
+            self.event(
+                c, EventType.CONSENT_CHANGED, c.first_seen_at, channel=channel, consent_granted=granted
+            )
+        for n, at in enumerate(c.past_orders):
+            value = round(c.cart_value, 2)
+            self.event(c, EventType.ORDER_PLACED, at, value=value, order_id=f"{c.user_id}-past{n}")
+
+    def on_browse(self, at: datetime, item: tuple[Customer, Activity]) -> None:
+        c, activity = item
+        self.event(c, EventType.PRODUCT_VIEWED, at, product_ids=activity.products)
+        decided = self.decide(c, "product_viewed", at, product_ids=activity.products)
+        self.deliver_later(c, decided, None, at)
+
+    def on_cart(self, at: datetime, item: tuple[Customer, Activity]) -> None:
+        c, activity = item
+        products = activity.products
+        self.event(c, EventType.PRODUCT_VIEWED, at - timedelta(minutes=12), product_ids=products)
+        self.event(c, EventType.ADDED_TO_CART, at - timedelta(minutes=8), product_ids=products)
+        self.event(c, EventType.CART_ABANDONED, at, product_ids=products)
+        cart = Cart(
+            f"{c.user_id}-c{self.next_id(c)}",
+            c,
+            at,
+            activity.value,
+            products,
+            activity.u,
+            at + activity.decide_after,
+        )
+        self.result.carts.append(cart)
+        decided = self.decide(c, "cart_abandoned", at, cart_value=cart.value, product_ids=products)
+        self.deliver_later(c, decided, cart, at)
+        for step in STEPS:
+            self.push(at + step, "step", cart)
+        self.push(cart.decide_at, "resolve", cart)
+
+    def on_step(self, at: datetime, cart: Cart) -> None:
+        if cart.bought:  # the store knows the cart was bought; its journey is over
+            return
+        c = cart.customer
+        decided = self.decide(c, "scheduled", at, cart_value=cart.value, product_ids=cart.products)
+        self.deliver_later(c, decided, cart, at)
+
+    def on_resolve(self, at: datetime, cart: Cart) -> None:
+        cart.bought = cart.u < cart.probability(cart.delivered)
+        if cart.bought:
+            self.order(cart.customer, at, cart.order_value(cart.delivered), cart.id)
+
+    def on_order(self, at: datetime, item: tuple[Customer, Activity]) -> None:
+        c, activity = item
+        self.order(c, at, activity.value, f"{c.user_id}-o{self.next_id(c)}")
+
+    def order(self, c: Customer, at: datetime, value: float, tag: str) -> None:
+        self.result.orders += 1
+        self.event(c, EventType.ORDER_PLACED, at, value=value, order_id=tag)
+        decided = self.decide(c, "order_placed", at)
+        self.deliver_later(c, decided, None, at)
+
+    def on_deliver(self, at: datetime, pending: _Pending) -> None:
+        c, message = pending.customer, pending.message
+        if pending.cancelled or message.channel in self.unsubscribed.get(c.user_id, ()):
+            return
+        self.pending.pop((pending.decision_id, message.action_id), None)
+        self.result.messages += 1
+        by_action = self.result.delivered_by_action
+        by_action[message.action_id] = by_action.get(message.action_id, 0) + 1
+        if pending.cart is not None:
+            pending.cart.delivered.append(message)
+            pending.cart.scopes.append(pending.scope)
+        rng = self.rng(c)
+        draws = rng.random(4)
+        if draws[0] < c.open_probability(at, message.channel):
+            if message.channel is Channel.EMAIL:  # read at the customer's inbox hour
+                opened = c.next_reading(at, float(draws[3] - 0.5) * 1.5)
+            else:  # push and SMS are seen within minutes, or not at all
+                opened = at + timedelta(minutes=2 + 20 * float(draws[3]))
+            self.push(opened, "emit", (c, EventType.OPENED, message.channel, pending.decision_id))
+            if draws[1] < 0.3:
+                clicked = opened + timedelta(minutes=2)
+                self.push(clicked, "emit", (c, EventType.CLICKED, message.channel, pending.decision_id))
+        if not message.marketing:
+            return
+        recent = self.recent.setdefault(c.user_id, deque())
+        while recent and recent[0] <= at - _WEEK:
+            recent.popleft()
+        p_unsubscribe = c.unsubscribe_probability(len(recent))
+        recent.append(at)
+        self.result.expected_unsubscribes += p_unsubscribe
+        if draws[2] < p_unsubscribe:
+            self.unsubscribed.setdefault(c.user_id, set()).add(message.channel)
+            self.result.unsubscribes += 1
+            self.push(at + timedelta(minutes=20), "emit", (c, EventType.UNSUBSCRIBED, message.channel, ""))
+
+    def on_emit(self, at: datetime, item: tuple[Customer, EventType, Channel, str]) -> None:
+        c, kind, channel, decision_id = item
+        self.event(c, kind, at, channel=channel, decision_id=decision_id)
+
+
+class Simulator:
+    """Plays ``customers`` through ``backend`` for ``days`` days from ``start``.
+
+    ``before_decide`` (optional) sees each request before it goes out — a policy benchmark uses it to
+    tell an oracle whose decision it is."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        customers: Sequence[Customer],
+        *,
+        days: int,
+        seed: int,
+        start: datetime = START,
+        shards: int = 1,
+        before_decide: Callable[[Customer, SimRequest], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.customers = list(customers)
+        self.days = days
+        self.seed = seed
+        self.start = start
+        self.end = start + timedelta(days=days)
+        self.shards = max(1, shards)
+        self.before_decide = before_decide
+
+    def run(self) -> SimulationResult:
+        groups = [self.customers[i :: self.shards] for i in range(self.shards)]
+        shards = [_Shard(self, g) for g in groups if g]
+        if len(shards) == 1:
+            return shards[0].run()
+        errors: list[BaseException] = []
+
+        def work(shard: _Shard) -> None:
+            try:
+                shard.run()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in shards]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        result = SimulationResult(self.customers, self.start, self.end)
+        for shard in shards:
+            result.merge(shard.result)
+        result.carts.sort(key=lambda cart: (cart.at, cart.customer.index))
+        return result

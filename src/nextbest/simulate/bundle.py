@@ -18,7 +18,7 @@ from pathlib import Path
 from nextbest.catalog import bundled_catalog_path, load_catalog
 from nextbest.engine import DecisionEngine
 from nextbest.scoring.artifacts import ModelKind
-from nextbest.simulate import START, Simulator, population
+from nextbest.simulate import START, EngineBackend, Simulator, population
 from nextbest.store import Database, Store, upgrade
 from nextbest.training import Source, train
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shards", type=int, default=4, help="concurrent callers (same result)")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--database", default="var/models-sim.db", help="the SQLite file to simulate into")
     args = parser.parse_args(argv)
@@ -42,14 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         engine = DecisionEngine(load_catalog(bundled_catalog_path()), store, clock=lambda: START)
-        sim = Simulator(engine.decide, engine.record_events, population(args.customers, args.seed), args.seed)
-        sim.onboard()
-        result = sim.run(args.days)
+        result = Simulator(
+            EngineBackend(engine),
+            population(args.customers, args.seed),
+            days=args.days,
+            seed=args.seed,
+            shards=args.shards,
+        ).run()
     finally:
         store.close()
     print(
         f"simulated {args.customers} customers x {args.days} days in {time.perf_counter() - started:.0f}s: "
-        f"{result.carts} carts, {result.messages} messages, {result.orders} orders"
+        f"{len(result.carts)} carts, {result.messages} messages, {result.orders} orders"
     )
     source = Source(database_url=url, as_of=START + timedelta(days=args.days))
     command = (

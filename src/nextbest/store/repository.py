@@ -119,6 +119,29 @@ class Store:
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
+        # The event path's statements, built once (building them per call costs more than running them).
+        self._event_insert = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
+        self._customer_insert = self._insert(customers).on_conflict_do_nothing()
+        self._customer_select = (
+            select(customers)
+            .where(customers.c.user_id.in_(bindparam("users", expanding=True)))
+            .order_by(customers.c.user_id)
+            .with_for_update()
+        )
+        self._pending_select = (
+            select(*_HISTORY.selected_columns)
+            .where(
+                exposures.c.user_id.in_(bindparam("users", expanding=True)),
+                exposures.c.cancelled_at.is_(None),
+                exposures.c.send_at > bindparam("earliest"),
+            )
+            .add_columns(exposures.c.user_id)
+        )
+        self._customer_update = (
+            update(customers)
+            .where(customers.c.user_id == bindparam("b_user_id"))
+            .values({k: bindparam(k) for k in _STATE_COLUMNS})
+        )
         self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
 
     def close(self) -> None:
@@ -373,9 +396,8 @@ class Store:
         unique = [batch[i] for i in first_index.values()]
         cancelled: dict[str, tuple[Cancellation, ...]] = {}
         with _guard("record events"), self.db.writer.begin() as conn:
-            stmt = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
             accepted = (
-                set(conn.execute(stmt, [_event_row(e, received_at) for e in unique]).scalars())
+                set(conn.execute(self._event_insert, [_event_row(e, received_at) for e in unique]).scalars())
                 if unique
                 else set()
             )
@@ -423,15 +445,7 @@ class Store:
     ) -> dict[str, tuple[Cancellation, ...]]:
         users = sorted({e.user_id for e in new_events})
         earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
-        rows = conn.execute(
-            select(*_HISTORY.selected_columns)
-            .where(
-                exposures.c.user_id.in_(users),
-                exposures.c.cancelled_at.is_(None),
-                exposures.c.send_at > earliest,
-            )
-            .add_columns(exposures.c.user_id)
-        ).all()
+        rows = conn.execute(self._pending_select, {"users": users, "earliest": earliest}).all()
         pending: dict[str, list[PastExposure]] = {}
         for *values, user in rows:
             pending.setdefault(user, []).append(_past(values))
@@ -488,28 +502,15 @@ class Store:
             "refunds_count": 0,
             "revenue_total": 0.0,
         }
-        conn.execute(
-            self._insert(customers).on_conflict_do_nothing(),
-            [{"user_id": u, "updated_at": now, **empty} for u in users],
-        )
-        rows = conn.execute(
-            select(customers)
-            .where(customers.c.user_id.in_(users))
-            .order_by(customers.c.user_id)
-            .with_for_update()
-        ).mappings()
+        conn.execute(self._customer_insert, [{"user_id": u, "updated_at": now, **empty} for u in users])
+        rows = conn.execute(self._customer_select, {"users": users}).mappings()
         updates: list[dict[str, Any]] = []
         for row in rows:
             state = state_from_row(row)
             for event in sorted(by_user[row["user_id"]], key=lambda e: e.occurred_at or now):
                 state = apply_event(state, event)
             updates.append(_state_row(state, now))
-        conn.execute(
-            update(customers)
-            .where(customers.c.user_id == bindparam("b_user_id"))
-            .values({k: bindparam(k) for k in updates[0] if k != "b_user_id"}),
-            updates,
-        )
+        conn.execute(self._customer_update, updates)
 
 
 def _event_row(event: Event, received_at: datetime) -> dict[str, Any]:
@@ -534,6 +535,20 @@ def _event_row(event: Event, received_at: datetime) -> dict[str, Any]:
             "properties": dict(event.properties),
         },
     }
+
+
+_STATE_COLUMNS = (
+    "first_seen_at",
+    "updated_at",
+    "orders_count",
+    "refunds_count",
+    "revenue_total",
+    "last_order_at",
+    "last_engagement_at",
+    "channels",
+    "last_events",
+    "engagement_hours",
+)
 
 
 def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:

@@ -347,7 +347,14 @@ class Cancellation(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., action_id: _Optional[str] = ..., flow: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., action_class: _Optional[_Union[ActionClass, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExperimentAssignment(_message.Message):
-    __slots__ = ("experiment_id", "arm_id", "held_out", "action_id", "bucket", "hash_version", "probability")
+    __slots__ = ("experiment_id", "arm_id", "held_out", "action_id", "bucket", "hash_version", "probability", "channel", "send_at", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     HELD_OUT_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +362,9 @@ class ExperimentAssignment(_message.Message):
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     HASH_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     arm_id: str
     held_out: bool
@@ -362,7 +372,10 @@ class ExperimentAssignment(_message.Message):
     bucket: float
     hash_version: int
     probability: float
-    def __init__(self, experiment_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., held_out: _Optional[bool] = ..., action_id: _Optional[str] = ..., bucket: _Optional[float] = ..., hash_version: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
+    channel: Channel
+    send_at: _timestamp_pb2.Timestamp
+    parameters: _containers.ScalarMap[str, str]
+    def __init__(self, experiment_id: _Optional[str] = ..., arm_id: _Optional[str] = ..., held_out: _Optional[bool] = ..., action_id: _Optional[str] = ..., bucket: _Optional[float] = ..., hash_version: _Optional[int] = ..., probability: _Optional[float] = ..., channel: _Optional[_Union[Channel, str]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ChosenAction(_message.Message):
     __slots__ = ("action_id", "flow", "channel", "action_class", "send_at", "parameters", "score", "send_time")

@@ -1,0 +1,206 @@
+"""The simulated store: its ground truth, its determinism, and the same story over gRPC as in process."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from nextbest.catalog import Catalog, bundled_catalog_path
+from nextbest.client import NextbestClient
+from nextbest.domain import Channel
+from nextbest.experiments import Arm, Experiment
+from nextbest.server import NextbestServer
+from nextbest.settings import Settings
+from nextbest.simulate import (
+    START,
+    Cart,
+    EngineBackend,
+    GrpcBackend,
+    Message,
+    SimulationResult,
+    Simulator,
+    population,
+)
+from nextbest.simulate.backends import Decided, SimEvent, SimRequest
+from nextbest.simulate.command import SimulationOptions, run_simulation
+from nextbest.simulate.truth import experiment_truth
+from nextbest.simulate.world import activities
+from tests.conftest import sqlite_engine
+
+
+class Silent:
+    """A backend that never sends anything and logs what it is told, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, object]] = []
+
+    def decide(self, request: SimRequest) -> Decided:
+        self.log.append(("decide", request.user_id, request.at))
+        return Decided(f"d{len(self.log)}", [])
+
+    def record(self, events: list[SimEvent]) -> list[tuple[str, str]]:
+        self.log.extend(("event", e.user_id, e.at) for e in events)
+        return []
+
+
+def _fingerprint(result: SimulationResult) -> list[tuple[str, bool | None, tuple[str, ...]]]:
+    return sorted((c.id, c.bought, tuple(m.action_id for m in c.delivered)) for c in result.carts)
+
+
+def test_the_population_and_its_behaviour_are_the_same_for_a_seed() -> None:
+    a, b = population(50, seed=4), population(50, seed=4)
+    assert a == b and a != population(50, seed=5)
+    assert [activities(c, 14, 4) for c in a] == [activities(c, 14, 4) for c in b]
+    kinds = {x.kind for c in a for x in activities(c, 14, 4)}
+    assert kinds == {"browse", "cart", "order"}
+
+
+def test_nothing_is_recorded_before_it_happens_and_each_decision_sees_its_events_first() -> None:
+    backend = Silent()
+    Simulator(backend, population(80, seed=6), days=10, seed=6).run()
+    assert {kind for kind, _, _ in backend.log} == {"decide", "event"}
+    by_user: dict[str, list[tuple[str, object]]] = {}
+    for kind, user, at in backend.log:
+        by_user.setdefault(user, []).append((kind, at))
+    for story in by_user.values():
+        times = [at for _, at in story if at >= START]  # (onboarding replays history first)
+        assert times == sorted(times)  # decisions and events of a customer reach the server in time order
+
+
+def test_a_cart_knows_its_purchase_probability_under_any_messages() -> None:
+    customer = replace(
+        population(1, seed=1)[0],
+        base_buy=0.2,
+        persuadability=0.3,
+        price_sensitivity=0.004,
+        peak_hour=20,
+        time_zone="Europe/London",
+    )
+    cart = Cart("c1", customer, START, 80.0, ("p1",), 0.5, START + timedelta(hours=30))
+    at_peak = START + timedelta(hours=20)  # 20:00 in London in November
+    reminder = Message("cart_reminder_email", "cart_abandonment", Channel.EMAIL, at_peak)
+    incentive = Message(
+        "cart_incentive_email",
+        "cart_abandonment",
+        Channel.EMAIL,
+        at_peak + timedelta(hours=2),
+        {"discount_percent": "15"},
+    )
+    too_late = replace(reminder, send_at=cart.decide_at + timedelta(minutes=1))
+    unrelated = Message("browse_reminder_email", "browse_abandonment", Channel.EMAIL, at_peak)
+    assert cart.probability([]) == 0.2
+    assert cart.probability([too_late]) == 0.2 and cart.probability([unrelated]) == 0.2
+    first = customer.open_probability(at_peak, Channel.EMAIL) * 0.3
+    assert cart.probability([reminder]) == pytest.approx(0.2 + first)
+    second = customer.open_probability(incentive.send_at, Channel.EMAIL) * (0.3 + 0.004 * 15)
+    assert cart.probability([incentive, reminder]) == pytest.approx(0.2 + first + 0.6 * second)
+    assert cart.order_value([reminder]) == 80.0 and cart.order_value([reminder, incentive]) == 68.0
+    put_off = replace(customer, persuadability=-0.5)
+    assert Cart("c2", put_off, START, 80.0, (), 0.5, cart.decide_at).probability([reminder]) < 0.2
+
+
+def test_the_true_effect_of_a_holdout_counts_what_it_held_out_and_what_it_covered() -> None:
+    customers = population(2, seed=1)
+    treated_unit, held_unit = (
+        replace(c, base_buy=0.2, persuadability=0.3, orders_per_day=0.0) for c in customers
+    )
+    at = START + timedelta(hours=1)
+    reminder = Message("cart_reminder_email", "cart_abandonment", Channel.EMAIL, at)
+    sent = Cart("a", treated_unit, START, 50.0, (), 0.9, START + timedelta(hours=20))
+    sent.delivered.append(reminder)
+    sent.scopes.append(frozenset({"holdout_test"}))
+    held = Cart("b", held_unit, START, 50.0, (), 0.9, START + timedelta(hours=20))
+    held.held["holdout_test"] = [reminder]
+    result = SimulationResult(
+        [treated_unit, held_unit],
+        START,
+        START + timedelta(days=7),
+        carts=[sent, held],
+        units={"holdout_test": {treated_unit.user_id: (START, "on"), held_unit.user_id: (START, "off")}},
+    )
+    experiment = Experiment("holdout_test", "seed", 2, (Arm("off", 0.5, no_action=True), Arm("on", 0.5)))
+    catalog = Catalog("v", "test", "t", {}, {}, ())
+    (truth,) = experiment_truth(result, catalog, experiment, as_of=result.end)
+    lift_a = sent.probability([reminder]) - 0.2
+    lift_b = held.probability([reminder]) - 0.2
+    assert truth.units == 2 and truth.arm == "on" and truth.control == "off"
+    assert truth.effects["conversion"] == pytest.approx((lift_a + lift_b) / 2)
+    assert truth.effects["revenue"] == pytest.approx(50.0 * (lift_a + lift_b) / 2)
+    # outside the attribution window the same carts count for nothing
+    (late,) = experiment_truth(result, catalog, experiment, as_of=result.end, window=timedelta(hours=10))
+    assert late.effects["conversion"] == 0.0
+
+
+def test_splitting_customers_across_threads_changes_no_outcome(tmp_path: Path, catalog: Catalog) -> None:
+    customers = population(60, seed=8)
+    results = []
+    for shards in (1, 3):
+        for engine in sqlite_engine(tmp_path / f"s{shards}.db", catalog):
+            results.append(Simulator(EngineBackend(engine), customers, days=10, seed=8, shards=shards).run())
+    one, three = results
+    assert one.decisions == three.decisions and one.events == three.events and one.decisions > 100
+    assert _fingerprint(one) == _fingerprint(three)
+    assert one.units == three.units
+
+
+@pytest.fixture(scope="module")
+def experiment_server(migrated: str) -> Iterator[NextbestServer]:
+    """The bundled catalog, experiments included, on the suite's database (SQLite and PostgreSQL)."""
+    settings = Settings(
+        port=0, database_url=migrated, catalog=bundled_catalog_path(), workers=8, health_interval=0.2
+    )
+    srv = NextbestServer(settings)
+    srv.start()
+    yield srv
+    srv.stop(grace=1.0)
+
+
+def test_over_grpc_the_store_gets_the_same_answers_as_in_process(
+    experiment_server: NextbestServer, tmp_path: Path, catalog: Catalog
+) -> None:
+    customers = population(40, seed=21)
+    flows = {a.id: a.flow for a in catalog.actions}
+    with NextbestClient(experiment_server.address, timeout=10.0) as client:
+        client.wait_until_serving()
+        remote = Simulator(GrpcBackend(client, flows), customers, days=8, seed=21, shards=2).run()
+    for engine in sqlite_engine(tmp_path / "local.db", catalog):
+        local = Simulator(EngineBackend(engine), customers, days=8, seed=21).run()
+    assert remote.decisions == local.decisions > 50
+    assert _fingerprint(remote) == _fingerprint(local)
+    assert remote.units == local.units and remote.units  # experiment assignments came back over the wire
+    held = [c for c in remote.carts if c.held]
+    assert all(m.flow == "cart_abandonment" for c in held for ms in c.held.values() for m in ms)
+
+
+def test_simulate_writes_the_truth_and_sets_each_estimate_beside_it(
+    experiment_server: NextbestServer, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    outcome = run_simulation(
+        SimulationOptions(
+            customers=60,
+            days=7,
+            seed=22,
+            shards=2,
+            target=experiment_server.address,
+            truth=tmp_path / "truth.json",
+            html_dir=None,
+        ),
+        say=lines.append,
+    )
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["seed"] == 22 and len(truth["customers"]) == 60
+    assert truth["run"]["decisions"] == outcome.result.decisions > 0
+    assert {e["experiment_id"] for e in truth["experiments"]} >= {"global_holdout", "cart_flow_holdout"}
+    assert all(0 <= c["p_without_messages"] <= 1 for c in truth["carts"])
+    assert outcome.comparisons, "no experiment had units"
+    for c in outcome.comparisons:
+        assert math.isfinite(c.truth.effects[c.metric])
+    text = "\n".join(lines)
+    assert "true effect" in text and "covered" in text and "global_holdout" in text
