@@ -66,14 +66,30 @@ def test_migrate_then_demo_run_end_to_end(tmp_path: Path) -> None:
 
     assert f"schema at revision {head_revision()}" in done.stdout
     demo = subprocess.run(
-        [sys.executable, "-m", "nextbest", "demo", "--database-url", url],
+        [
+            sys.executable,
+            "-m",
+            "nextbest",
+            "demo",
+            "--database-url",
+            url,
+            "--customers",
+            "120",
+            "--days",
+            "7",
+        ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=True,
+        cwd=tmp_path,  # its var/ (truth, reports, server log) goes here
     )
     assert "EXITED_FLOW" in demo.stdout and "SUPPRESSED" in demo.stdout and "replayed=True" in demo.stdout
     assert "INVALID_ARGUMENT" in demo.stdout
+    # then the whole loop: the lift reports beside the truth, and where the HTML went
+    assert "true effect" in demo.stdout and "global_holdout" in demo.stdout
+    assert "HTML report written to" in demo.stdout and list((tmp_path / "var").glob("demo-*-reports/*.html"))
+    assert list((tmp_path / "var").glob("demo-*-truth.json"))
 
 
 def test_assign_explains_the_arm(capsys: pytest.CaptureFixture[str]) -> None:

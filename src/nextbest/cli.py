@@ -1,4 +1,5 @@
-"""nextbest serve | demo | migrate | check | assign | report | stats | experiments | train | evaluate"""
+"""nextbest serve | demo | simulate | migrate | check | assign | report | stats | experiments | train |
+evaluate"""
 
 from __future__ import annotations
 
@@ -161,9 +162,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_simulate_command(sub)
 
     demo = sub.add_parser(
-        "demo", help="serve on SQLite and play a scripted customer story through the client"
+        "demo",
+        help="a customer's story through the client, then a simulated store's lift reports against the truth",
     )
-    demo.add_argument("--database-url", help="default: a fresh SQLite file under var/")
+    demo.add_argument("--database-url", help="default: fresh SQLite files under var/")
+    demo.add_argument("--customers", type=int, default=2000, help="simulated customers (default 2000)")
+    demo.add_argument("--days", type=int, default=21, help="simulated days (default 21)")
     return parser
 
 
@@ -519,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         from nextbest.demo import run_demo
 
-        return run_demo(args.database_url)
+        return run_demo(args.database_url, args.customers, args.days)
     except CatalogError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         print(

@@ -145,7 +145,9 @@ class _Shard:
             if pending is not None:
                 pending.cancelled = True
 
-    def decide(self, c: Customer, trigger: str, at: datetime, **context: Any) -> Decided:
+    def decide(
+        self, c: Customer, trigger: str, at: datetime, cart: Cart | None = None, **context: Any
+    ) -> Decided:
         if c.user_id in self.buffered:  # the server must know everything up to now
             self.flush()
         channels = [Channel.EMAIL, Channel.ONSITE]
@@ -160,10 +162,11 @@ class _Shard:
             at,
             tuple(channels),
             time_zone=c.time_zone,
+            max_actions=self.sim.max_actions,
             **context,
         )
         if self.sim.before_decide is not None:
-            self.sim.before_decide(c, request)
+            self.sim.before_decide(c, request, cart)
         decided = self.backend.decide(request)
         self.result.decisions += 1
         self.cancel(decided.cancelled)
@@ -248,7 +251,7 @@ class _Shard:
             at + activity.decide_after,
         )
         self.result.carts.append(cart)
-        decided = self.decide(c, "cart_abandoned", at, cart_value=cart.value, product_ids=products)
+        decided = self.decide(c, "cart_abandoned", at, cart, cart_value=cart.value, product_ids=products)
         self.deliver_later(c, decided, cart, at)
         for step in STEPS:
             self.push(at + step, "step", cart)
@@ -258,7 +261,7 @@ class _Shard:
         if cart.bought:  # the store knows the cart was bought; its journey is over
             return
         c = cart.customer
-        decided = self.decide(c, "scheduled", at, cart_value=cart.value, product_ids=cart.products)
+        decided = self.decide(c, "scheduled", at, cart, cart_value=cart.value, product_ids=cart.products)
         self.deliver_later(c, decided, cart, at)
 
     def on_resolve(self, at: datetime, cart: Cart) -> None:
@@ -319,8 +322,9 @@ class _Shard:
 class Simulator:
     """Plays ``customers`` through ``backend`` for ``days`` days from ``start``.
 
-    ``before_decide`` (optional) sees each request before it goes out — a policy benchmark uses it to
-    tell an oracle whose decision it is."""
+    ``max_actions`` is what each request asks for. ``before_decide`` (optional) sees each request, with
+    the cart it is about, before it goes out — a policy benchmark uses it to tell an oracle whose
+    decision it is."""
 
     def __init__(
         self,
@@ -331,7 +335,8 @@ class Simulator:
         seed: int,
         start: datetime = START,
         shards: int = 1,
-        before_decide: Callable[[Customer, SimRequest], None] | None = None,
+        max_actions: int = 2,
+        before_decide: Callable[[Customer, SimRequest, Cart | None], None] | None = None,
     ) -> None:
         self.backend = backend
         self.customers = list(customers)
@@ -340,6 +345,7 @@ class Simulator:
         self.start = start
         self.end = start + timedelta(days=days)
         self.shards = max(1, shards)
+        self.max_actions = max_actions
         self.before_decide = before_decide
 
     def run(self) -> SimulationResult:

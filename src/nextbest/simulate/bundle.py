@@ -1,11 +1,12 @@
 """``make models``: the bundled models, trained reproducibly on the project's own simulated store.
 
-Simulates customers abandoning carts under the bundled catalog (with its holdouts, so uplift has
-untreated units) through the decision engine into a fresh SQLite store, then trains and promotes the
-propensity, uplift and send-time models from that store's exposure log, exactly as
+Simulates customers under the bundled catalog through the decision engine into a fresh SQLite store —
+with the cart-flow holdout widened to half of the abandoners (``--exploration``), the randomized
+exploration a store runs so that the two-model uplift learner sees enough untreated carts — then trains
+and promotes the propensity, uplift and send-time models from that store's exposure log, exactly as
 ``nextbest train ... --promote`` would.
 
-    python -m nextbest.simulate.bundle [--customers 3000] [--days 35] [--seed 7] [--models-dir models]
+    python -m nextbest.simulate.bundle [--customers 6000] [--days 35] [--seed 7] [--models-dir models]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from nextbest.catalog import bundled_catalog_path, load_catalog
+import yaml
+
+from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
 from nextbest.engine import DecisionEngine
 from nextbest.scoring.artifacts import ModelKind
 from nextbest.simulate import START, EngineBackend, Simulator, population
@@ -23,11 +26,23 @@ from nextbest.store import Database, Store, upgrade
 from nextbest.training import Source, train
 
 
+def _training_catalog(exploration: float) -> Catalog:
+    """The bundled catalog with the cart-flow holdout at ``exploration``."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    for experiment in data.get("experiments", []):
+        if experiment["id"] == "cart_flow_holdout":
+            experiment["arms"][0]["weight"], experiment["arms"][1]["weight"] = exploration, 1 - exploration
+    return parse_catalog(yaml.safe_dump(data), "bundled catalog (exploration holdout)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nextbest.simulate.bundle", description=__doc__)
-    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--customers", type=int, default=6000)
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--exploration", type=float, default=0.5, help="share of cart abandoners held out of the cart flow"
+    )
     parser.add_argument("--shards", type=int, default=4, help="concurrent callers (same result)")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--database", default="var/models-sim.db", help="the SQLite file to simulate into")
@@ -42,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(db)
     started = time.perf_counter()
     try:
-        engine = DecisionEngine(load_catalog(bundled_catalog_path()), store, clock=lambda: START)
+        engine = DecisionEngine(_training_catalog(args.exploration), store, clock=lambda: START)
         result = Simulator(
             EngineBackend(engine),
             population(args.customers, args.seed),
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     source = Source(database_url=url, as_of=START + timedelta(days=args.days))
     command = (
         "python -m nextbest.simulate.bundle "
-        f"--customers {args.customers} --days {args.days} --seed {args.seed}"
+        f"--customers {args.customers} --days {args.days} --seed {args.seed} --exploration {args.exploration}"
     )
     for kind in ModelKind:
         directory, card = train(

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from nextbest.scoring import features as feats
 from nextbest.store import Database
@@ -136,15 +136,36 @@ def propensity_set(db: Database, window: timedelta, as_of: datetime) -> Training
     return data
 
 
+def _holdout_experiment(db: Database, as_of: datetime) -> str | None:
+    """The experiment with the most held-out units: treated and untreated units are only comparable
+    within one experiment (pooling experiments with different holdout shares confounds the treatment
+    with whatever distinguishes the experiments' units)."""
+    units = func.count(func.distinct(assignments.c.user_id))
+    with db.reader.connect() as conn:
+        row = conn.execute(
+            select(assignments.c.experiment_id)
+            .where(assignments.c.occurred_at <= as_of)
+            .group_by(assignments.c.experiment_id, assignments.c.arm_id)
+            # a holdout arm: every one of its exposures held out (a treated arm's units can be held out
+            # by another experiment, and are not this experiment's control)
+            .having(func.sum(case((assignments.c.held_out.is_(True), 0), else_=1)) == 0)
+            .order_by(units.desc(), assignments.c.experiment_id)
+            .limit(1)
+        ).first()
+    return None if row is None else str(row.experiment_id)
+
+
 def uplift_set(db: Database, window: timedelta, as_of: datetime) -> TrainingSet:
-    """Each unit's first exposure per experiment, decided no later than ``as_of - window``."""
+    """Each unit's first exposure to the holdout experiment with the most held-out units, decided no
+    later than ``as_of - window``."""
+    experiment = _holdout_experiment(db, as_of)
     first = (
         select(
             assignments.c.experiment_id,
             assignments.c.user_id,
             func.min(assignments.c.assignment_id).label("first_id"),
         )
-        .where(assignments.c.features.is_not(None))
+        .where(assignments.c.features.is_not(None), assignments.c.experiment_id == experiment)
         .group_by(assignments.c.experiment_id, assignments.c.user_id)
         .subquery()
     )
@@ -165,7 +186,12 @@ def uplift_set(db: Database, window: timedelta, as_of: datetime) -> TrainingSet:
         rows = conn.execute(query).all()
     since = min((r.start for r in rows), default=as_of)
     data = _rows_to_set(rows, window, _orders(db, since), uplift=True)
-    data.source = {"store": _redacted(db.url), "table": "assignments", "as_of": as_of.isoformat()}
+    data.source = {
+        "store": _redacted(db.url),
+        "table": "assignments",
+        "experiment": experiment or "",
+        "as_of": as_of.isoformat(),
+    }
     return data
 
 
