@@ -160,7 +160,7 @@ def run_policy(
             customers,
             days=args.days,
             seed=args.seed,
-            shards=1 if oracle else 2,
+            shards=1 if oracle or name == "random" else 2,  # their state is per thread or per draw order
             max_actions=4 if name == "send-all" else 1,
             before_decide=oracle.set if oracle else None,
         ).run()

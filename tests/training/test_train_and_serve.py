@@ -286,3 +286,18 @@ def test_the_bundled_models_load() -> None:
         pytest.skip("no bundled models/ directory in this checkout")
     statuses = ModelRegistry(root).statuses
     assert [(s.kind, s.state) for s in statuses] == [(k, ModelState.LOADED) for k in ModelKind], statuses
+
+
+def test_served_predictions_are_lightgbms_own(trained: Path) -> None:
+    """The registry calls LightGBM's C predict directly; it must equal ``Booster.predict`` (to 1e-9)."""
+    registry = ModelRegistry(trained)
+    models = registry.current
+    assert models.propensity is not None and models.uplift is not None
+    rng = np.random.default_rng(3)
+    for model in (models.propensity, models.uplift.treated, models.uplift.control):
+        x = rng.normal(size=(37, len(feats.FEATURES)))
+        x[:, -1] = rng.integers(0, len(model.codes), size=37)
+        x[::5, 3] = np.nan  # missing values take LightGBM's missing branch either way
+        expected = model.booster.predict(x, num_threads=1)
+        assert np.max(np.abs(model.predict(x) - expected)) < 1e-9
+        assert np.max(np.abs(model.predict(x[:1]) - expected[:1])) < 1e-9

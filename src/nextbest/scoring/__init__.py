@@ -79,7 +79,7 @@ def score_candidates(
         covered = [
             i
             for i, c in enumerate(candidates)
-            if c.action.flow in uplift.flows and c.action.action_class.is_marketing
+            if uplift.covers(c.action.id, c.action.flow) and c.action.action_class.is_marketing
         ]
         if covered:
             x = feats.matrix(logged[covered], [ids[i] for i in covered], uplift.treated.codes)

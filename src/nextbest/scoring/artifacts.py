@@ -56,8 +56,10 @@ class ModelCard(BaseModel):
     categories: dict[str, list[str]] = Field(default_factory=dict)
     files: dict[str, str] = Field(description="Role -> file name inside the version directory.")
     sha256: dict[str, str] = Field(description="File name -> SHA-256 of its bytes.")
-    # Uplift: the flows whose actions the model scores.
+    # Uplift: the flows whose actions the model scores and, within them, the actions it saw randomized
+    # often enough to speak for (empty: every action of the flows).
     flows: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
     outcome: str = ""
     data: dict[str, Any] = Field(default_factory=dict, description="Source, window, split, row counts.")
     params: dict[str, Any] = Field(default_factory=dict)

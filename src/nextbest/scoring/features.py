@@ -121,7 +121,9 @@ def logged_matrix(customer: Sequence[float], actions: Sequence[Sequence[float]])
 
 def encode_rows(logged: npt.NDArray[np.float64]) -> list[bytes]:
     """The logged form of each row: float64, little-endian, ``LOGGED`` order."""
-    return [row.tobytes() for row in logged.astype("<f8", copy=False)]
+    blob = logged.astype("<f8", copy=False).tobytes()
+    width = len(LOGGED) * 8
+    return [blob[i : i + width] for i in range(0, len(blob), width)]
 
 
 def decode(blob: bytes | None) -> npt.NDArray[np.float64] | None:

@@ -157,7 +157,9 @@ def _holdout_experiment(db: Database, as_of: datetime) -> str | None:
 
 def uplift_set(db: Database, window: timedelta, as_of: datetime) -> TrainingSet:
     """Each unit's first exposure to the holdout experiment with the most held-out units, decided no
-    later than ``as_of - window``."""
+    later than ``as_of - window``. Only the first: a unit's later decisions are selected by what the
+    earlier ones did (a treated customer the reminder persuaded has bought and gets no later step), so
+    their treated and untreated rows are no longer comparable."""
     experiment = _holdout_experiment(db, as_of)
     first = (
         select(
