@@ -97,6 +97,9 @@ class _OracleUplift:
         self.ids = vocabulary
         self.local = threading.local()
 
+    def covers(self, action_id: str, flow: str) -> bool:
+        return flow in self.flows
+
     def set(self, customer: Customer, request: SimRequest, cart: Cart | None) -> None:
         self.local.current = _Current(customer, request, cart)
 

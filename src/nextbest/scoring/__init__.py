@@ -4,7 +4,8 @@ All candidates of a decision are scored in one batch. With a promoted propensity
 ``P(convert | customer, action) x value``; without one, the action's declared ``base_propensity x value``.
 With a promoted uplift model covering the action's flow (marketing actions only) it is
 ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
-incremental value is not positive is rejected (``NO_EXPECTED_LIFT``). Actions that optimize their send
+incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of the flow the
+uplift model did not see randomized, P(convert | treated) is its propensity score. Actions that optimize their send
 time carry the customer's engagement profile for arbitration to pick the hour. The features each
 candidate was scored with travel with it to the exposure log.
 """
@@ -79,13 +80,18 @@ def score_candidates(
         covered = [
             i
             for i, c in enumerate(candidates)
-            if uplift.covers(c.action.id, c.action.flow) and c.action.action_class.is_marketing
+            if c.action.flow in uplift.flows and c.action.action_class.is_marketing
         ]
         if covered:
             x = feats.matrix(logged[covered], [ids[i] for i in covered], uplift.treated.codes)
             treated, control = uplift.predict(x)
             for i, pt, pc in zip(covered, treated, control, strict=True):
                 action = candidates[i].action
+                if not uplift.covers(action.id, action.flow):
+                    # Not seen randomized: P(convert | sent) from the propensity score; P(convert | not
+                    # sent) is the customer's, whatever the action — so every action of the flow is
+                    # ranked in the same currency, incremental value.
+                    pt = float(p[i])
                 gain = (pt - pc) * action.value - action.cost
                 scores[i] = gain
                 if not gain > 0:
