@@ -5,8 +5,8 @@ All candidates of a decision are scored in one batch. With a promoted propensity
 With a promoted uplift model covering the action's flow (marketing actions only) it is
 ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
 incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of the flow the
-uplift model did not see randomized, P(convert | treated) is its propensity score. Actions that optimize their send
-time carry the customer's engagement profile for arbitration to pick the hour. The features each
+uplift model did not see randomized, P(convert | treated) is its propensity score. Actions that
+optimize their send time carry the customer's engagement profile for arbitration to pick the hour. The features each
 candidate was scored with travel with it to the exposure log.
 """
 
@@ -85,8 +85,9 @@ def score_candidates(
         if covered:
             x = feats.matrix(logged[covered], [ids[i] for i in covered], uplift.treated.codes)
             treated, control = uplift.predict(x)
-            for i, pt, pc in zip(covered, treated, control, strict=True):
+            for i, model_pt, pc in zip(covered, treated, control, strict=True):
                 action = candidates[i].action
+                pt = model_pt
                 if not uplift.covers(action.id, action.flow):
                     # Not seen randomized: P(convert | sent) from the propensity score; P(convert | not
                     # sent) is the customer's, whatever the action — so every action of the flow is
