@@ -6,8 +6,8 @@ With a promoted uplift model covering the action's flow (marketing actions only)
 ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
 incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of the flow the
 uplift model did not see randomized, P(convert | treated) is its propensity score. Actions that
-optimize their send time carry the customer's engagement profile for arbitration to pick the hour. The features each
-candidate was scored with travel with it to the exposure log.
+optimize their send time carry the customer's engagement profile for arbitration to pick the hour.
+The features each candidate was scored with travel with it to the exposure log.
 """
 
 from __future__ import annotations
