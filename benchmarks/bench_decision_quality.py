@@ -26,6 +26,7 @@ reports against the simulator's true effects — mean error and how many 95 % in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -141,6 +142,7 @@ class PolicyResult:
         return self.incremental_revenue - self.unsubscribe_cost - self.send_cost
 
 
+@contextlib.contextmanager
 def _store(workdir: Path, name: str) -> Iterator[Store]:
     db = Database(f"sqlite:///{workdir / name}.db")
     upgrade(db)
@@ -156,7 +158,7 @@ def run_policy(
 ) -> PolicyResult:
     oracle = models.uplift if isinstance(models.uplift, _OracleUplift) else None
     started = time.perf_counter()
-    for store in _store(workdir, name):
+    with _store(workdir, name) as store:
         engine = DecisionEngine(catalog, store, models=_Fixed(models))  # type: ignore[arg-type]
         result = Simulator(
             EngineBackend(engine),
@@ -222,7 +224,7 @@ def measurement(args: Any, workdir: Path) -> list[dict[str, Any]]:
     rows = []
     for k in range(args.seeds):
         seed = 100 + k
-        for store in _store(workdir, f"measure-{seed}"):
+        with _store(workdir, f"measure-{seed}") as store:
             engine = DecisionEngine(catalog, store, models=registry)
             result: SimulationResult = Simulator(
                 EngineBackend(engine), population(args.customers, seed), days=args.days, seed=seed, shards=2

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from typing import Any
 import grpc
 from google import protobuf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nextbest.server.process import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -147,13 +148,6 @@ def real_server_spec(name: str, catalog: Path, database_url: str, shown_url: str
         env=env,
         display=argv_with(shown_url),
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:

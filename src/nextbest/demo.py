@@ -162,7 +162,7 @@ def run_demo(database_url: str | None = None, customers: int = 2000, days: int =
             customers=customers,
             days=days,
             seed=1,
-            database_url=None if database_url is None else database_url,
+            database_url=database_url,
             truth=Path("var") / f"demo-{stamp}-truth.json",
             html_dir=Path("var") / f"demo-{stamp}-reports",
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,16 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nextbest.client import NextbestClient, make_event
 from nextbest.server import NextbestServer
+from nextbest.server.process import free_port
 from nextbest.settings import Settings
 from tests.conftest import find_unit, uid
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from nextbest.client import NextbestClient
+from nextbest.server.process import free_port
 from tests.conftest import uid
-from tests.server.test_metrics import free_port
 
 
 def test_several_processes_serve_one_port(tmp_path: Path) -> None:

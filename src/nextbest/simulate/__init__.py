@@ -170,9 +170,7 @@ class _Shard:
         decided = self.backend.decide(request)
         self.result.decisions += 1
         self.cancel(decided.cancelled)
-        for experiment, arm, _action in decided.scoped:
-            self.result.units.setdefault(experiment, {}).setdefault(c.user_id, (at, arm))
-        for experiment, arm, _message in decided.held:
+        for experiment, arm, _ in (*decided.scoped, *decided.held):  # the unit's first exposure
             self.result.units.setdefault(experiment, {}).setdefault(c.user_id, (at, arm))
         return decided
 

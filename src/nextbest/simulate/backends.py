@@ -10,16 +10,17 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from nextbest.api.v1 import decision_service_pb2 as pb
-from nextbest.client import NextbestClient, timestamp
+from nextbest.client import NextbestClient, make_event
 from nextbest.domain import (
     ActionClass,
     Channel,
-    Decision,
+    ChosenAction,
     DecisionRequest,
     Event,
     EventType,
     RequestContext,
 )
+from nextbest.engine import DecisionEngine
 from nextbest.simulate.world import Message
 
 __all__ = ["Backend", "Decided", "EngineBackend", "GrpcBackend", "SimEvent", "SimRequest"]
@@ -73,14 +74,13 @@ class Backend(Protocol):
 
 
 class EngineBackend:
-    """The decision engine in this process (``nextbest.engine.DecisionEngine`` or anything with its
-    ``decide`` and ``record_events``)."""
+    """The decision engine in this process."""
 
-    def __init__(self, engine: object) -> None:
+    def __init__(self, engine: DecisionEngine) -> None:
         self.engine = engine
 
     def decide(self, request: SimRequest) -> Decided:
-        decision: Decision = self.engine.decide(  # type: ignore[attr-defined]
+        decision = self.engine.decide(
             DecisionRequest(
                 request_id=request.request_id,
                 user_id=request.user_id,
@@ -96,15 +96,9 @@ class EngineBackend:
             )
         )
 
-        def message(a: object) -> Message:
-            return Message(
-                a.action_id,  # type: ignore[attr-defined]
-                a.flow,  # type: ignore[attr-defined]
-                a.channel,  # type: ignore[attr-defined]
-                a.send_at,  # type: ignore[attr-defined]
-                dict(a.parameters),  # type: ignore[attr-defined]
-                a.action_class is not ActionClass.TRANSACTIONAL,  # type: ignore[attr-defined]
-            )
+        def message(a: ChosenAction) -> Message:
+            marketing = a.action_class is not ActionClass.TRANSACTIONAL
+            return Message(a.action_id, a.flow, a.channel, a.send_at, dict(a.parameters), marketing)
 
         return Decided(
             decision.decision_id,
@@ -115,7 +109,7 @@ class EngineBackend:
         )
 
     def record(self, events: Sequence[SimEvent]) -> list[tuple[str, str]]:
-        results = self.engine.record_events(  # type: ignore[attr-defined]
+        results = self.engine.record_events(
             [
                 Event(
                     e.event_id,
@@ -138,19 +132,13 @@ class EngineBackend:
         return [(c.decision_id, c.action_id) for r in results for c in r.cancelled]
 
 
-_CHANNEL_TO = {c: pb.Channel.Value(f"CHANNEL_{c.name}") for c in Channel}
-_CHANNEL_FROM = {v: k for k, v in _CHANNEL_TO.items()}
-_EVENT_TO = {t: pb.EventType.Value(f"EVENT_TYPE_{t.name}") for t in EventType}
+_CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
 _TRANSACTIONAL = pb.ActionClass.Value("ACTION_CLASS_TRANSACTIONAL")
 
 
-def _time(value: object) -> datetime:
-    return value.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined, no-any-return]
-
-
 def _message(a: pb.ChosenAction | pb.ExperimentAssignment, flow: str, marketing: bool) -> Message:
-    params: Mapping[str, str] = dict(a.parameters)
-    return Message(a.action_id, flow, _CHANNEL_FROM[a.channel], _time(a.send_at), params, marketing)
+    send_at = a.send_at.ToDatetime(tzinfo=UTC)
+    return Message(a.action_id, flow, _CHANNEL_FROM[a.channel], send_at, dict(a.parameters), marketing)
 
 
 class GrpcBackend:
@@ -162,19 +150,17 @@ class GrpcBackend:
         self.flows = dict(flows or {})
 
     def decide(self, request: SimRequest) -> Decided:
-        context = pb.RequestContext(product_ids=list(request.product_ids), time_zone=request.time_zone)
-        if request.cart_value is not None:
-            context.cart_value = request.cart_value
-        msg = pb.NextActionRequest(
+        reply = self.client.next_action(
+            request.user_id,
+            request.trigger,
             request_id=request.request_id,
-            user_id=request.user_id,
-            trigger=request.trigger,
-            context=context,
-            channels=[_CHANNEL_TO[c] for c in request.channels],  # type: ignore[misc]
+            occurred_at=request.at,
+            cart_value=request.cart_value,
+            product_ids=request.product_ids,
+            time_zone=request.time_zone,
+            channels=[c.value for c in request.channels],
             max_actions=request.max_actions,
         )
-        msg.occurred_at.CopyFrom(timestamp(request.at))
-        reply = self.client.call_next_action(msg)
         actions = [_message(a, a.flow, a.action_class != _TRANSACTIONAL) for a in reply.actions]
         flows = {a.action_id: a.flow for a in reply.actions}
         return Decided(
@@ -194,22 +180,21 @@ class GrpcBackend:
         )
 
     def record(self, events: Sequence[SimEvent]) -> list[tuple[str, str]]:
-        batch = []
-        for e in events:
-            event = pb.Event(
+        batch = [
+            make_event(
+                e.type.value,
+                e.user_id,
+                e.at,
                 event_id=e.event_id,
-                user_id=e.user_id,
-                type=_EVENT_TO[e.type],  # type: ignore[arg-type]
-                occurred_at=timestamp(e.at),
+                channel=e.channel.value if e.channel is not None else None,
                 value=e.value,
                 consent_granted=e.consent_granted,
                 product_ids=list(e.product_ids),
                 decision_id=e.decision_id,
                 order_id=e.order_id,
             )
-            if e.channel is not None:
-                event.channel = _CHANNEL_TO[e.channel]  # type: ignore[assignment]
-            batch.append(event)
+            for e in events
+        ]
         reply = self.client.record_events(batch)
         if reply.rejected:
             bad = next(r for r in reply.results if r.errors)

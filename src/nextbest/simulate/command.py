@@ -111,17 +111,14 @@ def _compare(
             )
         for metric in ("conversion", "revenue"):
             e = _estimate(reports[truth.experiment_id], truth.arm, metric)
-            has = e is not None and e.HasField("value")
-            out.append(
-                Comparison(
-                    truth,
-                    metric,
-                    e.value if has and e is not None else None,
-                    e.ci_low if has and e is not None and e.HasField("ci_low") else None,
-                    e.ci_high if has and e is not None and e.HasField("ci_high") else None,
-                )
-            )
+            values = [_optional(e, name) for name in ("value", "ci_low", "ci_high")]
+            out.append(Comparison(truth, metric, *values))
     return out
+
+
+def _optional(e: pb.LiftEstimate | None, name: str) -> float | None:
+    """An optional field of an estimate; None when there is no estimate or the field is unset."""
+    return getattr(e, name) if e is not None and e.HasField(name) else None
 
 
 def _format(metric: str, value: float | None) -> str:

@@ -58,7 +58,7 @@ def _organic_none(c: Customer, start: datetime, end: datetime) -> float:
 
 
 def _worlds(
-    cart: Cart, experiment: Experiment, arm: str, control: str, catalog: Catalog
+    cart: Cart, experiment: Experiment, arm: str, control: str, parameters: Mapping[str, Mapping[str, str]]
 ) -> tuple[list[Message], list[Message]]:
     """The cart's messages with the unit in ``arm``, and in ``control``."""
     covered = [experiment.id in scope for scope in cart.scopes]
@@ -79,7 +79,7 @@ def _worlds(
                     m.flow,
                     m.channel,
                     m.send_at,
-                    {**_action_params(catalog, m.action_id), **params},
+                    {**parameters.get(m.action_id, {}), **params},
                     m.marketing,
                 )
                 if c
@@ -88,11 +88,6 @@ def _worlds(
             ]
         )
     return worlds[0], worlds[1]
-
-
-def _action_params(catalog: Catalog, action_id: str) -> dict[str, str]:
-    action = next((a for a in catalog.actions if a.id == action_id), None)
-    return dict(action.parameters) if action is not None else {}
 
 
 def experiment_truth(
@@ -109,6 +104,7 @@ def experiment_truth(
     for cart in result.carts:
         carts_of.setdefault(cart.customer.user_id, []).append(cart)
     customers = {c.user_id: c for c in result.customers}
+    parameters = {a.id: a.parameters for a in catalog.actions}
     out = []
     for arm in (a.id for a in experiment.arms if a.id != control):
         totals = dict.fromkeys(METRICS, 0.0)
@@ -123,7 +119,7 @@ def experiment_truth(
             for cart in carts_of.get(user_id, ()):
                 if not first <= cart.decide_at < end:
                     continue
-                treated, untreated = _worlds(cart, experiment, arm, control, catalog)
+                treated, untreated = _worlds(cart, experiment, arm, control, parameters)
                 for name, messages in (("treated", treated), ("control", untreated)):
                     p = cart.probability(messages)
                     sign = 1.0 if name == "treated" else -1.0

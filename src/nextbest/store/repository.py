@@ -537,20 +537,6 @@ def _event_row(event: Event, received_at: datetime) -> dict[str, Any]:
     }
 
 
-_STATE_COLUMNS = (
-    "first_seen_at",
-    "updated_at",
-    "orders_count",
-    "refunds_count",
-    "revenue_total",
-    "last_order_at",
-    "last_engagement_at",
-    "channels",
-    "last_events",
-    "engagement_hours",
-)
-
-
 def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
     return {
         "b_user_id": state.user_id,
@@ -565,6 +551,10 @@ def _state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
         "last_events": last_events_to_json(state.last_events),
         "engagement_hours": engagement_hours_to_json(state.engagement_hours),
     }
+
+
+# The customer columns an event batch rewrites: those of ``_state_row`` (``b_user_id`` is the key).
+_STATE_COLUMNS = tuple(k for k in _state_row(CustomerState(""), datetime.min) if k != "b_user_id")
 
 
 @contextmanager
