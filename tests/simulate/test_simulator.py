@@ -204,3 +204,31 @@ def test_simulate_writes_the_truth_and_sets_each_estimate_beside_it(
         assert math.isfinite(c.truth.effects[c.metric])
     text = "\n".join(lines)
     assert "true effect" in text and "covered" in text and "global_holdout" in text
+
+
+def test_a_unit_enters_an_experiment_at_the_same_moment_whichever_arm_it_is_in(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    """Before its first exposure nothing in scope has reached a unit, so when (and whether) it enters
+    cannot depend on its arm: the held-out winner is logged exactly when a treated one would be sent.
+    Played once with (almost) everyone held out and once with everyone treated, every customer enters
+    at the same moment — an asymmetry would bias every holdout report by who gets counted."""
+    customers = population(80, seed=31)
+
+    def entries(held_share: float) -> dict[str, tuple[object, str]]:
+        experiments = tuple(
+            replace(e, arms=(Arm("holdout", held_share, no_action=True), Arm("treated", 1 - held_share)))
+            if e.id == "global_holdout"
+            else e
+            for e in catalog.experiments
+        )
+        variant = replace(catalog, experiments=experiments)
+        for engine in sqlite_engine(tmp_path / f"held-{held_share}.db", variant):
+            result = Simulator(EngineBackend(engine), customers, days=10, seed=31, shards=1).run()
+        return result.units["global_holdout"]
+
+    held, treated = entries(1 - 1e-9), entries(1e-9)
+    assert {arm for _, arm in held.values()} == {"holdout"}
+    assert {arm for _, arm in treated.values()} == {"treated"}
+    assert len(held) > 20
+    assert {u: at for u, (at, _) in held.items()} == {u: at for u, (at, _) in treated.items()}
