@@ -69,6 +69,13 @@ def test_a_valid_catalog_compiles() -> None:
     assert len(catalog.version) == 12
     assert parse_catalog(VALID).version == catalog.version
     assert parse_catalog(VALID + "\n# changed\n").version != catalog.version
+    assert action.value_for(120.0) == 50.0  # a declared value, whatever the cart
+
+
+def test_an_action_valued_by_the_cart_puts_the_requests_cart_at_stake() -> None:
+    (action,) = parse_catalog(VALID.replace("value: 50", "value: 50\n    value_from: cart_value")).actions
+    assert action.value_for(120.0) == 120.0
+    assert action.value_for(None) == 50.0  # a request without a cart: the declared value
 
 
 @pytest.mark.parametrize(
@@ -125,6 +132,9 @@ def test_a_valid_catalog_compiles() -> None:
             ("exit_on: [order_placed]", "exit_on: [ordered]"), "flows.cart.exit_on[0]", id="bad-exit"
         ),
         pytest.param(("version: 1", "version: 2"), "version", id="schema-version"),
+        pytest.param(
+            ("value: 50", "value: 50\n    value_from: basket"), "actions[0].value_from", id="bad-value-from"
+        ),
     ],
 )
 def test_each_problem_names_file_line_path_and_reason(change: tuple[str, str], expected: str) -> None:

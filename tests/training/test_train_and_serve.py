@@ -240,7 +240,24 @@ def test_actions_without_expected_lift_are_rejected(plain: Catalog, tmp_path: Pa
     lifted = [r for r in decision.rejected if r.reason is ReasonCode.NO_EXPECTED_LIFT]
     assert {r.action_id for r in lifted} >= {"cart_reminder_email"}
     assert "uplift -" in lifted[0].detail
+    assert "x value 80 " in lifted[0].detail  # the cart at stake, not the action's declared value
     assert all(a.flow != "cart_abandonment" for a in decision.actions)
+
+
+def test_a_cart_action_is_worth_the_cart_at_stake(plain: Catalog, tmp_path: Path) -> None:
+    """Without models the score is base propensity x value, and a cart action's value is the cart."""
+    store = Store(_fresh_db(tmp_path))
+    try:
+        engine = DecisionEngine(plain, store)
+        scores = {}
+        for user, cart in (("small", 20.0), ("large", 200.0)):
+            decision = _subscribed(engine, user).decide(_request(user, cart_value=cart, product_ids=("p1",)))
+            scores[user] = {a.action_id: a.score for a in decision.actions}
+    finally:
+        store.close()
+    email = next(a for a in plain.actions if a.id == "cart_reminder_email")
+    assert scores["small"]["cart_reminder_email"] == pytest.approx(email.base_propensity * 20.0)
+    assert scores["large"]["cart_reminder_email"] == pytest.approx(email.base_propensity * 200.0)
 
 
 def test_send_time_picks_the_customers_best_hour(trained: Path, plain: Catalog, tmp_path: Path) -> None:

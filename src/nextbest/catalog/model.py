@@ -43,6 +43,7 @@ class Action:
     send_window: timedelta = timedelta(hours=12)
     inventory: Literal["ignore", "in_stock"] = "ignore"
     send_time: Literal["fixed", "optimize"] = "fixed"
+    value_from: Literal["cart_value"] | None = None
     # The index of the flow step the action belongs to, if its flow has steps.
     step: int | None = None
     # (class rank, value, base propensity) as floats: the action's own scoring features, built once.
@@ -51,6 +52,12 @@ class Action:
     def __post_init__(self) -> None:
         constants = (float(self.action_class.rank), float(self.value), float(self.base_propensity))
         object.__setattr__(self, "scoring_constants", constants)
+
+    def value_for(self, cart_value: float | None) -> float:
+        """The order value at stake: the request's cart for an action valued by it, else ``value``."""
+        if self.value_from == "cart_value" and cart_value is not None:
+            return cart_value
+        return self.value
 
     @classmethod
     def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:
@@ -71,6 +78,7 @@ class Action:
             send_window=spec.send_window,
             inventory=spec.inventory,
             send_time=spec.send_time,
+            value_from=spec.value_from,
             step=step,
         )
 

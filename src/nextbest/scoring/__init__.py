@@ -1,7 +1,8 @@
 """Scoring: the expected value of sending each eligible action, and when to send it.
 
-All candidates of a decision are scored in one batch. With a promoted propensity model the score is
-``P(convert | customer, action) x value``; without one, the action's declared ``base_propensity x value``.
+All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
+declared value, or the request's cart value for an action declared ``value_from: cart_value``. With a
+promoted propensity model the score is ``P(convert | customer, action) x value``; without one, the action's declared ``base_propensity x value``.
 With a promoted uplift model covering the action's flow (marketing actions only) it is
 ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
 incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of the flow the
@@ -68,7 +69,8 @@ def score_candidates(
     )
     blobs = feats.encode_rows(logged)
     ids = [c.action.id for c in candidates]
-    values = np.array([c.action.value for c in candidates])
+    cart = request.context.cart_value
+    values = np.array([c.action.value_for(cart) for c in candidates])
     if models.propensity is not None:
         p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
     else:
@@ -93,11 +95,12 @@ def score_candidates(
                     # sent) is the customer's, whatever the action — so every action of the flow is
                     # ranked in the same currency, incremental value.
                     pt = float(p[i])
-                gain = (pt - pc) * action.value - action.cost
+                value = float(values[i])
+                gain = (pt - pc) * value - action.cost
                 scores[i] = gain
                 if not gain > 0:
                     no_lift[i] = (
-                        f"uplift {100 * (pt - pc):+.2f} pp x value {action.value:g} - cost {action.cost:g} "
+                        f"uplift {100 * (pt - pc):+.2f} pp x value {value:g} - cost {action.cost:g} "
                         f"= {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
                     )
     profile = None
