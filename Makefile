@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_uplift_hillstrom.py
 
-# The bundled models, trained on the project's own simulated store (about a minute).
+# The bundled models, trained on the project's own simulated store (about 8 minutes).
 models: $(STAMP)
 	$(PY) -m nextbest.simulate.bundle --models-dir models
 

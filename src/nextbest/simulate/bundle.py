@@ -6,7 +6,7 @@ exploration a store runs so that the two-model uplift learner sees enough untrea
 and promotes the propensity, uplift and send-time models from that store's exposure log, exactly as
 ``nextbest train ... --promote`` would.
 
-    python -m nextbest.simulate.bundle [--customers 6000] [--days 35] [--seed 7] [--models-dir models]
+    python -m nextbest.simulate.bundle [--customers 20000] [--days 35] [--seed 7] [--models-dir models]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _training_catalog(exploration: float) -> Catalog:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nextbest.simulate.bundle", description=__doc__)
-    parser.add_argument("--customers", type=int, default=6000)
+    parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
