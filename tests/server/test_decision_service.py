@@ -70,7 +70,7 @@ def test_cart_abandoned_subscriber_gets_the_reminder_an_hour_later(client: Nextb
     assert action.action_class == pb.ACTION_CLASS_TRIGGERED
     assert action.send_at.ToDatetime(tzinfo=UTC) == at(6)
     assert action.parameters["template"] == "cart_reminder_v4"
-    assert action.score == pytest.approx(0.08 * 70.0)
+    assert action.score == pytest.approx(0.08 * 80.0)  # base propensity x the cart at stake
     assert reasons(response) == {"cart_reminder_push": "NO_CONSENT"}
     assert response.occurred_at.ToDatetime(tzinfo=UTC) == at(5)
     assert len(response.catalog_version) == 12

@@ -189,7 +189,7 @@ def test_a_corrupt_model_is_reported_and_decisions_fall_back(
     assert decision.actions
     for action in decision.actions:
         declared = by_id[action.action_id]
-        assert action.score == pytest.approx(declared.base_propensity * declared.value)
+        assert action.score == pytest.approx(declared.base_propensity * declared.value_for(80.0))
 
 
 def test_a_model_trained_on_other_features_is_incompatible(tmp_path: Path) -> None:
