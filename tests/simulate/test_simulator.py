@@ -232,3 +232,21 @@ def test_a_unit_enters_an_experiment_at_the_same_moment_whichever_arm_it_is_in(
     assert {arm for _, arm in treated.values()} == {"treated"}
     assert len(held) > 20
     assert {u: at for u, (at, _) in held.items()} == {u: at for u, (at, _) in treated.items()}
+
+
+def test_a_long_run_reports_its_progress(tmp_path: Path, catalog: Catalog) -> None:
+    seen: list[tuple[int, object]] = []
+    for engine in sqlite_engine(tmp_path / "progress.db", catalog):
+        result = Simulator(
+            EngineBackend(engine),
+            population(40, seed=9),
+            days=8,
+            seed=9,
+            shards=2,
+            progress=lambda n, at: seen.append((n, at)),
+            progress_every=0.001,
+        ).run()
+    assert seen
+    counts = [n for n, _ in seen]
+    assert counts == sorted(counts) and counts[-1] <= result.decisions
+    assert all(START <= at <= result.end for _, at in seen)  # type: ignore[operator]

@@ -2,13 +2,13 @@
 
 All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
 declared value, or the request's cart value for an action declared ``value_from: cart_value``. With a
-promoted propensity model the score is ``P(convert | customer, action) x value``; without one, the action's declared ``base_propensity x value``.
-With a promoted uplift model covering the action's flow (marketing actions only) it is
-``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action whose expected
-incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of the flow the
-uplift model did not see randomized, P(convert | treated) is its propensity score. Actions that
-optimize their send time carry the customer's engagement profile for arbitration to pick the hour.
-The features each candidate was scored with travel with it to the exposure log.
+promoted propensity model the score is ``P(convert | customer, action) x value``; without one,
+``base_propensity x value``. With a promoted uplift model covering the action's flow (marketing
+actions only) it is ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action
+whose expected incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of
+the flow the uplift model did not see randomized, P(convert | treated) is its propensity score.
+Actions that optimize their send time carry the customer's engagement profile for arbitration to pick
+the hour. The features each candidate was scored with travel with it to the exposure log.
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ class _Shard:
         self.unsubscribed: dict[str, set[Channel]] = {}
         self.counters: dict[str, itertools.count[int]] = {}
         self.rngs: dict[str, np.random.Generator] = {}
+        self.now = sim.start  # the simulated time this shard has reached (read by progress reports)
 
     # --- plumbing ------------------------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class _Shard:
             at, _, kind, item = heapq.heappop(self.queue)
             if at >= self.sim.end:
                 break
+            self.now = at
             getattr(self, f"on_{kind}")(at, item)
         self.flush()
         return self.result
@@ -335,6 +337,8 @@ class Simulator:
         shards: int = 1,
         max_actions: int = 2,
         before_decide: Callable[[Customer, SimRequest, Cart | None], None] | None = None,
+        progress: Callable[[int, datetime], None] | None = None,
+        progress_every: float = 60.0,
     ) -> None:
         self.backend = backend
         self.customers = list(customers)
@@ -345,11 +349,15 @@ class Simulator:
         self.shards = max(1, shards)
         self.max_actions = max_actions
         self.before_decide = before_decide
+        # Called every ``progress_every`` seconds of a run with the decisions so far and the simulated
+        # time every shard has reached.
+        self.progress = progress
+        self.progress_every = progress_every
 
     def run(self) -> SimulationResult:
         groups = [self.customers[i :: self.shards] for i in range(self.shards)]
         shards = [_Shard(self, g) for g in groups if g]
-        if len(shards) == 1:
+        if len(shards) == 1 and self.progress is None:
             return shards[0].run()
         errors: list[BaseException] = []
 
@@ -363,7 +371,10 @@ class Simulator:
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            while t.is_alive():
+                t.join(self.progress_every if self.progress is not None else None)
+                if self.progress is not None and t.is_alive():
+                    self.progress(sum(s.result.decisions for s in shards), min(s.now for s in shards))
         if errors:
             raise errors[0]
         result = SimulationResult(self.customers, self.start, self.end)

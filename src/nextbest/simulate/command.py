@@ -38,6 +38,7 @@ class SimulationOptions:
     truth: Path = Path("var/simulation-truth.json")
     html_dir: Path | None = Path("var/reports")
     window_days: float = 14.0
+    progress_every: float = 60.0  # seconds between progress lines
     start: datetime = START
 
 
@@ -186,6 +187,15 @@ def run_simulation(options: SimulationOptions, say: Callable[[str], None] = prin
             + (f", database {database_url}" if database_url else "")
         )
         started = time.perf_counter()
+
+        def progress(decisions: int, reached: datetime) -> None:
+            elapsed = time.perf_counter() - started
+            day = (reached - options.start).total_seconds() / 86400
+            say(
+                f"  ... day {day:.1f} of {options.days}: {decisions:,} decisions in {elapsed:.0f}s "
+                f"({decisions / elapsed:,.0f}/s)"
+            )
+
         result = Simulator(
             GrpcBackend(client, flows),
             customers,
@@ -193,6 +203,8 @@ def run_simulation(options: SimulationOptions, say: Callable[[str], None] = prin
             seed=options.seed,
             start=options.start,
             shards=options.shards,
+            progress=progress,
+            progress_every=options.progress_every,
         ).run()
         wall = time.perf_counter() - started
         bought = sum(1 for c in result.carts if c.bought)
