@@ -135,12 +135,44 @@ def test_an_action_valued_by_the_cart_puts_the_requests_cart_at_stake() -> None:
         pytest.param(
             ("value: 50", "value: 50\n    value_from: basket"), "actions[0].value_from", id="bad-value-from"
         ),
+        pytest.param(
+            ("value: 50", "value: 50\n    discount_parameter: percent_off"),
+            "actions[0].discount_parameter: names 'percent_off', which is not among the action's parameters",
+            id="discount-parameter-missing",
+        ),
     ],
 )
 def test_each_problem_names_file_line_path_and_reason(change: tuple[str, str], expected: str) -> None:
     found = problems(VALID.replace(*change))
     assert any(expected in p for p in found), found
     assert all(p.startswith("c.yaml") for p in found)
+
+
+def test_a_discount_parameter_is_read_as_a_percent_and_checked_in_every_arm() -> None:
+    text = VALID.replace("value: 50", "value: 50\n    discount_parameter: discount")
+    (action,) = parse_catalog(text).actions
+    assert action.discount_in(action.parameters) == pytest.approx(0.10)
+    assert action.discount_in({**action.parameters, "discount": "15"}) == pytest.approx(0.15)
+    arms = """
+experiments:
+  - id: deeper
+    scope: {actions: [cart_email]}
+    arms:
+      - {id: control, weight: 0.5}
+      - {id: more, weight: 0.5, parameters: {discount: "%s"}}
+"""
+    parse_catalog(text + arms % "15")
+    found = problems(text + arms % "lots")
+    assert any(
+        "experiments[0].arms[1].parameters.discount: a discount must be a number of percent" in p
+        for p in found
+    ), found
+    for bad, reason in (("ten", "a number of percent, got 'ten'"), ("120", "between 0 and 100 percent")):
+        found = problems(text.replace("discount: 10,", f"discount: {bad},"))
+        assert any(f"actions[0].parameters.discount: a discount must be {reason}" in p for p in found), found
+    # An action without a discount_parameter gives nothing away, whatever its parameters say.
+    (plain,) = parse_catalog(VALID).actions
+    assert plain.discount_in(plain.parameters) == 0.0
 
 
 def test_duplicates_are_errors_and_every_problem_is_listed() -> None:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import ValidationError
 
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step, param_str
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step, param_str, parse_discount
 from nextbest.catalog.rules import CompiledRule, compile_rule
 from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
@@ -198,6 +198,15 @@ def _check(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
         for t_index, trigger in enumerate(action.triggers):
             if action.triggers.index(trigger) != t_index:
                 yield ("actions", index, "triggers", t_index), f"trigger {trigger!r} listed twice"
+        if action.discount_parameter is not None:
+            name = action.discount_parameter
+            if name not in action.parameters:
+                yield (
+                    ("actions", index, "discount_parameter"),
+                    f"names {name!r}, which is not among the action's parameters",
+                )
+            else:
+                yield from _check_discount(action.parameters[name], ("actions", index, "parameters", name))
     yield from _check_steps(spec)
     answered = {t for a in spec.actions for t in a.triggers}
     for flow_id, flow in spec.flows.items():
@@ -245,6 +254,13 @@ def _check_steps(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                     )
 
 
+def _check_discount(value: str | bool | int | float, at: _Path) -> Iterator[tuple[_Path, str]]:
+    try:
+        parse_discount(param_str(value))
+    except ValueError as e:
+        yield at, str(e)
+
+
 def _experiment(spec: ExperimentSpec) -> Experiment:
     ns = spec.namespace
     return Experiment(
@@ -275,6 +291,7 @@ def _experiment(spec: ExperimentSpec) -> Experiment:
 
 def _check_experiments(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
     actions = {a.id: a for a in spec.actions}
+    discounts = {a.discount_parameter for a in spec.actions if a.discount_parameter}
     seen: dict[str, int] = {}
     slices: dict[str, list[tuple[float, float, str]]] = {}
     for index, exp in enumerate(spec.experiments):
@@ -291,6 +308,9 @@ def _check_experiments(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                 yield (*at, "arms", a_index, "id"), f"duplicate arm id {arm.id!r}"
             if arm.channel is not None and arm.channel not in spec.channels:
                 yield (*at, "arms", a_index, "channel"), f"channel {arm.channel.value!r} is not declared"
+            for name, value in (arm.parameters or {}).items():
+                if name in discounts:  # some action reads this parameter as its discount
+                    yield from _check_discount(value, (*at, "arms", a_index, "parameters", name))
         if exp.start and exp.stop and exp.stop <= exp.start:
             yield (*at, "stop"), "stop must be after start"
         scope = exp.scope

@@ -13,7 +13,7 @@ from nextbest.domain import ActionClass, Channel, EventType
 from nextbest.experiments.model import Experiment
 from nextbest.policy import ContactPolicy
 
-__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "Step", "param_str"]
+__all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "Step", "param_str", "parse_discount"]
 
 # A flow without steps keeps a journey open this long after entry.
 DEFAULT_JOURNEY = timedelta(days=7)
@@ -44,6 +44,7 @@ class Action:
     inventory: Literal["ignore", "in_stock"] = "ignore"
     send_time: Literal["fixed", "optimize"] = "fixed"
     value_from: Literal["cart_value"] | None = None
+    discount_parameter: str | None = None
     # The index of the flow step the action belongs to, if its flow has steps.
     step: int | None = None
     # (class rank, value, base propensity) as floats: the action's own scoring features, built once.
@@ -58,6 +59,13 @@ class Action:
         if self.value_from == "cart_value" and cart_value is not None:
             return cart_value
         return self.value
+
+    def discount_in(self, parameters: Mapping[str, str]) -> float:
+        """The fraction of the order this action gives away with ``parameters`` (an arm may override
+        the discount): 0 for an action that declares no ``discount_parameter``."""
+        if self.discount_parameter is None:
+            return 0.0
+        return parse_discount(parameters.get(self.discount_parameter, "0")) / 100.0
 
     @classmethod
     def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:
@@ -79,6 +87,7 @@ class Action:
             inventory=spec.inventory,
             send_time=spec.send_time,
             value_from=spec.value_from,
+            discount_parameter=spec.discount_parameter,
             step=step,
         )
 
@@ -183,3 +192,14 @@ def param_str(value: str | bool | int | float) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def parse_discount(value: str) -> float:
+    """A discount parameter as a percent in [0, 100]; ``ValueError`` says what is wrong."""
+    try:
+        percent = float(value)
+    except ValueError:
+        raise ValueError(f"a discount must be a number of percent, got {value!r}") from None
+    if not 0.0 <= percent <= 100.0:  # also rejects NaN
+        raise ValueError(f"a discount must be between 0 and 100 percent, got {value!r}")
+    return percent

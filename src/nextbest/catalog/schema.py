@@ -119,6 +119,12 @@ class ActionSpec(_Strict):
     )
     cost: float = Field(default=0.0, ge=0, description="Cost per send.")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    discount_parameter: Identifier | None = Field(
+        default=None,
+        description="The parameter holding the percent off the order this action gives (0-100). "
+        "Scoring charges it on every order the action touches, including those that would have "
+        "happened anyway; an experiment arm overriding the parameter is charged its own discount.",
+    )
     cooldown: Duration = Field(
         default=timedelta(0), description="The same action is not sent again within this time."
     )

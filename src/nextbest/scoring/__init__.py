@@ -1,12 +1,15 @@
 """Scoring: the expected value of sending each eligible action, and when to send it.
 
 All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
-declared value, or the request's cart value for an action declared ``value_from: cart_value``. With a
-promoted propensity model the score is ``P(convert | customer, action) x value``; without one,
-``base_propensity x value``. With a promoted uplift model covering the action's flow (marketing
-actions only) it is ``(P(convert | treated) - P(convert | untreated)) x value - cost``, and an action
-whose expected incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for an action of
-the flow the uplift model did not see randomized, P(convert | treated) is its propensity score.
+declared value, or the request's cart value for an action declared ``value_from: cart_value``; an
+action with a ``discount_parameter`` keeps ``(1 - discount)`` of it (``kept``). With a promoted
+propensity model the score is ``P(convert | customer, action) x value x kept``; without one,
+``base_propensity x value x kept``. With a promoted uplift model covering the action's flow (marketing
+actions only) it is the expected incremental value ``P(convert | treated) x value x kept -
+P(convert | untreated) x value - cost`` (the discount is paid on orders that would have come anyway),
+and an action whose expected incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for
+an action of the flow the uplift model did not see randomized, P(convert | treated) is its propensity
+score.
 Actions that optimize their send time carry the customer's engagement profile for arbitration to pick
 the hour. The features each candidate was scored with travel with it to the exposure log.
 """
@@ -71,11 +74,14 @@ def score_candidates(
     ids = [c.action.id for c in candidates]
     cart = request.context.cart_value
     values = np.array([c.action.value_for(cart) for c in candidates])
+    # What an order is worth to the store once the action's discount (the arm's, if it overrides it)
+    # is given away.
+    kept = np.array([1.0 - c.action.discount_in(c.parameters) for c in candidates])
     if models.propensity is not None:
         p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
     else:
         p = np.array([c.action.base_propensity for c in candidates])
-    scores = p * values
+    scores = p * values * kept
     uplift = models.uplift
     no_lift: dict[int, str] = {}
     if uplift is not None:
@@ -95,13 +101,16 @@ def score_candidates(
                     # sent) is the customer's, whatever the action — so every action of the flow is
                     # ranked in the same currency, incremental value.
                     pt = float(p[i])
-                value = float(values[i])
-                gain = (pt - pc) * value - action.cost
+                value, keep = float(values[i]), float(kept[i])
+                # A discount is given on every order the action touches, also the ones that would
+                # have come anyway: the treated order is worth value x keep, the untreated one value.
+                gain = pt * value * keep - pc * value - action.cost
                 scores[i] = gain
                 if not gain > 0:
+                    off = f" less {100 * (1 - keep):g} % off" if keep < 1 else ""
                     no_lift[i] = (
-                        f"uplift {100 * (pt - pc):+.2f} pp x value {value:g} - cost {action.cost:g} "
-                        f"= {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
+                        f"uplift {100 * (pt - pc):+.2f} pp x value {value:g}{off} - cost "
+                        f"{action.cost:g} = {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
                     )
     profile = None
     score_list = scores.tolist()
