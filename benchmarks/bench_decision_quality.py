@@ -5,12 +5,17 @@ draws) through the real decision engine, in process, on a fresh SQLite store, wi
 minus its experiments (so every customer is targeted by the policy under test):
 
 - random:      one eligible action per trigger, chosen at random (within the class order);
-- send-all:    every eligible action, one per channel (up to four);
-- propensity:  the bundled propensity model's best action per trigger (P(convert) x value);
-- uplift:      the bundled uplift model: (uplift x value - cost), nothing when no action is expected to
-               add value (NO_EXPECTED_LIFT) — what nextbest does with an uplift model promoted;
-- oracle:      the same rule with the true effect of the action for this cart (at its due time) and the
-               true expected unsubscribe cost in place of the model.
+- send-all:    every eligible action, one per channel (up to four: ``max_actions`` 4);
+- propensity:  the bundled propensity model's best action per trigger (P(convert) x value); it cannot
+               tell whether a message adds anything, so it sends one (with four it would be send-all);
+- uplift:      the bundled uplift model: every action whose expected incremental value (P(convert |
+               sent) x value x kept - P(convert | not sent) x value - cost) is positive, best first, one
+               per channel (``max_actions`` 4, as send-all); nothing when none is (NO_EXPECTED_LIFT) —
+               what nextbest does with an uplift model promoted. ``uplift-1`` is the same, one action per
+               trigger;
+- oracle:      the uplift rule with the true effect of the action for this cart (at its due time) and the
+               true expected unsubscribe cost in place of the model (``max_actions`` 4; each candidate's
+               effect is its marginal over what was already delivered, not over a message chosen with it).
 
 Each policy's incremental revenue is exact, not sampled: for every abandoned cart, the expected revenue
 with what was delivered minus the expected revenue with nothing (``world.Cart``). The unsubscribe cost is
@@ -88,7 +93,8 @@ class _Current:
 class _OracleUplift:
     """An 'uplift model' that knows the truth: for each cart-flow candidate, the incremental expected
     revenue of sending it now (its due time) to this cart, minus the expected unsubscribe cost, expressed
-    as P(treated) - P(untreated) so that the engine's ``uplift x value - cost`` rule applies unchanged."""
+    as P(treated) with P(untreated) = 0 so that the engine's ``P(treated) x value x kept - P(untreated) x
+    value - cost`` rule applies unchanged."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.flows = frozenset({"cart_abandonment"})
@@ -116,7 +122,10 @@ class _OracleUplift:
             m = Message(action.id, action.flow, action.channel, send_at, dict(action.parameters))
             extra = cart.expected_revenue([*cart.delivered, m]) - cart.expected_revenue(cart.delivered)
             unsubscribe = UNSUBSCRIBE_COST * c.unsubscribe_probability(int(row[_SENDS_7D]))
-            gains[i] = (extra - unsubscribe) / action.value
+            # The engine's rule multiplies by the order at stake less the action's discount: divide by
+            # it, so that the engine's gain is exactly the true incremental value.
+            at_stake = action.value_for(request.cart_value) * (1 - action.discount_in(action.parameters))
+            gains[i] = (extra - unsubscribe) / at_stake
         return gains, np.zeros(len(x))
 
 
@@ -136,6 +145,7 @@ class PolicyResult:
     messages: int
     carts: int
     seconds: float
+    max_actions: int
 
     @property
     def net(self) -> float:
@@ -154,7 +164,14 @@ def _store(workdir: Path, name: str) -> Iterator[Store]:
 
 
 def run_policy(
-    name: str, catalog: Catalog, models: ModelSet, customers: list[Customer], *, args: Any, workdir: Path
+    name: str,
+    catalog: Catalog,
+    models: ModelSet,
+    customers: list[Customer],
+    *,
+    max_actions: int,
+    args: Any,
+    workdir: Path,
 ) -> PolicyResult:
     oracle = models.uplift if isinstance(models.uplift, _OracleUplift) else None
     started = time.perf_counter()
@@ -166,7 +183,7 @@ def run_policy(
             days=args.days,
             seed=args.seed,
             shards=1 if oracle or name == "random" else 2,  # their state is per thread or per draw order
-            max_actions=4 if name == "send-all" else 1,
+            max_actions=max_actions,
             before_decide=oracle.set if oracle else None,
         ).run()
     seconds = time.perf_counter() - started
@@ -181,6 +198,7 @@ def run_policy(
         result.messages,
         len(result.carts),
         seconds,
+        max_actions,
     )
 
 
@@ -192,20 +210,25 @@ def policies(args: Any, workdir: Path) -> list[PolicyResult]:
     if trained.propensity is None or trained.uplift is None:
         raise SystemExit("the bundled propensity and uplift models did not load; run `make models`")
     customers = population(args.customers, args.seed)
-    sets = {
-        "random": ModelSet(propensity=_RandomScores(args.seed), send_time=trained.send_time),  # type: ignore[arg-type]
-        "send-all": ModelSet(send_time=trained.send_time),
-        "propensity": ModelSet(propensity=trained.propensity, send_time=trained.send_time),
-        "uplift": ModelSet(propensity=trained.propensity, uplift=trained.uplift, send_time=trained.send_time),
-        "oracle": ModelSet(
-            propensity=trained.propensity,
-            uplift=_OracleUplift(catalog),
-            send_time=trained.send_time,  # type: ignore[arg-type]
+    uplift = ModelSet(propensity=trained.propensity, uplift=trained.uplift, send_time=trained.send_time)
+    sets = {  # name -> (models, max_actions)
+        "random": (ModelSet(propensity=_RandomScores(args.seed), send_time=trained.send_time), 1),  # type: ignore[arg-type]
+        "send-all": (ModelSet(send_time=trained.send_time), 4),
+        "propensity": (ModelSet(propensity=trained.propensity, send_time=trained.send_time), 1),
+        "uplift-1": (uplift, 1),
+        "uplift": (uplift, 4),
+        "oracle": (
+            ModelSet(
+                propensity=trained.propensity,
+                uplift=_OracleUplift(catalog),  # type: ignore[arg-type]
+                send_time=trained.send_time,
+            ),
+            4,
         ),
     }
     out = []
-    for name, models in sets.items():
-        r = run_policy(name, catalog, models, customers, args=args, workdir=workdir)
+    for name, (models, max_actions) in sets.items():
+        r = run_policy(name, catalog, models, customers, max_actions=max_actions, args=args, workdir=workdir)
         print(
             f"  {name:<10} incremental revenue {r.incremental_revenue:>10,.0f}  unsubscribes "
             f"{r.expected_unsubscribes:6.1f} (cost {r.unsubscribe_cost:8,.0f})  net {r.net:>10,.0f}  "
