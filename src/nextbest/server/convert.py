@@ -66,10 +66,15 @@ def _time(message: object, field: str, ts: Timestamp) -> datetime | None:
         return datetime.min.replace(tzinfo=UTC)  # out of range; validation names the field
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _stamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """``Timestamp.FromDatetime`` without its pure-Python detour through ``timegm`` (several per call)."""
+    if value.tzinfo is None:  # naive means UTC, as in FromDatetime
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def request_from_proto(msg: pb.NextActionRequest) -> DecisionRequest:

@@ -24,8 +24,19 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps :class:`NextbestError` to its declared status (with ``google.rpc.BadRequest`` field violations
     for invalid arguments) and anything unexpected to INTERNAL, logged; a caller never sees UNKNOWN."""
 
+    def __init__(self) -> None:
+        # gRPC asks the interceptors for a handler on every call; a method's handler never changes.
+        self._handlers: dict[str, Any] = {}
+
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = self._wrap(continuation(details), details)
+            if handler is not None:  # only registered methods: unknown names must not grow the cache
+                self._handlers[details.method] = handler
+        return handler
+
+    def _wrap(self, handler: Any, details: Any) -> Any:
         if handler is None or handler.unary_unary is None or not details.method.startswith(_SERVICE_PREFIX):
             return handler
         inner = handler.unary_unary

@@ -74,6 +74,9 @@ class Metrics:
             registry=r,
         )
 
+        self._decisions: dict[str, Any] = {}
+        self._actions: dict[tuple[str, int], Any] = {}
+
     def observe_models(self, models: ModelSet) -> None:
         for status in models.statuses:
             for state in ModelState:
@@ -84,9 +87,21 @@ class Metrics:
 
     def observe(self, method: str, request: Any, response: Any) -> None:
         if isinstance(response, pb.NextActionResponse):
-            self.decisions.labels(request.trigger).inc()
+            # Children by label values, looked up once: ``labels()`` takes a lock and rebuilds its key on
+            # every call. A response names only catalog triggers, actions and experiments (bounded).
+            decisions = self._decisions.get(request.trigger)
+            if decisions is None:
+                decisions = self._decisions.setdefault(
+                    request.trigger, self.decisions.labels(request.trigger)
+                )
+            decisions.inc()
             for action in response.actions:
-                self.actions.labels(action.action_id, _name(pb.Channel, action.channel)).inc()
+                key = (action.action_id, action.channel)
+                counter = self._actions.get(key)
+                if counter is None:
+                    counter = self.actions.labels(action.action_id, _name(pb.Channel, action.channel))
+                    self._actions[key] = counter
+                counter.inc()
             for assignment in response.assignments:
                 if assignment.held_out:
                     self.held_out.labels(assignment.experiment_id).inc()
@@ -125,14 +140,25 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # gRPC asks the interceptors for a handler on every call; a method's handler never changes.
+        self._handlers: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = self._wrap(continuation(details), details)
+            if handler is not None:  # only registered methods: unknown names must not grow the cache
+                self._handlers[details.method] = handler
+        return handler
+
+    def _wrap(self, handler: Any, details: Any) -> Any:
         if handler is None or handler.unary_unary is None or not details.method.startswith(_SERVICE_PREFIX):
             return handler
         inner = handler.unary_unary
         method = details.method.rsplit("/", 1)[-1]
         metrics = self.metrics
+        latency = metrics.latency.labels(method)
+        ok = metrics.calls.labels(method, "OK")
 
         def measured(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -143,8 +169,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 metrics.calls.labels(method, code.name).inc()
                 raise
             finally:
-                metrics.latency.labels(method).observe(time.perf_counter() - start)
-            metrics.calls.labels(method, "OK").inc()
+                latency.observe(time.perf_counter() - start)
+            ok.inc()
             try:
                 metrics.observe(method, request, response)
             except Exception:  # counting must never fail a call that succeeded
