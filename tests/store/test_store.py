@@ -5,17 +5,19 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, func, select
+from sqlalchemy.dialects import sqlite
 
 from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, Event, EventOutcome, EventType
 from nextbest.errors import StoreUnavailableError
 from nextbest.store import Database, Store
 from nextbest.store.migrate import current_revision, head_revision, upgrade
-from nextbest.store.schema import decisions, exposures, metadata
+from nextbest.store.schema import UTCDateTime, decisions, exposures, metadata
 from tests.conftest import uid
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -145,3 +147,31 @@ def test_sqlite_wal_is_checkpointed_off_the_request_path(tmp_path) -> None:  # t
     with reopened.db.reader.connect() as conn:
         assert conn.execute(select(func.count()).select_from(decisions)).scalar_one() == 51
     reopened.close()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 1, 12, tzinfo=UTC),
+        datetime(2026, 11, 1, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 30, 15, 999999, tzinfo=ZoneInfo("Europe/Paris")),
+        datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+        None,
+    ],
+    ids=["whole-second", "microsecond", "other-zone", "year-999", "none"],
+)
+def test_sqlite_datetimes_are_written_as_sqlalchemy_writes_them(moment: datetime | None) -> None:
+    """The store's own SQLite datetime binding must produce SQLAlchemy's text exactly: history reads
+    compare those strings."""
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    assert ours(moment) == theirs(UTCDateTime().process_bind_param(moment, dialect))
+
+
+def test_sqlite_datetimes_refuse_naive_values() -> None:
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 11, 1, 12))

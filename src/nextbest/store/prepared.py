@@ -69,14 +69,15 @@ class PreparedInsert:
         compiled = statement.values({c: bindparam(c) for c in columns}).compile(dialect=dialect)
         self.sql = str(compiled)
         self._order: Sequence[str] | None = compiled.positiontup if compiled.positional else None
-        self._binds = [(c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
+        processors = {c: table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
+        # In the driver's parameter order (positional) or the columns' (named): one pass per row.
+        self._binds = [(c, processors[c]) for c in (self._order if self._order is not None else columns)]
 
     def _params(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
-        params = []
-        for row in rows:
-            values = {c: (p(row[c]) if p else row[c]) for c, p in self._binds}
-            params.append(tuple(values[n] for n in self._order) if self._order is not None else values)
-        return params
+        binds = self._binds
+        if self._order is not None:
+            return [tuple([row[c] if p is None else p(row[c]) for c, p in binds]) for row in rows]
+        return [{c: row[c] if p is None else p(row[c]) for c, p in binds} for row in rows]
 
     def execute_many(self, dbapi_connection: Any, rows: Sequence[dict[str, Any]]) -> None:
         cursor = dbapi_connection.cursor()
