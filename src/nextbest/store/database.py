@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 # wait every ~10 s, which stays out of the 99th percentile (64 MB put it at 10-27 ms). After a restart
 # SQLite truncates the file back to this size.
 _WAL_SIZE_LIMIT = 256 * 1024 * 1024
+
+# JSON columns without the default's spaces, ASCII escaping and cycle check: every decision encodes its
+# payload (a row per rejected candidate), and the text is what the database stores.
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 class DatabaseUrlError(NextbestError):
@@ -56,6 +61,7 @@ class Database:
                 "pool_size": pool_size,
                 "max_overflow": pool_size,
                 "pool_pre_ping": True,
+                "json_serializer": _json_dumps,
             }
             self.reader = create_engine(url, **kwargs)
             self.writer = self.reader
@@ -142,7 +148,12 @@ class Checkpointer:
 def _sqlite_engine(url: str, pool_size: int, *, immediate: bool) -> Engine:
     # LIFO: the most recently used connection has the warmest SQLite page cache.
     engine = create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, connect_args={"timeout": 30}
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_use_lifo=True,
+        connect_args={"timeout": 30},
+        json_serializer=_json_dumps,
     )
 
     @event.listens_for(engine, "connect")
