@@ -357,8 +357,9 @@ class Store:
             # and a ROLLBACK round trip more, for the same READ COMMITTED view statement by statement.
             # (SQLite's connections already run reads outside a transaction.)
             autocommit = self.db.dialect == "postgresql"
+            driver: Any = conn.driver_connection
             if autocommit:
-                conn.driver_connection.autocommit = True
+                driver.autocommit = True
             try:
                 if self._prepared is None:
                     dialect = self.db.reader.dialect
@@ -368,8 +369,8 @@ class Store:
                 history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
                 out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
             finally:
-                if autocommit and not conn.driver_connection.closed:
-                    conn.driver_connection.autocommit = False  # the pool's writers expect transactions
+                if autocommit and not driver.closed:
+                    driver.autocommit = False  # the pool's writers expect transactions
                 conn.close()  # back to the pool, rolled back
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
