@@ -124,7 +124,7 @@ class _OracleUplift:
             unsubscribe = UNSUBSCRIBE_COST * c.unsubscribe_probability(int(row[_SENDS_7D]))
             # The engine's rule multiplies by the order at stake less the action's discount: divide by
             # it, so that the engine's gain is exactly the true incremental value.
-            at_stake = action.value_for(request.cart_value) * (1 - action.discount_in(action.parameters))
+            at_stake = action.value_for(request.cart_value) * (1 - action.discount)
             gains[i] = (extra - unsubscribe) / at_stake
         return gains, np.zeros(len(x))
 

@@ -151,8 +151,7 @@ def test_each_problem_names_file_line_path_and_reason(change: tuple[str, str], e
 def test_a_discount_parameter_is_read_as_a_percent_and_checked_in_every_arm() -> None:
     text = VALID.replace("value: 50", "value: 50\n    discount_parameter: discount")
     (action,) = parse_catalog(text).actions
-    assert action.discount_in(action.parameters) == pytest.approx(0.10)
-    assert action.discount_in({**action.parameters, "discount": "15"}) == pytest.approx(0.15)
+    assert action.discount == pytest.approx(0.10)
     arms = """
 experiments:
   - id: deeper
@@ -172,7 +171,7 @@ experiments:
         assert any(f"actions[0].parameters.discount: a discount must be {reason}" in p for p in found), found
     # An action without a discount_parameter gives nothing away, whatever its parameters say.
     (plain,) = parse_catalog(VALID).actions
-    assert plain.discount_in(plain.parameters) == 0.0
+    assert plain.discount == 0.0
 
 
 def test_duplicates_are_errors_and_every_problem_is_listed() -> None:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +27,7 @@ from nextbest.domain import (
 )
 from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
+from nextbest.scoring.registry import ModelSet
 from nextbest.state import Suppression
 from nextbest.store import Database, Store, upgrade
 from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
@@ -178,3 +181,69 @@ def test_an_arm_that_moves_the_channel_goes_through_that_channels_gates(tmp_path
     assert (action.action_id, action.channel) == ("cart_reminder_email", Channel.SMS)
     assert action.send_at == T0 + timedelta(minutes=30)
     store.close()
+
+
+class _Codes:
+    codes: dict[str, float] = {}
+
+
+class _FlatUplift:
+    """Every cart action: P(convert) 0.5 if sent, 0.4 if not — worth sending at 10 % off, not at 60 %."""
+
+    treated = _Codes()
+    flows = frozenset({"cart_abandonment"})
+
+    def covers(self, action_id: str, flow: str) -> bool:
+        return True
+
+    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return np.full(len(x), 0.5), np.full(len(x), 0.4)
+
+
+class _Registry:
+    current = ModelSet(uplift=_FlatUplift())  # type: ignore[arg-type]
+
+
+def test_the_arms_of_a_discount_test_face_the_same_decision_to_send(tmp_path: Path) -> None:
+    """A deeper discount in one arm must not keep that arm's units out of the test: the decision to send
+    is scored with the declared discount, the arm's goes out with the message."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    data["experiments"] = [
+        {
+            "id": "deep_discount",
+            "scope": {"actions": ["cart_incentive_email"]},
+            "arms": [
+                {"id": "ten", "weight": 0.5},
+                {"id": "sixty", "weight": 0.5, "parameters": {"discount_percent": 60}},
+            ],
+        }
+    ]
+    catalog = parse_catalog(yaml.safe_dump(data))
+    db = Database(f"sqlite:///{tmp_path}/d.db")
+    upgrade(db)
+    store = Store(db)
+    engine = DecisionEngine(catalog, store, models=_Registry())  # type: ignore[arg-type]
+    sent = {}
+    for arm in ("ten", "sixty"):
+        user = find_unit(catalog, {"deep_discount": arm})
+        engine.record_events([Event(f"{user}-s", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
+        engine.decide(
+            DecisionRequest(uuid.uuid4().hex, user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
+        )
+        step = engine.decide(
+            DecisionRequest(
+                uuid.uuid4().hex,
+                user,
+                "scheduled",
+                T0 + timedelta(hours=49),
+                RequestContext(cart_value=80.0),
+                channels=(Channel.EMAIL,),
+                explain=True,
+            )
+        )
+        assert [a.action_id for a in step.actions] == ["cart_incentive_email"], step.rejected
+        sent[arm] = (step.actions[0].parameters["discount_percent"], step.actions[0].score)
+        assert {e.experiment_id: e.arm_id for e in step.exposures} == {"deep_discount": arm}
+    store.close()
+    assert sent["ten"][0] == "10" and sent["sixty"][0] == "60"
+    assert sent["ten"][1] == pytest.approx(sent["sixty"][1])  # 0.5 x 80 x 0.9 - 0.4 x 80 - cost

@@ -60,12 +60,14 @@ class Action:
             return cart_value
         return self.value
 
-    def discount_in(self, parameters: Mapping[str, str]) -> float:
-        """The fraction of the order this action gives away with ``parameters`` (an arm may override
-        the discount): 0 for an action that declares no ``discount_parameter``."""
+    @property
+    def discount(self) -> float:
+        """The fraction of the order this action, as declared, gives away: 0 without a
+        ``discount_parameter``. Scoring reads this one, never an experiment arm's override: the arms
+        of an A/B test must face the same decision to send, or the test compares different customers."""
         if self.discount_parameter is None:
             return 0.0
-        return parse_discount(parameters.get(self.discount_parameter, "0")) / 100.0
+        return parse_discount(self.parameters.get(self.discount_parameter, "0")) / 100.0
 
     @classmethod
     def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:

@@ -123,7 +123,8 @@ class ActionSpec(_Strict):
         default=None,
         description="The parameter holding the percent off the order this action gives (0-100). "
         "Scoring charges it on every order the action touches, including those that would have "
-        "happened anyway; an experiment arm overriding the parameter is charged its own discount.",
+        "happened anyway. Scoring reads the declared discount, also for a unit in an experiment arm "
+        "that overrides it, so that the arms face the same decision to send.",
     )
     cooldown: Duration = Field(
         default=timedelta(0), description="The same action is not sent again within this time."

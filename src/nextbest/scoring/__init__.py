@@ -2,7 +2,8 @@
 
 All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
 declared value, or the request's cart value for an action declared ``value_from: cart_value``; an
-action with a ``discount_parameter`` keeps ``(1 - discount)`` of it (``kept``). With a promoted
+action with a ``discount_parameter`` keeps ``(1 - discount)`` of it (``kept``; the declared discount,
+never an experiment arm's, so that an A/B test's arms face the same decision to send). With a promoted
 propensity model the score is ``P(convert | customer, action) x value x kept``; without one,
 ``base_propensity x value x kept``. With a promoted uplift model covering the action's flow (marketing
 actions only) it is the expected incremental value ``P(convert | treated) x value x kept -
@@ -74,9 +75,9 @@ def score_candidates(
     ids = [c.action.id for c in candidates]
     cart = request.context.cart_value
     values = np.array([c.action.value_for(cart) for c in candidates])
-    # What an order is worth to the store once the action's discount (the arm's, if it overrides it)
-    # is given away.
-    kept = np.array([1.0 - c.action.discount_in(c.parameters) for c in candidates])
+    # What an order is worth to the store once the action's declared discount is given away (not an
+    # arm's: whether to send must not depend on the arm, or an A/B test would compare different units).
+    kept = np.array([1.0 - c.action.discount for c in candidates])
     if models.propensity is not None:
         p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
     else:
