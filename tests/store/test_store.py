@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import sqlite
 from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, Event, EventOutcome, EventType
 from nextbest.errors import StoreUnavailableError
 from nextbest.store import Database, Store
+from nextbest.store.database import ConnectionStash
 from nextbest.store.migrate import current_revision, head_revision, upgrade
 from nextbest.store.schema import UTCDateTime, decisions, exposures, metadata
 from tests.conftest import uid
@@ -175,3 +177,22 @@ def test_sqlite_datetimes_refuse_naive_values() -> None:
     ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 11, 1, 12))
+
+
+def test_stashed_sqlite_connections_are_reused_set_up_and_bounded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    stash = ConnectionStash(db.reader, keep=1)
+    first, second = stash.take(), stash.take()
+    assert first is not second
+    assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the engine's connect hook ran
+    assert first.isolation_level is None  # no BEGIN issued by the driver
+    stash.give(first)
+    stash.give(second)  # one too many: closed
+    with pytest.raises(sqlite3.ProgrammingError):
+        second.execute("SELECT 1")
+    assert stash.take() is first
+    stash.give(first)
+    stash.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        first.execute("SELECT 1")
+    db.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from nextbest.store.codec import (
     last_events_to_json,
     state_from_row,
 )
-from nextbest.store.database import Database
+from nextbest.store.database import ConnectionStash, Database
 from nextbest.store.prepared import PreparedInsert, PreparedSelect, PreparedUpdate
 from nextbest.store.schema import assignments, customers, decisions, events, exposures, inventory
 from nextbest.store.schema import experiments as experiment_registry
@@ -143,10 +143,18 @@ class Store:
             .values({k: bindparam(k) for k in _STATE_COLUMNS})
         )
         self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
+        # SQLite: the reads and the group commit use raw connections kept between calls (the commit's
+        # one is used only by the commit lock's holder); PostgreSQL checks them out of its pool.
+        embedded = db.dialect == "sqlite"
+        self._readers = ConnectionStash(db.reader, keep=32) if embedded else None
+        self._committers = ConnectionStash(db.writer, keep=1) if embedded else None
 
     def close(self) -> None:
         """Every acknowledged write has already committed; this folds the WAL in and releases the
         connections."""
+        for stash in (self._readers, self._committers):
+            if stash is not None:
+                stash.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.db.dispose()
@@ -217,17 +225,26 @@ class Store:
     @contextmanager
     def _raw_transaction(self) -> Iterator[Any]:
         """A write transaction on a raw DBAPI connection (the group commit's hot path)."""
-        conn = self.db.writer.raw_connection()
+        stash = self._committers
+        conn = stash.take() if stash is not None else self.db.writer.raw_connection()
         try:
-            if self.db.dialect == "sqlite":
-                conn.cursor().execute("BEGIN IMMEDIATE")
+            if stash is not None:
+                conn.execute("BEGIN IMMEDIATE")
             yield conn
             conn.commit()
         except BaseException:
-            conn.rollback()
+            if stash is not None:
+                stash = None  # a connection that failed is closed, not kept
+                with suppress(Exception):
+                    conn.rollback()
+            else:
+                conn.rollback()
             raise
         finally:
-            conn.close()
+            if stash is not None:
+                stash.give(conn)
+            else:
+                conn.close()
 
     def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
         if self._writes is None:
@@ -352,13 +369,14 @@ class Store:
         """The customer's state, the actions chosen for them in the last 90 days (newest 500, cancelled
         ones marked) and which of ``products`` the latest inventory events mark out of stock."""
         with _guard("read customer", self._driver_error):
-            conn = self.db.reader.raw_connection()
-            # On PostgreSQL the reads run as single statements: in a transaction they would cost a BEGIN
-            # and a ROLLBACK round trip more, for the same READ COMMITTED view statement by statement.
-            # (SQLite's connections already run reads outside a transaction.)
-            autocommit = self.db.dialect == "postgresql"
-            driver: Any = conn.driver_connection
-            if autocommit:
+            stash = self._readers
+            if stash is not None:  # SQLite: reads run outside a transaction, nothing to roll back
+                conn = stash.take()
+            else:
+                conn = self.db.reader.raw_connection()
+                # PostgreSQL: the reads run as single statements; in a transaction they would cost a
+                # BEGIN and a ROLLBACK round trip more, for the same READ COMMITTED view.
+                driver: Any = conn.driver_connection
                 driver.autocommit = True
             try:
                 if self._prepared is None:
@@ -368,10 +386,18 @@ class Store:
                 rows = customer_query.fetch(conn, user_id=user_id)
                 history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
                 out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
+            except BaseException:
+                if stash is not None:
+                    conn.close()  # a connection that failed is closed, not kept
+                    stash = None
+                raise
             finally:
-                if autocommit and not driver.closed:
-                    driver.autocommit = False  # the pool's writers expect transactions
-                conn.close()  # back to the pool, rolled back
+                if stash is not None:
+                    stash.give(conn)
+                elif self._readers is None:
+                    if not driver.closed:
+                        driver.autocommit = False  # the pool's writers expect transactions
+                    conn.close()  # back to the pool, rolled back
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
         past = tuple(_past(values) for values in history)
