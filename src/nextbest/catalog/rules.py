@@ -6,7 +6,7 @@ Rules see four variables, documented in the README: ``customer``, ``context``, `
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -25,10 +25,11 @@ class CompiledRule:
     source: str
     program: Any  # cel.Program; the extension module ships no usable type for it
     uses_journey: bool = False
+    # Decided once at compile time: evaluated for every candidate of every decision.
+    always_true: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def always_true(self) -> bool:
-        return self.source.strip() == "true"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "always_true", self.source.strip() == "true")
 
     def evaluate(self, scope: Any) -> bool:
         """Evaluates against a ``cel.Context`` (built once per decision) or a plain mapping."""
