@@ -79,15 +79,19 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
             step = Step(s_index, step_spec.after, frozenset(step_spec.actions), when or _TRUE)
             steps.setdefault(flow_id, []).append(step)
             step_of.update({a: s_index for a in step_spec.actions})
-    actions: list[Action] = []
+    rules: list[CompiledRule] = []
     for index, action_spec in enumerate(spec.actions):
         rule, rule_problems = compile_rule(action_spec.rule)
         semantic.extend((("actions", index, "rule"), p) for p in rule_problems)
         if rule is not None:
-            actions.append(Action.from_spec(action_spec, rule, step_of.get(action_spec.id)))
+            rules.append(rule)
     problems += [f"{where(path)}: {_fmt(path)}: {reason}" for path, reason in semantic]
     if problems:
         raise CatalogError(problems)
+    # Built once the spec is known to be valid (an action parses its discount when it is built).
+    actions = [
+        Action.from_spec(a, rule, step_of.get(a.id)) for a, rule in zip(spec.actions, rules, strict=True)
+    ]
 
     flows = {
         flow_id: Flow.from_spec(

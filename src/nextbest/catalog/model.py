@@ -49,25 +49,24 @@ class Action:
     step: int | None = None
     # (class rank, value, base propensity) as floats: the action's own scoring features, built once.
     scoring_constants: tuple[float, float, float] = field(init=False, repr=False, compare=False)
+    # The fraction of the order this action, as declared, gives away (0 without a discount_parameter).
+    # Scoring reads this one, never an experiment arm's override: the arms of an A/B test must face the
+    # same decision to send, or the test compares different customers.
+    discount: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         constants = (float(self.action_class.rank), float(self.value), float(self.base_propensity))
         object.__setattr__(self, "scoring_constants", constants)
+        discount = 0.0
+        if self.discount_parameter is not None:
+            discount = parse_discount(self.parameters.get(self.discount_parameter, "0")) / 100.0
+        object.__setattr__(self, "discount", discount)
 
     def value_for(self, cart_value: float | None) -> float:
         """The order value at stake: the request's cart for an action valued by it, else ``value``."""
         if self.value_from == "cart_value" and cart_value is not None:
             return cart_value
         return self.value
-
-    @property
-    def discount(self) -> float:
-        """The fraction of the order this action, as declared, gives away: 0 without a
-        ``discount_parameter``. Scoring reads this one, never an experiment arm's override: the arms
-        of an A/B test must face the same decision to send, or the test compares different customers."""
-        if self.discount_parameter is None:
-            return 0.0
-        return parse_discount(self.parameters.get(self.discount_parameter, "0")) / 100.0
 
     @classmethod
     def from_spec(cls, spec: ActionSpec, rule: CompiledRule, step: int | None = None) -> Action:
