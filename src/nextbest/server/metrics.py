@@ -17,14 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
 from nextbest.scoring.registry import ModelSet, ModelState
+from nextbest.server.interceptors import UnaryInterceptor
 from nextbest.stats.srm import srm_check
 from nextbest.store import Store
 
 __all__ = ["Metrics", "MetricsInterceptor"]
 
 logger = logging.getLogger(__name__)
-
-_SERVICE_PREFIX = "/nextbest."
 
 
 class Metrics:
@@ -135,27 +134,15 @@ def _name(enum: Any, value: int) -> str:
         return str(value)
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(UnaryInterceptor):
     """Times and counts every nextbest call, by final status, and counts what it decided."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        # gRPC asks the interceptors for a handler on every call; a method's handler never changes.
-        self._handlers: dict[str, Any] = {}
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = self._handlers.get(details.method)
-        if handler is None:
-            handler = self._wrap(continuation(details), details)
-            if handler is not None:  # only registered methods: unknown names must not grow the cache
-                self._handlers[details.method] = handler
-        return handler
-
-    def _wrap(self, handler: Any, details: Any) -> Any:
-        if handler is None or handler.unary_unary is None or not details.method.startswith(_SERVICE_PREFIX):
-            return handler
-        inner = handler.unary_unary
-        method = details.method.rsplit("/", 1)[-1]
+    def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
+        method = path.rsplit("/", 1)[-1]
         metrics = self.metrics
         latency = metrics.latency.labels(method)
         ok = metrics.calls.labels(method, "OK")
@@ -177,8 +164,4 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 logger.exception("metrics failed for %s", method)
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            measured,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return measured
