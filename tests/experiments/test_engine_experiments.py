@@ -19,6 +19,7 @@ from nextbest.catalog import bundled_catalog_path, parse_catalog
 from nextbest.domain import (
     ActionClass,
     Channel,
+    Decision,
     DecisionRequest,
     Event,
     EventType,
@@ -113,6 +114,25 @@ def test_held_out_never_treated_and_gated_never_assigned(
     assert {e.action.action_id for e in decision.exposures if e.held_out} <= held
 
 
+def _incentive_step(engine: DecisionEngine, user: str) -> Decision:
+    """A subscriber abandons an 80 cart; the decision at the cart flow's 48 h step (the incentive)."""
+    engine.record_events([Event(f"{user}-s", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
+    engine.decide(
+        DecisionRequest(uuid.uuid4().hex, user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
+    )
+    return engine.decide(
+        DecisionRequest(
+            uuid.uuid4().hex,
+            user,
+            "scheduled",
+            T0 + timedelta(hours=49),
+            RequestContext(cart_value=80.0),
+            channels=(Channel.EMAIL,),
+            explain=True,
+        )
+    )
+
+
 def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
     user = find_unit(
         engine.catalog,
@@ -122,20 +142,7 @@ def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
             "cart_incentive_discount": "discount_15",
         },
     )
-    engine.record_events([Event(f"{user}-s", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
-    engine.decide(
-        DecisionRequest(uuid.uuid4().hex, user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
-    )
-    step = engine.decide(
-        DecisionRequest(
-            uuid.uuid4().hex,
-            user,
-            "scheduled",
-            T0 + timedelta(hours=49),
-            RequestContext(cart_value=80.0),
-            channels=(Channel.EMAIL,),
-        )
-    )
+    step = _incentive_step(engine, user)
     (action,) = step.actions
     assert action.action_id == "cart_incentive_email"
     assert action.parameters["discount_percent"] == "15"
@@ -226,21 +233,7 @@ def test_the_arms_of_a_discount_test_face_the_same_decision_to_send(tmp_path: Pa
     sent = {}
     for arm in ("ten", "sixty"):
         user = find_unit(catalog, {"deep_discount": arm})
-        engine.record_events([Event(f"{user}-s", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
-        engine.decide(
-            DecisionRequest(uuid.uuid4().hex, user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
-        )
-        step = engine.decide(
-            DecisionRequest(
-                uuid.uuid4().hex,
-                user,
-                "scheduled",
-                T0 + timedelta(hours=49),
-                RequestContext(cart_value=80.0),
-                channels=(Channel.EMAIL,),
-                explain=True,
-            )
-        )
+        step = _incentive_step(engine, user)
         assert [a.action_id for a in step.actions] == ["cart_incentive_email"], step.rejected
         sent[arm] = (step.actions[0].parameters["discount_percent"], step.actions[0].score)
         assert {e.experiment_id: e.arm_id for e in step.exposures} == {"deep_discount": arm}
