@@ -9,9 +9,10 @@ Example::
         for action in response.actions:
             print(action.action_id, action.send_at.ToDatetime())
 
-Every call carries a deadline. Only UNAVAILABLE is retried (by gRPC's own retry policy, with backoff):
-both RPCs are idempotent — a NextAction retry carries the same ``request_id`` and events are deduplicated
-by ``event_id`` — so a retry never creates a second decision or counts an event twice. Errors such as
+Every call carries a deadline. Only UNAVAILABLE and ABORTED (nothing was written: the customer kept
+changing while the server decided) are retried, by gRPC's own retry policy, with backoff. Both RPCs are
+idempotent — a NextAction retry carries the same ``request_id`` and events are deduplicated by
+``event_id`` — so a retry never creates a second decision or counts an event twice. Errors such as
 INVALID_ARGUMENT or ALREADY_EXISTS are never retried.
 """
 
@@ -47,7 +48,7 @@ def _service_config(max_attempts: int) -> str:
                         "initialBackoff": "0.05s",
                         "maxBackoff": "1s",
                         "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
+                        "retryableStatusCodes": ["UNAVAILABLE", "ABORTED"],
                     },
                 }
             ]

@@ -34,7 +34,7 @@ from nextbest.domain import (
     Rejection,
 )
 from nextbest.eligibility import evaluate, rejection
-from nextbest.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError
+from nextbest.errors import AlreadyExistsError, ConflictError, FieldViolation, InvalidArgumentError
 from nextbest.experiments.stage import apply_experiments
 from nextbest.reports.report import LiftReport, build_report
 from nextbest.reports.request import ReportRequest
@@ -42,6 +42,7 @@ from nextbest.scoring import ScoredCandidate, score_candidates
 from nextbest.scoring.registry import ModelRegistry, ModelSet
 from nextbest.state import MESSAGING_CHANNELS, PastExposure
 from nextbest.store import Store
+from nextbest.store.repository import SavedDecision
 from nextbest.validation import MAX_EVENTS, validate_event, validate_request
 
 __all__ = ["DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
@@ -90,6 +91,9 @@ def new_decision_id() -> str:
 
 
 _STRIPES = 1024
+# How many times a decision is made again when the customer changed while it was being made (another
+# process or replica decided for them or folded in their events: see ``Store.save_decision``).
+MAX_ATTEMPTS = 5
 _NO_MODELS = ModelSet()
 
 
@@ -128,9 +132,18 @@ class DecisionEngine:
         # Optimistic: decide, then insert; the unique request_id turns a retry into a conflict, answered
         # from the stored decision. New requests (the common case) skip a lookup.
         with self._lock(request.user_id):
-            decided_at = self.clock()
-            now = request.occurred_at or decided_at
-            decision, saved = self._decide(request, fingerprint, decided_at, now)
+            for _attempt in range(MAX_ATTEMPTS):
+                decided_at = self.clock()
+                now = request.occurred_at or decided_at
+                decision, saved = self._decide(request, fingerprint, decided_at, now)
+                if not saved.conflict:
+                    break
+                logger.info("customer %s changed while deciding; deciding again", request.user_id)
+            else:
+                raise ConflictError(
+                    f"customer {request.user_id!r} kept changing while this call decided "
+                    f"({MAX_ATTEMPTS} attempts); nothing was written, retry with the same request_id"
+                )
         if not saved:
             # An earlier or concurrent call with this request_id committed first: replay its answer.
             stored = self.store.find_decision(request.request_id)
@@ -141,7 +154,7 @@ class DecisionEngine:
 
     def _decide(
         self, request: DecisionRequest, fingerprint: str, decided_at: datetime, now: datetime
-    ) -> tuple[Decision, bool]:
+    ) -> tuple[Decision, SavedDecision]:
         products = request.context.product_ids if request.trigger in self._needs_stock else ()
         snapshot = self.store.load_snapshot(request.user_id, now, products)
         actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
@@ -179,12 +192,12 @@ class DecisionEngine:
             cancelled=tuple(cancelled),
             models=models.versions,
         )
-        saved = self.store.save_decision(decision, fingerprint, decided_at)
+        saved = self.store.save_decision(decision, fingerprint, decided_at, snapshot.version)
         if saved and len(saved.cancelled) != len(cancelled):  # some were cancelled meanwhile
             decision = replace(
                 decision, cancelled=tuple(c for c in cancelled if c.exposure_id in saved.cancelled)
             )
-        return decision, bool(saved)
+        return decision, saved
 
     def _arbitrate(
         self, scored: list[ScoredCandidate], max_actions: int, contact: ContactLog

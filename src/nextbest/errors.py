@@ -49,6 +49,13 @@ class NotFoundError(NextbestError):
     status = "NOT_FOUND"
 
 
+class ConflictError(NextbestError):
+    """Other writes for the same customer kept landing while this call decided (another process or
+    replica deciding for them, events folding in); nothing was written, and the call is safe to retry."""
+
+    status = "ABORTED"
+
+
 class StoreUnavailableError(NextbestError):
     """The database could not be reached or the write failed; nothing was acknowledged."""
 

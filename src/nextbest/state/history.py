@@ -41,6 +41,9 @@ class CustomerSnapshot:
     history: Sequence[PastExposure] = ()
     # Products the latest inventory events mark out of stock, among those the request names.
     out_of_stock: frozenset[str] = frozenset()
+    # The customer row's version when it was read (0: no row yet); a decision that acts on this snapshot
+    # commits only while the version is unchanged.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

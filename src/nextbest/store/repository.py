@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -91,10 +91,12 @@ _UNCANCEL = (
 @dataclass(frozen=True, slots=True)
 class SavedDecision:
     """``inserted`` is False when another decision already holds the request id (nothing was written);
-    ``cancelled`` the exposure ids this decision's preemptions actually cancelled."""
+    ``cancelled`` the exposure ids this decision's preemptions actually cancelled; ``conflict`` is True
+    when the customer's state changed after the decision read it (nothing was written: decide again)."""
 
     inserted: bool
     cancelled: frozenset[int] = frozenset()
+    conflict: bool = False
 
     def __bool__(self) -> bool:
         return self.inserted
@@ -116,7 +118,7 @@ class Store:
         self.writer = GroupCommitWriter(self._raw_transaction, self._write_decisions, max_batch=max_batch)
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
-        self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert] | None = None
+        self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
         self._driver_error: type[Exception] = db.reader.dialect.loaded_dbapi.Error
         # The event path's statements, built once (building them per call costs more than running them).
@@ -140,7 +142,7 @@ class Store:
         self._customer_update = (
             update(customers)
             .where(customers.c.user_id == bindparam("b_user_id"))
-            .values({k: bindparam(k) for k in _STATE_COLUMNS})
+            .values({**{k: bindparam(k) for k in _STATE_COLUMNS}, "version": customers.c.version + 1})
         )
         self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
         # SQLite: the reads and the group commit use raw connections kept between calls (the commit's
@@ -168,9 +170,15 @@ class Store:
             return None
         return StoredDecision(decision_from_row(row), row["fingerprint"])
 
-    def save_decision(self, decision: Decision, fingerprint: str, decided_at: datetime) -> SavedDecision:
+    def save_decision(
+        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+    ) -> SavedDecision:
         """Durably writes the decision, its exposures and its preemptions (group commit), atomically.
-        A preemption whose exposure was cancelled meanwhile is dropped from the stored payload too."""
+        A preemption whose exposure was cancelled meanwhile is dropped from the stored payload too.
+
+        ``version`` is the customer version the decision was made on (``CustomerSnapshot.version``): a
+        decision that logs exposures or cancels any is written only if the version is still that one,
+        and bumps it; otherwise nothing is written and the result says ``conflict``."""
         row = {
             "decision_id": decision.decision_id,
             "request_id": decision.request_id,
@@ -218,9 +226,21 @@ class Store:
             }
             for c in decision.cancelled
         ]
+        guard = None
+        if version is not None and (exposure_rows or assignment_rows or cancellations):
+            guard = {
+                "user_id": decision.user_id,
+                "updated_at": decided_at,
+                "orders_count": 0,
+                "refunds_count": 0,
+                "revenue_total": 0.0,
+                "channels": {},
+                "last_events": {},
+                "version": version + 1,  # the row as it is created if there is none (version 0)
+            }
         with _guard("write decision", self._driver_error):
-            item = self.writer.write(row, exposure_rows, assignment_rows, cancellations)
-        return SavedDecision(item.inserted, frozenset(item.cancelled))
+            item = self.writer.write(row, exposure_rows, assignment_rows, cancellations, guard)
+        return SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict)
 
     @contextmanager
     def _raw_transaction(self) -> Iterator[Any]:
@@ -257,11 +277,24 @@ class Store:
                 ),
                 PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
                 PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
+                PreparedInsert(_bump_version(self._insert), _GUARD_COLUMNS, dialect),
             )
             self._cancels = (PreparedUpdate(_CANCEL, dialect), PreparedUpdate(_UNCANCEL, dialect))
         assert self._cancels is not None  # compiled together with the inserts
-        insert_decisions, insert_exposures, insert_assignments = self._writes
+        insert_decisions, insert_exposures, insert_assignments, bump_version = self._writes
         cancel, uncancel = self._cancels
+        # Version guards first, in user order (a fixed lock order against concurrent batches and event
+        # writes on PostgreSQL): a decision whose customer changed since it read them writes nothing.
+        guarded = sorted(
+            (item for item in batch if item.guard), key=lambda item: item.decision_row["user_id"]
+        )
+        if guarded:
+            bumped = set(bump_version.returning_many(conn, [item.guard for item in guarded if item.guard]))
+            for item in guarded:
+                item.conflict = item.decision_row["user_id"] not in bumped
+            batch = [item for item in batch if not item.conflict]
+            if not batch:
+                return set()
         # Preemptions first, so the stored payload names only what this decision really cancelled.
         for item in batch:
             if item.cancellations:
@@ -401,7 +434,9 @@ class Store:
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = state_from_row(row) if row is not None else CustomerState(user_id=user_id)
         past = tuple(_past(values) for values in history)
-        return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock)
+        # The version comes from the first read: a write between it and the history read moves it on.
+        version = int(row["version"]) if row is not None else 0
+        return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
 
     def _out_of_stock(self, dbapi_conn: Any, products: Sequence[str]) -> frozenset[str]:
         cursor = dbapi_conn.cursor()
@@ -546,6 +581,24 @@ class Store:
                 state = apply_event(state, event)
             updates.append(_state_row(state, now))
         conn.execute(self._customer_update, updates)
+
+
+_GUARD_COLUMNS = (
+    "user_id", "updated_at", "orders_count", "refunds_count", "revenue_total", "channels", "last_events",
+    "version",
+)  # fmt: skip
+
+
+def _bump_version(insert: Any) -> Any:
+    """Moves a customer from version n - 1 to the row's version n, creating the customer (empty) when
+    n is 1 and there is no row; returns the user id only when it did. Another write in between (an
+    event folded in, another decision) has moved the version on, and then nothing is returned."""
+    statement = insert(customers)
+    return statement.on_conflict_do_update(
+        index_elements=[customers.c.user_id],
+        set_={"version": statement.excluded.version},
+        where=customers.c.version + literal_column("1") == statement.excluded.version,
+    ).returning(customers.c.user_id)
 
 
 def _event_row(event: Event, received_at: datetime) -> dict[str, Any]:

@@ -212,6 +212,11 @@ customers = Table(
     Column("last_events", _JSON, nullable=False),
     # {hour of week (UTC, Monday 00:00 = 0): opens and clicks}
     Column("engagement_hours", _JSON),
+    # Bumped by every write that changes what a decision for this customer would see (an event folded
+    # in; a decision that logs an exposure or cancels one). A decision commits only if the version is
+    # still the one it read: replicas and processes deciding for the same customer cannot both act on
+    # the same state (optimistic concurrency; the loser decides again).
+    Column("version", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 # The latest stock status of each product, from out_of_stock / back_in_stock events.

@@ -25,15 +25,19 @@ logger = logging.getLogger(__name__)
 class PendingWrite:
     """One decision to insert. ``inserted`` is False when its ``request_id`` was already taken.
     ``cancellations`` are the pending exposures it preempts; ``cancelled`` the ids it actually cancelled
-    (one cancelled concurrently by someone else is not)."""
+    (one cancelled concurrently by someone else is not). ``guard`` is the customer version the decision
+    was made on (a row for the version check); ``conflict`` is True when the version had moved, and then
+    nothing of the decision was written."""
 
     decision_row: dict[str, Any]
     exposure_rows: list[dict[str, Any]]
     assignment_rows: list[dict[str, Any]]
     cancellations: list[dict[str, Any]] = field(default_factory=list)
+    guard: dict[str, Any] | None = None
     cancelled: set[int] = field(default_factory=set)
     done: bool = False
     inserted: bool = False
+    conflict: bool = False
     error: BaseException | None = field(default=None)
 
 
@@ -62,10 +66,11 @@ class GroupCommitWriter:
         exposure_rows: list[dict[str, Any]],
         assignment_rows: list[dict[str, Any]],
         cancellations: list[dict[str, Any]] | None = None,
+        guard: dict[str, Any] | None = None,
     ) -> PendingWrite:
         """Durably writes the rows (with whatever else is queued); the item says whether the decision
-        was inserted and which cancellations took effect."""
-        item = PendingWrite(decision_row, exposure_rows, assignment_rows, cancellations or [])
+        was inserted, whether its version guard failed and which cancellations took effect."""
+        item = PendingWrite(decision_row, exposure_rows, assignment_rows, cancellations or [], guard)
         with self._queue_lock:
             self._queue.append(item)
         while not item.done:
