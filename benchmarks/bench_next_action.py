@@ -109,25 +109,35 @@ class BenchError(RuntimeError):
 # --- servers ----------------------------------------------------------------------------------------------
 
 
-def empty_server_spec(workers: int, aio: bool) -> ServerSpec:
+def empty_server_spec(workers: int, aio: bool, processes: int = 1) -> ServerSpec:
     def argv(port: int) -> list[str]:
         cmd = [sys.executable, str(EMPTY_SERVER), "--port", str(port), "--workers", str(workers)]
+        if processes > 1:
+            cmd += ["--processes", str(processes)]
         return [*cmd, "--aio"] if aio else cmd
 
     kind = "grpc.aio" if aio else f"sync grpc.server, {workers} worker threads"
+    if processes > 1:
+        kind += f", {processes} processes"
     return ServerSpec(
-        name="empty-aio" if aio else "empty",
+        name=("empty-aio" if aio else "empty") + _processes_suffix(processes),
         description=f"empty DecisionService ({kind}), fixed response",
         argv=argv,
     )
 
 
-def real_server_spec(name: str, catalog: Path, database_url: str, shown_url: str) -> ServerSpec:
+def _processes_suffix(processes: int) -> str:
+    return f"-{processes}p" if processes > 1 else ""
+
+
+def real_server_spec(
+    name: str, catalog: Path, database_url: str, shown_url: str, processes: int = 1
+) -> ServerSpec:
     def argv_with(url: str) -> Callable[[int], list[str]]:
         def argv(port: int) -> list[str]:
             return [
                 sys.executable, "-m", "nextbest", "serve", "--host", HOST, "--port", str(port),
-                "--catalog", str(catalog), "--database-url", url,
+                "--catalog", str(catalog), "--database-url", url, "--processes", str(processes),
             ]  # fmt: skip
 
         return argv
@@ -138,12 +148,14 @@ def real_server_spec(name: str, catalog: Path, database_url: str, shown_url: str
             "NEXTBEST_PORT": str(port),
             "NEXTBEST_CATALOG": str(catalog),
             "NEXTBEST_DATABASE_URL": database_url,
+            "NEXTBEST_PROCESSES": str(processes),
         }
 
     backend = database_url.split(":", 1)[0]
+    shown = f", {processes} processes" if processes > 1 else ""
     return ServerSpec(
-        name=name,
-        description=f"nextbest serve ({backend}, {catalog.name})",
+        name=name + _processes_suffix(processes),
+        description=f"nextbest serve ({backend}, {catalog.name}{shown})",
         argv=argv_with(database_url),
         env=env,
         display=argv_with(shown_url),
@@ -396,6 +408,14 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
         if result.name.startswith("empty") or result.status != "ok":
             continue
         verdicts[result.name] = _verdict(result, floor)
+        # The empty server run with as many processes, when it ran: the floor for that layout.
+        suffix = result.name.rsplit("-", 1)[1] if result.name.endswith("p") else ""
+        peer = by_name.get(f"{REFERENCE_SERVER}-{suffix}" if suffix else REFERENCE_SERVER)
+        peer_max = peer.max_decisions_per_s() if peer and peer.status == "ok" else None
+        max_dps = verdicts[result.name]["max_decisions_per_s"]
+        verdicts[result.name]["ratio_to_empty_same_processes"] = (
+            round(max_dps / peer_max, 3) if peer_max and max_dps is not None else None
+        )
     return {"reference_server": REFERENCE_SERVER, "reference_max_decisions_per_s": floor, "servers": verdicts}
 
 
@@ -474,13 +494,14 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
     if not targets["servers"]:
         return [*lines, "No real server was benchmarked: targets not evaluated."]
     lines += [
-        "| server | max decisions/s | ratio to empty | >= 1/3 of empty | open-loop p99 (ms) "
-        "| p99 <= 5 ms, 0 errors |",
-        "| --- | ---: | ---: | --- | ---: | --- |",
+        "| server | max decisions/s | ratio to empty | ratio to empty, same processes | >= 1/3 of empty "
+        "| open-loop p99 (ms) | p99 <= 5 ms, 0 errors |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for name, v in targets["servers"].items():
         cells = [
             name, _fmt(v["max_decisions_per_s"]), _fmt(v["ratio_to_empty"], 2),
+            _fmt(v.get("ratio_to_empty_same_processes"), 2),
             _verdict_word(v["throughput_target_holds"]), _fmt(v["open_loop_p99_ms"], 2),
             _verdict_word(v["latency_target_holds"]),
         ]  # fmt: skip
@@ -517,6 +538,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20_261_123)
     parser.add_argument("--trigger", default="bench_trigger")
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels per load generator")
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="comma-separated server process counts to run each server with (e.g. 1,2: one per core)",
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument(
         "--pin", action="store_true", help="server on the first half of the CPUs, load on the rest"
@@ -526,6 +552,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.servers.split(",")) - set(SERVER_CHOICES)
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    try:
+        args.process_counts = sorted({int(p) for p in args.processes.split(",")})
+    except ValueError:
+        parser.error(f"--processes takes whole numbers separated by commas, not {args.processes!r}")
+    if args.process_counts[0] < 1:
+        parser.error("--processes: each count must be at least 1")
     return args
 
 
@@ -552,19 +584,21 @@ def run_all(
     selected = args.servers.split(",")
     catalog = args.catalog.resolve()
     specs: list[ServerSpec] = []
-    if "empty" in selected:
-        specs.append(empty_server_spec(args.empty_workers, aio=False))
-    if "empty-aio" in selected:
-        specs.append(empty_server_spec(args.empty_workers, aio=True))
-    if "real" in selected:
-        sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
-        specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url))
+    for processes in args.process_counts:
+        if "empty" in selected:
+            specs.append(empty_server_spec(args.empty_workers, aio=False, processes=processes))
+        if "empty-aio" in selected and processes == 1:
+            specs.append(empty_server_spec(args.empty_workers, aio=True))
+        if "real" in selected:
+            sqlite_url = f"sqlite:///{workdir / f'bench-{processes}.db'}"
+            specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url, processes))
     common = {"workdir": workdir, "startup_timeout": args.startup_timeout, "server_cpus": server_cpus}
     results = [bench_server(spec, plan, options, **common) for spec in specs]
     if args.postgres:
-        url, shown = stack.enter_context(fresh_postgres_database(args.postgres))
-        spec = real_server_spec("real-postgres", catalog, url, shown)
-        results.append(bench_server(spec, plan, options, **common))
+        for processes in args.process_counts:
+            url, shown = stack.enter_context(fresh_postgres_database(args.postgres))
+            spec = real_server_spec("real-postgres", catalog, url, shown, processes)
+            results.append(bench_server(spec, plan, options, **common))
     return results
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 import threading
 from concurrent import futures
@@ -99,8 +101,10 @@ def _serving_health() -> health.HealthServicer:
     return servicer
 
 
-def serve_sync(host: str, port: int, workers: int) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+def serve_sync(host: str, port: int, workers: int, reuse_port: bool = False) -> None:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", int(reuse_port))]
+    )
     pb_grpc.add_DecisionServiceServicer_to_server(EmptyDecisionService(), server)
     health_pb2_grpc.add_HealthServicer_to_server(_serving_health(), server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -137,7 +141,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=16, help="ThreadPoolExecutor size (sync mode)")
     parser.add_argument("--aio", action="store_true", help="use grpc.aio instead of the sync server")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="sync servers sharing the port, as `nextbest serve --processes`",
+    )
     return parser.parse_args(argv)
+
+
+def serve_processes(args: argparse.Namespace) -> None:
+    """``--processes N``: N sync servers on one port (SO_REUSEPORT), stopped together on SIGTERM."""
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=serve_sync, args=(args.host, args.port, args.workers, True))
+        for _ in range(args.processes)
+    ]
+    for child in children:
+        child.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for child in children:
+        if child.pid is not None and child.is_alive():
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.aio:
         asyncio.run(serve_aio(args.host, args.port))
+    elif args.processes > 1:
+        serve_processes(args)
     else:
         serve_sync(args.host, args.port, args.workers)
     return 0
