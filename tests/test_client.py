@@ -40,9 +40,13 @@ def flaky() -> Iterator[tuple[Flaky, str]]:
     server.stop(0)
 
 
-def test_unavailable_is_retried_with_the_same_request_id(flaky: tuple[Flaky, str]) -> None:
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED])
+def test_unavailable_and_aborted_are_retried_with_the_same_request_id(
+    flaky: tuple[Flaky, str], code: grpc.StatusCode
+) -> None:
+    """Neither wrote anything (ABORTED: the customer kept changing while the server decided)."""
     servicer, address = flaky
-    servicer.failures = 2
+    servicer.failures, servicer.code = 2, code
     with NextbestClient(address, max_attempts=4) as client:
         assert client.next_action("u", "cart_abandoned").decision_id == "d1"
     assert len(servicer.requests) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.client import NextbestClient, make_event, timestamp
+from nextbest.errors import ConflictError
 from nextbest.server import NextbestServer
 from nextbest.store.schema import decisions, events, exposures
 from tests.conftest import uid
@@ -365,3 +367,19 @@ def test_bad_requests_are_invalid_argument_naming_the_field(
     assert bad_fields(info.value) == fields
     if request_msg.request_id:
         assert count(server, decisions, request_id=request_msg.request_id) == 0  # nothing logged
+
+
+def test_a_decision_that_keeps_losing_races_is_aborted_with_nothing_written(
+    client: NextbestClient, server: NextbestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's ConflictError (tests/store/test_replicas.py) reaches the caller as ABORTED."""
+
+    def keeps_losing(request: Any) -> Any:
+        raise ConflictError(f"customer {request.user_id!r} kept changing while this call decided")
+
+    monkeypatch.setattr(server.engine, "decide", keeps_losing)
+    once = NextbestClient(server.address, timeout=10.0, max_attempts=1)
+    with once, pytest.raises(grpc.RpcError) as info:
+        once.next_action(uid(), "order_placed", channels=["email"])
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert "kept changing" in (info.value.details() or "")
