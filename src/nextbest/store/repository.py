@@ -231,11 +231,7 @@ class Store:
             guard = {
                 "user_id": decision.user_id,
                 "updated_at": decided_at,
-                "orders_count": 0,
-                "refunds_count": 0,
-                "revenue_total": 0.0,
-                "channels": {},
-                "last_events": {},
+                **_EMPTY_CUSTOMER,
                 "version": version + 1,  # the row as it is created if there is none (version 0)
             }
         with _guard("write decision", self._driver_error):
@@ -285,13 +281,13 @@ class Store:
         cancel, uncancel = self._cancels
         # Version guards first, in user order (a fixed lock order against concurrent batches and event
         # writes on PostgreSQL): a decision whose customer changed since it read them writes nothing.
-        guarded = sorted(
-            (item for item in batch if item.guard), key=lambda item: item.decision_row["user_id"]
+        guards = sorted(
+            ((item, item.guard) for item in batch if item.guard is not None), key=lambda g: g[1]["user_id"]
         )
-        if guarded:
-            bumped = set(bump_version.returning_many(conn, [item.guard for item in guarded if item.guard]))
-            for item in guarded:
-                item.conflict = item.decision_row["user_id"] not in bumped
+        if guards:
+            bumped = set(bump_version.returning_many(conn, [guard for _, guard in guards]))
+            for item, guard in guards:
+                item.conflict = guard["user_id"] not in bumped
             batch = [item for item in batch if not item.conflict]
             if not batch:
                 return set()
@@ -564,15 +560,9 @@ class Store:
         for event in new_events:
             by_user.setdefault(event.user_id, []).append(event)
         users = sorted(by_user)  # a fixed lock order, so concurrent batches cannot deadlock
-        empty = {
-            "channels": {},
-            "last_events": {},
-            "engagement_hours": {},
-            "orders_count": 0,
-            "refunds_count": 0,
-            "revenue_total": 0.0,
-        }
-        conn.execute(self._customer_insert, [{"user_id": u, "updated_at": now, **empty} for u in users])
+        conn.execute(
+            self._customer_insert, [{"user_id": u, "updated_at": now, **_EMPTY_CUSTOMER} for u in users]
+        )
         rows = conn.execute(self._customer_select, {"users": users}).mappings()
         updates: list[dict[str, Any]] = []
         for row in rows:
@@ -583,10 +573,16 @@ class Store:
         conn.execute(self._customer_update, updates)
 
 
-_GUARD_COLUMNS = (
-    "user_id", "updated_at", "orders_count", "refunds_count", "revenue_total", "channels", "last_events",
-    "version",
-)  # fmt: skip
+# A customer row as it is created before anything is known (the key and ``updated_at`` aside).
+_EMPTY_CUSTOMER: dict[str, Any] = {
+    "channels": {},
+    "last_events": {},
+    "engagement_hours": {},
+    "orders_count": 0,
+    "refunds_count": 0,
+    "revenue_total": 0.0,
+}
+_GUARD_COLUMNS = ("user_id", "updated_at", *_EMPTY_CUSTOMER, "version")
 
 
 def _bump_version(insert: Any) -> Any:
