@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
-import os
 import signal
 import threading
 from concurrent import futures
@@ -25,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.server.process import supervise
 
 SERVICE_NAME = "nextbest.api.v1.DecisionService"
 _OCCURRED_AT = Timestamp(seconds=1_795_000_000)  # 2026-11-18T09:46:40Z, fixed on purpose
@@ -150,33 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def serve_processes(args: argparse.Namespace) -> None:
-    """``--processes N``: N sync servers on one port (SO_REUSEPORT), stopped together on SIGTERM."""
-    context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=serve_sync, args=(args.host, args.port, args.workers, True))
-        for _ in range(args.processes)
-    ]
-    for child in children:
-        child.start()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    for child in children:
-        if child.pid is not None and child.is_alive():
-            os.kill(child.pid, signal.SIGTERM)
-    for child in children:
-        child.join()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.aio:
         asyncio.run(serve_aio(args.host, args.port))
-    elif args.processes > 1:
-        serve_processes(args)
+    elif args.processes > 1:  # N sync servers on one port, stopped together on SIGTERM
+        return supervise(serve_sync, [(args.host, args.port, args.workers, True)] * args.processes)
     else:
         serve_sync(args.host, args.port, args.workers)
     return 0

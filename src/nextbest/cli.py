@@ -209,8 +209,7 @@ def _serve_processes(settings: Any) -> int:
     """Python runs one thread of Python at a time per process; a host with several cores serves from
     several processes sharing the port (the kernel spreads connections across them). Migrations run once,
     here, before the servers start; each process then checks the catalog and serves on its own."""
-    import multiprocessing
-
+    from nextbest.server.process import supervise
     from nextbest.store import Database, upgrade
 
     if settings.port == 0:
@@ -219,27 +218,12 @@ def _serve_processes(settings: Any) -> int:
         db = Database(settings.database_url)
         upgrade(db)
         db.dispose()
-    context = multiprocessing.get_context("spawn")  # no gRPC state may cross a fork
     children = []
     for index in range(settings.processes):
         metrics = None if settings.metrics_port is None else settings.metrics_port + index
-        child_settings = settings.model_copy(update={"migrate": False, "metrics_port": metrics})
-        child = context.Process(target=_serve_child, args=(child_settings,), name=f"nextbest-{index}")
-        child.start()
-        children.append(child)
+        children.append((settings.model_copy(update={"migrate": False, "metrics_port": metrics}),))
     logger.info("serving on %s:%d from %d processes", settings.host, settings.port, len(children))
-
-    def _shutdown(signum: int, _frame: Any) -> None:
-        logger.info("signal %d: stopping %d processes", signum, len(children))
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
-    for child in children:
-        child.join()
-    return max((child.exitcode or 0 for child in children), default=0)
+    return supervise(_serve_child, children)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -4,19 +4,24 @@ demo): the server gets its own interpreter and core instead of sharing the calle
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from nextbest.client import NextbestClient
 
-__all__ = ["free_port", "server_process"]
+__all__ = ["free_port", "server_process", "supervise"]
 
 HOST = "127.0.0.1"
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -65,3 +70,28 @@ def server_process(args: Sequence[str], log_path: Path, timeout: float = 60.0) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+def supervise(target: Callable[..., None], args_per_process: Sequence[tuple[Any, ...]]) -> int:
+    """Runs ``target(*args)`` in one spawned process per entry (no gRPC state may cross a fork), passes
+    SIGTERM and SIGINT on to them as SIGTERM, waits for all and returns the worst exit code. This is how
+    several servers share a port (``nextbest serve --processes N``)."""
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=target, args=args, name=f"nextbest-{index}")
+        for index, args in enumerate(args_per_process)
+    ]
+    for child in children:
+        child.start()
+
+    def _shutdown(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping %d processes", signum, len(children))
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0 for child in children), default=0)
