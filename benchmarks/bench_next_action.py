@@ -79,12 +79,14 @@ class ServerSpec:
     argv: Callable[[int], list[str]]
     env: Callable[[int], dict[str, str]] = lambda port: {}
     display: Callable[[int], list[str]] | None = None  # argv with secrets redacted, for the report
+    processes: int = 1  # server processes sharing the port
 
 
 @dataclass
 class ServerResult:
     name: str
     description: str
+    processes: int = 1
     command: list[str] = field(default_factory=list)
     status: str = "not run"
     error: str | None = None
@@ -123,6 +125,7 @@ def empty_server_spec(workers: int, aio: bool, processes: int = 1) -> ServerSpec
         name=("empty-aio" if aio else "empty") + _processes_suffix(processes),
         description=f"empty DecisionService ({kind}), fixed response",
         argv=argv,
+        processes=processes,
     )
 
 
@@ -159,6 +162,7 @@ def real_server_spec(
         argv=argv_with(database_url),
         env=env,
         display=argv_with(shown_url),
+        processes=processes,
     )
 
 
@@ -326,7 +330,7 @@ def bench_server(
     startup_timeout: float,
     server_cpus: set[int] | None,
 ) -> ServerResult:
-    result = ServerResult(name=spec.name, description=spec.description)
+    result = ServerResult(name=spec.name, description=spec.description, processes=spec.processes)
     _progress(f"[{spec.name}] starting: {spec.description}")
     try:
         with running_server(spec, workdir, startup_timeout, server_cpus, result) as server:
@@ -409,8 +413,7 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
             continue
         verdicts[result.name] = _verdict(result, floor)
         # The empty server run with as many processes, when it ran: the floor for that layout.
-        suffix = result.name.rsplit("-", 1)[1] if result.name.endswith("p") else ""
-        peer = by_name.get(f"{REFERENCE_SERVER}-{suffix}" if suffix else REFERENCE_SERVER)
+        peer = by_name.get(REFERENCE_SERVER + _processes_suffix(result.processes))
         peer_max = peer.max_decisions_per_s() if peer and peer.status == "ok" else None
         max_dps = verdicts[result.name]["max_decisions_per_s"]
         verdicts[result.name]["ratio_to_empty_same_processes"] = (
