@@ -25,7 +25,7 @@ def _config() -> Config:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Brings the schema to ``revision``; safe to run on an up-to-date database."""
     config = _config()
-    with db.writer.begin() as conn:
+    with db.begin_write() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 

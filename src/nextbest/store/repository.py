@@ -242,25 +242,26 @@ class Store:
     def _raw_transaction(self) -> Iterator[Any]:
         """A write transaction on a raw DBAPI connection (the group commit's hot path)."""
         stash = self._committers
-        conn = stash.take() if stash is not None else self.db.writer.raw_connection()
-        try:
-            if stash is not None:
-                conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.commit()
-        except BaseException:
-            if stash is not None:
-                stash = None  # a connection that failed is closed, not kept
-                with suppress(Exception):
+        with self.db.write_lock:
+            conn = stash.take() if stash is not None else self.db.writer.raw_connection()
+            try:
+                if stash is not None:
+                    conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.commit()
+            except BaseException:
+                if stash is not None:
+                    stash = None  # a connection that failed is closed, not kept
+                    with suppress(Exception):
+                        conn.rollback()
+                else:
                     conn.rollback()
-            else:
-                conn.rollback()
-            raise
-        finally:
-            if stash is not None:
-                stash.give(conn)
-            else:
-                conn.close()
+                raise
+            finally:
+                if stash is not None:
+                    stash.give(conn)
+                else:
+                    conn.close()
 
     def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
         if self._writes is None:
@@ -327,7 +328,7 @@ class Store:
         """Checks that no started experiment changed its arms, weights, coverage or namespace under the
         same seed and hash version, then records the current definitions (unless ``write`` is False).
         Returns the problems; nothing is recorded when there are any."""
-        with _guard("register experiments"), self.db.writer.begin() as conn:
+        with _guard("register experiments"), self.db.begin_write() as conn:
             known = {
                 r["experiment_id"]: r
                 for r in conn.execute(select(experiment_registry).with_for_update()).mappings()
@@ -461,7 +462,7 @@ class Store:
             first_index.setdefault(event.event_id, index)
         unique = [batch[i] for i in first_index.values()]
         cancelled: dict[str, tuple[Cancellation, ...]] = {}
-        with _guard("record events"), self.db.writer.begin() as conn:
+        with _guard("record events"), self.db.begin_write() as conn:
             accepted = (
                 set(conn.execute(self._event_insert, [_event_row(e, received_at) for e in unique]).scalars())
                 if unique
