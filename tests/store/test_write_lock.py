@@ -102,3 +102,20 @@ def test_postgresql_takes_no_lock() -> None:
     db = Database("postgresql+psycopg://postgres@127.0.0.1:5432/test")  # engines connect lazily
     assert not isinstance(db.write_lock, WriteLock)
     db.dispose()
+
+
+def test_without_a_lock_file_writers_fall_back_on_sqlite_locking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise PermissionError("read-only directory")
+
+    monkeypatch.setattr("nextbest.store.database.os.open", refuse)
+    db = Database(f"sqlite:///{tmp_path / 'nextbest.db'}")
+    monkeypatch.undo()
+    assert not isinstance(db.write_lock, WriteLock)
+    assert "no write lock beside" in caplog.text
+    upgrade(db)
+    with db.begin_write() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM decisions").scalar() == 0
+    db.dispose()

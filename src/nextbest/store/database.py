@@ -31,13 +31,11 @@ logger = logging.getLogger(__name__)
 _WAL_SIZE_LIMIT = 256 * 1024 * 1024
 
 
-
 def _json_dumps(value: Any) -> str:
     """JSON columns through orjson: every decision encodes its payload (a row per rejected candidate,
     ~2.8 KB on the benchmark catalog) in 2 µs instead of the standard library's 15, to the same text
     (compact, UTF-8). Non-string keys become strings and NumPy scalars numbers, as ``json`` does."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
-
 
 
 class DatabaseUrlError(NextbestError):
@@ -66,7 +64,10 @@ class Database:
             if database and database != ":memory:" and not database.startswith("file:"):
                 path = Path(database).expanduser()
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.write_lock = WriteLock(path.with_name(path.name + "-lock"))
+                try:
+                    self.write_lock = WriteLock(path.with_name(path.name + "-lock"))
+                except OSError as exc:  # a read-only directory: SQLite's own locking still holds
+                    logger.warning("no write lock beside %s (%s); writers will poll SQLite's lock", path, exc)
             self.reader = _sqlite_engine(url, pool_size, immediate=False)
             self.writer = _sqlite_engine(url, 4, immediate=True)
         elif self.dialect == "postgresql":
