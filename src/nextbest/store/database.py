@@ -156,7 +156,7 @@ class WriteLock:
     def close(self) -> None:
         with self._threads:
             if self._fd is not None:
-                os.close(self._fd)  # closing the descriptor would release a lock still held
+                os.close(self._fd)  # under the thread lock: no writer of this process holds the flock
                 self._fd = None
 
 
