@@ -7,7 +7,7 @@
 # BASE_REV is checked out in a temporary git worktree; each round starts `nextbest serve` from it and from
 # this checkout (same venv, fresh SQLite database each run, --processes PROCESSES, catalog_20.yaml), warms
 # up 2 s, then runs loadgen.py with 8 connections: LOAD "closed C" (6 s) or "open RATE" (10 s). One line
-# per run: decisions/s, p50 and p99 ms, client CPU per call. Loopback only; every phase is bounded.
+# per run: decisions/s, p50 and p99 ms, server and client CPU per call. Loopback only; every phase is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: benchmarks/ab_server.sh BASE_REV [PROCESSES] [LOAD] [ROUNDS]}
@@ -37,11 +37,12 @@ run() {  # run LABEL SRC
     sleep 0.3
   done
   $PY benchmarks/loadgen.py --port "$PORT" --channels 8 --duration 2 closed --concurrency 8 > /dev/null
-  $PY benchmarks/loadgen.py --port "$PORT" --channels 8 "${PHASE[@]}" | $PY -c "
+  $PY benchmarks/loadgen.py --port "$PORT" --server-pid "$server" --channels 8 "${PHASE[@]}" | $PY -c "
 import json, sys
 d = json.load(sys.stdin)
 print(f\"$1 processes=$PROCS $MODE $ARG: {d['decisions_per_s']:.0f}/s p50 {d['latency_ms']['p50']:.1f} ms \"
-      f\"p99 {d['latency_ms']['p99']:.1f} ms errors {sum(d['errors'].values())} client {d['client_cpu_us_per_call']:.0f} us/call\")"
+      f\"p99 {d['latency_ms']['p99']:.1f} ms errors {sum(d['errors'].values())} \"
+      f\"server {d['server_cpu_us_per_call']:.0f} client {d['client_cpu_us_per_call']:.0f} us/call\")"
   kill -INT "$server"
   wait "$server" || true
 }
