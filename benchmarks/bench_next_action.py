@@ -1,10 +1,11 @@
 """NextAction load benchmark: the real server against an empty gRPC server on the same machine.
 
-For each server under test (the empty sync server, the empty grpc.aio server, the real server on SQLite and,
-with --postgres, on a fresh PostgreSQL database) it starts the server as a subprocess, waits for the
-grpc.health.v1 SERVING status, and runs benchmarks/loadgen.py in another process: a warm-up, a closed loop at
-a few concurrencies (maximum decisions/s) and an open loop at a fixed arrival rate (latency at a realistic
-load). It prints a Markdown report and writes the raw JSON to benchmarks/results/latest.json.
+For each server under test (the empty sync server, the empty grpc.aio server, the real server with its
+store in memory, the real server on SQLite and, with --postgres, on a fresh PostgreSQL database) it starts
+the server as a subprocess, waits for the grpc.health.v1 SERVING status, and runs benchmarks/loadgen.py in
+another process: a warm-up, a closed loop at a few concurrencies (maximum decisions/s) and an open loop at
+a fixed arrival rate (latency at a realistic load). It prints a Markdown report and writes the raw JSON to
+benchmarks/results/latest.json.
 
     python benchmarks/bench_next_action.py            # ~2 minutes
     python benchmarks/bench_next_action.py --quick    # ~30 s smoke run
@@ -39,12 +40,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "loadgen.py"
 EMPTY_SERVER = BENCH_DIR / "empty_server.py"
+MEMORY_SERVER = BENCH_DIR / "memory_server.py"
 HOST = "127.0.0.1"
 
 # Targets the real server must meet (see benchmarks/README.md).
 OPEN_LOOP_P99_TARGET_MS = 5.0
 MIN_FRACTION_OF_EMPTY = 1.0 / 3.0
 REFERENCE_SERVER = "empty"  # the floor the ratio is computed against
+MEMORY_SERVER_NAME = "memory"  # the real pipeline without storage: the most any store could leave
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,22 @@ def empty_server_spec(workers: int, aio: bool, processes: int = 1) -> ServerSpec
 
 def _processes_suffix(processes: int) -> str:
     return f"-{processes}p" if processes > 1 else ""
+
+
+def memory_server_spec(catalog: Path, database_url: str) -> ServerSpec:
+    """The real server with its store in memory (benchmarks/memory_server.py): the pipeline's ceiling."""
+
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable, str(MEMORY_SERVER), "--host", HOST, "--port", str(port),
+            "--catalog", str(catalog), "--database-url", database_url,
+        ]  # fmt: skip
+
+    return ServerSpec(
+        name=MEMORY_SERVER_NAME,
+        description=f"nextbest's server, store in memory: no database reads or writes ({catalog.name})",
+        argv=argv,
+    )
 
 
 def real_server_spec(
@@ -408,8 +427,10 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
     reference = by_name.get(REFERENCE_SERVER)
     floor = reference.max_decisions_per_s() if reference else None
     verdicts: dict[str, Any] = {}
+    ceiling = by_name.get(MEMORY_SERVER_NAME)
+    ceiling_max = ceiling.max_decisions_per_s() if ceiling and ceiling.status == "ok" else None
     for result in results:
-        if result.name.startswith("empty") or result.status != "ok":
+        if result.name.startswith("empty") or result.name == MEMORY_SERVER_NAME or result.status != "ok":
             continue
         verdicts[result.name] = _verdict(result, floor)
         # The empty server run with as many processes, when it ran: the floor for that layout.
@@ -419,7 +440,13 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
         verdicts[result.name]["ratio_to_empty_same_processes"] = (
             round(max_dps / peer_max, 3) if peer_max and max_dps is not None else None
         )
-    return {"reference_server": REFERENCE_SERVER, "reference_max_decisions_per_s": floor, "servers": verdicts}
+    return {
+        "reference_server": REFERENCE_SERVER,
+        "reference_max_decisions_per_s": floor,
+        "memory_max_decisions_per_s": ceiling_max,
+        "memory_ratio_to_empty": round(ceiling_max / floor, 3) if ceiling_max and floor else None,
+        "servers": verdicts,
+    }
 
 
 def _verdict(result: ServerResult, floor: float | None) -> dict[str, Any]:
@@ -493,7 +520,14 @@ def _phase_row(name: str, phase: dict[str, Any]) -> str:
 
 def _target_lines(targets: dict[str, Any]) -> list[str]:
     floor = targets["reference_max_decisions_per_s"]
-    lines = [f"Empty server ({targets['reference_server']}) max: {_fmt(floor)} decisions/s.", ""]
+    lines = [f"Empty server ({targets['reference_server']}) max: {_fmt(floor)} decisions/s."]
+    if targets.get("memory_max_decisions_per_s"):
+        lines.append(
+            f"Store in memory ({MEMORY_SERVER_NAME}, the pipeline without database work) max: "
+            f"{_fmt(targets['memory_max_decisions_per_s'])} decisions/s = "
+            f"{_fmt(targets['memory_ratio_to_empty'], 2)} x empty: the most a faster store could reach."
+        )
+    lines.append("")
     if not targets["servers"]:
         return [*lines, "No real server was benchmarked: targets not evaluated."]
     lines += [
@@ -523,7 +557,7 @@ def _progress(message: str) -> None:
 
 # --- main -------------------------------------------------------------------------------------------------
 
-SERVER_CHOICES = ("empty", "empty-aio", "real")
+SERVER_CHOICES = ("empty", "empty-aio", "memory", "real")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -592,6 +626,8 @@ def run_all(
             specs.append(empty_server_spec(args.empty_workers, aio=False, processes=processes))
         if "empty-aio" in selected and processes == 1:
             specs.append(empty_server_spec(args.empty_workers, aio=True))
+        if "memory" in selected and processes == 1:
+            specs.append(memory_server_spec(catalog, f"sqlite:///{workdir / 'bench-memory.db'}"))
         if "real" in selected:
             sqlite_url = f"sqlite:///{workdir / f'bench-{processes}.db'}"
             specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url, processes))
