@@ -159,7 +159,7 @@ class DecisionEngine:
         snapshot = self.store.load_snapshot(request.user_id, now, products)
         actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
         eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
-        treated, moved = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
+        treated = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
         zone = (
             ZoneInfo(request.context.time_zone)
             if request.context.time_zone
@@ -183,7 +183,6 @@ class DecisionEngine:
             actions=tuple(_chosen(c) for c in chosen),
             rejected=tuple(
                 rejected
-                + moved
                 + no_lift
                 + lower
                 + [_held_rejection(c, c in held) for c in scored if c.candidate.held_out_by]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -61,3 +62,25 @@ def test_arbitration_invariants(cands: list[ScoredCandidate], max_actions: int) 
     # Nothing left out that could have been taken: a free channel and a free slot mean it was chosen.
     if len(chosen) < max_actions:
         assert {c.action.channel for c in cands} == set(taken)
+
+
+def _candidate(action_id: str, channel: Channel, score: float, **fields: object) -> ScoredCandidate:
+    action = Action(
+        action_id, "f1", channel, ActionClass.TRIGGERED, frozenset({"t"}), CompiledRule("true", None),
+        timedelta(0), 1.0, 0.1, 0.0, {},
+    )  # fmt: skip
+    candidate = Candidate.of(action, Journey(active=True))
+    return ScoredCandidate(replace(candidate, **fields), score, NOW)  # type: ignore[arg-type]
+
+
+def test_an_action_an_experiment_moves_holds_every_arms_channel() -> None:
+    """The winner's other arm sends it by SMS, so no other action takes SMS in this decision, whichever
+    arm the unit is in: what else the unit gets must not depend on its arm either."""
+    moved = _candidate(
+        "reminder", Channel.EMAIL, 9.0, variants=((Channel.EMAIL, timedelta(0)), (Channel.SMS, timedelta(0)))
+    )
+    chosen, rejected = arbitrate([moved, _candidate("nudge", Channel.SMS, 5.0)], FLOWS, max_actions=3)
+    assert [c.action.id for c in chosen] == ["reminder"]
+    (lost,) = rejected
+    assert (lost.action_id, lost.reason) == ("nudge", ReasonCode.LOWER_PRIORITY)
+    assert lost.channel is Channel.SMS and "sms already taken by reminder" in lost.detail

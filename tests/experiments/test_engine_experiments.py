@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextbest.catalog import bundled_catalog_path, parse_catalog
+from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -28,6 +28,7 @@ from nextbest.domain import (
 )
 from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
+from nextbest.scoring import features as feats
 from nextbest.scoring.registry import ModelSet
 from nextbest.state import Suppression
 from nextbest.store import Database, Store, upgrade
@@ -155,39 +156,101 @@ def test_an_arm_overrides_the_action_parameters(engine: DecisionEngine) -> None:
     }
 
 
-def test_an_arm_that_moves_the_channel_goes_through_that_channels_gates(tmp_path: Path) -> None:
+def _channel_test(arms: list[dict[str, object]]) -> Catalog:
+    """The bundled catalog with one experiment: the cart reminder e-mail, sent by SMS 30 min later in
+    arm ``sms``, as declared in arm ``email``. The reminder must go out within 2 h (SMS quiet hours can
+    then refuse it rather than defer it)."""
     data = yaml.safe_load(bundled_catalog_path().read_text())
-    data["experiments"] = [
-        {
-            "id": "to_sms",
-            "scope": {"actions": ["cart_reminder_email"]},
-            "arms": [
-                {"id": "sms", "weight": 1.0 - 1e-9, "channel": "sms", "delay": "30m"},
-                {"id": "email", "weight": 1e-9},
-            ],
-        }
-    ]
-    db = Database(f"sqlite:///{tmp_path}/c.db")
-    upgrade(db)
-    store = Store(db)
-    engine = DecisionEngine(parse_catalog(yaml.safe_dump(data)), store)
-    user = "channel-mover"
-    engine.record_events([Event("e1", user, EventType.SUBSCRIBED, T0, channel=Channel.EMAIL)])
-    request = DecisionRequest("r1", user, "cart_abandoned", T0, RequestContext(cart_value=80.0), explain=True)
-    decision = engine.decide(request)
-    moved = {r.action_id: r for r in decision.rejected}["cart_reminder_email"]
-    assert moved.reason is ReasonCode.NO_CONSENT and moved.channel is Channel.SMS
-    assert moved.detail.startswith("arm moved it to sms: no sms consent")
-    engine.record_events(
-        [Event("e2", user, EventType.CONSENT_CHANGED, T0, channel=Channel.SMS, consent_granted=True)]
-    )
-    decision = engine.decide(
-        DecisionRequest("r2", user, "cart_abandoned", T0, RequestContext(cart_value=80.0))
-    )
-    (action,) = decision.actions
-    assert (action.action_id, action.channel) == ("cart_reminder_email", Channel.SMS)
-    assert action.send_at == T0 + timedelta(minutes=30)
-    store.close()
+    (reminder,) = [a for a in data["actions"] if a["id"] == "cart_reminder_email"]
+    reminder["send_window"] = "2h"
+    data["experiments"] = [{"id": "to_sms", "scope": {"actions": ["cart_reminder_email"]}, "arms": arms}]
+    return parse_catalog(yaml.safe_dump(data))
+
+
+SMS_ARM = {"id": "sms", "channel": "sms", "delay": "30m"}
+
+
+def test_a_channel_experiment_takes_in_only_units_every_arms_channel_reaches(tmp_path: Path) -> None:
+    """Without SMS consent the unit could not get the SMS arm, so it is not in the experiment at all (in
+    either arm) and gets the reminder as declared; with it, the SMS arm sends by SMS."""
+    catalog = _channel_test([{**SMS_ARM, "weight": 1.0 - 1e-9}, {"id": "email", "weight": 1e-9}])
+    engines = sqlite_engine(tmp_path / "c.db", catalog)
+    engine = next(engines)
+    request = RequestContext(cart_value=80.0)
+    record(engine, "email-only", [("subscribe", Channel.EMAIL)])
+    decision = engine.decide(DecisionRequest("r1", "email-only", "cart_abandoned", T0, request, explain=True))
+    sent = {a.action_id: a for a in decision.actions}["cart_reminder_email"]
+    assert sent.channel is Channel.EMAIL
+    assert "to_sms" not in {e.experiment_id for e in decision.exposures}
+    record(engine, "both", [("subscribe", Channel.EMAIL), ("consent_sms", Channel.SMS)])
+    decision = engine.decide(DecisionRequest("r2", "both", "cart_abandoned", T0, request))
+    sent = {a.action_id: a for a in decision.actions}["cart_reminder_email"]
+    assert (sent.channel, sent.send_at) == (Channel.SMS, T0 + timedelta(minutes=30))
+    assert {e.experiment_id: e.arm_id for e in decision.exposures}["to_sms"] == "sms"
+    engines.close()
+
+
+class _PrefersEmail:
+    """A propensity model by channel alone: e-mail 0.9, push 0.3, anything else 0.1 (the channel column
+    holds the channel's index in ``Channel``)."""
+
+    codes: dict[str, float] = {}
+
+    def predict(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        channel = x[:, feats.LOGGED.index("channel")]
+        by_channel = {list(Channel).index(Channel.EMAIL): 0.9, list(Channel).index(Channel.PUSH): 0.3}
+        return np.array([by_channel.get(int(c), 0.1) for c in channel])
+
+
+class _EmailRegistry:
+    current = ModelSet(propensity=_PrefersEmail())  # type: ignore[arg-type]
+
+
+HISTORIES = [
+    [("subscribe", Channel.EMAIL)],
+    [("subscribe", Channel.EMAIL), ("consent_sms", Channel.SMS)],
+    [("subscribe", Channel.EMAIL), ("consent_sms", Channel.SMS), ("subscribe", Channel.PUSH)],
+    [("subscribe", Channel.PUSH), ("consent_sms", Channel.SMS)],
+    [("subscribe", Channel.EMAIL), ("subscribe", Channel.PUSH), ("consent_sms", Channel.SMS)],
+]
+
+
+@pytest.mark.parametrize("hour", [3, 12, 22], ids=lambda h: f"{h:02d}h")
+@pytest.mark.parametrize("history", HISTORIES, ids=lambda h: "+".join(f"{k}:{c}" for k, c in h))
+def test_whether_a_unit_gets_the_action_does_not_depend_on_its_arm(
+    tmp_path: Path, history: list[tuple[str, Channel]], hour: int
+) -> None:
+    """The same unit, once in each arm of an e-mail-or-SMS test (the two catalogs differ only in the
+    weights), with a model that scores SMS far below e-mail, SMS quiet hours at night and a push reminder
+    competing for the one action: whether it enters the experiment and which action it gets are the
+    same in both arms; only the channel and send time the arm sets differ."""
+    outcomes = {}
+    for arm, weights in (("sms", (1.0 - 1e-9, 1e-9)), ("email", (1e-9, 1.0 - 1e-9))):
+        catalog = _channel_test([{**SMS_ARM, "weight": weights[0]}, {"id": "email", "weight": weights[1]}])
+        db = Database(f"sqlite:///{tmp_path}/{arm}.db")
+        upgrade(db)
+        store = Store(db)
+        engine = DecisionEngine(catalog, store, models=_EmailRegistry())  # type: ignore[arg-type]
+        record(engine, "unit", history)
+        at = T0.replace(hour=hour)
+        decision = engine.decide(
+            DecisionRequest(
+                "r",
+                "unit",
+                "cart_abandoned",
+                at,
+                RequestContext(cart_value=80.0, time_zone="UTC"),
+                explain=True,
+            )
+        )
+        store.close()
+        entered = {e.arm_id for e in decision.exposures if e.experiment_id == "to_sms"}
+        assert entered <= {arm}
+        outcomes[arm] = (bool(entered), [a.action_id for a in decision.actions])
+        if entered and arm == "sms" and "cart_reminder_email" in outcomes[arm][1]:
+            (sent,) = [a for a in decision.actions if a.action_id == "cart_reminder_email"]
+            assert sent.channel is Channel.SMS and sent.send_at >= at + timedelta(minutes=30)
+    assert outcomes["sms"] == outcomes["email"]
 
 
 class _Codes:

@@ -68,14 +68,19 @@ def arbitrate(
     taken: dict[Channel, ScoredCandidate] = {}
     for candidate in sorted(candidates, key=lambda c: rank_key(c, flows)):
         action, channel = candidate.action, candidate.channel
-        if channel in taken:
-            winner = taken[channel]
+        # An action an experiment moves between channels needs every arm's channel free: which arm the
+        # unit is in must not decide whether it gets the action.
+        channels = [channel, *(ch for ch, _ in candidate.candidate.variants if ch is not channel)]
+        busy = next((ch for ch in channels if ch in taken), None)
+        if busy is not None:
+            winner = taken[busy]
+            arm = "" if busy is channel else f" (another arm of its experiment sends it on {busy})"
             rejected.append(
                 rejection(
                     action,
                     ReasonCode.LOWER_PRIORITY,
-                    f"{channel} already taken by {winner.action.id} "
-                    f"({winner.action.action_class}, score {winner.score:.4g})",
+                    f"{busy} already taken by {winner.action.id} "
+                    f"({winner.action.action_class}, score {winner.score:.4g}){arm}",
                     channel,
                 )
             )
@@ -93,10 +98,40 @@ def arbitrate(
             if isinstance(checked, Rejection):
                 rejected.append(checked)
                 continue
+            refused = _refused_in_another_arm(candidate, contact, chosen, flows)
+            if refused is not None:
+                rejected.append(refused)
+                continue
             winner = checked
-        taken[channel] = winner
+        for ch in channels:
+            taken[ch] = winner
         chosen.append(winner)
     return chosen, rejected
+
+
+def _refused_in_another_arm(
+    candidate: ScoredCandidate, contact: ContactLog, chosen: list[ScoredCandidate], flows: Mapping[str, Flow]
+) -> Rejection | None:
+    """The send-time policy's refusal of the candidate as another arm of its experiment would send it
+    (another channel or delay), if any arm's version is refused."""
+    own = candidate.candidate
+    for channel, delay in own.variants:
+        if (channel, delay) == (own.channel, own.delay):
+            continue
+        other = replace(
+            candidate,
+            candidate=replace(own, channel=channel, delay=delay, variants=()),
+            send_at=candidate.send_at - own.delay + delay,
+        )
+        checked = _send_time_policy(other, contact, chosen, flows)
+        if isinstance(checked, Rejection):
+            return rejection(
+                candidate.action,
+                checked.reason,
+                f"as another arm of its experiment sends it ({channel}, after {delay}): {checked.detail}",
+                own.channel,
+            )
+    return None
 
 
 def _send_time_policy(

@@ -23,7 +23,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """An eligible action as it would be sent: an experiment arm may change its channel, delay and
-    parameters, or hold it out (the unit gets nothing in the experiment's scope)."""
+    parameters, or hold it out (the unit gets nothing in the experiment's scope).
+
+    When an arm moved the channel or the delay, ``declared`` is the channel and delay the action had
+    before (scoring ranks on them) and ``variants`` the channel and delay of every arm of the experiments
+    that move it (arbitration admits the candidate only if every arm's version passes the contact
+    policy): whether a unit gets the action must not depend on its arm."""
 
     action: Action
     journey: Journey
@@ -32,6 +37,8 @@ class Candidate:
     delay: timedelta
     assignments: tuple[Assignment, ...] = ()
     held_out_by: Assignment | None = None
+    declared: tuple[Channel, timedelta] | None = None
+    variants: tuple[tuple[Channel, timedelta], ...] = ()
 
     @classmethod
     def of(cls, action: Action, journey: Journey, delay: timedelta | None = None) -> Candidate:

@@ -1,20 +1,25 @@
 """The experiments stage: assign the unit in every active experiment covering an eligible candidate and
 apply the arm (parameters, delay, channel, or hold-out).
 
-It runs after the hard gates, so only units that could have been treated are assigned. An arm that moves
-an action to another channel sends it back through that channel's gates.
+It runs after the hard gates, so only units that could have been treated are assigned. Whether a unit
+enters an experiment must not depend on the arm it falls in, or the arms would compare different units:
+an experiment whose arms move the action to other channels takes in only the units that every arm's
+channel can reach (consent, suppression); the others get the action as declared and are not assigned.
+The candidate keeps what it was declared with (scoring ranks on it) and every arm's channel and delay
+(arbitration checks the contact policy for each), so that what happens after assignment is the same
+for every arm too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nextbest.catalog import Catalog
-from nextbest.domain import Rejection
-from nextbest.eligibility import Candidate, check_gates, rejection
-from nextbest.experiments.model import Assignment, Experiment, assign
+from nextbest.domain import Channel
+from nextbest.eligibility import Candidate, check_gates
+from nextbest.experiments.model import Arm, Assignment, Experiment, assign
 from nextbest.state import CustomerState
 
 __all__ = ["apply_experiments"]
@@ -26,10 +31,11 @@ def apply_experiments(
     state: CustomerState,
     trigger: str,
     now: datetime,
-) -> tuple[list[Candidate], list[Rejection]]:
+) -> list[Candidate]:
+    """The candidates with the arms of the experiments they are in applied."""
     active = [e for e in catalog.experiments if e.active(now)]
     if not active:
-        return list(candidates), []
+        return list(candidates)
     assignments: dict[str, Assignment] = {}
 
     def assignment(experiment: Experiment) -> Assignment:
@@ -38,47 +44,66 @@ def apply_experiments(
         return assignments[experiment.id]
 
     treated: list[Candidate] = []
-    rejected: list[Rejection] = []
     for candidate in candidates:
         action = candidate.action
         mine = [
-            a
+            (e, a)
             for e in active
-            if e.covers(action.id, action.flow, action.action_class) and (a := assignment(e)).arm is not None
+            if e.covers(action.id, action.flow, action.action_class)
+            and (a := assignment(e)).arm is not None
+            and _reaches_every_arm(e, candidate, catalog, state, trigger)
         ]
         if not mine:
             treated.append(candidate)
             continue
-        held_out_by = next((a for a in mine if a.held_out), None)
         channel, parameters, delay = candidate.channel, dict(candidate.parameters), candidate.delay
-        for a in mine:
+        variants: list[tuple[Channel, timedelta]] = []
+        for experiment, a in mine:
             arm = a.arm
-            if arm is None:
-                continue
+            assert arm is not None  # filtered above
             channel = arm.channel or channel
             parameters.update(arm.parameters or {})
             delay = arm.delay if arm.delay is not None else delay
-        if channel is not action.channel:
-            flow = catalog.flows[action.flow]
-            failure = check_gates(
-                replace(action, channel=channel),
-                catalog.channels[channel],
-                state,
-                candidate.journey,
-                entry_trigger=trigger in flow.entry_triggers,
-            )
-            if failure is not None:
-                moved = f"arm moved it to {channel}: {failure.detail}"
-                rejected.append(rejection(action, failure.reason, moved, channel))
-                continue
+            if _moves(experiment):
+                variants += [_variant(other, candidate) for other in experiment.arms]
+        moved = (channel, delay) != (candidate.channel, candidate.delay)
         treated.append(
             replace(
                 candidate,
                 channel=channel,
                 parameters=parameters,
                 delay=delay,
-                assignments=tuple(mine),
-                held_out_by=held_out_by,
+                assignments=tuple(a for _, a in mine),
+                held_out_by=next((a for _, a in mine if a.held_out), None),
+                declared=(candidate.channel, candidate.delay) if moved else None,
+                variants=tuple(dict.fromkeys(variants)),
             )
         )
-    return treated, rejected
+    return treated
+
+
+def _moves(experiment: Experiment) -> bool:
+    return any(arm.channel is not None or arm.delay is not None for arm in experiment.arms)
+
+
+def _variant(arm: Arm, candidate: Candidate) -> tuple[Channel, timedelta]:
+    """The channel and delay ``arm`` sends the candidate with (a holdout arm's counterfactual: declared)."""
+    return arm.channel or candidate.channel, arm.delay if arm.delay is not None else candidate.delay
+
+
+def _reaches_every_arm(
+    experiment: Experiment, candidate: Candidate, catalog: Catalog, state: CustomerState, trigger: str
+) -> bool:
+    """Whether every channel the experiment's arms send the action on passes its gates for this unit
+    (the declared channel already has)."""
+    action = candidate.action
+    channels = {arm.channel for arm in experiment.arms if arm.channel not in (None, candidate.channel)}
+    if not channels:
+        return True
+    entry = trigger in catalog.flows[action.flow].entry_triggers
+    return all(
+        check_gates(replace(action, channel=ch), catalog.channels[ch], state, candidate.journey, entry)
+        is None
+        for ch in channels
+        if ch is not None  # narrowed above; for mypy
+    )

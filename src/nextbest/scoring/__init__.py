@@ -12,7 +12,8 @@ and an action whose expected incremental value is not positive is rejected (``NO
 an action of the flow the uplift model did not see randomized, P(convert | treated) is its propensity
 score.
 Actions that optimize their send time carry the customer's engagement profile for arbitration to pick
-the hour. The features each candidate was scored with travel with it to the exposure log.
+the hour. The features of each candidate as it is sent travel with it to the exposure log; an
+experiment arm that moved its channel or delay does not change its score (it is ranked as declared).
 """
 
 from __future__ import annotations
@@ -67,11 +68,18 @@ def score_candidates(
     """Scores every candidate; returns them, and the ones rejected for no expected lift."""
     if not candidates:
         return [], []
+    customer = feats.customer_row(snapshot, request, now, zone)
     logged = feats.logged_matrix(
-        feats.customer_row(snapshot, request, now, zone),
-        [feats.action_columns(c.action, c.channel, c.delay) for c in candidates],
+        customer, [feats.action_columns(c.action, c.channel, c.delay) for c in candidates]
     )
     blobs = feats.encode_rows(logged)
+    # Ranked as declared: an arm that moves the channel or the delay must not change whether the action
+    # wins, or the arms would compare different units. The log keeps what is sent.
+    if any(c.declared is not None for c in candidates):
+        logged = feats.logged_matrix(
+            customer,
+            [feats.action_columns(c.action, *(c.declared or (c.channel, c.delay))) for c in candidates],
+        )
     ids = [c.action.id for c in candidates]
     cart = request.context.cart_value
     values = np.array([c.action.value_for(cart) for c in candidates])
