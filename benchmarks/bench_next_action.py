@@ -136,18 +136,21 @@ def _processes_suffix(processes: int) -> str:
     return f"-{processes}p" if processes > 1 else ""
 
 
-def memory_server_spec(catalog: Path, database_url: str) -> ServerSpec:
-    """The real server with its store in memory (benchmarks/memory_server.py): the pipeline's ceiling."""
+def memory_server_spec(catalog: Path, database_url: str, aio: bool = False) -> ServerSpec:
+    """The real server with its store in memory (benchmarks/memory_server.py): the pipeline's ceiling;
+    with ``aio``, the same engine inline on a grpc.aio event loop."""
 
     def argv(port: int) -> list[str]:
-        return [
+        cmd = [
             sys.executable, str(MEMORY_SERVER), "--host", HOST, "--port", str(port),
             "--catalog", str(catalog), "--database-url", database_url,
         ]  # fmt: skip
+        return [*cmd, "--aio"] if aio else cmd
 
+    kind = "the same engine inline on grpc.aio" if aio else "nextbest's server"
     return ServerSpec(
-        name=MEMORY_SERVER_NAME,
-        description=f"nextbest's server, store in memory: no database reads or writes ({catalog.name})",
+        name=MEMORY_SERVER_NAME + ("-aio" if aio else ""),
+        description=f"{kind}, store in memory: no database reads or writes ({catalog.name})",
         argv=argv,
     )
 
@@ -430,7 +433,7 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
     ceiling = by_name.get(MEMORY_SERVER_NAME)
     ceiling_max = ceiling.max_decisions_per_s() if ceiling and ceiling.status == "ok" else None
     for result in results:
-        if result.name.startswith("empty") or result.name == MEMORY_SERVER_NAME or result.status != "ok":
+        if result.name.startswith(("empty", MEMORY_SERVER_NAME)) or result.status != "ok":
             continue
         verdicts[result.name] = _verdict(result, floor)
         # The empty server run with as many processes, when it ran: the floor for that layout.
@@ -557,14 +560,15 @@ def _progress(message: str) -> None:
 
 # --- main -------------------------------------------------------------------------------------------------
 
-SERVER_CHOICES = ("empty", "empty-aio", "memory", "real")
+SERVER_CHOICES = ("empty", "empty-aio", "memory", "memory-aio", "real")
+DEFAULT_SERVERS = ("empty", "empty-aio", "memory", "real")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~30 s smoke run with short phases")
     parser.add_argument(
-        "--servers", default=",".join(SERVER_CHOICES), help=f"comma-separated subset of {SERVER_CHOICES}"
+        "--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated subset of {SERVER_CHOICES}"
     )
     parser.add_argument("--postgres", metavar="URL", help="also run the real server on PostgreSQL")
     parser.add_argument("--catalog", type=Path, default=BENCH_DIR / "catalog_20.yaml")
@@ -628,6 +632,9 @@ def run_all(
             specs.append(empty_server_spec(args.empty_workers, aio=True))
         if "memory" in selected and processes == 1:
             specs.append(memory_server_spec(catalog, f"sqlite:///{workdir / 'bench-memory.db'}"))
+        if "memory-aio" in selected and processes == 1:
+            url = f"sqlite:///{workdir / 'bench-memory-aio.db'}"
+            specs.append(memory_server_spec(catalog, url, aio=True))
         if "real" in selected:
             sqlite_url = f"sqlite:///{workdir / f'bench-{processes}.db'}"
             specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url, processes))

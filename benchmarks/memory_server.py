@@ -11,13 +11,19 @@ hand-offs they cause).
 It is a slight underestimate of the pipeline's work: customers' histories do not grow with the
 decisions made for them, so caps and preemption scan shorter histories than in the real server.
 
+With ``--aio`` the same engine answers on a ``grpc.aio`` server instead, inline on its event loop (one
+thread runs every call's Python; no interceptors, health only): what a single-threaded server would
+cost with the same pipeline. It is a measurement, not a server nextbest ships: a real one would have to
+await its commits without blocking the loop.
+
     python benchmarks/memory_server.py --port 50153 --catalog benchmarks/catalog_20.yaml \
-        --database-url sqlite:////tmp/bench-memory.db
+        --database-url sqlite:////tmp/bench-memory.db [--aio]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import threading
@@ -26,11 +32,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.catalog import load_catalog
 from nextbest.domain import Decision
-from nextbest.server import NextbestServer
+from nextbest.engine import DecisionEngine
+from nextbest.scoring.registry import ModelRegistry
+from nextbest.server import NextbestServer, convert
 from nextbest.settings import Settings
 from nextbest.state import CustomerSnapshot
-from nextbest.store import Store
+from nextbest.store import Database, Store, upgrade
 from nextbest.store.repository import SavedDecision
 
 
@@ -56,21 +70,57 @@ class MemoryStore:
         return getattr(self._store, name)
 
 
+class InlineDecisionService(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
+    """NextAction run inline on the event loop (the store never blocks: it is in memory)."""
+
+    def __init__(self, engine: DecisionEngine) -> None:
+        self._engine = engine
+
+    async def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
+        return convert.decision_to_proto(self._engine.decide(convert.request_from_proto(request)))
+
+
+async def serve_aio(args: argparse.Namespace, engine: DecisionEngine) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_DecisionServiceServicer_to_server(InlineDecisionService(engine), server)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"{args.host}:{args.port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=1)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--catalog", type=Path, required=True)
     parser.add_argument("--database-url", required=True, help="where customers are read from, once each")
+    parser.add_argument("--aio", action="store_true", help="answer inline on a grpc.aio event loop")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = NextbestServer(
-        Settings(host=args.host, port=args.port, catalog=args.catalog, database_url=args.database_url)
-    )
+    settings = Settings(host=args.host, port=args.port, catalog=args.catalog, database_url=args.database_url)
+    if args.aio:  # the engine as `nextbest serve` builds it, on another server
+        db = Database(settings.database_url)
+        upgrade(db)
+        store = Store(db)
+        engine = DecisionEngine(
+            load_catalog(settings.catalog), MemoryStore(store), models=ModelRegistry(settings.models_dir)
+        )
+        asyncio.run(serve_aio(args, engine))
+        store.close()
+        return 0
+    server = NextbestServer(settings)
     server.engine.store = MemoryStore(server.store)  # type: ignore[assignment]
     server.start()
     stop = threading.Event()
