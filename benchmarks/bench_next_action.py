@@ -32,9 +32,8 @@ from typing import Any
 
 import grpc
 from google import protobuf
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nextbest.server.process import free_port
+from nextbest.server.process import free_port, stop_process, wait_serving
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -188,31 +187,6 @@ def real_server_spec(
     )
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_until_serving(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    """Polls grpc.health.v1 Check("") until SERVING; fails fast if the process exits."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(f"server exited with code {proc.returncode}:\n{_log_tail(log_path)}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise BenchError(f"server not SERVING after {timeout:.0f} s:\n{_log_tail(log_path)}")
-
-
 def _pin(cpus: set[int] | None) -> Callable[[], None] | None:
     if not cpus:
         return None
@@ -244,22 +218,12 @@ def running_server(
             preexec_fn=_pin(cpus),  # noqa: PLW1509 - the driver is single-threaded
         )
     try:
-        wait_until_serving(port, proc, log_path, startup_timeout)
+        wait_serving(f"{HOST}:{port}", proc, log_path, startup_timeout)
         result.startup_s = round(time.monotonic() - started, 2)
         yield RunningServer(pid=proc.pid, port=port)
         result.peak_rss_mb = peak_rss_mb(proc.pid)
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=10)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -358,7 +322,7 @@ def bench_server(
         with running_server(spec, workdir, startup_timeout, server_cpus, result) as server:
             run_phases(server, plan, options, result)
         result.status = "ok"
-    except (BenchError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError) as exc:  # BenchError, or a server that never served
         result.status, result.error = "failed", str(exc)
         _progress(f"[{spec.name}] FAILED: {exc}")
     return result

@@ -84,7 +84,8 @@ async def serve_aio(args: argparse.Namespace, engine: DecisionEngine) -> None:
     server = grpc.aio.server()
     pb_grpc.add_DecisionServiceServicer_to_server(InlineDecisionService(engine), server)
     health_servicer = health.aio.HealthServicer()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    for name in ("", pb.DESCRIPTOR.services_by_name["DecisionService"].full_name):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()

@@ -18,7 +18,7 @@ from typing import Any
 
 from nextbest.client import NextbestClient
 
-__all__ = ["free_port", "server_process", "supervise"]
+__all__ = ["free_port", "server_process", "stop_process", "supervise", "wait_serving"]
 
 HOST = "127.0.0.1"
 logger = logging.getLogger(__name__)
@@ -51,25 +51,34 @@ def server_process(args: Sequence[str], log_path: Path, timeout: float = 60.0) -
         )
     address = f"{HOST}:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        with NextbestClient(address, max_attempts=1) as client:
-            while not client.is_serving(timeout=1.0):
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"nextbest serve exited with code {proc.returncode}:\n{_tail(log_path)}"
-                    )
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"nextbest serve not SERVING after {timeout:.0f}s:\n{_tail(log_path)}")
-                time.sleep(0.1)
+        wait_serving(address, proc, log_path, timeout)
         yield address
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc)
+
+
+def wait_serving(address: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    """Polls the grpc.health.v1 status of the server ``proc`` runs at ``address`` until it is SERVING;
+    raises RuntimeError with the last lines of its log if the process exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    with NextbestClient(address, max_attempts=1) as client:
+        while not client.is_serving(timeout=1.0):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not SERVING after {timeout:.0f}s:\n{_tail(log_path)}")
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM (a server stops gracefully on it), then SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def supervise(target: Callable[..., None], args_per_process: Sequence[tuple[Any, ...]]) -> int:
