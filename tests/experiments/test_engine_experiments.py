@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +27,13 @@ from nextbest.domain import (
     ReasonCode,
     RequestContext,
 )
+from nextbest.eligibility import Candidate
 from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
+from nextbest.experiments.stage import apply_experiments
 from nextbest.scoring import features as feats
 from nextbest.scoring.registry import ModelSet
-from nextbest.state import Suppression
+from nextbest.state import ChannelState, CustomerState, Journey, Suppression
 from nextbest.store import Database, Store, upgrade
 from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
 
@@ -303,3 +306,38 @@ def test_the_arms_of_a_discount_test_face_the_same_decision_to_send(tmp_path: Pa
     store.close()
     assert sent["ten"][0] == "10" and sent["sixty"][0] == "60"
     assert sent["ten"][1] == pytest.approx(sent["sixty"][1])  # 0.5 x 80 x 0.9 - 0.4 x 80 - cost
+
+
+def test_experiments_that_move_the_same_action_vary_it_together() -> None:
+    """One experiment moves the reminder to SMS, another delays it by 2 h: arbitration must check every
+    combination a unit could get, whichever arms this one is in."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    scope = {"actions": ["cart_reminder_email"]}
+    data["experiments"] = [
+        {
+            "id": "to_sms",
+            "scope": scope,
+            "arms": [{"id": "email", "weight": 0.5}, {**SMS_ARM, "weight": 0.5}],
+        },
+        {
+            "id": "later",
+            "scope": scope,
+            "arms": [{"id": "now", "weight": 0.5}, {"id": "two_hours", "weight": 0.5, "delay": "2h"}],
+        },
+    ]
+    catalog = parse_catalog(yaml.safe_dump(data))
+    consent = ChannelState(consent=True, consent_at=T0 - timedelta(days=30))
+    state = CustomerState("u1", channels=MappingProxyType({Channel.EMAIL: consent, Channel.SMS: consent}))
+    (reminder,) = [a for a in catalog.actions if a.id == "cart_reminder_email"]
+    (candidate,) = apply_experiments(
+        [Candidate.of(reminder, Journey(active=False))], catalog, state, "cart_abandoned", T0
+    )
+    assert {a.experiment_id for a in candidate.assignments} == {"to_sms", "later"}
+    declared, half_hour, two_hours = reminder.delay, timedelta(minutes=30), timedelta(hours=2)
+    assert set(candidate.variants) == {
+        (Channel.EMAIL, declared),  # email, now
+        (Channel.EMAIL, two_hours),  # email, two_hours
+        (Channel.SMS, half_hour),  # sms (30 min later), now
+        (Channel.SMS, two_hours),  # sms, two_hours
+    }
+    assert (candidate.channel, candidate.delay) in candidate.variants

@@ -57,7 +57,9 @@ def apply_experiments(
             treated.append(candidate)
             continue
         channel, parameters, delay = candidate.channel, dict(candidate.parameters), candidate.delay
-        variants: list[tuple[Channel, timedelta]] = []
+        # Every (channel, delay) the unit could have been sent with, over every arm of each experiment
+        # that moves the action, composed in the same order as the unit's own arms.
+        variants = {(channel, delay)}
         for experiment, a in mine:
             arm = a.arm
             assert arm is not None  # filtered above
@@ -65,7 +67,7 @@ def apply_experiments(
             parameters.update(arm.parameters or {})
             delay = arm.delay if arm.delay is not None else delay
             if _moves(experiment):
-                variants += [_variant(other, candidate) for other in experiment.arms]
+                variants = {_variant(other, c, d) for c, d in variants for other in experiment.arms}
         moved = (channel, delay) != (candidate.channel, candidate.delay)
         treated.append(
             replace(
@@ -76,7 +78,7 @@ def apply_experiments(
                 assignments=tuple(a for _, a in mine),
                 held_out_by=next((a for _, a in mine if a.held_out), None),
                 declared=(candidate.channel, candidate.delay) if moved else None,
-                variants=tuple(dict.fromkeys(variants)),
+                variants=tuple(sorted(variants)) if len(variants) > 1 else (),
             )
         )
     return treated
@@ -86,9 +88,9 @@ def _moves(experiment: Experiment) -> bool:
     return any(arm.channel is not None or arm.delay is not None for arm in experiment.arms)
 
 
-def _variant(arm: Arm, candidate: Candidate) -> tuple[Channel, timedelta]:
-    """The channel and delay ``arm`` sends the candidate with (a holdout arm's counterfactual: declared)."""
-    return arm.channel or candidate.channel, arm.delay if arm.delay is not None else candidate.delay
+def _variant(arm: Arm, channel: Channel, delay: timedelta) -> tuple[Channel, timedelta]:
+    """The channel and delay ``arm`` turns ``channel`` and ``delay`` into (a holdout arm leaves them)."""
+    return arm.channel or channel, arm.delay if arm.delay is not None else delay
 
 
 def _reaches_every_arm(
