@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nextbest.cli import main
 
@@ -122,3 +123,24 @@ def test_assign_explains_the_arm(capsys: pytest.CaptureFixture[str]) -> None:
     assert "seed 'other', hash version 1" in capsys.readouterr().out
     assert main(["assign", "--experiment", "nope", "--unit", "u"]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+def test_assign_says_a_channel_experiment_needs_every_arms_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nextbest.catalog import bundled_catalog_path
+
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    data["experiments"] = [
+        {
+            "id": "to_sms",
+            "scope": {"actions": ["cart_reminder_email"]},
+            "arms": [{"id": "email", "weight": 0.5}, {"id": "sms", "weight": 0.5, "channel": "sms"}],
+        }
+    ]
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(data))
+    assert main(["assign", "--catalog", str(catalog), "--experiment", "to_sms", "--unit", "u1"]) == 0
+    assert "channels     arms send on sms: a unit is entered only when" in capsys.readouterr().out
+    assert main(["assign", "--experiment", "global_holdout", "--unit", "u1"]) == 0
+    assert "channels " not in capsys.readouterr().out

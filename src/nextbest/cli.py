@@ -292,6 +292,13 @@ def _assign(args: argparse.Namespace) -> int:
         f"scope        {' '.join(p for p in scope if p) or 'every non-transactional action'}; "
         "assigned only when an in-scope action passes consent, suppression and its rule"
     )
+    moved_to = sorted({str(a.channel) for a in experiment.arms if a.channel is not None})
+    if moved_to:
+        print(
+            f"channels     arms send on {', '.join(moved_to)}: a unit is entered only when each of these "
+            "channels passes consent and suppression too;\n             otherwise it gets the action as "
+            "declared, unassigned"
+        )
     return 0
 
 
