@@ -7,7 +7,7 @@ another process: a warm-up, a closed loop at a few concurrencies (maximum decisi
 a fixed arrival rate (latency at a realistic load). It prints a Markdown report and writes the raw JSON to
 benchmarks/results/latest.json.
 
-    python benchmarks/bench_next_action.py            # ~2 minutes
+    python benchmarks/bench_next_action.py            # ~3 minutes
     python benchmarks/bench_next_action.py --quick    # ~30 s smoke run
     python benchmarks/bench_next_action.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 """
