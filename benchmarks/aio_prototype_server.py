@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
+from empty_server import serve_aio_until_signalled
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
@@ -85,20 +82,8 @@ async def serve(args: argparse.Namespace) -> None:
     store = Store(db)
     engine = DecisionEngine(load_catalog(settings.catalog), store, models=ModelRegistry(settings.models_dir))
     engine.store = _CatchWrite(store)  # type: ignore[assignment]
-    server = grpc.aio.server()
-    pb_grpc.add_DecisionServiceServicer_to_server(PrototypeService(engine, store, args.writers), server)
-    health_servicer = health.aio.HealthServicer()
-    for name in ("", pb.DESCRIPTOR.services_by_name["DecisionService"].full_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"{args.host}:{args.port}")
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=1)
+    service = PrototypeService(engine, store, args.writers)
+    await serve_aio_until_signalled(service, args.host, args.port, "aio prototype server")
     store.close()
 
 

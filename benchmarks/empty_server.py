@@ -117,15 +117,22 @@ def serve_sync(host: str, port: int, workers: int, reuse_port: bool = False) -> 
 
 
 async def serve_aio(host: str, port: int) -> None:
+    await serve_aio_until_signalled(AsyncEmptyDecisionService(), host, port, "empty server (aio)")
+
+
+async def serve_aio_until_signalled(servicer: Any, host: str, port: int, label: str) -> None:
+    """Serves ``servicer`` as the DecisionService on a grpc.aio server, with grpc.health.v1 SERVING,
+    until SIGTERM or SIGINT. The benchmark's other aio servers (memory_server.py --aio,
+    aio_prototype_server.py) run through here too."""
     server = grpc.aio.server()
-    pb_grpc.add_DecisionServiceServicer_to_server(AsyncEmptyDecisionService(), server)
+    pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    logging.info("empty server (aio) listening on %s:%d", host, bound)
+    logging.info("%s listening on %s:%d", label, host, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,9 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
+from empty_server import serve_aio_until_signalled
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
@@ -80,23 +78,6 @@ class InlineDecisionService(pb_grpc.DecisionServiceServicer):  # type: ignore[mi
         return convert.decision_to_proto(self._engine.decide(convert.request_from_proto(request)))
 
 
-async def serve_aio(args: argparse.Namespace, engine: DecisionEngine) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_DecisionServiceServicer_to_server(InlineDecisionService(engine), server)
-    health_servicer = health.aio.HealthServicer()
-    for name in ("", pb.DESCRIPTOR.services_by_name["DecisionService"].full_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"{args.host}:{args.port}")
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=1)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -118,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = DecisionEngine(
             load_catalog(settings.catalog), MemoryStore(store), models=ModelRegistry(settings.models_dir)
         )
-        asyncio.run(serve_aio(args, engine))
+        server_label = "memory server (aio)"
+        asyncio.run(
+            serve_aio_until_signalled(InlineDecisionService(engine), args.host, args.port, server_label)
+        )
         store.close()
         return 0
     server = NextbestServer(settings)
