@@ -99,7 +99,9 @@ def _reaches_every_arm(
     """Whether every channel the experiment's arms send the action on passes its gates for this unit
     (the declared channel already has)."""
     action = candidate.action
-    channels = {arm.channel for arm in experiment.arms if arm.channel not in (None, candidate.channel)}
+    channels = {
+        a.channel for a in experiment.arms if a.channel is not None and a.channel is not candidate.channel
+    }
     if not channels:
         return True
     entry = trigger in catalog.flows[action.flow].entry_triggers
@@ -107,5 +109,4 @@ def _reaches_every_arm(
         check_gates(replace(action, channel=ch), catalog.channels[ch], state, candidate.journey, entry)
         is None
         for ch in channels
-        if ch is not None  # narrowed above; for mypy
     )
