@@ -1,8 +1,8 @@
 """What the contact policy costs per decision, with a realistic contact history.
 
-Runs ``DecisionEngine.decide`` in process on the bundled catalog against an in-memory store that returns
-a prepared customer (so the database is out of the measurement) and compares, in the same run and
-alternately:
+Runs ``DecisionEngine.decide`` in process on the bundled catalog against ``nextbest.store.FrozenStore``
+answering with a prepared customer and keeping no decision (so the database is out of the measurement and
+the history does not grow) and compares, in the same run and alternately:
 
 - ``policy``: the bundled catalog as shipped — caps, quiet hours, engagement suppression, cooldowns,
   re-entry windows, the cart flow in steps, the conflict check between journeys, preemption;
@@ -27,31 +27,17 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
 
 import yaml
 
 from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
-from nextbest.domain import ActionClass, Channel, Decision, DecisionRequest, RequestContext
-from nextbest.engine import DecisionEngine
+from nextbest.decision.engine import DecisionEngine
+from nextbest.domain import ActionClass, Channel, DecisionRequest, RequestContext
 from nextbest.state import ChannelState, CustomerSnapshot, CustomerState, PastExposure
-from nextbest.store.repository import SavedDecision
+from nextbest.store import FrozenStore
 
 NOW = datetime(2026, 11, 23, 15, tzinfo=UTC)
 TRIGGERS = ["scheduled", "cart_abandoned", "product_viewed", "order_placed"]
-
-
-class MemoryStore:
-    """Just enough of ``Store`` for ``decide``: one prepared customer, writes accepted and dropped."""
-
-    def __init__(self, snapshot: CustomerSnapshot) -> None:
-        self.snapshot = snapshot
-
-    def load_snapshot(self, user_id: str, now: datetime, products: Any = ()) -> CustomerSnapshot:
-        return self.snapshot
-
-    def save_decision(self, decision: Decision, fingerprint: str, decided_at: datetime) -> SavedDecision:
-        return SavedDecision(True, frozenset(c.exposure_id for c in decision.cancelled))
 
 
 def catalogs() -> tuple[Catalog, Catalog]:
@@ -95,6 +81,11 @@ def customer(catalog: Catalog, sends: int, rng: random.Random) -> CustomerSnapsh
     return CustomerSnapshot(state, tuple(history))
 
 
+def prepared(snapshot: CustomerSnapshot) -> FrozenStore:
+    """A store answering every read with ``snapshot``; decisions are accepted and dropped."""
+    return FrozenStore(lambda _user_id, _now, _products: snapshot)
+
+
 def run(engine: DecisionEngine, requests: list[DecisionRequest]) -> list[float]:
     out = []
     gc.disable()
@@ -128,7 +119,7 @@ def main() -> int:
     results: dict[tuple[str, int], list[float]] = {}
     for sends in (0, 200):
         engines = {
-            name: DecisionEngine(catalog, MemoryStore(customer(catalog, sends, random.Random(sends))))  # type: ignore[arg-type]
+            name: DecisionEngine(catalog, prepared(customer(catalog, sends, random.Random(sends))))
             for name, catalog in (("no policy", without), ("policy", with_policy))
         }
         for engine in engines.values():

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nextbest.catalog import Catalog
+from nextbest.decision.engine import MAX_ATTEMPTS, DecisionEngine
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -23,7 +24,6 @@ from nextbest.domain import (
     ReasonCode,
     RequestContext,
 )
-from nextbest.engine import MAX_ATTEMPTS, DecisionEngine
 from nextbest.errors import ConflictError
 from nextbest.store import Database, Store
 from tests.conftest import find_unit, uid

@@ -1,7 +1,20 @@
-"""SQLAlchemy tables, migrations, and the decision, exposure and event writers."""
+"""Persistence: the store contract, the SQL store (tables, migrations, the group commit) and the
+in-memory stores."""
 
+from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision
 from nextbest.store.database import Database, DatabaseUrlError
+from nextbest.store.memory import FrozenStore, MemoryStore
 from nextbest.store.migrate import upgrade
-from nextbest.store.repository import Store, StoredDecision
+from nextbest.store.sql import Store
 
-__all__ = ["Database", "DatabaseUrlError", "Store", "StoredDecision", "upgrade"]
+__all__ = [
+    "Database",
+    "DatabaseUrlError",
+    "DecisionStore",
+    "FrozenStore",
+    "MemoryStore",
+    "SavedDecision",
+    "Store",
+    "StoredDecision",
+    "upgrade",
+]

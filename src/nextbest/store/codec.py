@@ -1,127 +1,116 @@
-"""How domain objects are stored: JSON payloads for decisions and customer state columns."""
+"""How domain objects are stored: every row the SQL store writes, and every domain object it reads back,
+is mapped here (the JSON documents inside rows are ``nextbest.store.documents``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
-from nextbest.domain import (
-    ActionClass,
-    Cancellation,
-    Channel,
-    ChosenAction,
-    Decision,
-    EventType,
-    ExperimentExposure,
-    ReasonCode,
-    Rejection,
-    SendTimeSource,
+from nextbest.domain import ActionClass, Channel, Decision, Event, EventType, ReasonCode, Rejection
+from nextbest.experiments import Experiment
+from nextbest.state import CustomerState, PastExposure
+from nextbest.store.documents import (
+    action_from_json,
+    cancellation_from_json,
+    channels_from_json,
+    channels_to_json,
+    decision_payload,
+    engagement_hours_from_json,
+    engagement_hours_to_json,
+    exposure_from_json,
+    exposure_json,
+    last_events_from_json,
+    last_events_to_json,
 )
-from nextbest.state import ChannelState, CustomerState
 
 __all__ = [
-    "cancellation_from_json",
-    "cancellation_json",
-    "channels_to_json",
+    "PAST_EXPOSURE_COLUMNS",
+    "STATE_COLUMNS",
+    "VERSION_GUARD_COLUMNS",
+    "assignment_rows",
+    "cancellation_rows",
     "decision_from_row",
-    "decision_payload",
-    "engagement_hours_to_json",
-    "last_events_to_json",
+    "decision_row",
+    "empty_customer_row",
+    "event_row",
+    "experiment_row",
+    "exposure_rows",
+    "inventory_row",
+    "past_exposure",
     "state_from_row",
+    "state_row",
+    "version_guard_row",
 ]
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+# -- decisions ----------------------------------------------------------------------------------------
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def decision_payload(decision: Decision) -> dict[str, Any]:
+def decision_row(decision: Decision, fingerprint: str, decided_at: datetime) -> dict[str, Any]:
+    """The ``decisions`` row."""
     return {
-        "actions": [_action_json(a) for a in decision.actions],
-        # Rows, not objects: a decision rejects most candidates and this is encoded on every call. The
-        # enums are StrEnums, which JSON encodes as their values (``.value`` would cost more here).
-        "rejected": [
-            [r.action_id, r.flow, r.channel, r.action_class, r.reason, r.detail] for r in decision.rejected
-        ],
-        "exposures": [exposure_row(e) for e in decision.exposures],
-        **({"cancelled": [cancellation_json(c) for c in decision.cancelled]} if decision.cancelled else {}),
-        **({"models": dict(decision.models)} if decision.models else {}),
+        "decision_id": decision.decision_id,
+        "request_id": decision.request_id,
+        "user_id": decision.user_id,
+        "trigger": decision.trigger,
+        "occurred_at": decision.occurred_at,
+        "decided_at": decided_at,
+        "catalog_version": decision.catalog_version,
+        "fingerprint": fingerprint,
+        "payload": decision_payload(decision),
     }
 
 
-def cancellation_json(c: Cancellation) -> dict[str, Any]:
-    return {
-        "exposure_id": c.exposure_id,
-        "decision_id": c.decision_id,
-        "action_id": c.action_id,
-        "flow": c.flow,
-        "channel": str(c.channel),
-        "action_class": str(c.action_class),
-        "send_at": c.send_at.isoformat(),
-        "reason": c.reason,
+def exposure_rows(decision: Decision) -> list[dict[str, Any]]:
+    """An ``exposures`` row per chosen action (the id and the cancellation columns are set later)."""
+    return [
+        {
+            "decision_id": decision.decision_id,
+            "user_id": decision.user_id,
+            "action_id": a.action_id,
+            "flow": a.flow,
+            "channel": a.channel.value,
+            "action_class": a.action_class.value,
+            "trigger": decision.trigger,
+            "occurred_at": decision.occurred_at,
+            "send_at": a.send_at,
+            "score": a.score,
+            "catalog_version": decision.catalog_version,
+            "features": a.features or None,
+        }
+        for a in decision.actions
+    ]
+
+
+def assignment_rows(decision: Decision) -> list[dict[str, Any]]:
+    """An ``assignments`` row per experiment exposure (the id is generated)."""
+    common = {
+        "decision_id": decision.decision_id,
+        "user_id": decision.user_id,
+        "occurred_at": decision.occurred_at,
+        "catalog_version": decision.catalog_version,
     }
+    return [
+        {**exposure_json(e), **common, "send_at": e.action.send_at, "features": e.action.features or None}
+        for e in decision.exposures
+    ]
 
 
-def cancellation_from_json(c: Mapping[str, Any]) -> Cancellation:
-    return Cancellation(
-        c["decision_id"],
-        c["action_id"],
-        c["flow"],
-        Channel(c["channel"]),
-        ActionClass(c["action_class"]),
-        datetime.fromisoformat(c["send_at"]),
-        c["reason"],
-        c["exposure_id"],
-    )
-
-
-def _action_json(a: ChosenAction) -> dict[str, Any]:
-    return {
-        "action_id": a.action_id,
-        "flow": a.flow,
-        "channel": str(a.channel),
-        "action_class": str(a.action_class),
-        "send_at": a.send_at.isoformat(),
-        "parameters": dict(a.parameters),
-        "score": a.score,
-        **({"send_time": a.send_time.value} if a.send_time is not SendTimeSource.FIXED else {}),
-    }
-
-
-def _action_from_json(a: Mapping[str, Any]) -> ChosenAction:
-    return ChosenAction(
-        action_id=a["action_id"],
-        flow=a["flow"],
-        channel=Channel(a["channel"]),
-        action_class=ActionClass(a["action_class"]),
-        send_at=datetime.fromisoformat(a["send_at"]),
-        parameters=a["parameters"],
-        score=a["score"],
-        send_time=SendTimeSource(a.get("send_time", "fixed")),
-    )
-
-
-def exposure_row(e: ExperimentExposure) -> dict[str, Any]:
-    """An experiment exposure, flat, as stored (in the ``assignments`` table and the decision payload)."""
-    return {
-        "experiment_id": e.experiment_id,
-        "arm_id": e.arm_id,
-        "bucket": e.bucket,
-        "hash_version": e.hash_version,
-        "seed": e.seed,
-        "probability": e.probability,
-        "held_out": e.held_out,
-        **_action_json(e.action),
-    }
+def cancellation_rows(decision: Decision) -> list[dict[str, Any]]:
+    """The decision's preemptions, as the parameters of the statement cancelling one exposure."""
+    return [
+        {
+            "b_exposure_id": c.exposure_id,
+            "cancelled_at": decision.occurred_at,
+            "cancelled_by": decision.decision_id,
+            "cancel_reason": c.reason[:512],
+        }
+        for c in decision.cancelled
+    ]
 
 
 def decision_from_row(row: Mapping[Any, Any]) -> Decision:
+    """A stored decision, as replayed to a retried request."""
     payload = row["payload"]
     return Decision(
         decision_id=row["decision_id"],
@@ -130,64 +119,96 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
         trigger=row["trigger"],
         occurred_at=row["occurred_at"],
         catalog_version=row["catalog_version"],
-        actions=tuple(_action_from_json(a) for a in payload["actions"]),
+        actions=tuple(action_from_json(a) for a in payload["actions"]),
         rejected=tuple(
             Rejection(action_id, flow, Channel(channel), ActionClass(cls), ReasonCode(reason), detail)
             for action_id, flow, channel, cls, reason, detail in payload["rejected"]
         ),
         replayed=True,
-        exposures=tuple(
-            ExperimentExposure(
-                e["experiment_id"],
-                e["arm_id"],
-                e["bucket"],
-                e["hash_version"],
-                e["seed"],
-                e["probability"],
-                e["held_out"],
-                _action_from_json(e),
-            )
-            for e in payload.get("exposures", ())
-        ),
+        exposures=tuple(exposure_from_json(e) for e in payload.get("exposures", ())),
         cancelled=tuple(cancellation_from_json(c) for c in payload.get("cancelled", ())),
         models=payload.get("models", {}),
     )
 
 
-def channels_to_json(channels: Mapping[Channel, ChannelState]) -> dict[str, Any]:
+# The columns of a contact-history read, in the order :func:`past_exposure` takes them.
+PAST_EXPOSURE_COLUMNS = (
+    "decision_id",
+    "action_id",
+    "flow",
+    "channel",
+    "action_class",
+    "trigger",
+    "occurred_at",
+    "send_at",
+    "exposure_id",
+    "cancelled_at",
+)
+
+
+def past_exposure(values: Sequence[Any]) -> PastExposure:
+    """A history row (the ``PAST_EXPOSURE_COLUMNS`` of ``exposures``, in order) as a :class:`PastExposure`."""
+    decision_id, action_id, flow, channel, cls, trigger, at, send_at, exposure_id, cancelled_at = values
+    return PastExposure(
+        decision_id,
+        action_id,
+        flow,
+        Channel(channel),
+        ActionClass(cls),
+        trigger,
+        at,
+        send_at,
+        exposure_id,
+        cancelled_at is not None,
+    )
+
+
+# -- customers, events, inventory ---------------------------------------------------------------------
+
+# A customer row as it is created before anything is known (the key and ``updated_at`` aside).
+_EMPTY_CUSTOMER: dict[str, Any] = {
+    "channels": {},
+    "last_events": {},
+    "engagement_hours": {},
+    "orders_count": 0,
+    "refunds_count": 0,
+    "revenue_total": 0.0,
+}
+VERSION_GUARD_COLUMNS = ("user_id", "updated_at", *_EMPTY_CUSTOMER, "version")
+
+
+def empty_customer_row(user_id: str, updated_at: datetime) -> dict[str, Any]:
+    """The ``customers`` row of a customer nothing is known about yet."""
+    return {"user_id": user_id, "updated_at": updated_at, **_EMPTY_CUSTOMER}
+
+
+def version_guard_row(user_id: str, updated_at: datetime, version: int) -> dict[str, Any]:
+    """The customer at the version after ``version`` (the ``VERSION_GUARD_COLUMNS``): the row as it is
+    created if there is none (version 0)."""
+    return {"user_id": user_id, "updated_at": updated_at, **_EMPTY_CUSTOMER, "version": version + 1}
+
+
+def state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
+    """The ``customers`` columns an event batch rewrites (``STATE_COLUMNS``); ``b_user_id`` is the key."""
     return {
-        ch.value: {
-            "consent": s.consent,
-            "consent_at": _iso(s.consent_at),
-            "opted_in_at": _iso(s.opted_in_at),
-            "unsubscribed_at": _iso(s.unsubscribed_at),
-            "hard_bounced_at": _iso(s.hard_bounced_at),
-            "complained_at": _iso(s.complained_at),
-        }
-        for ch, s in channels.items()
+        "b_user_id": state.user_id,
+        "first_seen_at": state.first_seen_at,
+        "updated_at": now,
+        "orders_count": state.orders_count,
+        "refunds_count": state.refunds_count,
+        "revenue_total": state.revenue_total,
+        "last_order_at": state.last_order_at,
+        "last_engagement_at": state.last_engagement_at,
+        "channels": channels_to_json(state.channels),
+        "last_events": last_events_to_json(state.last_events),
+        "engagement_hours": engagement_hours_to_json(state.engagement_hours),
     }
 
 
-def last_events_to_json(last_events: Mapping[EventType, datetime]) -> dict[str, str]:
-    return {kind.value: at.isoformat() for kind, at in last_events.items()}
-
-
-def engagement_hours_to_json(hours: Mapping[int, int]) -> dict[str, int]:
-    return {str(k): v for k, v in sorted(hours.items())}
+STATE_COLUMNS = tuple(k for k in state_row(CustomerState(""), datetime.min) if k != "b_user_id")
 
 
 def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
-    channels = {
-        Channel(name): ChannelState(
-            consent=s["consent"],
-            consent_at=_time(s["consent_at"]),
-            opted_in_at=_time(s["opted_in_at"]),
-            unsubscribed_at=_time(s["unsubscribed_at"]),
-            hard_bounced_at=_time(s["hard_bounced_at"]),
-            complained_at=_time(s["complained_at"]),
-        )
-        for name, s in row["channels"].items()
-    }
     return CustomerState(
         user_id=row["user_id"],
         first_seen_at=row["first_seen_at"],
@@ -196,11 +217,56 @@ def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
         revenue_total=row["revenue_total"],
         last_order_at=row["last_order_at"],
         last_engagement_at=row["last_engagement_at"],
-        channels=MappingProxyType(channels),
-        last_events=MappingProxyType(
-            {EventType(k): datetime.fromisoformat(v) for k, v in row["last_events"].items()}
-        ),
-        engagement_hours=MappingProxyType(
-            {int(k): int(v) for k, v in (row.get("engagement_hours") or {}).items()}
-        ),
+        channels=channels_from_json(row["channels"]),
+        last_events=last_events_from_json(row["last_events"]),
+        engagement_hours=engagement_hours_from_json(row.get("engagement_hours")),
     )
+
+
+def event_row(event: Event, received_at: datetime) -> dict[str, Any]:
+    """The ``events`` row."""
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.value if event.type else "",
+        "occurred_at": event.occurred_at,
+        "received_at": received_at,
+        "value": event.value,
+        "channel": event.channel.value if event.channel else None,
+        "decision_id": event.decision_id or None,
+        "order_id": event.order_id or None,
+        "details": {
+            "consent_granted": event.consent_granted,
+            "bounce_kind": event.bounce_kind.value if event.bounce_kind else None,
+            "product_ids": list(event.product_ids),
+            "items": [
+                {"product_id": i.product_id, "quantity": i.quantity, "unit_price": i.unit_price}
+                for i in event.items
+            ],
+            "properties": dict(event.properties),
+        },
+    }
+
+
+def inventory_row(event: Event, product_id: str) -> dict[str, Any]:
+    """The ``inventory`` row an out_of_stock or back_in_stock event sets for one of its products."""
+    return {
+        "product_id": product_id,
+        "in_stock": event.type is EventType.BACK_IN_STOCK,
+        "changed_at": event.occurred_at,
+        "event_id": event.event_id,
+    }
+
+
+# -- the experiment registry --------------------------------------------------------------------------
+
+
+def experiment_row(exp: Experiment, now: datetime) -> dict[str, Any]:
+    """The ``experiments`` columns that follow the definition (the key and ``first_seen_at`` aside)."""
+    return {
+        "seed": exp.seed,
+        "hash_version": exp.hash_version,
+        "fingerprint": exp.fingerprint,
+        "definition": {"arms": [[a.id, a.weight] for a in exp.arms], "coverage": exp.coverage},
+        "updated_at": now,
+    }

@@ -127,7 +127,7 @@ exposures = Table(
     Column("cancelled_at", UTCDateTime()),
     Column("cancelled_by", _ID),
     Column("cancel_reason", String(512)),
-    # The scoring features (float64, in the order of nextbest.scoring.features.LOGGED): a training set
+    # The scoring features (float64, in the order of nextbest.models.features.LOGGED): a training set
     # is a query over what production saw.
     Column("features", LargeBinary),
     Index(None, "user_id", "occurred_at"),
@@ -163,7 +163,7 @@ assignments = Table(
 )
 
 # What each experiment looked like when first seen running: arms and weights may not change under the
-# same seed (see nextbest.store.repository.Store.register_experiments).
+# same seed (see nextbest.store.registry.ExperimentRegistry.register_experiments).
 experiments = Table(
     "experiments",
     metadata,

@@ -1,0 +1,77 @@
+"""The store contract: what the decision engine needs from persistence, and nothing more.
+
+``nextbest.store.Store`` (SQLite, PostgreSQL) satisfies it, and so do ``MemoryStore`` and ``FrozenStore``
+(``nextbest.store.memory``), which tests and benchmarks use instead of stores of their own: mypy checks
+each against this Protocol, so none can drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from nextbest.domain import Cancellation, Decision, Event, EventOutcome
+from nextbest.state import CancelRule, CustomerSnapshot
+
+__all__ = ["HISTORY_LIMIT", "HISTORY_WINDOW", "DecisionStore", "SavedDecision", "StoredDecision"]
+
+# The contact history a snapshot holds: the actions chosen in this window before ``now``, newest first,
+# at most this many.
+HISTORY_WINDOW = timedelta(days=90)
+HISTORY_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SavedDecision:
+    """What writing a decision did. ``inserted`` is False when another decision already holds the
+    request id (nothing was written); ``cancelled`` the exposure ids this decision's preemptions actually
+    cancelled; ``conflict`` is True when the customer's state changed after the decision read it (nothing
+    was written: decide again)."""
+
+    inserted: bool
+    cancelled: frozenset[int] = frozenset()
+    conflict: bool = False
+
+    def __bool__(self) -> bool:
+        return self.inserted
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    """A decision as stored, with the fingerprint of the request that made it (for replays)."""
+
+    decision: Decision
+    fingerprint: str
+
+
+class DecisionStore(Protocol):
+    """Every method raises ``StoreUnavailableError`` when the database fails: a failed write is never
+    mistaken for a success."""
+
+    def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
+        """The customer's state, contact history (``HISTORY_WINDOW``, newest first, at most
+        ``HISTORY_LIMIT``, cancelled exposures marked) and which of ``products`` the latest inventory
+        events mark out of stock, with the customer's version (0 when nothing is known of them)."""
+        ...
+
+    def save_decision(
+        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+    ) -> SavedDecision:
+        """Durably writes the decision, its exposures and its preemptions, atomically; written only while
+        the customer's version is still ``version`` (else ``conflict``), and not at all when the request
+        id is taken (``inserted`` False)."""
+        ...
+
+    def find_decision(self, request_id: str) -> StoredDecision | None:
+        """The decision stored for ``request_id``, if any."""
+        ...
+
+    def record_events(
+        self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
+    ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
+        """Stores the events (deduplicated by ``event_id``), folds new ones into customer state and
+        inventory and cancels what ``cancel_rule`` says they end, in one transaction; ACCEPTED or
+        DUPLICATE per event, with what it cancelled."""
+        ...

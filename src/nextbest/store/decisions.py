@@ -1,0 +1,183 @@
+"""Decisions in SQL: a decision, its exposures, its experiment assignments and its preemptions, written
+atomically through the group commit (``nextbest.store.writer``), and found again by request id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, literal_column, null, select, update
+
+from nextbest.domain import Decision
+from nextbest.store import codec
+from nextbest.store.backend import Backend, guard
+from nextbest.store.contract import SavedDecision, StoredDecision
+from nextbest.store.prepared import PreparedInsert, PreparedUpdate
+from nextbest.store.schema import assignments, customers, decisions, exposures
+from nextbest.store.writer import GroupCommitWriter, PendingWrite
+
+__all__ = ["DecisionLog"]
+
+# The id is generated; the cancellation columns are set only when a pending exposure is cancelled.
+_SET_LATER = {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
+_EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name not in _SET_LATER]
+_ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
+
+_FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
+_CANCEL = (
+    update(exposures)
+    .where(exposures.c.exposure_id == bindparam("b_exposure_id"), exposures.c.cancelled_at.is_(None))
+    .values(
+        cancelled_at=bindparam("cancelled_at"),
+        cancelled_by=bindparam("cancelled_by"),
+        cancel_reason=bindparam("cancel_reason"),
+    )
+)
+_UNCANCEL = (
+    update(exposures)
+    .where(
+        exposures.c.exposure_id == bindparam("b_exposure_id"),
+        exposures.c.cancelled_by == bindparam("b_cancelled_by"),
+    )
+    # NULL literals: ``None`` would compile to bind parameters that ``PreparedUpdate`` is never given.
+    .values(cancelled_at=null(), cancelled_by=null(), cancel_reason=null())
+)
+
+
+class DecisionLog:
+    """The decisions, exposures and assignments tables. ``writer`` is the group commit every decision
+    goes through."""
+
+    def __init__(self, backend: Backend, max_batch: int = 256) -> None:
+        self.db = backend.db
+        self._insert = backend.insert
+        self._driver_error = backend.driver_error
+        self._committers = backend.committers
+        self.writer = GroupCommitWriter(self._raw_transaction, self._write_decisions, max_batch=max_batch)
+        # Compiled on first use: a dialect only knows its server's version once it has connected.
+        self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert, PreparedInsert] | None = None
+        self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
+
+    def find_decision(self, request_id: str) -> StoredDecision | None:
+        """The decision stored for ``request_id``, if any."""
+        with guard("read decision"), self.db.reader.connect() as conn:
+            row = conn.execute(_FIND_DECISION, {"request_id": request_id}).mappings().first()
+        if row is None:
+            return None
+        return StoredDecision(codec.decision_from_row(row), row["fingerprint"])
+
+    def save_decision(
+        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+    ) -> SavedDecision:
+        """Durably writes the decision, its exposures and its preemptions (group commit), atomically.
+        A preemption whose exposure was cancelled meanwhile is dropped from the stored payload too.
+
+        ``version`` is the customer version the decision was made on (``CustomerSnapshot.version``): a
+        decision that logs exposures or cancels any is written only if the version is still that one,
+        and bumps it; otherwise nothing is written and the result says ``conflict``."""
+        row = codec.decision_row(decision, fingerprint, decided_at)
+        exposure_rows = codec.exposure_rows(decision)
+        assignment_rows = codec.assignment_rows(decision)
+        cancellations = codec.cancellation_rows(decision)
+        version_guard = None
+        if version is not None and (exposure_rows or assignment_rows or cancellations):
+            version_guard = codec.version_guard_row(decision.user_id, decided_at, version)
+        with guard("write decision", self._driver_error):
+            item = self.writer.write(row, exposure_rows, assignment_rows, cancellations, version_guard)
+        return SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict)
+
+    @contextmanager
+    def _raw_transaction(self) -> Iterator[Any]:
+        """A write transaction on a raw DBAPI connection (the group commit's hot path)."""
+        stash = self._committers
+        with self.db.write_lock:
+            conn = stash.take() if stash is not None else self.db.writer.raw_connection()
+            try:
+                if stash is not None:
+                    conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.commit()
+            except BaseException:
+                if stash is not None:
+                    stash = None  # a connection that failed is closed, not kept
+                    with suppress(Exception):
+                        conn.rollback()
+                else:
+                    conn.rollback()
+                raise
+            finally:
+                if stash is not None:
+                    stash.give(conn)
+                else:
+                    conn.close()
+
+    def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
+        if self._writes is None:
+            dialect = self.db.writer.dialect
+            self._writes = (
+                PreparedInsert(
+                    self._insert(decisions).on_conflict_do_nothing().returning(decisions.c.decision_id),
+                    [c.name for c in decisions.columns],
+                    dialect,
+                ),
+                PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
+                PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
+                PreparedInsert(_bump_version(self._insert), codec.VERSION_GUARD_COLUMNS, dialect),
+            )
+            self._cancels = (PreparedUpdate(_CANCEL, dialect), PreparedUpdate(_UNCANCEL, dialect))
+        assert self._cancels is not None  # compiled together with the inserts
+        insert_decisions, insert_exposures, insert_assignments, bump_version = self._writes
+        cancel, uncancel = self._cancels
+        # Version guards first, in user order (a fixed lock order against concurrent batches and event
+        # writes on PostgreSQL): a decision whose customer changed since it read them writes nothing.
+        guards = sorted(
+            ((item, item.guard) for item in batch if item.guard is not None), key=lambda g: g[1]["user_id"]
+        )
+        if guards:
+            bumped = set(bump_version.returning_many(conn, [row for _, row in guards]))
+            for item, row in guards:
+                item.conflict = row["user_id"] not in bumped
+            batch = [item for item in batch if not item.conflict]
+            if not batch:
+                return set()
+        # Preemptions first, so the stored payload names only what this decision really cancelled.
+        for item in batch:
+            if item.cancellations:
+                item.cancelled = {
+                    c["b_exposure_id"] for c in item.cancellations if cancel.execute(conn, **c) == 1
+                }
+                payload = item.decision_row["payload"]
+                payload["cancelled"] = [c for c in payload["cancelled"] if c["exposure_id"] in item.cancelled]
+        inserted = set(insert_decisions.returning_many(conn, [item.decision_row for item in batch]))
+        for item in batch:  # a replayed request_id writes nothing: undo its preemptions
+            if item.cancelled and item.decision_row["decision_id"] not in inserted:
+                for exposure_id in item.cancelled:
+                    uncancel.execute(
+                        conn, b_exposure_id=exposure_id, b_cancelled_by=item.decision_row["decision_id"]
+                    )
+                item.cancelled = set()
+        rows = [
+            r for item in batch if item.decision_row["decision_id"] in inserted for r in item.exposure_rows
+        ]
+        if rows:
+            insert_exposures.execute_many(conn, rows)
+        rows = [
+            r for item in batch if item.decision_row["decision_id"] in inserted for r in item.assignment_rows
+        ]
+        if rows:
+            insert_assignments.execute_many(conn, rows)
+        return inserted
+
+
+def _bump_version(insert: Any) -> Any:
+    """Moves a customer from version n - 1 to the row's version n, creating the customer (empty) when
+    n is 1 and there is no row; returns the user id only when it did. Another write in between (an
+    event folded in, another decision) has moved the version on, and then nothing is returned."""
+    statement = insert(customers)
+    return statement.on_conflict_do_update(
+        index_elements=[customers.c.user_id],
+        set_={"version": statement.excluded.version},
+        where=customers.c.version + literal_column("1") == statement.excluded.version,
+    ).returning(customers.c.user_id)

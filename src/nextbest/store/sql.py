@@ -1,0 +1,90 @@
+"""The SQL store (SQLite, PostgreSQL): decisions, customers and events, and the experiment registry.
+
+:class:`Store` is what the server, the CLI and the simulator open; it composes one part per thing it
+stores, sharing one :class:`~nextbest.store.backend.Backend`:
+
+- ``decisions`` (``nextbest.store.decisions``): decisions, exposures, assignments, through the group
+  commit;
+- ``customers`` (``nextbest.store.customers``): snapshots, and events folded into customers and
+  inventory;
+- ``experiments`` (``nextbest.store.registry``): the experiment registry and units per arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from nextbest.domain import Cancellation, Decision, Event, EventOutcome
+from nextbest.experiments import Experiment
+from nextbest.state import CancelRule, CustomerSnapshot
+from nextbest.store.backend import Backend
+from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision
+from nextbest.store.customers import CustomerLog
+from nextbest.store.database import Database
+from nextbest.store.decisions import DecisionLog
+from nextbest.store.registry import ExperimentRegistry
+
+__all__ = ["Store"]
+
+
+class Store:
+    """SQL persistence for the pipeline. Every method raises :class:`StoreUnavailableError` when the
+    database fails, so callers never mistake a failed write for a success.
+
+    ``writer`` is the group commit decisions go through; ``max_batch`` the most decisions it writes in
+    one transaction."""
+
+    def __init__(self, db: Database, max_batch: int = 256) -> None:
+        self.db = db
+        self._backend = Backend.of(db)
+        self.decisions = DecisionLog(self._backend, max_batch)
+        self.customers = CustomerLog(self._backend)
+        self.experiments = ExperimentRegistry(self._backend)
+        self.writer = self.decisions.writer
+        self._checkpointer = db.checkpointer(writers=self.writer.commit_lock)
+
+    def close(self) -> None:
+        """Every acknowledged write has already committed; this folds the WAL in and releases the
+        connections."""
+        self._backend.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self.db.dispose()
+
+    def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
+        """The customer's state, the actions chosen for them in the last 90 days (newest 500, cancelled
+        ones marked) and which of ``products`` the latest inventory events mark out of stock."""
+        return self.customers.load_snapshot(user_id, now, products)
+
+    def save_decision(
+        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+    ) -> SavedDecision:
+        """Durably writes the decision, its exposures and its preemptions (group commit), atomically,
+        while the customer's version is still ``version`` (see ``DecisionLog.save_decision``)."""
+        return self.decisions.save_decision(decision, fingerprint, decided_at, version)
+
+    def find_decision(self, request_id: str) -> StoredDecision | None:
+        """The decision stored for ``request_id``, if any."""
+        return self.decisions.find_decision(request_id)
+
+    def record_events(
+        self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
+    ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
+        """Stores the events (deduplicated by ``event_id``), folds new ones into customer state and
+        inventory and cancels what ``cancel_rule`` says they end, in one transaction."""
+        return self.customers.record_events(batch, received_at, cancel_rule)
+
+    def register_experiments(
+        self, running: Sequence[Experiment], now: datetime, *, write: bool = True
+    ) -> list[str]:
+        """Refuses a started experiment changed under the same seed, else records the definitions
+        (unless ``write`` is False); returns the problems."""
+        return self.experiments.register_experiments(running, now, write=write)
+
+    def arm_units(self, experiment_id: str) -> dict[str, int]:
+        """Distinct units per arm (a unit seen in several arms is counted under ``"__multiple__"``)."""
+        return self.experiments.arm_units(experiment_id)
+
+
+_satisfies_the_contract: type[DecisionStore] = Store
