@@ -44,6 +44,30 @@ def test_cuped_metrics_report_adjusted_and_unadjusted() -> None:
     assert result.comparisons["b"].cuped_theta is None and result.cuped["b"].cuped_theta is not None
 
 
+def test_the_headline_is_cuped_when_present_else_the_plain_comparison() -> None:
+    c = CupedStat(MeanStat(1000, 5000.0, 40000.0), MeanStat(1000, 4000.0, 30000.0), 32000.0)
+    t = CupedStat(MeanStat(1000, 5400.0, 45000.0), MeanStat(1000, 4100.0, 31000.0), 35000.0)
+    metrics = analyze(
+        {
+            "revenue": {"control": c, "b": t},
+            "conversion": {"control": ProportionStat(1000, 90), "b": ProportionStat(1000, 110)},
+        },
+        "control",
+    ).metrics
+    revenue, conversion = metrics["revenue"], metrics["conversion"]
+    assert revenue.cuped is not None and revenue.cuped_adjusted
+    assert revenue.headline == revenue.cuped and revenue.headline["b"] != revenue.comparisons["b"]
+    assert conversion.cuped is None and not conversion.cuped_adjusted
+    assert conversion.headline == conversion.comparisons
+
+
+def test_the_correction_adjusts_the_headline_p_values() -> None:
+    c = CupedStat(MeanStat(1000, 5000.0, 40000.0), MeanStat(1000, 4000.0, 30000.0), 32000.0)
+    t = CupedStat(MeanStat(1000, 5400.0, 45000.0), MeanStat(1000, 4100.0, 31000.0), 35000.0)
+    revenue = analyze({"revenue": {"control": c, "b": t}}, "control", correction="holm").metrics["revenue"]
+    assert revenue.adjusted_p_values == {"b": revenue.headline["b"].relative.p_value}
+
+
 def test_a_sample_ratio_mismatch_is_a_warning() -> None:
     result = analyze(
         {"m": {"control": MeanStat(5000, 1, 1), "b": MeanStat(4500, 1, 1)}},

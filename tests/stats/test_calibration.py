@@ -7,6 +7,9 @@ import pytest
 
 from nextbest.stats import MeanStat, compare
 
+# Thousands of simulated experiments per test.
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = 1000
 DAYS = 14
 UNITS_PER_DAY = 100  # per arm

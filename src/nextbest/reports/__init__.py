@@ -1,7 +1,8 @@
 """SQL aggregation of exposures and events, report assembly and rendering."""
 
 from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate
-from nextbest.reports.report import DEFAULT_METRICS, Incremental, LiftReport, build_report, control_arm
+from nextbest.reports.report import Incremental, LiftReport, build_report, control_arm, report_history
+from nextbest.reports.request import DEFAULT_METRICS, ReportRequest
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -9,7 +10,9 @@ __all__ = [
     "Incremental",
     "LiftReport",
     "Metric",
+    "ReportRequest",
     "aggregate",
     "build_report",
     "control_arm",
+    "report_history",
 ]

@@ -9,7 +9,7 @@ Only one row per arm comes back to Python — per-unit rows never leave the data
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -197,7 +197,3 @@ def _number(value: Any) -> Any:
     if value is None:
         return 0.0
     return value if isinstance(value, str | int) else float(value)
-
-
-def as_mapping(rows: Mapping[str, ArmAggregate]) -> dict[str, dict[str, float]]:
-    return {arm: {k: getattr(a, k) for k in a.__slots__ if k != "arm"} for arm, a in rows.items()}

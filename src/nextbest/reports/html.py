@@ -39,9 +39,8 @@ def _svg(figure: Figure) -> str:
 
 
 def _lift_chart(report: LiftReport, metric: str) -> str | None:
-    analysis = report.analysis.metrics[metric]
-    comparisons = analysis.cuped or analysis.comparisons
-    rows = [(arm, c.relative) for arm, c in comparisons.items() if c.relative.value is not None]
+    headline = report.analysis.metrics[metric].headline
+    rows = [(arm, c.relative) for arm, c in headline.items() if c.relative.value is not None]
     if not rows:
         return None
     figure, axis = plt.subplots(figsize=(6, 0.6 + 0.5 * len(rows)))
@@ -67,7 +66,7 @@ def _cumulative_chart(history: Sequence[tuple[datetime, LiftReport]], metric: st
         analysis = report.analysis.metrics.get(metric)
         if analysis is None:
             continue
-        for arm, comparison in (analysis.cuped or analysis.comparisons).items():
+        for arm, comparison in analysis.headline.items():
             e = comparison.absolute
             if e.value is not None and e.ci_low is not None and e.ci_high is not None:
                 series.setdefault(arm, []).append((day, e.value, e.ci_low, e.ci_high))
@@ -141,6 +140,7 @@ def report_to_html(report: LiftReport, history: Sequence[tuple[datetime, LiftRep
 def write_html(
     report: LiftReport, history: Sequence[tuple[datetime, LiftReport]], output: str | None
 ) -> Path:
+    """Writes the page to ``output`` (default ``reports/<experiment>.html``) and returns its absolute path."""
     path = Path(output) if output else Path("reports") / f"{report.experiment_id}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report_to_html(report, history), encoding="utf-8")

@@ -13,6 +13,7 @@ __all__ = ["report_to_json", "report_to_table"]
 
 
 def report_to_json(report: LiftReport) -> dict[str, Any]:
+    """The report as JSON-ready data: numbers JSON cannot hold (NaN, infinity) become null."""
     return {
         "experiment_id": report.experiment_id,
         "control": report.control,
@@ -43,6 +44,8 @@ def _interval(e: Estimate, percent: bool) -> str:
 
 
 def report_to_table(report: LiftReport) -> str:
+    """The report as text for a terminal: each metric's headline comparisons, then the incremental totals
+    and the warnings."""
     lines = [
         f"Experiment {report.experiment_id} — control {report.control}, "
         f"as of {report.as_of:%Y-%m-%d %H:%M} UTC, {report.window.days}-day attribution window",
@@ -64,7 +67,7 @@ def report_to_table(report: LiftReport) -> str:
         lines.append(header)
         for arm, summary in metric.arms.items():
             row = f"  {arm:<14}{summary.n:>9,}{summary.mean:>12.4f}"
-            comparison = (metric.cuped or metric.comparisons).get(arm)
+            comparison = metric.headline.get(arm)
             if comparison is not None:
                 a, r = comparison.absolute, comparison.relative
                 p = "n/a" if r.p_value is None else f"{r.p_value:.3g}"
@@ -74,7 +77,7 @@ def report_to_table(report: LiftReport) -> str:
             else:
                 row += f"{'(control)':>12}"
             lines.append(row)
-        if metric.cuped:
+        if metric.cuped_adjusted:
             lines.append("  (CUPED-adjusted with the same metric before exposure)")
     if report.incremental:
         lines.append("")

@@ -4,25 +4,22 @@ team acts on — incremental conversions and revenue, return on the cost of send
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from nextbest.catalog import Catalog
+from nextbest.errors import NotFoundError
 from nextbest.experiments import Experiment
 from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate_many
+from nextbest.reports.request import DEFAULT_ALPHA, ReportRequest
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.srm import SrmResult
-from nextbest.store import Store
 from nextbest.store.schema import assignments
 
-__all__ = ["DEFAULT_METRICS", "Incremental", "LiftReport", "build_report", "control_arm", "report_history"]
-
-DEFAULT_METRICS = (Metric.CONVERSION, Metric.REVENUE, Metric.ORDERS)
+__all__ = ["Incremental", "LiftReport", "build_report", "control_arm", "report_history"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +43,9 @@ class Incremental:
 
 @dataclass(frozen=True)
 class LiftReport:
+    """An experiment's analysis as of a moment, with the units, the sample-ratio check and what each
+    treatment arm added over the control."""
+
     experiment_id: str
     control: str
     as_of: datetime
@@ -57,7 +57,7 @@ class LiftReport:
     incremental: list[Incremental] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sequential: bool = False
-    alpha: float = 0.05
+    alpha: float = DEFAULT_ALPHA
 
 
 def control_arm(experiment: Experiment) -> str:
@@ -74,58 +74,44 @@ def _statistic(metric: Metric, a: ArmAggregate) -> Statistic:
     return CupedStat(post, MeanStat(a.n, a.pre_sum, a.pre_sum_squares), a.sum_of_products)
 
 
-def build_report(
-    store: Store,
-    catalog: Catalog,
-    experiment_id: str,
-    *,
-    metrics: Sequence[Metric] = DEFAULT_METRICS,
-    as_of: datetime,
-    window: timedelta = timedelta(days=14),
-    lookback: timedelta = timedelta(days=14),
-    alpha: float = 0.05,
-    sequential: bool = False,
-    tuning: float = 5000.0,
-) -> LiftReport:
-    experiment = catalog.experiment(experiment_id)
+def build_report(conn: Connection, catalog: Catalog, request: ReportRequest) -> LiftReport:
+    """The experiment's lift report, aggregated by the database on ``conn`` (a read connection) from the
+    exposure and event logs. The catalog gives the experiment's arms and each action's cost per send."""
+    experiment = catalog.experiment(request.experiment_id)
     if experiment is None:
-        from nextbest.errors import NotFoundError
-
         known = ", ".join(e.id for e in catalog.experiments) or "none"
-        raise NotFoundError(f"no experiment {experiment_id!r} in the catalog (experiments: {known})")
+        raise NotFoundError(f"no experiment {request.experiment_id!r} in the catalog (experiments: {known})")
     control = control_arm(experiment)
+    by_metric, excluded = aggregate_many(
+        conn, experiment.id, request.metrics, as_of=request.as_of, window=request.window
+    )
     per_metric: dict[str, dict[str, Statistic]] = {}
     units: dict[str, int] = {}
-    excluded = 0
-    with store.db.reader.connect() as conn:
-        by_metric, excluded = aggregate_many(
-            conn, experiment_id, metrics, as_of=as_of, window=window, lookback=lookback
-        )
-        for metric, rows in by_metric.items():
-            per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
-            units = {arm: row.n for arm, row in rows.items()}
-        spent = _spent(conn, catalog, experiment_id, as_of)
+    for metric, rows in by_metric.items():
+        per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
+        units = {arm: row.n for arm, row in rows.items()}
+    spent = _spent(conn, catalog, experiment.id, request.as_of)
     weights = {a.id: a.weight for a in experiment.arms}
     analysis = analyze(
-        per_metric, control, alpha=alpha, sequential=sequential, tuning=tuning, weights=weights, units=units
+        per_metric, control, alpha=request.alpha, sequential=request.sequential, weights=weights, units=units
     )
     srm = analysis.srm or srm_check(units, weights)
     warnings = list(analysis.warnings)
     if excluded:
         warnings.append(f"{excluded} unit(s) appeared in more than one arm and were excluded")
     return LiftReport(
-        experiment_id,
+        experiment.id,
         control,
-        as_of,
-        window,
+        request.as_of,
+        request.window,
         analysis,
         units,
         excluded,
         srm,
         _incremental(analysis, units, spent),
         warnings,
-        sequential,
-        alpha,
+        request.sequential,
+        request.alpha,
     )
 
 
@@ -156,11 +142,11 @@ def _incremental(analysis: Analysis, units: dict[str, int], spent: dict[str, flo
             continue
         extra_conversions: float | None = None
         extra_revenue = low = high = None
-        if conversion and arm in conversion.comparisons:
-            lift = conversion.comparisons[arm].absolute.value
+        if conversion and arm in conversion.headline:
+            lift = conversion.headline[arm].absolute.value
             extra_conversions = lift * n if lift is not None else None
-        if revenue and arm in revenue.comparisons:
-            source = (revenue.cuped or revenue.comparisons)[arm].absolute
+        if revenue and arm in revenue.headline:
+            source = revenue.headline[arm].absolute
             if source.value is not None:
                 extra_revenue = source.value * n
                 low = source.ci_low * n if source.ci_low is not None else None
@@ -170,17 +156,18 @@ def _incremental(analysis: Analysis, units: dict[str, int], spent: dict[str, flo
 
 
 def report_history(
-    store: Store, catalog: Catalog, experiment_id: str, *, as_of: datetime, points: int = 30, **options: Any
+    conn: Connection, catalog: Catalog, request: ReportRequest, *, points: int = 30
 ) -> list[tuple[datetime, LiftReport]]:
-    """The report as of each day from the first exposure to ``as_of`` (at most ``points`` days, evenly
-    spaced), for cumulative-lift charts."""
-    with store.db.reader.connect() as conn:
-        first = conn.execute(
-            select(func.min(assignments.c.occurred_at)).where(assignments.c.experiment_id == experiment_id)
-        ).scalar_one()
-    if first is None or first >= as_of:
+    """The report as of each day from the first exposure to ``request.as_of`` (at most ``points`` days,
+    evenly spaced), for cumulative-lift charts."""
+    first = conn.execute(
+        select(func.min(assignments.c.occurred_at)).where(
+            assignments.c.experiment_id == request.experiment_id
+        )
+    ).scalar_one()
+    if first is None or first >= request.as_of:
         return []
-    days = max(1, math.ceil((as_of - first).total_seconds() / 86400))
+    days = max(1, math.ceil((request.as_of - first).total_seconds() / 86400))
     step = max(1, math.ceil(days / points))
-    moments = [first + timedelta(days=d) for d in range(step, days, step)] + [as_of]
-    return [(m, build_report(store, catalog, experiment_id, as_of=m, **options)) for m in moments]
+    moments = [first + timedelta(days=d) for d in range(step, days, step)] + [request.as_of]
+    return [(m, build_report(conn, catalog, replace(request, as_of=m))) for m in moments]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypedDict
 
 from nextbest.stats.corrections import benjamini_hochberg, holm
 from nextbest.stats.frequentist import Alternative, Comparison, compare
@@ -17,6 +17,13 @@ __all__ = ["Analysis", "ArmSummary", "MetricAnalysis", "analyze"]
 Correction = Literal["holm", "bh"]
 
 
+class _CompareOptions(TypedDict):
+    alpha: float
+    alternative: Alternative
+    sequential: bool
+    tuning: float
+
+
 @dataclass(frozen=True, slots=True)
 class ArmSummary:
     n: int
@@ -26,12 +33,28 @@ class ArmSummary:
 
 @dataclass(frozen=True, slots=True)
 class MetricAnalysis:
+    """One metric: each arm's summary and each treatment arm against the control.
+
+    It carries both the plain comparisons and, with a CUPED covariate, the adjusted ones; ``headline``
+    says which of them a reader should see, so that no display has to choose."""
+
     arms: dict[str, ArmSummary]
     comparisons: dict[str, Comparison]
     # With a CUPED covariate: the adjusted comparisons; ``comparisons`` stay unadjusted.
     cuped: dict[str, Comparison] | None = None
     # p-values after the correction, by treatment arm (relative lift's), when a correction was asked for.
     adjusted_p_values: dict[str, float | None] | None = None
+
+    @property
+    def cuped_adjusted(self) -> bool:
+        """Whether the headline comparisons are CUPED-adjusted."""
+        return bool(self.cuped)
+
+    @property
+    def headline(self) -> dict[str, Comparison]:
+        """The comparisons to show and act on, by treatment arm: the CUPED-adjusted ones when there are
+        any, else the plain ones."""
+        return self.cuped if self.cuped else self.comparisons
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +80,7 @@ def analyze(
 ) -> Analysis:
     """``metrics`` maps metric → arm → statistic. ``units`` (arm → units) feeds the sample-ratio check
     against ``weights``; without it, the first metric's counts are used."""
+    options = _CompareOptions(alpha=alpha, alternative=alternative, sequential=sequential, tuning=tuning)
     warnings: list[str] = []
     results: dict[str, MetricAnalysis] = {}
     for name, arms in metrics.items():
@@ -69,10 +93,9 @@ def analyze(
         for arm, statistic in arms.items():
             if arm == control:
                 continue
-            options = {"alpha": alpha, "alternative": alternative, "sequential": sequential, "tuning": tuning}
-            comparisons[arm] = compare(base, statistic, **options)  # type: ignore[arg-type]
+            comparisons[arm] = compare(base, statistic, **options)
             if isinstance(base, CupedStat) and isinstance(statistic, CupedStat):
-                cuped[arm] = compare(base, statistic, cuped=True, **options)  # type: ignore[arg-type]
+                cuped[arm] = compare(base, statistic, cuped=True, **options)
         summaries = {arm: ArmSummary(s.n, s.mean, s.variance) for arm, s in arms.items()}
         results[name] = MetricAnalysis(summaries, comparisons, cuped or None)
     if correction is not None:
@@ -90,12 +113,11 @@ def analyze(
 
 
 def _correct(results: dict[str, MetricAnalysis], correction: Correction) -> dict[str, MetricAnalysis]:
-    """Adjusts the relative lift's p-values (CUPED's where available) across every arm × metric."""
+    """Adjusts the headline relative lift's p-values across every arm × metric."""
     keys: list[tuple[str, str]] = []
     p_values: list[float] = []
     for name, metric in results.items():
-        source = metric.cuped or metric.comparisons
-        for arm, comparison in source.items():
+        for arm, comparison in metric.headline.items():
             if comparison.relative.p_value is not None:
                 keys.append((name, arm))
                 p_values.append(comparison.relative.p_value)
