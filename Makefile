@@ -1,10 +1,12 @@
 # nextbest — every target creates .venv on first use.
+# `make test` runs the whole suite; `make test-fast` leaves out the tests marked slow (about a second or
+# more each: subprocess servers, simulations, training, property tests) and takes under a minute.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test protos lint bench serve clean check-protos models
+.PHONY: demo test test-fast protos lint bench serve clean check-protos models
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
 
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=src --pyi_out=src --grpc_python_out=src \
 		protos/nextbest/api/v1/*.proto
@@ -26,6 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_next_action.py

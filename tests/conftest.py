@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog, parse_catalog
-from nextbest.engine import DecisionEngine
+from nextbest.decision.engine import DecisionEngine
 from nextbest.experiments import assign
 from nextbest.store import Database, Store, upgrade
 
@@ -24,6 +24,20 @@ PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
 # scores are the catalog's declared ones; model tests pass a models directory of their own.
 os.environ.setdefault("NEXTBEST_MODELS_DIR", tempfile.mkdtemp(prefix="nextbest-no-models-"))
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+# Slow tests (``make test-fast`` leaves them out) are marked in place with ``@pytest.mark.slow``, except
+# in modules other developers own, marked here by node-id prefix until their owners move the mark.
+SLOW_ELSEWHERE = (
+    "tests/store/test_write_lock.py::test_the_lock_excludes_another_process",  # a second process
+    "tests/store/test_write_lock.py::test_decisions_and_events_wait_for_the_lock",
+    "tests/store/test_store.py::test_concurrent_batches_for_one_customer_lose_nothing",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW_ELSEWHERE):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,7 @@ def test_environment_variables_configure_the_server(tmp_path: Path, monkeypatch:
     assert Settings(port=7000).port == 7000  # arguments win over the environment
 
 
+@pytest.mark.slow
 def test_migrate_then_demo_run_end_to_end(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
     done = subprocess.run(
@@ -144,3 +145,53 @@ def test_assign_says_a_channel_experiment_needs_every_arms_channel(
     assert "channels     arms send on sms: a unit is entered only when" in capsys.readouterr().out
     assert main(["assign", "--experiment", "global_holdout", "--unit", "u1"]) == 0
     assert "channels " not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--metric", "conversion", "--metric", "nps"],
+            "nextbest report: --metric: unknown metric 'nps'; known: conversion, revenue, orders, visit, "
+            "revenue_per_order",
+        ),
+        (["--window-days", "-3"], "nextbest report: --window-days: must be between 0 (meaning 14) and 365"),
+        (["--window-days", "nan"], "nextbest report: --window-days: must be between 0 (meaning 14) and 365"),
+        (["--alpha", "0.7"], "nextbest report: --alpha: must be in (0, 0.5), or 0 for 0.05"),
+        (["--experiment", ""], "nextbest report: --experiment: required"),
+    ],
+)
+def test_report_rejects_a_bad_request_with_what_to_fix(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same validation as GetLiftReport's, before the database is touched; no traceback."""
+    database = tmp_path / "never-opened.db"
+    args = ["report", "--experiment", "global_holdout", "--database-url", f"sqlite:///{database}", *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [message]
+    assert not database.exists()
+
+
+def test_report_names_every_bad_flag_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["report", "--experiment", "x", "--metric", "nps", "--window-days", "400", "--alpha", "-1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        "--metric",
+        "--window-days",
+        "--alpha",
+    ]
+    assert "Traceback" not in err
+
+
+def test_report_help_states_the_request_s_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from nextbest.reports import DEFAULT_METRICS
+    from nextbest.reports.request import DEFAULT_ALPHA, DEFAULT_WINDOW
+
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {', '.join(m.value for m in DEFAULT_METRICS)})" in text
+    assert f"attribution window in days (default {DEFAULT_WINDOW.days})" in text
+    assert f"(default {DEFAULT_ALPHA:g})" in text

@@ -135,16 +135,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="lift report of an experiment")
     report.add_argument("--experiment", required=True, help="experiment id")
+    # The defaults are ReportRequest's; the help repeats them (tests/test_cli.py checks that it does).
     report.add_argument(
         "--metric",
         action="append",
         dest="metrics",
-        choices=["conversion", "revenue", "orders", "visit", "revenue_per_order"],
-        help="metric (repeatable; default: conversion, revenue, orders)",
+        help="conversion, revenue, orders, visit or revenue_per_order "
+        "(repeatable; default: conversion, revenue, orders)",
     )
     report.add_argument("--format", choices=["table", "json", "html"], default="table")
     report.add_argument("--output", help="file for --format html (default: reports/EXPERIMENT.html)")
-    report.add_argument("--window-days", type=float, default=14.0, help="attribution window (default 14)")
+    report.add_argument("--window-days", type=float, help="attribution window in days (default 14)")
+    report.add_argument("--alpha", type=float, help="significance level, below 0.5 (default 0.05)")
     report.add_argument("--as-of", help="ISO time to report as of (default: now)")
     report.add_argument("--sequential", action="store_true", help="always-valid intervals (for daily looks)")
     report.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
@@ -326,54 +328,55 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+_REPORT_FLAGS = {
+    "experiment_id": "--experiment",
+    "metrics": "--metric",
+    "window_days": "--window-days",
+    "alpha": "--alpha",
+}
+
+
 def _report(args: argparse.Namespace) -> int:
     import json
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime
 
     from nextbest.catalog import bundled_catalog_path, load_catalog
-    from nextbest.reports import DEFAULT_METRICS, Metric, build_report
+    from nextbest.errors import InvalidArgumentError
+    from nextbest.reports import ReportRequest, build_report, report_history
     from nextbest.reports.html import write_html
     from nextbest.reports.render import report_to_json, report_to_table
-    from nextbest.reports.report import report_history
-    from nextbest.store import Database, Store
+    from nextbest.store import Database
 
     try:
-        as_of = datetime.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC)
+        as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
     except ValueError:
         print(
             f"nextbest: --as-of {args.as_of!r} is not an ISO time such as 2026-11-23T09:00:00Z",
             file=sys.stderr,
         )
         return 2
-    if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
-    catalog = load_catalog(args.catalog or bundled_catalog_path())
-    store = Store(Database(_settings(args).database_url))
     try:
-        metrics = [Metric(m) for m in args.metrics] if args.metrics else list(DEFAULT_METRICS)
-        window = timedelta(days=args.window_days)
-        report = build_report(
-            store,
-            catalog,
+        request = ReportRequest.validated(
             args.experiment,
-            metrics=metrics,
+            args.metrics or (),
+            window_days=args.window_days,
             as_of=as_of,
-            window=window,
             sequential=args.sequential,
+            alpha=args.alpha,
         )
-        history = []
-        if args.format == "html":
-            history = report_history(
-                store,
-                catalog,
-                args.experiment,
-                as_of=as_of,
-                metrics=metrics,
-                window=window,
-                sequential=args.sequential,
-            )
+    except InvalidArgumentError as exc:
+        for v in exc.violations:
+            flag = _REPORT_FLAGS.get(v.field.split("[")[0], v.field)
+            print(f"nextbest report: {flag}: {v.description}", file=sys.stderr)
+        return 2
+    catalog = load_catalog(args.catalog or bundled_catalog_path())
+    db = Database(_settings(args).database_url)
+    try:
+        with db.reader.connect() as conn:
+            report = build_report(conn, catalog, request)
+            history = report_history(conn, catalog, request) if args.format == "html" else []
     finally:
-        store.close()
+        db.dispose()
     if args.format == "json":
         print(json.dumps(report_to_json(report), indent=2, allow_nan=False))
     elif args.format == "html":
@@ -444,7 +447,7 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
     from datetime import datetime, timedelta
     from pathlib import Path
 
-    from nextbest.scoring.artifacts import ModelKind, bundled_models_path, promote
+    from nextbest.models.artifacts import ModelKind, bundled_models_path, promote
     from nextbest.settings import DEFAULT_DATABASE_URL
     from nextbest.training import Source, evaluate, train
 

@@ -151,7 +151,7 @@ class ChosenAction:
     parameters: Mapping[str, str]
     score: float
     send_time: SendTimeSource = SendTimeSource.FIXED
-    # The scoring features (float64, see nextbest.scoring.features), logged with the exposure.
+    # The scoring features (float64, see nextbest.models.features), logged with the exposure.
     features: bytes = field(default=b"", compare=False, repr=False)
 
 

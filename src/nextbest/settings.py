@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nextbest.catalog import bundled_catalog_path
-from nextbest.scoring.artifacts import bundled_models_path
+from nextbest.models.artifacts import bundled_models_path
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 

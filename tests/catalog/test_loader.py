@@ -63,8 +63,7 @@ def test_a_valid_catalog_compiles() -> None:
     (action,) = catalog.actions
     assert action.delay == timedelta(minutes=90)
     assert action.parameters == {"template": "t1", "discount": "10", "urgent": "true"}
-    assert catalog.candidates("cart_abandoned", []) == [action]
-    assert catalog.candidates("cart_abandoned", [Channel.ONSITE]) == []
+    assert catalog.actions_for("cart_abandoned") == (action,)
     assert catalog.triggers == {"cart_abandoned"}
     assert len(catalog.version) == 12
     assert parse_catalog(VALID).version == catalog.version

@@ -3,14 +3,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbest.arbitration import arbitrate, rank_key
 from nextbest.catalog import Action, CompiledRule, Flow
+from nextbest.decision.arbitration import arbitrate, rank_key
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.scoring import ScoredCandidate
 from nextbest.domain import ActionClass, Channel, ReasonCode
-from nextbest.eligibility import Candidate
-from nextbest.scoring import ScoredCandidate
 from nextbest.state import Journey
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -39,6 +40,7 @@ def candidates(draw: st.DrawFn) -> list[ScoredCandidate]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(candidates(), st.integers(1, 5))
 def test_arbitration_invariants(cands: list[ScoredCandidate], max_actions: int) -> None:

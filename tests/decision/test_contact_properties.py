@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import (
     ActionClass,
     Cancellation,
@@ -29,7 +30,6 @@ from nextbest.domain import (
     ReasonCode,
     RequestContext,
 )
-from nextbest.engine import DecisionEngine
 from nextbest.store.schema import exposures
 from tests.conftest import heavy_holdout_catalog, sqlite_engine
 
@@ -70,6 +70,7 @@ def _event(user: str, kind: str, at: datetime) -> Event:
     }[kind]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS, known_days=st.sampled_from([0, 120]), mobile=st.booleans())
 def test_contact_policy_invariants(

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nextbest.catalog import Cap, QuietHours
+from nextbest.decision.contact import cap_violation, defer_for_quiet_hours
 from nextbest.domain import ActionClass, Channel
-from nextbest.policy import Cap, QuietHours, cap_violation, defer_for_quiet_hours
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 MARKETING = frozenset({ActionClass.TRIGGERED, ActionClass.PROMOTIONAL})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from nextbest.engine import new_decision_id
+from nextbest.decision.engine import new_decision_id
 
 
 def test_decision_ids_are_uuid7_hex_and_unique() -> None:

@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.engine import DecisionEngine
+from nextbest.decision.experiments import apply_experiments
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -27,12 +30,9 @@ from nextbest.domain import (
     ReasonCode,
     RequestContext,
 )
-from nextbest.eligibility import Candidate
-from nextbest.engine import DecisionEngine
 from nextbest.experiments import assign
-from nextbest.experiments.stage import apply_experiments
-from nextbest.scoring import features as feats
-from nextbest.scoring.registry import ModelSet
+from nextbest.models import features as feats
+from nextbest.models.registry import ModelSet
 from nextbest.state import ChannelState, CustomerState, Journey, Suppression
 from nextbest.store import Database, Store, upgrade
 from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
@@ -76,6 +76,7 @@ def record(engine: DecisionEngine, user: str, history: list[tuple[str, Channel]]
         engine.record_events(events)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=EVENTS, trigger=TRIGGERS, max_actions=st.integers(1, 3))
 def test_held_out_never_treated_and_gated_never_assigned(
@@ -218,6 +219,7 @@ HISTORIES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hour", [3, 12, 22], ids=lambda h: f"{h:02d}h")
 @pytest.mark.parametrize("history", HISTORIES, ids=lambda h: "+".join(f"{k}:{c}" for k, c in h))
 def test_whether_a_unit_gets_the_action_does_not_depend_on_its_arm(

@@ -7,8 +7,8 @@ from types import MappingProxyType
 import pytest
 
 from nextbest.catalog import Action, ChannelPolicy, CompiledRule
+from nextbest.decision.gates import check_gates
 from nextbest.domain import ActionClass, Channel, EventType, ReasonCode
-from nextbest.eligibility import check_gates
 from nextbest.state import ChannelState, CustomerState, Journey
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

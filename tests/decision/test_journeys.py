@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from nextbest.catalog import Flow
+from nextbest.decision.journeys import journey_in
 from nextbest.domain import ActionClass, Channel, EventType
-from nextbest.state import CustomerSnapshot, CustomerState, PastExposure, journey_in
+from nextbest.state import CustomerSnapshot, CustomerState, PastExposure
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 CART = Flow("cart", 80, frozenset({"cart_abandoned"}), frozenset({EventType.ORDER_PLACED}))

@@ -10,10 +10,10 @@ import numpy.typing as npt
 import pytest
 
 from nextbest.catalog import parse_catalog
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.scoring import score_candidates
 from nextbest.domain import DecisionRequest, ReasonCode, RequestContext
-from nextbest.eligibility import Candidate
-from nextbest.scoring import score_candidates
-from nextbest.scoring.registry import ModelSet
+from nextbest.models.registry import ModelSet
 from nextbest.state import CustomerSnapshot, CustomerState, Journey
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

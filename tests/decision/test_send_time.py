@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from nextbest.arbitration import ContactLog, arbitrate, preemptions
-from nextbest.catalog import Action, CompiledRule, Flow
+from nextbest.catalog import Action, Cap, CompiledRule, ContactPolicy, Flow, QuietHours
+from nextbest.decision.arbitration import arbitrate
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.contact import ContactLog, preemptions
+from nextbest.decision.scoring import ScoredCandidate
 from nextbest.domain import ActionClass, Channel, ReasonCode
-from nextbest.eligibility import Candidate
-from nextbest.policy import Cap, ContactPolicy, QuietHours
-from nextbest.scoring import ScoredCandidate
 from nextbest.state import Journey, PastExposure
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=UTC)

@@ -28,6 +28,7 @@ def shares(exp: Experiment) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [1, 2])
 def test_arm_shares_match_the_weights(version: int) -> None:
     exp = experiment(hash_version=version)
@@ -37,6 +38,7 @@ def test_arm_shares_match_the_weights(version: int) -> None:
     assert not result.alarm and result.p_value > 0.001, counts
 
 
+@pytest.mark.slow
 def test_arm_shares_match_inside_a_namespace() -> None:
     exp = experiment(namespace=Namespace("checkout", 0.25, 0.75))
     counts = shares(exp)
@@ -46,6 +48,7 @@ def test_arm_shares_match_inside_a_namespace() -> None:
     assert srm_check(counts, {a.id: a.weight for a in exp.arms}).p_value > 0.001
 
 
+@pytest.mark.slow
 def test_experiments_in_disjoint_namespace_ranges_never_share_a_unit() -> None:
     left = experiment(id="left", seed="left", namespace=Namespace("checkout", 0.0, 0.4))
     right = experiment(id="right", seed="right", namespace=Namespace("checkout", 0.4, 1.0))
@@ -56,6 +59,7 @@ def test_experiments_in_disjoint_namespace_ranges_never_share_a_unit() -> None:
     assert len(in_left) + len(in_right) == len(UNITS)
 
 
+@pytest.mark.slow
 def test_coverage_keeps_that_share_of_units() -> None:
     exp = experiment(coverage=0.3)
     inside = sum(shares(exp).values())

@@ -67,6 +67,7 @@ def test_fnv_uses_utf16_code_units_like_javascript() -> None:
     assert fnv1a32("é") == ((0x811C9DC5 ^ 0xE9) * 0x01000193) & 0xFFFFFFFF
 
 
+@pytest.mark.slow
 @given(st.text(max_size=40), st.text(max_size=40), st.sampled_from([1, 2]))
 def test_bucket_is_in_unit_interval(seed: str, unit: str, version: int) -> None:
     n = hash_unit(seed, unit, version)

@@ -132,6 +132,7 @@ def test_a_replay_returns_the_same_assignments(
     assert list(again.rejected) == list(first.rejected)
 
 
+@pytest.mark.slow
 def test_a_running_experiment_cannot_change_its_weights(migrated: str, tmp_path: Path) -> None:
     data = yaml.safe_load(bundled_catalog_path().read_text())
     exp_id = f"weights_{uuid.uuid4().hex[:8]}"

@@ -73,6 +73,7 @@ def unreachable_server() -> Iterator[NextbestServer]:
     srv.stop(grace=0.5)
 
 
+@pytest.mark.slow
 def test_unreachable_database_is_not_serving_and_calls_fail_unavailable(
     unreachable_server: NextbestServer,
 ) -> None:

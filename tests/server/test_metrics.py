@@ -40,6 +40,7 @@ def scrape(server: NextbestServer) -> dict[tuple[str, tuple[tuple[str, str], ...
     }
 
 
+@pytest.mark.slow
 def test_calls_decisions_and_held_out_units_are_counted(metered: NextbestServer) -> None:
     catalog = metered.engine.catalog
     held = find_unit(catalog, {"global_holdout": "holdout"})

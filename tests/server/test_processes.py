@@ -7,9 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nextbest.client import NextbestClient
 from nextbest.server.process import free_port
 from tests.conftest import uid
+
+# Each test starts `nextbest serve` processes.
+pytestmark = pytest.mark.slow
 
 
 def test_several_processes_serve_one_port(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ def test_the_true_effect_of_a_holdout_counts_what_it_held_out_and_what_it_covere
     assert late.effects["conversion"] == 0.0
 
 
+@pytest.mark.slow
 def test_splitting_customers_across_threads_changes_no_outcome(tmp_path: Path, catalog: Catalog) -> None:
     customers = population(60, seed=8)
     results = []
@@ -161,6 +162,7 @@ def experiment_server(migrated: str) -> Iterator[NextbestServer]:
     srv.stop(grace=1.0)
 
 
+@pytest.mark.slow
 def test_over_grpc_the_store_gets_the_same_answers_as_in_process(
     experiment_server: NextbestServer, tmp_path: Path, catalog: Catalog
 ) -> None:
@@ -178,6 +180,7 @@ def test_over_grpc_the_store_gets_the_same_answers_as_in_process(
     assert all(m.flow == "cart_abandonment" for c in held for ms in c.held.values() for m in ms)
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_truth_and_sets_each_estimate_beside_it(
     experiment_server: NextbestServer, tmp_path: Path
 ) -> None:
@@ -206,6 +209,7 @@ def test_simulate_writes_the_truth_and_sets_each_estimate_beside_it(
     assert "true effect" in text and "covered" in text and "global_holdout" in text
 
 
+@pytest.mark.slow
 def test_a_unit_enters_an_experiment_at_the_same_moment_whichever_arm_it_is_in(
     tmp_path: Path, catalog: Catalog
 ) -> None:
@@ -234,6 +238,7 @@ def test_a_unit_enters_an_experiment_at_the_same_moment_whichever_arm_it_is_in(
     assert {u: at for u, (at, _) in held.items()} == {u: at for u, (at, _) in treated.items()}
 
 
+@pytest.mark.slow
 def test_a_long_run_reports_its_progress(tmp_path: Path, catalog: Catalog) -> None:
     seen: list[tuple[int, object]] = []
     for engine in sqlite_engine(tmp_path / "progress.db", catalog):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,7 @@ def event_sets(draw: st.DrawFn) -> list[Event]:
     return events
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(event_sets(), st.randoms(use_true_random=False))
 def test_the_fold_does_not_depend_on_arrival_order(events: list[Event], rnd) -> None:  # type: ignore[no-untyped-def]
@@ -111,6 +113,7 @@ def test_the_fold_does_not_depend_on_arrival_order(events: list[Event], rnd) -> 
     assert fold(*shuffled) == in_order
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(event_sets())
 def test_a_complaint_or_hard_bounce_is_never_lifted(events: list[Event]) -> None:

@@ -2,14 +2,19 @@
 
 from nextbest.catalog.loader import bundled_catalog_path, load_catalog, parse_catalog
 from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step
+from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
 from nextbest.catalog.rules import CompiledRule, RuleEvaluationError
 
 __all__ = [
     "Action",
+    "Cap",
     "Catalog",
     "ChannelPolicy",
     "CompiledRule",
+    "ContactPolicy",
+    "Engagement",
     "Flow",
+    "QuietHours",
     "RuleEvaluationError",
     "Step",
     "bundled_catalog_path",

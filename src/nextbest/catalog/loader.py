@@ -17,12 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step, param_str, parse_discount
+from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
 from nextbest.catalog.rules import CompiledRule, compile_rule
 from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
 from nextbest.errors import CatalogError
 from nextbest.experiments.model import Arm, Experiment, Namespace
-from nextbest.policy import Cap, ContactPolicy, Engagement, QuietHours
 
 __all__ = ["bundled_catalog_path", "load_catalog", "parse_catalog"]
 

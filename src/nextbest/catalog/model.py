@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from nextbest.catalog.policy import ContactPolicy
 from nextbest.catalog.rules import CompiledRule
 from nextbest.catalog.schema import ActionSpec, FlowSpec
 from nextbest.domain import ActionClass, Channel, EventType
 from nextbest.experiments.model import Experiment
-from nextbest.policy import ContactPolicy
 
 __all__ = ["Action", "Catalog", "ChannelPolicy", "Flow", "Step", "param_str", "parse_discount"]
 
@@ -182,11 +182,6 @@ class Catalog:
 
     def actions_for(self, trigger: str) -> tuple[Action, ...]:
         return self._by_trigger.get(trigger, ())
-
-    def candidates(self, trigger: str, channels: Sequence[Channel]) -> list[Action]:
-        """Actions answering ``trigger`` on one of ``channels`` (every enabled channel when empty)."""
-        allowed = set(channels) if channels else set(self.channels)
-        return [a for a in self.actions_for(trigger) if a.channel in allowed]
 
 
 def param_str(value: str | bool | int | float) -> str:

@@ -1,4 +1,5 @@
-"""The compiled contact policy of a catalog (see ``policy:`` in the catalog format)."""
+"""The compiled contact policy of a catalog (see ``policy:`` in the catalog format). The checks that
+apply it are in ``nextbest.decision.contact``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,25 @@
-"""The decision pipeline as plain Python: no gRPC here.
+"""The decision pipeline's orchestrator: it calls the stages and the store, nothing else (no gRPC).
 
-validate -> idempotency -> customer state -> candidates -> eligibility -> scoring -> arbitration
--> exposure log (durable) -> decision.
+A ``NextAction`` request runs, in this order:
+
+1. ``validate``     every problem with the request, as field violations (nothing is written);
+2. store            the customer's snapshot: state, contact history, pending actions, inventory;
+3. ``candidates``   the catalog's actions for the trigger on the allowed channels;
+4. per candidate, the first refusal wins:
+   ``gates``        suppression, consent, re-entry, exit, journey membership, then inventory;
+   ``contact``      engagement, the conflict check with higher journeys, flow steps, cooldowns;
+   ``rules``        the step condition and the action's CEL rule;
+5. ``experiments``  assignment in every active experiment covering a candidate; arms applied;
+6. ``scoring``      expected value (propensity or uplift) per candidate; no expected lift is refused;
+7. ``arbitration``  priority queue, one action per channel, ``max_actions``; for each candidate in turn,
+   ``send_time``    the best hour that ``contact``'s quiet hours and caps allow — run once as if no one
+                    were held out (the counterfactual), then for what can be sent;
+8. ``contact``      the pending actions the winners preempt;
+9. store            the decision and its exposures, durably, with a version check on the customer (a
+                    change meanwhile makes the engine decide again); a retried ``request_id`` replays.
+
+``RecordEvents`` validates each event (``validate``), and the store folds them into customer state and
+cancels the pending actions ``contact.cancel_reason`` says they end.
 """
 
 from __future__ import annotations
@@ -16,34 +34,34 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from zoneinfo import ZoneInfo
 
-from nextbest.arbitration import ContactLog, arbitrate, preemptions
-from nextbest.catalog import Catalog
+from nextbest.catalog import Action, Catalog
+from nextbest.decision.arbitration import arbitrate
+from nextbest.decision.candidates import Candidate, candidates_for, rejection
+from nextbest.decision.contact import ContactLog, cancel_reason, contact_failure, preemptions
+from nextbest.decision.experiments import apply_experiments
+from nextbest.decision.gates import check_gates, check_inventory
+from nextbest.decision.journeys import JourneyBook, step_delay
+from nextbest.decision.rules import RuleScope, check_rules
+from nextbest.decision.scoring import ScoredCandidate, score_candidates
+from nextbest.decision.validate import MAX_EVENTS, validate_event, validate_request
 from nextbest.domain import (
-    BounceKind,
     ChosenAction,
     Decision,
     DecisionRequest,
     Event,
     EventOutcome,
     EventResult,
-    EventType,
     ExperimentExposure,
     ReasonCode,
     Rejection,
 )
-from nextbest.eligibility import evaluate, rejection
 from nextbest.errors import AlreadyExistsError, ConflictError, FieldViolation, InvalidArgumentError
-from nextbest.experiments.stage import apply_experiments
-from nextbest.reports.report import LiftReport, build_report
-from nextbest.reports.request import ReportRequest
-from nextbest.scoring import ScoredCandidate, score_candidates
-from nextbest.scoring.registry import ModelRegistry, ModelSet
-from nextbest.state import MESSAGING_CHANNELS, PastExposure
-from nextbest.store import Store
-from nextbest.store.repository import SavedDecision
-from nextbest.validation import MAX_EVENTS, validate_event, validate_request
+from nextbest.models import ModelRegistry, ModelSet
+from nextbest.state import CustomerSnapshot
+from nextbest.store import DecisionStore, SavedDecision
 
 __all__ = ["DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
 
@@ -105,7 +123,7 @@ class DecisionEngine:
     def __init__(
         self,
         catalog: Catalog,
-        store: Store,
+        store: DecisionStore,
         clock: Callable[[], datetime] = utc_now,
         models: ModelRegistry | None = None,
     ) -> None:
@@ -157,8 +175,10 @@ class DecisionEngine:
     ) -> tuple[Decision, SavedDecision]:
         products = request.context.product_ids if request.trigger in self._needs_stock else ()
         snapshot = self.store.load_snapshot(request.user_id, now, products)
-        actions = self.catalog.candidates(request.trigger, [c for c in request.channels if c is not None])
-        eligible, rejected = evaluate(actions, self.catalog, snapshot, request, now)
+        actions = candidates_for(
+            self.catalog, request.trigger, [c for c in request.channels if c is not None]
+        )
+        eligible, rejected = self._eligible(actions, snapshot, request, now)
         treated = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
         zone = (
             ZoneInfo(request.context.time_zone)
@@ -198,6 +218,35 @@ class DecisionEngine:
             )
         return decision, saved
 
+    def _eligible(
+        self, actions: list[Action], snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime
+    ) -> tuple[list[Candidate], list[Rejection]]:
+        """Gates, contact checks and rules, in that order: each action is refused by the first that
+        fails, or becomes a candidate due after its step's delay."""
+        catalog = self.catalog
+        eligible: list[Candidate] = []
+        rejected: list[Rejection] = []
+        book = JourneyBook(catalog, snapshot, request.trigger, now)
+        scope = RuleScope(snapshot.state, request, now)
+        # By flow, so the rules' ``journey`` variable changes once per flow (setting it costs ten rule runs).
+        for action in sorted(actions, key=lambda a: a.flow):
+            flow = catalog.flows[action.flow]
+            journey = book[flow.id]
+            entry = request.trigger in flow.entry_triggers
+            refusal = (
+                check_gates(action, catalog.channels[action.channel], snapshot.state, journey, entry)
+                or check_inventory(action, request, snapshot.out_of_stock)
+                or contact_failure(
+                    action, flow, journey, book=book, catalog=catalog, snapshot=snapshot, now=now
+                )
+                or check_rules(action, flow, journey, scope)
+            )
+            if refusal is not None:
+                rejected.append(rejection(action, refusal.reason, refusal.detail))
+            else:
+                eligible.append(Candidate.of(action, journey, step_delay(action, flow, journey, now)))
+        return eligible, rejected
+
     def _arbitrate(
         self, scored: list[ScoredCandidate], max_actions: int, contact: ContactLog
     ) -> tuple[list[ScoredCandidate], list[Rejection], list[ScoredCandidate]]:
@@ -222,19 +271,6 @@ class DecisionEngine:
             )
         return stored if request.explain else _without_explanations(stored)
 
-    def lift_report(self, request: ReportRequest) -> LiftReport:
-        """The experiment's lift report, aggregated by the database from the exposure and event logs."""
-        return build_report(
-            self.store,
-            self.catalog,
-            request.experiment_id,
-            metrics=request.metrics,
-            as_of=request.as_of,
-            window=request.window,
-            alpha=request.alpha,
-            sequential=request.sequential,
-        )
-
     def record_events(self, events: Sequence[Event]) -> list[EventResult]:
         """Validates each event on its own, stores the valid ones (deduplicated by ``event_id``) and
         returns one result per event, in order."""
@@ -253,38 +289,12 @@ class DecisionEngine:
             with ExitStack() as stack:  # stripes in a fixed order: no deadlock with each other
                 for stripe in stripes:
                     stack.enter_context(self._locks[stripe])
-                outcomes = self.store.record_events([e for _, e in valid], self.clock(), self._cancels)
+                outcomes = self.store.record_events(
+                    [e for _, e in valid], self.clock(), partial(cancel_reason, self.catalog)
+                )
             for (index, event), (outcome, cancelled) in zip(valid, outcomes, strict=True):
                 results[index] = EventResult(index, event.event_id, outcome, cancelled=cancelled)
         return [r for r in results if r is not None]
-
-    def _cancels(self, event: Event, pending: PastExposure) -> str | None:
-        """Why ``event`` ends the pending action, if it does: an exit event of its flow; an unsubscribe,
-        a consent withdrawal (marketing); a complaint or a hard bounce on its channel (everything)."""
-        kind, channel = event.type, pending.channel
-        flow = self.catalog.flows.get(pending.flow)
-        if kind is None:
-            return None
-        if flow is not None and kind in flow.exit_on:
-            return f"{kind.value} at {event.occurred_at:%Y-%m-%d %H:%M}Z exits {pending.flow}"
-        marketing = pending.action_class.is_marketing
-        unsubscribed = event.channel == channel or (event.channel is None and channel in MESSAGING_CHANNELS)
-        if kind is EventType.UNSUBSCRIBED and marketing and unsubscribed:
-            return f"unsubscribed from {channel.value}"
-        if (
-            kind is EventType.CONSENT_CHANGED
-            and marketing
-            and not event.consent_granted
-            and event.channel == channel
-        ):
-            policy = self.catalog.channels.get(channel)
-            if policy is None or policy.requires_consent:
-                return f"{channel.value} consent withdrawn"
-        if kind is EventType.COMPLAINED and event.channel == channel:
-            return f"complaint on {channel.value}"
-        if kind is EventType.BOUNCED and event.channel == channel and event.bounce_kind is BounceKind.HARD:
-            return f"hard bounce on {channel.value}"
-        return None
 
 
 def _without_explanations(decision: Decision) -> Decision:

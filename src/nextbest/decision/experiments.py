@@ -17,9 +17,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from nextbest.catalog import Catalog
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.gates import check_gates
 from nextbest.domain import Channel
-from nextbest.eligibility import Candidate, check_gates
-from nextbest.experiments.model import Arm, Assignment, Experiment, assign
+from nextbest.experiments import Arm, Assignment, Experiment, assign
 from nextbest.state import CustomerState
 
 __all__ = ["apply_experiments"]

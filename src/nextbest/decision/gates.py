@@ -1,4 +1,5 @@
-"""Hard gates, checked before any rule: suppression, consent, flow exit and journey membership.
+"""The gates stage: hard gates, checked before any rule: suppression, consent, flow exit, journey
+membership and inventory.
 
 Consent and suppression come before everything: a suppressed or non-consenting customer gets no marketing
 action on that channel whatever else says so. Transactional actions need no marketing consent, and an
@@ -7,20 +8,15 @@ unsubscribe does not stop them, but a hard bounce or a complaint on their channe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import datetime
 
 from nextbest.catalog import Action, ChannelPolicy
-from nextbest.domain import ReasonCode
+from nextbest.decision.candidates import Refusal
+from nextbest.domain import DecisionRequest, ReasonCode
 from nextbest.state import CustomerState, Journey
 
-__all__ = ["GateFailure", "check_gates"]
-
-
-@dataclass(frozen=True, slots=True)
-class GateFailure:
-    reason: ReasonCode
-    detail: str
+__all__ = ["check_gates", "check_inventory"]
 
 
 def _at(value: datetime | None) -> str:
@@ -33,12 +29,12 @@ def check_gates(
     state: CustomerState,
     journey: Journey,
     entry_trigger: bool,
-) -> GateFailure | None:
+) -> Refusal | None:
     """The first gate ``action`` fails, or None when it passes them all."""
     channel = state.channel(action.channel)
     marketing = action.action_class.is_marketing
     if channel.suppression is not None and (marketing or channel.suppression.blocks_transactional):
-        return GateFailure(
+        return Refusal(
             ReasonCode.SUPPRESSED,
             f"{action.channel.value} suppressed: {channel.suppression.value.replace('_', ' ')} "
             f"at {_at(channel.suppressed_at)}",
@@ -47,27 +43,41 @@ def check_gates(
         consent = channel.consent if channel.consent is not None else policy.default_consent
         if not consent:
             said = f"revoked at {_at(channel.consent_at)}" if channel.consent is False else "never given"
-            return GateFailure(ReasonCode.NO_CONSENT, f"no {action.channel.value} consent: {said}")
+            return Refusal(ReasonCode.NO_CONSENT, f"no {action.channel.value} consent: {said}")
     if journey.blocked_until is not None:
-        return GateFailure(
+        return Refusal(
             ReasonCode.COOLDOWN,
             f"{action.flow} re-entry window: entered at {_at(journey.entered_at)}, "
             f"no new journey before {_at(journey.blocked_until)}",
         )
     if journey.exit_event is not None:
-        return GateFailure(
+        return Refusal(
             ReasonCode.EXITED_FLOW,
             f"left {action.flow}: {journey.exit_event.value} at {_at(journey.exited_at)} "
             f"after entering at {_at(journey.entered_at)}",
         )
     if not entry_trigger and not journey.active:
         if journey.entered_at is not None:
-            return GateFailure(
+            return Refusal(
                 ReasonCode.NOT_IN_JOURNEY,
                 f"the {action.flow} journey entered at {_at(journey.entered_at)} "
                 f"ended at {_at(journey.ends_at)}",
             )
-        return GateFailure(
+        return Refusal(
             ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}"
         )
+    return None
+
+
+def check_inventory(
+    action: Action, request: DecisionRequest, out_of_stock: Collection[str]
+) -> Refusal | None:
+    """An ``inventory: in_stock`` action is refused when a product the request names is out of stock, as
+    the request says or as the latest inventory events recorded."""
+    if action.inventory != "in_stock" or not request.context.product_ids:
+        return None
+    told = set(request.context.out_of_stock_product_ids)
+    out = [p for p in request.context.product_ids if p in told or p in out_of_stock]
+    if out:
+        return Refusal(ReasonCode.OUT_OF_STOCK, f"out of stock: {', '.join(sorted(set(out)))}")
     return None

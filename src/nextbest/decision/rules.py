@@ -1,17 +1,26 @@
-"""The variables CEL rules see, built once per decision (and once per flow for ``journey``)."""
+"""The rules stage: each action's CEL rule, and its flow step's condition, compiled once at catalog load.
+
+The variables the rules see are built once per decision (and once per flow for ``journey``). A rule that
+fails to evaluate refuses its action (``RULE_ERROR``) and is logged; it never fails the decision.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 import cel
 
-from nextbest.domain import DecisionRequest
-from nextbest.eligibility.contact import journey_variables
+from nextbest.catalog import Action, Flow, RuleEvaluationError
+from nextbest.decision.candidates import Refusal
+from nextbest.decision.journeys import journey_variables
+from nextbest.domain import DecisionRequest, ReasonCode
 from nextbest.state import CustomerState, Journey
 
-__all__ = ["RuleScope"]
+__all__ = ["RuleScope", "check_rules"]
+
+logger = logging.getLogger(__name__)
 
 
 def _days(now: datetime, then: datetime | None) -> float:
@@ -61,3 +70,19 @@ class RuleScope:
             )
             self._journey_of = flow
         return self._context
+
+
+def check_rules(action: Action, flow: Flow, journey: Journey, scope: RuleScope) -> Refusal | None:
+    """The step condition, then the action's rule: the first that is false or fails, or None."""
+    rule = action.rule
+    when = flow.steps[action.step].when if action.step is not None else None
+    try:
+        if when is not None and not when.evaluate(scope.context(flow.id, journey, when.uses_journey)):
+            return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
+        passed = rule.always_true or rule.evaluate(scope.context(flow.id, journey, rule.uses_journey))
+    except RuleEvaluationError as exc:
+        logger.warning("rule of %s failed to evaluate: %s", action.id, exc)
+        return Refusal(ReasonCode.RULE_ERROR, f"rule {action.rule.source!r} failed: {exc}")
+    if not passed:
+        return Refusal(ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}")
+    return None

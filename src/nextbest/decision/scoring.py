@@ -1,4 +1,4 @@
-"""Scoring: the expected value of sending each eligible action, and when to send it.
+"""The scoring stage: the expected value of sending each eligible action.
 
 All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
 declared value, or the request's cart value for an action declared ``value_from: cart_value``; an
@@ -11,8 +11,8 @@ P(convert | untreated) x value - cost`` (the discount is paid on orders that wou
 and an action whose expected incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for
 an action of the flow the uplift model did not see randomized, P(convert | treated) is its propensity
 score.
-Actions that optimize their send time carry the customer's engagement profile for arbitration to pick
-the hour. The features of each candidate as it is sent travel with it to the exposure log; an
+Actions that optimize their send time carry the customer's engagement profile for the send-time stage to
+pick the hour. The features of each candidate as it is sent travel with it to the exposure log; an
 experiment arm that moved its channel or delay does not change its score (it is ranked as declared).
 """
 
@@ -25,11 +25,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from nextbest.catalog import Action
+from nextbest.decision.candidates import Candidate, rejection
 from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection, SendTimeSource
-from nextbest.eligibility import Candidate, rejection
-from nextbest.scoring import features as feats
-from nextbest.scoring.registry import ModelSet
-from nextbest.scoring.send_time import Timing
+from nextbest.models import features as feats
+from nextbest.models.registry import ModelSet
+from nextbest.models.send_time import Timing
 from nextbest.state import CustomerSnapshot
 
 __all__ = ["ScoredCandidate", "score_candidates"]

@@ -24,9 +24,9 @@ import lightgbm.basic as _lgb
 import numpy as np
 import numpy.typing as npt
 
-from nextbest.scoring import features as feats
-from nextbest.scoring.artifacts import ModelCard, ModelKind, promoted_version, read_card
-from nextbest.scoring.send_time import HOURS_OF_WEEK, SendTimeModel
+from nextbest.models import features as feats
+from nextbest.models.artifacts import ModelCard, ModelKind, promoted_version, read_card
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 
 __all__ = [
     "BinaryModel",

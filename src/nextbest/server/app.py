@@ -15,9 +15,9 @@ from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
-from nextbest.engine import DecisionEngine, utc_now
+from nextbest.decision.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
-from nextbest.scoring.registry import ModelRegistry, ModelSet, ModelState
+from nextbest.models.registry import ModelRegistry, ModelSet, ModelState
 from nextbest.server.interceptors import ErrorInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import AdminServicer, DecisionServicer
@@ -69,7 +69,7 @@ class NextbestServer:
                 ("grpc.so_reuseport", int(settings.processes > 1)),
             ],
         )
-        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine), self._server)
+        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine, db), self._server)
         admin_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.reload_models, lambda: self.models.current, str(settings.models_dir or "")),
             self._server,

@@ -27,9 +27,9 @@ from nextbest.domain import (
     SendTimeSource,
 )
 from nextbest.errors import FieldViolation
+from nextbest.models.registry import ModelSet, ModelState
 from nextbest.reports.report import LiftReport
-from nextbest.reports.request import ReportRequest, validated
-from nextbest.scoring.registry import ModelSet, ModelState
+from nextbest.reports.request import ReportRequest
 from nextbest.stats.frequentist import Comparison, Estimate
 
 __all__ = [
@@ -209,12 +209,13 @@ def results_to_proto(results: list[EventResult]) -> pb.RecordEventsResponse:
     return response
 
 
-def report_request_from_proto(msg: pb.GetLiftReportRequest, now: datetime) -> ReportRequest:
-    return validated(
+def report_request_from_proto(msg: pb.GetLiftReportRequest) -> ReportRequest:
+    """The validated request; unset fields (no ``as_of``, a window or alpha of 0) take the defaults."""
+    return ReportRequest.validated(
         msg.experiment_id,
         list(msg.metrics),
         window_days=msg.window_days,
-        as_of=_time(msg, "as_of", msg.as_of) or now,
+        as_of=_time(msg, "as_of", msg.as_of),
         sequential=msg.sequential,
         alpha=msg.alpha,
     )
@@ -264,8 +265,8 @@ def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
                     pb.ArmStatistics(arm_id=a, units=s.n, mean=s.mean, variance=s.variance)
                     for a, s in metric.arms.items()
                 ],
-                comparisons=_comparisons(metric.cuped or metric.comparisons),
-                unadjusted=_comparisons(metric.comparisons) if metric.cuped else [],
+                comparisons=_comparisons(metric.headline),
+                unadjusted=_comparisons(metric.comparisons) if metric.cuped_adjusted else [],
             )
         )
     for inc in report.incremental:

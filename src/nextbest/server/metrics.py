@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
-from nextbest.scoring.registry import ModelSet, ModelState
+from nextbest.models.registry import ModelSet, ModelState
 from nextbest.server.interceptors import UnaryInterceptor
 from nextbest.stats.srm import srm_check
 from nextbest.store import Store

@@ -9,24 +9,30 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.engine import DecisionEngine, utc_now
-from nextbest.scoring.registry import ModelSet
+from nextbest.decision.engine import DecisionEngine
+from nextbest.models.registry import ModelSet
+from nextbest.reports import build_report
 from nextbest.server import convert
+from nextbest.store import Database
 
 __all__ = ["AdminServicer", "DecisionServicer"]
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: DecisionEngine) -> None:
+    """Decisions and events go to the engine; lift reports are read from ``database`` by ``reports``."""
+
+    def __init__(self, engine: DecisionEngine, database: Database) -> None:
         self.engine = engine
+        self.database = database
 
     def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
         return convert.decision_to_proto(self.engine.decide(convert.request_from_proto(request)))
 
     def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
-        return convert.report_to_proto(
-            self.engine.lift_report(convert.report_request_from_proto(request, utc_now()))
-        )
+        asked = convert.report_request_from_proto(request)
+        with self.database.reader.connect() as conn:
+            report = build_report(conn, self.engine.catalog, asked)
+        return convert.report_to_proto(report)
 
     def RecordEvents(self, request: pb.RecordEventsRequest, context: Any) -> pb.RecordEventsResponse:  # noqa: N802
         return convert.results_to_proto(self.engine.record_events(convert.events_from_proto(request)))

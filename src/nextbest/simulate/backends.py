@@ -11,6 +11,7 @@ from typing import Protocol
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.client import NextbestClient, make_event
+from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -20,7 +21,6 @@ from nextbest.domain import (
     EventType,
     RequestContext,
 )
-from nextbest.engine import DecisionEngine
 from nextbest.simulate.world import Message
 
 __all__ = ["Backend", "Decided", "EngineBackend", "GrpcBackend", "SimEvent", "SimRequest"]

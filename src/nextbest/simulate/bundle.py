@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from nextbest.catalog import Catalog, bundled_catalog_path, parse_catalog
-from nextbest.engine import DecisionEngine
-from nextbest.scoring.artifacts import ModelKind
+from nextbest.decision.engine import DecisionEngine
+from nextbest.models.artifacts import ModelKind
 from nextbest.simulate import START, EngineBackend, Simulator, population
 from nextbest.store import Database, Store, upgrade
 from nextbest.training import Source, train

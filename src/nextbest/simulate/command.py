@@ -151,22 +151,23 @@ def comparison_table(comparisons: list[Comparison]) -> str:
 
 
 def _write_html(database_url: str, catalog: Catalog, as_of: datetime, window: float, out: Path) -> list[Path]:
+    from nextbest.reports import ReportRequest, build_report, report_history
     from nextbest.reports.html import write_html
-    from nextbest.reports.report import build_report, report_history
-    from nextbest.store import Database, Store
+    from nextbest.store import Database
 
-    store = Store(Database(database_url))
+    db = Database(database_url)
     paths = []
     try:
-        for experiment in catalog.experiments:
-            w = timedelta(days=window)
-            report = build_report(store, catalog, experiment.id, as_of=as_of, window=w)
-            if not report.units:
-                continue
-            history = report_history(store, catalog, experiment.id, as_of=as_of, window=w)
-            paths.append(write_html(report, history, str(out / f"{experiment.id}.html")))
+        with db.reader.connect() as conn:
+            for experiment in catalog.experiments:
+                request = ReportRequest.validated(experiment.id, as_of=as_of, window_days=window)
+                report = build_report(conn, catalog, request)
+                if not report.units:
+                    continue
+                history = report_history(conn, catalog, request)
+                paths.append(write_html(report, history, str(out / f"{experiment.id}.html")))
     finally:
-        store.close()
+        db.dispose()
     return paths
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nextbest.domain import Channel, EventType
-from nextbest.simulate.backends import Backend, Decided, EngineBackend, GrpcBackend, SimEvent, SimRequest
+from nextbest.simulate.backends import Backend, Decided, SimEvent, SimRequest
 from nextbest.simulate.world import (
     RESPONSIVE_FLOWS,
     START,
@@ -36,21 +36,9 @@ from nextbest.simulate.world import (
     Customer,
     Message,
     activities,
-    population,
 )
 
-__all__ = [
-    "START",
-    "Backend",
-    "Cart",
-    "Customer",
-    "EngineBackend",
-    "GrpcBackend",
-    "Message",
-    "SimulationResult",
-    "Simulator",
-    "population",
-]
+__all__ = ["SimulationResult", "Simulator"]
 
 STEPS = (timedelta(hours=24), timedelta(hours=48))  # the cart journey's scheduled steps
 FLUSH_EVERY = 200

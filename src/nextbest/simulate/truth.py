@@ -28,7 +28,7 @@ from typing import Any
 from nextbest.catalog import Catalog
 from nextbest.experiments import Experiment
 from nextbest.reports.report import control_arm
-from nextbest.simulate import SimulationResult
+from nextbest.simulate.simulator import SimulationResult
 from nextbest.simulate.world import LAPSED_ACTIVITY, Cart, Customer, Message
 
 __all__ = ["ArmTruth", "experiment_truth", "truths", "write_truth"]

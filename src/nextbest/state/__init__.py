@@ -8,10 +8,11 @@ from nextbest.state.customer import (
     apply_event,
     hour_of_week,
 )
-from nextbest.state.history import CustomerSnapshot, Journey, PastExposure, journey_in
+from nextbest.state.history import CancelRule, CustomerSnapshot, Journey, PastExposure
 
 __all__ = [
     "MESSAGING_CHANNELS",
+    "CancelRule",
     "ChannelState",
     "CustomerSnapshot",
     "CustomerState",
@@ -20,5 +21,4 @@ __all__ = [
     "Suppression",
     "apply_event",
     "hour_of_week",
-    "journey_in",
 ]

@@ -97,7 +97,7 @@ _NO_CHANNEL_STATE = ChannelState()
 
 
 def apply_event(state: CustomerState, event: Event) -> CustomerState:
-    """Returns the state after ``event``; ``event`` must be valid (see ``nextbest.validation``)."""
+    """Returns the state after ``event``; ``event`` must be valid (see ``nextbest.decision.validate``)."""
     if event.type is None or event.occurred_at is None:
         raise ValueError("apply_event needs a validated event (type and occurred_at set)")
     at = event.occurred_at

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import case, func, select
 
-from nextbest.scoring import features as feats
+from nextbest.models import features as feats
 from nextbest.store import Database
 from nextbest.store.schema import assignments, events, exposures
 

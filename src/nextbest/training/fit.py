@@ -14,8 +14,8 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from nextbest.scoring import features as feats
-from nextbest.scoring.artifacts import ModelCard, ModelKind
+from nextbest.models import features as feats
+from nextbest.models.artifacts import ModelCard, ModelKind
 from nextbest.training.datasets import TrainingSet
 from nextbest.training.metrics import binary_metrics, qini_curve
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from nextbest.scoring.artifacts import ModelCard, ModelKind, promote, read_card, write_artifact
-from nextbest.scoring.registry import load_binary
+from nextbest.models.artifacts import ModelCard, ModelKind, promote, read_card, write_artifact
+from nextbest.models.registry import load_binary
 from nextbest.store import Database
 from nextbest.training.datasets import TrainingSet, from_csv, load_schema, propensity_set, uplift_set
 from nextbest.training.fit import recode, split, train_propensity, train_uplift, uplift_metrics

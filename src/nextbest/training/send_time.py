@@ -1,4 +1,4 @@
-"""Training the send-time model from open and click events (see ``nextbest.scoring.send_time``).
+"""Training the send-time model from open and click events (see ``nextbest.models.send_time``).
 
 The events are split by time: the first 60 % give each customer's counts and the population pattern,
 the next 20 % choose the shrinkage strength (the one that best predicts the hour of the customers' next
@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import select
 
-from nextbest.scoring.artifacts import ModelCard, ModelKind
-from nextbest.scoring.send_time import HOURS_OF_WEEK, SendTimeModel
+from nextbest.models.artifacts import ModelCard, ModelKind
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.state import hour_of_week
 from nextbest.store import Database
 from nextbest.store.schema import events

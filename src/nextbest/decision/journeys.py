@@ -1,0 +1,156 @@
+"""Where the customer is in each flow's journey, as the contact policy and the rules see it.
+
+A journey is derived, never stored: from the decisions that sent something in the flow, the latest
+entry-trigger and exit events in customer state, and the flow's duration and re-entry window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from nextbest.catalog import Action, Catalog, Flow
+from nextbest.domain import EventType
+from nextbest.state import CustomerSnapshot, Journey, PastExposure
+
+__all__ = ["JourneyBook", "journey_in", "journey_variables", "step_delay"]
+
+
+class JourneyBook:
+    """The customer's journey in every flow, computed on demand from history grouped by flow once."""
+
+    def __init__(self, catalog: Catalog, snapshot: CustomerSnapshot, trigger: str, now: datetime) -> None:
+        self._catalog, self._snapshot, self._trigger, self._now = catalog, snapshot, trigger, now
+        by_flow: dict[str, list[PastExposure]] = {}
+        for p in snapshot.history:
+            by_flow.setdefault(p.flow, []).append(p)
+        self._by_flow = by_flow
+        self._journeys: dict[str, Journey] = {}
+        self._higher: dict[str, tuple[Flow, Journey] | None] = {}
+
+    def __getitem__(self, flow_id: str) -> Journey:
+        journey = self._journeys.get(flow_id)
+        if journey is None:
+            flow = self._catalog.flows[flow_id]
+            journey = journey_in(
+                flow, self._snapshot, self._trigger, self._now, self._by_flow.get(flow_id, ())
+            )
+            self._journeys[flow_id] = journey
+        return journey
+
+    def higher_journey(self, flow: Flow) -> tuple[Flow, Journey] | None:
+        """An ongoing journey (entered before now, still active) in a flow that outranks ``flow``."""
+        if flow.id not in self._higher:
+            found = None
+            for other in self._catalog.flows_by_rank:
+                if other.rank() >= flow.rank():
+                    break
+                if not other.is_journey or other.id == flow.id:
+                    continue
+                journey = self[other.id]
+                if journey.active and not journey.new:
+                    found = (other, journey)
+                    break
+            self._higher[flow.id] = found
+        return self._higher[flow.id]
+
+
+def step_delay(action: Action, flow: Flow, journey: Journey, now: datetime) -> timedelta:
+    """How long after ``now`` a step's action is due (0 when due already); the action's delay otherwise."""
+    if action.step is None or journey.entered_at is None:
+        return action.delay
+    due = journey.entered_at + flow.steps[action.step].after
+    return max(due - now, timedelta(0))
+
+
+def journey_in(
+    flow: Flow,
+    snapshot: CustomerSnapshot,
+    trigger: str,
+    now: datetime,
+    history: Sequence[PastExposure] | None = None,
+) -> Journey:
+    """The customer's journey in ``flow`` as of ``now``.
+
+    Entries are the decisions that sent something in the flow for one of its entry triggers and the latest
+    entry-trigger event recorded for the customer. Walking them in time, an entry starts a new journey
+    unless it falls inside the flow's re-entry window after the current journey's start. A journey is
+    active from its start until an exit event, or until the flow's duration has passed. An entry trigger
+    now starts a new journey under the same rule. ``history`` is the flow's share of the snapshot's, when
+    the caller has grouped it already.
+    """
+    source = snapshot.history if history is None else history
+    past = [p for p in source if p.flow == flow.id and not p.cancelled and p.occurred_at <= now]
+    entries = [p.occurred_at for p in past if p.trigger in flow.entry_triggers]
+    entries += [
+        at
+        for name in flow.entry_triggers
+        if name in _EVENT_TYPES and (at := snapshot.state.last_events.get(EventType(name))) and at <= now
+    ]
+    start: datetime | None = None
+    for at in sorted(entries):
+        if start is None or at >= start + flow.reentry:
+            start = at
+    if trigger in flow.entry_triggers:
+        if start is None or now >= start + flow.reentry:
+            return Journey(active=True, entered_at=now, new=True, ends_at=now + flow.duration)
+        ended = _ended(flow, snapshot, past, start, now)
+        if ended is not None:  # inside the re-entry window of a finished journey: no new one yet
+            return replace(ended, blocked_until=start + flow.reentry)
+    if start is None:
+        return Journey(active=False)
+    ended = _ended(flow, snapshot, past, start, now)
+    if ended is not None:
+        return ended
+    since = [p for p in past if p.occurred_at >= start]
+    done = frozenset(s for p in since if (s := _step_of(flow, p.action_id)) is not None)
+    return Journey(
+        active=True,
+        entered_at=start,
+        steps_sent=len(since),
+        steps_done=done,
+        ends_at=start + flow.duration,
+    )
+
+
+def _ended(
+    flow: Flow, snapshot: CustomerSnapshot, past: Sequence[PastExposure], start: datetime, now: datetime
+) -> Journey | None:
+    sent = sum(1 for p in past if p.occurred_at >= start)
+    for kind in sorted(flow.exit_on):
+        at = snapshot.state.last_events.get(kind)
+        if at is not None and start < at <= now:
+            return Journey(False, start, sent, exit_event=kind, exited_at=at, ends_at=at)
+    if now >= start + flow.duration:
+        return Journey(False, start, sent, ends_at=start + flow.duration)
+    return None
+
+
+def _step_of(flow: Flow, action_id: str) -> int | None:
+    for step in flow.steps:
+        if action_id in step.actions:
+            return step.index
+    return None
+
+
+_EVENT_TYPES = frozenset(e.value for e in EventType)
+
+
+def journey_variables(
+    journey: Journey, state_events: Mapping[EventType, datetime], now: datetime
+) -> dict[str, object]:
+    """What CEL rules see as ``journey``."""
+    entered = journey.entered_at
+
+    def since_entry(kind: EventType) -> bool:
+        at = state_events.get(kind)
+        return entered is not None and at is not None and entered <= at <= now
+
+    return {
+        "active": journey.active,
+        "hours_since_entry": journey.hours_since_entry(now),
+        "steps_sent": journey.steps_sent,
+        "opened": since_entry(EventType.OPENED),
+        "clicked": since_entry(EventType.CLICKED),
+    }
