@@ -48,11 +48,11 @@ import numpy as np
 import yaml
 
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog, parse_catalog
-from nextbest.engine import DecisionEngine
-from nextbest.reports import build_report
-from nextbest.scoring import features as feats
-from nextbest.scoring.artifacts import bundled_models_path
-from nextbest.scoring.registry import ModelRegistry, ModelSet
+from nextbest.decision.engine import DecisionEngine
+from nextbest.models import features as feats
+from nextbest.models.artifacts import bundled_models_path
+from nextbest.models.registry import ModelRegistry, ModelSet
+from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate import Cart, Customer, EngineBackend, SimulationResult, Simulator, population
 from nextbest.simulate.backends import SimRequest
 from nextbest.simulate.truth import truths
@@ -255,7 +255,9 @@ def measurement(args: Any, workdir: Path) -> list[dict[str, Any]]:
             for t in truths(result, catalog, as_of=result.end):
                 if not t.units:
                     continue
-                report = build_report(store, catalog, t.experiment_id, as_of=result.end)
+                request = ReportRequest.validated(t.experiment_id, as_of=result.end)
+                with store.db.reader.connect() as conn:
+                    report = build_report(conn, catalog, request)
                 for metric in ("conversion", "revenue"):
                     m = report.analysis.metrics.get(metric)
                     c = m.comparisons.get(t.arm) if m else None

@@ -135,21 +135,18 @@ def _processes_suffix(processes: int) -> str:
     return f"-{processes}p" if processes > 1 else ""
 
 
-def memory_server_spec(catalog: Path, database_url: str, aio: bool = False) -> ServerSpec:
-    """The real server with its store in memory (benchmarks/memory_server.py): the pipeline's ceiling;
-    with ``aio``, the same engine inline on a grpc.aio event loop."""
+def memory_server_spec(catalog: Path, database_url: str) -> ServerSpec:
+    """The real server with its store in memory (benchmarks/memory_server.py): the pipeline's ceiling."""
 
     def argv(port: int) -> list[str]:
-        cmd = [
+        return [
             sys.executable, str(MEMORY_SERVER), "--host", HOST, "--port", str(port),
             "--catalog", str(catalog), "--database-url", database_url,
         ]  # fmt: skip
-        return [*cmd, "--aio"] if aio else cmd
 
-    kind = "the same engine inline on grpc.aio" if aio else "nextbest's server"
     return ServerSpec(
-        name=MEMORY_SERVER_NAME + ("-aio" if aio else ""),
-        description=f"{kind}, store in memory: no database reads or writes ({catalog.name})",
+        name=MEMORY_SERVER_NAME,
+        description=f"nextbest's server, store in memory: no database reads or writes ({catalog.name})",
         argv=argv,
     )
 
@@ -524,7 +521,7 @@ def _progress(message: str) -> None:
 
 # --- main -------------------------------------------------------------------------------------------------
 
-SERVER_CHOICES = ("empty", "empty-aio", "memory", "memory-aio", "real")
+SERVER_CHOICES = ("empty", "empty-aio", "memory", "real")
 DEFAULT_SERVERS = ("empty", "empty-aio", "memory", "real")
 
 
@@ -596,9 +593,6 @@ def run_all(
             specs.append(empty_server_spec(args.empty_workers, aio=True))
         if "memory" in selected and processes == 1:
             specs.append(memory_server_spec(catalog, f"sqlite:///{workdir / 'bench-memory.db'}"))
-        if "memory-aio" in selected and processes == 1:
-            url = f"sqlite:///{workdir / 'bench-memory-aio.db'}"
-            specs.append(memory_server_spec(catalog, url, aio=True))
         if "real" in selected:
             sqlite_url = f"sqlite:///{workdir / f'bench-{processes}.db'}"
             specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url, processes))

@@ -24,13 +24,13 @@ import lightgbm as lgb
 import numpy as np
 
 from nextbest.catalog import load_catalog
+from nextbest.decision.candidates import Candidate
+from nextbest.decision.scoring import score_candidates
 from nextbest.domain import Channel, DecisionRequest, RequestContext
-from nextbest.eligibility import Candidate
-from nextbest.scoring import features as feats
-from nextbest.scoring import score_candidates
-from nextbest.scoring.artifacts import ModelCard, ModelKind
-from nextbest.scoring.registry import BinaryModel, ModelSet
-from nextbest.scoring.send_time import HOURS_OF_WEEK, SendTimeModel
+from nextbest.models import features as feats
+from nextbest.models.artifacts import ModelCard, ModelKind
+from nextbest.models.registry import BinaryModel, ModelSet
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.state import CustomerSnapshot, CustomerState, Journey
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ seeds a random 75/25 split, the T-learner trained on the 75 % (early-stopped on 
 Qini coefficient of three rankings on the held-out 25 %: predicted uplift, the treated model's
 P(outcome | e-mail) (what a propensity model targets), and random (the mean of 20 shuffles).
 
-    .venv/bin/python benchmarks/bench_uplift_hillstrom.py [--csv ../shared/data/hillstrom.csv]
+    .venv/bin/python benchmarks/bench_uplift_hillstrom.py [--csv tests/data/hillstrom.csv]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SEEDS = (1, 2, 3, 4, 5)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", default=str(HERE.parents[1] / "shared" / "data" / "hillstrom.csv"))
+    parser.add_argument("--csv", default=str(HERE.parent / "tests" / "data" / "hillstrom.csv"))
     args = parser.parse_args()
     schema = load_schema(HERE / "hillstrom.yaml")
     print(

@@ -122,8 +122,7 @@ async def serve_aio(host: str, port: int) -> None:
 
 async def serve_aio_until_signalled(servicer: Any, host: str, port: int, label: str) -> None:
     """Serves ``servicer`` as the DecisionService on a grpc.aio server, with grpc.health.v1 SERVING,
-    until SIGTERM or SIGINT. The benchmark's other aio servers (memory_server.py --aio,
-    aio_prototype_server.py) run through here too."""
+    until SIGTERM or SIGINT."""
     server = grpc.aio.server()
     pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
