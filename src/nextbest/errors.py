@@ -6,14 +6,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_VIOLATIONS",
     "AlreadyExistsError",
     "CatalogError",
+    "DeadlineExceededError",
     "FieldViolation",
     "InvalidArgumentError",
     "NextbestError",
     "NotFoundError",
+    "OverloadedError",
     "StoreUnavailableError",
 ]
+
+# An INVALID_ARGUMENT carries its violations in the status message and in a google.rpc.BadRequest, both in
+# the response headers, which a client caps (8 KB by default in gRPC): so at most this many violations,
+# each field name and description cut short, and the message lists as many as fit in _MAX_MESSAGE.
+MAX_VIOLATIONS = 20
+_MAX_FIELD = 64
+_MAX_DESCRIPTION = 120
+_MAX_MESSAGE = 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +48,29 @@ class InvalidArgumentError(NextbestError):
     status = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        self.violations = list(violations)
-        super().__init__("; ".join(str(v) for v in self.violations) or "invalid argument")
+        self.violations = [_short(v) for v in violations[:MAX_VIOLATIONS]]
+        #: Violations left out of ``violations`` (see ``MAX_VIOLATIONS``).
+        self.more = max(0, len(violations) - MAX_VIOLATIONS)
+        parts: list[str] = []
+        size = 0
+        for v in self.violations:
+            size += len(str(v)) + 2
+            if size > _MAX_MESSAGE:
+                break
+            parts.append(str(v))
+        untold = len(violations) - len(parts)
+        if untold:
+            parts.append(f"and {untold} more")
+        super().__init__("; ".join(parts) or "invalid argument")
+
+
+def _short(v: FieldViolation) -> FieldViolation:
+    if len(v.field) <= _MAX_FIELD and len(v.description) <= _MAX_DESCRIPTION:
+        return v
+    description = v.description
+    if len(description) > _MAX_DESCRIPTION:
+        description = description[: _MAX_DESCRIPTION - 3] + "..."
+    return FieldViolation(v.field[:_MAX_FIELD], description)
 
 
 class AlreadyExistsError(NextbestError):
@@ -54,6 +86,19 @@ class ConflictError(NextbestError):
     replica deciding for them, events folding in); nothing was written, and the call is safe to retry."""
 
     status = "ABORTED"
+
+
+class DeadlineExceededError(NextbestError):
+    """The caller's deadline passed, or would pass before the decision could be durably written; nothing
+    was written."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
+class OverloadedError(NextbestError):
+    """The server is at its bound on concurrent calls; nothing was done, and the call is safe to retry."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class StoreUnavailableError(NextbestError):

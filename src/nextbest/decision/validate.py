@@ -1,8 +1,14 @@
-"""The validate stage: every problem with a request or an event, as field violations."""
+"""The validate stage: every problem with a request or an event, as field violations.
+
+Everything the database could refuse is refused here, naming the field: a string the store would write
+(ids, product ids, attributes, properties) with a NUL character (PostgreSQL's text cannot hold one) or
+longer than its column. A value that reached the store would fail the whole group commit it shares with
+other callers' decisions."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,8 +22,12 @@ MAX_ID = 128
 MAX_ACTIONS = 10
 MAX_EVENTS = 1000
 MAX_PRODUCTS = 100
+MAX_EVENT_PRODUCTS = 1000
 MAX_ATTRIBUTES = 50
 MAX_TEXT = 256
+MAX_KEY = 64
+MAX_ZONE = 64
+_NUL = "\x00"
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -25,8 +35,49 @@ _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 def _identifier(name: str, value: str, out: list[FieldViolation]) -> None:
     if not value or not value.strip():
         out.append(FieldViolation(name, "required"))
-    elif len(value) > MAX_ID:
-        out.append(FieldViolation(name, f"at most {MAX_ID} characters, got {len(value)}"))
+    else:
+        _text(name, value, MAX_ID, out)
+
+
+def _text(name: str, value: str, limit: int, out: list[FieldViolation]) -> bool:
+    """At most ``limit`` characters and no NUL; False (and a violation) otherwise."""
+    if len(value) > limit:
+        out.append(FieldViolation(name, f"at most {limit} characters, got {len(value)}"))
+        return False
+    if _NUL in value:
+        out.append(FieldViolation(name, "must not contain NUL characters"))
+        return False
+    return True
+
+
+def _ids(name: str, values: Sequence[str], limit: int, out: list[FieldViolation]) -> None:
+    if len(values) > limit:
+        out.append(FieldViolation(name, f"at most {limit} ids, got {len(values)}"))
+    for index, value in enumerate(values[:limit]):
+        if not value:
+            out.append(FieldViolation(f"{name}[{index}]", f"must be 1..{MAX_ID} characters"))
+        else:
+            _text(f"{name}[{index}]", value, MAX_ID, out)
+
+
+def _mapping(name: str, values: Mapping[str, str], out: list[FieldViolation]) -> None:
+    if len(values) > MAX_ATTRIBUTES:
+        out.append(FieldViolation(name, f"at most {MAX_ATTRIBUTES} entries, got {len(values)}"))
+    for key, value in list(values.items())[:MAX_ATTRIBUTES]:
+        shown = f"{name}[{key[:32]!r}]"
+        if not key or len(key) > MAX_KEY or _NUL in key:
+            out.append(FieldViolation(shown, f"keys must be 1..{MAX_KEY} characters without NUL"))
+        else:
+            _text(shown, value, MAX_TEXT, out)
+
+
+def _time_zone(name: str, value: str, out: list[FieldViolation]) -> None:
+    if not _text(name, value, MAX_ZONE, out):
+        return
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as 'America'
+        out.append(FieldViolation(name, f"unknown IANA time zone {value!r}"))
 
 
 def _time(name: str, value: datetime | None, out: list[FieldViolation], *, required: bool) -> None:
@@ -65,34 +116,12 @@ def validate_request(request: DecisionRequest, catalog: Catalog) -> list[FieldVi
     ctx = request.context
     if ctx.cart_value is not None and not (math.isfinite(ctx.cart_value) and ctx.cart_value >= 0):
         out.append(FieldViolation("context.cart_value", "must be a finite number >= 0"))
-    if len(ctx.product_ids) > MAX_PRODUCTS:
-        out.append(FieldViolation("context.product_ids", f"at most {MAX_PRODUCTS} product ids"))
-    for index, product in enumerate(ctx.product_ids[:MAX_PRODUCTS]):
-        if not product or len(product) > MAX_ID:
-            out.append(FieldViolation(f"context.product_ids[{index}]", f"must be 1..{MAX_ID} characters"))
-    if len(ctx.out_of_stock_product_ids) > MAX_PRODUCTS:
-        out.append(FieldViolation("context.out_of_stock_product_ids", f"at most {MAX_PRODUCTS} product ids"))
-    for index, product in enumerate(ctx.out_of_stock_product_ids[:MAX_PRODUCTS]):
-        if not product or len(product) > MAX_ID:
-            out.append(
-                FieldViolation(
-                    f"context.out_of_stock_product_ids[{index}]", f"must be 1..{MAX_ID} characters"
-                )
-            )
-    if len(ctx.page_category) > MAX_TEXT:
-        out.append(FieldViolation("context.page_category", f"at most {MAX_TEXT} characters"))
+    _ids("context.product_ids", ctx.product_ids, MAX_PRODUCTS, out)
+    _ids("context.out_of_stock_product_ids", ctx.out_of_stock_product_ids, MAX_PRODUCTS, out)
+    _text("context.page_category", ctx.page_category, MAX_TEXT, out)
     if ctx.time_zone:
-        try:
-            ZoneInfo(ctx.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            out.append(FieldViolation("context.time_zone", f"unknown IANA time zone {ctx.time_zone[:64]!r}"))
-    if len(ctx.attributes) > MAX_ATTRIBUTES:
-        out.append(FieldViolation("context.attributes", f"at most {MAX_ATTRIBUTES} attributes"))
-    for key, value in ctx.attributes.items():
-        if not key or len(key) > 64 or len(value) > MAX_TEXT:
-            out.append(
-                FieldViolation(f"context.attributes[{key[:64]!r}]", f"keys 1..64, values 0..{MAX_TEXT} chars")
-            )
+        _time_zone("context.time_zone", ctx.time_zone, out)
+    _mapping("context.attributes", ctx.attributes, out)
     return out
 
 
@@ -104,11 +133,9 @@ def validate_event(event: Event) -> list[FieldViolation]:
             _identifier("user_id", event.user_id, out)
         if not event.product_ids:
             out.append(FieldViolation("product_ids", f"required for {event.type.value} events"))
-        for index, product in enumerate(event.product_ids):
-            if not product or len(product) > 128:
-                out.append(FieldViolation(f"product_ids[{index}]", "1 to 128 characters"))
     else:
         _identifier("user_id", event.user_id, out)
+    _ids("product_ids", event.product_ids, MAX_EVENT_PRODUCTS, out)
     if event.type is None:
         out.append(FieldViolation("type", "unspecified or unknown event type"))
     _time("occurred_at", event.occurred_at, out, required=True)
@@ -123,15 +150,18 @@ def validate_event(event: Event) -> list[FieldViolation]:
         out.append(FieldViolation("bounce_kind", "only bounced events carry a bounce kind"))
     if event.value > 0 and kind not in (EventType.ORDER_PLACED, EventType.REFUNDED):
         out.append(FieldViolation("value", "only order_placed and refunded events carry a value"))
-    if len(event.decision_id) > 32:
-        out.append(FieldViolation("decision_id", "at most 32 characters"))
-    for index, item in enumerate(event.items):
+    _text("decision_id", event.decision_id, 32, out)
+    _text("order_id", event.order_id, MAX_ID, out)
+    if len(event.items) > MAX_EVENT_PRODUCTS:
+        out.append(FieldViolation("items", f"at most {MAX_EVENT_PRODUCTS} items, got {len(event.items)}"))
+    for index, item in enumerate(event.items[:MAX_EVENT_PRODUCTS]):
         if not item.product_id:
             out.append(FieldViolation(f"items[{index}].product_id", "required"))
+        else:
+            _text(f"items[{index}].product_id", item.product_id, MAX_ID, out)
         if item.quantity <= 0:
             out.append(FieldViolation(f"items[{index}].quantity", "must be > 0"))
         if not (math.isfinite(item.unit_price) and item.unit_price >= 0):
             out.append(FieldViolation(f"items[{index}].unit_price", "must be a finite number >= 0"))
-    if len(event.properties) > MAX_ATTRIBUTES:
-        out.append(FieldViolation("properties", f"at most {MAX_ATTRIBUTES} properties"))
+    _mapping("properties", event.properties, out)
     return out
