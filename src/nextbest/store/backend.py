@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 
-from nextbest.errors import StoreUnavailableError
+from nextbest.errors import FieldViolation, InvalidArgumentError, StoreUnavailableError
 from nextbest.store.database import ConnectionStash, Database
 
-__all__ = ["Backend", "guard"]
+__all__ = ["Backend", "guard", "refused"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,20 @@ class Backend:
     driver_error: type[Exception]
     readers: ConnectionStash | None
     committers: ConnectionStash | None
+    # What the database (or the driver, binding it) raises when it refuses a row's data rather than
+    # being unavailable: a NUL byte in text on PostgreSQL, a value out of range, text that cannot be
+    # encoded. Such a failure is the caller's (INVALID_ARGUMENT).
+    refusals: tuple[type[BaseException], ...] = ()
+    # Failures that may be one row's doing (refusals, constraint violations): a failed batch is then
+    # retried member by member.
+    row_failures: tuple[type[BaseException], ...] = ()
+    # Failures of the database itself (down, hung, disk full): health reports them.
+    outages: tuple[type[BaseException], ...] = ()
 
     @classmethod
     def of(cls, db: Database) -> Backend:
         embedded = db.dialect == "sqlite"
+        dbapi = db.reader.dialect.loaded_dbapi
         return cls(
             db=db,
             insert=sqlite.insert if embedded else postgresql.insert,
@@ -50,6 +61,21 @@ class Backend:
             driver_error=db.reader.dialect.loaded_dbapi.Error,
             readers=ConnectionStash(db.reader, keep=32) if embedded else None,
             committers=ConnectionStash(db.writer, keep=1) if embedded else None,
+            refusals=(dbapi.DataError, ValueError, OverflowError, orjson.JSONEncodeError),
+            row_failures=(
+                dbapi.DataError,
+                ValueError,
+                OverflowError,
+                orjson.JSONEncodeError,
+                dbapi.IntegrityError,
+            ),
+            outages=(
+                dbapi.OperationalError,
+                dbapi.InterfaceError,
+                OperationalError,
+                InterfaceError,
+                TimeoutError,
+            ),
         )
 
     def close(self) -> None:
@@ -68,3 +94,24 @@ def guard(what: str, driver_error: type[Exception] = SQLAlchemyError) -> Iterato
     except (SQLAlchemyError, driver_error) as exc:
         logger.warning("store failure during %s: %s", what, type(exc).__name__)
         raise StoreUnavailableError(f"could not {what}: the database is unavailable") from exc
+
+
+def refused(what: str, row: dict[str, Any], exc: BaseException) -> InvalidArgumentError:
+    """The caller's error for a ``row`` the database refused: names the fields whose text it cannot store
+    (a NUL byte, an unpaired surrogate), else the request as a whole."""
+    fields = [name for name, value in row.items() if isinstance(value, str) and not _storable(value)] or [
+        "request"
+    ]
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+    logger.warning("the database refused the data of one %s: %s", what, type(exc).__name__)
+    return InvalidArgumentError([FieldViolation(f, f"the database refused it ({reason})") for f in fields])
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from nextbest.errors import NextbestError, StoreUnavailableError
 
-__all__ = ["Checkpointer", "ConnectionStash", "Database", "DatabaseUrlError", "WriteLock"]
+__all__ = ["Checkpointer", "ConnectionStash", "Database", "DatabaseUrlError", "WriteHealth", "WriteLock"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,25 @@ class Database:
     WAL mode with ``synchronous=FULL`` so a committed decision survives a power loss.
     """
 
-    def __init__(self, url: str, pool_size: int = 16) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 16,
+        *,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``connect_timeout`` and ``statement_timeout`` (seconds, PostgreSQL only; None: the driver's
+        and the server's defaults, i.e. none) bound how long a call waits on a database that hangs."""
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
             raise DatabaseUrlError(f"cannot parse database URL {url!r}: {exc}") from exc
         self.url = url
         self.dialect = parsed.get_backend_name()
+        self.health = WriteHealth()
+        self._probe: threading.Thread | None = None
+        self._probe_problem: str | None = None
         # Held around every write transaction (see ``WriteLock``); nothing to hold on PostgreSQL.
         self.write_lock: AbstractContextManager[Any] = nullcontext()
         if self.dialect == "sqlite":
@@ -78,6 +90,14 @@ class Database:
                 "json_serializer": _json_dumps,
                 "json_deserializer": orjson.loads,
             }
+            connect_args: dict[str, Any] = {}
+            if connect_timeout is not None:
+                connect_args["connect_timeout"] = max(2, round(connect_timeout))  # libpq: whole seconds, >= 2
+            if statement_timeout is not None:
+                connect_args["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"
+                # A pooled connection is no use while the server hangs: give up on the pool as soon.
+                kwargs["pool_timeout"] = statement_timeout + (connect_timeout or 0)
+            kwargs["connect_args"] = connect_args
             self.reader = create_engine(url, **kwargs)
             self.writer = self.reader
         else:
@@ -99,6 +119,48 @@ class Database:
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(f"database unreachable: {type(exc).__name__}") from exc
 
+    def check(self, timeout: float) -> str | None:
+        """What stops the database from taking writes, or None when nothing does: it must answer a query
+        within ``timeout`` seconds (a hung server answers nothing, and statement timeouts run on the
+        server) and, while writes have been failing (a full disk), commit a write of its own. A probe
+        still running from an earlier check counts as a hang."""
+        if self._probe is not None and self._probe.is_alive():
+            return f"the database has not answered for over {timeout:g} s"
+        self._probe_problem = "the database did not answer"
+        self._probe = threading.Thread(
+            target=self._run_probe, args=(self.health.failing,), name="nextbest-db-probe", daemon=True
+        )
+        self._probe.start()
+        self._probe.join(timeout)
+        if self._probe.is_alive():
+            return f"the database did not answer within {timeout:g} s"
+        return self._probe_problem
+
+    def _run_probe(self, write: bool) -> None:
+        try:
+            if write:
+                self.probe_write()
+                self.health.succeeded()
+            else:
+                self.ping()
+            self._probe_problem = None
+        except (StoreUnavailableError, SQLAlchemyError) as exc:
+            self._probe_problem = str(exc)
+
+    def probe_write(self) -> None:
+        """Commits a write that touches no table, through the writers' path: on SQLite a bump of the
+        header's ``user_version`` (a page through the WAL, fsynced; nextbest does not use the field),
+        on PostgreSQL a transaction id (a commit record, fsynced)."""
+        try:
+            with self.begin_write() as conn:
+                if self.dialect == "sqlite":
+                    version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+                    conn.exec_driver_sql(f"PRAGMA user_version = {(version + 1) % 2**31}")
+                else:
+                    conn.execute(text("SELECT txid_current()"))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(f"database refuses writes: {type(exc).__name__}") from exc
+
     def checkpointer(
         self, interval: float = 1.0, writers: AbstractContextManager[Any] | None = None
     ) -> Checkpointer | None:
@@ -115,6 +177,30 @@ class Database:
             self.writer.dispose()
         if isinstance(self.write_lock, WriteLock):
             self.write_lock.close()
+
+
+class WriteHealth:
+    """Whether writes are failing for want of the database (not for bad data): set by every write's
+    outcome, cleared by the next success (a write of the store, or ``Database.check``'s probe).
+    Health reports NOT_SERVING while ``failing``."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None  # time.monotonic() of the first failure in a row
+        self.failures = 0
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+    def succeeded(self) -> None:
+        if self.failing_since is not None:
+            logger.info("database writes succeed again")
+        self.failing_since = None
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
 
 
 class WriteLock:

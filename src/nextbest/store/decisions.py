@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import bindparam, literal_column, null, select, update
 
 from nextbest.domain import Decision
+from nextbest.errors import StoreUnavailableError
 from nextbest.store import codec
-from nextbest.store.backend import Backend, guard
+from nextbest.store.backend import Backend, guard, refused
 from nextbest.store.contract import SavedDecision, StoredDecision
 from nextbest.store.prepared import PreparedInsert, PreparedUpdate
 from nextbest.store.schema import assignments, customers, decisions, exposures
@@ -55,7 +56,14 @@ class DecisionLog:
         self._insert = backend.insert
         self._driver_error = backend.driver_error
         self._committers = backend.committers
-        self.writer = GroupCommitWriter(self._raw_transaction, self._write_decisions, max_batch=max_batch)
+        self._refusals = backend.refusals
+        self._outages = backend.outages
+        self.writer = GroupCommitWriter(
+            self._raw_transaction,
+            self._write_decisions,
+            max_batch=max_batch,
+            isolate=lambda exc: isinstance(exc, backend.row_failures),
+        )
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert, PreparedInsert] | None = None
         self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
@@ -84,8 +92,19 @@ class DecisionLog:
         version_guard = None
         if version is not None and (exposure_rows or assignment_rows or cancellations):
             version_guard = codec.version_guard_row(decision.user_id, decided_at, version)
-        with guard("write decision", self._driver_error):
-            item = self.writer.write(row, exposure_rows, assignment_rows, cancellations, version_guard)
+        try:
+            with guard("write decision", self._driver_error):
+                try:
+                    item = self.writer.write(
+                        row, exposure_rows, assignment_rows, cancellations, version_guard
+                    )
+                except self._refusals as exc:  # alone in its transaction by now: this decision's own fault
+                    raise refused("decision", row, exc) from exc
+        except StoreUnavailableError as exc:
+            if isinstance(exc.__cause__, self._outages):
+                self.db.health.failed()
+            raise
+        self.db.health.succeeded()
         return SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict)
 
     @contextmanager

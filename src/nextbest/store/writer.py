@@ -4,8 +4,12 @@ There is no writer thread. A caller queues its rows and takes the commit lock; w
 everything queued so far in one transaction, so while one transaction commits, the calls that arrive
 queue up and the next lock holder writes them all together. A caller returns only once the transaction
 holding its rows has committed: a response is never sent before its decision is durable. Alone, a
-caller simply commits its own rows, with no hand-off to another thread. A failed transaction fails every
-call in it; nothing is acknowledged.
+caller simply commits its own rows, with no hand-off to another thread.
+
+A failed transaction acknowledges nothing. When the failure may be one member's fault (the database
+refused some row's data: a NUL byte, a value out of range) the members are written again one by one, each
+in its own transaction, so that only the bad one fails and the others commit; when it cannot be (the
+database is down) every call in the batch fails at once, rather than waiting on the database once each.
 """
 
 from __future__ import annotations
@@ -47,18 +51,23 @@ class GroupCommitWriter:
         begin: Callable[[], Any],
         write_batch: Callable[[Any, Sequence[PendingWrite]], set[str]],
         max_batch: int = 256,
+        isolate: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         """``begin`` is a context manager around one write transaction, yielding the connection that
-        ``write_batch`` inserts a batch on; ``write_batch`` returns the decision ids it actually inserted."""
+        ``write_batch`` inserts a batch on; ``write_batch`` returns the decision ids it actually inserted.
+        ``isolate`` says whether a failure may come from one member's rows (then they are retried one
+        by one)."""
         self._begin = begin
         self._write_batch = write_batch
         self._max_batch = max_batch
+        self._isolate = isolate
         self._queue: list[PendingWrite] = []
         self._queue_lock = threading.Lock()
         # Public so that maintenance which must not overlap a commit (a WAL restart) can hold it.
         self.commit_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        self.isolated = 0  # batches that failed and were retried member by member
 
     def write(
         self,
@@ -89,8 +98,20 @@ class GroupCommitWriter:
         try:
             with self._begin() as conn:
                 inserted = self._write_batch(conn, batch)
-        except Exception as exc:  # the boundary: every caller in the batch learns the write failed
-            logger.exception("group commit of %d decisions failed", len(batch))
+        except Exception as exc:  # the boundary: nothing in the batch was written
+            if len(batch) > 1 and self._isolate(exc):
+                logger.warning(
+                    "group commit of %d decisions refused (%s); writing them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                self.isolated += 1
+                for item in batch:
+                    _forget_attempt(item)
+                    self._commit([item])
+                return
+            if len(batch) > 1 or not self._isolate(exc):
+                logger.exception("group commit of %d decisions failed", len(batch))
             for item in batch:
                 item.error, item.done = exc, True
             return
@@ -98,3 +119,10 @@ class GroupCommitWriter:
         self.writes += len(batch)
         for item in batch:
             item.inserted, item.done = item.decision_row["decision_id"] in inserted, True
+
+
+def _forget_attempt(item: PendingWrite) -> None:
+    """Clears what a rolled-back attempt noted on the item. Its payload keeps only the cancellations
+    that attempt made, a superset of what the next one can make, which filters it again."""
+    item.cancelled = set()
+    item.conflict = False

@@ -1,0 +1,93 @@
+"""Poison isolation: a decision the database refuses fails alone; the rest of its group commit is stored.
+
+Validation at the edge should keep such data out; these tests call the store directly, bypassing it, to
+check the second line of defence on both databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from nextbest.errors import InvalidArgumentError, StoreUnavailableError
+from nextbest.store import Store
+from nextbest.store.schema import decisions, exposures
+from tests.conftest import uid
+from tests.store.test_store import T0, decision
+
+# PostgreSQL refuses a NUL byte in text; SQLite stores it, but neither can encode an unpaired surrogate.
+POISONS = {"postgresql": "\x00", "sqlite": "\ud800"}
+
+
+def _save_as_one_batch(store: Store, items: list[tuple[object, int | None]]) -> list[object]:
+    """Saves every decision from its own thread, queued while the commit lock is held, so that they all
+    land in one group commit; returns each call's result or exception."""
+    results: list[object] = [None] * len(items)
+
+    def save(i: int) -> None:
+        d, version = items[i]
+        try:
+            results[i] = store.save_decision(d, "fp", T0, version)  # type: ignore[arg-type]
+        except Exception as exc:
+            results[i] = exc
+
+    writer = store.writer
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(items))]
+    with writer.commit_lock:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(writer._queue) < len(items) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(writer._queue) == len(items)
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_a_refused_decision_fails_alone_and_its_batch_is_stored(store: Store) -> None:
+    poison = POISONS[store.db.dialect]
+    good = [decision(uid()) for _ in range(6)]
+    bad = decision(uid())
+    object.__setattr__(bad, "request_id", f"req{poison}{uuid.uuid4().hex}")
+    isolated = store.writer.isolated
+    results = _save_as_one_batch(store, [(d, 0) for d in good[:3]] + [(bad, 0)] + [(d, 0) for d in good[3:]])
+
+    failure = results[3]
+    assert isinstance(failure, InvalidArgumentError), failure
+    assert [v.field for v in failure.violations] == ["request_id"]
+    assert "refused" in str(failure)
+    assert all(r is not None and not isinstance(r, Exception) and r for r in results[:3] + results[4:])
+    assert store.writer.isolated == isolated + 1
+    with store.db.reader.connect() as conn:
+        users = [d.user_id for d in good]
+        assert conn.execute(select(func.count()).where(decisions.c.user_id.in_(users))).scalar_one() == 6
+        assert conn.execute(select(func.count()).where(exposures.c.user_id.in_(users))).scalar_one() == 6
+        assert conn.execute(select(func.count()).where(decisions.c.user_id == bad.user_id)).scalar_one() == 0
+    # The version guards rolled back with the failed batch were taken again, once: a stale version conflicts.
+    assert store.save_decision(decision(good[0].user_id), "fp", T0, 0).conflict
+    assert store.save_decision(decision(good[0].user_id), "fp", T0, 1).inserted
+    # A refusal says nothing about the database: health still sees writes succeed.
+    assert not store.db.health.failing
+
+
+def test_a_refused_decision_alone_is_invalid_argument(store: Store) -> None:
+    bad = decision(uid())
+    object.__setattr__(bad, "user_id", f"u{POISONS[store.db.dialect]}")
+    with pytest.raises(InvalidArgumentError) as caught:
+        store.save_decision(bad, "fp", T0)
+    assert "user_id" in [v.field for v in caught.value.violations]
+    assert store.find_decision(bad.request_id) is None
+
+
+def test_a_broken_constraint_fails_alone_but_stays_unavailable(store: Store) -> None:
+    """A constraint the code itself broke (NOT NULL) is not the caller's fault: UNAVAILABLE, but alone."""
+    good = [decision(uid()) for _ in range(3)]
+    bad = decision(uid())
+    object.__setattr__(bad, "trigger", None)
+    results = _save_as_one_batch(store, [(good[0], None), (bad, None), (good[1], None), (good[2], None)])
+    assert isinstance(results[1], StoreUnavailableError)
+    assert all(not isinstance(r, Exception) and r for r in results[:1] + results[2:])
