@@ -36,7 +36,15 @@ class Settings(BaseSettings):
     )
     migrate: bool = Field(default=True, description="Apply schema migrations at start.")
     max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
-    health_interval: float = Field(default=5.0, gt=0, description="Seconds between database health checks.")
+    health_interval: float = Field(default=1.0, gt=0, description="Seconds between database health checks.")
+    database_connect_timeout: float = Field(
+        default=3.0,
+        ge=2,
+        description="Seconds to wait for a PostgreSQL connection, and for an answer to a health check.",
+    )
+    database_statement_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a PostgreSQL statement may run before the server cancels it."
+    )
     grace: float = Field(default=5.0, ge=0, description="Seconds in-flight calls get at shutdown.")
     metrics_port: int | None = Field(
         default=None,

@@ -40,7 +40,12 @@ class NextbestServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         catalog = load_catalog(settings.catalog)  # fails fast with every catalog problem
-        db = Database(settings.database_url, pool_size=settings.workers)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.workers,
+            connect_timeout=settings.database_connect_timeout,
+            statement_timeout=settings.database_statement_timeout,
+        )
         if settings.migrate:
             upgrade(db)
         self.store = Store(db, max_batch=settings.max_batch)
@@ -163,7 +168,8 @@ class NextbestServer:
         healthy: bool | None = None
         while not self._stopping.is_set():
             try:
-                self.store.db.ping()
+                # Answers in time and, while writes fail (a full disk), takes one.
+                self.store.db.check(self.settings.database_connect_timeout)
                 if not self._experiments_checked:
                     self._check_experiments()
                 ok = True

@@ -119,13 +119,13 @@ class Database:
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(f"database unreachable: {type(exc).__name__}") from exc
 
-    def check(self, timeout: float) -> str | None:
-        """What stops the database from taking writes, or None when nothing does: it must answer a query
+    def check(self, timeout: float) -> None:
+        """Raises :class:`StoreUnavailableError` unless the database takes writes: it must answer a query
         within ``timeout`` seconds (a hung server answers nothing, and statement timeouts run on the
         server) and, while writes have been failing (a full disk), commit a write of its own. A probe
         still running from an earlier check counts as a hang."""
         if self._probe is not None and self._probe.is_alive():
-            return f"the database has not answered for over {timeout:g} s"
+            raise StoreUnavailableError(f"the database has not answered for over {timeout:g} s")
         self._probe_problem = "the database did not answer"
         self._probe = threading.Thread(
             target=self._run_probe, args=(self.health.failing,), name="nextbest-db-probe", daemon=True
@@ -133,8 +133,9 @@ class Database:
         self._probe.start()
         self._probe.join(timeout)
         if self._probe.is_alive():
-            return f"the database did not answer within {timeout:g} s"
-        return self._probe_problem
+            raise StoreUnavailableError(f"the database did not answer within {timeout:g} s")
+        if self._probe_problem is not None:
+            raise StoreUnavailableError(self._probe_problem)
 
     def _run_probe(self, write: bool) -> None:
         try:

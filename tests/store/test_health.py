@@ -1,0 +1,68 @@
+"""Database.check: what health reports about the database — a hang within the timeout, and failing
+writes until a write succeeds again."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from nextbest.errors import StoreUnavailableError
+from nextbest.store import Database, Store
+from nextbest.store.migrate import upgrade
+from tests.conftest import uid
+from tests.store.test_store import T0, decision
+
+
+def test_check_passes_on_a_healthy_database(migrated: str) -> None:
+    db = Database(migrated, connect_timeout=3, statement_timeout=5)
+    try:
+        db.check(5)
+        assert not db.health.failing
+    finally:
+        db.dispose()
+
+
+def test_failing_writes_stay_unhealthy_until_a_write_succeeds(migrated: str) -> None:
+    store = Store(Database(migrated))
+    try:
+        store.db.health.failed()
+        assert store.db.health.failing
+        store.db.check(5)  # the probe commits a write of its own
+        assert not store.db.health.failing
+        store.db.health.failed()
+        assert store.save_decision(decision(uid()), "fp", T0)  # as does any decision
+        assert not store.db.health.failing
+    finally:
+        store.close()
+
+
+def test_a_hung_database_is_unhealthy_within_the_timeout_and_recovers(tmp_path: Path) -> None:
+    """Another program holds SQLite's write lock: the probe write waits on it, the check does not."""
+    db = Database(f"sqlite:///{tmp_path}/h.db")
+    upgrade(db)
+    blocker = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        db.health.failed()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="did not answer within"):
+            db.check(0.3)
+        assert time.monotonic() - started < 1
+        with pytest.raises(StoreUnavailableError, match="has not answered"):
+            db.check(0.3)  # the probe is still stuck: no second one piles up
+        blocker.execute("ROLLBACK")
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                db.check(0.3)
+                break
+            except StoreUnavailableError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert not db.health.failing
+    finally:
+        blocker.close()
+        db.dispose()
