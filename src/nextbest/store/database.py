@@ -24,10 +24,13 @@ __all__ = ["Checkpointer", "ConnectionStash", "Database", "DatabaseUrlError", "W
 
 logger = logging.getLogger(__name__)
 
-# Past this size the checkpointer restarts the WAL. A restart makes writers wait for in-flight readers
-# (10-20 ms measured under load); at 500 decisions/s the WAL grows ~25 MB/s, so 256 MB means one such
-# wait every ~10 s, which stays out of the 99th percentile (64 MB put it at 10-27 ms). After a restart
-# SQLite truncates the file back to this size.
+# The checkpointer restarts the WAL once it holds as much as the database itself (the issue-19 run saw it
+# reach 11x the database under load and fill a 64 MB disk in 7 s), but never below the floor nor above the
+# cap. A restart makes writers wait for in-flight readers (10-20 ms measured under load); at 500
+# decisions/s the WAL grows ~25 MB/s, so the floor means one such wait every ~0.6 s on a small database and
+# the cap one every ~10 s on a large one (64 MB put the 99th percentile at 10-27 ms). After a restart
+# SQLite truncates the file back to the floor (``journal_size_limit``), so an idle WAL stays small.
+_WAL_SIZE_FLOOR = 16 * 1024 * 1024
 _WAL_SIZE_LIMIT = 256 * 1024 * 1024
 
 
@@ -163,14 +166,20 @@ class Database:
             raise StoreUnavailableError(f"database refuses writes: {type(exc).__name__}") from exc
 
     def checkpointer(
-        self, interval: float = 1.0, writers: AbstractContextManager[Any] | None = None
+        self, interval: float = 0.25, writers: AbstractContextManager[Any] | None = None
     ) -> Checkpointer | None:
         """A background WAL checkpointer for SQLite (None for PostgreSQL, which needs none). ``writers``
         is held while the WAL restarts, so the process's own writers queue on it and resume the moment
         the restart ends, instead of polling SQLite's busy handler (which sleeps 1, 2, 5, 10... ms)."""
         if self.dialect != "sqlite":
             return None
-        return Checkpointer(self.writer, interval, writers, self.write_lock)
+        database = self.writer.url.database or ""
+        path = (
+            Path(database)
+            if database and database != ":memory:" and not database.startswith("file:")
+            else None
+        )
+        return Checkpointer(self.writer, interval, writers, self.write_lock, path)
 
     def dispose(self) -> None:
         self.reader.dispose()
@@ -287,9 +296,10 @@ class Checkpointer:
 
     Every ``interval`` seconds a PASSIVE checkpoint copies the WAL into the database without blocking
     readers or writers (the sqlite3 module releases the GIL while it runs). Under steady load some reader
-    is nearly always on a WAL frame, so the WAL never starts over on its own; once it reaches 256 MB a
-    RESTART checkpoint waits for those readers (milliseconds, since the PASSIVE pass left nothing to copy)
-    and the next commit starts the WAL from its beginning. ``stop()`` finishes with a TRUNCATE checkpoint.
+    is nearly always on a WAL frame, so the WAL never starts over on its own; once it holds as much as the
+    database file (at least 16 MB, at most 256 MB) a RESTART checkpoint waits for those readers
+    (milliseconds, since the PASSIVE pass left nothing to copy) and the next commit starts the WAL from
+    its beginning. ``stop()`` finishes with a TRUNCATE checkpoint.
     """
 
     def __init__(
@@ -298,8 +308,10 @@ class Checkpointer:
         interval: float,
         writers: AbstractContextManager[Any] | None,
         write_lock: AbstractContextManager[Any] | None = None,
+        path: Path | None = None,
     ) -> None:
         self._engine = engine
+        self._path = path
         self._interval = interval
         self._writers = writers if writers is not None else nullcontext()
         self._write_lock = write_lock if write_lock is not None else nullcontext()
@@ -320,6 +332,14 @@ class Checkpointer:
             conn.close()
         return int(log_frames)
 
+    def restart_size(self) -> int:
+        """The WAL size, in bytes, past which the WAL restarts: the database's size, within bounds."""
+        try:
+            size = self._path.stat().st_size if self._path is not None else 0
+        except OSError:
+            size = 0
+        return min(_WAL_SIZE_LIMIT, max(_WAL_SIZE_FLOOR, size))
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
@@ -331,7 +351,7 @@ class Checkpointer:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                if self.checkpoint() * self._page_size >= _WAL_SIZE_LIMIT:
+                if self.checkpoint() * self._page_size >= self.restart_size():
                     started = time.perf_counter()
                     with self._writers, self._write_lock:
                         self.checkpoint("RESTART")
@@ -364,7 +384,7 @@ def _sqlite_engine(url: str, pool_size: int, *, immediate: bool) -> Engine:
         # No checkpoint inside a commit: it would hold up every call queued behind that commit for the
         # time it takes to copy and flush the WAL. The Checkpointer thread does it instead.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
-        cursor.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        cursor.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_FLOOR}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
