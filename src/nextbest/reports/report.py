@@ -17,9 +17,9 @@ from nextbest.reports.request import DEFAULT_ALPHA, ReportRequest
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.srm import SrmResult
-from nextbest.store.schema import assignments
+from nextbest.store.schema import assignments, erasures
 
-__all__ = ["Incremental", "LiftReport", "build_report", "control_arm", "report_history"]
+__all__ = ["Incremental", "LiftReport", "build_report", "control_arm", "erased_units", "report_history"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,8 @@ class LiftReport:
     warnings: list[str] = field(default_factory=list)
     sequential: bool = False
     alpha: float = DEFAULT_ALPHA
+    # Units erased since the experiment started (``nextbest erase``): left out of every figure above.
+    erased_units: int = 0
 
 
 def control_arm(experiment: Experiment) -> str:
@@ -112,7 +114,17 @@ def build_report(conn: Connection, catalog: Catalog, request: ReportRequest) -> 
         warnings,
         request.sequential,
         request.alpha,
+        erased_units(conn, experiment.id),
     )
+
+
+def erased_units(conn: Connection, experiment_id: str) -> int:
+    """How many of the experiment's units were erased, whenever: their rows are gone from every
+    report, past moments included."""
+    total = conn.execute(
+        select(func.sum(erasures.c.units)).where(erasures.c.experiment_id == experiment_id)
+    ).scalar_one()
+    return int(total or 0)
 
 
 def _spent(conn: Connection, catalog: Catalog, experiment_id: str, as_of: datetime) -> dict[str, float]:

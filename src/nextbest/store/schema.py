@@ -27,8 +27,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "assignments",
+    "audit_log",
     "customers",
     "decisions",
+    "erasures",
     "events",
     "experiments",
     "exposures",
@@ -227,4 +229,34 @@ inventory = Table(
     Column("in_stock", Boolean, nullable=False),
     Column("changed_at", UTCDateTime(), nullable=False),
     Column("event_id", _ID, nullable=False),
+)
+
+# What erasures removed from experiments, without whom: per erasure, experiment and arm (the arm of the
+# unit's first assignment; "__multiple__" when it was seen in several), the units taken out. Lift reports
+# say how many of an experiment's units were erased.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("erasure_id", _BIGID, primary_key=True, autoincrement=True),
+    Column("experiment_id", _NAME, nullable=False),
+    Column("arm_id", _NAME, nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("erased_at", UTCDateTime(), nullable=False),
+    Index(None, "experiment_id"),
+)
+
+# Every admin call and erasure, appended and never changed (triggers refuse UPDATE and DELETE): who (the
+# caller's principal), when, what (the call and its outcome, never a customer id), and the catalog or
+# model versions before and after.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("audit_id", _BIGID, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("action", _NAME, nullable=False),
+    Column("detail", _JSON, nullable=False),
+    Column("before", String(512)),
+    Column("after", String(512)),
+    Index(None, "at"),
 )

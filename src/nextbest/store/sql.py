@@ -8,11 +8,15 @@ stores, sharing one :class:`~nextbest.store.backend.Backend`:
 - ``customers`` (``nextbest.store.customers``): snapshots, and events folded into customers and
   inventory;
 - ``experiments`` (``nextbest.store.registry``): the experiment registry and units per arm.
+
+With ``ids`` hashing (``nextbest.store.pseudonyms``), customer, request, event and order ids are stored
+as keyed digests: this facade maps them on the way in and gives callers back the ids they sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from nextbest.domain import Cancellation, Decision, Event, EventOutcome
@@ -23,6 +27,7 @@ from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision
 from nextbest.store.customers import CustomerLog
 from nextbest.store.database import Database
 from nextbest.store.decisions import DecisionLog
+from nextbest.store.pseudonyms import CustomerIds
 from nextbest.store.registry import ExperimentRegistry
 
 __all__ = ["Store"]
@@ -33,10 +38,11 @@ class Store:
     database fails, so callers never mistake a failed write for a success.
 
     ``writer`` is the group commit decisions go through; ``max_batch`` the most decisions it writes in
-    one transaction."""
+    one transaction; ``ids`` how customer ids are stored (raw by default)."""
 
-    def __init__(self, db: Database, max_batch: int = 256) -> None:
+    def __init__(self, db: Database, max_batch: int = 256, ids: CustomerIds | None = None) -> None:
         self.db = db
+        self.ids = ids or CustomerIds()
         self._backend = Backend.of(db)
         self.decisions = DecisionLog(self._backend, max_batch)
         self.customers = CustomerLog(self._backend)
@@ -55,24 +61,34 @@ class Store:
     def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
         """The customer's state, the actions chosen for them in the last 90 days (newest 500, cancelled
         ones marked) and which of ``products`` the latest inventory events mark out of stock."""
-        return self.customers.load_snapshot(user_id, now, products)
+        if not self.ids.hashing:
+            return self.customers.load_snapshot(user_id, now, products)
+        snapshot = self.customers.load_snapshot(self.ids.stored(user_id), now, products)
+        # Assignment hashes the raw id: the stored digest must not reach the pipeline.
+        return replace(snapshot, state=replace(snapshot.state, user_id=user_id))
 
     def save_decision(
         self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
     ) -> SavedDecision:
         """Durably writes the decision, its exposures and its preemptions (group commit), atomically,
         while the customer's version is still ``version`` (see ``DecisionLog.save_decision``)."""
-        return self.decisions.save_decision(decision, fingerprint, decided_at, version)
+        return self.decisions.save_decision(self.ids.decision(decision), fingerprint, decided_at, version)
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""
-        return self.decisions.find_decision(request_id)
+        found = self.decisions.find_decision(self.ids.stored(request_id))
+        if found is None or not self.ids.hashing:
+            return found
+        # The caller's request id back; the stored customer digest stays (a replay never reads it).
+        return replace(found, decision=replace(found.decision, request_id=request_id))
 
     def record_events(
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
     ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
         """Stores the events (deduplicated by ``event_id``), folds new ones into customer state and
         inventory and cancels what ``cancel_rule`` says they end, in one transaction."""
+        if self.ids.hashing:
+            batch = [self.ids.event(e) for e in batch]
         return self.customers.record_events(batch, received_at, cancel_rule)
 
     def register_experiments(
