@@ -109,6 +109,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, help="RPC threads [NEXTBEST_WORKERS, default 16]")
     serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="most calls at once; more get RESOURCE_EXHAUSTED [NEXTBEST_MAX_CONCURRENT, default: workers]",
+    )
+    serve.add_argument(
         "--processes", type=int, help="server processes sharing the port [NEXTBEST_PROCESSES, default 1]"
     )
     serve.add_argument(

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT); one per core."
     )
     migrate: bool = Field(default=True, description="Apply schema migrations at start.")
+    max_concurrent: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Most nextbest calls running at once (unset: workers); more get RESOURCE_EXHAUSTED.",
+    )
     max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
     health_interval: float = Field(default=1.0, gt=0, description="Seconds between database health checks.")
     database_connect_timeout: float = Field(

@@ -374,7 +374,7 @@ def test_a_decision_that_keeps_losing_races_is_aborted_with_nothing_written(
 ) -> None:
     """The engine's ConflictError (tests/store/test_replicas.py) reaches the caller as ABORTED."""
 
-    def keeps_losing(request: Any) -> Any:
+    def keeps_losing(request: Any, deadline: float | None = None) -> Any:
         raise ConflictError(f"customer {request.user_id!r} kept changing while this call decided")
 
     monkeypatch.setattr(server.engine, "decide", keeps_losing)

@@ -58,7 +58,13 @@ from nextbest.domain import (
     ReasonCode,
     Rejection,
 )
-from nextbest.errors import AlreadyExistsError, ConflictError, FieldViolation, InvalidArgumentError
+from nextbest.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DeadlineExceededError,
+    FieldViolation,
+    InvalidArgumentError,
+)
 from nextbest.models import ModelRegistry, ModelSet
 from nextbest.state import CustomerSnapshot
 from nextbest.store import DecisionStore, SavedDecision
@@ -119,6 +125,37 @@ def _stripe(user_id: str) -> int:
     return zlib.crc32(user_id.encode()) % _STRIPES
 
 
+class WriteTime:
+    """How long writing a decision takes now (queueing for the group commit included): a moving mean
+    plus three mean deviations, updated after every write. A call with less time left than this before
+    its deadline is not written: it would most likely commit after its caller gave up."""
+
+    _WEIGHT = 0.1
+
+    def __init__(self) -> None:
+        self._mean = 0.0
+        self._deviation = 0.0
+
+    def estimate(self) -> float:
+        return self._mean + 3 * self._deviation
+
+    def observe(self, seconds: float) -> None:
+        # Unlocked on purpose: a lost update among concurrent writers only blurs a moving estimate.
+        self._deviation += self._WEIGHT * (abs(seconds - self._mean) - self._deviation)
+        self._mean += self._WEIGHT * (seconds - self._mean)
+
+    @staticmethod
+    def check(deadline: float | None, stage: str, needed: float) -> None:
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= needed:
+            raise DeadlineExceededError(
+                f"the caller's deadline leaves {max(left, 0.0) * 1000:.0f} ms {stage}, "
+                f"and a write takes ~{needed * 1000:.0f} ms now; nothing was written"
+            )
+
+
 class DecisionEngine:
     def __init__(
         self,
@@ -137,12 +174,17 @@ class DecisionEngine:
         self._needs_stock = frozenset(
             t for a in catalog.actions if a.inventory == "in_stock" for t in a.triggers
         )
+        self._write_time = WriteTime()
 
     def _lock(self, user_id: str) -> threading.Lock:
         return self._locks[_stripe(user_id)]
 
-    def decide(self, request: DecisionRequest) -> Decision:
-        """Answers one NextAction request; the decision is durable when this returns."""
+    def decide(self, request: DecisionRequest, deadline: float | None = None) -> Decision:
+        """Answers one NextAction request; the decision is durable when this returns.
+
+        ``deadline`` is the caller's, as a ``time.monotonic()`` instant: a call that reaches it, or that
+        would reach it before its decision could be written, raises ``DeadlineExceededError`` with
+        nothing decided or written (an exposure for an answer nobody receives would bias lift)."""
         violations = validate_request(request, self.catalog)
         if violations:
             raise InvalidArgumentError(violations)
@@ -151,9 +193,10 @@ class DecisionEngine:
         # from the stored decision. New requests (the common case) skip a lookup.
         with self._lock(request.user_id):
             for _attempt in range(MAX_ATTEMPTS):
+                self._write_time.check(deadline, "before deciding", self._write_time.estimate())
                 decided_at = self.clock()
                 now = request.occurred_at or decided_at
-                decision, saved = self._decide(request, fingerprint, decided_at, now)
+                decision, saved = self._decide(request, fingerprint, decided_at, now, deadline)
                 if not saved.conflict:
                     break
                 logger.info("customer %s changed while deciding; deciding again", request.user_id)
@@ -171,7 +214,12 @@ class DecisionEngine:
         return decision if request.explain else _without_explanations(decision)
 
     def _decide(
-        self, request: DecisionRequest, fingerprint: str, decided_at: datetime, now: datetime
+        self,
+        request: DecisionRequest,
+        fingerprint: str,
+        decided_at: datetime,
+        now: datetime,
+        deadline: float | None = None,
     ) -> tuple[Decision, SavedDecision]:
         products = request.context.product_ids if request.trigger in self._needs_stock else ()
         snapshot = self.store.load_snapshot(request.user_id, now, products)
@@ -211,7 +259,11 @@ class DecisionEngine:
             cancelled=tuple(cancelled),
             models=models.versions,
         )
+        write_time = self._write_time
+        write_time.check(deadline, "before writing", write_time.estimate())
+        started = time.monotonic()
         saved = self.store.save_decision(decision, fingerprint, decided_at, snapshot.version)
+        write_time.observe(time.monotonic() - started)
         if saved and len(saved.cancelled) != len(cancelled):  # some were cancelled meanwhile
             decision = replace(
                 decision, cancelled=tuple(c for c in cancelled if c.exposure_id in saved.cancelled)

@@ -18,7 +18,7 @@ from nextbest.catalog import load_catalog
 from nextbest.decision.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
 from nextbest.models.registry import ModelRegistry, ModelSet, ModelState
-from nextbest.server.interceptors import ErrorInterceptor
+from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import AdminServicer, DecisionServicer
 from nextbest.settings import Settings
@@ -32,6 +32,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 MODEL_HEALTH_PREFIX = "nextbest.models."
 _MAX_MESSAGE = 4 * 1024 * 1024
+_SPARE_THREADS = 8
 
 
 class NextbestServer:
@@ -63,10 +64,13 @@ class NextbestServer:
         self._set_health(False)
         self.metrics = Metrics()
         self._publish_models(self.models.current)
+        limit = settings.max_concurrent or settings.workers
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="nextbest-rpc"),
-            # Metrics outermost, so it sees the status the error interceptor settled on.
-            interceptors=[MetricsInterceptor(self.metrics), ErrorInterceptor()],
+            # Threads beyond the admission limit: health and refusals never wait behind decisions.
+            ThreadPoolExecutor(max_workers=limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"),
+            # Metrics outermost, so it sees the status the error interceptor settled on; admission
+            # inside the error interceptor, which turns its refusals into statuses.
+            interceptors=[MetricsInterceptor(self.metrics), ErrorInterceptor(), AdmissionInterceptor(limit)],
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -11,18 +13,22 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from nextbest.errors import InvalidArgumentError, NextbestError
+from nextbest.errors import DeadlineExceededError, InvalidArgumentError, NextbestError, OverloadedError
 
-__all__ = ["ErrorInterceptor", "UnaryInterceptor"]
+__all__ = ["AdmissionInterceptor", "ErrorInterceptor", "UnaryInterceptor"]
 
 logger = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/nextbest."
+_HEALTH_PREFIX = "/grpc.health."
 
 
 class UnaryInterceptor(grpc.ServerInterceptor):
     """Wraps each of nextbest's unary methods once: gRPC asks the interceptors for a handler on every
     call, and a method's handler never changes. Subclasses say how to wrap one method's behaviour."""
+
+    #: The methods this interceptor wraps, by path prefix.
+    prefixes: tuple[str, ...] = (_SERVICE_PREFIX,)
 
     def __init__(self) -> None:
         self._handlers: dict[str, Any] = {}
@@ -36,13 +42,17 @@ class UnaryInterceptor(grpc.ServerInterceptor):
         return handler
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        if handler is None or handler.unary_unary is None or not method.startswith(_SERVICE_PREFIX):
+        if handler is None or handler.unary_unary is None or not method.startswith(self.prefixes):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             self.wrap_unary(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=self.wrap_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+    def wrap_deserializer(self, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """The request deserializer for a wrapped method (by default, the method's own)."""
+        return inner
 
     def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
         """The method at ``path`` (``/nextbest.api.v1.DecisionService/NextAction``) with this
@@ -50,12 +60,47 @@ class UnaryInterceptor(grpc.ServerInterceptor):
         raise NotImplementedError
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What the request deserializer hands on instead of raising when the request bytes are not the
+    method's message: gRPC would answer INTERNAL ("Exception deserializing request!") for caller input."""
+
+    error: str
+
+
 class ErrorInterceptor(UnaryInterceptor):
     """Maps :class:`NextbestError` to its declared status (with ``google.rpc.BadRequest`` field violations
-    for invalid arguments) and anything unexpected to INTERNAL, logged; a caller never sees UNKNOWN."""
+    for invalid arguments) and anything unexpected to INTERNAL, logged; a caller never sees UNKNOWN.
+    Request bytes that do not decode are INVALID_ARGUMENT, on nextbest's methods and on health's."""
+
+    prefixes = (_SERVICE_PREFIX, _HEALTH_PREFIX)
+
+    def wrap_deserializer(self, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        if inner is None:
+            return None
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return inner(data)
+            except Exception as exc:  # any decode failure comes from the caller's bytes
+                return Undecodable(type(exc).__name__)
+
+        return tolerant
 
     def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
+        message = f"the request body is not a valid message for {path}"
+        if not path.startswith(_SERVICE_PREFIX):  # health: its own statuses (NOT_FOUND) pass untouched
+
+            def decoded(request: Any, context: grpc.ServicerContext) -> Any:
+                if isinstance(request, Undecodable):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+                return inner(request, context)
+
+            return decoded
+
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
             try:
                 return inner(request, context)
             except NextbestError as exc:
@@ -83,3 +128,35 @@ def _status(exc: NextbestError) -> Any:
         )
         status.details.append(detail)
     return rpc_status.to_status(status)
+
+
+class AdmissionInterceptor(UnaryInterceptor):
+    """Bounds the nextbest calls running at once. A call beyond the bound is refused at once with
+    RESOURCE_EXHAUSTED rather than queued, so the calls admitted keep their latency under overload; a call
+    whose deadline has already passed is refused with DEADLINE_EXCEEDED. Nothing is done for either.
+    Health is not counted: it must answer while decisions are at the bound. Sits inside the error
+    interceptor, which turns its errors into statuses."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
+        slots = self._slots
+        limit = self.limit
+
+        def admitted(request: Any, context: grpc.ServicerContext) -> Any:
+            if context.time_remaining() <= 0:
+                raise DeadlineExceededError("the deadline passed before the call started; nothing was done")
+            if not slots.acquire(blocking=False):
+                raise OverloadedError(
+                    f"the server is at its limit of {limit} concurrent calls; nothing was done, "
+                    "retry after a backoff"
+                )
+            try:
+                return inner(request, context)
+            finally:
+                slots.release()
+
+        return admitted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,8 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
         self.database = database
 
     def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
-        return convert.decision_to_proto(self.engine.decide(convert.request_from_proto(request)))
+        decision = self.engine.decide(convert.request_from_proto(request), deadline=_deadline(context))
+        return convert.decision_to_proto(decision)
 
     def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
         asked = convert.report_request_from_proto(request)
@@ -36,6 +38,17 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
 
     def RecordEvents(self, request: pb.RecordEventsRequest, context: Any) -> pb.RecordEventsResponse:  # noqa: N802
         return convert.results_to_proto(self.engine.record_events(convert.events_from_proto(request)))
+
+
+_NO_DEADLINE = 365 * 86400.0
+
+
+def _deadline(context: Any) -> float | None:
+    """The caller's deadline as a ``time.monotonic()`` instant (None: the caller set none)."""
+    remaining: float | None = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE:  # grpc reports "none" as a far-off instant
+        return None
+    return time.monotonic() + remaining
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]

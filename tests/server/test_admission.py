@@ -1,0 +1,166 @@
+"""The server's edge: a bound on concurrent calls, deadlines, health on its own path, and a deliberate
+status for every caller input (undecodable bytes included)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from nextbest.api.v1 import decision_service_pb2 as pb
+from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.client import NextbestClient
+from nextbest.server import NextbestServer
+from nextbest.settings import Settings
+
+METHODS = [
+    "/nextbest.api.v1.DecisionService/NextAction",
+    "/nextbest.api.v1.DecisionService/RecordEvents",
+    "/nextbest.api.v1.DecisionService/GetLiftReport",
+    "/nextbest.api.v1.AdminService/GetModels",
+    "/nextbest.api.v1.AdminService/ReloadModels",
+    "/grpc.health.v1.Health/Check",
+]
+# Not a protobuf message: a field number 0 and a truncated length-delimited field.
+UNDECODABLE = [b"\x00\x01\x02", b"\xff" * 40, b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05\xc3\x28ab"]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory, plain_catalog: Path) -> Iterator[NextbestServer]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('admission') / 'nextbest.db'}"
+    srv = NextbestServer(
+        Settings(
+            port=0, database_url=url, catalog=plain_catalog, workers=4, max_concurrent=2, health_interval=0.2
+        )
+    )
+    srv.start()
+    with NextbestClient(srv.address, timeout=10.0) as client:
+        client.wait_until_serving(timeout=10.0)
+    yield srv
+    srv.stop(grace=1.0)
+
+
+def _request(request_id: str, **changes: Any) -> pb.NextActionRequest:
+    msg = pb.NextActionRequest(request_id=request_id, user_id="u-adm", trigger="cart_abandoned", **changes)
+    msg.occurred_at.FromSeconds(1_793_000_000)
+    return msg
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.rsplit("/", 1)[-1])
+def test_undecodable_request_bytes_are_invalid_argument_on_every_method(
+    limited: NextbestServer, method: str
+) -> None:
+    with grpc.insecure_channel(limited.address) as channel:
+        call = channel.unary_unary(method)  # raw bytes in and out
+        for body in UNDECODABLE:
+            with pytest.raises(grpc.RpcError) as info:
+                call(body, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (body, info.value.details())
+            assert "not a valid message" in info.value.details()
+
+
+def _bad_request(stub: Any, request: pb.NextActionRequest) -> tuple[str, list[str]]:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.NextAction(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    status = rpc_status.from_call(info.value)
+    assert status is not None, "the BadRequest details must reach the caller"
+    bad = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad)
+    return info.value.details(), [v.field for v in bad.field_violations]
+
+
+@pytest.mark.parametrize(
+    ("context", "field"),
+    [
+        ({"time_zone": "America"}, "context.time_zone"),
+        ({"time_zone": "x" * 300}, "context.time_zone"),
+        ({"product_ids": ["sku\x00"]}, "context.product_ids[0]"),
+        ({"attributes": {"k": "v" * 10_000}}, "context.attributes['k']"),
+    ],
+    ids=["tz-directory", "tz-300", "nul-product", "huge-attribute"],
+)
+def test_bad_context_is_invalid_argument_naming_the_field(
+    limited: NextbestServer, context: dict[str, Any], field: str
+) -> None:
+    with grpc.insecure_channel(limited.address) as channel:
+        _, fields = _bad_request(pb_grpc.DecisionServiceStub(channel), _request("r-ctx", context=context))
+    assert fields == [field]
+
+
+def test_hundreds_of_violations_fit_in_the_headers(limited: NextbestServer) -> None:
+    request = _request("r-many", context={"product_ids": [""] * 150, "attributes": {"": "x" * 300}})
+    request.request_id = "r" * 10_000
+    with grpc.insecure_channel(limited.address) as channel:
+        message, fields = _bad_request(pb_grpc.DecisionServiceStub(channel), request)
+    assert len(fields) == 20
+    assert fields[0] == "request_id"
+    assert message.endswith("more")
+
+
+def test_beyond_the_bound_calls_are_refused_at_once_and_health_answers(
+    limited: NextbestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = limited.engine
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    decide = engine.decide
+
+    def held(request: Any, deadline: float | None = None) -> Any:
+        inside.release()
+        release.wait(10)
+        return decide(request, deadline)
+
+    monkeypatch.setattr(engine, "decide", held)
+    with grpc.insecure_channel(limited.address) as channel, ThreadPoolExecutor(2) as pool:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        running = [pool.submit(stub.NextAction, _request(f"r-held-{i}"), timeout=10) for i in range(2)]
+        for _ in range(2):
+            assert inside.acquire(timeout=5)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.NextAction(_request("r-third"), timeout=5)
+        refused_in = time.monotonic() - started
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit of 2 concurrent calls" in info.value.details()
+        assert refused_in < 0.5
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(5):
+            started = time.monotonic()
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert time.monotonic() - started < 0.1
+        release.set()
+        assert all(f.result().decision_id for f in running)
+        assert stub.NextAction(_request("r-after"), timeout=5).decision_id  # the slots came back
+
+
+def test_a_call_that_cannot_meet_its_deadline_writes_nothing(
+    limited: NextbestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = limited.engine.store
+    save = store.save_decision
+
+    def slow_save(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(store, "save_decision", slow_save)
+    with grpc.insecure_channel(limited.address) as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        for index in range(3):  # the engine learns that writes take 200 ms now
+            stub.NextAction(_request(f"r-slow-{index}"), timeout=5)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.NextAction(_request("r-hurried"), timeout=0.1)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.3)  # had the server written it anyway, it would be stored by now
+    assert store.find_decision("r-hurried") is None
