@@ -114,6 +114,6 @@ def test_stats_cli_names_what_is_wrong(
 ) -> None:
     payload = {"control": "a", "metrics": {"m": {"type": "proportion", "arms": {"a": {"n": 3, "sum": 5}}}}}
     code, _, err = run_cli(payload, monkeypatch, capsys)
-    assert code == 2 and "conversions (sum) must be between 0 and n" in err
+    assert code == 2 and "metrics.m.arms.a.sum: conversions must be between 0 and n = 3, not 5" in err
     code, _, err = run_cli({"control": "a", "metrics": {}, "alpha": 2}, monkeypatch, capsys)
     assert code == 2 and "alpha" in err and "metrics" in err

@@ -39,7 +39,12 @@ def test_published_case_absolute_and_relative() -> None:
     assert a.value == pytest.approx(0.29, abs=1e-9)
     assert (a.ci_low, a.ci_high, a.p_value) == pytest.approx((0.0453779, 0.5346221, 0.0201584), abs=1e-6)
     assert r.value == pytest.approx(0.7073171, abs=1e-6)
-    assert (r.ci_low, r.ci_high, r.p_value) == pytest.approx((-0.0352601, 1.4498942, 0.0619118), abs=1e-6)
+    # GrowthBook's delta-method interval (-0.0352601, 1.4498942) with p 0.0619 contradicts the absolute
+    # test (p 0.020); the standard error is still the delta method's, the interval Fieller's.
+    q = sps.t.ppf(0.975, result.degrees_of_freedom)
+    assert r.standard_error * q == pytest.approx((1.4498942 + 0.0352601) / 2, abs=1e-6)
+    assert r.method == "fieller" and r.p_value == a.p_value
+    assert (r.ci_low, r.ci_high) == pytest.approx((0.0940620, 1.7086899), abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -23,29 +23,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nextbest.stats.analysis import Analysis, analyze
 from nextbest.stats.statistics import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic
+from nextbest.stats.validate import MAX_MAGNITUDE, MAX_UNITS
 
 __all__ = ["StatsRequest", "analysis_to_json", "clean_json", "run"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Numbers must be JSON numbers: "1000" and true are refused, and so are NaN, infinity and 1e309.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class ArmInput(_Strict):
-    n: int = Field(ge=0)
-    sum: float
-    sum_squares: float | None = Field(default=None, ge=0)
-    pre_sum: float | None = None
-    pre_sum_squares: float | None = Field(default=None, ge=0)
-    denominator_sum: float | None = None
-    denominator_sum_squares: float | None = Field(default=None, ge=0)
-    sum_of_products: float | None = None
+    n: int = Field(ge=1, le=MAX_UNITS)
+    sum: Number
+    sum_squares: Number | None = None
+    pre_sum: Number | None = None
+    pre_sum_squares: Number | None = None
+    denominator_sum: Number | None = None
+    denominator_sum_squares: Number | None = None
+    sum_of_products: Number | None = None
 
 
 _NEEDS = {
@@ -66,20 +71,37 @@ class MetricInput(_Strict):
             missing = [f for f in _NEEDS[self.type] if getattr(values, f) is None]
             if missing:
                 raise ValueError(f"arm {arm!r}: a {self.type} metric needs {', '.join(missing)}")
-            if self.type == "proportion" and not 0 <= values.sum <= values.n:
-                raise ValueError(f"arm {arm!r}: conversions (sum) must be between 0 and n")
+            extra = [
+                f
+                for f in ArmInput.model_fields
+                if f not in ("n", "sum", *_NEEDS[self.type]) and getattr(values, f) is not None
+            ]
+            if extra:
+                raise ValueError(f"arm {arm!r}: a {self.type} metric has no {', '.join(extra)}")
         return self
 
 
 class StatsRequest(_Strict):
     control: str
-    alpha: float = Field(default=0.05, gt=0, lt=1)
+    alpha: Number = Field(default=0.05, gt=0, lt=1)
     alternative: Literal["two-sided", "greater", "less"] = "two-sided"
     sequential: bool = False
-    tuning: float = Field(default=5000.0, gt=0)
+    tuning: Number = Field(default=5000.0, gt=0, le=MAX_MAGNITUDE)
     correction: Literal["holm", "bh"] | None = None
-    weights: dict[str, float] | None = None
+    weights: dict[str, Number] | None = None
     metrics: dict[str, MetricInput] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _arms(self) -> StatsRequest:
+        for name, metric in self.metrics.items():
+            if self.control not in metric.arms:
+                raise ValueError(f"metric {name!r} has no control arm {self.control!r}")
+        if self.weights is not None:
+            arms = {arm for m in self.metrics.values() for arm in m.arms}
+            unknown = sorted(set(self.weights) - arms)
+            if unknown:
+                raise ValueError(f"weights for arms no metric has: {', '.join(map(repr, unknown))}")
+        return self
 
 
 def _statistic(kind: str, a: ArmInput) -> Statistic:
@@ -97,6 +119,8 @@ def _statistic(kind: str, a: ArmInput) -> Statistic:
 
 
 def run(request: StatsRequest) -> Analysis:
+    """The analysis; :class:`InvalidArgumentError` names the metric, arm and key of any impossible
+    statistic (see ``nextbest.stats.validate``)."""
     metrics = {
         name: {arm: _statistic(m.type, values) for arm, values in m.arms.items()}
         for name, m in request.metrics.items()
