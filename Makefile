@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast protos lint bench serve clean check-protos models
+.PHONY: demo test test-fast protos lint bench serve clean check-protos models fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
+# The server's edge fuzzed with 2,000 requests per database (PostgreSQL too when
+# NEXTBEST_TEST_DATABASE_URL is set); `make test` runs a short version.
+fuzz: $(STAMP)
+	NEXTBEST_FUZZ_REQUESTS=$${NEXTBEST_FUZZ_REQUESTS:-2000} $(PY) -m pytest -q -s tests/server/test_fuzz.py
+
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=src --pyi_out=src --grpc_python_out=src \
 		protos/nextbest/api/v1/*.proto
@@ -38,6 +43,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_contact_policy.py
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_uplift_hillstrom.py
+
+# The fault harness (benchmarks/reliability.py): SIGKILLs, SIGTERM, PostgreSQL stopped and frozen (on a
+# cluster of its own), SQLite on a full tmpfs, 2x overload, audited by a ledger; root for tmpfs and
+# PostgreSQL (~15 min). `make test` runs its short version (tests/reliability).
+.PHONY: reliability
+reliability: $(STAMP)
+	$(PY) benchmarks/reliability.py --json benchmarks/reliability.json
 
 # The bundled models, trained on the project's own simulated store (about 8 minutes).
 models: $(STAMP)

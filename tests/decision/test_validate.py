@@ -54,7 +54,7 @@ def test_a_bad_time_zone_is_a_violation_not_an_exception(catalog: Catalog, zone:
         (_request(out_of_stock_product_ids=("x" * 200,)), "context.out_of_stock_product_ids[0]"),
         (_request(page_category="shoes\x00"), "context.page_category"),
         (_request(attributes={"k": "v\x00"}), "context.attributes['k']"),
-        (_request(attributes={"k\x00": "v"}), "context.attributes['k\\x00']"),
+        (_request(attributes={"k\x00": "v"}), "context.attributes"),
         (_request(attributes={"k": "v" * 257}), "context.attributes['k']"),
     ],
     ids=[

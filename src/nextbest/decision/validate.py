@@ -64,7 +64,8 @@ def _mapping(name: str, values: Mapping[str, str], out: list[FieldViolation]) ->
     if len(values) > MAX_ATTRIBUTES:
         out.append(FieldViolation(name, f"at most {MAX_ATTRIBUTES} entries, got {len(values)}"))
     for key, value in list(values.items())[:MAX_ATTRIBUTES]:
-        shown = f"{name}[{key[:32]!r}]"
+        # A key shown only when short and printable: the field name must stay whole in a capped error.
+        shown = f"{name}[{key!r}]" if key.isprintable() and len(repr(key)) <= 34 else name
         if not key or len(key) > MAX_KEY or _NUL in key:
             out.append(FieldViolation(shown, f"keys must be 1..{MAX_KEY} characters without NUL"))
         else:
