@@ -70,6 +70,44 @@ def _add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--promote", action="store_true", help="make this version the one served")
 
 
+def _add_access_args(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--tokens-file",
+        help="callers' tokens and certificate subjects with roles; turns authentication on "
+        "(reloaded on SIGHUP and change) [NEXTBEST_TOKENS_FILE; inline: NEXTBEST_TOKENS]",
+    )
+    serve.add_argument("--tls-cert", help="server certificate (PEM) [NEXTBEST_TLS_CERT]")
+    serve.add_argument("--tls-key", help="server private key (PEM) [NEXTBEST_TLS_KEY]")
+    serve.add_argument(
+        "--tls-client-ca", help="require client certificates signed by this CA [NEXTBEST_TLS_CLIENT_CA]"
+    )
+    serve.add_argument(
+        "--insecure-open",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback --host without authentication [NEXTBEST_INSECURE_OPEN]",
+    )
+    serve.add_argument(
+        "--reflection", action=argparse.BooleanOptionalAction, default=None, help="serve gRPC reflection"
+    )
+
+
+def _add_client_args(parser: argparse.ArgumentParser) -> None:
+    """How a command that calls a server authenticates: a token and TLS."""
+    parser.add_argument(
+        "--token-file", help="file holding the bearer token [NEXTBEST_TOKEN_FILE, NEXTBEST_TOKEN]"
+    )
+    parser.add_argument("--tls", action="store_true", default=None, help="connect with TLS [NEXTBEST_TLS]")
+    parser.add_argument("--tls-ca", help="CA of the server's certificate; implies --tls [NEXTBEST_TLS_CA]")
+    parser.add_argument(
+        "--tls-client-cert", help="client certificate (mutual TLS) [NEXTBEST_TLS_CLIENT_CERT]"
+    )
+    parser.add_argument("--tls-client-key", help="client private key (mutual TLS) [NEXTBEST_TLS_CLIENT_KEY]")
+    parser.add_argument(
+        "--tls-server-name", help="name the server certificate must carry [NEXTBEST_TLS_SERVER_NAME]"
+    )
+
+
 def _add_simulate_command(sub: Any) -> None:
     simulate = sub.add_parser(
         "simulate",
@@ -82,6 +120,7 @@ def _add_simulate_command(sub: Any) -> None:
         "--shards", type=int, default=8, help="concurrent callers, customers split among them (default 8)"
     )
     simulate.add_argument("--target", help="drive this server (HOST:PORT) instead of starting one")
+    _add_client_args(simulate)
     simulate.add_argument(
         "--database-url", help="store of the started server (default: a fresh SQLite file under var/)"
     )
@@ -124,6 +163,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="serve Prometheus metrics on this port [NEXTBEST_METRICS_PORT]"
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_access_args(serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     _add_store_args(migrate)
@@ -181,6 +221,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nextbest.server.tls import check_exposure
+
+    check_exposure(settings)  # once, before any process starts (each server checks again)
     if settings.processes > 1:
         return _serve_processes(settings)
     return _serve_one(settings)
@@ -197,8 +240,9 @@ def _serve_one(settings: Any) -> int:
         server.stop()
 
     def _reload(signum: int, _frame: Any) -> None:
-        logger.info("signal %d: reloading models", signum)
+        logger.info("signal %d: reloading models and tokens", signum)
         server.reload_models()
+        server.reload_access()
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
@@ -403,10 +447,23 @@ def _simulate(args: argparse.Namespace) -> int:
         problems.append("--window-days must be positive")
     if args.target and (args.database_url or args.models_dir):
         problems.append("--database-url and --models-dir configure a started server; not with --target")
+    if not args.target and any(
+        getattr(args, name) for name in ("token_file", "tls", "tls_ca", "tls_client_cert", "tls_server_name")
+    ):
+        problems.append("--token-file and --tls* say how to reach --target; give --target too")
     if problems:
         for problem in problems:
             print(f"nextbest simulate: {problem}", file=sys.stderr)
         return 2
+    target_settings = _settings(args) if args.target else None
+    if target_settings is not None:
+        from nextbest.client import NextbestClient
+
+        try:  # an unreadable token file or certificate: one line now, not a traceback later
+            NextbestClient.from_settings(args.target, target_settings).close()
+        except ValueError as exc:
+            print(f"nextbest simulate: {exc}", file=sys.stderr)
+            return 2
     run_simulation(
         SimulationOptions(
             customers=args.customers,
@@ -420,6 +477,7 @@ def _simulate(args: argparse.Namespace) -> int:
             truth=Path(args.truth),
             html_dir=Path(args.html_dir) if args.html_dir else None,
             window_days=args.window_days,
+            target_settings=target_settings,
         )
     )
     return 0

@@ -22,8 +22,9 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -32,7 +33,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 
-__all__ = ["NextbestClient", "make_event", "timestamp"]
+if TYPE_CHECKING:
+    from nextbest.settings import Settings
+
+__all__ = ["NextbestClient", "make_event", "timestamp", "tls_credentials"]
 
 _SERVICE = "nextbest.api.v1.DecisionService"
 
@@ -65,6 +69,29 @@ def timestamp(value: datetime) -> Timestamp:
     return ts
 
 
+def tls_credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS to the server: trust ``ca`` (default: the system's roots); with ``cert`` and ``key``, present
+    that client certificate (mutual TLS)."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs both --tls-client-cert and --tls-client-key")
+
+    def read(path: Path | None, flag: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {flag} {path}: {exc.strerror}") from None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca, "--tls-ca"),
+        private_key=read(key, "--tls-client-key"),
+        certificate_chain=read(cert, "--tls-client-cert"),
+    )
+
+
 def _channel(name: str | int) -> Any:
     return name if isinstance(name, int) else pb.Channel.Value(f"CHANNEL_{name.upper()}")
 
@@ -93,6 +120,10 @@ def make_event(
 
 
 class NextbestClient:
+    """``token``: a bearer token sent with every call (roles decide, events, report). ``credentials``:
+    TLS, e.g. from :func:`tls_credentials`; a token needs TLS off loopback, where it would travel in clear
+    text. ``server_name``: the name the server's certificate must carry when ``target`` is not it."""
+
     def __init__(
         self,
         target: str,
@@ -100,12 +131,18 @@ class NextbestClient:
         timeout: float = 2.0,
         max_attempts: int = 4,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        server_name: str | None = None,
     ) -> None:
         if not 1 <= max_attempts <= 5:
             raise ValueError("max_attempts must be between 1 (no retries) and 5 (gRPC's limit)")
+        if token is not None and (not token or any(c.isspace() for c in token)):
+            raise ValueError("the token must be non-empty and hold no spaces or new lines")
         options: list[tuple[str, str | int]] = [("grpc.enable_retries", int(max_attempts > 1))]
         if max_attempts > 1:
             options.append(("grpc.service_config", _service_config(max_attempts)))
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         self._channel = (
             grpc.secure_channel(target, credentials, options=options)
             if credentials is not None
@@ -113,7 +150,25 @@ class NextbestClient:
         )
         self._stub = pb_grpc.DecisionServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, target: str, settings: Settings, **kwargs: Any) -> NextbestClient:
+        """A client with the token and TLS of ``settings`` (``--token-file``, ``NEXTBEST_TOKEN``,
+        ``--tls-ca``, ``--tls-client-cert``/``--tls-client-key``, ``--tls-server-name``)."""
+        token = settings.token.get_secret_value() if settings.token is not None else None
+        if settings.token_file is not None:
+            try:
+                token = settings.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read --token-file {settings.token_file}: {exc.strerror}") from None
+        credentials = None
+        if settings.tls or settings.tls_ca or settings.tls_client_cert or settings.tls_client_key:
+            credentials = tls_credentials(settings.tls_ca, settings.tls_client_cert, settings.tls_client_key)
+        return cls(
+            target, credentials=credentials, token=token, server_name=settings.tls_server_name, **kwargs
+        )
 
     def __enter__(self) -> NextbestClient:
         return self
@@ -171,14 +226,18 @@ class NextbestClient:
     def call_next_action(
         self, request: pb.NextActionRequest, timeout: float | None = None
     ) -> pb.NextActionResponse:
-        response: pb.NextActionResponse = self._stub.NextAction(request, timeout=timeout or self.timeout)
+        response: pb.NextActionResponse = self._stub.NextAction(
+            request, timeout=timeout or self.timeout, metadata=self._metadata
+        )
         return response
 
     def record_events(
         self, events: Iterable[pb.Event], timeout: float | None = None
     ) -> pb.RecordEventsResponse:
         request = pb.RecordEventsRequest(events=list(events))
-        response: pb.RecordEventsResponse = self._stub.RecordEvents(request, timeout=timeout or self.timeout)
+        response: pb.RecordEventsResponse = self._stub.RecordEvents(
+            request, timeout=timeout or self.timeout, metadata=self._metadata
+        )
         return response
 
     def lift_report(
@@ -204,7 +263,7 @@ class NextbestClient:
         if as_of is not None:
             request.as_of.CopyFrom(timestamp(as_of))
         response: pb.GetLiftReportResponse = self._stub.GetLiftReport(
-            request, timeout=timeout or max(self.timeout, 30.0)
+            request, timeout=timeout or max(self.timeout, 30.0), metadata=self._metadata
         )
         return response
 

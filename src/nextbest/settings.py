@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nextbest.catalog import bundled_catalog_path
@@ -52,6 +52,33 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Seconds a PostgreSQL statement may run before the server cancels it."
     )
     grace: float = Field(default=5.0, ge=0, description="Seconds in-flight calls get at shutdown.")
+    # Access control, server side (see nextbest.server.auth and nextbest.server.tls).
+    tokens_file: Path | None = Field(
+        default=None,
+        description="Callers' tokens and certificate subjects with roles; reloaded on SIGHUP and change.",
+    )
+    tokens: SecretStr | None = Field(
+        default=None, description="The same entries inline (';' or new lines between them)."
+    )
+    tls_cert: Path | None = Field(default=None, description="Server certificate (PEM); with tls_key: TLS.")
+    tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
+    tls_client_ca: Path | None = Field(
+        default=None, description="Require client certificates signed by this CA (mutual TLS)."
+    )
+    insecure_open: bool = Field(
+        default=False, description="Serve a non-loopback address without authentication, on purpose."
+    )
+    reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
+    # Access control, client side (simulate --target, benchmarks, NextbestClient.from_settings).
+    token: SecretStr | None = Field(default=None, description="Bearer token sent with every call.")
+    token_file: Path | None = Field(default=None, description="A file holding the bearer token.")
+    tls: bool = Field(default=False, description="Connect with TLS (implied by tls_ca or a client cert).")
+    tls_ca: Path | None = Field(default=None, description="CA that signed the server's certificate (PEM).")
+    tls_client_cert: Path | None = Field(default=None, description="Client certificate for mutual TLS.")
+    tls_client_key: Path | None = Field(default=None, description="Client private key for mutual TLS.")
+    tls_server_name: str | None = Field(
+        default=None, description="Name to verify the server certificate against, if not the host."
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=0,

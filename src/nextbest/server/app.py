@@ -18,9 +18,11 @@ from nextbest.catalog import load_catalog
 from nextbest.decision.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
 from nextbest.models.registry import ModelRegistry, ModelSet, ModelState
+from nextbest.server.auth import AccessControl, AuthInterceptor, describe
 from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import AdminServicer, DecisionServicer
+from nextbest.server.tls import auth_configured, check_exposure, is_loopback, server_credentials
 from nextbest.settings import Settings
 from nextbest.store import Database, Store, upgrade
 
@@ -40,6 +42,12 @@ class NextbestServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Access control first: a server that would be open, or whose tokens or certificates are
+        # unusable, refuses before it touches the database.
+        check_exposure(settings)
+        tokens = settings.tokens.get_secret_value() if settings.tokens is not None else None
+        self.access = AccessControl(tokens, settings.tokens_file) if auth_configured(settings) else None
+        credentials = server_credentials(settings)
         catalog = load_catalog(settings.catalog)  # fails fast with every catalog problem
         db = Database(
             settings.database_url,
@@ -70,7 +78,12 @@ class NextbestServer:
             ThreadPoolExecutor(max_workers=limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"),
             # Metrics outermost, so it sees the status the error interceptor settled on; admission
             # inside the error interceptor, which turns its refusals into statuses.
-            interceptors=[MetricsInterceptor(self.metrics), ErrorInterceptor(), AdmissionInterceptor(limit)],
+            interceptors=[
+                MetricsInterceptor(self.metrics),
+                *self._auth(),
+                ErrorInterceptor(),
+                AdmissionInterceptor(limit),
+            ],
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
@@ -84,16 +97,22 @@ class NextbestServer:
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                ADMIN_SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self._server,
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (
+                    SERVICE_NAME,
+                    ADMIN_SERVICE_NAME,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self._server,
+            )
+        bind = f"{settings.host}:{settings.port}"
+        self.port = (
+            self._server.add_secure_port(bind, credentials)
+            if credentials is not None
+            else self._server.add_insecure_port(bind)
         )
-        self.port = self._server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.host}:{settings.port}")
         self._stopping = threading.Event()
@@ -104,8 +123,28 @@ class NextbestServer:
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
+    def _auth(self) -> list[AuthInterceptor]:
+        # Outside the error interceptor, so a refused caller never reaches the handler, and outside
+        # admission control, so it never takes a slot.
+        return [] if self.access is None else [AuthInterceptor(self.access)]
+
+    def reload_access(self) -> None:
+        """Reads the tokens file again (SIGHUP); the previous tokens stay if the new file is bad."""
+        if self.access is not None:
+            self.access.reload()
+
     def start(self) -> None:
         self._server.start()
+        if self.access is not None:
+            self.access.start()
+            names = ", ".join(describe(self.access.current)) or "nobody yet"
+            logger.info("authentication on; callers: %s", names)
+            if self.settings.tls_cert is None and not is_loopback(self.settings.host):
+                logger.warning(
+                    "tokens travel in clear text on %s: give the port TLS (--tls-cert)", self.address
+                )
+        elif not is_loopback(self.settings.host):
+            logger.warning("serving %s OPEN to anyone who reaches it (--insecure-open)", self.address)
         self._monitor.start()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
@@ -125,6 +164,8 @@ class NextbestServer:
     def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets in-flight ones finish, then flushes the writer and closes the store."""
         self._stopping.set()
+        if self.access is not None:
+            self.access.stop()
         self._health.enter_graceful_shutdown()
         self._server.stop(self.settings.grace if grace is None else grace).wait()
         self.store.close()

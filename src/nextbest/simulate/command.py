@@ -18,6 +18,7 @@ from pathlib import Path
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog
 from nextbest.client import NextbestClient
+from nextbest.settings import Settings
 from nextbest.simulate import GrpcBackend, SimulationResult, Simulator, population
 from nextbest.simulate.truth import ArmTruth, truths, write_truth
 from nextbest.simulate.world import START
@@ -40,6 +41,7 @@ class SimulationOptions:
     window_days: float = 14.0
     progress_every: float = 60.0  # seconds between progress lines
     start: datetime = START
+    target_settings: Settings | None = None  # the token and TLS to reach ``target`` with
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ def _server(options: SimulationOptions, database_url: str | None) -> Iterator[st
     log = Path("var") / f"simulate-server-{options.seed}.log"
     with server_process(args, log) as address:
         yield address
+
+
+def _client(options: SimulationOptions, address: str) -> NextbestClient:
+    if options.target and options.target_settings is not None:
+        return NextbestClient.from_settings(address, options.target_settings, timeout=30.0)
+    return NextbestClient(address, timeout=30.0)
 
 
 def _estimate(report: pb.GetLiftReportResponse, arm: str, metric: str) -> pb.LiftEstimate | None:
@@ -180,7 +188,7 @@ def run_simulation(options: SimulationOptions, say: Callable[[str], None] = prin
         database_url = f"sqlite:///{path}"
     customers = population(options.customers, options.seed, options.start)
     flows = {a.id: a.flow for a in catalog.actions}
-    with _server(options, database_url) as address, NextbestClient(address, timeout=30.0) as client:
+    with _server(options, database_url) as address, _client(options, address) as client:
         client.wait_until_serving()
         say(
             f"simulating {options.customers:,} customers over {options.days} days "
