@@ -25,6 +25,8 @@ from nextbest.store.schema import metadata
 from tests.conftest import find_unit, uid
 
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
+# Units that get the cart reminder (treated by both holdouts that cover it), so they have exposures.
+TREATED = {"global_holdout": "treated", "cart_flow_holdout": "treatment"}
 KEY = b"test-key-0123456789abcdef"
 
 
@@ -87,7 +89,11 @@ def test_erasure_leaves_nothing_of_the_customer_and_the_report_counts_it(
 ) -> None:
     engine, store = _engine(catalog, db)
     # The target is treated; a held-out unit makes the report's control.
-    users = [find_unit(catalog, {"global_holdout": arm}) for arm in ("treated", "treated", "holdout")]
+    users = [
+        find_unit(catalog, TREATED),
+        find_unit(catalog, TREATED),
+        find_unit(catalog, {"global_holdout": "holdout"}),
+    ]
     for user in users:
         decision = _customer(engine, user)
         assert any(e.experiment_id == "global_holdout" for e in decision.exposures)
@@ -149,7 +155,7 @@ def test_with_a_key_no_table_holds_the_raw_id_and_the_pipeline_still_works(
 ) -> None:
     ids = CustomerIds(KEY)
     engine, store = _engine(catalog, db, ids)
-    user = uid("hashed")
+    user = find_unit(catalog, TREATED)
     decision = _customer(engine, user)
     assert decision.actions
     for exposure in decision.exposures:  # assignment still hashes the raw id
@@ -202,7 +208,7 @@ def test_a_key_is_checked_when_it_is_loaded(tmp_path: object) -> None:
 
 def test_retention_deletes_what_is_older_in_short_batches(db: Database, catalog: Catalog) -> None:
     engine, store = _engine(catalog, db)
-    old, recent = uid("old"), uid("recent")
+    old, recent = find_unit(catalog, TREATED), find_unit(catalog, TREATED)
     _customer(engine, old, T0 - timedelta(days=500))
     _customer(engine, recent, T0)
 
