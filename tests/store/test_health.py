@@ -25,16 +25,24 @@ def test_check_passes_on_a_healthy_database(migrated: str) -> None:
         db.dispose()
 
 
-def test_failing_writes_stay_unhealthy_until_a_write_succeeds(migrated: str) -> None:
+def test_failing_writes_stay_unhealthy_until_a_write_succeeds_and_none_fails_for_a_while(
+    migrated: str,
+) -> None:
     store = Store(Database(migrated))
+    health = store.db.health
+    health.hold = 0.3
     try:
-        store.db.health.failed()
-        assert store.db.health.failing
+        health.failed()
+        assert health.failing
+        time.sleep(0.4)
+        assert health.failing  # no write has succeeded since
         store.db.check(5)  # the probe commits a write of its own
-        assert not store.db.health.failing
-        store.db.health.failed()
-        assert store.save_decision(decision(uid()), "fp", T0)  # as does any decision
-        assert not store.db.health.failing
+        assert not health.failing
+        health.failed()
+        assert store.save_decision(decision(uid()), "fp", T0)  # as does any decision...
+        assert health.failing  # ...but a full disk fails some writes and not others: hold on
+        time.sleep(0.4)
+        assert not health.failing
     finally:
         store.close()
 
@@ -42,6 +50,7 @@ def test_failing_writes_stay_unhealthy_until_a_write_succeeds(migrated: str) -> 
 def test_a_hung_database_is_unhealthy_within_the_timeout_and_recovers(tmp_path: Path) -> None:
     """Another program holds SQLite's write lock: the probe write waits on it, the check does not."""
     db = Database(f"sqlite:///{tmp_path}/h.db")
+    db.health.hold = 0
     upgrade(db)
     blocker = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
     try:

@@ -190,27 +190,34 @@ class Database:
 
 
 class WriteHealth:
-    """Whether writes are failing for want of the database (not for bad data): set by every write's
-    outcome, cleared by the next success (a write of the store, or ``Database.check``'s probe).
-    Health reports NOT_SERVING while ``failing``."""
+    """Whether writes are failing for want of the database (not for bad data), from every write's outcome.
 
-    def __init__(self) -> None:
-        self.failing_since: float | None = None  # time.monotonic() of the first failure in a row
+    A full disk fails some writes and not others (a small one still fits in the WAL's free pages), so
+    one success does not make the database healthy: ``failing`` holds until a write has succeeded and
+    ``hold`` seconds have passed without another failure. ``Database.check``'s probe write is that
+    success when no traffic comes. Health reports NOT_SERVING while ``failing``."""
+
+    def __init__(self, hold: float = 2.0) -> None:
+        self.hold = hold
+        self.last_failure: float | None = None  # time.monotonic()
+        self._recovered = True
         self.failures = 0
 
     @property
     def failing(self) -> bool:
-        return self.failing_since is not None
+        if self.last_failure is None:
+            return False
+        return not self._recovered or time.monotonic() - self.last_failure < self.hold
 
     def succeeded(self) -> None:
-        if self.failing_since is not None:
+        if not self._recovered:
             logger.info("database writes succeed again")
-        self.failing_since = None
+            self._recovered = True
 
     def failed(self) -> None:
         self.failures += 1
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
+        self.last_failure = time.monotonic()
+        self._recovered = False
 
 
 class WriteLock:
