@@ -7,8 +7,15 @@ falls behind is charged for the wait (no coordinated omission).
 
 Prints one JSON object on stdout. Loopback only.
 
+Overload checks (issue 19): ``--probe-health`` polls grpc.health.v1 every 100 ms on its own connection
+during the run (each probe with a 1 s deadline) and reports how many took over 100 ms; ``--database-url``
+reads the server's database after the run and counts the calls answered DEADLINE_EXCEEDED whose decision
+was committed anyway (an exposure for an answer its caller never got).
+
     python benchmarks/loadgen.py --port 50151 closed --concurrency 8 --duration 10
     python benchmarks/loadgen.py --port 50151 --server-pid 1234 open --rate 500 --duration 10
+    python benchmarks/loadgen.py --port 50151 --timeout 0.25 --probe-health \
+        --database-url sqlite:///var/bench.db open --rate 1000 --duration 30
 """
 
 from __future__ import annotations
@@ -80,15 +87,20 @@ class Recorder:
     codes: Counter[str] = field(default_factory=Counter)
     first_actions: Counter[str] = field(default_factory=Counter)
     last_end_ns: int = 0
+    timed_out: list[str] = field(default_factory=list)  # request ids answered DEADLINE_EXCEEDED
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, latency_ns: int, code: str, first_action: str | None, end_ns: int) -> None:
+    def record(
+        self, latency_ns: int, code: str, first_action: str | None, end_ns: int, request_id: str = ""
+    ) -> None:
         with self._lock:
             self.latencies_ns.append(latency_ns)
             self.last_end_ns = max(self.last_end_ns, end_ns)
             self.codes[code] += 1
             if code == "OK":
                 self.first_actions[first_action or "(none)"] += 1
+            elif code == "DEADLINE_EXCEEDED":
+                self.timed_out.append(request_id)
 
 
 def percentile(sorted_values: Sequence[int], pct: float) -> int:
@@ -223,7 +235,9 @@ class InFlight:
             return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
 
 
-def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future: grpc.Future[Any]) -> None:
+def _on_done(
+    recorder: Recorder, in_flight: InFlight, scheduled_ns: int, request_id: str, future: grpc.Future[Any]
+) -> None:
     end_ns = time.perf_counter_ns()
     try:
         code, first = "OK", _first_action(future.result())
@@ -231,7 +245,7 @@ def _on_done(recorder: Recorder, in_flight: InFlight, scheduled_ns: int, future:
         code, first = _status_name(exc), None
     except grpc.FutureCancelledError:
         code, first = "CANCELLED", None
-    recorder.record(end_ns - scheduled_ns, code, first, end_ns)
+    recorder.record(end_ns - scheduled_ns, code, first, end_ns, request_id)
     in_flight.done()
 
 
@@ -262,11 +276,13 @@ def _closed_worker(
         code, first = blocking_call(stub, request, timeout)
         end = time.perf_counter_ns()
         if window.measure_ns <= end <= window.end_ns:  # completions inside the measured window
-            recorder.record(end - start, code, first, end)
+            recorder.record(end - start, code, first, end, request.request_id)
 
 
-def run_closed(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
-    recorder, window, cpu = Recorder(), Window(), CpuWindow(args.server_pid)
+def run_closed(
+    stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace, recorder: Recorder
+) -> dict[str, Any]:
+    window, cpu = Window(), CpuWindow(args.server_pid)
     barrier = threading.Barrier(args.concurrency + 1)
     threads = [
         threading.Thread(
@@ -334,12 +350,16 @@ def _send_on_schedule(
         schedule.late_sends += lag_ns > LATE_SEND_NS
         in_flight.add()
         future = stubs[i % len(stubs)].NextAction.future(request, timeout=timeout)
-        future.add_done_callback(functools.partial(_on_done, recorder, in_flight, scheduled_ns))
+        future.add_done_callback(
+            functools.partial(_on_done, recorder, in_flight, scheduled_ns, request.request_id)
+        )
         schedule.sent += 1
     return schedule
 
 
-def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace) -> dict[str, Any]:
+def run_open(
+    stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace, recorder: Recorder
+) -> dict[str, Any]:
     factory = _factory(args, 0)
     drain_s = args.timeout + 5
     send = functools.partial(_send_on_schedule, stubs, factory, rate=args.rate, timeout=args.timeout)
@@ -347,7 +367,7 @@ def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace)
         warm_flight = InFlight()
         send(duration=args.warmup, recorder=Recorder(), in_flight=warm_flight)
         warm_flight.wait_idle(drain_s)
-    recorder, in_flight, cpu = Recorder(), InFlight(), CpuWindow(args.server_pid)
+    in_flight, cpu = InFlight(), CpuWindow(args.server_pid)
     cpu.start()
     schedule = send(duration=args.duration, recorder=recorder, in_flight=in_flight)
     drained = in_flight.wait_idle(drain_s)
@@ -364,6 +384,74 @@ def run_open(stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace)
         "drained": drained,
         **_summary(recorder, args.duration, cpu, elapsed_s=elapsed_s),
     }
+
+
+# --- overload checks --------------------------------------------------------------------------------------
+
+
+class HealthProbe:
+    """Polls grpc.health.v1 every ``interval`` seconds on a connection of its own (1 s deadline each)."""
+
+    def __init__(self, port: int, interval: float = 0.1) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self._request = health_pb2.HealthCheckRequest()
+        self._serving = health_pb2.HealthCheckResponse.SERVING
+        self._channel = grpc.insecure_channel(
+            f"{HOST}:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.latencies_ns: list[int] = []
+        self.outcomes: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._channel.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            start = time.perf_counter_ns()
+            try:
+                reply = self._stub.Check(self._request, timeout=1.0)
+                outcome = "SERVING" if reply.status == self._serving else "NOT_SERVING"
+            except grpc.RpcError as exc:
+                outcome = _status_name(exc)
+            self.latencies_ns.append(time.perf_counter_ns() - start)
+            self.outcomes[outcome] += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "probes": len(self.latencies_ns),
+            "outcomes": dict(self.outcomes),
+            "over_100ms": sum(ns > 100_000_000 for ns in self.latencies_ns),
+            "latency_ms": latency_summary_ms(self.latencies_ns),
+        }
+
+
+def committed_after_deadline(database_url: str, request_ids: list[str]) -> int:
+    """How many of ``request_ids`` (answered DEADLINE_EXCEEDED) have a decision in the database."""
+    from sqlalchemy import bindparam, create_engine, text
+
+    engine = create_engine(database_url)
+    query = text("SELECT COUNT(*) FROM decisions WHERE request_id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    found = 0
+    try:
+        with engine.connect() as conn:
+            for i in range(0, len(request_ids), 500):
+                found += conn.execute(query, {"ids": request_ids[i : i + 500]}).scalar_one()
+    finally:
+        engine.dispose()
+    return found
 
 
 # --- plumbing ---------------------------------------------------------------------------------------------
@@ -438,6 +526,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--channels", type=_bounded(int, 1, 64), default=1, help="gRPC channels (connections)"
     )
+    parser.add_argument(
+        "--probe-health", action="store_true", help="poll health every 100 ms and report its latency"
+    )
+    parser.add_argument(
+        "--database-url", help="the server's database: count DEADLINE_EXCEEDED calls committed anyway"
+    )
     modes = parser.add_subparsers(dest="mode", required=True)
     closed = modes.add_parser("closed", help="fixed concurrency")
     closed.add_argument("--concurrency", type=_bounded(int, 1, MAX_CONCURRENCY), default=8)
@@ -450,11 +544,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     channels = open_channels(args.port, args.channels, ready_timeout=10.0)
     stubs = [pb_grpc.DecisionServiceStub(channel) for channel in channels]
+    probe = HealthProbe(args.port) if args.probe_health else None
+    recorder = Recorder()
     try:
-        result = run_closed(stubs, args) if args.mode == "closed" else run_open(stubs, args)
+        if probe is not None:
+            probe.__enter__()
+        result = (
+            run_closed(stubs, args, recorder) if args.mode == "closed" else run_open(stubs, args, recorder)
+        )
     finally:
+        if probe is not None:
+            probe.__exit__()
         for channel in channels:
             channel.close()
+    if probe is not None:
+        result["health"] = probe.summary()
+    if args.database_url:
+        result["timed_out"] = len(recorder.timed_out)
+        result["committed_after_deadline"] = committed_after_deadline(args.database_url, recorder.timed_out)
     result.update(
         target=f"{HOST}:{args.port}",
         channels=args.channels,

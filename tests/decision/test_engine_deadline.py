@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from nextbest.catalog import bundled_catalog_path, load_catalog
-from nextbest.decision.engine import DecisionEngine, WriteTime
+from nextbest.decision.engine import DecisionEngine, Duration
 from nextbest.domain import Decision, DecisionRequest
 from nextbest.errors import DeadlineExceededError
 from nextbest.store import SavedDecision
@@ -62,12 +62,12 @@ def test_a_deadline_shorter_than_a_write_takes_now_is_not_written() -> None:
     assert store.find_decision("r-short") is None
 
 
-def test_write_time_follows_recent_writes() -> None:
-    write_time = WriteTime()
-    assert write_time.estimate() == 0.0
+def test_a_duration_follows_recent_runs() -> None:
+    duration = Duration()
+    assert duration.estimate() == 0.0
     for _ in range(50):
-        write_time.observe(0.010)
-    assert 0.009 < write_time.estimate() < 0.012
+        duration.observe(0.010)
+    assert 0.009 < duration.estimate() < 0.012
     for _ in range(50):
-        write_time.observe(0.100)
-    assert write_time.estimate() > 0.09
+        duration.observe(0.100)
+    assert duration.estimate() > 0.09

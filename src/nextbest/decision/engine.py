@@ -125,10 +125,12 @@ def _stripe(user_id: str) -> int:
     return zlib.crc32(user_id.encode()) % _STRIPES
 
 
-class WriteTime:
-    """How long writing a decision takes now (queueing for the group commit included): a moving mean
-    plus three mean deviations, updated after every write. A call with less time left than this before
-    its deadline is not written: it would most likely commit after its caller gave up."""
+class Duration:
+    """How long a step takes now: a moving mean plus three mean deviations, updated after every run.
+    The engine keeps two: a whole decision (reading the customer to the commit) and its write (queueing
+    for the group commit included). A call with less time left before its deadline than a decision takes
+    is not started (its work would be wasted on a caller who gives up), and one with less left than a
+    write takes is not written (it would most likely commit after its caller gave up)."""
 
     _WEIGHT = 0.1
 
@@ -152,7 +154,7 @@ class WriteTime:
         if left <= needed:
             raise DeadlineExceededError(
                 f"the caller's deadline leaves {max(left, 0.0) * 1000:.0f} ms {stage}, "
-                f"and a write takes ~{needed * 1000:.0f} ms now; nothing was written"
+                f"which takes ~{needed * 1000:.0f} ms now; nothing was written"
             )
 
 
@@ -174,7 +176,8 @@ class DecisionEngine:
         self._needs_stock = frozenset(
             t for a in catalog.actions if a.inventory == "in_stock" for t in a.triggers
         )
-        self._write_time = WriteTime()
+        self._decide_time = Duration()
+        self._write_time = Duration()
 
     def _lock(self, user_id: str) -> threading.Lock:
         return self._locks[_stripe(user_id)]
@@ -193,10 +196,12 @@ class DecisionEngine:
         # from the stored decision. New requests (the common case) skip a lookup.
         with self._lock(request.user_id):
             for _attempt in range(MAX_ATTEMPTS):
-                self._write_time.check(deadline, "before deciding", self._write_time.estimate())
+                self._decide_time.check(deadline, "before deciding", self._decide_time.estimate())
+                started = time.monotonic()
                 decided_at = self.clock()
                 now = request.occurred_at or decided_at
                 decision, saved = self._decide(request, fingerprint, decided_at, now, deadline)
+                self._decide_time.observe(time.monotonic() - started)
                 if not saved.conflict:
                     break
                 logger.info("customer %s changed while deciding; deciding again", request.user_id)
