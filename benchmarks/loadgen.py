@@ -14,6 +14,8 @@ was committed anyway (an exposure for an answer its caller never got).
 
     python benchmarks/loadgen.py --port 50151 closed --concurrency 8 --duration 10
     python benchmarks/loadgen.py --port 50151 --server-pid 1234 open --rate 500 --duration 10
+    python benchmarks/loadgen.py --port 50151 --tls-ca ca.crt --tls-server-name localhost \
+        --token-file decide.token closed --concurrency 8 --duration 10
     python benchmarks/loadgen.py --port 50151 --timeout 0.25 --probe-health \
         --database-url sqlite:///var/bench.db open --rate 1000 --duration 30
 """
@@ -488,13 +490,64 @@ def _summary(
     }
 
 
-def open_channels(port: int, count: int, ready_timeout: float) -> list[grpc.Channel]:
+def open_channels(
+    port: int,
+    count: int,
+    ready_timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> list[grpc.Channel]:
     # A local subchannel pool gives each channel its own HTTP/2 connection.
-    options = [("grpc.use_local_subchannel_pool", 1)] if count > 1 else []
-    channels = [grpc.insecure_channel(f"{HOST}:{port}", options=options) for _ in range(count)]
+    options: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)] if count > 1 else []
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    target = f"{HOST}:{port}"
+    channels = [
+        grpc.secure_channel(target, credentials, options=options)
+        if credentials is not None
+        else grpc.insecure_channel(target, options=options)
+        for _ in range(count)
+    ]
     for channel in channels:
         grpc.channel_ready_future(channel).result(timeout=ready_timeout)
     return channels
+
+
+class _WithToken:
+    """A NextAction multicallable that sends ``authorization: Bearer TOKEN`` with every call, blocking
+    or as a future: per-call metadata, the cheapest way (a call-credentials plugin runs Python on a
+    thread of its own per call)."""
+
+    def __init__(self, inner: Any, token: str) -> None:
+        self._inner = inner
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def __call__(self, request: Any, timeout: float | None = None) -> Any:
+        return self._inner(request, timeout=timeout, metadata=self._metadata)
+
+    def future(self, request: Any, timeout: float | None = None) -> Any:
+        return self._inner.future(request, timeout=timeout, metadata=self._metadata)
+
+
+def _stubs(channels: list[grpc.Channel], token: str | None) -> list[Any]:
+    stubs = [pb_grpc.DecisionServiceStub(channel) for channel in channels]
+    if token:
+        for stub in stubs:
+            stub.NextAction = _WithToken(stub.NextAction, token)
+    return stubs
+
+
+def _credentials(args: argparse.Namespace) -> tuple[grpc.ChannelCredentials | None, str | None]:
+    """TLS credentials (--tls-ca) and the bearer token (--token-file or NEXTBEST_TOKEN)."""
+    token = os.environ.get("NEXTBEST_TOKEN")
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    credentials = None
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return credentials, token
 
 
 def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
@@ -532,6 +585,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url", help="the server's database: count DEADLINE_EXCEEDED calls committed anyway"
     )
+    parser.add_argument("--token-file", help="send this bearer token (default: NEXTBEST_TOKEN, if set)")
+    parser.add_argument("--tls-ca", help="connect with TLS, trusting this CA (PEM)")
+    parser.add_argument("--tls-server-name", help="name the server certificate carries (e.g. localhost)")
     modes = parser.add_subparsers(dest="mode", required=True)
     closed = modes.add_parser("closed", help="fixed concurrency")
     closed.add_argument("--concurrency", type=_bounded(int, 1, MAX_CONCURRENCY), default=8)
@@ -542,8 +598,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    channels = open_channels(args.port, args.channels, ready_timeout=10.0)
-    stubs = [pb_grpc.DecisionServiceStub(channel) for channel in channels]
+    credentials, token = _credentials(args)
+    channels = open_channels(args.port, args.channels, 10.0, credentials, args.tls_server_name)
+    stubs = _stubs(channels, token)
     probe = HealthProbe(args.port) if args.probe_health else None
     recorder = Recorder()
     try:
