@@ -75,7 +75,7 @@ CASES = [
     ),
     pytest.param(
         payload(extra=', "weights": {"control": 0.5}'),
-        "weights.b: has units but no weight",
+        "weights: one per arm; none for 'b'",
         id="weight-missing",
     ),
     pytest.param(

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
-from nextbest.reports.render import report_to_table
+from nextbest.reports.render import report_to_table, verdict_text
 from nextbest.reports.report import LiftReport
 
 __all__ = ["report_to_html", "write_html"]
@@ -30,6 +30,12 @@ pre{background:#f5f5f5;padding:1rem;overflow-x:auto;font-size:.8rem}
 """
 
 
+def _band(low: float | None, high: float | None, suffix: str = "") -> str:
+    if low is None or high is None:
+        return ""
+    return f"({low:,.2f}{suffix} … {high:,.2f}{suffix})"
+
+
 def _svg(figure: Figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
@@ -39,23 +45,44 @@ def _svg(figure: Figure) -> str:
 
 
 def _lift_chart(report: LiftReport, metric: str) -> str | None:
-    headline = report.analysis.metrics[metric].headline
-    rows = [(arm, c.relative) for arm, c in headline.items() if c.relative.value is not None]
+    """Each arm's headline lift with its interval, coloured by the verdict on that same interval: green a
+    gain, red a loss, amber when the sample is too small to detect a plausible effect, grey otherwise."""
+    analysis = report.analysis.metrics[metric]
+    verdicts = analysis.verdicts or {}
+    rows = []
+    for arm, comparison in analysis.headline.items():
+        v = verdicts.get(arm)
+        if v is None or v.estimate(comparison).value is None:
+            continue
+        rows.append((arm, v, v.estimate(comparison), comparison))
     if not rows:
         return None
+    percent = all(v.quantity == "relative" for _, v, _, _ in rows)
+    scale = 100.0 if percent else 1.0
     figure, axis = plt.subplots(figsize=(6, 0.6 + 0.5 * len(rows)))
-    for index, (_arm, estimate) in enumerate(rows):
-        value = (estimate.value or 0.0) * 100
-        low = (estimate.ci_low if estimate.ci_low is not None else estimate.value or 0.0) * 100
-        high = (estimate.ci_high if estimate.ci_high is not None else estimate.value or 0.0) * 100
-        significant = estimate.p_value is not None and estimate.p_value < report.alpha
-        color = "#2e7d32" if significant and value > 0 else "#b00020" if significant else "#555"
+    labels = []
+    for index, (arm, v, estimate, comparison) in enumerate(rows):
+        value = (estimate.value or 0.0) * scale
+        low = (estimate.ci_low if estimate.ci_low is not None else estimate.value or 0.0) * scale
+        high = (estimate.ci_high if estimate.ci_high is not None else estimate.value or 0.0) * scale
+        color = (
+            "#e69500"
+            if v.underpowered
+            else "#2e7d32"
+            if v.call == "gain"
+            else "#b00020"
+            if v.call == "loss"
+            else "#555"
+        )
         axis.plot([low, high], [index, index], color=color, linewidth=3)
         axis.plot([value], [index], "o", color=color)
+        labels.append(f"{arm}: {verdict_text(v, comparison)}")
     axis.axvline(0, color="#999", linewidth=1)
-    axis.set_yticks(range(len(rows)), [arm for arm, _ in rows])
+    axis.set_yticks(range(len(rows)), labels)
+    quantity = "relative lift (%), Fieller" if percent else "absolute lift"
     axis.set_xlabel(
-        f"relative lift in {metric} vs {report.control} (%), {int((1 - report.alpha) * 100)}% interval"
+        f"{quantity} in {metric} vs {report.control}, {(1 - report.alpha) * 100:g}% interval; "
+        "the call is on this interval"
     )
     return _svg(figure)
 
@@ -107,27 +134,33 @@ def report_to_html(report: LiftReport, history: Sequence[tuple[datetime, LiftRep
         f"<p>Control <b>{html.escape(report.control)}</b>; as of {report.as_of:%Y-%m-%d %H:%M} UTC; "
         f"{report.window.days}-day attribution window; units: "
         + ", ".join(f"{html.escape(a)} {n:,}" for a, n in sorted(report.units.items()))
+        + (f" ({report.erased_units:,} erased, not counted)" if report.erased_units else "")
         + ".</p>"
     )
     if report.incremental:
         parts.append(
             "<h2>Incremental totals</h2><table><tr><th>arm</th><th>units</th><th>extra conversions</th>"
-            "<th>extra revenue</th><th>interval</th><th>cost</th><th>return on cost</th></tr>"
+            "<th>extra revenue</th><th>cost</th><th>return on cost</th></tr>"
         )
         for inc in report.incremental:
             conv = "n/a" if inc.extra_conversions is None else f"{inc.extra_conversions:,.1f}"
-            rev = "n/a" if inc.extra_revenue is None else f"{inc.extra_revenue:,.2f}"
-            band = (
-                "n/a"
-                if inc.extra_revenue_low is None or inc.extra_revenue_high is None
-                else f"{inc.extra_revenue_low:,.2f} … {inc.extra_revenue_high:,.2f}"
-            )
+            conv_band = _band(inc.extra_conversions_low, inc.extra_conversions_high)
+            rev_band = _band(inc.extra_revenue_low, inc.extra_revenue_high)
+            roi_band = _band(inc.return_on_cost_low, inc.return_on_cost_high, "x")
+            # A revenue interval that spans zero is no headline: the interval alone, marked inconclusive.
+            if inc.extra_revenue is None:
+                rev = roi = "n/a"
+            elif inc.revenue_conclusive:
+                rev = f"<b>{inc.extra_revenue:,.2f}</b> {rev_band}"
+                roi = "n/a" if inc.return_on_cost is None else f"<b>{inc.return_on_cost:,.1f}x</b> {roi_band}"
+            else:
+                rev = f"inconclusive {rev_band}"
+                roi = "n/a" if inc.return_on_cost is None else f"inconclusive {roi_band}"
             parts.append(
-                f"<tr><td>{html.escape(inc.arm)}</td><td>{inc.units:,}</td><td>{conv}</td>"
-                f"<td>{rev}</td><td>{band}</td><td>{inc.cost:,.2f}</td>"
-                f"<td>{'n/a' if inc.return_on_cost is None else f'{inc.return_on_cost:,.1f}x'}</td></tr>"
+                f"<tr><td>{html.escape(inc.arm)}</td><td>{inc.units:,}</td><td>{conv} {conv_band}</td>"
+                f"<td>{rev}</td><td>{inc.cost:,.2f}</td><td>{roi}</td></tr>"
             )
-        parts.append("</table>")
+        parts.append(f"</table><p>Intervals at {(1 - report.alpha) * 100:g}%.</p>")
     for metric in report.analysis.metrics:
         parts.append(f"<h2>{html.escape(metric)}</h2>")
         for chart in (_lift_chart(report, metric), _cumulative_chart(history, metric)):

@@ -15,7 +15,7 @@ from nextbest.experiments import Experiment
 from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate_many
 from nextbest.reports.request import DEFAULT_ALPHA, ReportRequest
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
-from nextbest.stats.analysis import Analysis, analyze
+from nextbest.stats.analysis import Analysis, MetricAnalysis, analyze
 from nextbest.stats.srm import SrmResult
 from nextbest.store.schema import assignments, erasures
 
@@ -24,7 +24,8 @@ __all__ = ["Incremental", "LiftReport", "build_report", "control_arm", "erased_u
 
 @dataclass(frozen=True, slots=True)
 class Incremental:
-    """What an arm added over the control: lift per unit × its units."""
+    """What an arm added over the control: lift per unit × its units, each with the interval of the
+    headline comparison's absolute lift × units."""
 
     arm: str
     units: int
@@ -34,11 +35,31 @@ class Incremental:
     extra_revenue_high: float | None
     # What sending cost: the arm's sends in the experiment's scope × each action's declared cost per send.
     cost: float = 0.0
+    extra_conversions_low: float | None = None
+    extra_conversions_high: float | None = None
 
     @property
     def return_on_cost(self) -> float | None:
         """Incremental revenue per unit of cost; None when nothing was spent or revenue is unknown."""
-        return self.extra_revenue / self.cost if self.cost > 0 and self.extra_revenue is not None else None
+        return self._per_cost(self.extra_revenue)
+
+    @property
+    def return_on_cost_low(self) -> float | None:
+        return self._per_cost(self.extra_revenue_low)
+
+    @property
+    def return_on_cost_high(self) -> float | None:
+        return self._per_cost(self.extra_revenue_high)
+
+    @property
+    def revenue_conclusive(self) -> bool:
+        """Whether the extra revenue's interval excludes zero; when it does not, neither the revenue nor
+        the return on cost is a result to lead with, only their interval."""
+        low, high = self.extra_revenue_low, self.extra_revenue_high
+        return (low is not None and low > 0) or (high is not None and high < 0)
+
+    def _per_cost(self, revenue: float | None) -> float | None:
+        return revenue / self.cost if self.cost > 0 and revenue is not None else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,9 @@ def build_report(conn: Connection, catalog: Catalog, request: ReportRequest) -> 
     units: dict[str, int] = {}
     for metric, rows in by_metric.items():
         per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
+        # An arm without units yet (the control, early on) is compared as empty: "not enough units".
+        for arm in experiment.arms:
+            per_metric[metric.value].setdefault(arm.id, _statistic(metric, ArmAggregate(arm.id, 0, 0.0, 0.0)))
         units = {arm: row.n for arm, row in rows.items()}
     spent = _spent(conn, catalog, experiment.id, request.as_of)
     weights = {a.id: a.weight for a in experiment.arms}
@@ -148,22 +172,23 @@ def _spent(conn: Connection, catalog: Catalog, experiment_id: str, as_of: dateti
 def _incremental(analysis: Analysis, units: dict[str, int], spent: dict[str, float]) -> list[Incremental]:
     conversion = analysis.metrics.get(Metric.CONVERSION.value)
     revenue = analysis.metrics.get(Metric.REVENUE.value)
+
+    def scaled(metric: MetricAnalysis | None, arm: str, n: int) -> tuple[float | None, ...]:
+        if metric is None or arm not in metric.headline or metric.headline[arm].absolute.value is None:
+            return None, None, None
+        e = metric.headline[arm].absolute
+        return tuple(None if x is None else x * n for x in (e.value, e.ci_low, e.ci_high))
+
     out = []
     for arm, n in units.items():
         if arm == analysis.control:
             continue
-        extra_conversions: float | None = None
-        extra_revenue = low = high = None
-        if conversion and arm in conversion.headline:
-            lift = conversion.headline[arm].absolute.value
-            extra_conversions = lift * n if lift is not None else None
-        if revenue and arm in revenue.headline:
-            source = revenue.headline[arm].absolute
-            if source.value is not None:
-                extra_revenue = source.value * n
-                low = source.ci_low * n if source.ci_low is not None else None
-                high = source.ci_high * n if source.ci_high is not None else None
-        out.append(Incremental(arm, n, extra_conversions, extra_revenue, low, high, spent.get(arm, 0.0)))
+        conversions, conversions_low, conversions_high = scaled(conversion, arm, n)
+        extra, low, high = scaled(revenue, arm, n)
+        cost = spent.get(arm, 0.0)
+        out.append(
+            Incremental(arm, n, conversions, extra, low, high, cost, conversions_low, conversions_high)
+        )
     return out
 
 

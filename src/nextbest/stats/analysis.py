@@ -129,7 +129,6 @@ def _check(
         problems.append(FieldViolation("tuning", f"must be a finite positive number, not {tuning}"))
     if not metrics:
         problems.append(FieldViolation("metrics", "at least one metric is required"))
-    arms: set[str] = set()
     for name, by_arm in metrics.items():
         if control not in by_arm:
             problems.append(FieldViolation(f"metrics.{name}.arms", f"the control arm {control!r} is missing"))
@@ -137,13 +136,12 @@ def _check(
         if len(kinds) > 1:
             problems.append(FieldViolation(f"metrics.{name}", f"mixes statistic types {sorted(kinds)}"))
         for arm, statistic in by_arm.items():
-            arms.add(arm)
             problems.extend(
                 FieldViolation(f"metrics.{name}.arms.{arm}.{key}", message)
                 for key, message in statistic_problems(statistic)
             )
     if weights is not None:
-        problems.extend(FieldViolation(f"weights.{a}", m) for a, m in weight_problems(weights, arms))
+        problems.extend(FieldViolation(f"weights.{a}", m) for a, m in weight_problems(weights))
     if problems:
         raise InvalidArgumentError(problems)
 
@@ -166,7 +164,7 @@ def analyze(
 
     Raises :class:`InvalidArgumentError` naming metric, arm and key when a statistic is impossible (a
     negative variance, a correlation beyond ±1, conversions above n), not finite or too large, when the
-    control arm is missing, or when a weight is not finite and positive or an arm has none."""
+    control arm is missing, or when a weight is not finite and positive."""
     options = _CompareOptions(alpha=alpha, alternative=alternative, sequential=sequential, tuning=tuning)
     _check(metrics, control, options, weights)
     results: dict[str, MetricAnalysis] = {}

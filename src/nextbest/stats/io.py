@@ -101,6 +101,9 @@ class StatsRequest(_Strict):
             unknown = sorted(set(self.weights) - arms)
             if unknown:
                 raise ValueError(f"weights for arms no metric has: {', '.join(map(repr, unknown))}")
+            missing = sorted(arms - set(self.weights))
+            if missing:
+                raise ValueError(f"weights: one per arm; none for {', '.join(map(repr, missing))}")
         return self
 
 

@@ -95,13 +95,12 @@ def statistic_problems(s: Statistic) -> list[tuple[str, str]]:
     return _cross_problems("sum_of_products", s.d, s.m, s.m_d_sum_of_products)
 
 
-def weight_problems(weights: Mapping[str, float], arms: set[str]) -> list[tuple[str, str]]:
-    """(arm, problem) for weights that are not finite and positive, and arms without a weight."""
+def weight_problems(weights: Mapping[str, float]) -> list[tuple[str, str]]:
+    """(arm, problem) for weights that are not finite and positive."""
     problems: list[tuple[str, str]] = []
     for arm, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             problems.append((arm, f"must be a number, not {type(weight).__name__}"))
         elif not math.isfinite(weight) or not 0 < weight <= MAX_MAGNITUDE:
             problems.append((arm, f"must be a finite positive number, not {weight}"))
-    problems.extend((arm, "has units but no weight") for arm in sorted(arms - set(weights)))
     return problems
