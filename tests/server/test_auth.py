@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ from nextbest.server.auth import (
     current_principal,
     parse_access,
 )
+from nextbest.server.process import free_port
 from nextbest.server.tls import check_exposure, is_loopback
 from nextbest.settings import Settings
 from tests.server.certs import Authority, Pem
@@ -600,3 +604,37 @@ def test_inline_tokens_are_separated_by_semicolons(monkeypatch: pytest.MonkeyPat
 def test_client_refuses_a_token_with_spaces() -> None:
     with pytest.raises(ValueError, match="no spaces"):
         NextbestClient("127.0.0.1:1", token="two words")
+
+
+@pytest.mark.slow
+def test_sighup_reloads_tokens_in_every_process(tmp_path: Path) -> None:
+    """`nextbest serve --processes 2`: SIGHUP to the supervisor reaches each server (it used to end the
+    supervisor), and a rotated token works whichever process answers."""
+    old, new = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
+    path = _tokens_file(tmp_path / "tokens", {}, extra=f"a decide token:{old}\n")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "nextbest", "serve", "--port", str(port), "--processes", "2"]
+    command += ["--database-url", f"sqlite:///{tmp_path}/p.db", "--tokens-file", str(path)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count("nextbest serving") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        _tokens_file(path, {}, extra=f"a decide token:{old}\nb decide token:{new}\n")
+        proc.send_signal(signal.SIGHUP)
+        while log.read_text().count("tokens reloaded") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        for _ in range(6):  # one connection each, so the kernel spreads them over the processes
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assert (
+                    _call(channel, "/nextbest.api.v1.DecisionService/NextAction", new) is grpc.StatusCode.OK
+                )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert new not in log.read_text() and old not in log.read_text()

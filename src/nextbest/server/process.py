@@ -83,7 +83,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 def supervise(target: Callable[..., None], args_per_process: Sequence[tuple[Any, ...]]) -> int:
     """Runs ``target(*args)`` in one spawned process per entry (no gRPC state may cross a fork), passes
-    SIGTERM and SIGINT on to them as SIGTERM, waits for all and returns the worst exit code. This is how
+    SIGTERM and SIGINT on to them as SIGTERM and SIGHUP (reload) as SIGHUP, waits for all and returns the
+    worst exit code. This is how
     several servers share a port (``nextbest serve --processes N``)."""
     context = multiprocessing.get_context("spawn")
     children = [
@@ -99,8 +100,16 @@ def supervise(target: Callable[..., None], args_per_process: Sequence[tuple[Any,
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
 
+    def _reload(signum: int, _frame: Any) -> None:
+        # SIGHUP would end this supervisor (its default action); each server reloads on it instead.
+        logger.info("signal %d: passing it on to %d processes", signum, len(children))
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
+    signal.signal(signal.SIGHUP, _reload)
     for child in children:
         child.join()
     return max((child.exitcode or 0 for child in children), default=0)
