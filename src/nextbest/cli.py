@@ -1,5 +1,5 @@
 """nextbest serve | demo | simulate | migrate | check | assign | report | stats | experiments | train |
-evaluate"""
+evaluate | erase | retention | audit"""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from nextbest.errors import CatalogError, NextbestError
+from nextbest.privacy_cli import COMMANDS as PRIVACY_COMMANDS
+from nextbest.privacy_cli import add_privacy_commands, run_privacy_command
 
 __all__ = ["main"]
 
@@ -207,6 +209,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
 
     _add_simulate_command(sub)
+    add_privacy_commands(sub)
 
     demo = sub.add_parser(
         "demo",
@@ -220,7 +223,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nextbest.server.logs import configure_logging
+
+    configure_logging(settings.log_level)
     from nextbest.server.tls import check_exposure
 
     check_exposure(settings)  # once, before any process starts (each server checks again)
@@ -252,7 +257,9 @@ def _serve_one(settings: Any) -> int:
 
 
 def _serve_child(settings: Any) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nextbest.server.logs import configure_logging
+
+    configure_logging(settings.log_level)
     _serve_one(settings)
 
 
@@ -578,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_or_evaluate(args, argv)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command in PRIVACY_COMMANDS:
+            return run_privacy_command(args, _settings)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url, args.customers, args.days)

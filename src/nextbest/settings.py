@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nextbest.catalog import bundled_catalog_path
 from nextbest.models.artifacts import bundled_models_path
+from nextbest.store.pseudonyms import CustomerIds, load_key
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
@@ -17,7 +18,10 @@ DEFAULT_DATABASE_URL = "sqlite:///var/nextbest.db"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEXTBEST_", extra="forbid", frozen=True)
+    # Inputs stay out of error messages: some settings are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="NEXTBEST_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=50051, ge=0, le=65535, description="Port to listen on; 0 picks a free one.")
@@ -89,3 +93,30 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Seconds between recounts of experiment units and sample ratios."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    customer_id_key: SecretStr | None = Field(
+        default=None,
+        description="Store customer ids as HMAC-SHA256 with this key (at least 16 bytes); unset: raw ids.",
+    )
+    customer_id_key_file: Path | None = Field(
+        default=None, description="A file holding the customer id key (instead of customer_id_key)."
+    )
+
+    @field_validator("customer_id_key")
+    @classmethod
+    def _key_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            load_key(value.get_secret_value(), None)
+        return value
+
+    @field_validator("customer_id_key_file")
+    @classmethod
+    def _key_file_is_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_key(None, value)
+        return value
+
+    def customer_ids(self) -> CustomerIds:
+        """How the store keeps customer ids: keyed digests when a key is configured, else raw. Raises
+        ``ValueError`` saying what to fix (the key is never in the message)."""
+        key = self.customer_id_key.get_secret_value() if self.customer_id_key else None
+        return CustomerIds(load_key(key, self.customer_id_key_file))

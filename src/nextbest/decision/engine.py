@@ -204,7 +204,8 @@ class DecisionEngine:
                 self._decide_time.observe(time.monotonic() - started)
                 if not saved.conflict:
                     break
-                logger.info("customer %s changed while deciding; deciding again", request.user_id)
+                # No customer id in the log (STYLE, Logging); the caller's retries are not news.
+                logger.debug("customer changed while deciding; deciding again (attempt %d)", _attempt + 1)
             else:
                 raise ConflictError(
                     f"customer {request.user_id!r} kept changing while this call decided "

@@ -81,7 +81,9 @@ def check_rules(action: Action, flow: Flow, journey: Journey, scope: RuleScope) 
             return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
         passed = rule.always_true or rule.evaluate(scope.context(flow.id, journey, rule.uses_journey))
     except RuleEvaluationError as exc:
-        logger.warning("rule of %s failed to evaluate: %s", action.id, exc)
+        # The error's text can quote the caller's context values: it goes to the caller (explain), not
+        # to the log.
+        logger.warning("rule of %s failed to evaluate (%s)", action.id, type(exc).__name__)
         return Refusal(ReasonCode.RULE_ERROR, f"rule {action.rule.source!r} failed: {exc}")
     if not passed:
         return Refusal(ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}")

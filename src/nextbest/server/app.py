@@ -25,6 +25,7 @@ from nextbest.server.servicer import AdminServicer, DecisionServicer
 from nextbest.server.tls import auth_configured, check_exposure, is_loopback, server_credentials
 from nextbest.settings import Settings
 from nextbest.store import Database, Store, upgrade
+from nextbest.store.erasure import Erasure
 
 __all__ = ["ADMIN_SERVICE_NAME", "MODEL_HEALTH_PREFIX", "SERVICE_NAME", "NextbestServer"]
 
@@ -57,7 +58,7 @@ class NextbestServer:
         )
         if settings.migrate:
             upgrade(db)
-        self.store = Store(db, max_batch=settings.max_batch)
+        self.store = Store(db, max_batch=settings.max_batch, ids=settings.customer_ids())
         self.models = ModelRegistry(settings.models_dir)
         self.engine = DecisionEngine(catalog, self.store, models=self.models)
         self._experiments_checked = False
@@ -93,7 +94,12 @@ class NextbestServer:
         )
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine, db), self._server)
         admin_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.reload_models, lambda: self.models.current, str(settings.models_dir or "")),
+            AdminServicer(
+                self.reload_models,
+                lambda: self.models.current,
+                str(settings.models_dir or ""),
+                Erasure(db, self.store.ids),
+            ),
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -30,11 +30,15 @@ from nextbest.errors import FieldViolation
 from nextbest.models.registry import ModelSet, ModelState
 from nextbest.reports.report import LiftReport
 from nextbest.reports.request import ReportRequest
+from nextbest.stats.analysis import Verdict
 from nextbest.stats.frequentist import Comparison, Estimate
+from nextbest.store.erasure import Erased
 
 __all__ = [
     "decision_to_proto",
+    "erased_to_proto",
     "events_from_proto",
+    "model_versions",
     "report_request_from_proto",
     "report_to_proto",
     "request_from_proto",
@@ -222,7 +226,7 @@ def report_request_from_proto(msg: pb.GetLiftReportRequest) -> ReportRequest:
 
 
 def _estimate(e: Estimate) -> pb.LiftEstimate:
-    out = pb.LiftEstimate(error=e.error)
+    out = pb.LiftEstimate(error=e.error, method=e.method)
     for name in ("value", "ci_low", "ci_high", "p_value", "standard_error"):
         number = getattr(e, name)
         if number is not None and math.isfinite(number):
@@ -230,12 +234,21 @@ def _estimate(e: Estimate) -> pb.LiftEstimate:
     return out
 
 
-def _comparisons(comparisons: dict[str, Comparison]) -> list[pb.ArmComparison]:
+def _comparisons(
+    comparisons: dict[str, Comparison], verdicts: dict[str, Verdict] | None = None
+) -> list[pb.ArmComparison]:
     out = []
     for arm, c in comparisons.items():
         item = pb.ArmComparison(arm_id=arm, absolute=_estimate(c.absolute), relative=_estimate(c.relative))
-        if c.cuped_theta is not None:
-            item.cuped_theta = c.cuped_theta
+        for name in ("cuped_theta", "mde", "mde_relative"):
+            number = getattr(c, name)
+            if number is not None and math.isfinite(number):
+                setattr(item, name, number)
+        verdict = (verdicts or {}).get(arm)
+        if verdict is not None:
+            item.verdict.CopyFrom(
+                pb.Verdict(quantity=verdict.quantity, call=verdict.call, underpowered=verdict.underpowered)
+            )
         out.append(item)
     return out
 
@@ -254,6 +267,7 @@ def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
             error=srm.error,
         ),
         excluded_units=report.excluded_units,
+        erased_units=report.erased_units,
         sequential=report.sequential,
         warnings=report.warnings,
     )
@@ -265,15 +279,25 @@ def report_to_proto(report: LiftReport) -> pb.GetLiftReportResponse:
                     pb.ArmStatistics(arm_id=a, units=s.n, mean=s.mean, variance=s.variance)
                     for a, s in metric.arms.items()
                 ],
-                comparisons=_comparisons(metric.headline),
+                comparisons=_comparisons(metric.headline, metric.verdicts),
                 unadjusted=_comparisons(metric.comparisons) if metric.cuped_adjusted else [],
             )
         )
     for inc in report.incremental:
-        item = pb.IncrementalTotals(arm_id=inc.arm, units=inc.units, cost=inc.cost)
-        if inc.return_on_cost is not None and math.isfinite(inc.return_on_cost):
-            item.return_on_cost = inc.return_on_cost
-        for name in ("extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high"):
+        item = pb.IncrementalTotals(
+            arm_id=inc.arm, units=inc.units, cost=inc.cost, revenue_conclusive=inc.revenue_conclusive
+        )
+        for name in (
+            "extra_conversions",
+            "extra_conversions_low",
+            "extra_conversions_high",
+            "extra_revenue",
+            "extra_revenue_low",
+            "extra_revenue_high",
+            "return_on_cost",
+            "return_on_cost_low",
+            "return_on_cost_high",
+        ):
             number = getattr(inc, name)
             if number is not None and math.isfinite(number):
                 setattr(item, name, number)
@@ -296,4 +320,17 @@ def models_to_proto(models: ModelSet, where: str) -> admin_pb.GetModelsResponse:
             for s in models.statuses
         ],
         models_dir=where,
+    )
+
+
+def model_versions(models: ModelSet) -> str:
+    """The loaded version of each model kind, for audit entries: ``propensity=v3 uplift=- ...``."""
+    return " ".join(f"{s.kind.value}={s.version or '-'}" for s in models.statuses)
+
+
+def erased_to_proto(erased: Erased) -> admin_pb.EraseCustomerResponse:
+    return admin_pb.EraseCustomerResponse(
+        deleted=dict(erased.rows),
+        experiments=sorted(erased.experiment_units),
+        nothing_left=erased.nothing_left,
     )

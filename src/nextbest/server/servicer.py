@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from nextbest.api.v1 import admin_service_pb2 as admin_pb
@@ -14,7 +15,10 @@ from nextbest.decision.engine import DecisionEngine
 from nextbest.models.registry import ModelSet
 from nextbest.reports import build_report
 from nextbest.server import convert
+from nextbest.server.auth import current_principal
 from nextbest.store import Database
+from nextbest.store.audit import AuditEntry, AuditLog
+from nextbest.store.erasure import Erasure
 
 __all__ = ["AdminServicer", "DecisionServicer"]
 
@@ -52,15 +56,45 @@ def _deadline(context: Any) -> float | None:
 
 
 class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
-    def __init__(self, reload: Callable[[], ModelSet], current: Callable[[], ModelSet], where: str) -> None:
+    """Models and erasure. Every call is appended to the audit log (who: the auth interceptor's
+    principal) once it has done its work; a call whose audit entry cannot be written fails UNAVAILABLE."""
+
+    def __init__(
+        self,
+        reload: Callable[[], ModelSet],
+        current: Callable[[], ModelSet],
+        where: str,
+        erasure: Erasure,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._reload = reload
         self._current = current
         self._where = where
+        self._erasure = erasure
+        self._audit = AuditLog(erasure.db)
+        self._clock = clock
 
     def GetModels(self, request: admin_pb.GetModelsRequest, context: Any) -> admin_pb.GetModelsResponse:  # noqa: N802
-        return convert.models_to_proto(self._current(), self._where)
+        models = self._current()
+        versions = convert.model_versions(models)
+        self._audit.append(
+            AuditEntry(self._clock(), current_principal(), "get_models", {}, versions, versions)
+        )
+        return convert.models_to_proto(models, self._where)
 
     def ReloadModels(  # noqa: N802
         self, request: admin_pb.ReloadModelsRequest, context: Any
     ) -> admin_pb.GetModelsResponse:
-        return convert.models_to_proto(self._reload(), self._where)
+        before = convert.model_versions(self._current())
+        models = self._reload()
+        after = convert.model_versions(models)
+        self._audit.append(AuditEntry(self._clock(), current_principal(), "reload_models", {}, before, after))
+        return convert.models_to_proto(models, self._where)
+
+    def EraseCustomer(  # noqa: N802
+        self, request: admin_pb.EraseCustomerRequest, context: Any
+    ) -> admin_pb.EraseCustomerResponse:
+        erased = self._erasure.erase_customer(
+            request.user_id, self._clock(), current_principal(), request.reason
+        )
+        return convert.erased_to_proto(erased)

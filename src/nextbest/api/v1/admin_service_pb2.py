@@ -24,23 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nextbest/api/v1/admin_service.proto\x12\x0fnextbest.api.v1\"\x12\n\x10GetModelsRequest\"\x15\n\x13ReloadModelsRequest\"h\n\x0bModelStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.nextbest.api.v1.ModelState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"U\n\x11GetModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.ModelStatus\x12\x12\n\nmodels_dir\x18\x02 \x01(\t*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_STATE_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_MISSING\x10\x02\x12\x17\n\x13MODEL_STATE_CORRUPT\x10\x03\x12\x1c\n\x18MODEL_STATE_INCOMPATIBLE\x10\x04\x32\xbc\x01\n\x0c\x41\x64minService\x12R\n\tGetModels\x12!.nextbest.api.v1.GetModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12X\n\x0cReloadModels\x12$.nextbest.api.v1.ReloadModelsRequest\x1a\".nextbest.api.v1.GetModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nextbest/api/v1/admin_service.proto\x12\x0fnextbest.api.v1\"7\n\x14\x45raseCustomerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb8\x01\n\x15\x45raseCustomerResponse\x12\x44\n\x07\x64\x65leted\x18\x01 \x03(\x0b\x32\x33.nextbest.api.v1.EraseCustomerResponse.DeletedEntry\x12\x13\n\x0b\x65xperiments\x18\x02 \x03(\t\x12\x14\n\x0cnothing_left\x18\x03 \x01(\x08\x1a.\n\x0c\x44\x65letedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x12\n\x10GetModelsRequest\"\x15\n\x13ReloadModelsRequest\"h\n\x0bModelStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.nextbest.api.v1.ModelState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"U\n\x11GetModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.ModelStatus\x12\x12\n\nmodels_dir\x18\x02 \x01(\t*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_STATE_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_MISSING\x10\x02\x12\x17\n\x13MODEL_STATE_CORRUPT\x10\x03\x12\x1c\n\x18MODEL_STATE_INCOMPATIBLE\x10\x04\x32\x9c\x02\n\x0c\x41\x64minService\x12R\n\tGetModels\x12!.nextbest.api.v1.GetModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12X\n\x0cReloadModels\x12$.nextbest.api.v1.ReloadModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12^\n\rEraseCustomer\x12%.nextbest.api.v1.EraseCustomerRequest\x1a&.nextbest.api.v1.EraseCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nextbest.api.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=293
-  _globals['_MODELSTATE']._serialized_end=438
-  _globals['_GETMODELSREQUEST']._serialized_start=56
-  _globals['_GETMODELSREQUEST']._serialized_end=74
-  _globals['_RELOADMODELSREQUEST']._serialized_start=76
-  _globals['_RELOADMODELSREQUEST']._serialized_end=97
-  _globals['_MODELSTATUS']._serialized_start=99
-  _globals['_MODELSTATUS']._serialized_end=203
-  _globals['_GETMODELSRESPONSE']._serialized_start=205
-  _globals['_GETMODELSRESPONSE']._serialized_end=290
-  _globals['_ADMINSERVICE']._serialized_start=441
-  _globals['_ADMINSERVICE']._serialized_end=629
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._loaded_options = None
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATE']._serialized_start=537
+  _globals['_MODELSTATE']._serialized_end=682
+  _globals['_ERASECUSTOMERREQUEST']._serialized_start=56
+  _globals['_ERASECUSTOMERREQUEST']._serialized_end=111
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=114
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=298
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_start=252
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_end=298
+  _globals['_GETMODELSREQUEST']._serialized_start=300
+  _globals['_GETMODELSREQUEST']._serialized_end=318
+  _globals['_RELOADMODELSREQUEST']._serialized_start=320
+  _globals['_RELOADMODELSREQUEST']._serialized_end=341
+  _globals['_MODELSTATUS']._serialized_start=343
+  _globals['_MODELSTATUS']._serialized_end=447
+  _globals['_GETMODELSRESPONSE']._serialized_start=449
+  _globals['_GETMODELSRESPONSE']._serialized_end=534
+  _globals['_ADMINSERVICE']._serialized_start=685
+  _globals['_ADMINSERVICE']._serialized_end=969
 # @@protoc_insertion_point(module_scope)

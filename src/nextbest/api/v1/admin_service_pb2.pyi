@@ -20,6 +20,31 @@ MODEL_STATE_MISSING: ModelState
 MODEL_STATE_CORRUPT: ModelState
 MODEL_STATE_INCOMPATIBLE: ModelState
 
+class EraseCustomerRequest(_message.Message):
+    __slots__ = ("user_id", "reason")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    reason: str
+    def __init__(self, user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EraseCustomerResponse(_message.Message):
+    __slots__ = ("deleted", "experiments", "nothing_left")
+    class DeletedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NOTHING_LEFT_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.ScalarMap[str, int]
+    experiments: _containers.RepeatedScalarFieldContainer[str]
+    nothing_left: bool
+    def __init__(self, deleted: _Optional[_Mapping[str, int]] = ..., experiments: _Optional[_Iterable[str]] = ..., nothing_left: _Optional[bool] = ...) -> None: ...
+
 class GetModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

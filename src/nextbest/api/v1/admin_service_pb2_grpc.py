@@ -44,6 +44,11 @@ class AdminServiceStub:
                 request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.ReloadModelsRequest.SerializeToString,
                 response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.GetModelsResponse.FromString,
                 _registered_method=True)
+        self.EraseCustomer = channel.unary_unary(
+                '/nextbest.api.v1.AdminService/EraseCustomer',
+                request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.SerializeToString,
+                response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -64,6 +69,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseCustomer(self, request, context):
+        """Deletes everything the store holds of one customer — decisions, exposures and pending actions,
+        experiment assignments, events, state — in one transaction. Idempotent: erasing again deletes nothing
+        and says so (nothing_left). Lift reports then leave the customer out and count them as erased.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ReloadModels,
                     request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.ReloadModelsRequest.FromString,
                     response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.GetModelsResponse.SerializeToString,
+            ),
+            'EraseCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCustomer,
+                    request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.FromString,
+                    response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class AdminService:
             '/nextbest.api.v1.AdminService/ReloadModels',
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.ReloadModelsRequest.SerializeToString,
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.GetModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nextbest.api.v1.AdminService/EraseCustomer',
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.SerializeToString,
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

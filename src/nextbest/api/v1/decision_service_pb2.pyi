@@ -158,20 +158,32 @@ class GetLiftReportRequest(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., window_days: _Optional[float] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequential: _Optional[bool] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class LiftEstimate(_message.Message):
-    __slots__ = ("value", "ci_low", "ci_high", "p_value", "standard_error", "error")
+    __slots__ = ("value", "ci_low", "ci_high", "p_value", "standard_error", "error", "method")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
     STANDARD_ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     value: float
     ci_low: float
     ci_high: float
     p_value: float
     standard_error: float
     error: str
-    def __init__(self, value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., standard_error: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    method: str
+    def __init__(self, value: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., standard_error: _Optional[float] = ..., error: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("quantity", "call", "underpowered")
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    UNDERPOWERED_FIELD_NUMBER: _ClassVar[int]
+    quantity: str
+    call: str
+    underpowered: bool
+    def __init__(self, quantity: _Optional[str] = ..., call: _Optional[str] = ..., underpowered: _Optional[bool] = ...) -> None: ...
 
 class ArmStatistics(_message.Message):
     __slots__ = ("arm_id", "units", "mean", "variance")
@@ -186,16 +198,22 @@ class ArmStatistics(_message.Message):
     def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ...) -> None: ...
 
 class ArmComparison(_message.Message):
-    __slots__ = ("arm_id", "absolute", "relative", "cuped_theta")
+    __slots__ = ("arm_id", "absolute", "relative", "cuped_theta", "mde", "mde_relative", "verdict")
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     ABSOLUTE_FIELD_NUMBER: _ClassVar[int]
     RELATIVE_FIELD_NUMBER: _ClassVar[int]
     CUPED_THETA_FIELD_NUMBER: _ClassVar[int]
+    MDE_FIELD_NUMBER: _ClassVar[int]
+    MDE_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
     arm_id: str
     absolute: LiftEstimate
     relative: LiftEstimate
     cuped_theta: float
-    def __init__(self, arm_id: _Optional[str] = ..., absolute: _Optional[_Union[LiftEstimate, _Mapping]] = ..., relative: _Optional[_Union[LiftEstimate, _Mapping]] = ..., cuped_theta: _Optional[float] = ...) -> None: ...
+    mde: float
+    mde_relative: float
+    verdict: Verdict
+    def __init__(self, arm_id: _Optional[str] = ..., absolute: _Optional[_Union[LiftEstimate, _Mapping]] = ..., relative: _Optional[_Union[LiftEstimate, _Mapping]] = ..., cuped_theta: _Optional[float] = ..., mde: _Optional[float] = ..., mde_relative: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ...) -> None: ...
 
 class MetricReport(_message.Message):
     __slots__ = ("metric", "arms", "comparisons", "unadjusted")
@@ -222,7 +240,7 @@ class SampleRatio(_message.Message):
     def __init__(self, chi2: _Optional[float] = ..., p_value: _Optional[float] = ..., alarm: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class IncrementalTotals(_message.Message):
-    __slots__ = ("arm_id", "units", "extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high", "cost", "return_on_cost")
+    __slots__ = ("arm_id", "units", "extra_conversions", "extra_revenue", "extra_revenue_low", "extra_revenue_high", "cost", "return_on_cost", "extra_conversions_low", "extra_conversions_high", "return_on_cost_low", "return_on_cost_high", "revenue_conclusive")
     ARM_ID_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +249,11 @@ class IncrementalTotals(_message.Message):
     EXTRA_REVENUE_HIGH_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     RETURN_ON_COST_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_CONVERSIONS_LOW_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_CONVERSIONS_HIGH_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ON_COST_LOW_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ON_COST_HIGH_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_CONCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     arm_id: str
     units: int
     extra_conversions: float
@@ -239,10 +262,15 @@ class IncrementalTotals(_message.Message):
     extra_revenue_high: float
     cost: float
     return_on_cost: float
-    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., extra_conversions: _Optional[float] = ..., extra_revenue: _Optional[float] = ..., extra_revenue_low: _Optional[float] = ..., extra_revenue_high: _Optional[float] = ..., cost: _Optional[float] = ..., return_on_cost: _Optional[float] = ...) -> None: ...
+    extra_conversions_low: float
+    extra_conversions_high: float
+    return_on_cost_low: float
+    return_on_cost_high: float
+    revenue_conclusive: bool
+    def __init__(self, arm_id: _Optional[str] = ..., units: _Optional[int] = ..., extra_conversions: _Optional[float] = ..., extra_revenue: _Optional[float] = ..., extra_revenue_low: _Optional[float] = ..., extra_revenue_high: _Optional[float] = ..., cost: _Optional[float] = ..., return_on_cost: _Optional[float] = ..., extra_conversions_low: _Optional[float] = ..., extra_conversions_high: _Optional[float] = ..., return_on_cost_low: _Optional[float] = ..., return_on_cost_high: _Optional[float] = ..., revenue_conclusive: _Optional[bool] = ...) -> None: ...
 
 class GetLiftReportResponse(_message.Message):
-    __slots__ = ("experiment_id", "control_arm", "as_of", "window_days", "metrics", "sample_ratio", "excluded_units", "sequential", "warnings", "incremental")
+    __slots__ = ("experiment_id", "control_arm", "as_of", "window_days", "metrics", "sample_ratio", "excluded_units", "sequential", "warnings", "incremental", "erased_units")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +281,7 @@ class GetLiftReportResponse(_message.Message):
     SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     INCREMENTAL_FIELD_NUMBER: _ClassVar[int]
+    ERASED_UNITS_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     control_arm: str
     as_of: _timestamp_pb2.Timestamp
@@ -263,7 +292,8 @@ class GetLiftReportResponse(_message.Message):
     sequential: bool
     warnings: _containers.RepeatedScalarFieldContainer[str]
     incremental: _containers.RepeatedCompositeFieldContainer[IncrementalTotals]
-    def __init__(self, experiment_id: _Optional[str] = ..., control_arm: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_days: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[MetricReport, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatio, _Mapping]] = ..., excluded_units: _Optional[int] = ..., sequential: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., incremental: _Optional[_Iterable[_Union[IncrementalTotals, _Mapping]]] = ...) -> None: ...
+    erased_units: int
+    def __init__(self, experiment_id: _Optional[str] = ..., control_arm: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_days: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[MetricReport, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatio, _Mapping]] = ..., excluded_units: _Optional[int] = ..., sequential: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., incremental: _Optional[_Iterable[_Union[IncrementalTotals, _Mapping]]] = ..., erased_units: _Optional[int] = ...) -> None: ...
 
 class NextActionRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "trigger", "occurred_at", "context", "channels", "max_actions", "explain")
