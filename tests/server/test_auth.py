@@ -537,6 +537,19 @@ def test_unreadable_certificate_files_are_named(migrated: str, plain_catalog: Pa
         )
 
 
+def test_a_key_that_is_not_the_certificates_is_named(migrated: str, plain_catalog: Path, pki: Pki) -> None:
+    with pytest.raises(AuthConfigError, match="is not the key of --tls-cert"):
+        NextbestServer(
+            Settings(
+                port=0,
+                database_url=migrated,
+                catalog=plain_catalog,
+                tls_cert=pki.server.cert,
+                tls_key=pki.client.key,
+            )
+        )
+
+
 # --- the tokens file --------------------------------------------------------------------------------------
 
 

@@ -219,7 +219,8 @@ class AccessControl:
         try:
             text = self._path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise AuthConfigError(f"cannot read --tokens-file {self._path}: {exc}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise AuthConfigError(f"cannot read --tokens-file {self._path}: {why}") from None
         return parse_access(text, str(self._path))
 
     def _file_stamp(self) -> tuple[int, int, int] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from pathlib import Path
 
 import grpc
@@ -67,6 +68,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         raise AuthConfigError(f"--tls-cert {settings.tls_cert} is not a PEM certificate")
     if b"PRIVATE KEY" not in key:
         raise AuthConfigError(f"--tls-key {settings.tls_key} is not a PEM private key")
+    try:  # gRPC would only say it failed to bind the port
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key, password=b""
+        )
+    except ssl.SSLError as exc:
+        raise AuthConfigError(
+            f"--tls-key {settings.tls_key} is not the key of --tls-cert {settings.tls_cert}, or is "
+            f"encrypted ({exc.reason or exc})"
+        ) from None
     client_ca = None
     if settings.tls_client_ca is not None:
         client_ca = _read(settings.tls_client_ca, "--tls-client-ca")
