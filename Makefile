@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast protos lint bench serve clean check-protos models fuzz
+.PHONY: demo test test-fast protos lint bench serve clean check-protos models mutation fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: $(STAMP)
 .PHONY: reliability
 reliability: $(STAMP)
 	$(PY) benchmarks/reliability.py --json benchmarks/reliability.json
+
+# Mutation testing of src/nextbest/stats/ against the fast stats tests (not in CI: about half an hour on
+# two cores); the score and every survivor are in benchmarks/RESULTS.md.
+mutation: $(STAMP)
+	bash benchmarks/mutation.sh
 
 # The bundled models, trained on the project's own simulated store (about 8 minutes).
 models: $(STAMP)
