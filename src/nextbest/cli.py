@@ -493,6 +493,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     import json
 
+    from nextbest.errors import InvalidArgumentError
     from nextbest.stats.io import StatsRequest, analysis_to_json, run
 
     source = "standard input" if args.input == "-" else args.input
@@ -508,7 +509,14 @@ def _stats(args: argparse.Namespace) -> int:
             print(f"{source}: {where}: {error['msg']}", file=sys.stderr)
         print("nextbest: invalid stats input; the format is in the README (nextbest stats)", file=sys.stderr)
         return 2
-    print(json.dumps(analysis_to_json(run(request)), indent=2, allow_nan=False))
+    try:
+        analysis = run(request)
+    except InvalidArgumentError as exc:
+        for violation in exc.violations:
+            print(f"{source}: {violation.field}: {violation.description}", file=sys.stderr)
+        print("nextbest: invalid stats input; the format is in the README (nextbest stats)", file=sys.stderr)
+        return 2
+    print(json.dumps(analysis_to_json(analysis), indent=2, allow_nan=False))
     return 0
 
 

@@ -94,3 +94,22 @@ def test_no_nan_or_null_stands_for_a_result() -> None:
 def test_an_empty_control_is_not_enough_units_not_an_error() -> None:
     analysis = analyze({"revenue": {"control": MeanStat(0, 0.0, 0.0), "b": MeanStat(5, 5.0, 7.0)}}, "control")
     assert "not enough units" in analysis.metrics["revenue"].headline["b"].absolute.error
+
+
+def test_the_grpc_reply_carries_the_verdict_the_mde_and_the_intervals() -> None:
+    from nextbest.server.convert import report_to_proto
+
+    reply = report_to_proto(report(*DISCOUNT, [SPANNING]))
+    comparison = reply.metrics[0].comparisons[0]
+    assert (comparison.verdict.quantity, comparison.verdict.call, comparison.verdict.underpowered) == (
+        "relative",
+        "inconclusive",
+        True,
+    )
+    assert comparison.relative.method == "fieller" and comparison.absolute.method == "welch"
+    assert comparison.relative.p_value == comparison.absolute.p_value
+    assert comparison.HasField("mde") and comparison.mde_relative > 0.5
+    totals = reply.incremental[0]
+    assert not totals.revenue_conclusive
+    assert totals.return_on_cost_low == pytest.approx(-2328.0 / 0.11)
+    assert totals.extra_conversions_high == pytest.approx(0.2)
