@@ -50,6 +50,17 @@ def test_erase_then_erase_again_then_audit(
     assert "c-1" not in "".join(lines)
 
 
+def test_erase_without_the_servers_key_says_so(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _events(url, "c-2", CustomerIds(KEY.encode()))
+    assert main(["erase", "c-2", "--database-url", url]) == 2
+    assert "holds hashed customer ids: set NEXTBEST_CUSTOMER_ID_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("NEXTBEST_CUSTOMER_ID_KEY", KEY)
+    assert main(["erase", "c-2", "--database-url", url]) == 0
+    assert "customers 1" in capsys.readouterr().out
+
+
 def test_retention_deletes_by_age_and_is_audited(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     _events(url, "old", days_ago=500)
     _events(url, "new", days_ago=0)

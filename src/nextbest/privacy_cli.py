@@ -75,9 +75,16 @@ def run_privacy_command(args: argparse.Namespace, settings: Callable[[argparse.N
         now = datetime.now(UTC)
         principal = f"cli:{getpass.getuser()}"
         if args.command == "erase":
-            erased = Erasure(db, config.customer_ids()).erase_customer(
-                args.user_id, now, principal, args.reason
-            )
+            erasure = Erasure(db, config.customer_ids())
+            erased = erasure.erase_customer(args.user_id, now, principal, args.reason)
+            if erased.nothing_left and erasure.stores_other_ids():
+                print(
+                    "nextbest erase: nothing found, and this database holds "
+                    + ("raw customer ids: unset" if erasure.ids.hashing else "hashed customer ids: set")
+                    + " NEXTBEST_CUSTOMER_ID_KEY (or _FILE) as the server has it",
+                    file=sys.stderr,
+                )
+                return 2
             if erased.nothing_left:
                 print("nothing left to erase for this customer")
             else:

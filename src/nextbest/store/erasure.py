@@ -23,7 +23,7 @@ from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.store.audit import AuditEntry, append_in
 from nextbest.store.backend import guard
 from nextbest.store.database import Database
-from nextbest.store.pseudonyms import CustomerIds
+from nextbest.store.pseudonyms import PREFIX, CustomerIds
 from nextbest.store.schema import assignments, customers, decisions, erasures, events, exposures
 
 __all__ = ["MAX_REASON", "MULTIPLE_ARMS", "Erased", "Erasure", "Purged", "check_erasure"]
@@ -103,6 +103,14 @@ class Erasure:
             detail: dict[str, Any] = {"rows": rows, "experiments": sorted(units), "reason": reason}
             append_in(conn, AuditEntry(now, principal, "erase_customer", detail))
         return erased
+
+    def stores_other_ids(self) -> bool:
+        """True when the customers table holds ids of the other kind than ``ids`` writes (digests without
+        a key, raw ids with one): an erasure by this store would miss them. Looks at one row."""
+        is_digest = customers.c.user_id.startswith(PREFIX, autoescape=True)
+        other = ~is_digest if self.ids.hashing else is_digest
+        with guard("read customers"), self.db.reader.connect() as conn:
+            return conn.execute(select(customers.c.user_id).where(other).limit(1)).first() is not None
 
     @staticmethod
     def _units(conn: Connection, stored: str) -> dict[str, str]:
