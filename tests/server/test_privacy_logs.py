@@ -49,6 +49,8 @@ def test_lines_from_one_place_are_rate_limited_and_the_dropped_ones_counted() ->
     passed = [limit.filter(_record("rule of %s failed", "a")) for _ in range(10)]
     assert passed == [True] * 3 + [False] * 7
     assert limit.filter(_record("another line"))  # another template has its own budget
+    startup = logging.LogRecord("alembic.runtime.migration", logging.INFO, "", 1, "Running upgrade", (), None)
+    assert all(limit.filter(startup) for _ in range(10))  # no caller triggers these
     now[0] = 61.0
     record = _record("rule of %s failed", "a")
     assert limit.filter(record) and "7 similar line(s) dropped" in record.getMessage()

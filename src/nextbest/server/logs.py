@@ -53,7 +53,8 @@ class SafeFormatter(logging.Formatter):
 
 class RateLimit(logging.Filter):
     """At most ``burst`` records per (logger, template) in ``period`` seconds; the first record after a
-    suppressed spell carries the count of those dropped."""
+    suppressed spell carries the count of those dropped. Other libraries' lines below WARNING (the
+    migrations at start) are not limited: no caller triggers them."""
 
     def __init__(self, burst: int = 10, period: float = 60.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
@@ -65,6 +66,8 @@ class RateLimit(logging.Filter):
         self._windows: dict[tuple[str, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and not record.name.startswith("nextbest"):
+            return True
         key = (record.name, str(record.msg))
         now = self._clock()
         with self._lock:
