@@ -120,3 +120,32 @@ def test_model_calls_are_audited_with_versions(
     assert (reload.action, get.action) == ("reload_models", "get_models")
     assert reload.before is not None and "propensity=" in reload.before and reload.after is not None
     assert get.before == get.after
+
+
+def test_the_audit_names_the_token_that_called(migrated: str) -> None:
+    token = "ops-token-for-the-audit-test"
+    server = NextbestServer(
+        Settings(
+            port=0, database_url=migrated, workers=2, health_interval=0.2, tokens=f"ops admin token:{token}"
+        )
+    )
+    server.start()
+    db = Database(migrated)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            admin = admin_grpc.AdminServiceStub(channel)
+            request = admin_pb.EraseCustomerRequest(user_id="nobody-at-all", reason="audit test")
+            with pytest.raises(grpc.RpcError) as refused:
+                admin.EraseCustomer(request, timeout=10)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            reply = admin.EraseCustomer(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
+        assert reply.nothing_left
+        entry = AuditLog(db).read(limit=1)[-1]
+        assert (entry.principal, entry.action, entry.detail["reason"]) == (
+            "ops",
+            "erase_customer",
+            "audit test",
+        )
+    finally:
+        db.dispose()
+        server.stop(grace=1.0)
