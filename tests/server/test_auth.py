@@ -651,3 +651,12 @@ def test_sighup_reloads_tokens_in_every_process(tmp_path: Path) -> None:
         proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()[-2000:]
     assert new not in log.read_text() and old not in log.read_text()
+
+
+def test_client_settings_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["simulate", "--token-file", str(tmp_path / "token")]) == 2
+    assert "give --target too" in capsys.readouterr().err
+    assert main(["simulate", "--target", "127.0.0.1:1", "--token-file", str(tmp_path / "missing")]) == 2
+    assert "cannot read --token-file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs both --tls-client-cert and --tls-client-key"):
+        NextbestClient.from_settings("127.0.0.1:1", Settings(tls_client_cert=tmp_path / "c.crt"))
