@@ -255,3 +255,19 @@ def test_a_long_run_reports_its_progress(tmp_path: Path, catalog: Catalog) -> No
     counts = [n for n, _ in seen]
     assert counts == sorted(counts) and counts[-1] <= result.decisions
     assert all(START <= at <= result.end for _, at in seen)  # type: ignore[operator]
+
+
+def test_an_arm_without_units_is_written_as_null_not_as_nan(tmp_path: Path) -> None:
+    """A short run leaves some arms without units: their true effect is unknown, written as null (the
+    truth file was refused as JSON with NaN in it)."""
+    from datetime import UTC, datetime
+
+    from nextbest.simulate.simulator import SimulationResult
+    from nextbest.simulate.truth import ArmTruth, write_truth
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    result = SimulationResult(customers=[], start=start, end=start + timedelta(days=1))
+    arms = [ArmTruth("exp", "b", "a", 0, {"conversion": math.nan, "revenue": math.nan})]
+    path = write_truth(tmp_path / "t.json", result, arms, as_of=start, window=timedelta(days=14), seed=1)
+    (written,) = json.loads(path.read_text())["experiments"]
+    assert written["units"] == 0 and written["effects"] == {"conversion": None, "revenue": None}

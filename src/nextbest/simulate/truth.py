@@ -157,6 +157,12 @@ def summary(result: SimulationResult) -> dict[str, Any]:
     }
 
 
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """An arm's truth with ``null`` for an effect that has no units behind it (NaN is not JSON)."""
+    effects = row.get("effects") or {}
+    return {**row, "effects": {m: (None if math.isnan(v) else v) for m, v in effects.items()}}
+
+
 def write_truth(
     path: Path,
     result: SimulationResult,
@@ -181,7 +187,7 @@ def write_truth(
         "as_of": as_of.isoformat(),
         "window_days": window.total_seconds() / 86400,
         "run": summary(result),
-        "experiments": [asdict(a) for a in arms],
+        "experiments": [_finite(asdict(a)) for a in arms],
         "customers": [customer(c) for c in result.customers],
         "carts": [
             {
