@@ -160,6 +160,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--migrate", action=argparse.BooleanOptionalAction, default=None, help="apply migrations at start"
     )
+    serve.add_argument(
+        "--database-wait",
+        type=float,
+        help="seconds to wait for the database at start [NEXTBEST_DATABASE_WAIT, 30]",
+    )
     serve.add_argument("--max-batch", type=int, help="most decisions per group commit [NEXTBEST_MAX_BATCH]")
     serve.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port [NEXTBEST_METRICS_PORT]"
@@ -268,12 +273,14 @@ def _serve_processes(settings: Any) -> int:
     several processes sharing the port (the kernel spreads connections across them). Migrations run once,
     here, before the servers start; each process then checks the catalog and serves on its own."""
     from nextbest.server.process import supervise
+    from nextbest.server.startup import wait_for_database
     from nextbest.store import Database, upgrade
 
     if settings.port == 0:
         raise SystemExit("nextbest: --processes needs a fixed --port (the processes share it)")
     if settings.migrate:
         db = Database(settings.database_url)
+        wait_for_database(db, settings.database_wait)
         upgrade(db)
         db.dispose()
     children = []

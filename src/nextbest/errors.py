@@ -15,6 +15,7 @@ __all__ = [
     "NextbestError",
     "NotFoundError",
     "OverloadedError",
+    "StartupError",
     "StoreUnavailableError",
 ]
 
@@ -105,6 +106,13 @@ class StoreUnavailableError(NextbestError):
     """The database could not be reached or the write failed; nothing was acknowledged."""
 
     status = "UNAVAILABLE"
+
+
+class StartupError(NextbestError):
+    """The server cannot start: a busy port, a database that does not answer or lacks nextbest's tables.
+    The message is the one line an operator needs (never a gRPC status: no call was served)."""
+
+    status = "FAILED_PRECONDITION"
 
 
 class CatalogError(NextbestError):

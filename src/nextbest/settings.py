@@ -35,15 +35,21 @@ class Settings(BaseSettings):
         description="Where promoted models are loaded from (models/<kind>/PROMOTED); unset: no models.",
     )
     workers: int = Field(default=16, ge=1, le=1024, description="Threads handling calls.")
-    processes: int = Field(
-        default=1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT); one per core."
-    )
-    migrate: bool = Field(default=True, description="Apply schema migrations at start.")
     max_concurrent: int | None = Field(
         default=None,
         ge=1,
         le=1024,
         description="Most nextbest calls running at once (unset: workers); more get RESOURCE_EXHAUSTED.",
+    )
+    processes: int = Field(
+        default=1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT); one per core."
+    )
+    migrate: bool = Field(default=True, description="Apply schema migrations at start.")
+    database_wait: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Seconds to wait at start for a database that does not answer.",
     )
     max_batch: int = Field(default=256, ge=1, le=10000, description="Most decisions in one group commit.")
     health_interval: float = Field(default=1.0, gt=0, description="Seconds between database health checks.")

@@ -65,6 +65,7 @@ def unreachable_server() -> Iterator[NextbestServer]:
         port=0,
         database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
         migrate=False,
+        database_wait=0,
         health_interval=0.1,
     )
     srv = NextbestServer(settings)

@@ -17,16 +17,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
-import lightgbm.basic as _lgb
 import numpy as np
 import numpy.typing as npt
 
 from nextbest.models import features as feats
 from nextbest.models.artifacts import ModelCard, ModelKind, promoted_version, read_card
+from nextbest.models.lightgbm_serving import import_lightgbm
 from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import lightgbm.basic as _lgb
+else:  # without scikit-learn and pandas, which serving does not use (see lightgbm_serving)
+    lgb = import_lightgbm()
+    _lgb = lgb.basic
 
 __all__ = [
     "BinaryModel",

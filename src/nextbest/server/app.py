@@ -22,6 +22,7 @@ from nextbest.server.auth import AccessControl, AuthInterceptor, describe
 from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import AdminServicer, DecisionServicer
+from nextbest.server.startup import bind_error, require_schema, wait_for_database
 from nextbest.server.tls import auth_configured, check_exposure, is_loopback, server_credentials
 from nextbest.settings import Settings
 from nextbest.store import Database, Store, upgrade
@@ -56,8 +57,11 @@ class NextbestServer:
             connect_timeout=settings.database_connect_timeout,
             statement_timeout=settings.database_statement_timeout,
         )
+        answered = wait_for_database(db, settings.database_wait, required=settings.migrate)
         if settings.migrate:
             upgrade(db)
+        elif answered:
+            require_schema(db)
         self.store = Store(db, max_batch=settings.max_batch, ids=settings.customer_ids())
         self.models = ModelRegistry(settings.models_dir)
         self.engine = DecisionEngine(catalog, self.store, models=self.models)
@@ -114,13 +118,18 @@ class NextbestServer:
                 self._server,
             )
         bind = f"{settings.host}:{settings.port}"
-        self.port = (
-            self._server.add_secure_port(bind, credentials)
-            if credentials is not None
-            else self._server.add_insecure_port(bind)
-        )
+        try:
+            self.port = (
+                self._server.add_secure_port(bind, credentials)
+                if credentials is not None
+                else self._server.add_insecure_port(bind)
+            )
+        except RuntimeError as exc:  # grpc's "Failed to bind", with no reason
+            self.store.close()
+            raise bind_error(bind, exc) from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+            self.store.close()
+            raise bind_error(bind, OSError("port 0 returned"))
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_database, name="nextbest-health", daemon=True)
         self._recounter = threading.Thread(target=self._recount_experiments, name="nextbest-srm", daemon=True)
