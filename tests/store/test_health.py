@@ -4,10 +4,13 @@ writes until a write succeeds again."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from nextbest.errors import StoreUnavailableError
 from nextbest.store import Database, Store
@@ -74,4 +77,35 @@ def test_a_hung_database_is_unhealthy_within_the_timeout_and_recovers(tmp_path: 
         assert not db.health.failing
     finally:
         blocker.close()
+        db.dispose()
+
+
+def test_cutting_connections_fails_a_call_stuck_on_postgresql_at_once(migrated: str) -> None:
+    """What health does when PostgreSQL hangs: the calls waiting on it fail now, not at their deadline.
+    (A hung server is simulated by a long pg_sleep; the harness freezes a real one.)"""
+    db = Database(migrated)
+    if db.dialect != "postgresql":
+        db.dispose()
+        pytest.skip("SQLite calls do not wait on a server")
+    outcome: list[BaseException | None] = []
+
+    def stuck() -> None:
+        try:
+            with db.reader.connect() as conn:
+                conn.execute(text("SELECT pg_sleep(20)"))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        thread = threading.Thread(target=stuck)
+        thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        db._cut_connections()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+        assert isinstance(outcome[0], OperationalError), outcome
+        db.ping()  # the pool replaces the cut connection
+    finally:
         db.dispose()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -17,6 +19,7 @@ import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from nextbest.errors import NextbestError, StoreUnavailableError
 
@@ -72,6 +75,10 @@ class Database:
         self.health = WriteHealth()
         self._probe: threading.Thread | None = None
         self._probe_problem: str | None = None
+        # PostgreSQL: health probes on connections of their own (a busy pool is not a hung database),
+        # and every pooled connection, so that a hung server's can be cut (see ``check``).
+        self._prober: Engine | None = None
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         # Held around every write transaction (see ``WriteLock``); nothing to hold on PostgreSQL.
         self.write_lock: AbstractContextManager[Any] = nullcontext()
         if self.dialect == "sqlite":
@@ -103,6 +110,10 @@ class Database:
             kwargs["connect_args"] = connect_args
             self.reader = create_engine(url, **kwargs)
             self.writer = self.reader
+            self._prober = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            event.listen(
+                self.reader, "connect", lambda dbapi_conn, _record: self._connections.add(dbapi_conn)
+            )
         else:
             raise DatabaseUrlError(
                 f"unsupported database {self.dialect!r}: use sqlite:///path.db or postgresql+psycopg://..."
@@ -136,13 +147,37 @@ class Database:
         self._probe.start()
         self._probe.join(timeout)
         if self._probe.is_alive():
+            self._cut_connections()
             raise StoreUnavailableError(f"the database did not answer within {timeout:g} s")
         if self._probe_problem is not None:
             raise StoreUnavailableError(self._probe_problem)
 
+    def _cut_connections(self) -> None:
+        """Shuts down the socket of every pooled PostgreSQL connection. A stopped (SIGSTOP) or
+        unreachable server never answers, and its statement timeout runs on the server: the calls
+        waiting on it would hold their threads until the caller's deadline and long after. Cut, each
+        fails at once with a connection error (UNAVAILABLE; its write either committed or not, and a
+        retry with the same request id settles which); the pool replaces the connections, each new one
+        bounded by the connect timeout."""
+        cut = 0
+        for conn in list(self._connections):
+            try:
+                with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+                cut += 1
+            except Exception:  # closed meanwhile
+                continue
+        if cut:
+            logger.warning("the database hangs: cut %d connections so that their calls fail now", cut)
+
     def _run_probe(self, write: bool) -> None:
         try:
-            if write:
+            if self._prober is not None:
+                with self._prober.begin() as conn:
+                    conn.execute(text("SELECT txid_current()" if write else "SELECT 1"))
+                if write:
+                    self.health.succeeded()
+            elif write:
                 self.probe_write()
                 self.health.succeeded()
             else:
@@ -182,6 +217,8 @@ class Database:
         return Checkpointer(self.writer, interval, writers, self.write_lock, path)
 
     def dispose(self) -> None:
+        if self._prober is not None:
+            self._prober.dispose()
         self.reader.dispose()
         if self.writer is not self.reader:
             self.writer.dispose()
