@@ -98,6 +98,7 @@ class Ledger:
         self._lock = threading.Lock()
         self.entries: dict[str, Entry] = {}
         self.retry: queue.SimpleQueue[Entry] = queue.SimpleQueue()
+        self.details: dict[str, str] = {}  # the latest message of each non-OK status, for diagnosis
 
     def new(self) -> Entry:
         with self._lock:
@@ -156,6 +157,7 @@ def call(
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         status = code.name if code is not None else "UNKNOWN"
+        ledger.details[status] = str(exc.details() if isinstance(exc, grpc.Call) else exc)[:300]
         ledger.record(entry, status)
         return status
     ledger.record(entry, "OK", response.decision_id)
@@ -199,6 +201,7 @@ def audit(url: str, ledger: Ledger) -> dict[str, Any]:
         "phantoms": len(phantoms) + int(orphans),
         "statuses": dict(ledger.statuses()),
         "examples": {"lost": lost[:3], "mismatched": mismatched[:3], "phantoms": phantoms[:3]},
+        "last_errors": ledger.details,
     }
 
 
