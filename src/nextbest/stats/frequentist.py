@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from scipy import stats
+if TYPE_CHECKING:
+    from scipy import stats
+else:  # imported on first use (see lazy_scipy)
+    from nextbest.stats.lazy_scipy import stats
 
 from nextbest.stats.statistics import CupedStat, Statistic
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from scipy import stats
+if TYPE_CHECKING:
+    from scipy import stats
+else:  # imported on first use (see lazy_scipy)
+    from nextbest.stats.lazy_scipy import stats
 
 __all__ = ["PowerResult", "minimum_detectable_effect", "power"]
 
