@@ -33,11 +33,17 @@ def _name(enum: Callable[[int], str], value: int, prefix: str) -> str:
     return enum(value).removeprefix(prefix).lower()
 
 
+def _short_id(decision_id: str) -> str:
+    """The random tail of a decision id: its head is a UUIDv7's time prefix, the same for decisions made
+    within a second or so of each other."""
+    return decision_id[-8:]
+
+
 def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) -> None:
     print(f"\n{at:%a %d %b %H:%M}  {step}")
     tag = " (replayed)" if response.replayed else ""
     if not response.actions:
-        print(f"  -> send nothing{tag}  [decision {response.decision_id[:8]}]")
+        print(f"  -> send nothing{tag}  [decision {_short_id(response.decision_id)}]")
     for action in response.actions:
         send_at = action.send_at.ToDatetime(tzinfo=UTC)
         when = "now" if send_at <= at else f"at {send_at:%a %H:%M}"
@@ -47,7 +53,7 @@ def _print_decision(step: str, at: datetime, response: pb.NextActionResponse) ->
         print(
             f"  -> {action.action_id} on {_name(pb.Channel.Name, action.channel, 'CHANNEL_')}, "
             f"{_name(pb.ActionClass.Name, action.action_class, 'ACTION_CLASS_')}, {when}, "
-            f"score {action.score:.2f}{tag}  [decision {response.decision_id[:8]}]"
+            f"score {action.score:.2f}{tag}  [decision {_short_id(response.decision_id)}]"
         )
     for rejected in response.rejected:
         print(
@@ -98,7 +104,7 @@ def _story(client: NextbestClient) -> None:
         USER, "cart_abandoned", request_id="req-cart-1", occurred_at=at(31), cart_value=84.5
     )
     print(
-        f"  (the caller retries the same request: same decision {again.decision_id[:8]}, "
+        f"  (the caller retries the same request: same decision {_short_id(again.decision_id)}, "
         f"replayed={again.replayed}, nothing new written)"
     )
     if again.decision_id != cart.decision_id:
