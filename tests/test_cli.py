@@ -195,3 +195,20 @@ def test_report_help_states_the_request_s_defaults(capsys: pytest.CaptureFixture
     assert f"default: {', '.join(m.value for m in DEFAULT_METRICS)})" in text
     assert f"attribution window in days (default {DEFAULT_WINDOW.days})" in text
     assert f"(default {DEFAULT_ALPHA:g})" in text
+
+
+def test_check_reports_rule_errors_beside_structural_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nbogus_key: 1\nchannels: {email: {requires_consent: true}}\n"
+        "flows: {f: {priority: high, steps: [{after: 1h, actions: [a], when: 'journey.opened &&'}]}}\n"
+        "actions:\n  - {id: a, flow: f, channel: email, class: triggered, triggers: [t], rule: 'x >'}\n"
+    )
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: bogus_key: unknown key" in err
+    assert "flows.f.priority:" in err
+    assert f"{bad}:6: actions[0].rule: CEL syntax error" in err
+    assert "flows.f.steps[0].when: CEL syntax error" in err

@@ -67,6 +67,8 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         spec = CatalogSpec.model_validate(data)
     except ValidationError as exc:
         problems += [f"{where(tuple(e['loc']))}: {_fmt(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
+        # The rules are checked too, so one run reports every problem (CEL ones included).
+        problems += [f"{where(path)}: {_fmt(path)}: {reason}" for path, reason in _raw_rule_problems(data)]
         raise CatalogError(problems) from exc
 
     semantic = list(_check(spec)) + list(_check_experiments(spec)) + list(_check_policy(spec.policy, spec))
@@ -115,6 +117,22 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
 
 
 _TRUE = CompiledRule("true", None)
+
+
+def _raw_rule_problems(data: dict[str, Any]) -> Iterator[tuple[_Path, str]]:
+    """The CEL problems of the rules in a catalog that did not validate (read from the raw YAML)."""
+    actions = data.get("actions")
+    for index, action in enumerate(actions if isinstance(actions, list) else []):
+        if isinstance(action, dict) and isinstance(action.get("rule"), str):
+            for problem in compile_rule(action["rule"])[1]:
+                yield ("actions", index, "rule"), problem
+    flows = data.get("flows")
+    for flow_id, flow in (flows if isinstance(flows, dict) else {}).items():
+        steps = flow.get("steps") if isinstance(flow, dict) else None
+        for s_index, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict) and isinstance(step.get("when"), str):
+                for problem in compile_rule(step["when"])[1]:
+                    yield ("flows", flow_id, "steps", s_index, "when"), problem
 
 
 def _clock(value: str) -> time:
