@@ -19,7 +19,7 @@ from nextbest.decision.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
 from nextbest.models.registry import ModelRegistry, ModelSet, ModelState
 from nextbest.server.auth import AccessControl, AuthInterceptor, describe
-from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor
+from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor, ShedInterceptor
 from nextbest.server.metrics import Metrics, MetricsInterceptor
 from nextbest.server.servicer import AdminServicer, DecisionServicer
 from nextbest.server.startup import bind_error, require_schema, wait_for_database
@@ -78,16 +78,19 @@ class NextbestServer:
         self.metrics = Metrics()
         self._publish_models(self.models.current)
         limit = settings.max_concurrent or settings.workers
+        admission = AdmissionInterceptor(limit)
+        refused = self.metrics.calls
         self._server = grpc.server(
             # Threads beyond the admission limit: health and refusals never wait behind decisions.
             ThreadPoolExecutor(max_workers=limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"),
             # Metrics outermost, so it sees the status the error interceptor settled on; admission
             # inside the error interceptor, which turns its refusals into statuses.
             interceptors=[
+                ShedInterceptor(admission, lambda method: refused.labels(method, "RESOURCE_EXHAUSTED").inc()),
                 MetricsInterceptor(self.metrics),
                 *self._auth(),
                 ErrorInterceptor(),
-                AdmissionInterceptor(limit),
+                admission,
             ],
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),

@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from nextbest.errors import DeadlineExceededError, InvalidArgumentError, NextbestError, OverloadedError
 
-__all__ = ["AdmissionInterceptor", "ErrorInterceptor", "UnaryInterceptor"]
+__all__ = ["AdmissionInterceptor", "ErrorInterceptor", "ShedInterceptor", "UnaryInterceptor"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,23 +140,65 @@ class AdmissionInterceptor(UnaryInterceptor):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
+        self.message = (
+            f"the server is at its limit of {limit} concurrent calls; nothing was done, retry after a backoff"
+        )
         self._slots = threading.BoundedSemaphore(limit)
+        self._count_lock = threading.Lock()
+        self.running = 0  # calls holding a slot; read without the lock by ShedInterceptor, as a hint
 
     def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
         slots = self._slots
-        limit = self.limit
+        count_lock = self._count_lock
+        message = self.message
 
         def admitted(request: Any, context: grpc.ServicerContext) -> Any:
             if context.time_remaining() <= 0:
                 raise DeadlineExceededError("the deadline passed before the call started; nothing was done")
             if not slots.acquire(blocking=False):
-                raise OverloadedError(
-                    f"the server is at its limit of {limit} concurrent calls; nothing was done, "
-                    "retry after a backoff"
-                )
+                raise OverloadedError(message)
+            with count_lock:
+                self.running += 1
             try:
                 return inner(request, context)
             finally:
+                with count_lock:
+                    self.running -= 1
                 slots.release()
 
         return admitted
+
+
+class ShedInterceptor(grpc.ServerInterceptor):
+    """The cheap refusal, outermost: gRPC asks interceptors for a call's handler on its own polling
+    thread, before the request is read. While every admission slot is taken, a nextbest call gets a
+    handler that refuses it with RESOURCE_EXHAUSTED without decoding its request or passing through the
+    other interceptors, so refusing costs as little as Python's gRPC allows and leaves the CPU to the
+    calls admitted. It is a hint read without a lock: a call let through still meets the admission
+    interceptor's exact bound. ``on_refuse`` counts a refusal (by method name) for the metrics."""
+
+    def __init__(self, admission: AdmissionInterceptor, on_refuse: Callable[[str], None]) -> None:
+        self._admission = admission
+        self._on_refuse = on_refuse
+        self._refusals: dict[str, Any] = {}
+
+    def _refusal(self, path: str) -> Any:
+        handler = self._refusals.get(path)
+        if handler is None:
+            method, message, on_refuse = path.rsplit("/", 1)[-1], self._admission.message, self._on_refuse
+
+            def refuse(request: bytes, context: grpc.ServicerContext) -> Any:
+                on_refuse(method)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+            handler = self._refusals[path] = grpc.unary_unary_rpc_method_handler(refuse)
+        return handler
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        admission = self._admission
+        if admission.running >= admission.limit and details.method.startswith(_SERVICE_PREFIX):
+            handler = continuation(details)  # cached: only a method that exists is refused this way
+            if handler is not None and handler.unary_unary is not None:
+                return self._refusal(details.method)
+            return handler
+        return continuation(details)
