@@ -84,10 +84,10 @@ class Comparison:
     mde_relative: float | None = None
 
 
-def sequential_rho(alpha: float, tuning: float, two_sided: bool = True) -> float:
-    """The mixing parameter that makes the confidence sequence tightest near ``tuning`` units."""
-    a = alpha if two_sided else 2 * alpha
-    return math.sqrt((-2 * math.log(a) + math.log(-2 * math.log(a) + 1)) / tuning)
+def sequential_rho(alpha: float, tuning: float) -> float:
+    """The mixing parameter that makes the (two-sided) confidence sequence tightest near ``tuning`` units
+    (Waudby-Smith et al., eq. 161)."""
+    return math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
 
 
 def cuped_theta(control: CupedStat, treatment: CupedStat) -> float | None:
