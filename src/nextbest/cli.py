@@ -408,6 +408,7 @@ def _report(args: argparse.Namespace) -> int:
     from nextbest.reports import ReportRequest, build_report, report_history
     from nextbest.reports.html import write_html
     from nextbest.reports.render import report_to_json, report_to_table
+    from nextbest.server.startup import require_schema
     from nextbest.store import Database
 
     try:
@@ -434,6 +435,8 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     catalog = load_catalog(args.catalog or bundled_catalog_path())
     db = Database(_settings(args).database_url)
+    # One line, not a traceback, for a database nextbest never wrote.
+    require_schema(db, "is --database-url (NEXTBEST_DATABASE_URL) the server's database?")
     try:
         with db.reader.connect() as conn:
             report = build_report(conn, catalog, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +15,15 @@ from nextbest.store.pseudonyms import CustomerIds, load_key
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
-DEFAULT_DATABASE_URL = "sqlite:///var/nextbest.db"
+
+def _data_home() -> Path:
+    """Where a user's application data lives (XDG Base Directory): the same wherever a command is run."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+# Not relative to the working directory: `nextbest report` run from another directory reads the database
+# `nextbest serve` writes, instead of creating an empty one there.
+DEFAULT_DATABASE_URL = f"sqlite:///{_data_home() / 'nextbest' / 'nextbest.db'}"
 
 
 class Settings(BaseSettings):

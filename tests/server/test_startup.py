@@ -4,7 +4,10 @@ waiting for it), one that does not exist, or one without nextbest's tables."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +133,27 @@ def test_serve_prints_one_line_and_exits_2(
     assert "Traceback" not in err
     last = err.splitlines()[-1]  # after the start's log lines, the one line that says what to fix
     assert last.startswith("nextbest: ") and expected in last, err
+
+
+@pytest.mark.slow
+def test_the_default_database_does_not_depend_on_the_working_directory(tmp_path: Path) -> None:
+    code = "from nextbest.settings import Settings; print(Settings().database_url)"
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("NEXTBEST_DATABASE_URL", None)
+    urls = {
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for cwd in (tmp_path, Path.cwd())
+    }
+    assert urls == {f"sqlite:///{tmp_path / 'data' / 'nextbest' / 'nextbest.db'}"}
+
+
+def test_report_on_a_database_without_tables_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert main(["report", "--experiment", "global_holdout", "--database-url", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith("nextbest: the database") and "has no nextbest tables" in err
+    assert "OperationalError" not in err  # (earlier in-process `serve` tests may leave logging handlers)

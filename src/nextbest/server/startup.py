@@ -83,7 +83,7 @@ def wait_for_database(
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
 
-def require_schema(db: Database) -> None:
+def require_schema(db: Database, hint: str = "run `nextbest migrate` or start without --no-migrate") -> None:
     """Raises ``StartupError`` unless the database's schema is nextbest's latest (``--no-migrate``)."""
     try:
         current = current_revision(db)
@@ -94,9 +94,7 @@ def require_schema(db: Database) -> None:
         found = (
             "has no nextbest tables" if current is None else f"is at schema revision {current}, not {head}"
         )
-        raise StartupError(
-            f"the database {shown_url(db.url)} {found}: run `nextbest migrate` or start without --no-migrate"
-        )
+        raise StartupError(f"the database {shown_url(db.url)} {found}: {hint}")
 
 
 def bind_error(address: str, exc: BaseException) -> StartupError:
