@@ -144,6 +144,7 @@ def test_beyond_the_bound_calls_are_refused_at_once_and_health_answers(
         assert stub.NextAction(_request("r-after"), timeout=5).decision_id  # the slots came back
 
 
+@pytest.mark.slow
 def test_a_call_that_cannot_meet_its_deadline_writes_nothing(
     limited: NextbestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
