@@ -71,3 +71,18 @@ def test_a_duration_follows_recent_runs() -> None:
     for _ in range(50):
         duration.observe(0.100)
     assert duration.estimate() > 0.09
+
+
+def test_an_estimate_left_high_by_a_slow_spell_decays_while_nothing_runs() -> None:
+    now = [0.0]
+    duration = Duration(clock=lambda: now[0])
+    for _ in range(20):
+        duration.observe(40.0)  # a frozen database: every write took 40 s
+    stuck = duration.estimate()
+    assert stuck > 30
+    now[0] += 1.0
+    assert duration.estimate() == pytest.approx(stuck / 2)
+    now[0] += 9.0  # ten seconds without a write: calls with ordinary deadlines get through again
+    assert duration.estimate() < 0.1
+    duration.observe(0.01)
+    assert duration.estimate() < 0.1  # the decay is kept: a fresh run does not bring the spell back

@@ -133,18 +133,31 @@ class Duration:
     write takes is not written (it would most likely commit after its caller gave up)."""
 
     _WEIGHT = 0.1
+    # Without new runs the estimate halves every second: the calls it refuses run nothing, so they cannot
+    # correct it, and one slow spell (a frozen database) must not refuse every call after it is over.
+    _HALF_LIFE = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._mean = 0.0
         self._deviation = 0.0
+        self._clock = clock
+        self._updated = clock()
 
     def estimate(self) -> float:
-        return self._mean + 3 * self._deviation
+        return (self._mean + 3 * self._deviation) * self._decay(self._clock())
 
     def observe(self, seconds: float) -> None:
         # Unlocked on purpose: a lost update among concurrent writers only blurs a moving estimate.
-        self._deviation += self._WEIGHT * (abs(seconds - self._mean) - self._deviation)
-        self._mean += self._WEIGHT * (seconds - self._mean)
+        now = self._clock()
+        decay = self._decay(now)
+        mean, deviation = self._mean * decay, self._deviation * decay
+        self._deviation = deviation + self._WEIGHT * (abs(seconds - mean) - deviation)
+        self._mean = mean + self._WEIGHT * (seconds - mean)
+        self._updated = now
+
+    def _decay(self, now: float) -> float:
+        idle = now - self._updated
+        return 0.5 ** (idle / self._HALF_LIFE) if idle > 0 else 1.0
 
     @staticmethod
     def check(deadline: float | None, stage: str, needed: float) -> None:
