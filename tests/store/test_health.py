@@ -107,5 +107,15 @@ def test_cutting_connections_fails_a_call_stuck_on_postgresql_at_once(migrated: 
         assert not thread.is_alive() and time.monotonic() - started < 5
         assert isinstance(outcome[0], OperationalError), outcome
         db.ping()  # the pool replaces the cut connection
+        # While health finds the server hung, no call waits out a connect timeout on it...
+        db.hung = True
+        db.reader.dispose()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            db.ping()
+        assert time.monotonic() - started < 1
+        db.check(5)  # ...until a probe (on a connection of its own) gets an answer again
+        assert not db.hung
+        db.ping()
     finally:
         db.dispose()

@@ -79,6 +79,9 @@ class Database:
         # and every pooled connection, so that a hung server's can be cut (see ``check``).
         self._prober: Engine | None = None
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Set while the last check found the server hung: new pooled connections fail at once
+        # (UNAVAILABLE) instead of each waiting out the connect timeout.
+        self.hung = False
         # Held around every write transaction (see ``WriteLock``); nothing to hold on PostgreSQL.
         self.write_lock: AbstractContextManager[Any] = nullcontext()
         if self.dialect == "sqlite":
@@ -114,6 +117,7 @@ class Database:
             event.listen(
                 self.reader, "connect", lambda dbapi_conn, _record: self._connections.add(dbapi_conn)
             )
+            event.listen(self.reader, "do_connect", self._refuse_while_hung)
         else:
             raise DatabaseUrlError(
                 f"unsupported database {self.dialect!r}: use sqlite:///path.db or postgresql+psycopg://..."
@@ -147,10 +151,15 @@ class Database:
         self._probe.start()
         self._probe.join(timeout)
         if self._probe.is_alive():
+            self.hung = True
             self._cut_connections()
             raise StoreUnavailableError(f"the database did not answer within {timeout:g} s")
         if self._probe_problem is not None:
             raise StoreUnavailableError(self._probe_problem)
+
+    def _refuse_while_hung(self, dialect: Any, _record: Any, _args: Any, _kwargs: Any) -> None:
+        if self.hung:
+            raise dialect.loaded_dbapi.OperationalError("the database does not answer its health check")
 
     def _cut_connections(self) -> None:
         """Shuts down the socket of every pooled PostgreSQL connection. A stopped (SIGSTOP) or
@@ -175,6 +184,7 @@ class Database:
             if self._prober is not None:
                 with self._prober.begin() as conn:
                     conn.execute(text("SELECT txid_current()" if write else "SELECT 1"))
+                self.hung = False
                 if write:
                     self.health.succeeded()
             elif write:
