@@ -17,7 +17,8 @@ from nextbest.server import SERVICE_NAME, NextbestServer
 from nextbest.settings import Settings
 
 
-def test_health_reports_serving(server: NextbestServer) -> None:
+def test_health_reports_serving(server: NextbestServer, client: NextbestClient) -> None:
+    # ``client`` waits for the first health check (on PostgreSQL, a fresh connection of its own).
     with grpc.insecure_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICE_NAME):
