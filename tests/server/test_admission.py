@@ -165,3 +165,28 @@ def test_a_call_that_cannot_meet_its_deadline_writes_nothing(
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(0.3)  # had the server written it anyway, it would be stored by now
     assert store.find_decision("r-hurried") is None
+
+
+def test_a_bad_event_is_rejected_by_field_and_the_rest_of_the_batch_is_stored(
+    limited: NextbestServer,
+) -> None:
+    request = pb.RecordEventsRequest()
+    for event_id, user_id, order_id in [
+        ("ev-good-1", "u-ev", "o-1"),
+        ("ev-long-order", "u-ev", "o" * 200),
+        ("ev-nul-user", "u\x00ev", "o-2"),
+        ("ev-good-2", "u-ev", "o-3"),
+    ]:
+        event = request.events.add(
+            event_id=event_id, user_id=user_id, type=pb.EVENT_TYPE_ORDER_PLACED, value=10.0, order_id=order_id
+        )
+        event.occurred_at.FromSeconds(1_793_000_000)
+    with grpc.insecure_channel(limited.address) as channel:
+        reply = pb_grpc.DecisionServiceStub(channel).RecordEvents(request, timeout=10)
+    outcome = [(r.event_id, r.status, [e.field for e in r.errors]) for r in reply.results]
+    assert outcome == [
+        ("ev-good-1", pb.EVENT_STATUS_ACCEPTED, []),
+        ("ev-long-order", pb.EVENT_STATUS_REJECTED, ["order_id"]),
+        ("ev-nul-user", pb.EVENT_STATUS_REJECTED, ["user_id"]),
+        ("ev-good-2", pb.EVENT_STATUS_ACCEPTED, []),
+    ]
