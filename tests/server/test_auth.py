@@ -322,7 +322,7 @@ def test_mtls_a_client_certificate_of_the_ca_is_its_subjects_roles(
     with _client(
         mtls_server, tls_ca=pki.ca.cert, tls_client_cert=pki.client.cert, tls_client_key=pki.client.key
     ) as c:
-        assert c.is_serving()
+        c.wait_until_serving(timeout=10)  # health over mTLS, once the server's first check has run
         assert c.next_action("mtls-user", "cart_abandoned").decision_id
         with pytest.raises(grpc.RpcError) as info:
             c.record_events([make_event("subscribed", "mtls-user", datetime.now(UTC))])
