@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, compare, srm_check
-from nextbest.stats.analysis import Analysis, ArmSummary, analyze
+from nextbest.stats.analysis import Analysis, ArmSummary, Verdict, analyze, verdict
 from nextbest.stats.frequentist import Comparison, Estimate, sequential_rho
 from nextbest.stats.srm import SrmResult
 from nextbest.stats.validate import statistic_problems
@@ -240,3 +240,94 @@ def test_statistic_problem_messages() -> None:
     assert statistic_problems(cross) == [
         ("sum_of_products", "20 implies a correlation beyond ±1 (Cauchy–Schwarz): no data give it")
     ]
+
+
+def test_two_units_per_arm_are_enough() -> None:
+    result = compare(MeanStat(2, 3.0, 5.0), MeanStat(2, 5.0, 13.0))
+    assert result.absolute.p_value is not None and result.absolute.error == ""
+
+
+def test_an_infinite_variance_is_an_error_not_a_number() -> None:
+    error = "the variance is not finite: sums too large to analyse"
+    result = compare(MeanStat(10, 1.0, math.inf), MeanStat(10, 1.0, 2.0))
+    assert result.absolute == Estimate(None, None, None, None, None, error) == result.relative
+
+
+def test_zero_sums_and_no_conversions_are_possible() -> None:
+    assert statistic_problems(MeanStat(10, 0.0, 0.0)) == []
+    assert statistic_problems(ProportionStat(10, 0)) == []
+    zeros = MeanStat(3, 0.0, 0.0)
+    assert statistic_problems(CupedStat(zeros, zeros, 0.0)) == []
+    empty = MeanStat(0, 0.0, 0.0)
+    assert statistic_problems(CupedStat(empty, empty, 0.0)) == []
+    one = CupedStat(MeanStat(1, 3.0, 9.0), MeanStat(1, 2.0, 4.0), 10.0)  # x·y must be 6
+    assert [k for k, _ in statistic_problems(one)] == ["sum_of_products"]
+    assert statistic_problems(CupedStat(MeanStat(1, 3.0, 9.0), MeanStat(1, 2.0, 4.0), 6.0)) == []
+    assert statistic_problems(CupedStat(zeros, zeros, math.nan)) == [
+        ("sum_of_products", "must be a finite number, not nan")
+    ]
+
+
+def test_small_scale_cuped() -> None:
+    """Covariate and metric below 1 in scale: θ's denominator and the adjusted variance are below 1."""
+    c = CupedStat(MeanStat(4, 0.04, 0.00060), MeanStat(4, 0.04, 0.00050), 0.00052)
+    t = CupedStat(MeanStat(4, 0.06, 0.00110), MeanStat(4, 0.04, 0.00046), 0.00066)
+    result = compare(c, t, cuped=True)
+    assert result.cuped_theta is not None
+    assert result.absolute.standard_error is not None and result.absolute.standard_error < 0.01
+
+
+def test_an_inconclusive_relative_interval_below_one() -> None:
+    v = verdict(compare(ProportionStat(1000, 100), ProportionStat(1000, 110)))
+    assert v == Verdict("relative", "inconclusive", True)
+
+
+def test_analysis_passes_every_option() -> None:
+    from nextbest.stats.io import StatsRequest, run
+
+    c, t = ProportionStat(1000, 100), ProportionStat(1000, 125)
+    options = {"alpha": 0.2, "alternative": "greater", "tuning": 777.0}
+    result = analyze({"m": {"control": c, "b": t}}, "control", plausible_lift=0.9, **options)  # type: ignore[arg-type]
+    assert result.metrics["m"].comparisons["b"] == compare(c, t, **options)  # type: ignore[arg-type]
+    assert result.metrics["m"].verdicts == {"b": verdict(compare(c, t, **options), 0.9)}  # type: ignore[arg-type]
+    sequential = analyze({"m": {"control": c, "b": t}}, "control", sequential=True)
+    assert sequential.metrics["m"].comparisons["b"] == compare(c, t, sequential=True, tuning=5000.0)
+    assert analyze({"m": {"control": c, "b": t}}, "control", tuning=0.5).control == "control"
+    request = StatsRequest.model_validate(
+        {
+            "control": "control",
+            "alpha": 0.2,
+            "alternative": "greater",
+            "tuning": 777.0,
+            "correction": "bh",
+            "metrics": {
+                "m": {
+                    "type": "proportion",
+                    "arms": {"control": {"n": 1000, "sum": 100}, "b": {"n": 1000, "sum": 125}},
+                }
+            },
+        }
+    )
+    via_json = run(request)
+    assert via_json.correction == "bh"
+    assert via_json.metrics["m"].comparisons["b"] == compare(c, t, **options)  # type: ignore[arg-type]
+
+
+def test_corrections_differ_and_warnings_read_whole() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    metrics = {
+        name: {"control": ProportionStat(1000, 100), "b": ProportionStat(1000, 100 + lift)}
+        for name, lift in (("a", 20), ("b", 30), ("c", 38))
+    }
+    for method, oracle in (("holm", "holm"), ("bh", "fdr_bh")):
+        result = analyze(metrics, "control", correction=method)  # type: ignore[arg-type]
+        raw = [result.metrics[m].headline["b"].absolute.p_value for m in "abc"]
+        adjusted = [result.metrics[m].adjusted_p_values["b"] for m in "abc"]  # type: ignore[index]
+        assert adjusted == pytest.approx(list(multipletests(raw, method=oracle)[1]), rel=1e-12)
+    srm = analyze(metrics, "control", weights={"control": 0.5, "b": 0.5}, units={"control": 1000, "b": 1300})
+    assert srm.srm is not None
+    assert srm.warnings == (
+        f"sample-ratio mismatch (p = {srm.srm.p_value:.2g}): assignment or logging is broken; "
+        "do not trust these results",
+    )

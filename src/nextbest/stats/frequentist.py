@@ -220,6 +220,11 @@ def compare(
             Estimate(mt - mc, None, None, None, None, error), Estimate(None, None, None, None, None, error)
         )
     sc, st = vc / nc, vt / nt
+    if not math.isfinite(sc + st):
+        error = "the variance is not finite: sums too large to analyse"
+        return result(
+            Estimate(None, None, None, None, None, error), Estimate(None, None, None, None, None, error)
+        )
     if sc + st <= 0:
         error = "no variance in either arm: every unit has the same value"
         return result(
@@ -243,12 +248,10 @@ def _relative(m: _Moments, test: _Test, absolute: Estimate, se: float) -> Estima
     value = mt / mc - 1
     se_rel = math.sqrt(max(m.var_mt / mc**2 + m.var_mc * mt**2 / mc**4 - 2 * m.cov * mt / mc**3, 0.0))
     method = "fieller-sequential" if test.sequential else "fieller"
-    if absolute.p_value is None:
-        return Estimate(value, None, None, None, se_rel or None, absolute.error, method)
     if test.alternative != "two-sided" and mc < 0:
         error = "the control mean is negative: a one-sided relative interval is not defined"
         return Estimate(value, None, None, absolute.p_value, se_rel, error, method)
-    interval = fieller_interval(mt, mc, m.var_mt, m.var_mc, m.cov, critical=test.critical(se))
+    interval = fieller_interval(mt, mc, m.var_mt, m.var_mc, m.cov, critical=test.critical())
     if interval is None:
         error = (
             "the control mean is not distinguishable from zero at this level: the relative interval is "
@@ -272,7 +275,7 @@ class _Test:
     dof: float
     n: int
 
-    def critical(self, se: float) -> float:
+    def critical(self) -> float:
         """The multiple of the standard error that the interval's half-width is."""
         if self.sequential:
             nr2 = self.n * sequential_rho(self.alpha, self.tuning) ** 2
@@ -281,14 +284,11 @@ class _Test:
         return float(stats.t.ppf(1 - level, self.dof))
 
     def estimate(self, value: float, se: float) -> Estimate:
-        if se <= 0 or not math.isfinite(se):
-            return Estimate(
-                value, None, None, None, se if math.isfinite(se) else None, "zero or undefined standard error"
-            )
+        """``se`` is finite and positive (``compare`` returns earlier otherwise)."""
         if self.sequential:
             return self._sequential(value, se)
         t = value / se
-        q = self.critical(se)
+        q = self.critical()
         if self.alternative == "two-sided":
             p = float(2 * stats.t.sf(abs(t), self.dof))
             return Estimate(value, value - q * se, value + q * se, p, se, "", "welch")
@@ -300,7 +300,7 @@ class _Test:
         """Eq. 9 (interval) and eq. 155 (p-value as 1 / e-value) of Waudby-Smith et al., with the
         per-unit variance ``se² · n`` over all ``n`` units of both arms."""
         nr2 = self.n * sequential_rho(self.alpha, self.tuning) ** 2
-        halfwidth = se * self.critical(se)
+        halfwidth = se * self.critical()
         z2 = (value / se) ** 2
         log_e_value = nr2 * z2 / (2 * (nr2 + 1)) - 0.5 * math.log(nr2 + 1)
         p_value = 1.0 if log_e_value <= 0 else math.exp(-log_e_value)
