@@ -19,7 +19,6 @@ import orjson
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from nextbest.errors import NextbestError, StoreUnavailableError
 
@@ -75,7 +74,7 @@ class Database:
         self.health = WriteHealth()
         self._probe: threading.Thread | None = None
         self._probe_problem: str | None = None
-        # PostgreSQL: health probes on connections of their own (a busy pool is not a hung database),
+        # PostgreSQL: health probes on a connection of their own (a busy pool is not a hung database),
         # and every pooled connection, so that a hung server's can be cut (see ``check``).
         self._prober: Engine | None = None
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -113,7 +112,10 @@ class Database:
             kwargs["connect_args"] = connect_args
             self.reader = create_engine(url, **kwargs)
             self.writer = self.reader
-            self._prober = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            # One connection, kept: a probe a second would otherwise fork a backend a second.
+            self._prober = create_engine(
+                url, pool_size=1, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
+            )
             event.listen(
                 self.reader, "connect", lambda dbapi_conn, _record: self._connections.add(dbapi_conn)
             )
