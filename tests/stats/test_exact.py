@@ -331,3 +331,41 @@ def test_corrections_differ_and_warnings_read_whole() -> None:
         f"sample-ratio mismatch (p = {srm.srm.p_value:.2g}): assignment or logging is broken; "
         "do not trust these results",
     )
+
+
+def test_cuped_with_one_and_two_units_per_arm() -> None:
+    one = CupedStat(MeanStat(1, 3.0, 9.0), MeanStat(1, 2.0, 4.0), 6.0)
+    two = CupedStat(MeanStat(2, 3.0, 5.0), MeanStat(2, 3.0, 5.0), 4.0)
+    result = compare(one, two, cuped=True)
+    assert result.absolute.error == "not enough units: control has 1, treatment 2 (at least 2 each)"
+    c = CupedStat(MeanStat(2, 3.0, 5.0), MeanStat(2, 1.0, 1.0), 2.0)  # y (1, 2), x (0, 1)
+    t = CupedStat(MeanStat(2, 7.0, 25.0), MeanStat(2, 2.0, 4.0), 6.0)  # y (3, 4), x (2, 0)
+    result = compare(c, t, cuped=True)
+    theta = (0.5 - 1.0) / (0.5 + 2.0)
+    assert result.cuped_theta == pytest.approx(theta)
+    var_c = 0.5 + theta**2 * 0.5 - 2 * theta * 0.5
+    var_t = 0.5 + theta**2 * 2.0 - 2 * theta * -1.0
+    assert result.absolute.standard_error == pytest.approx(math.sqrt(var_c / 2 + var_t / 2))
+
+
+def test_relative_intervals_with_negative_or_small_control_means() -> None:
+    two_sided = compare(MeanStat(400, -800.0, 2000.0), MeanStat(300, -660.0, 1700.0))
+    assert two_sided.relative.error == "" and two_sided.relative.ci_low is not None
+    small = compare(MeanStat(400, 200.0, 150.0), MeanStat(300, 180.0, 140.0), alternative="greater")
+    assert small.control_mean == 0.5 and small.relative.error == "" and small.relative.ci_low is not None
+
+
+def test_the_json_path_passes_sequential_tuning() -> None:
+    from nextbest.stats.io import StatsRequest, run
+
+    arms = {"control": {"n": 1000, "sum": 100}, "b": {"n": 1000, "sum": 125}}
+    request = StatsRequest.model_validate(
+        {
+            "control": "control",
+            "sequential": True,
+            "tuning": 321.0,
+            "metrics": {"m": {"type": "proportion", "arms": arms}},
+        }
+    )
+    c, t = ProportionStat(1000, 100), ProportionStat(1000, 125)
+    assert run(request).metrics["m"].comparisons["b"] == compare(c, t, sequential=True, tuning=321.0)

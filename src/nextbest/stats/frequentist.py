@@ -236,10 +236,10 @@ def compare(
     absolute = test.estimate(mt - mc, se)
     z = float(stats.norm.ppf(1 - alpha / 2 if alternative == "two-sided" else 1 - alpha))
     mde = (z + float(stats.norm.ppf(MDE_POWER))) * se
-    return result(absolute, _relative(m, test, absolute, se), dof, mde)
+    return result(absolute, _relative(m, test, absolute), dof, mde)
 
 
-def _relative(m: _Moments, test: _Test, absolute: Estimate, se: float) -> Estimate:
+def _relative(m: _Moments, test: _Test, absolute: Estimate) -> Estimate:
     """The relative lift with Fieller's interval at the absolute test's critical value, and the absolute
     test's p-value (the same hypothesis: no lift)."""
     mc, mt = m.mc, m.mt
