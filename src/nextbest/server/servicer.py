@@ -36,7 +36,10 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
 
     def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
         asked = convert.report_request_from_proto(request)
-        with self.database.reader.connect() as conn:
+        remaining = _deadline(context)
+        # A report may outlast the decision path's statement timeout; the caller's deadline bounds it.
+        timeout = None if remaining is None else max(remaining - time.monotonic(), 0.001)
+        with self.database.analytical_reader(timeout) as conn:
             report = build_report(conn, self.engine.catalog, asked)
         return convert.report_to_proto(report)
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -227,6 +227,17 @@ class Database:
             else None
         )
         return Checkpointer(self.writer, interval, writers, self.write_lock, path)
+
+    @contextmanager
+    def analytical_reader(self, timeout: float | None = None) -> Iterator[Connection]:
+        """A read connection for long analytical queries (lift reports). The server-wide statement
+        timeout is meant for the decision path; here it is replaced, for this connection's transaction
+        only, by ``timeout`` seconds (the caller's deadline), or lifted when ``timeout`` is None."""
+        with self.reader.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                limit = max(1, round(timeout * 1000)) if timeout is not None else 0
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {limit}")
+            yield conn
 
     def dispose(self) -> None:
         if self._prober is not None:
