@@ -25,7 +25,7 @@ COUNT = 400
         pytest.param("proportion", 100, 0.1, id="proportion-100"),
         pytest.param("mean", 100, 0.1, id="mean-100"),
         pytest.param("cuped", 100, 0.3, id="cuped-100-30%"),
-        pytest.param("cuped-additive", 2000, 0.3, id="cuped-additive-2000-30%"),
+        pytest.param("cuped-additive", 100, 0.3, id="cuped-additive-100-30%"),
         pytest.param("ratio", 100, 0.1, id="ratio-100"),
         pytest.param("mean", 5000, 0.1, id="mean-5000"),
     ],
