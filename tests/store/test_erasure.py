@@ -288,3 +288,31 @@ def test_retention_while_decisions_are_written_loses_nothing(own_db: Database, c
         stored = set(conn.execute(select(decisions.c.decision_id)).scalars())
     assert {d.decision_id for d in saved} <= stored
     store.close()
+
+
+def test_a_decision_made_before_an_erasure_does_not_bring_the_customer_back(
+    db: Database, catalog: Catalog
+) -> None:
+    """The decision read the customer (version n), the erasure committed, then the decision's write came:
+    it writes nothing (a conflict: the engine decides again, from nothing) instead of recreating rows."""
+    engine, store = _engine(catalog, db)
+    user = uid("race")
+    first = _customer(engine, user)
+    snapshot = store.load_snapshot(user, T0 + timedelta(minutes=5))
+    assert snapshot.version > 0
+    late = Decision(
+        "0" * 31 + "1",
+        f"{user}-late",
+        user,
+        "cart_abandoned",
+        T0 + timedelta(minutes=5),
+        first.catalog_version,
+        first.actions,
+        (),
+        exposures=first.exposures,
+    )
+    Erasure(db).erase_customer(user, T0 + timedelta(minutes=5), "tester")
+    saved = store.save_decision(late, "fp", T0 + timedelta(minutes=5), snapshot.version)
+    assert saved.conflict and not saved
+    assert _rows_mentioning(db, user) == {}
+    store.close()

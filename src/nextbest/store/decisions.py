@@ -66,7 +66,7 @@ class DecisionLog:
         )
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert, PreparedInsert] | None = None
-        self._cancels: tuple[PreparedUpdate, PreparedUpdate] | None = None
+        self._cancels: tuple[PreparedUpdate, PreparedUpdate, PreparedUpdate] | None = None
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""
@@ -145,17 +145,30 @@ class DecisionLog:
                 PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
                 PreparedInsert(_bump_version(self._insert), codec.VERSION_GUARD_COLUMNS, dialect),
             )
-            self._cancels = (PreparedUpdate(_CANCEL, dialect), PreparedUpdate(_UNCANCEL, dialect))
+            self._cancels = (
+                PreparedUpdate(_CANCEL, dialect),
+                PreparedUpdate(_UNCANCEL, dialect),
+                PreparedUpdate(_ADVANCE, dialect),
+            )
         assert self._cancels is not None  # compiled together with the inserts
         insert_decisions, insert_exposures, insert_assignments, bump_version = self._writes
-        cancel, uncancel = self._cancels
+        cancel, uncancel, advance = self._cancels
         # Version guards first, in user order (a fixed lock order against concurrent batches and event
         # writes on PostgreSQL): a decision whose customer changed since it read them writes nothing.
         guards = sorted(
             ((item, item.guard) for item in batch if item.guard is not None), key=lambda g: g[1]["user_id"]
         )
         if guards:
-            bumped = set(bump_version.returning_many(conn, [row for _, row in guards]))
+            # A customer known at version n - 1 moves to n only while their row is there: one erased
+            # meanwhile is not brought back by a decision made before the erasure (it decides again).
+            bumped = set()
+            for _, row in guards:
+                n = row["version"]
+                if n > 1:
+                    if advance.execute(conn, b_user_id=row["user_id"], b_from=n - 1, b_to=n) == 1:
+                        bumped.add(row["user_id"])
+                else:
+                    bumped.update(bump_version.returning_many(conn, [row]))
             for item, row in guards:
                 item.conflict = row["user_id"] not in bumped
             batch = [item for item in batch if not item.conflict]
@@ -190,10 +203,18 @@ class DecisionLog:
         return inserted
 
 
+_ADVANCE = (
+    update(customers)
+    .where(customers.c.user_id == bindparam("b_user_id"), customers.c.version == bindparam("b_from"))
+    .values(version=bindparam("b_to"))
+)
+
+
 def _bump_version(insert: Any) -> Any:
-    """Moves a customer from version n - 1 to the row's version n, creating the customer (empty) when
-    n is 1 and there is no row; returns the user id only when it did. Another write in between (an
-    event folded in, another decision) has moved the version on, and then nothing is returned."""
+    """For a customer first seen by this decision (n = 1): creates the customer (empty) at version 1, or
+    moves an existing row from version 0; returns the user id only when it did. Another write in between
+    (an event folded in, another decision) has moved the version on, and then nothing is returned.
+    Customers read at version n - 1 > 0 move with ``_ADVANCE`` instead, which never creates a row."""
     statement = insert(customers)
     return statement.on_conflict_do_update(
         index_elements=[customers.c.user_id],
