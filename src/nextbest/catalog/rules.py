@@ -5,13 +5,44 @@ Rules see four variables, documented in the README: ``customer``, ``context``, `
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
-import cel
 
-__all__ = ["RULE_VARIABLES", "CompiledRule", "RuleEvaluationError", "compile_rule", "sample_scopes"]
+class _DeferredCli(ModuleType):
+    """common-expression-language's package ``__init__`` imports its interactive command line
+    (prompt_toolkit, rich): 0.3 s of every nextbest start and command, for a module nextbest never uses.
+    This placeholder stands in for ``cel.cli`` until something reads from it, which imports the real one."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+if "cel" not in sys.modules:
+    sys.modules.setdefault("cel.cli", _DeferredCli("cel.cli"))
+
+import cel  # noqa: E402  (after the placeholder above)
+
+__all__ = [
+    "RULE_VARIABLES",
+    "CompiledRule",
+    "RuleEvaluationError",
+    "compile_rule",
+    "rule_context",
+    "sample_scopes",
+]
+
+
+def rule_context(variables: Mapping[str, Any]) -> Any:
+    """A ``cel.Context`` holding ``variables`` (converted to CEL once), for many rule evaluations."""
+    return cel.Context(dict(variables))
+
 
 RULE_VARIABLES = ("customer", "context", "journey", "trigger")
 

@@ -10,9 +10,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import cel
-
 from nextbest.catalog import Action, Flow, RuleEvaluationError
+from nextbest.catalog.rules import rule_context
 from nextbest.decision.candidates import Refusal
 from nextbest.decision.journeys import journey_variables
 from nextbest.domain import DecisionRequest, ReasonCode
@@ -63,7 +62,7 @@ class RuleScope:
     def context(self, flow: str, journey: Journey, uses_journey: bool) -> Any:
         """The shared context; ``journey`` is (re)set only for rules that read it."""
         if self._context is None:
-            self._context = cel.Context(self._base)
+            self._context = rule_context(self._base)
         if uses_journey and self._journey_of != flow:
             self._context.add_variable(
                 "journey", journey_variables(journey, self._state.last_events, self._now)
