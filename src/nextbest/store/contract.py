@@ -7,15 +7,22 @@ each against this Protocol, so none can drift.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from nextbest.domain import Cancellation, Decision, Event, EventOutcome
-from nextbest.state import CancelRule, CustomerSnapshot
+from nextbest.state import CancelRule, CustomerSnapshot, PastExposure
 
-__all__ = ["HISTORY_LIMIT", "HISTORY_WINDOW", "DecisionStore", "SavedDecision", "StoredDecision"]
+__all__ = [
+    "HISTORY_LIMIT",
+    "HISTORY_WINDOW",
+    "DecisionStore",
+    "SavedDecision",
+    "StoredDecision",
+    "cancellations",
+]
 
 # The contact history a snapshot holds: the actions chosen in this window before ``now``, newest first,
 # at most this many.
@@ -75,3 +82,31 @@ class DecisionStore(Protocol):
         inventory and cancels what ``cancel_rule`` says they end, in one transaction; ACCEPTED or
         DUPLICATE per event, with what it cancelled."""
         ...
+
+
+def cancellations(
+    new_events: Sequence[Event],
+    pending: dict[str, list[PastExposure]],
+    rule: CancelRule,
+    now: datetime,
+    cancel: Callable[[Event, PastExposure, str], bool],
+) -> dict[str, tuple[Cancellation, ...]]:
+    """What each new event cancels, for every store: walking the events in time, an event ends the
+    customer's pending actions decided before it and not yet due that ``rule`` says it ends; ``cancel``
+    records one (False when it was cancelled meanwhile). ``pending`` (user id -> exposures) is consumed."""
+    out: dict[str, tuple[Cancellation, ...]] = {}
+    for event in sorted(new_events, key=lambda e: (e.occurred_at or now, e.event_id)):
+        at = event.occurred_at
+        assert at is not None  # validated
+        found = []
+        for p in pending.get(event.user_id, ()):
+            if p.cancelled or p.send_at <= at or p.occurred_at > at:
+                continue
+            reason = rule(event, p)
+            if reason is not None and cancel(event, p, reason):
+                found.append(p.cancellation(reason))
+        if found:
+            out[event.event_id] = tuple(found)
+            done = {c.exposure_id for c in found}
+            pending[event.user_id] = [p for p in pending[event.user_id] if p.exposure_id not in done]
+    return out

@@ -13,7 +13,7 @@ from nextbest.domain import Cancellation, Event, EventOutcome
 from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, apply_event
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
-from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW
+from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, cancellations
 from nextbest.store.prepared import PreparedSelect
 from nextbest.store.schema import customers, events, exposures, inventory
 
@@ -180,34 +180,20 @@ class CustomerLog:
         pending: dict[str, list[PastExposure]] = {}
         for *values, user in rows:
             pending.setdefault(user, []).append(codec.past_exposure(values))
-        out: dict[str, tuple[Cancellation, ...]] = {}
-        for event in sorted(new_events, key=lambda e: (e.occurred_at or now, e.event_id)):
-            assert event.occurred_at is not None
-            found = []
-            for p in pending.get(event.user_id, ()):
-                if p.cancelled or p.send_at <= event.occurred_at or p.occurred_at > event.occurred_at:
-                    continue
-                reason = rule(event, p)
-                if reason is None:
-                    continue
-                done = conn.execute(
-                    update(exposures)
-                    .where(and_(exposures.c.exposure_id == p.exposure_id, exposures.c.cancelled_at.is_(None)))
-                    .values(
-                        cancelled_at=event.occurred_at,
-                        cancelled_by=event.event_id,
-                        cancel_reason=reason[:512],
-                    )
-                ).rowcount
-                if done == 1:
-                    found.append(p.cancellation(reason))
-            if found:
-                out[event.event_id] = tuple(found)
-                cancelled_ids = {c.exposure_id for c in found}
-                pending[event.user_id] = [
-                    p for p in pending[event.user_id] if p.exposure_id not in cancelled_ids
-                ]
-        return out
+
+        def cancel(event: Event, p: PastExposure, reason: str) -> bool:
+            done = conn.execute(
+                update(exposures)
+                .where(and_(exposures.c.exposure_id == p.exposure_id, exposures.c.cancelled_at.is_(None)))
+                .values(
+                    cancelled_at=event.occurred_at,
+                    cancelled_by=event.event_id,
+                    cancel_reason=reason[:512],
+                )
+            ).rowcount
+            return bool(done == 1)
+
+        return cancellations(new_events, pending, rule, now, cancel)
 
     def _fold_into_customers(self, conn: Connection, new_events: Iterable[Event], now: datetime) -> None:
         by_user: dict[str, list[Event]] = {}

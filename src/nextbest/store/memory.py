@@ -25,6 +25,7 @@ from nextbest.store.contract import (
     DecisionStore,
     SavedDecision,
     StoredDecision,
+    cancellations,
 )
 
 __all__ = ["FrozenStore", "MemoryStore", "SnapshotSource"]
@@ -173,23 +174,9 @@ class MemoryStore:
         for user in {e.user_id for e in new_events}:
             exposures = (self._exposures[i] for i in self._history.get(user, ()))
             pending[user] = [p for p in exposures if not p.cancelled and p.send_at > earliest]
-        out: dict[str, tuple[Cancellation, ...]] = {}
-        for event in sorted(new_events, key=lambda e: (e.occurred_at or now, e.event_id)):
-            assert event.occurred_at is not None
-            found = []
-            for p in pending.get(event.user_id, ()):
-                if p.cancelled or p.send_at <= event.occurred_at or p.occurred_at > event.occurred_at:
-                    continue
-                reason = rule(event, p)
-                if reason is not None and self._cancel([p.exposure_id]):
-                    found.append(p.cancellation(reason))
-            if found:
-                out[event.event_id] = tuple(found)
-                cancelled_ids = {c.exposure_id for c in found}
-                pending[event.user_id] = [
-                    p for p in pending[event.user_id] if p.exposure_id not in cancelled_ids
-                ]
-        return out
+        return cancellations(
+            new_events, pending, rule, now, lambda _event, p, _reason: bool(self._cancel([p.exposure_id]))
+        )
 
 
 class FrozenStore(MemoryStore):
