@@ -64,12 +64,13 @@ from nextbest.errors import (
     DeadlineExceededError,
     FieldViolation,
     InvalidArgumentError,
+    NextbestError,
 )
 from nextbest.models import ModelRegistry, ModelSet
 from nextbest.state import CustomerSnapshot
 from nextbest.store import DecisionStore, SavedDecision
 
-__all__ = ["DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
+__all__ = ["MAX_BATCH", "DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ _STRIPES = 1024
 # How many times a decision is made again when the customer changed while it was being made (another
 # process or replica decided for them or folded in their events: see ``Store.save_decision``).
 MAX_ATTEMPTS = 5
+# The most requests one ``decide_batch`` (``NextActionBatch``) call takes.
+MAX_BATCH = 500
 _NO_MODELS = ModelSet()
 
 
@@ -231,6 +234,26 @@ class DecisionEngine:
                 raise RuntimeError("request_id conflict without a stored decision")
             return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
         return decision if request.explain else _without_explanations(decision)
+
+    def decide_batch(
+        self, requests: Sequence[DecisionRequest], deadline: float | None = None
+    ) -> list[Decision | NextbestError]:
+        """Answers up to ``MAX_BATCH`` NextAction requests, in order: each item gets its decision or the
+        error it alone would have raised (``InvalidArgumentError`` with field paths relative to the item,
+        ``AlreadyExistsError``, ``ConflictError``, ``DeadlineExceededError``, ``StoreUnavailableError``).
+        A bad item fails alone; the others are answered. Each item keeps its own ``request_id`` and
+        idempotency, and two items for one customer are decided in order, the second seeing the first."""
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgumentError(
+                [FieldViolation("requests", f"at most {MAX_BATCH} requests per call, got {len(requests)}")]
+            )
+        results: list[Decision | NextbestError] = []
+        for request in requests:
+            try:
+                results.append(self.decide(request, deadline))
+            except NextbestError as exc:
+                results.append(exc)
+        return results
 
     def _decide(
         self,
