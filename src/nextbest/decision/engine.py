@@ -263,8 +263,23 @@ class DecisionEngine:
         now: datetime,
         deadline: float | None = None,
     ) -> tuple[Decision, SavedDecision]:
+        snapshot = self._load(request, now)
+        decision = self._make_decision(request, snapshot, now)
+        self._write_time.check(deadline, "before writing", self._write_time.estimate())
+        started = time.monotonic()
+        saved = self.store.save_decision(decision, fingerprint, decided_at, snapshot.version)
+        self._write_time.observe(time.monotonic() - started)
+        return _as_saved(decision, saved), saved
+
+    def _load(self, request: DecisionRequest, now: datetime) -> CustomerSnapshot:
+        """The customer's snapshot, with the stock of the request's products when the trigger needs it."""
         products = request.context.product_ids if request.trigger in self._needs_stock else ()
-        snapshot = self.store.load_snapshot(request.user_id, now, products)
+        return self.store.load_snapshot(request.user_id, now, products)
+
+    def _make_decision(self, request: DecisionRequest, snapshot: CustomerSnapshot, now: datetime) -> Decision:
+        """The decision for a valid request on the customer's ``snapshot``, at ``now``: candidates,
+        eligibility, experiments, scoring, send time, arbitration and preemptions. Reads nothing and
+        writes nothing; saving it (and deciding again on a conflict) is the caller's."""
         actions = candidates_for(
             self.catalog, request.trigger, [c for c in request.channels if c is not None]
         )
@@ -283,7 +298,7 @@ class DecisionEngine:
         chosen, lower, held = self._arbitrate(scored, request.max_actions or 1, contact)
         decision_id = new_decision_id()
         cancelled = preemptions(chosen, contact, self.catalog.flows, decision_id)
-        decision = Decision(
+        return Decision(
             decision_id=decision_id,
             request_id=request.request_id,
             user_id=request.user_id,
@@ -301,16 +316,6 @@ class DecisionEngine:
             cancelled=tuple(cancelled),
             models=models.versions,
         )
-        write_time = self._write_time
-        write_time.check(deadline, "before writing", write_time.estimate())
-        started = time.monotonic()
-        saved = self.store.save_decision(decision, fingerprint, decided_at, snapshot.version)
-        write_time.observe(time.monotonic() - started)
-        if saved and len(saved.cancelled) != len(cancelled):  # some were cancelled meanwhile
-            decision = replace(
-                decision, cancelled=tuple(c for c in cancelled if c.exposure_id in saved.cancelled)
-            )
-        return decision, saved
 
     def _eligible(
         self, actions: list[Action], snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime
@@ -389,6 +394,15 @@ class DecisionEngine:
             for (index, event), (outcome, cancelled) in zip(valid, outcomes, strict=True):
                 results[index] = EventResult(index, event.event_id, outcome, cancelled=cancelled)
         return [r for r in results if r is not None]
+
+
+def _as_saved(decision: Decision, saved: SavedDecision) -> Decision:
+    """The decision as written: without the preemptions that someone else cancelled meanwhile."""
+    if saved and len(saved.cancelled) != len(decision.cancelled):
+        return replace(
+            decision, cancelled=tuple(c for c in decision.cancelled if c.exposure_id in saved.cancelled)
+        )
+    return decision
 
 
 def _without_explanations(decision: Decision) -> Decision:
