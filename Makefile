@@ -29,7 +29,7 @@ fuzz: $(STAMP)
 	NEXTBEST_FUZZ_REQUESTS=$${NEXTBEST_FUZZ_REQUESTS:-2000} $(PY) -m pytest -q -s tests/server/test_fuzz.py
 
 protos: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=src --pyi_out=src --grpc_python_out=src \
+	$(PY) -m grpc_tools.protoc -Iprotos -I$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") --python_out=src --pyi_out=src --grpc_python_out=src \
 		protos/nextbest/api/v1/*.proto
 
 lint: $(STAMP)

@@ -1,5 +1,5 @@
-"""nextbest serve | demo | simulate | migrate | check | assign | report | stats | experiments | train |
-evaluate | erase | retention | audit"""
+"""nextbest serve | demo | simulate | decide | migrate | check | assign | report | stats | experiments |
+train | evaluate | erase | retention | audit"""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nextbest.decide_cli import add_decide_command, run_decide
 from nextbest.errors import CatalogError, NextbestError
 from nextbest.privacy_cli import COMMANDS as PRIVACY_COMMANDS
 from nextbest.privacy_cli import add_privacy_commands, run_privacy_command
@@ -135,6 +136,12 @@ def _add_simulate_command(sub: Any) -> None:
     simulate.add_argument("--window-days", type=float, default=14.0, help="attribution window (default 14)")
 
 
+def _add_client_commands(sub: Any) -> None:
+    """The commands that call a server: ``simulate --target`` and ``decide``."""
+    _add_simulate_command(sub)
+    _add_client_args(add_decide_command(sub))
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nextbest", description="Next-best-action service for e-commerce.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,7 +220,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_model_commands(sub)
 
-    _add_simulate_command(sub)
+    _add_client_commands(sub)
     add_privacy_commands(sub)
 
     demo = sub.add_parser(
@@ -603,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_or_evaluate(args, argv)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "decide":
+            return run_decide(args, _settings)
         if args.command in PRIVACY_COMMANDS:
             return run_privacy_command(args, _settings)
         from nextbest.demo import run_demo

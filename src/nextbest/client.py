@@ -10,10 +10,19 @@ Example::
             print(action.action_id, action.send_at.ToDatetime())
 
 Every call carries a deadline. Only UNAVAILABLE and ABORTED (nothing was written: the customer kept
-changing while the server decided) are retried, by gRPC's own retry policy, with backoff. Both RPCs are
-idempotent — a NextAction retry carries the same ``request_id`` and events are deduplicated by
-``event_id`` — so a retry never creates a second decision or counts an event twice. Errors such as
-INVALID_ARGUMENT or ALREADY_EXISTS are never retried.
+changing while the server decided) are retried, by gRPC's own retry policy, with backoff. Every call is
+idempotent — a NextAction retry carries the same ``request_id`` (so does each item of a NextActionBatch)
+and events are deduplicated by ``event_id`` — so a retry never creates a second decision or counts an
+event twice. Errors such as INVALID_ARGUMENT or ALREADY_EXISTS are never retried.
+
+Many decisions at once (up to 500 a call, each answered or failed on its own)::
+
+    from nextbest.client import NextbestClient, make_request
+
+    with NextbestClient("127.0.0.1:50051") as client:
+        batch = [make_request(f"user-{i}", "cart_abandoned", cart_value=50.0) for i in range(100)]
+        for result in client.next_action_batch(batch).results:
+            print(result.index, result.response.actions if result.HasField("response") else result.error)
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nextbest.api.v1 import decision_service_pb2 as pb
@@ -36,7 +46,16 @@ from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     from nextbest.settings import Settings
 
-__all__ = ["NextbestClient", "make_event", "timestamp", "tls_credentials"]
+__all__ = [
+    "BATCH_TIMEOUT",
+    "RETRYABLE",
+    "NextbestClient",
+    "batch_errors",
+    "make_event",
+    "make_request",
+    "timestamp",
+    "tls_credentials",
+]
 
 _SERVICE = "nextbest.api.v1.DecisionService"
 
@@ -117,6 +136,65 @@ def make_event(
     if channel is not None:
         event.channel = _channel(channel)
     return event
+
+
+def make_request(
+    user_id: str,
+    trigger: str,
+    *,
+    request_id: str | None = None,
+    occurred_at: datetime | None = None,
+    cart_value: float | None = None,
+    product_ids: Sequence[str] = (),
+    page_category: str = "",
+    time_zone: str = "",
+    attributes: Mapping[str, str] | None = None,
+    out_of_stock_product_ids: Sequence[str] = (),
+    channels: Iterable[str | int] = (),
+    max_actions: int = 1,
+    explain: bool = False,
+) -> pb.NextActionRequest:
+    """Builds a NextActionRequest (for :meth:`NextbestClient.next_action_batch`); the arguments are
+    :meth:`NextbestClient.next_action`'s. ``request_id`` defaults to a new UUID."""
+    context = pb.RequestContext(
+        product_ids=list(product_ids),
+        page_category=page_category,
+        time_zone=time_zone,
+        attributes=dict(attributes or {}),
+        out_of_stock_product_ids=list(out_of_stock_product_ids),
+    )
+    if cart_value is not None:
+        context.cart_value = cart_value
+    request = pb.NextActionRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        user_id=user_id,
+        trigger=trigger,
+        context=context,
+        channels=[_channel(c) for c in channels],
+        max_actions=max_actions,
+        explain=explain,
+    )
+    if occurred_at is not None:
+        request.occurred_at.CopyFrom(timestamp(occurred_at))
+    return request
+
+
+#: The default deadline of a batch call, in seconds: 500 decisions take longer than one.
+BATCH_TIMEOUT = 10.0
+
+#: The codes of a batch item worth sending again with the same request (nothing was written).
+RETRYABLE = frozenset({code_pb2.UNAVAILABLE, code_pb2.ABORTED, code_pb2.DEADLINE_EXCEEDED})
+
+
+def batch_errors(error: status_pb2.Status) -> list[tuple[str, str]]:
+    """The (field, description) pairs of a batch item's INVALID_ARGUMENT (fields such as
+    ``requests[3].user_id``); empty for other errors."""
+    out = []
+    for detail in error.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            out += [(v.field, v.description) for v in bad.field_violations]
+    return out
 
 
 class NextbestClient:
@@ -201,26 +279,21 @@ class NextbestClient:
     ) -> pb.NextActionResponse:
         """Asks what to send. ``request_id`` defaults to a new UUID: pass your own (e.g. derived from the
         trigger event) so that a retry after a crash returns the same decision."""
-        context = pb.RequestContext(
-            product_ids=list(product_ids),
+        request = make_request(
+            user_id,
+            trigger,
+            request_id=request_id,
+            occurred_at=occurred_at,
+            cart_value=cart_value,
+            product_ids=product_ids,
             page_category=page_category,
             time_zone=time_zone,
-            attributes=dict(attributes or {}),
-            out_of_stock_product_ids=list(out_of_stock_product_ids),
-        )
-        if cart_value is not None:
-            context.cart_value = cart_value
-        request = pb.NextActionRequest(
-            request_id=request_id or uuid.uuid4().hex,
-            user_id=user_id,
-            trigger=trigger,
-            context=context,
-            channels=[_channel(c) for c in channels],
+            attributes=attributes,
+            out_of_stock_product_ids=out_of_stock_product_ids,
+            channels=channels,
             max_actions=max_actions,
             explain=explain,
         )
-        if occurred_at is not None:
-            request.occurred_at.CopyFrom(timestamp(occurred_at))
         return self.call_next_action(request, timeout=timeout)
 
     def call_next_action(
@@ -228,6 +301,21 @@ class NextbestClient:
     ) -> pb.NextActionResponse:
         response: pb.NextActionResponse = self._stub.NextAction(
             request, timeout=timeout or self.timeout, metadata=self._metadata
+        )
+        return response
+
+    def next_action_batch(
+        self, requests: Iterable[pb.NextActionRequest], timeout: float | None = None
+    ) -> pb.NextActionBatchResponse:
+        """Sends up to 500 requests (see :func:`make_request`) in one ``NextActionBatch`` call. Each
+        result holds its request's ``response`` or its own ``error`` (a ``google.rpc.Status``: read it
+        with :func:`batch_errors`); a bad item fails alone. The client retries the whole call on
+        UNAVAILABLE and ABORTED, which is safe: every item is idempotent on its ``request_id``. An item
+        whose own error is retryable (see :data:`RETRYABLE`) can be sent again with the same request."""
+        response: pb.NextActionBatchResponse = self._stub.NextActionBatch(
+            pb.NextActionBatchRequest(requests=list(requests)),
+            timeout=timeout or max(self.timeout, BATCH_TIMEOUT),
+            metadata=self._metadata,
         )
         return response
 

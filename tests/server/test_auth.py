@@ -48,6 +48,7 @@ SUBJECT = "CN=billing,O=nextbest tests"
 # its role is declared in both places.
 EXPECTED_ROLES = {
     "/nextbest.api.v1.DecisionService/NextAction": Role.DECIDE,
+    "/nextbest.api.v1.DecisionService/NextActionBatch": Role.DECIDE,
     "/nextbest.api.v1.DecisionService/RecordEvents": Role.EVENTS,
     "/nextbest.api.v1.DecisionService/GetLiftReport": Role.REPORT,
 }
@@ -135,6 +136,8 @@ def _request(path: str) -> Any:
             trigger="cart_abandoned",
             occurred_at=timestamp(now),
         )
+    if path.endswith("/NextActionBatch"):
+        return pb.NextActionBatchRequest(requests=[_request(path.removesuffix("Batch"))])
     if path.endswith("/RecordEvents"):
         return pb.RecordEventsRequest(events=[make_event("subscribed", "auth-user", now, channel="email")])
     if path.endswith("/GetLiftReport"):
@@ -178,7 +181,13 @@ def test_every_rpc_needs_its_role(auth_server: NextbestServer, path: str, caller
         # The right role reaches the servicer: decisions and events succeed, an unknown experiment is
         # the report's own error, and nothing is refused for who called.
         assert code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-        if path.rsplit("/", 1)[1] in ("NextAction", "RecordEvents", "GetModels", "ReloadModels"):
+        if path.rsplit("/", 1)[1] in (
+            "NextAction",
+            "NextActionBatch",
+            "RecordEvents",
+            "GetModels",
+            "ReloadModels",
+        ):
             assert code is grpc.StatusCode.OK, code
     else:
         assert code is grpc.StatusCode.PERMISSION_DENIED

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
 from nextbest.api.v1 import decision_service_pb2 as pb
@@ -35,6 +35,7 @@ REQUESTS = int(os.environ.get("NEXTBEST_FUZZ_REQUESTS", "240"))
 SEED = int(os.environ.get("NEXTBEST_FUZZ_SEED", "19"))
 RAW_METHODS = [
     "/nextbest.api.v1.DecisionService/NextAction",
+    "/nextbest.api.v1.DecisionService/NextActionBatch",
     "/nextbest.api.v1.DecisionService/RecordEvents",
     "/nextbest.api.v1.DecisionService/GetLiftReport",
     "/nextbest.api.v1.AdminService/GetModels",
@@ -218,6 +219,8 @@ def _call(stub: Any, method: str, request: Message, descriptor: Descriptor, tall
         tally.add(code.name, problem)
         return
     problem = None
+    if method == "NextActionBatch":
+        problem = _batch_problem(request, reply)
     if method == "RecordEvents":
         for result in reply.results:
             if result.status == pb.EVENT_STATUS_REJECTED:
@@ -225,6 +228,32 @@ def _call(stub: Any, method: str, request: Message, descriptor: Descriptor, tall
                 if not result.errors or unknown:
                     problem = f"RecordEvents: REJECTED names no real field: {unknown}"
     tally.add("OK", problem)
+
+
+def _batch_problem(request: Any, reply: Any) -> str | None:
+    """Each item's own status is deliberate and names real fields; the good last item is answered."""
+    if [r.index for r in reply.results] != list(range(len(request.requests))):
+        return "NextActionBatch: results out of order or missing"
+    for result in reply.results:
+        if result.HasField("response"):
+            continue
+        code = grpc.StatusCode[code_pb2.Code.Name(result.error.code)]
+        if code in FORBIDDEN:
+            return f"NextActionBatch item {result.index}: {code.name}: {result.error.message[:200]}"
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            fields = []
+            for detail in result.error.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    fields += [v.field for v in bad.field_violations]
+            prefix = f"requests[{result.index}]."
+            wrong = [f for f in fields if not f.startswith(prefix)]
+            unknown = [f for f in fields if not field_exists(pb.NextActionBatchRequest.DESCRIPTOR, f)]
+            if not fields or wrong or unknown:
+                return f"NextActionBatch item {result.index}: names no real field: {wrong or unknown}"
+    if not reply.results[-1].HasField("response"):
+        return f"NextActionBatch: a good item beside fuzzed ones failed: {reply.results[-1].error.message}"
+    return None
 
 
 def _good_caller(address: str, stop: threading.Event, failures: list[str], done: list[int]) -> None:
@@ -274,10 +303,23 @@ def test_fuzzed_requests_get_deliberate_statuses_and_never_fail_good_callers(
             stub = pb_grpc.DecisionServiceStub(channel)
             for index in range(REQUESTS):
                 roll = index % 10
-                if roll < 5:
+                if roll < 4:
                     request: Message = _base_request(rng)
                     fuzzer.fill(request)
                     _call(stub, "NextAction", request, pb.NextActionRequest.DESCRIPTOR, tally)
+                elif roll < 5:  # fuzzed items beside a good one, which must be answered
+                    items = [_base_request(rng) for _ in range(rng.randrange(1, 5))]
+                    for item in items:
+                        fuzzer.fill(item)
+                    items.append(
+                        pb.NextActionRequest(
+                            request_id=f"good-{uuid.uuid4().hex}",
+                            user_id=f"good-{uuid.uuid4().hex[:8]}",
+                            trigger="cart_abandoned",
+                        )
+                    )
+                    request = pb.NextActionBatchRequest(requests=items)
+                    _call(stub, "NextActionBatch", request, pb.NextActionBatchRequest.DESCRIPTOR, tally)
                 elif roll < 8:
                     request = _base_events(rng)
                     for event in request.events:  # type: ignore[attr-defined]

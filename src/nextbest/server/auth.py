@@ -75,6 +75,7 @@ _DECISION_SERVICE = "/nextbest.api.v1.DecisionService/"
 _ADMIN_SERVICE = "/nextbest.api.v1.AdminService/"
 _METHOD_ROLES = {
     f"{_DECISION_SERVICE}NextAction": Role.DECIDE,
+    f"{_DECISION_SERVICE}NextActionBatch": Role.DECIDE,
     f"{_DECISION_SERVICE}RecordEvents": Role.EVENTS,
     f"{_DECISION_SERVICE}GetLiftReport": Role.REPORT,
 }

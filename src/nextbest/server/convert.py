@@ -6,7 +6,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import decision_service_pb2 as pb
@@ -26,7 +28,7 @@ from nextbest.domain import (
     RequestContext,
     SendTimeSource,
 )
-from nextbest.errors import FieldViolation
+from nextbest.errors import FieldViolation, InvalidArgumentError, NextbestError
 from nextbest.models.registry import ModelSet, ModelState
 from nextbest.reports.report import LiftReport
 from nextbest.reports.request import ReportRequest
@@ -35,8 +37,11 @@ from nextbest.stats.frequentist import Comparison, Estimate
 from nextbest.store.erasure import Erased
 
 __all__ = [
+    "batch_from_proto",
+    "batch_to_proto",
     "decision_to_proto",
     "erased_to_proto",
+    "error_status",
     "events_from_proto",
     "model_versions",
     "report_request_from_proto",
@@ -149,6 +154,50 @@ def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
         ],
         cancelled=[cancellation_to_proto(c) for c in decision.cancelled],
     )
+
+
+def batch_from_proto(msg: pb.NextActionBatchRequest) -> list[DecisionRequest]:
+    return [request_from_proto(r) for r in msg.requests]
+
+
+def batch_to_proto(
+    requests: list[DecisionRequest], results: list[Decision | NextbestError]
+) -> pb.NextActionBatchResponse:
+    """One result per request, in order. An item's INVALID_ARGUMENT names its fields from the batch
+    request (``requests[3].user_id``), so the path is the same whether a caller reads it or a tool does."""
+    response = pb.NextActionBatchResponse()
+    items = response.results
+    failed = 0
+    for index, (request, result) in enumerate(zip(requests, results, strict=True)):
+        item = items.add(index=index, request_id=request.request_id)
+        if isinstance(result, Decision):
+            item.response.CopyFrom(decision_to_proto(result))
+        else:
+            item.error.CopyFrom(error_status(result, f"requests[{index}]."))
+            failed += 1
+    response.answered = len(requests) - failed
+    response.failed = failed
+    return response
+
+
+def error_status(exc: NextbestError, field_prefix: str = "") -> status_pb2.Status:
+    """The ``google.rpc.Status`` of an error: its declared code, its message and, for an invalid
+    argument, a ``google.rpc.BadRequest`` naming each field (prefixed with ``field_prefix``)."""
+    status = status_pb2.Status(code=getattr(code_pb2, exc.status, code_pb2.INTERNAL), message=str(exc))
+    if isinstance(exc, InvalidArgumentError):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=field_prefix + v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    return status
 
 
 def cancellation_to_proto(c: Cancellation) -> pb.Cancellation:

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from nextbest.errors import DeadlineExceededError, InvalidArgumentError, NextbestError, OverloadedError
+from nextbest.errors import DeadlineExceededError, NextbestError, OverloadedError
+from nextbest.server.convert import error_status
 
 __all__ = ["AdmissionInterceptor", "ErrorInterceptor", "ShedInterceptor", "UnaryInterceptor"]
 
@@ -104,30 +103,13 @@ class ErrorInterceptor(UnaryInterceptor):
             try:
                 return inner(request, context)
             except NextbestError as exc:
-                context.abort_with_status(_status(exc))
+                context.abort_with_status(rpc_status.to_status(error_status(exc)))
             except Exception:
                 logger.exception("unexpected error in %s", path)
                 context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
             return None  # unreachable: abort raises
 
         return guarded
-
-
-def _status(exc: NextbestError) -> Any:
-    code = getattr(code_pb2, exc.status, code_pb2.INTERNAL)
-    status = status_pb2.Status(code=code, message=str(exc))
-    if isinstance(exc, InvalidArgumentError):
-        detail = any_pb2.Any()
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in exc.violations
-                ]
-            )
-        )
-        status.details.append(detail)
-    return rpc_status.to_status(status)
 
 
 class AdmissionInterceptor(UnaryInterceptor):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.rpc import code_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from nextbest.api.v1 import decision_service_pb2 as pb
@@ -73,6 +74,14 @@ class Metrics:
             registry=r,
         )
 
+        self.batch_items = Counter(
+            "nextbest_batch_items",
+            "Items of NextActionBatch calls by their own status code.",
+            ["code"],
+            registry=r,
+        )
+        self._batch_ok = self.batch_items.labels("OK")
+
         self._decisions: dict[str, Any] = {}
         self._actions: dict[tuple[str, int], Any] = {}
 
@@ -86,29 +95,38 @@ class Metrics:
 
     def observe(self, method: str, request: Any, response: Any) -> None:
         if isinstance(response, pb.NextActionResponse):
-            # Children by label values, looked up once: ``labels()`` takes a lock and rebuilds its key on
-            # every call. A response names only catalog triggers, actions and experiments (bounded).
-            decisions = self._decisions.get(request.trigger)
-            if decisions is None:
-                decisions = self._decisions.setdefault(
-                    request.trigger, self.decisions.labels(request.trigger)
-                )
-            decisions.inc()
-            for action in response.actions:
-                key = (action.action_id, action.channel)
-                counter = self._actions.get(key)
-                if counter is None:
-                    counter = self.actions.labels(action.action_id, _name(pb.Channel, action.channel))
-                    self._actions[key] = counter
-                counter.inc()
-            for assignment in response.assignments:
-                if assignment.held_out:
-                    self.held_out.labels(assignment.experiment_id).inc()
+            self._observe_decision(request.trigger, response)
+        elif isinstance(response, pb.NextActionBatchResponse):
+            requests = request.requests
+            for item in response.results:
+                if item.HasField("response"):
+                    self._observe_decision(requests[item.index].trigger, item.response)
+                    self._batch_ok.inc()
+                else:
+                    self.batch_items.labels(_name(code_pb2.Code, item.error.code)).inc()
         elif isinstance(response, pb.RecordEventsResponse):
             for event, result in zip(request.events, response.results, strict=False):
                 self.events.labels(
                     _name(pb.EventType, event.type), _name(pb.EventStatus, result.status)
                 ).inc()
+
+    def _observe_decision(self, trigger: str, response: pb.NextActionResponse) -> None:
+        # Children by label values, looked up once: ``labels()`` takes a lock and rebuilds its key on
+        # every call. A response names only catalog triggers, actions and experiments (bounded).
+        decisions = self._decisions.get(trigger)
+        if decisions is None:
+            decisions = self._decisions.setdefault(trigger, self.decisions.labels(trigger))
+        decisions.inc()
+        for action in response.actions:
+            key = (action.action_id, action.channel)
+            counter = self._actions.get(key)
+            if counter is None:
+                counter = self.actions.labels(action.action_id, _name(pb.Channel, action.channel))
+                self._actions[key] = counter
+            counter.inc()
+        for assignment in response.assignments:
+            if assignment.held_out:
+                self.held_out.labels(assignment.experiment_id).inc()
 
     def refresh_experiments(self, catalog: Catalog, store: Store) -> None:
         """Recounts units per arm and the sample-ratio check (a GROUP BY per experiment)."""

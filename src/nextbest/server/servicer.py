@@ -11,7 +11,8 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.decision.engine import DecisionEngine
+from nextbest.decision.engine import MAX_BATCH, DecisionEngine
+from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.models.registry import ModelSet
 from nextbest.reports import build_report
 from nextbest.server import convert
@@ -33,6 +34,18 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
     def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
         decision = self.engine.decide(convert.request_from_proto(request), deadline=_deadline(context))
         return convert.decision_to_proto(decision)
+
+    def NextActionBatch(  # noqa: N802
+        self, request: pb.NextActionBatchRequest, context: Any
+    ) -> pb.NextActionBatchResponse:
+        size = len(request.requests)
+        if size > MAX_BATCH:  # before converting thousands of items for nothing
+            raise InvalidArgumentError(
+                [FieldViolation("requests", f"at most {MAX_BATCH} requests per call, got {size}")]
+            )
+        requests = convert.batch_from_proto(request)
+        results = self.engine.decide_batch(requests, deadline=_deadline(context))
+        return convert.batch_to_proto(requests, results)
 
     def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
         asked = convert.report_request_from_proto(request)

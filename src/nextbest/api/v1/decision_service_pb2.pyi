@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -314,6 +315,34 @@ class NextActionRequest(_message.Message):
     max_actions: int
     explain: bool
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., trigger: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[Channel, str]]] = ..., max_actions: _Optional[int] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class NextActionBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[NextActionRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[NextActionRequest, _Mapping]]] = ...) -> None: ...
+
+class NextActionBatchResponse(_message.Message):
+    __slots__ = ("results", "answered", "failed")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[NextActionResult]
+    answered: int
+    failed: int
+    def __init__(self, results: _Optional[_Iterable[_Union[NextActionResult, _Mapping]]] = ..., answered: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class NextActionResult(_message.Message):
+    __slots__ = ("index", "request_id", "response", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    request_id: str
+    response: NextActionResponse
+    error: _status_pb2.Status
+    def __init__(self, index: _Optional[int] = ..., request_id: _Optional[str] = ..., response: _Optional[_Union[NextActionResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class RequestContext(_message.Message):
     __slots__ = ("cart_value", "product_ids", "page_category", "time_zone", "attributes", "out_of_stock_product_ids")

@@ -39,6 +39,11 @@ class DecisionServiceStub:
                 request_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionRequest.SerializeToString,
                 response_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionResponse.FromString,
                 _registered_method=True)
+        self.NextActionBatch = channel.unary_unary(
+                '/nextbest.api.v1.DecisionService/NextActionBatch',
+                request_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchRequest.SerializeToString,
+                response_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchResponse.FromString,
+                _registered_method=True)
         self.RecordEvents = channel.unary_unary(
                 '/nextbest.api.v1.DecisionService/RecordEvents',
                 request_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.RecordEventsRequest.SerializeToString,
@@ -58,6 +63,19 @@ class DecisionServiceServicer:
         """Decide what, if anything, to send the customer now. Idempotent on request_id: a retry with the same
         payload returns the stored decision; the same request_id with another payload fails with ALREADY_EXISTS.
         The response is sent only after the decision is durably logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NextActionBatch(self, request, context):
+        """Up to 500 NextAction requests in one call, answered in order: one result per request, each either
+        its response or its own error. Every item keeps its own request_id and idempotency, exactly as if
+        sent alone; two items for one customer are decided in order, the second seeing the first. A bad item
+        fails alone (INVALID_ARGUMENT naming requests[i].<field>, ALREADY_EXISTS, ...) and the others are
+        answered. The call itself fails only for what concerns it as a whole: more than 500 requests
+        (INVALID_ARGUMENT, field "requests"), authentication, overload, an undecodable body.
+        The response is sent only after every decision in it is durably logged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,6 +105,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.NextAction,
                     request_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionRequest.FromString,
                     response_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionResponse.SerializeToString,
+            ),
+            'NextActionBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.NextActionBatch,
+                    request_deserializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchRequest.FromString,
+                    response_serializer=nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchResponse.SerializeToString,
             ),
             'RecordEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordEvents,
@@ -126,6 +149,33 @@ class DecisionService:
             '/nextbest.api.v1.DecisionService/NextAction',
             nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionRequest.SerializeToString,
             nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NextActionBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nextbest.api.v1.DecisionService/NextActionBatch',
+            nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchRequest.SerializeToString,
+            nextbest_dot_api_dot_v1_dot_decision__service__pb2.NextActionBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
