@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nextbest.errors import InvalidArgumentError, StoreUnavailableError
-from nextbest.store import Store
+from nextbest.store import SavedDecision, Store, ToSave
 from nextbest.store.schema import decisions, exposures
 from tests.conftest import uid
 from tests.store.test_store import T0, decision
@@ -91,3 +91,22 @@ def test_a_broken_constraint_fails_alone_but_stays_unavailable(store: Store) -> 
     results = _save_as_one_batch(store, [(good[0], None), (bad, None), (good[1], None), (good[2], None)])
     assert isinstance(results[1], StoreUnavailableError)
     assert all(not isinstance(r, Exception) and r for r in results[:1] + results[2:])
+
+
+def test_a_batch_of_decisions_saved_together_isolates_its_bad_members(store: Store) -> None:
+    """``save_decisions`` (``decide_batch``'s write): one group commit; two refused members among 40
+    fail alone, found in halves, and the 38 others are stored."""
+    poison = POISONS[store.db.dialect]
+    items = [ToSave(decision(uid()), "fp", T0, 0) for _ in range(40)]
+    for bad in (7, 31):
+        object.__setattr__(items[bad].decision, "request_id", f"req{poison}{uuid.uuid4().hex}")
+    batches, isolated = store.writer.batches, store.writer.isolated
+    results = store.save_decisions(items)
+    assert [i for i, r in enumerate(results) if isinstance(r, InvalidArgumentError)] == [7, 31]
+    assert all(isinstance(r, SavedDecision) and r.inserted for i, r in enumerate(results) if i not in (7, 31))
+    assert store.writer.isolated == isolated + 1
+    # Halves: far fewer transactions than one per member.
+    assert store.writer.batches - batches <= 16
+    with store.db.reader.connect() as conn:
+        users = [item.decision.user_id for item in items]
+        assert conn.execute(select(func.count()).where(decisions.c.user_id.in_(users))).scalar_one() == 38

@@ -68,7 +68,7 @@ from nextbest.errors import (
 )
 from nextbest.models import ModelRegistry, ModelSet
 from nextbest.state import CustomerSnapshot
-from nextbest.store import DecisionStore, SavedDecision
+from nextbest.store import DecisionStore, SavedDecision, ToSave
 
 __all__ = ["MAX_BATCH", "DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
 
@@ -242,18 +242,113 @@ class DecisionEngine:
         error it alone would have raised (``InvalidArgumentError`` with field paths relative to the item,
         ``AlreadyExistsError``, ``ConflictError``, ``DeadlineExceededError``, ``StoreUnavailableError``).
         A bad item fails alone; the others are answered. Each item keeps its own ``request_id`` and
-        idempotency, and two items for one customer are decided in order, the second seeing the first."""
+        idempotency, and two items for one customer are decided in order, the second seeing the first.
+
+        The items are decided in rounds: the k-th item of each customer (and of each request id) is in
+        round k, and a round's decisions are saved together (one group commit for up to the writer's
+        batch size), so a customer's later items see their earlier ones (caps, cooldowns, preemptions)
+        and a repeated request id replays. An item not started before ``deadline`` (with the time a
+        write takes now still left) gets ``DeadlineExceededError``, nothing written for it."""
         if len(requests) > MAX_BATCH:
             raise InvalidArgumentError(
                 [FieldViolation("requests", f"at most {MAX_BATCH} requests per call, got {len(requests)}")]
             )
-        results: list[Decision | NextbestError] = []
-        for request in requests:
+        results: list[Decision | NextbestError | None] = [None] * len(requests)
+        fingerprints: list[str] = [""] * len(requests)
+        rounds: list[list[int]] = []
+        last_round: dict[tuple[str, str], int] = {}
+        for index, request in enumerate(requests):
+            violations = validate_request(request, self.catalog)
+            if violations:
+                results[index] = InvalidArgumentError(violations)
+                continue
+            fingerprints[index] = request_fingerprint(request)
+            keys = (("user", request.user_id), ("request", request.request_id))
+            k = max(last_round.get(key, -1) for key in keys) + 1
+            for key in keys:
+                last_round[key] = k
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(index)
+        replays: list[int] = []
+        for members in rounds:
+            replays += self._decide_round(requests, members, fingerprints, results, deadline)
+        for index in replays:
             try:
-                results.append(self.decide(request, deadline))
+                stored = self.store.find_decision(requests[index].request_id)
+                if stored is None:  # pragma: no cover - the conflicting row cannot vanish
+                    raise RuntimeError("request_id conflict without a stored decision")
+                results[index] = self._replay(
+                    requests[index], stored.decision, stored.fingerprint, fingerprints[index]
+                )
             except NextbestError as exc:
-                results.append(exc)
-        return results
+                results[index] = exc
+        done = [r for r in results if r is not None]
+        assert len(done) == len(requests)  # every item answered
+        return done
+
+    def _decide_round(
+        self,
+        requests: Sequence[DecisionRequest],
+        members: list[int],
+        fingerprints: list[str],
+        results: list[Decision | NextbestError | None],
+        deadline: float | None,
+    ) -> list[int]:
+        """Decides the round's items (distinct customers and request ids) and saves them together,
+        deciding again those whose customer changed meanwhile; fills ``results`` and returns the items
+        whose request id was taken (to replay)."""
+        replays: list[int] = []
+        stripes = sorted({_stripe(requests[i].user_id) for i in members})
+        with ExitStack() as stack:  # stripes in a fixed order: no deadlock with each other
+            for stripe in stripes:
+                stack.enter_context(self._locks[stripe])
+            todo = members
+            for _attempt in range(MAX_ATTEMPTS):
+                made: list[tuple[int, Decision]] = []
+                to_save: list[ToSave] = []
+                for index in todo:
+                    request = requests[index]
+                    try:
+                        Duration.check(deadline, "before deciding", self._write_time.estimate())
+                        decided_at = self.clock()
+                        now = request.occurred_at or decided_at
+                        snapshot = self._load(request, now)
+                        decision = self._make_decision(request, snapshot, now)
+                    except NextbestError as exc:
+                        results[index] = exc
+                        continue
+                    made.append((index, decision))
+                    to_save.append(ToSave(decision, fingerprints[index], decided_at, snapshot.version))
+                if not made:
+                    return replays
+                try:
+                    Duration.check(deadline, "before writing", self._write_time.estimate())
+                except DeadlineExceededError as exc:
+                    for index, _ in made:
+                        results[index] = exc
+                    return replays
+                todo = []
+                for (index, decision), saved in zip(made, self.store.save_decisions(to_save), strict=True):
+                    if isinstance(saved, NextbestError):
+                        results[index] = saved
+                    elif saved.conflict:
+                        todo.append(index)
+                    elif not saved:
+                        replays.append(index)
+                    else:
+                        written = _as_saved(decision, saved)
+                        results[index] = (
+                            written if requests[index].explain else _without_explanations(written)
+                        )
+                if not todo:
+                    return replays
+            for index in todo:
+                results[index] = ConflictError(
+                    f"customer {requests[index].user_id!r} kept changing while this call decided "
+                    f"({MAX_ATTEMPTS} attempts); nothing was written, retry with the same request_id"
+                )
+        return replays
 
     def _decide(
         self,

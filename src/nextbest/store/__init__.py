@@ -1,7 +1,7 @@
 """Persistence: the store contract, the SQL store (tables, migrations, the group commit) and the
 in-memory stores."""
 
-from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision
+from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision, ToSave
 from nextbest.store.database import Database, DatabaseUrlError
 from nextbest.store.memory import FrozenStore, MemoryStore
 from nextbest.store.migrate import upgrade
@@ -16,5 +16,6 @@ __all__ = [
     "SavedDecision",
     "Store",
     "StoredDecision",
+    "ToSave",
     "upgrade",
 ]

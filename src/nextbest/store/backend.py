@@ -45,7 +45,7 @@ class Backend:
     # encoded. Such a failure is the caller's (INVALID_ARGUMENT).
     refusals: tuple[type[BaseException], ...] = ()
     # Failures that may be one row's doing (refusals, constraint violations): a failed batch is then
-    # retried member by member.
+    # retried in parts (halves, recursively).
     row_failures: tuple[type[BaseException], ...] = ()
     # Failures of the database itself (down, hung, disk full): health reports them.
     outages: tuple[type[BaseException], ...] = ()

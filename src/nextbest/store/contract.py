@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from nextbest.domain import Cancellation, Decision, Event, EventOutcome
+from nextbest.errors import NextbestError
 from nextbest.state import CancelRule, CustomerSnapshot, PastExposure
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "DecisionStore",
     "SavedDecision",
     "StoredDecision",
+    "ToSave",
     "cancellations",
 ]
 
@@ -53,6 +55,15 @@ class StoredDecision:
     fingerprint: str
 
 
+class ToSave(NamedTuple):
+    """One decision for ``DecisionStore.save_decisions``: ``save_decision``'s arguments."""
+
+    decision: Decision
+    fingerprint: str
+    decided_at: datetime
+    version: int | None = None
+
+
 class DecisionStore(Protocol):
     """Every method raises ``StoreUnavailableError`` when the database fails: a failed write is never
     mistaken for a success."""
@@ -69,6 +80,12 @@ class DecisionStore(Protocol):
         """Durably writes the decision, its exposures and its preemptions, atomically; written only while
         the customer's version is still ``version`` (else ``conflict``), and not at all when the request
         id is taken (``inserted`` False)."""
+        ...
+
+    def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
+        """Writes each decision as ``save_decision`` does, together (a batch of decisions for distinct
+        customers: one group commit where the store has one); one result per item, in order, an item
+        the database refuses or fails failing alone with its error instead of raising."""
         ...
 
     def find_decision(self, request_id: str) -> StoredDecision | None:

@@ -3,23 +3,27 @@ atomically through the group commit (``nextbest.store.writer``), and found again
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, literal_column, null, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from nextbest.domain import Decision
-from nextbest.errors import StoreUnavailableError
+from nextbest.errors import NextbestError, StoreUnavailableError
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard, refused
-from nextbest.store.contract import SavedDecision, StoredDecision
+from nextbest.store.contract import SavedDecision, StoredDecision, ToSave
 from nextbest.store.prepared import PreparedInsert, PreparedUpdate
 from nextbest.store.schema import assignments, customers, decisions, exposures
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
 __all__ = ["DecisionLog"]
+
+logger = logging.getLogger(__name__)
 
 # The id is generated; the cancellation columns are set only when a pending exposure is cancelled.
 _SET_LATER = {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
@@ -85,27 +89,56 @@ class DecisionLog:
         ``version`` is the customer version the decision was made on (``CustomerSnapshot.version``): a
         decision that logs exposures or cancels any is written only if the version is still that one,
         and bumps it; otherwise nothing is written and the result says ``conflict``."""
-        row = codec.decision_row(decision, fingerprint, decided_at)
-        exposure_rows = codec.exposure_rows(decision)
-        assignment_rows = codec.assignment_rows(decision)
-        cancellations = codec.cancellation_rows(decision)
-        version_guard = None
-        if version is not None and (exposure_rows or assignment_rows or cancellations):
-            version_guard = codec.version_guard_row(decision.user_id, decided_at, version)
-        try:
-            with guard("write decision", self._driver_error):
-                try:
-                    item = self.writer.write(
-                        row, exposure_rows, assignment_rows, cancellations, version_guard
-                    )
-                except self._refusals as exc:  # alone in its transaction by now: this decision's own fault
-                    raise refused("decision", row, exc) from exc
-        except StoreUnavailableError as exc:
-            if isinstance(exc.__cause__, self._outages):
+        result = self.save_decisions([ToSave(decision, fingerprint, decided_at, version)])[0]
+        if isinstance(result, NextbestError):
+            raise result
+        return result
+
+    def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
+        """Writes every decision as ``save_decision`` does, all queued at once so that they share the
+        group commit's transactions; one result per item, in order: what was saved, or the error that
+        item alone met (``InvalidArgumentError`` for data the database refused, else
+        ``StoreUnavailableError``)."""
+        pending = []
+        for d, fingerprint, decided_at, version in items:
+            exposure_rows = codec.exposure_rows(d)
+            assignment_rows = codec.assignment_rows(d)
+            cancellations = codec.cancellation_rows(d)
+            version_guard = None
+            if version is not None and (exposure_rows or assignment_rows or cancellations):
+                version_guard = codec.version_guard_row(d.user_id, decided_at, version)
+            pending.append(
+                PendingWrite(
+                    codec.decision_row(d, fingerprint, decided_at),
+                    exposure_rows,
+                    assignment_rows,
+                    cancellations,
+                    version_guard,
+                )
+            )
+        self.writer.write_many(pending)
+        results: list[SavedDecision | NextbestError] = []
+        failed: BaseException | None = None
+        for item in pending:
+            exc = item.error
+            if exc is None:
+                results.append(SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict))
+            elif isinstance(exc, self._refusals):  # alone in its transaction by now: its own fault
+                results.append(refused("decision", item.decision_row, exc))
+            elif isinstance(exc, (SQLAlchemyError, self._driver_error)):
+                failed = exc
+                error = StoreUnavailableError("could not write decision: the database is unavailable")
+                error.__cause__ = exc
+                results.append(error)
+            else:  # not the database's doing: a bug, raised as it is
+                raise exc
+        if failed is not None:
+            logger.warning("store failure during write decision: %s", type(failed).__name__)
+            if isinstance(failed, self._outages):
                 self.db.health.failed()
-            raise
-        self.db.health.succeeded()
-        return SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict)
+        elif any(isinstance(r, SavedDecision) for r in results):
+            self.db.health.succeeded()
+        return results
 
     @contextmanager
     def _raw_transaction(self) -> Iterator[Any]:

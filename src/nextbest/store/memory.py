@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from nextbest.domain import Cancellation, Decision, Event, EventOutcome, EventType
+from nextbest.errors import NextbestError
 from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, apply_event
 from nextbest.store import codec
 from nextbest.store.contract import (
@@ -25,6 +26,7 @@ from nextbest.store.contract import (
     DecisionStore,
     SavedDecision,
     StoredDecision,
+    ToSave,
     cancellations,
 )
 
@@ -104,6 +106,16 @@ class MemoryStore:
                 )
                 history.append(exposure_id)
         return SavedDecision(True, cancelled)
+
+    def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
+        """``save_decision`` for each item in turn; an item's error is its own."""
+        results: list[SavedDecision | NextbestError] = []
+        for item in items:
+            try:
+                results.append(self.save_decision(*item))
+            except NextbestError as exc:
+                results.append(exc)
+        return results
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""

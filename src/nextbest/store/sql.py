@@ -20,10 +20,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from nextbest.domain import Cancellation, Decision, Event, EventOutcome
+from nextbest.errors import NextbestError
 from nextbest.experiments import Experiment
 from nextbest.state import CancelRule, CustomerSnapshot
 from nextbest.store.backend import Backend
-from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision
+from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision, ToSave
 from nextbest.store.customers import CustomerLog
 from nextbest.store.database import Database
 from nextbest.store.decisions import DecisionLog
@@ -73,6 +74,14 @@ class Store:
         """Durably writes the decision, its exposures and its preemptions (group commit), atomically,
         while the customer's version is still ``version`` (see ``DecisionLog.save_decision``)."""
         return self.decisions.save_decision(self.ids.decision(decision), fingerprint, decided_at, version)
+
+    def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
+        """Writes each decision as ``save_decision`` does, all queued at once in the group commit; one
+        result per item, an item's failure its own."""
+        decision = self.ids.decision
+        return self.decisions.save_decisions(
+            [item._replace(decision=decision(item.decision)) for item in items]
+        )
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""

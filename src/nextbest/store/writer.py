@@ -7,8 +7,9 @@ holding its rows has committed: a response is never sent before its decision is 
 caller simply commits its own rows, with no hand-off to another thread.
 
 A failed transaction acknowledges nothing. When the failure may be one member's fault (the database
-refused some row's data: a NUL byte, a value out of range) the members are written again one by one, each
-in its own transaction, so that only the bad one fails and the others commit; when it cannot be (the
+refused some row's data: a NUL byte, a value out of range) the batch is written again in halves, each in
+its own transaction, and a failing half in halves again, so that only the bad member fails and the others
+commit; when it cannot be (the
 database is down) every call in the batch fails at once, rather than waiting on the database once each.
 """
 
@@ -67,7 +68,7 @@ class GroupCommitWriter:
         self.commit_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
-        self.isolated = 0  # batches that failed and were retried member by member
+        self.isolated = 0  # batches that failed and were retried in parts
 
     def write(
         self,
@@ -80,35 +81,46 @@ class GroupCommitWriter:
         """Durably writes the rows (with whatever else is queued); the item says whether the decision
         was inserted, whether its version guard failed and which cancellations took effect."""
         item = PendingWrite(decision_row, exposure_rows, assignment_rows, cancellations or [], guard)
-        with self._queue_lock:
-            self._queue.append(item)
-        while not item.done:
-            with self.commit_lock:
-                if item.done:  # an earlier lock holder committed it
-                    break
-                with self._queue_lock:
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: self._max_batch]
-                self._commit(batch)
+        self.write_many([item])
         if item.error is not None:
             raise item.error
         return item
 
-    def _commit(self, batch: list[PendingWrite]) -> None:
+    def write_many(self, items: Sequence[PendingWrite]) -> None:
+        """Durably writes every item (with whatever else is queued), in as few transactions as the
+        batch size allows; returns once each has committed or failed. Failures are not raised: each
+        item's ``error`` says whether it, alone, failed."""
+        with self._queue_lock:
+            self._queue.extend(items)
+        for item in items:
+            while not item.done:
+                with self.commit_lock:
+                    if item.done:  # an earlier lock holder committed it
+                        break
+                    with self._queue_lock:
+                        batch = self._queue[: self._max_batch]
+                        del self._queue[: self._max_batch]
+                    self._commit(batch)
+
+    def _commit(self, batch: list[PendingWrite], retry: bool = False) -> None:
         try:
             with self._begin() as conn:
                 inserted = self._write_batch(conn, batch)
         except Exception as exc:  # the boundary: nothing in the batch was written
             if len(batch) > 1 and self._isolate(exc):
-                logger.warning(
-                    "group commit of %d decisions refused (%s); writing them one by one",
-                    len(batch),
-                    type(exc).__name__,
-                )
-                self.isolated += 1
+                # Halves, recursively: one bad member among n costs ~2 log2(n) transactions, not n.
+                if not retry:
+                    logger.warning(
+                        "group commit of %d decisions refused (%s); writing them in halves",
+                        len(batch),
+                        type(exc).__name__,
+                    )
+                    self.isolated += 1
                 for item in batch:
                     _forget_attempt(item)
-                    self._commit([item])
+                half = len(batch) // 2
+                self._commit(batch[:half], retry=True)
+                self._commit(batch[half:], retry=True)
                 return
             if len(batch) > 1 or not self._isolate(exc):
                 logger.exception("group commit of %d decisions failed", len(batch))
