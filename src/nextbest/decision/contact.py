@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from nextbest.catalog import Action, Cap, Catalog, ContactPolicy, Flow, QuietHours
+from nextbest.catalog import Action, Cap, Catalog, ContactPolicy, Engagement, Flow, QuietHours
 from nextbest.decision.candidates import Refusal, rejection
 from nextbest.decision.journeys import JourneyBook, step_delay
 from nextbest.decision.scoring import ScoredCandidate
@@ -29,7 +29,7 @@ from nextbest.domain import (
     ReasonCode,
     Rejection,
 )
-from nextbest.state import MESSAGING_CHANNELS, CustomerSnapshot, Journey, PastExposure
+from nextbest.state import MESSAGING_CHANNELS, CustomerSnapshot, CustomerState, Journey, PastExposure
 
 __all__ = [
     "CapViolation",
@@ -37,9 +37,12 @@ __all__ = [
     "cancel_reason",
     "cap_violation",
     "check_at",
+    "conflict_failure",
     "contact_failure",
     "defer_for_quiet_hours",
+    "engagement_failure",
     "preemptions",
+    "step_failure",
 ]
 
 
@@ -59,18 +62,38 @@ def contact_failure(
 ) -> Refusal | None:
     """The first check of the candidate alone that ``action`` fails, or None: engagement, the conflict
     check, flow steps, cooldown."""
-    state = snapshot.state
     engagement = catalog.policy.engagement
-    if engagement is not None and action.action_class in engagement.classes:
-        since = now - engagement.window
-        known = state.first_seen_at is not None and state.first_seen_at <= since
-        if known and (state.last_engagement_at is None or state.last_engagement_at < since):
-            days = engagement.window.total_seconds() / 86400
-            return Refusal(
-                ReasonCode.UNENGAGED,
-                f"no opens or clicks in the last {days:g} days (last engagement: "
-                f"{_at(state.last_engagement_at)}); {action.action_class.value} actions stop",
-            )
+    return (
+        (
+            engagement_failure(action.action_class, engagement, snapshot.state, now)
+            if engagement is not None and action.action_class in engagement.classes
+            else None
+        )
+        or conflict_failure(flow, journey, book)
+        or step_failure(action, flow, journey, snapshot.history, now)
+    )
+
+
+def engagement_failure(
+    action_class: ActionClass, engagement: Engagement, state: CustomerState, now: datetime
+) -> Refusal | None:
+    """Engagement suppression for a class the policy's engagement rule covers (the same for every
+    action of the class): known for the whole window, and no open or click in it."""
+    since = now - engagement.window
+    known = state.first_seen_at is not None and state.first_seen_at <= since
+    if known and (state.last_engagement_at is None or state.last_engagement_at < since):
+        days = engagement.window.total_seconds() / 86400
+        return Refusal(
+            ReasonCode.UNENGAGED,
+            f"no opens or clicks in the last {days:g} days (last engagement: "
+            f"{_at(state.last_engagement_at)}); {action_class.value} actions stop",
+        )
+    return None
+
+
+def conflict_failure(flow: Flow, journey: Journey, book: JourneyBook) -> Refusal | None:
+    """The conflict check (the same for every action of the flow): a new journey is not started while
+    the customer is mid-journey in a flow that outranks it."""
     if flow.is_journey and journey.new:
         higher = book.higher_journey(flow)
         if higher is not None:
@@ -81,13 +104,20 @@ def contact_failure(
                 f"entered at {_at(theirs.entered_at)}); not entered into {flow.id} "
                 f"({flow.action_class.value}, priority {flow.priority})",
             )
+    return None
+
+
+def step_failure(
+    action: Action, flow: Flow, journey: Journey, history: Sequence[PastExposure], now: datetime
+) -> Refusal | None:
+    """The action's own checks: its flow step is due, and its cooldown has passed."""
     if action.step is not None:
         failure = _step_failure(action, flow, journey, now)
         if failure is not None:
             return failure
     if action.cooldown:
         at = now + step_delay(action, flow, journey, now)
-        for p in snapshot.history:
+        for p in history:
             if p.action_id == action.id and not p.cancelled and abs(p.send_at - at) < action.cooldown:
                 return Refusal(
                     ReasonCode.COOLDOWN,

@@ -37,17 +37,27 @@ from datetime import UTC, datetime
 from functools import partial
 from zoneinfo import ZoneInfo
 
-from nextbest.catalog import Action, Catalog
+from nextbest.catalog import Catalog
 from nextbest.decision.arbitration import arbitrate
-from nextbest.decision.candidates import Candidate, candidates_for, rejection
-from nextbest.decision.contact import ContactLog, cancel_reason, contact_failure, preemptions
+from nextbest.decision.candidates import Candidate, Refusal, rejection
+from nextbest.decision.contact import (
+    ContactLog,
+    cancel_reason,
+    conflict_failure,
+    engagement_failure,
+    preemptions,
+    step_failure,
+)
 from nextbest.decision.experiments import apply_experiments
-from nextbest.decision.gates import check_gates, check_inventory
+from nextbest.decision.gates import channel_gate, check_inventory, journey_gate
 from nextbest.decision.journeys import JourneyBook, step_delay
+from nextbest.decision.plan import Plans, TriggerPlan
 from nextbest.decision.rules import RuleScope, check_rules
 from nextbest.decision.scoring import ScoredCandidate, score_candidates
 from nextbest.decision.validate import MAX_EVENTS, validate_event, validate_request
 from nextbest.domain import (
+    ActionClass,
+    Channel,
     ChosenAction,
     Decision,
     DecisionRequest,
@@ -192,6 +202,7 @@ class DecisionEngine:
         self._needs_stock = frozenset(
             t for a in catalog.actions if a.inventory == "in_stock" for t in a.triggers
         )
+        self._plans = Plans(catalog)
         self._decide_time = Duration()
         self._write_time = Duration()
 
@@ -375,10 +386,8 @@ class DecisionEngine:
         """The decision for a valid request on the customer's ``snapshot``, at ``now``: candidates,
         eligibility, experiments, scoring, send time, arbitration and preemptions. Reads nothing and
         writes nothing; saving it (and deciding again on a conflict) is the caller's."""
-        actions = candidates_for(
-            self.catalog, request.trigger, [c for c in request.channels if c is not None]
-        )
-        eligible, rejected = self._eligible(actions, snapshot, request, now)
+        plan = self._plans.plan(request.trigger, request.channels)
+        eligible, rejected = self._eligible(plan, snapshot, request, now)
         treated = apply_experiments(eligible, self.catalog, snapshot.state, request.trigger, now)
         zone = (
             ZoneInfo(request.context.time_zone)
@@ -413,28 +422,51 @@ class DecisionEngine:
         )
 
     def _eligible(
-        self, actions: list[Action], snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime
+        self, plan: TriggerPlan, snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime
     ) -> tuple[list[Candidate], list[Rejection]]:
         """Gates, contact checks and rules, in that order: each action is refused by the first that
-        fails, or becomes a candidate due after its step's delay."""
+        fails, or becomes a candidate due after its step's delay. What depends only on the channel (consent,
+        suppression), the flow (journey gates, the conflict check) or the class (engagement) is worked out
+        once per decision and shared by the actions it concerns."""
         catalog = self.catalog
+        state = snapshot.state
         eligible: list[Candidate] = []
         rejected: list[Rejection] = []
         book = JourneyBook(catalog, snapshot, request.trigger, now)
-        scope = RuleScope(snapshot.state, request, now)
-        # By flow, so the rules' ``journey`` variable changes once per flow (setting it costs ten rule runs).
-        for action in sorted(actions, key=lambda a: a.flow):
-            flow = catalog.flows[action.flow]
+        scope = RuleScope(state, request, now, plan.reads)
+        engagement = catalog.policy.engagement
+        by_channel: dict[tuple[Channel, bool], Refusal | None] = {}
+        by_flow: dict[str, Refusal | None] = {}
+        by_class: dict[ActionClass, Refusal | None] = {}
+        for p in plan.actions:
+            action = p.action
+            flow = p.flow
             journey = book[flow.id]
-            entry = request.trigger in flow.entry_triggers
-            refusal = (
-                check_gates(action, catalog.channels[action.channel], snapshot.state, journey, entry)
-                or check_inventory(action, request, snapshot.out_of_stock)
-                or contact_failure(
-                    action, flow, journey, book=book, catalog=catalog, snapshot=snapshot, now=now
+            key = (action.channel, p.marketing)
+            if key in by_channel:
+                refusal = by_channel[key]
+            else:
+                refusal = by_channel[key] = channel_gate(action.channel, p.channel, state, p.marketing)
+            if refusal is None:
+                if flow.id in by_flow:
+                    refusal = by_flow[flow.id]
+                else:
+                    refusal = by_flow[flow.id] = journey_gate(flow.id, journey, p.entry)
+            if refusal is None and p.checks_stock:
+                refusal = check_inventory(action, request, snapshot.out_of_stock)
+            if refusal is None and p.engaged_only:
+                assert engagement is not None
+                cls = action.action_class
+                if cls in by_class:
+                    refusal = by_class[cls]
+                else:
+                    refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
+            if refusal is None:
+                refusal = (
+                    conflict_failure(flow, journey, book)
+                    or step_failure(action, flow, journey, snapshot.history, now)
+                    or (check_rules(action, flow, journey, scope) if p.when or p.rule else None)
                 )
-                or check_rules(action, flow, journey, scope)
-            )
             if refusal is not None:
                 rejected.append(rejection(action, refusal.reason, refusal.detail))
             else:

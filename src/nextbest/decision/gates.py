@@ -13,10 +13,10 @@ from datetime import datetime
 
 from nextbest.catalog import Action, ChannelPolicy
 from nextbest.decision.candidates import Refusal
-from nextbest.domain import DecisionRequest, ReasonCode
+from nextbest.domain import Channel, DecisionRequest, ReasonCode
 from nextbest.state import CustomerState, Journey
 
-__all__ = ["check_gates", "check_inventory"]
+__all__ = ["channel_gate", "check_gates", "check_inventory", "journey_gate"]
 
 
 def _at(value: datetime | None) -> str:
@@ -31,41 +31,51 @@ def check_gates(
     entry_trigger: bool,
 ) -> Refusal | None:
     """The first gate ``action`` fails, or None when it passes them all."""
-    channel = state.channel(action.channel)
-    marketing = action.action_class.is_marketing
-    if channel.suppression is not None and (marketing or channel.suppression.blocks_transactional):
+    return channel_gate(action.channel, policy, state, action.action_class.is_marketing) or journey_gate(
+        action.flow, journey, entry_trigger
+    )
+
+
+def channel_gate(
+    channel: Channel, policy: ChannelPolicy, state: CustomerState, marketing: bool
+) -> Refusal | None:
+    """Suppression, then consent, on ``channel``: the same for every action of a class on it."""
+    on = state.channel(channel)
+    if on.suppression is not None and (marketing or on.suppression.blocks_transactional):
         return Refusal(
             ReasonCode.SUPPRESSED,
-            f"{action.channel.value} suppressed: {channel.suppression.value.replace('_', ' ')} "
-            f"at {_at(channel.suppressed_at)}",
+            f"{channel.value} suppressed: {on.suppression.value.replace('_', ' ')} "
+            f"at {_at(on.suppressed_at)}",
         )
     if marketing and policy.requires_consent:
-        consent = channel.consent if channel.consent is not None else policy.default_consent
+        consent = on.consent if on.consent is not None else policy.default_consent
         if not consent:
-            said = f"revoked at {_at(channel.consent_at)}" if channel.consent is False else "never given"
-            return Refusal(ReasonCode.NO_CONSENT, f"no {action.channel.value} consent: {said}")
+            said = f"revoked at {_at(on.consent_at)}" if on.consent is False else "never given"
+            return Refusal(ReasonCode.NO_CONSENT, f"no {channel.value} consent: {said}")
+    return None
+
+
+def journey_gate(flow: str, journey: Journey, entry_trigger: bool) -> Refusal | None:
+    """Re-entry window, flow exit, journey membership: the same for every action of the flow."""
     if journey.blocked_until is not None:
         return Refusal(
             ReasonCode.COOLDOWN,
-            f"{action.flow} re-entry window: entered at {_at(journey.entered_at)}, "
+            f"{flow} re-entry window: entered at {_at(journey.entered_at)}, "
             f"no new journey before {_at(journey.blocked_until)}",
         )
     if journey.exit_event is not None:
         return Refusal(
             ReasonCode.EXITED_FLOW,
-            f"left {action.flow}: {journey.exit_event.value} at {_at(journey.exited_at)} "
+            f"left {flow}: {journey.exit_event.value} at {_at(journey.exited_at)} "
             f"after entering at {_at(journey.entered_at)}",
         )
     if not entry_trigger and not journey.active:
         if journey.entered_at is not None:
             return Refusal(
                 ReasonCode.NOT_IN_JOURNEY,
-                f"the {action.flow} journey entered at {_at(journey.entered_at)} "
-                f"ended at {_at(journey.ends_at)}",
+                f"the {flow} journey entered at {_at(journey.entered_at)} ended at {_at(journey.ends_at)}",
             )
-        return Refusal(
-            ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {action.flow}"
-        )
+        return Refusal(ReasonCode.NOT_IN_JOURNEY, f"a follow-up step, and the customer is not in {flow}")
     return None
 
 
