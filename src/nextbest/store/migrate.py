@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from nextbest.store.database import Database
+from nextbest.store.partitions import ensure_partitions
 
 __all__ = ["current_revision", "head_revision", "upgrade"]
 
@@ -23,11 +25,14 @@ def _config() -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Brings the schema to ``revision``; safe to run on an up-to-date database."""
+    """Brings the schema to ``revision``, and on PostgreSQL creates the monthly partitions ahead (see
+    ``nextbest.store.partitions``); safe to run on an up-to-date database."""
     config = _config()
     with db.begin_write() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+    with db.begin_write() as conn:
+        ensure_partitions(conn, datetime.now(UTC))
 
 
 def current_revision(db: Database) -> str | None:

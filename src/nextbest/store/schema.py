@@ -108,6 +108,11 @@ decisions = Table(
     Index(None, "user_id", "occurred_at"),
 )
 
+# On PostgreSQL, exposures, assignments and events are partitioned by month on occurred_at (migration
+# 0007, ``nextbest.store.partitions``): there their primary keys are (id, occurred_at) and events are
+# unique on (event_id, occurred_at), plus a trigger that keeps event_id unique across partitions — a
+# partitioned table's unique constraints must include the partition key. SQLite has them as declared here.
+
 # The exposure log: one row per action chosen for a customer, the contact history policy reads.
 exposures = Table(
     "exposures",
@@ -160,7 +165,9 @@ assignments = Table(
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("catalog_version", String(32), nullable=False),
     Column("features", LargeBinary),
-    Index(None, "experiment_id", "user_id", "occurred_at"),
+    # Covering on PostgreSQL: a report groups an experiment's exposures by customer from the index alone,
+    # in customer order (an index-only scan, no hash of every exposure).
+    Index(None, "experiment_id", "user_id", "occurred_at", postgresql_include=["arm_id"]),
     Index(None, "decision_id"),
 )
 
@@ -193,7 +200,8 @@ events = Table(
     Column("order_id", _ID),
     # The rest of the event (items, product ids, consent flag, bounce kind, properties).
     Column("details", _JSON, nullable=False),
-    Index(None, "user_id", "type", "occurred_at"),
+    # Covering on PostgreSQL: a report joins each customer's events from the index alone.
+    Index(None, "user_id", "type", "occurred_at", postgresql_include=["value"]),
 )
 
 # Customer state folded from events (see nextbest.state.customer); one row per customer.
