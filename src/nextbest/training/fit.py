@@ -20,6 +20,7 @@ from nextbest.training.datasets import TrainingSet
 from nextbest.training.metrics import binary_metrics, qini_curve
 
 __all__ = [
+    "LEARNERS",
     "Split",
     "TrainedModel",
     "fit_binary",
@@ -121,8 +122,16 @@ UPLIFT_PARAMS: dict[str, Any] = {"num_leaves": 4, "min_data_in_leaf": 100, "lear
 
 
 def fit_binary(
-    data: TrainingSet, train: Index, valid: Index, seed: int, params: Mapping[str, Any] | None = None
+    data: TrainingSet,
+    train: Index,
+    valid: Index,
+    seed: int,
+    params: Mapping[str, Any] | None = None,
+    *,
+    init_model: lgb.Booster | None = None,
 ) -> lgb.Booster:
+    """A binary LightGBM classifier, early-stopped on ``valid``. With ``init_model`` it continues from
+    that model's trees (its predictions are the starting scores) and the result holds both."""
     settings = {**DEFAULT_PARAMS, "seed": seed, **(params or {})}
     settings["min_data_in_leaf"] = min(settings["min_data_in_leaf"], max(5, train.size // 20))
     common: dict[str, Any] = {
@@ -138,6 +147,7 @@ def fit_binary(
         num_boost_round=MAX_ROUNDS,
         valid_sets=[lgb.Dataset(data.x[valid], data.y[valid], reference=fit, **common)] if valid.size else [],
         callbacks=callbacks,
+        init_model=init_model,
     )
     if valid.size and booster.best_iteration > 0:
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
@@ -203,19 +213,56 @@ def _randomized_actions(data: TrainingSet) -> list[str]:
     return out
 
 
-def train_uplift(data: TrainingSet, seed: int, outcome: str = "order", command: str = "") -> TrainedModel:
-    """A two-model (T-) learner: one classifier on treated rows, one on untreated rows; uplift is the
-    difference of their predictions. Evaluated by Qini against random targeting and against ranking by
-    the treated model's P(convert) (what a propensity model would target)."""
+# The uplift learners, each a pair of classifiers (P(convert | treated), P(convert | untreated)) that
+# serving reads the same way:
+# - "two-model": the T-learner, one classifier per arm fitted independently;
+# - "shared-base": one classifier on both arms' rows first, then each arm's classifier continues from it
+#   with trees of its own (early-stopped on that arm). What both arms share (who buys anyway) is learned
+#   once from all rows, so the two arms' noise is not differenced into the uplift; the arm-specific trees
+#   carry the difference, as log-odds shifts.
+LEARNERS = ("two-model", "shared-base")
+
+
+def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> tuple[lgb.Booster, lgb.Booster]:
+    t = data.treated
+    assert t is not None
+    base = (
+        fit_binary(data, parts.train, parts.valid, seed, UPLIFT_PARAMS) if learner == "shared-base" else None
+    )
+    treated = fit_binary(
+        data, parts.train[t[parts.train]], parts.valid[t[parts.valid]], seed, UPLIFT_PARAMS, init_model=base
+    )
+    control = fit_binary(
+        data, parts.train[~t[parts.train]], parts.valid[~t[parts.valid]], seed, UPLIFT_PARAMS, init_model=base
+    )
+    return treated, control
+
+
+def train_uplift(
+    data: TrainingSet, seed: int, outcome: str = "order", command: str = "", learner: str | None = None
+) -> TrainedModel:
+    """An uplift model as two classifiers (``LEARNERS``); uplift is the difference of their
+    predictions. Without ``learner``, each learner is fitted and the one with the highest Qini
+    coefficient on the validation slice (the latest rows before the test period, randomized exposures
+    only) is kept; the card lists every learner's validation Qini. The kept one is evaluated on the test
+    period by Qini against random targeting and against ranking by the treated model's P(convert) (what
+    a propensity model would target)."""
     _require(data, "uplift")
     if data.treated is None or data.treated.all() or not data.treated.any():
         raise ValueError("uplift needs both treated and untreated (held-out or control) rows")
+    if learner is not None and learner not in LEARNERS:
+        raise ValueError(f"unknown uplift learner {learner!r}; choose from {', '.join(LEARNERS)}")
     parts = split(data, seed)
     t = data.treated
-    treated = fit_binary(data, parts.train[t[parts.train]], parts.valid[t[parts.valid]], seed, UPLIFT_PARAMS)
-    control = fit_binary(
-        data, parts.train[~t[parts.train]], parts.valid[~t[parts.valid]], seed, UPLIFT_PARAMS
-    )
+    x_valid, y_valid, t_valid = data.x[parts.valid], data.y[parts.valid], t[parts.valid]
+    fitted: dict[str, tuple[lgb.Booster, lgb.Booster]] = {}
+    selection: dict[str, float] = {}
+    for name in (learner,) if learner is not None else LEARNERS:
+        fitted[name] = _fit_arms(data, parts, seed, name)
+        v_t, v_c = (_predict(b, x_valid) for b in fitted[name])
+        selection[name] = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)["qini"]["uplift_model"]
+    chosen = max(selection, key=lambda name: selection[name])
+    treated, control = fitted[chosen]
     x_test, y_test, t_test = data.x[parts.test], data.y[parts.test], t[parts.test]
     p_t, p_c = _predict(treated, x_test), _predict(control, x_test)
     metrics = uplift_metrics(p_t - p_c, p_t, y_test, t_test, seed)
@@ -231,8 +278,11 @@ def train_uplift(data: TrainingSet, seed: int, outcome: str = "order", command: 
         flows=data.flows,
         actions=_randomized_actions(data),
         outcome=outcome,
-        metrics={"test": metrics},
-        params={"learner": "two-model (T-learner)", **UPLIFT_PARAMS},
+        metrics={
+            "test": metrics,
+            "selection": {"by": "qini on the validation slice", "qini": selection, "chosen": chosen},
+        },
+        params={"learner": chosen, **UPLIFT_PARAMS},
         command=command,
     )
     files = {
