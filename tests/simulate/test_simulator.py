@@ -271,3 +271,27 @@ def test_an_arm_without_units_is_written_as_null_not_as_nan(tmp_path: Path) -> N
     path = write_truth(tmp_path / "t.json", result, arms, as_of=start, window=timedelta(days=14), seed=1)
     (written,) = json.loads(path.read_text())["experiments"]
     assert written["units"] == 0 and written["effects"] == {"conversion": None, "revenue": None}
+
+
+class OneEmail(Silent):
+    """A backend that answers every abandoned cart with a reminder e-mail three hours later."""
+
+    def decide(self, request: SimRequest) -> Decided:
+        super().decide(request)
+        if request.trigger != "cart_abandoned":
+            return Decided(f"d{len(self.log)}", [])
+        at = request.at + timedelta(hours=3)
+        return Decided(
+            f"d{len(self.log)}", [Message("cart_reminder_email", "cart_abandonment", Channel.EMAIL, at)]
+        )
+
+
+def test_each_actions_expected_opens_are_its_messages_open_probabilities_when_delivered() -> None:
+    result = Simulator(OneEmail(), population(80, seed=4), days=10, seed=4).run()
+    delivered = [m for cart in result.carts for m in cart.delivered]
+    assert result.delivered_by_action == {"cart_reminder_email": len(delivered)} and len(delivered) > 20
+    expected = sum(
+        cart.customer.open_probability(m.send_at, m.channel) for cart in result.carts for m in cart.delivered
+    )
+    assert result.opens_by_action["cart_reminder_email"] == pytest.approx(expected)
+    assert 0.06 * len(delivered) < expected < 0.95 * len(delivered)

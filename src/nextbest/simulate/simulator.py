@@ -61,6 +61,9 @@ class SimulationResult:
     # the expected number of unsubscribes the delivered marketing messages caused (their probabilities)
     expected_unsubscribes: float = 0.0
     delivered_by_action: dict[str, int] = field(default_factory=dict)
+    # the expected number of opens of each action's delivered messages (their true open probabilities at
+    # the hour they were delivered): what a send time earns in engagement
+    opens_by_action: dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: SimulationResult) -> None:
         for name in ("decisions", "events", "messages", "orders", "unsubscribes", "expected_unsubscribes"):
@@ -70,6 +73,8 @@ class SimulationResult:
             self.units.setdefault(experiment, {}).update(units)
         for action, n in other.delivered_by_action.items():
             self.delivered_by_action[action] = self.delivered_by_action.get(action, 0) + n
+        for action, opens in other.opens_by_action.items():
+            self.opens_by_action[action] = self.opens_by_action.get(action, 0.0) + opens
 
 
 @dataclass(slots=True)
@@ -278,9 +283,13 @@ class _Shard:
         if pending.cart is not None:
             pending.cart.delivered.append(message)
             pending.cart.scopes.append(pending.scope)
+        p_open = c.open_probability(at, message.channel)
+        self.result.opens_by_action[message.action_id] = (
+            self.result.opens_by_action.get(message.action_id, 0.0) + p_open
+        )
         rng = self.rng(c)
         draws = rng.random(4)
-        if draws[0] < c.open_probability(at, message.channel):
+        if draws[0] < p_open:
             if message.channel is Channel.EMAIL:  # read at the customer's inbox hour
                 opened = c.next_reading(at, float(draws[3] - 0.5) * 1.5)
             else:  # push and SMS are seen within minutes, or not at all
