@@ -1,5 +1,6 @@
-"""``nextbest erase | retention | audit``: privacy operations run against the database directly (no
-server needed; safe while servers run on it). Each is appended to the audit log as ``cli:<os user>``."""
+"""``nextbest erase | retention | audit | partitions``: privacy and maintenance operations run against
+the database directly (no server needed; safe while servers run on it). Erasures and retention runs are
+appended to the audit log as ``cli:<os user>``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 __all__ = ["COMMANDS", "add_privacy_commands", "parse_age", "run_privacy_command"]
 
-COMMANDS = ("erase", "retention", "audit")
+COMMANDS = ("erase", "retention", "audit", "partitions")
 _AGE = re.compile(r"^\s*(\d+)\s*([dhw])\s*$")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
@@ -49,6 +50,15 @@ def add_privacy_commands(sub: Any) -> None:
     retention.add_argument("--older-than", required=True, help="age such as 400d, 12h or 52w")
     retention.add_argument("--batch", type=int, default=1000, help="rows per transaction (default 1000)")
     _add_database(retention)
+
+    partitions = sub.add_parser(
+        "partitions",
+        help="PostgreSQL: create the monthly partitions ahead and list them (run monthly, e.g. from cron)",
+    )
+    partitions.add_argument(
+        "--months-ahead", type=int, default=3, help="months after the current one to create (default 3)"
+    )
+    _add_database(partitions)
 
     audit = sub.add_parser("audit", help="the audit log of admin calls and erasures, oldest first")
     audit.add_argument("--limit", type=int, default=100, help="the latest N entries (default 100)")
@@ -96,6 +106,10 @@ def run_privacy_command(args: argparse.Namespace, settings: Callable[[argparse.N
             purged = Erasure(db).purge_before(now - request, now, principal, batch=args.batch)
             rows = ", ".join(f"{table} {n:,}" for table, n in purged.rows.items())
             print(f"deleted rows older than {purged.before:%Y-%m-%d %H:%M} UTC: {rows}")
+            if purged.partitions:
+                print(f"dropped {len(purged.partitions)} monthly partitions: {', '.join(purged.partitions)}")
+        elif args.command == "partitions":
+            _partitions(db, now, args.months_ahead)
         else:
             for entry in AuditLog(db).read(since=request, limit=args.limit):
                 if args.json:
@@ -120,6 +134,10 @@ def _request(args: argparse.Namespace) -> Any:
         except InvalidArgumentError as exc:
             raise ValueError(str(exc)) from None
         return None
+    if args.command == "partitions":
+        if not 0 <= args.months_ahead <= 120:
+            raise ValueError(f"--months-ahead must be between 0 and 120, got {args.months_ahead}")
+        return None
     if args.command == "retention":
         if args.batch < 1:
             raise ValueError(f"--batch must be at least 1, got {args.batch}")
@@ -135,6 +153,25 @@ def _request(args: argparse.Namespace) -> Any:
             f"--since: expected an ISO time such as 2026-12-01T00:00Z, got {args.since!r}"
         ) from None
     return since if since.tzinfo else since.replace(tzinfo=UTC)
+
+
+def _partitions(db: Any, now: datetime, ahead: int) -> None:
+    from nextbest.store.partitions import PARTITIONED, ensure_partitions, is_partitioned, partitions
+
+    if db.dialect != "postgresql":
+        print("SQLite keeps no partitions: nothing to do")
+        return
+    with db.begin_write() as conn:
+        created = ensure_partitions(conn, now, ahead)
+    print(f"created {len(created)} partitions" + (f": {', '.join(created)}" if created else ""))
+    with db.reader.connect() as conn:
+        for table in PARTITIONED:
+            if not is_partitioned(conn, table):
+                print(f"{table}: not partitioned")
+                continue
+            months = [p for p in partitions(conn, table) if not p.is_default]
+            span = f"{months[0].start:%Y-%m} to {months[-1].start:%Y-%m}" if months else "none"
+            print(f"{table}: {len(months)} monthly partitions ({span}) and a default one")
 
 
 def _check_schema(db: Any) -> None:

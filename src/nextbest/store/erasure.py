@@ -7,13 +7,16 @@ experiment and arm, without whom: ``erasures``) so lift reports can say how many
 appends its audit entry in the same transaction. Erasing again finds nothing and says so.
 
 Retention deletes in batches, each its own short transaction, so a serving process's group commit and
-event writes wait at most one batch.
+event writes wait at most one batch. On PostgreSQL, where exposures, assignments and events are
+partitioned by month (``nextbest.store.partitions``), it first drops every month that ends before the
+cut-off whole, and deletes row by row only what is left: the month the cut-off falls in, rows in the
+default partition, and decisions (not partitioned).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +26,7 @@ from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.store.audit import AuditEntry, append_in
 from nextbest.store.backend import guard
 from nextbest.store.database import Database
+from nextbest.store.partitions import drop_partitions_before
 from nextbest.store.pseudonyms import PREFIX, CustomerIds
 from nextbest.store.schema import assignments, customers, decisions, erasures, events, exposures
 
@@ -64,10 +68,12 @@ class Erased:
 
 @dataclass(frozen=True, slots=True)
 class Purged:
-    """Rows deleted per table by a retention run, and the moment they were older than."""
+    """Rows deleted per table by a retention run (with those of dropped partitions), the moment they were
+    older than, and the partitions dropped whole (PostgreSQL)."""
 
     before: datetime
     rows: Mapping[str, int]
+    partitions: tuple[str, ...] = field(default=())
 
 
 class Erasure:
@@ -130,6 +136,8 @@ class Erasure:
         events) and the audit log are kept."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
+        # Exposures and assignments first: the decisions they refer to go after them.
+        dropped, in_partitions = self._drop_partitions((assignments, exposures, events), before)
         rows = {
             "assignments": self._purge(assignments, assignments.c.assignment_id, before, batch),
             "exposures": self._purge(exposures, exposures.c.exposure_id, before, batch),
@@ -144,10 +152,28 @@ class Erasure:
             ),
             "events": self._purge(events, events.c.seq, before, batch),
         }
-        detail = {"before": before.isoformat(), "rows": rows}
+        rows = {table: n + in_partitions.get(table, 0) for table, n in rows.items()}
+        detail: dict[str, Any] = {"before": before.isoformat(), "rows": rows}
+        if dropped:
+            detail["partitions_dropped"] = list(dropped)
         with guard("write the audit log"), self.db.begin_write() as conn:
             append_in(conn, AuditEntry(now, principal, "retention", detail))
-        return Purged(before, rows)
+        return Purged(before, rows, dropped)
+
+    def _drop_partitions(
+        self, tables: tuple[Table, ...], before: datetime
+    ) -> tuple[tuple[str, ...], dict[str, int]]:
+        """Drops the monthly partitions of ``tables`` that end before ``before``, a table per short
+        transaction; nothing on SQLite. Returns the partitions dropped and the rows they held per table."""
+        dropped: list[str] = []
+        rows: dict[str, int] = {}
+        if self.db.dialect != "postgresql":
+            return (), rows
+        for table in tables:
+            with guard(f"drop partitions of {table.name}"), self.db.begin_write() as conn:
+                rows[table.name], names = drop_partitions_before(conn, table.name, before)
+            dropped += names
+        return tuple(dropped), rows
 
     def _purge(self, table: Table, key: Any, before: datetime, batch: int, *also: ColumnElement[bool]) -> int:
         # No ORDER BY: old rows come first in insertion order, and sorting would read the whole table.
