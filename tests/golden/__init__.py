@@ -1,0 +1,1 @@
+"""The golden corpus of the decision pipeline (see README.md)."""

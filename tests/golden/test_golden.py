@@ -1,0 +1,136 @@
+"""The golden corpus, replayed through this working tree's decision engine (issue 25).
+
+Every decision the corpus holds was made by the pipeline of the commit its header names; this replays
+the same operations, in order, on a fresh store and asserts the same answers: actions, flows, channels,
+send times, scores and features (to 1e-9), rejections with their reason codes and details, experiment
+exposures, cancellations, event outcomes and errors. A difference is a change of behaviour: fix it, or,
+if it is intended, regenerate the corpus (README.md says how and when that is legitimate).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from nextbest.catalog import Catalog, load_catalog
+from nextbest.models import ModelRegistry
+from nextbest.store import Database, Store, upgrade
+from nextbest.store.memory import MemoryStore
+from tests.golden.corpus import Corpus, Segment, customer_sample, read_corpus
+from tests.golden.record import CATALOG, CORPUS, MODELS, PLANS
+from tests.golden.replay import replay_segment, summary
+
+# The SQL stores replay one customer in this many, with their whole history (a SQL decision costs a few
+# times a memory one; the memory store replays everyone): about 500 decisions over the four segments.
+SQL_SAMPLE = 20
+PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
+SEGMENTS = [p.name for p in PLANS]
+
+
+@cache
+def corpus() -> Corpus:
+    return read_corpus(CORPUS)
+
+
+@cache
+def _load_inputs() -> tuple[Catalog, ModelRegistry]:
+    return load_catalog(CATALOG), ModelRegistry(MODELS)
+
+
+def inputs() -> tuple[Catalog, ModelRegistry]:
+    """The catalog and the models the corpus was recorded with. A model that does not load would turn
+    every score into its fallback and the replay into thousands of differences: say so instead."""
+    catalog, models = _load_inputs()
+    broken = [s for s in models.statuses if s.state.value != "loaded"]
+    if broken:
+        pytest.fail(
+            "the corpus's models do not load in this working tree, so every score would be a fallback: "
+            + "; ".join(f"{s.kind.value} {s.version}: {s.state.value} ({s.detail})" for s in broken),
+            pytrace=False,
+        )
+    return catalog, models
+
+
+def _segment(name: str) -> Segment:
+    return next(s for s in corpus().segments if s.name == name)
+
+
+@pytest.mark.slow
+def test_the_corpus_is_what_its_header_says() -> None:
+    """The fixture's catalog and models are the ones the corpus was recorded with, and all load."""
+    c = corpus()
+    catalog, models = inputs()
+    assert c.header["catalog_version"] == catalog.version
+    assert [s.state.value for s in models.statuses] == ["loaded"] * len(models.statuses)
+    assert c.header["models"] == dict(sorted(models.current.versions.items()))
+    assert [s.name for s in c.segments] == SEGMENTS
+    decisions = sum(1 for _, _, op in c.operations() if op["kind"] == "decide")
+    assert decisions == sum(p.decisions for p in PLANS) == 10_000
+
+
+def test_the_start_of_the_corpus_is_reproduced() -> None:
+    """A quick look for ``make test-fast``: the first 200 operations of the first segment."""
+    catalog, models = inputs()
+    start = read_corpus(CORPUS, lines=202)
+    result = replay_segment(start.segments[0], catalog, models, MemoryStore())
+    assert result.operations == 200
+    assert not result.mismatched, summary(result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEGMENTS)
+def test_memory_store_reproduces_the_corpus(name: str) -> None:
+    catalog, models = inputs()
+    segment = _segment(name)
+    result = replay_segment(segment, catalog, models, MemoryStore())
+    assert result.operations == len(segment.operations)
+    assert not result.mismatched, summary(result)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    db = Database(f"sqlite:///{tmp_path / 'golden.db'}")
+    upgrade(db)
+    store = Store(db)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def postgresql_store() -> Iterator[Store]:
+    """A PostgreSQL database of its own: the corpus's customers and request ids start from nothing."""
+    if not PG_URL:
+        pytest.skip("NEXTBEST_TEST_DATABASE_URL is not set")
+    name = f"nextbest_golden_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        db = Database(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+        upgrade(db)
+        store = Store(db)
+        yield store
+        store.close()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEGMENTS)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sql_stores_reproduce_the_corpus(backend: str, name: str, request: pytest.FixtureRequest) -> None:
+    catalog, models = inputs()
+    store: Store = request.getfixturevalue(f"{backend}_store")
+    segment = customer_sample(_segment(name), SQL_SAMPLE)
+    result = replay_segment(segment, catalog, models, store)
+    assert result.decisions >= 50
+    assert not result.mismatched, summary(result)
