@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from nextbest.errors import FieldViolation
 
@@ -155,8 +156,10 @@ class ChosenAction:
     features: bytes = field(default=b"", compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(NamedTuple):
+    """Why a candidate was not chosen. A named tuple, not a frozen dataclass: a decision makes one per
+    refused candidate (twenty on a busy trigger), and a tuple is built three times faster."""
+
     action_id: str
     flow: str
     channel: Channel

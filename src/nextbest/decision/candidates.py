@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from nextbest.catalog import Action, Catalog
 from nextbest.domain import Channel, ReasonCode, Rejection
@@ -21,15 +22,16 @@ def candidates_for(catalog: Catalog, trigger: str, channels: Sequence[Channel]) 
     return [a for a in catalog.actions_for(trigger) if a.channel in allowed]
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
+class Refusal(NamedTuple):
     """Why a stage turned a candidate away: the reason code and a sentence for ``explain``."""
 
     reason: ReasonCode
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(
+    slots=True
+)  # not frozen: built for every eligible action of every decision, and frozen init is slow
 class Candidate:
     """An eligible action as it would be sent: an experiment arm may change its channel, delay and
     parameters, or hold it out (the unit gets nothing in the experiment's scope).

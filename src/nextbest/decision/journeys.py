@@ -99,7 +99,7 @@ def journey_in(
         if ended is not None:  # inside the re-entry window of a finished journey: no new one yet
             return replace(ended, blocked_until=start + flow.reentry)
     if start is None:
-        return Journey(active=False)
+        return _NEVER
     ended = _ended(flow, snapshot, past, start, now)
     if ended is not None:
         return ended
@@ -135,6 +135,8 @@ def _step_of(flow: Flow, action_id: str) -> int | None:
 
 
 _EVENT_TYPES = frozenset(e.value for e in EventType)
+# The journey of every flow a customer never entered: shared (it is frozen), most flows of most customers.
+_NEVER = Journey(active=False)
 
 
 def journey_variables(

@@ -1,0 +1,248 @@
+"""The decision pipeline in process against the empty gRPC server's CPU per call, in one run (issue 25).
+
+``DecisionEngine.decide`` on ``catalog_20.yaml`` (20 candidate actions for ``bench_trigger``) with the
+bundled models, the same requests ``loadgen.py`` sends (cart value, two products, Europe/Paris, 10,000
+customers), against ``FrozenStore`` (each customer read once, nothing written: the pipeline alone, as in
+``memory_server.py``). Its process CPU per decision is compared with the CPU per call of
+``empty_server.py`` (gRPC and protobuf with no logic: the floor), measured by ``loadgen.py`` closed loop in
+the same run; the two alternate over ``--rounds`` so that a noisy neighbour hits both. The target is
+decide <= 0.5 x the empty server's CPU per call.
+
+Then a breakdown per stage: each stage run alone, in process, on the inputs the pipeline gave it, CPU per
+decision (the stages' sum is a little less than ``decide``: locks, clocks, the deadline estimates).
+
+    python benchmarks/bench_decide.py [--rounds 3] [--decisions 3000] [--seconds 5] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nextbest.catalog import load_catalog
+from nextbest.decision.contact import ContactLog
+from nextbest.decision.engine import DecisionEngine, request_fingerprint
+from nextbest.decision.experiments import apply_experiments
+from nextbest.decision.scoring import score_candidates
+from nextbest.decision.validate import validate_request
+from nextbest.domain import DecisionRequest, RequestContext
+from nextbest.models.artifacts import bundled_models_path
+from nextbest.models.registry import ModelRegistry
+from nextbest.store import FrozenStore, MemoryStore
+
+HERE = Path(__file__).resolve().parent
+NOW = datetime(2026, 11, 23, 15, tzinfo=UTC)
+TRIGGER = "bench_trigger"
+
+
+def requests(count: int, seed: int, users: int = 10_000) -> list[DecisionRequest]:
+    """What loadgen.py sends, as domain requests."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        products = rng.sample(range(1000), 2)
+        out.append(
+            DecisionRequest(
+                request_id=f"bench-{seed}-{i}",
+                user_id=f"bench-user-{rng.randrange(users):05d}",
+                trigger=TRIGGER,
+                occurred_at=None,
+                context=RequestContext(
+                    cart_value=round(rng.uniform(5.0, 250.0), 2),
+                    product_ids=tuple(f"sku-{p:05d}" for p in products),
+                    time_zone="Europe/Paris",
+                ),
+            )
+        )
+    return out
+
+
+def engine(catalog_path: Path) -> DecisionEngine:
+    catalog = load_catalog(catalog_path)
+    models = ModelRegistry(bundled_models_path())
+    return DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
+
+
+def cpu_per_call(fn: Callable[[DecisionRequest], Any], batch: list[DecisionRequest]) -> float:
+    started = time.process_time()
+    for r in batch:
+        fn(r)
+    return (time.process_time() - started) / len(batch) * 1e6
+
+
+def stage_breakdown(eng: DecisionEngine, batch: list[DecisionRequest]) -> dict[str, float]:
+    """CPU µs per decision of each stage, run alone on the inputs the pipeline gives it."""
+    catalog, models = eng.catalog, (eng.models.current if eng.models else None)
+    assert models is not None
+    snaps = {r.request_id: eng.store.load_snapshot(r.user_id, NOW, ()) for r in batch}
+    plan = eng._plans.plan(TRIGGER, ())
+    zone = catalog.policy.time_zone
+    eligible = {r.request_id: eng._eligible(plan, snaps[r.request_id], r, NOW)[0] for r in batch}
+    treated = {
+        r.request_id: apply_experiments(
+            eligible[r.request_id], catalog, snaps[r.request_id].state, TRIGGER, NOW
+        )
+        for r in batch
+    }
+    scored = {
+        r.request_id: score_candidates(
+            treated[r.request_id], NOW, snapshot=snaps[r.request_id], request=r, zone=zone, models=models
+        )[0]
+        for r in batch
+    }
+
+    def arbitrate(r: DecisionRequest) -> Any:
+        contact = ContactLog(catalog.policy, snaps[r.request_id].history, NOW, zone)
+        return eng._arbitrate(scored[r.request_id], 1, contact)
+
+    return {
+        "validate": cpu_per_call(lambda r: validate_request(r, catalog), batch),
+        "fingerprint": cpu_per_call(request_fingerprint, batch),
+        "eligibility (gates, contact, rules)": cpu_per_call(
+            lambda r: eng._eligible(plan, snaps[r.request_id], r, NOW),
+            batch,
+        ),
+        "experiments": cpu_per_call(
+            lambda r: apply_experiments(
+                eligible[r.request_id], catalog, snaps[r.request_id].state, TRIGGER, NOW
+            ),
+            batch,
+        ),
+        "scoring": cpu_per_call(
+            lambda r: score_candidates(
+                treated[r.request_id], NOW, snapshot=snaps[r.request_id], request=r, zone=zone, models=models
+            ),
+            batch,
+        ),
+        "arbitration and send time": cpu_per_call(arbitrate, batch),
+        "make_decision (all of the above but validate, fingerprint)": cpu_per_call(
+            lambda r: eng._make_decision(r, snaps[r.request_id], NOW),
+            batch,
+        ),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"empty server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("empty server did not start")
+
+
+def empty_server_cpu(seconds: float, concurrency: int) -> float:
+    """Server CPU µs per call of empty_server.py under loadgen.py closed loop."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "empty_server.py"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, server)
+        cmd = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--server-pid", str(server.pid)]
+        cmd += ["--duration", str(seconds), "--warmup", "1", "--trigger", TRIGGER, "closed"]
+        cmd += ["--concurrency", str(concurrency)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=True)
+        value = json.loads(done.stdout)["server_cpu_us_per_call"]
+        return float(value)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, cwd=HERE
+        )
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--catalog", type=Path, default=HERE / "catalog_20.yaml")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decisions", type=int, default=3000, help="decisions per round")
+    parser.add_argument("--seconds", type=float, default=5.0, help="empty-server load per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    eng = engine(args.catalog)
+    warm = requests(2000, seed=1)
+    for r in warm:  # every customer read once, plans built, models loaded
+        eng.decide(r)
+    decide_us: list[float] = []
+    floor_us: list[float] = []
+    for round_no in range(args.rounds):
+        batch = requests(args.decisions, seed=100 + round_no)
+        decide_us.append(cpu_per_call(eng.decide, batch))
+        if not args.no_server:
+            floor_us.append(empty_server_cpu(args.seconds, args.concurrency))
+        print(
+            f"round {round_no + 1}: decide {decide_us[-1]:.0f} µs"
+            + (f", empty server {floor_us[-1]:.0f} µs per call" if floor_us else ""),
+            file=sys.stderr,
+        )
+    stages = stage_breakdown(eng, requests(args.decisions, seed=7))
+    decide = statistics.median(decide_us)
+    floor = statistics.median(floor_us) if floor_us else None
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "commit": _commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "catalog": args.catalog.name,
+        "decide_cpu_us": round(decide, 1),
+        "decide_cpu_us_rounds": [round(v, 1) for v in decide_us],
+        "empty_server_cpu_us_per_call": None if floor is None else round(floor, 1),
+        "empty_server_rounds": [round(v, 1) for v in floor_us],
+        "ratio": None if floor is None else round(decide / floor, 3),
+        "target_ratio": 0.5,
+        "stages_cpu_us": {k: round(v, 1) for k, v in stages.items()},
+    }
+    print(f"decide: {decide:.0f} µs CPU per decision (median of {args.rounds} rounds)")
+    if floor is not None:
+        verdict = "met" if decide / floor <= 0.5 else "NOT met"
+        print(
+            f"empty gRPC server: {floor:.0f} µs CPU per call; "
+            f"decide / empty = {decide / floor:.2f} ({verdict})"
+        )
+    for name, value in stages.items():
+        print(f"  {name:60s} {value:7.1f} µs")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
