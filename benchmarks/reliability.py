@@ -772,25 +772,33 @@ def scenario_disk_full(ctx: Context, seconds: float, megabytes: int = 64) -> dic
         return _finish(server, ledger, url, result)
 
 
-def scenario_overload(ctx: Context, seconds: float) -> dict[str, Any]:
+def scenario_overload(ctx: Context, seconds: float, limit: int | None = None) -> dict[str, Any]:
+    """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
+    so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python."""
     url = ctx.fresh_url("overload")
     ledger = Ledger(ctx.seed + 5)
-    server = Server(url, ctx.workdir)
+    health_port = free_port()
+    extra = ["--health-port", str(health_port)]
+    if limit is not None:
+        extra += ["--max-concurrent", str(limit)]
+    server = Server(url, ctx.workdir, extra=extra)
     server.start()
     sampler = SizeSampler(Path(url.removeprefix("sqlite:///"))) if ctx.database == "sqlite" else None
     measured = capacity(server.address, ledger)
-    watch = HealthWatch(server.address)
+    watch = HealthWatch(f"{HOST}:{health_port}")
     run = open_loop(server.address, ledger, 2 * measured, seconds)
     watch.close()
     probes = [d for _, s, d in watch.timeline]
     result: dict[str, Any] = {
         "scenario": f"open loop at 2 x capacity for {seconds:g} s",
+        "max_concurrent": limit,
         "capacity_per_s": round(measured),
         "goodput_per_s": round(run["ok_per_s"]),
         "codes": run["codes"],
         "health_probes": len(probes),
         "health_slowest_s": _round(max(probes, default=0)),
         "health_not_answered": sum(1 for _, s, _ in watch.timeline if s.startswith("RPC_")),
+        "health_over_100ms": sum(1 for d in probes if d > 0.1),
     }
     if sampler is not None:
         result["wal"] = sampler.close()
@@ -867,7 +875,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 else:
                     plan.append(("pg-stop", partial(scenario_pg_stop, ctx, args.outage)))
                     plan.append(("pg-freeze", partial(scenario_pg_freeze, ctx, args.outage)))
-                plan.append(("overload", partial(scenario_overload, ctx, args.overload)))
+                plan.append(("overload", partial(scenario_overload, ctx, args.overload, args.overload_limit)))
             try:
                 for name, scenario in plan:
                     if args.only and name not in args.only:
@@ -908,6 +916,9 @@ def main(argv: list[str] | None = None) -> int:
         "--outage", type=float, default=30.0, help="seconds PostgreSQL is stopped / frozen, the disk full"
     )
     parser.add_argument("--overload", type=float, default=30.0, help="seconds of the 2 x capacity open loop")
+    parser.add_argument(
+        "--overload-limit", type=int, help="--max-concurrent of the overload scenario's server (default: its)"
+    )
     parser.add_argument("--threads", type=int, default=8, help="closed-loop callers")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, databases)")

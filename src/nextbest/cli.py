@@ -73,6 +73,18 @@ def _add_model_commands(sub: Any) -> None:
     evaluate.add_argument("--promote", action="store_true", help="make this version the one served")
 
 
+def _add_port_args(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port [NEXTBEST_METRICS_PORT]"
+    )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        help="serve grpc.health.v1 alone (plaintext) on this port; the main port then refuses calls "
+        "beyond --max-concurrent inside gRPC [NEXTBEST_HEALTH_PORT]",
+    )
+
+
 def _add_access_args(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--tokens-file",
@@ -173,9 +185,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the database at start [NEXTBEST_DATABASE_WAIT, 30]",
     )
     serve.add_argument("--max-batch", type=int, help="most decisions per group commit [NEXTBEST_MAX_BATCH]")
-    serve.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port [NEXTBEST_METRICS_PORT]"
-    )
+    _add_port_args(serve)
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     _add_access_args(serve)
 

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve Prometheus metrics over HTTP on this port (off when unset).",
     )
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve grpc.health.v1 alone, in plaintext, on this port: probes never wait behind "
+        "decisions, and gRPC refuses calls beyond max_concurrent before they reach Python.",
+    )
     metrics_interval: float = Field(
         default=60.0, gt=0, description="Seconds between recounts of experiment units and sample ratios."
     )

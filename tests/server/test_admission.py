@@ -190,3 +190,65 @@ def test_a_bad_event_is_rejected_by_field_and_the_rest_of_the_batch_is_stored(
         ("ev-nul-user", pb.EVENT_STATUS_REJECTED, ["user_id"]),
         ("ev-good-2", pb.EVENT_STATUS_ACCEPTED, []),
     ]
+
+
+def test_with_a_health_port_grpc_refuses_beyond_the_bound_and_health_answers_on_its_own_port(
+    tmp_path: Path, plain_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'nextbest.db'}"
+    srv = NextbestServer(
+        Settings(
+            port=0,
+            health_port=0,
+            database_url=url,
+            catalog=plain_catalog,
+            workers=4,
+            max_concurrent=2,
+            health_interval=0.2,
+        )
+    )
+    assert srv.health_port and srv.health_port != srv.port
+    srv.start()
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+    decide = srv.engine.decide
+
+    def held(request: Any, deadline: float | None = None) -> Any:
+        inside.release()
+        release.wait(10)
+        return decide(request, deadline)
+
+    monkeypatch.setattr(srv.engine, "decide", held)
+    health_address = f"127.0.0.1:{srv.health_port}"
+    try:
+        with (
+            grpc.insecure_channel(srv.address) as channel,
+            grpc.insecure_channel(health_address) as health_channel,
+            ThreadPoolExecutor(2) as pool,
+        ):
+            health = health_pb2_grpc.HealthStub(health_channel)
+            deadline = time.monotonic() + 10
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=1).status != 1:  # SERVING
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stub = pb_grpc.DecisionServiceStub(channel)
+            running = [pool.submit(stub.NextAction, _request(f"r-hp-{i}"), timeout=10) for i in range(2)]
+            for _ in range(2):
+                assert inside.acquire(timeout=5)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.NextAction(_request("r-hp-third"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for service in ("", "nextbest.api.v1.DecisionService"):
+                started = time.monotonic()
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                assert time.monotonic() - started < 0.1
+            with pytest.raises(grpc.RpcError) as other:  # the health port serves health alone
+                pb_grpc.DecisionServiceStub(health_channel).NextAction(_request("r-hp-wrong"), timeout=5)
+            assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            release.set()
+            assert all(f.result().decision_id for f in running)
+            assert stub.NextAction(_request("r-hp-after"), timeout=5).decision_id
+    finally:
+        release.set()
+        srv.stop(grace=1.0)

@@ -80,26 +80,35 @@ class NextbestServer:
         limit = settings.max_concurrent or settings.workers
         admission = AdmissionInterceptor(limit)
         refused = self.metrics.calls
+        #: What gRPC runs around every call, outermost first.
+        self.interceptors: list[grpc.ServerInterceptor] = [
+            ShedInterceptor(admission, lambda method: refused.labels(method, "RESOURCE_EXHAUSTED").inc()),
+            MetricsInterceptor(self.metrics),
+            *self._auth(),
+            ErrorInterceptor(),
+            admission,
+        ]
+        # Several processes may share the port (--processes); a lone server must own it.
+        reuse_port = ("grpc.so_reuseport", int(settings.processes > 1))
         self._server = grpc.server(
             # Threads beyond the admission limit: health and refusals never wait behind decisions.
             ThreadPoolExecutor(max_workers=limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"),
             # Metrics outermost, so it sees the status the error interceptor settled on; admission
             # inside the error interceptor, which turns its refusals into statuses.
-            interceptors=[
-                ShedInterceptor(admission, lambda method: refused.labels(method, "RESOURCE_EXHAUSTED").inc()),
-                MetricsInterceptor(self.metrics),
-                *self._auth(),
-                ErrorInterceptor(),
-                admission,
-            ],
+            interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
-                # Several processes may share the port (--processes); a lone server must own it.
-                ("grpc.so_reuseport", int(settings.processes > 1)),
+                reuse_port,
             ],
+            # With health on a port of its own, gRPC refuses a call beyond the limit itself
+            # (RESOURCE_EXHAUSTED) before any interceptor, decoding or thread: the cheapest refusal.
+            # It counts every call on this port, health's included, hence only then.
+            maximum_concurrent_rpcs=limit if settings.health_port is not None else None,
         )
-        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.engine, db), self._server)
+        self._health_server = self._own_health_server(reuse_port)
+        self.decisions = DecisionServicer(self.engine, db)
+        pb_grpc.add_DecisionServiceServicer_to_server(self.decisions, self._server)
         admin_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(
                 self.reload_models,
@@ -120,22 +129,43 @@ class NextbestServer:
                 ),
                 self._server,
             )
+        self.port, self.health_port = self._bind(credentials)
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_database, name="nextbest-health", daemon=True)
+        self._recounter = threading.Thread(target=self._recount_experiments, name="nextbest-srm", daemon=True)
+
+    def _own_health_server(self, reuse_port: tuple[str, int]) -> grpc.Server | None:
+        """Health alone, on its own threads and port (``--health-port``): a probe never queues behind
+        decisions or meets the limit. Plaintext: it tells only whether the server is serving (and
+        kubelet's gRPC probe speaks no TLS)."""
+        if self.settings.health_port is None:
+            return None
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="nextbest-health"), options=[reuse_port]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        return server
+
+    def _bind(self, credentials: grpc.ServerCredentials | None) -> tuple[int, int | None]:
+        """Binds the service port (and the health port): a one-line error, not grpc's "Failed to bind"."""
+        settings = self.settings
         bind = f"{settings.host}:{settings.port}"
         try:
-            self.port = (
+            port = (
                 self._server.add_secure_port(bind, credentials)
                 if credentials is not None
                 else self._server.add_insecure_port(bind)
             )
+            if port == 0:
+                raise RuntimeError("port 0 returned")
+            if self._health_server is None:
+                return port, None
+            bind = f"{settings.host}:{settings.health_port}"
+            health_port = self._health_server.add_insecure_port(bind)
         except RuntimeError as exc:  # grpc's "Failed to bind", with no reason
             self.store.close()
             raise bind_error(bind, exc) from exc
-        if self.port == 0:
-            self.store.close()
-            raise bind_error(bind, OSError("port 0 returned"))
-        self._stopping = threading.Event()
-        self._monitor = threading.Thread(target=self._watch_database, name="nextbest-health", daemon=True)
-        self._recounter = threading.Thread(target=self._recount_experiments, name="nextbest-srm", daemon=True)
+        return port, health_port
 
     @property
     def address(self) -> str:
@@ -152,6 +182,11 @@ class NextbestServer:
             self.access.reload()
 
     def start(self) -> None:
+        if self._health_server is not None:
+            self._health_server.start()
+            logger.info(
+                "health on %s:%d (plaintext, grpc.health.v1 only)", self.settings.host, self.health_port
+            )
         self._server.start()
         if self.access is not None:
             self.access.start()
@@ -186,6 +221,8 @@ class NextbestServer:
             self.access.stop()
         self._health.enter_graceful_shutdown()
         self._server.stop(self.settings.grace if grace is None else grace).wait()
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
         self.store.close()
         logger.info("nextbest stopped")
 
