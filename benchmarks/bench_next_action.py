@@ -1,11 +1,13 @@
 """NextAction load benchmark: the real server against an empty gRPC server on the same machine.
 
 For each server under test (the empty sync server, the empty grpc.aio server, the real server with its
-store in memory, the real server on SQLite and, with --postgres, on a fresh PostgreSQL database) it starts
-the server as a subprocess, waits for the grpc.health.v1 SERVING status, and runs benchmarks/loadgen.py in
-another process: a warm-up, a closed loop at a few concurrencies (maximum decisions/s) and an open loop at
-a fixed arrival rate (latency at a realistic load). It prints a Markdown report and writes the raw JSON to
-benchmarks/results/latest.json.
+store in memory, the real server on SQLite and, with --postgres, on a fresh PostgreSQL database; and, on
+request, the same handlers on grpc.aio: memory-aio, real-aio, see aio_server.py) it starts the server as
+a subprocess, waits for the grpc.health.v1 SERVING status, and runs benchmarks/loadgen.py in another
+process: a warm-up, a closed loop at a few concurrencies (maximum decisions/s), NextActionBatch calls of
+100 requests (decisions/s against the same server's single-call maximum: issue 25 wants >= 3 x) and an
+open loop at a fixed arrival rate (latency at a realistic load). It prints a Markdown report and writes
+the raw JSON to benchmarks/results/latest.json.
 
     python benchmarks/bench_next_action.py            # ~3 minutes
     python benchmarks/bench_next_action.py --quick    # ~30 s smoke run
@@ -40,6 +42,7 @@ REPO = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "loadgen.py"
 EMPTY_SERVER = BENCH_DIR / "empty_server.py"
 MEMORY_SERVER = BENCH_DIR / "memory_server.py"
+AIO_SERVER = BENCH_DIR / "aio_server.py"
 HOST = "127.0.0.1"
 
 # Targets the real server must meet (see benchmarks/README.md).
@@ -47,6 +50,7 @@ OPEN_LOOP_P99_TARGET_MS = 5.0
 MIN_FRACTION_OF_EMPTY = 1.0 / 3.0
 REFERENCE_SERVER = "empty"  # the floor the ratio is computed against
 MEMORY_SERVER_NAME = "memory"  # the real pipeline without storage: the most any store could leave
+BATCH_TARGET = 3.0  # NextActionBatch decisions/s over the same server's single-call maximum (issue 25)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class Plan:
     phase_warmup_s: float
     open_rate: float
     open_s: float
+    batch: int = 100  # requests per NextActionBatch call (0: no batch phase)
+    batch_concurrency: int = 8
 
 
 DEFAULT_PLAN = Plan(
@@ -82,6 +88,7 @@ class ServerSpec:
     env: Callable[[int], dict[str, str]] = lambda port: {}
     display: Callable[[int], list[str]] | None = None  # argv with secrets redacted, for the report
     processes: int = 1  # server processes sharing the port
+    batches: bool = True  # serves NextActionBatch (the empty servers do not)
 
 
 @dataclass
@@ -98,6 +105,9 @@ class ServerResult:
 
     def closed_phases(self) -> list[dict[str, Any]]:
         return [p for p in self.phases if p["phase"].startswith("closed")]
+
+    def batch_phase(self) -> dict[str, Any] | None:
+        return next((p for p in self.phases if p["phase"].startswith("batch")), None)
 
     def open_phase(self) -> dict[str, Any] | None:
         return next((p for p in self.phases if p["phase"].startswith("open")), None)
@@ -128,6 +138,7 @@ def empty_server_spec(workers: int, aio: bool, processes: int = 1) -> ServerSpec
         description=f"empty DecisionService ({kind}), fixed response",
         argv=argv,
         processes=processes,
+        batches=False,
     )
 
 
@@ -147,6 +158,23 @@ def memory_server_spec(catalog: Path, database_url: str) -> ServerSpec:
     return ServerSpec(
         name=MEMORY_SERVER_NAME,
         description=f"nextbest's server, store in memory: no database reads or writes ({catalog.name})",
+        argv=argv,
+    )
+
+
+def aio_server_spec(name: str, catalog: Path, database_url: str, store: str, run: str) -> ServerSpec:
+    """nextbest's handlers on grpc.aio (benchmarks/aio_server.py): the thread pool's alternative."""
+
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable, str(AIO_SERVER), "--host", HOST, "--port", str(port), "--catalog", str(catalog),
+            "--database-url", database_url, "--store", store, "--run", run,
+        ]  # fmt: skip
+
+    what = "store in memory" if store == "frozen" else database_url.split(":", 1)[0]
+    return ServerSpec(
+        name=name,
+        description=f"nextbest's handlers on grpc.aio, {run} ({what}, {catalog.name})",
         argv=argv,
     )
 
@@ -273,20 +301,29 @@ def run_loadgen(
     return result
 
 
-def run_phases(server: RunningServer, plan: Plan, options: LoadOptions, result: ServerResult) -> None:
+def run_phases(
+    server: RunningServer, plan: Plan, options: LoadOptions, result: ServerResult, batches: bool = True
+) -> None:
     phases: list[tuple[str, float, float, list[str]]] = [
         ("warmup", plan.warmup_s, 0.0, ["closed", "--concurrency", str(plan.warmup_concurrency)]),
         *(
             (f"closed C={c}", plan.closed_s, plan.phase_warmup_s, ["closed", "--concurrency", str(c)])
             for c in plan.concurrencies
         ),
+    ]
+    if batches and plan.batch:
+        c, b = plan.batch_concurrency, plan.batch
+        # A call of b decisions takes b times one: its deadline is 30 s, not a single call's 2 s.
+        args = ["--timeout", "30", "closed", "--concurrency", str(c), "--batch", str(b)]
+        phases.append((f"batch C={c} x{b}", plan.closed_s, plan.phase_warmup_s, args))
+    phases.append(
         (
             f"open {plan.open_rate:g}/s",
             plan.open_s,
             plan.phase_warmup_s,
             ["open", "--rate", str(plan.open_rate)],
-        ),
-    ]
+        )
+    )
     for label, duration, warmup, mode_args in phases:
         data = run_loadgen(server, options, duration, warmup, mode_args)
         data["phase"] = label
@@ -317,7 +354,7 @@ def bench_server(
     _progress(f"[{spec.name}] starting: {spec.description}")
     try:
         with running_server(spec, workdir, startup_timeout, server_cpus, result) as server:
-            run_phases(server, plan, options, result)
+            run_phases(server, plan, options, result, spec.batches)
         result.status = "ok"
     except (RuntimeError, OSError, ValueError) as exc:  # BenchError, or a server that never served
         result.status, result.error = "failed", str(exc)
@@ -391,9 +428,20 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
     reference = by_name.get(REFERENCE_SERVER)
     floor = reference.max_decisions_per_s() if reference else None
     verdicts: dict[str, Any] = {}
+    batches: dict[str, Any] = {}
     ceiling = by_name.get(MEMORY_SERVER_NAME)
     ceiling_max = ceiling.max_decisions_per_s() if ceiling and ceiling.status == "ok" else None
     for result in results:
+        if result.status == "ok" and result.batch_phase() is not None:
+            batch_dps = result.batch_phase()["decisions_per_s"]  # type: ignore[index]
+            single = result.max_decisions_per_s()
+            ratio = round(batch_dps / single, 2) if single else None
+            batches[result.name] = {
+                "batch_decisions_per_s": batch_dps,
+                "single_max_decisions_per_s": single,
+                "ratio": ratio,
+                "target_holds": None if ratio is None else ratio >= BATCH_TARGET,
+            }
         if result.name.startswith(("empty", MEMORY_SERVER_NAME)) or result.status != "ok":
             continue
         verdicts[result.name] = _verdict(result, floor)
@@ -410,6 +458,7 @@ def evaluate_targets(results: list[ServerResult]) -> dict[str, Any]:
         "memory_max_decisions_per_s": ceiling_max,
         "memory_ratio_to_empty": round(ceiling_max / floor, 3) if ceiling_max and floor else None,
         "servers": verdicts,
+        "batch": batches,
     }
 
 
@@ -455,12 +504,12 @@ def render_markdown(report: dict[str, Any], results: list[ServerResult]) -> str:
         f"{plan['open_s']:g} s; latencies in ms from (scheduled) send to response; CPU in µs per call.",
         "",
         "| server | phase | calls/s | decisions/s | p50 | p99 | p99.9 | max | errors "
-        "| server CPU | client CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| server CPU | server CPU/decision | client CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for result in results:
         if result.status != "ok":
-            out.append(f"| {result.name} | **{result.status}** | | | | | | | | | |")
+            out.append(f"| {result.name} | **{result.status}** | | | | | | | | | | |")
             continue
         out.extend(_phase_row(result.name, phase) for phase in result.phases)
     out += ["", *_target_lines(report["targets"])]
@@ -477,7 +526,8 @@ def _phase_row(name: str, phase: dict[str, Any]) -> str:
     cells = [
         name, phase["phase"], _fmt(phase["calls_per_s"]), _fmt(phase["decisions_per_s"]),
         _fmt(lat["p50"], 2), _fmt(lat["p99"], 2), _fmt(lat["p99_9"], 2), _fmt(lat["max"], 2), errors,
-        _fmt(phase["server_cpu_us_per_call"]), _fmt(phase["client_cpu_us_per_call"]),
+        _fmt(phase["server_cpu_us_per_call"]), _fmt(phase.get("server_cpu_us_per_decision")),
+        _fmt(phase["client_cpu_us_per_call"]),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -492,6 +542,18 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
             f"{_fmt(targets['memory_ratio_to_empty'], 2)} x empty: the most a faster store could reach."
         )
     lines.append("")
+    if targets.get("batch"):
+        lines += [
+            "| server | NextActionBatch decisions/s | single-call max | ratio | >= 3 x |",
+            "| --- | ---: | ---: | ---: | --- |",
+        ]
+        for name, b in targets["batch"].items():
+            cells = [
+                name, _fmt(b["batch_decisions_per_s"]), _fmt(b["single_max_decisions_per_s"]),
+                _fmt(b["ratio"], 2), _verdict_word(b["target_holds"]),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     if not targets["servers"]:
         return [*lines, "No real server was benchmarked: targets not evaluated."]
     lines += [
@@ -521,7 +583,7 @@ def _progress(message: str) -> None:
 
 # --- main -------------------------------------------------------------------------------------------------
 
-SERVER_CHOICES = ("empty", "empty-aio", "memory", "real")
+SERVER_CHOICES = ("empty", "empty-aio", "memory", "memory-aio", "real", "real-aio")
 DEFAULT_SERVERS = ("empty", "empty-aio", "memory", "real")
 
 
@@ -536,6 +598,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     parser.add_argument("--empty-workers", type=int, default=16, help="thread pool of the sync empty server")
     parser.add_argument("--open-rate", type=float, help="open-loop arrival rate (default 500 calls/s)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="requests per NextActionBatch call in the batch phase (default 100; 0: none)",
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=20_261_123)
     parser.add_argument("--trigger", default="bench_trigger")
@@ -575,6 +642,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
     if args.open_rate:
         plan = Plan(**{**asdict(plan), "open_rate": args.open_rate})
+    if args.batch is not None:
+        plan = Plan(**{**asdict(plan), "batch": args.batch})
     return plan
 
 
@@ -593,9 +662,15 @@ def run_all(
             specs.append(empty_server_spec(args.empty_workers, aio=True))
         if "memory" in selected and processes == 1:
             specs.append(memory_server_spec(catalog, f"sqlite:///{workdir / 'bench-memory.db'}"))
+        if "memory-aio" in selected and processes == 1:
+            url = f"sqlite:///{workdir / 'bench-memory-aio.db'}"
+            specs.append(aio_server_spec("memory-aio", catalog, url, "frozen", "inline"))
         if "real" in selected:
             sqlite_url = f"sqlite:///{workdir / f'bench-{processes}.db'}"
             specs.append(real_server_spec("real-sqlite", catalog, sqlite_url, sqlite_url, processes))
+        if "real-aio" in selected and processes == 1:
+            url = f"sqlite:///{workdir / 'bench-aio.db'}"
+            specs.append(aio_server_spec("real-sqlite-aio", catalog, url, "database", "executor"))
     common = {"workdir": workdir, "startup_timeout": args.startup_timeout, "server_cpus": server_cpus}
     results = [bench_server(spec, plan, options, **common) for spec in specs]
     if args.postgres:
