@@ -4,6 +4,7 @@ team acts on — incremental conversions and revenue, return on the cost of send
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -12,14 +13,31 @@ from sqlalchemy import Connection, func, select
 from nextbest.catalog import Catalog
 from nextbest.errors import NotFoundError
 from nextbest.experiments import Experiment
-from nextbest.reports.aggregate import ArmAggregate, Metric, aggregate_many
+from nextbest.reports.aggregate import (
+    STORE,
+    ArmAggregate,
+    Metric,
+    MetricDefinition,
+    ReportSource,
+    aggregate_many,
+)
+from nextbest.reports.engines import QueryRunner, runner_for
 from nextbest.reports.request import DEFAULT_ALPHA, ReportRequest
 from nextbest.stats import CupedStat, MeanStat, ProportionStat, RatioStat, Statistic, srm_check
 from nextbest.stats.analysis import Analysis, MetricAnalysis, analyze
 from nextbest.stats.srm import SrmResult
-from nextbest.store.schema import assignments, erasures
 
-__all__ = ["Incremental", "LiftReport", "build_report", "control_arm", "erased_units", "report_history"]
+__all__ = [
+    "Design",
+    "Incremental",
+    "LiftReport",
+    "analysis_history",
+    "analyze_experiment",
+    "build_report",
+    "control_arm",
+    "erased_units",
+    "report_history",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,46 +106,91 @@ def control_arm(experiment: Experiment) -> str:
     return next((a.id for a in experiment.arms if a.no_action), experiment.arms[0].id)
 
 
-def _statistic(metric: Metric, a: ArmAggregate) -> Statistic:
-    if metric.is_binary:
+@dataclass(frozen=True, slots=True)
+class Design:
+    """What the statistics need to know of an experiment besides its data: its arms with their weights
+    (for the sample-ratio check), the control arm, and each action's cost per send."""
+
+    experiment_id: str
+    arms: tuple[tuple[str, float], ...]
+    control: str
+    costs: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, catalog: Catalog, experiment_id: str) -> Design:
+        """The catalog's experiment, or :class:`NotFoundError` listing the known ones."""
+        experiment = catalog.experiment(experiment_id)
+        if experiment is None:
+            known = ", ".join(e.id for e in catalog.experiments) or "none"
+            raise NotFoundError(f"no experiment {experiment_id!r} in the catalog (experiments: {known})")
+        arms = tuple((a.id, a.weight) for a in experiment.arms)
+        return cls(experiment.id, arms, control_arm(experiment), {a.id: a.cost for a in catalog.actions})
+
+
+def _statistic(metric: MetricDefinition, a: ArmAggregate) -> Statistic:
+    if metric.binary:
         return ProportionStat(a.n, a.sum)
     post = MeanStat(a.n, a.sum, a.sum_squares)
-    if metric is Metric.REVENUE_PER_ORDER:
+    if metric.is_ratio:
         return RatioStat(post, MeanStat(a.n, a.d_sum, a.d_sum_squares), a.d_sum_of_products)
     return CupedStat(post, MeanStat(a.n, a.pre_sum, a.pre_sum_squares), a.sum_of_products)
 
 
-def build_report(conn: Connection, catalog: Catalog, request: ReportRequest) -> LiftReport:
-    """The experiment's lift report, aggregated by the database on ``conn`` (a read connection) from the
-    exposure and event logs. The catalog gives the experiment's arms and each action's cost per send."""
-    experiment = catalog.experiment(request.experiment_id)
-    if experiment is None:
-        known = ", ".join(e.id for e in catalog.experiments) or "none"
-        raise NotFoundError(f"no experiment {request.experiment_id!r} in the catalog (experiments: {known})")
-    control = control_arm(experiment)
+def build_report(
+    conn: Connection | QueryRunner,
+    catalog: Catalog,
+    request: ReportRequest,
+    *,
+    source: ReportSource = STORE,
+) -> LiftReport:
+    """The experiment's lift report, aggregated by the engine behind ``conn`` (a read connection, or a
+    Spark runner) from the exposure and event logs. The catalog gives the experiment's arms and each
+    action's cost per send."""
+    design = Design.of(catalog, request.experiment_id)
+    return analyze_experiment(conn, design, [m.definition for m in request.metrics], request, source=source)
+
+
+def analyze_experiment(
+    conn: Connection | QueryRunner,
+    design: Design,
+    metrics: Sequence[MetricDefinition],
+    request: ReportRequest,
+    *,
+    source: ReportSource = STORE,
+) -> LiftReport:
+    """The lift report of ``design`` for ``metrics``, whatever holds the data: the engine computes the
+    per-arm sufficient statistics (:func:`~nextbest.reports.aggregate.report_query`), Python the rest.
+    ``request.metrics`` is ignored for ``metrics``; its window, moment and alpha apply."""
+    runner = runner_for(conn)
     by_metric, excluded = aggregate_many(
-        conn, experiment.id, request.metrics, as_of=request.as_of, window=request.window
+        runner, design.experiment_id, metrics, as_of=request.as_of, window=request.window, source=source
     )
     per_metric: dict[str, dict[str, Statistic]] = {}
     units: dict[str, int] = {}
-    for metric, rows in by_metric.items():
-        per_metric[metric.value] = {arm: _statistic(metric, row) for arm, row in rows.items()}
+    for metric in metrics:
+        rows = by_metric[metric.name]
+        per_metric[metric.name] = {arm: _statistic(metric, row) for arm, row in rows.items()}
         # An arm without units yet (the control, early on) is compared as empty: "not enough units".
-        for arm in experiment.arms:
-            per_metric[metric.value].setdefault(arm.id, _statistic(metric, ArmAggregate(arm.id, 0, 0.0, 0.0)))
+        for arm, _weight in design.arms:
+            per_metric[metric.name].setdefault(arm, _statistic(metric, ArmAggregate(arm, 0, 0.0, 0.0)))
         units = {arm: row.n for arm, row in rows.items()}
-    spent = _spent(conn, catalog, experiment.id, request.as_of)
-    weights = {a.id: a.weight for a in experiment.arms}
+    spent = _spent(runner, source, design, request.as_of) if design.costs else {}
+    weights = dict(design.arms)
     analysis = analyze(
-        per_metric, control, alpha=request.alpha, sequential=request.sequential, weights=weights, units=units
+        per_metric,
+        design.control,
+        alpha=request.alpha,
+        sequential=request.sequential,
+        weights=weights,
+        units=units,
     )
     srm = analysis.srm or srm_check(units, weights)
     warnings = list(analysis.warnings)
     if excluded:
         warnings.append(f"{excluded} unit(s) appeared in more than one arm and were excluded")
     return LiftReport(
-        experiment.id,
-        control,
+        design.experiment_id,
+        design.control,
         request.as_of,
         request.window,
         analysis,
@@ -138,34 +201,35 @@ def build_report(conn: Connection, catalog: Catalog, request: ReportRequest) -> 
         warnings,
         request.sequential,
         request.alpha,
-        erased_units(conn, experiment.id),
+        erased_units(runner, design.experiment_id, source),
     )
 
 
-def erased_units(conn: Connection, experiment_id: str) -> int:
+def erased_units(conn: Connection | QueryRunner, experiment_id: str, source: ReportSource = STORE) -> int:
     """How many of the experiment's units were erased, whenever: their rows are gone from every
-    report, past moments included."""
-    total = conn.execute(
-        select(func.sum(erasures.c.units)).where(erasures.c.experiment_id == experiment_id)
-    ).scalar_one()
+    report, past moments included. 0 for a source that keeps no erasures."""
+    table = source.erasures
+    if table is None:
+        return 0
+    total = runner_for(conn).scalar(
+        select(func.sum(table.c.units)).where(table.c.experiment_id == experiment_id)
+    )
     return int(total or 0)
 
 
-def _spent(conn: Connection, catalog: Catalog, experiment_id: str, as_of: datetime) -> dict[str, float]:
+def _spent(runner: QueryRunner, source: ReportSource, design: Design, as_of: datetime) -> dict[str, float]:
     """Per arm: the sends in the experiment's scope (not held out) × each action's cost per send."""
-    sends = conn.execute(
-        select(assignments.c.arm_id, assignments.c.action_id, func.count())
-        .where(
-            assignments.c.experiment_id == experiment_id,
-            assignments.c.occurred_at <= as_of,
-            assignments.c.held_out.is_(False),
-        )
-        .group_by(assignments.c.arm_id, assignments.c.action_id)
-    ).all()
-    costs = {a.id: a.cost for a in catalog.actions}
+    a = source.assignments.c
+    sends = runner.rows(
+        select(a.arm_id, a.action_id, func.count().label("sends"))
+        .where(a.experiment_id == design.experiment_id, a.occurred_at <= as_of, a.held_out.is_(False))
+        .group_by(a.arm_id, a.action_id)
+    )
     spent: dict[str, float] = {}
-    for arm, action_id, count in sends:
-        spent[arm] = spent.get(arm, 0.0) + costs.get(action_id, 0.0) * count
+    # In a fixed order, so that every engine adds the same floats in the same order.
+    for row in sorted(sends, key=lambda r: (r["arm_id"], r["action_id"])):
+        arm = row["arm_id"]
+        spent[arm] = spent.get(arm, 0.0) + design.costs.get(row["action_id"], 0.0) * int(row["sends"])
     return spent
 
 
@@ -193,18 +257,39 @@ def _incremental(analysis: Analysis, units: dict[str, int], spent: dict[str, flo
 
 
 def report_history(
-    conn: Connection, catalog: Catalog, request: ReportRequest, *, points: int = 30
+    conn: Connection | QueryRunner,
+    catalog: Catalog,
+    request: ReportRequest,
+    *,
+    points: int = 30,
+    source: ReportSource = STORE,
 ) -> list[tuple[datetime, LiftReport]]:
     """The report as of each day from the first exposure to ``request.as_of`` (at most ``points`` days,
     evenly spaced), for cumulative-lift charts."""
-    first = conn.execute(
-        select(func.min(assignments.c.occurred_at)).where(
-            assignments.c.experiment_id == request.experiment_id
-        )
-    ).scalar_one()
+    design = Design.of(catalog, request.experiment_id)
+    metrics = [m.definition for m in request.metrics]
+    return analysis_history(conn, design, metrics, request, points=points, source=source)
+
+
+def analysis_history(
+    conn: Connection | QueryRunner,
+    design: Design,
+    metrics: Sequence[MetricDefinition],
+    request: ReportRequest,
+    *,
+    points: int = 30,
+    source: ReportSource = STORE,
+) -> list[tuple[datetime, LiftReport]]:
+    """:func:`report_history` for any design and metrics."""
+    runner = runner_for(conn)
+    a = source.assignments.c
+    first = runner.scalar(select(func.min(a.occurred_at)).where(a.experiment_id == design.experiment_id))
     if first is None or first >= request.as_of:
         return []
     days = max(1, math.ceil((request.as_of - first).total_seconds() / 86400))
     step = max(1, math.ceil(days / points))
     moments = [first + timedelta(days=d) for d in range(step, days, step)] + [request.as_of]
-    return [(m, build_report(conn, catalog, replace(request, as_of=m))) for m in moments]
+    return [
+        (m, analyze_experiment(runner, design, metrics, replace(request, as_of=m), source=source))
+        for m in moments
+    ]

@@ -1,0 +1,297 @@
+"""``nextbest export``: the store's decisions, exposures, experiment exposures and events as Parquet,
+partitioned by day, incrementally and exactly once.
+
+How a run stays exactly-once and atomic:
+
+- **Watermarks on insertion order, not event time.** Each table is read after its watermark: the id the
+  store assigns as rows are inserted (``seq``, ``exposure_id``, ``assignment_id``). A late-arriving row
+  (an event that happened last week, recorded now) gets a new id, so the next run exports it, into the
+  partition of the day it happened (``day=`` of its ``occurred_at``) as a new file beside the old ones.
+  On PostgreSQL an id can become visible after a larger one (transactions commit out of order), so a run
+  reads up to the largest id it sees only once every transaction that was in flight at that moment has
+  ended. Decisions carry no such id: they are exported by the server's decision time once it is older
+  than the settle time (``--settle-seconds``, default 300 s, far beyond any decision's deadline).
+- **Nothing partial is visible.** Files are written under hidden names (``.tmp-…``, which pandas,
+  polars, DuckDB globs and Spark skip), then the new watermarks and the list of renames are committed
+  in one atomic replace of ``_nextbest_export.json``, then the files are renamed into place. A crash
+  before the commit leaves only hidden files, removed by the next run, which exports the same rows again;
+  a crash after it is rolled forward by the next run before anything else.
+- One export at a time per directory (a lock file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import JSON, Connection, LargeBinary, func, literal_column, select, text
+
+from nextbest.errors import NextbestError
+from nextbest.models.features import decode
+from nextbest.store import Database
+from nextbest.warehouse.tables import EXPORTED, ExportedTable, arrow_schema, schema_document
+
+__all__ = ["ExportError", "ExportResult", "export"]
+
+logger = logging.getLogger(__name__)
+
+STATE = "_nextbest_export.json"
+LOCK = "_nextbest_export.lock"
+SCHEMA = "_schema.json"
+TEMP_PREFIX = ".tmp-"
+_BATCH = 50_000
+
+
+class ExportError(NextbestError):
+    status = "FAILED_PRECONDITION"
+
+
+@dataclass
+class ExportResult:
+    """What one run exported: rows per table, and the files it made visible."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    recovered: int = 0  # files of a crashed run's committed part that this run put in place
+
+
+def export(
+    db: Database,
+    directory: Path,
+    *,
+    settle: timedelta = timedelta(minutes=5),
+    now: datetime | None = None,
+    in_flight_timeout: float = 60.0,
+) -> ExportResult:
+    """Exports what the store holds beyond the directory's watermarks; see the module's docstring."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):
+        state = _load_state(directory)
+        result = ExportResult()
+        result.recovered = _recover(directory, state)
+        run = int(state.get("runs", 0)) + 1
+        marks: dict[str, Any] = dict(state.get("watermarks", {}))
+        renames: list[tuple[str, str]] = []
+        cut = (now or datetime.now(UTC)) - settle
+        with db.reader.connect() as conn:
+            for table in EXPORTED:
+                if table.order is None:
+                    renames += _write_whole(conn, directory, table, run)
+                    continue
+                if table.order == "decided_at":
+                    upper: Any = cut
+                else:
+                    upper = _settled_max(conn, table, in_flight_timeout)
+                mark = marks.get(table.name)
+                written, count = _write_after(conn, directory, table, run, mark=mark, upper=upper)
+                renames += written
+                result.rows[str(table.name)] = count
+                marks[str(table.name)] = _advance(mark, upper)
+        _write_json(directory / SCHEMA, schema_document())
+        _durable([directory / tmp for tmp, _ in renames])
+        # The commit point: the new watermarks and the renames still to do, in one atomic replace.
+        _save_state(directory, {"runs": run, "watermarks": marks, "pending": renames})
+        for tmp, final in renames:
+            _publish(directory / tmp, directory / final)
+        _durable({(directory / final).parent for _, final in renames})
+        _save_state(directory, {"runs": run, "watermarks": marks, "pending": []})
+        result.files = [final for _, final in renames]
+        return result
+
+
+def _advance(mark: Any, upper: Any) -> Any:
+    """The new watermark: never backwards (retention may have deleted the newest rows)."""
+    if upper is None:
+        return mark
+    if isinstance(upper, datetime):
+        return max(upper, datetime.fromisoformat(mark)).isoformat() if mark else upper.isoformat()
+    return upper if mark is None else max(int(mark), upper)
+
+
+def _write_after(
+    conn: Connection, directory: Path, table: ExportedTable, run: int, *, mark: Any, upper: Any
+) -> tuple[list[tuple[str, str]], int]:
+    """Writes the rows after ``mark`` up to ``upper`` (inclusive) as hidden files, one per day; returns
+    the renames to do and the row count."""
+    if upper is None or table.order is None or table.day is None:
+        return [], 0
+    day_column = table.day
+    order = table.table.c[table.order]
+    query = select(*table.table.columns).where(order <= upper).order_by(order)
+    if mark is not None:
+        query = query.where(order > (datetime.fromisoformat(mark) if table.order == "decided_at" else mark))
+    schema = arrow_schema(table)
+    writers: dict[str, tuple[pq.ParquetWriter, str, str]] = {}
+    pending: dict[str, list[Any]] = {}  # rows per day not yet written: one row group per _BATCH rows
+
+    def flush(day: str) -> None:
+        if day not in writers:
+            partition = Path(table.name) / f"day={day}"
+            (directory / partition).mkdir(parents=True, exist_ok=True)
+            tmp = str(partition / f"{TEMP_PREFIX}{run:06d}-{uuid.uuid4().hex[:8]}.parquet")
+            final = str(partition / f"part-{run:06d}.parquet")
+            writers[day] = (pq.ParquetWriter(directory / tmp, schema), tmp, final)
+        writers[day][0].write_table(_arrow(table, schema, pending.pop(day)))
+
+    count = 0
+    try:
+        result = conn.execute(query.execution_options(stream_results=True, yield_per=_BATCH))
+        for rows in result.partitions(_BATCH):
+            for row in rows:
+                day = row._mapping[day_column].date().isoformat()
+                pending.setdefault(day, []).append(row)
+                if len(pending[day]) >= _BATCH:
+                    flush(day)
+            count += len(rows)
+        for day in sorted(pending):
+            flush(day)
+    finally:
+        for writer, _, _ in writers.values():
+            writer.close()
+    return [(tmp, final) for _, tmp, final in writers.values()], count
+
+
+def _write_whole(conn: Connection, directory: Path, table: ExportedTable, run: int) -> list[tuple[str, str]]:
+    rows = conn.execute(select(*table.table.columns)).all()
+    (directory / table.name).mkdir(exist_ok=True)
+    tmp = f"{table.name}/{TEMP_PREFIX}{run:06d}.parquet"
+    pq.write_table(_arrow(table, arrow_schema(table), rows), directory / tmp)
+    return [(tmp, f"{table.name}/{table.name}.parquet")]
+
+
+def _arrow(table: ExportedTable, schema: pa.Schema, rows: Sequence[Any]) -> pa.Table:
+    columns: dict[str, list[Any]] = {}
+    for column in table.table.columns:
+        values = [row._mapping[column.name] for row in rows]
+        if isinstance(column.type, JSON):
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+        elif isinstance(column.type, LargeBinary) and column.name == "features":
+            decoded = (decode(v) for v in values)
+            values = [None if v is None else v.tolist() for v in decoded]
+        columns[column.name] = values
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _settled_max(conn: Connection, table: ExportedTable, timeout: float) -> int | None:
+    """The largest id below which every row is committed or never will be. On PostgreSQL: the largest
+    visible id, once the transactions in flight when it was read have ended (a sequence hands ids out
+    before commit, so a smaller id may still be on its way); on SQLite, one writer at a time assigns ids
+    in commit order and the largest visible id is settled already."""
+    order = table.table.c[table.order]  # type: ignore[index]
+    if conn.dialect.name != "postgresql":
+        return conn.execute(select(func.max(order))).scalar()
+    # One statement, one snapshot: the id and the transactions that were in flight when it was read.
+    top, snapshot = conn.execute(select(func.max(order), literal_column("pg_current_snapshot()::text"))).one()
+    conn.commit()
+    deadline = time.monotonic() + timeout
+    waiting = text(
+        "SELECT count(*) FROM pg_snapshot_xip(CAST(:s AS pg_snapshot)) AS x"
+        " WHERE pg_xact_status(x) = 'in progress'"
+    )
+    while conn.execute(waiting, {"s": snapshot}).scalar_one():
+        conn.commit()
+        if time.monotonic() > deadline:
+            raise ExportError(
+                f"a transaction in flight for over {timeout:g} s may still add rows to {table.name}; "
+                "export again once it has ended"
+            )
+        time.sleep(0.05)
+    conn.commit()
+    return int(top) if top is not None else None
+
+
+def _recover(directory: Path, state: dict[str, Any]) -> int:
+    """Rolls a committed run's renames forward and removes the hidden files of an uncommitted one."""
+    done = 0
+    for tmp, final in state.get("pending", []):
+        if (directory / tmp).exists():
+            _publish(directory / tmp, directory / final)
+            done += 1
+    if state.get("pending"):
+        state["pending"] = []
+        _save_state(directory, state)
+    for stray in directory.rglob(f"{TEMP_PREFIX}*"):
+        stray.unlink()
+    return done
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if final.exists() and final.suffix == ".parquet" and final.parent.name.startswith("day="):
+        raise ExportError(f"{final} exists already; is another tool writing into the export directory?")
+    os.replace(tmp, final)
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with (directory / LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"another export into {directory} is running") from None
+        yield
+
+
+def _load_state(directory: Path) -> dict[str, Any]:
+    path = directory / STATE
+    if not path.exists():
+        if any(p.name != LOCK for p in directory.iterdir()):
+            raise ExportError(f"{directory} is not empty and holds no {STATE}: choose an empty directory")
+        # Claimed before anything is written, so that a crash in the first run is recovered like any.
+        _save_state(directory, {"runs": 0, "watermarks": {}, "pending": []})
+        return {}
+    try:
+        state: dict[str, Any] = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        problem = f"{path} is not valid JSON ({exc}); restore it or export to a new directory"
+        raise ExportError(problem) from None
+    return state
+
+
+def _save_state(directory: Path, state: dict[str, Any]) -> None:
+    _write_json(directory / STATE, state)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    with tmp.open("wb") as f:
+        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _durable(paths: Collection[Path]) -> None:
+    """Flushes files (their data) or folders (their renames) to disk: one by one when they are few, with
+    one ``sync`` of every file system when they are many (a first export writes a file per day of
+    history)."""
+    if len(paths) > 64:
+        os.sync()
+        return
+    for path in paths:
+        _fsync_dir(path) if path.is_dir() else _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

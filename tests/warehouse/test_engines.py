@@ -1,0 +1,72 @@
+"""One report definition, every engine: the same simulated store analysed on SQLite, on PostgreSQL (when
+configured) and on DuckDB over its Parquet export gives the same sufficient statistics (to 1e-9
+relative: engines add floats in their own order) and the same report. (Spark: test_spark.py.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nextbest.catalog import Catalog
+from nextbest.reports import Metric, ReportRequest, build_report, report_history
+from nextbest.reports.aggregate import aggregate_many
+from nextbest.reports.render import report_to_json
+from nextbest.store import Database
+from nextbest.warehouse import export
+from nextbest.warehouse.engines import duckdb_connection
+from tests.warehouse.conftest import AS_OF, assert_close
+
+pytestmark = pytest.mark.slow  # simulates a store, exports it
+
+
+@pytest.fixture(scope="module")
+def exported(simulated: tuple[str, datetime], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    url, as_of = simulated
+    out = tmp_path_factory.mktemp("export") / "nextbest"
+    db = Database(url)
+    export(db, out, now=as_of + timedelta(days=1))
+    db.dispose()
+    return out
+
+
+def test_sufficient_statistics_agree_on_every_engine(
+    simulated_copies: dict[str, str], exported: Path, catalog: Catalog
+) -> None:
+    as_of = AS_OF
+    metrics = list(Metric)
+    for experiment in catalog.experiments:
+        results = {}
+        for backend, url in simulated_copies.items():
+            db = Database(url)
+            with db.reader.connect() as conn:
+                results[backend] = aggregate_many(conn, experiment.id, metrics, as_of=as_of)
+            db.dispose()
+        with duckdb_connection(exported) as conn:
+            results["duckdb"] = aggregate_many(conn, experiment.id, metrics, as_of=as_of)
+        live = results.pop("sqlite")
+        assert sum(row.n for row in live[0]["conversion"].values()) > 20, experiment.id
+        for engine, other in results.items():
+            assert_close(live, other, f"{experiment.id} on {engine}")
+
+
+def test_export_then_duckdb_gives_the_live_report(
+    simulated: tuple[str, datetime], exported: Path, catalog: Catalog
+) -> None:
+    url, as_of = simulated
+    db = Database(url)
+    for experiment in catalog.experiments:
+        request = ReportRequest.validated(experiment.id, [m.value for m in Metric], as_of=as_of)
+        with db.reader.connect() as conn:
+            live = report_to_json(build_report(conn, catalog, request))
+            live_history = report_history(conn, catalog, request, points=4)
+        with duckdb_connection(exported) as conn:
+            warehouse = report_to_json(build_report(conn, catalog, request))
+            history = report_history(conn, catalog, request, points=4)
+        assert_close(json.loads(json.dumps(live)), json.loads(json.dumps(warehouse)), experiment.id)
+        assert [m for m, _ in history] == [m for m, _ in live_history]
+        for (_, a), (_, b) in zip(live_history, history, strict=True):
+            assert_close(report_to_json(a), report_to_json(b), f"{experiment.id} history")
+    db.dispose()

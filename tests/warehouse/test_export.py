@@ -1,0 +1,281 @@
+"""``nextbest export``: every row exactly once across runs, late rows into their day, nothing partial
+visible after a crash, and files that pandas, polars and DuckDB read as they are."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+from sqlalchemy import func, select
+
+from nextbest.models.features import LOGGED
+from nextbest.store import Database
+from nextbest.store.schema import assignments, decisions, events, exposures
+from nextbest.warehouse import EXPORTED, ExportError, export, schema_document
+from nextbest.warehouse import exporter as export_module
+from tests.conftest import BACKENDS
+from tests.warehouse.conftest import fresh_database
+
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "src" / "nextbest" / "warehouse" / "schema.json"
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    for url in fresh_database(request.param, tmp_path):
+        database = Database(url)
+        yield database
+        database.dispose()
+
+
+def decide(db: Database, at: datetime, user: str = "u1") -> str:
+    """A decision with one experiment exposure, written as the store writes them."""
+    decision_id = uuid.uuid4().hex
+    with db.writer.begin() as conn:
+        conn.execute(
+            decisions.insert(),
+            {
+                "decision_id": decision_id,
+                "request_id": decision_id,
+                "user_id": user,
+                "trigger": "cart_abandoned",
+                "occurred_at": at,
+                "decided_at": at,
+                "catalog_version": "v",
+                "fingerprint": "f",
+                "payload": {"actions": ["cart_reminder_email"]},
+            },
+        )
+        conn.execute(
+            assignments.insert(),
+            {
+                "decision_id": decision_id,
+                "user_id": user,
+                "experiment_id": "exp",
+                "arm_id": "treated",
+                "bucket": 0.3,
+                "hash_version": 2,
+                "seed": "exp",
+                "probability": 0.95,
+                "held_out": False,
+                "action_id": "cart_reminder_email",
+                "flow": "cart_abandonment",
+                "channel": "email",
+                "send_at": at,
+                "parameters": {"discount": 10},
+                "score": 0.2,
+                "occurred_at": at,
+                "catalog_version": "v",
+                "features": bytes(8 * len(LOGGED)),  # float64 zeros, as logged
+            },
+        )
+    return decision_id
+
+
+def record(
+    db: Database, at: datetime, user: str = "u1", kind: str = "order_placed", value: float = 10.0
+) -> str:
+    event_id = uuid.uuid4().hex
+    with db.writer.begin() as conn:
+        conn.execute(
+            events.insert(),
+            {
+                "event_id": event_id,
+                "user_id": user,
+                "type": kind,
+                "occurred_at": at,
+                "received_at": T0 + timedelta(days=30),
+                "value": value,
+                "details": {"items": 1},
+            },
+        )
+    return event_id
+
+
+def exported(directory: Path, table: str) -> list[dict[str, Any]]:
+    """The table's visible rows, read as a data scientist would (pyarrow's hive-partitioned dataset)."""
+    if not (directory / table).exists():
+        return []
+    return ds.dataset(directory / table, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def visible_files(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*.parquet") if not p.name.startswith(".")}
+
+
+def test_every_row_once_across_runs_and_late_rows_into_their_day(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    decide(db, T0)
+    first_order = record(db, T0 + timedelta(hours=2))
+    result = export(db, out, now=T0 + timedelta(days=1))
+    assert result.rows == {"decisions": 1, "exposures": 0, "assignments": 1, "events": 1}
+    assert "events/day=2026-11-02/part-000001.parquet" in result.files
+
+    again = export(db, out, now=T0 + timedelta(days=1))
+    assert again.rows == {"decisions": 0, "exposures": 0, "assignments": 0, "events": 0}
+    assert again.files == ["erasures/erasures.parquet"]  # the small table, rewritten whole
+
+    # A late event: it happened three weeks ago and is recorded now, after the first export.
+    late = record(db, T0 - timedelta(days=21), kind="product_viewed", value=0.0)
+    fresh = record(db, T0 + timedelta(days=1))
+    third = export(db, out, now=T0 + timedelta(days=2))
+    assert third.rows["events"] == 2
+    assert "events/day=2026-10-12/part-000003.parquet" in third.files
+    rows = exported(out, "events")
+    assert sorted(r["event_id"] for r in rows) == sorted([first_order, late, fresh])
+    late_row = next(r for r in rows if r["event_id"] == late)
+    assert str(late_row["day"]) == "2026-10-12" and late_row["occurred_at"] == T0 - timedelta(days=21)
+    assert json.loads(rows[0]["details"]) == {"items": 1}
+    [assignment] = exported(out, "assignments")
+    assert assignment["probability"] == 0.95 and assignment["features"] == [0.0] * len(LOGGED)
+    assert json.loads(assignment["parameters"]) == {"discount": 10}
+
+
+def test_decisions_wait_for_the_settle_time(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    decide(db, T0)
+    early = export(db, out, now=T0 + timedelta(minutes=1), settle=timedelta(minutes=5))
+    # Its assignment has a store id and goes now; the decision, by time only, once it has settled.
+    assert early.rows["decisions"] == 0 and early.rows["assignments"] == 1
+    later = export(db, out, now=T0 + timedelta(minutes=6), settle=timedelta(minutes=5))
+    assert later.rows["decisions"] == 1
+    assert export(db, out, now=T0 + timedelta(minutes=20)).rows["decisions"] == 0
+
+
+def test_a_crash_while_writing_leaves_nothing_visible(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "export"
+    record(db, T0 - timedelta(days=1))
+    export(db, out, now=T0 - timedelta(days=1))  # a first run, before the rows below
+    for day in range(3):
+        decide(db, T0 + timedelta(days=day), user=f"u{day}")
+        record(db, T0 + timedelta(days=day, hours=1), user=f"u{day}")
+    before = visible_files(out)
+    state = (out / export_module.STATE).read_bytes()
+    real, calls = export_module._arrow, []
+
+    def failing(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:  # mid-way: some day files of this run are written, hidden
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(export_module, "_arrow", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export(db, out, now=T0 + timedelta(days=5))
+    assert visible_files(out) == before
+    assert (out / export_module.STATE).read_bytes() == state
+    assert any(p.name.startswith(export_module.TEMP_PREFIX) for p in out.rglob("*"))
+
+    monkeypatch.setattr(export_module, "_arrow", real)
+    result = export(db, out, now=T0 + timedelta(days=5))
+    assert result.rows == {"decisions": 3, "exposures": 0, "assignments": 3, "events": 3}
+    assert not any(p.name.startswith(export_module.TEMP_PREFIX) for p in out.rglob("*"))
+    assert len(exported(out, "decisions")) == len(exported(out, "assignments")) == 3
+    assert len(exported(out, "events")) == 4
+
+
+def test_a_crash_while_publishing_is_rolled_forward(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "export"
+    for day in range(3):
+        decide(db, T0 + timedelta(days=day), user=f"u{day}")
+    real, calls = export_module._publish, []
+
+    def failing(tmp: Path, final: Path) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("killed")
+        real(tmp, final)
+
+    monkeypatch.setattr(export_module, "_publish", failing)
+    with pytest.raises(OSError, match="killed"):
+        export(db, out, now=T0 + timedelta(days=5))
+    monkeypatch.setattr(export_module, "_publish", real)
+    result = export(db, out, now=T0 + timedelta(days=5))
+    assert result.recovered > 0 and result.rows["decisions"] == 0  # committed by the crashed run
+    assert len(exported(out, "decisions")) == 3 and len(exported(out, "assignments")) == 3
+
+
+def test_an_open_transaction_holds_the_watermark_back(db: Database, tmp_path: Path) -> None:
+    """PostgreSQL hands out ids before commit: a run waits for the transactions in flight, or fails
+    saying so, rather than pass an id that commits later."""
+    if db.writer.dialect.name != "postgresql":
+        pytest.skip("SQLite assigns ids in commit order")
+    out = tmp_path / "export"
+    with db.writer.connect() as slow:
+        slow.execute(
+            events.insert(),
+            {
+                "event_id": "slow",
+                "user_id": "u1",
+                "type": "order_placed",
+                "occurred_at": T0,
+                "received_at": T0,
+                "value": 1.0,
+                "details": {},
+            },
+        )  # not committed yet: its seq is taken
+        fast = record(db, T0)  # a larger seq, committed
+        with pytest.raises(ExportError, match="transaction in flight"):
+            export(db, out, now=T0, in_flight_timeout=0.3)
+        slow.commit()
+    export(db, out, now=T0)
+    assert sorted(r["event_id"] for r in exported(out, "events")) == sorted(["slow", fast])
+
+
+def test_the_export_loads_in_pandas_polars_and_duckdb(
+    simulated: tuple[str, datetime], tmp_path: Path
+) -> None:
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    url, as_of = simulated
+    out = tmp_path / "export"
+    db = Database(url)
+    export(db, out, now=as_of + timedelta(days=1))
+    with db.reader.connect() as conn:
+        counts = {
+            t.name: conn.execute(select(func.count()).select_from(t.table)).scalar_one() for t in EXPORTED
+        }
+        revenue = conn.execute(select(func.sum(events.c.value))).scalar_one()
+        features = conn.execute(select(func.count()).where(exposures.c.features.is_not(None))).scalar_one()
+    db.dispose()
+    assert counts["assignments"] > 100 and counts["events"] > 100 and features > 0
+    for table, n in counts.items():
+        assert len(pd.read_parquet(out / table)) == n, table
+    frame = pl.read_parquet(out / "events" / "**" / "*.parquet", hive_partitioning=True)
+    assert frame.height == counts["events"] and frame["value"].sum() == pytest.approx(revenue)
+    assert frame.schema["occurred_at"] == pl.Datetime("us", "UTC")
+    logged = pl.read_parquet(out / "exposures" / "**" / "*.parquet").drop_nulls("features")
+    assert logged.height == features and logged["features"].list.len().unique().to_list() == [len(LOGGED)]
+    glob = str(out / "assignments" / "*" / "*.parquet")
+    [(n, arms)] = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT arm_id) FROM read_parquet('{glob}')"
+    ).fetchall()
+    assert n == counts["assignments"] and arms >= 4
+
+
+def test_the_schema_file_is_the_export_schema() -> None:
+    """A column added to or changed in the store changes the export: this test fails until
+    src/nextbest/warehouse/schema.json (the documented schema) says so."""
+    assert json.loads(SCHEMA_FILE.read_text()) == schema_document()
+    for table in EXPORTED:
+        assert list(schema_document()["tables"][table.name]["columns"]) == [
+            c.name for c in table.table.columns
+        ]
+
+
+def test_an_export_directory_is_not_just_any_directory(db: Database, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        export(db, tmp_path)
