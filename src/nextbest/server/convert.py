@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,11 +30,13 @@ from nextbest.domain import (
 )
 from nextbest.errors import FieldViolation, InvalidArgumentError, NextbestError
 from nextbest.models.registry import ModelSet, ModelState
-from nextbest.reports.report import LiftReport
-from nextbest.reports.request import ReportRequest
-from nextbest.stats.analysis import Verdict
-from nextbest.stats.frequentist import Comparison, Estimate
-from nextbest.store.erasure import Erased
+
+if TYPE_CHECKING:  # the report and statistics packages load on the first report, not at start
+    from nextbest.reports.report import LiftReport
+    from nextbest.reports.request import ReportRequest
+    from nextbest.stats.analysis import Verdict
+    from nextbest.stats.frequentist import Comparison, Estimate
+    from nextbest.store.erasure import Erased
 
 __all__ = [
     "batch_from_proto",
@@ -264,6 +266,8 @@ def results_to_proto(results: list[EventResult]) -> pb.RecordEventsResponse:
 
 def report_request_from_proto(msg: pb.GetLiftReportRequest) -> ReportRequest:
     """The validated request; unset fields (no ``as_of``, a window or alpha of 0) take the defaults."""
+    from nextbest.reports.request import ReportRequest
+
     return ReportRequest.validated(
         msg.experiment_id,
         list(msg.metrics),

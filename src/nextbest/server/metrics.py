@@ -19,7 +19,6 @@ from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
 from nextbest.models.registry import ModelSet, ModelState
 from nextbest.server.interceptors import UnaryInterceptor
-from nextbest.stats.srm import srm_check
 from nextbest.store import Store
 
 __all__ = ["Metrics", "MetricsInterceptor"]
@@ -130,6 +129,8 @@ class Metrics:
 
     def refresh_experiments(self, catalog: Catalog, store: Store) -> None:
         """Recounts units per arm and the sample-ratio check (a GROUP BY per experiment)."""
+        from nextbest.stats.srm import srm_check  # with --metrics-port only: not at every start
+
         for exp in catalog.experiments:
             counts = store.arm_units(exp.id)
             counts.pop("__multiple__", None)

@@ -14,7 +14,6 @@ from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.decision.engine import MAX_BATCH, DecisionEngine
 from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.models.registry import ModelSet
-from nextbest.reports import build_report
 from nextbest.server import convert
 from nextbest.server.auth import current_principal
 from nextbest.store import Database
@@ -48,6 +47,8 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
         return convert.batch_to_proto(requests, results)
 
     def GetLiftReport(self, request: pb.GetLiftReportRequest, context: Any) -> pb.GetLiftReportResponse:  # noqa: N802
+        from nextbest.reports import build_report  # loaded on the first report, not at start
+
         asked = convert.report_request_from_proto(request)
         remaining = _deadline(context)
         # A report may outlast the decision path's statement timeout; the caller's deadline bounds it.
