@@ -231,6 +231,9 @@ def action_json(a: ChosenAction) -> Json:
     return out
 
 
+REJECTION_FIELDS = ("action_id", "flow", "channel", "action_class", "reason", "detail")
+
+
 def rejection_json(r: Rejection) -> list[str]:
     # A list, not an object: a decision has a dozen of them and the keys would be most of the corpus.
     return [r.action_id, r.flow, r.channel.value, r.action_class.value, r.reason.value, r.detail]
@@ -384,6 +387,33 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
 
 
+def _list_differences(expected: list[Any], got: list[Any], path: str) -> list[str]:
+    if len(expected) == len(got):
+        out = []
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            out += differences(e, g, f"{path}[{i}]")
+        if out and _sorted(expected) == _sorted(got):
+            return [f"{path}: the same {len(got)} items in another order: expected {expected!r}, got {got!r}"]
+        return out
+    missing = [e for e in expected if not any(not differences(e, g) for g in got)]
+    extra = [g for g in got if not any(not differences(e, g) for e in expected)]
+    return [
+        f"{path}: expected {len(expected)} items, got {len(got)}; missing {missing!r}; not expected {extra!r}"
+    ]
+
+
+def _sorted(items: list[Any]) -> list[str]:
+    return sorted(json.dumps(i, sort_keys=True) for i in items)
+
+
+def _named(rejections: list[Any]) -> list[Any]:
+    """Rejections as objects, so that a difference names its field."""
+    return [
+        dict(zip(REJECTION_FIELDS, r, strict=True)) if isinstance(r, list) and len(r) == 6 else r
+        for r in rejections
+    ]
+
+
 def differences(expected: Any, got: Any, path: str = "") -> list[str]:
     """Every place ``got`` differs from ``expected`` (JSON values), as ``path: expected != got`` lines;
     floats (and features, decoded) are compared to ``TOLERANCE``."""
@@ -399,16 +429,13 @@ def differences(expected: Any, got: Any, path: str = "") -> list[str]:
                 out.append(f"{sub}: not expected, got {got[key]!r}")
             elif key == "features" and isinstance(expected[key], str) and isinstance(got[key], str):
                 out += differences(features_from_json(expected[key]), features_from_json(got[key]), sub)
+            elif key == "rejected" and isinstance(expected[key], list) and isinstance(got[key], list):
+                out += differences(_named(expected[key]), _named(got[key]), sub)
             else:
                 out += differences(expected[key], got[key], sub)
         return out
     if isinstance(expected, list) and isinstance(got, list):
-        if len(expected) != len(got):
-            return [f"{path}: expected {len(expected)} items, got {len(got)}: {expected!r} != {got!r}"]
-        out = []
-        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
-            out += differences(e, g, f"{path}[{i}]")
-        return out
+        return _list_differences(expected, got, path)
     numbers = (int, float)
     if (
         isinstance(expected, numbers)

@@ -75,15 +75,6 @@ def test_the_corpus_is_what_its_header_says() -> None:
     assert decisions == sum(p.decisions for p in PLANS) == 10_000
 
 
-def test_the_start_of_the_corpus_is_reproduced() -> None:
-    """A quick look for ``make test-fast``: the first 200 operations of the first segment."""
-    catalog, models = inputs()
-    start = read_corpus(CORPUS, lines=202)
-    result = replay_segment(start.segments[0], catalog, models, MemoryStore())
-    assert result.operations == 200
-    assert not result.mismatched, summary(result)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEGMENTS)
 def test_memory_store_reproduces_the_corpus(name: str) -> None:
