@@ -34,12 +34,18 @@ def arbitrate(
     chosen: list[ScoredCandidate] = []
     rejected: list[Rejection] = []
     taken: dict[Channel, ScoredCandidate] = {}
-    for candidate in sorted(candidates, key=lambda c: rank_key(c, flows)):
+    ranked = sorted(candidates, key=lambda c: rank_key(c, flows)) if len(candidates) > 1 else candidates
+    for candidate in ranked:
         action, channel = candidate.action, candidate.channel
         # An action an experiment moves between channels needs every arm's channel free: which arm the
         # unit is in must not decide whether it gets the action.
-        channels = [channel, *(ch for ch, _ in candidate.candidate.variants if ch is not channel)]
-        busy = next((ch for ch in channels if ch in taken), None)
+        variants = candidate.candidate.variants
+        if variants:
+            channels = [channel, *(ch for ch, _ in variants if ch is not channel)]
+            busy = next((ch for ch in channels if ch in taken), None)
+        else:
+            channels = [channel]
+            busy = channel if channel in taken else None
         if busy is not None:
             winner = taken[busy]
             arm = "" if busy is channel else f" (another arm of its experiment sends it on {busy})"

@@ -132,6 +132,7 @@ MAX_ATTEMPTS = 5
 # The most requests one ``decide_batch`` (``NextActionBatch``) call takes.
 MAX_BATCH = 500
 _NO_MODELS = ModelSet()
+_REFUSED = FieldViolation("event", "the database refused this event's data; nothing of it was stored")
 
 
 def _stripe(user_id: str) -> int:
@@ -205,6 +206,8 @@ class DecisionEngine:
         self._plans = Plans(catalog)
         self._decide_time = Duration()
         self._write_time = Duration()
+        # One rule object for every call: the events' group commit cancels once per rule in a batch.
+        self._cancel_rule = partial(cancel_reason, catalog)
 
     def _lock(self, user_id: str) -> threading.Lock:
         return self._locks[_stripe(user_id)]
@@ -441,17 +444,19 @@ class DecisionEngine:
         for p in plan.actions:
             action = p.action
             flow = p.flow
-            journey = book[flow.id]
             key = (action.channel, p.marketing)
             if key in by_channel:
                 refusal = by_channel[key]
             else:
                 refusal = by_channel[key] = channel_gate(action.channel, p.channel, state, p.marketing)
-            if refusal is None:
-                if flow.id in by_flow:
-                    refusal = by_flow[flow.id]
-                else:
-                    refusal = by_flow[flow.id] = journey_gate(flow.id, journey, p.entry)
+            if refusal is not None:  # the journey is not worked out for a channel the customer is closed on
+                rejected.append(rejection(action, refusal.reason, refusal.detail))
+                continue
+            journey = book[flow.id]
+            if flow.id in by_flow:
+                refusal = by_flow[flow.id]
+            else:
+                refusal = by_flow[flow.id] = journey_gate(flow.id, journey, p.entry)
             if refusal is None and p.checks_stock:
                 refusal = check_inventory(action, request, snapshot.out_of_stock)
             if refusal is None and p.engaged_only:
@@ -515,11 +520,11 @@ class DecisionEngine:
             with ExitStack() as stack:  # stripes in a fixed order: no deadlock with each other
                 for stripe in stripes:
                     stack.enter_context(self._locks[stripe])
-                outcomes = self.store.record_events(
-                    [e for _, e in valid], self.clock(), partial(cancel_reason, self.catalog)
-                )
+                outcomes = self.store.record_events([e for _, e in valid], self.clock(), self._cancel_rule)
             for (index, event), (outcome, cancelled) in zip(valid, outcomes, strict=True):
-                results[index] = EventResult(index, event.event_id, outcome, cancelled=cancelled)
+                # REJECTED here: the database refused what validation let through (it alone failed).
+                refused = (_REFUSED,) if outcome is EventOutcome.REJECTED else ()
+                results[index] = EventResult(index, event.event_id, outcome, refused, cancelled)
         return [r for r in results if r is not None]
 
 
