@@ -1,7 +1,7 @@
 """Loading and validating the catalog; CEL rule compilation."""
 
 from nextbest.catalog.loader import bundled_catalog_path, load_catalog, parse_catalog
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step
+from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Segment, Step
 from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
 from nextbest.catalog.rules import CompiledRule, RuleEvaluationError
 
@@ -16,6 +16,7 @@ __all__ = [
     "Flow",
     "QuietHours",
     "RuleEvaluationError",
+    "Segment",
     "Step",
     "bundled_catalog_path",
     "load_catalog",

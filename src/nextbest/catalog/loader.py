@@ -16,9 +16,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import ValidationError
 
-from nextbest.catalog.model import Action, Catalog, ChannelPolicy, Flow, Step, param_str, parse_discount
+from nextbest.catalog.model import (
+    Action,
+    Catalog,
+    ChannelPolicy,
+    Flow,
+    Segment,
+    Step,
+    param_str,
+    parse_discount,
+)
 from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
-from nextbest.catalog.rules import CompiledRule, compile_rule
+from nextbest.catalog.rules import CompiledRule, compile_rule, compile_segment
 from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
 from nextbest.errors import CatalogError
@@ -87,6 +96,12 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         semantic.extend((("actions", index, "rule"), p) for p in rule_problems)
         if rule is not None:
             rules.append(rule)
+    segments: dict[str, Segment] = {}
+    for segment_id, segment_spec in spec.segments.items():
+        condition, condition_problems = compile_segment(segment_spec.condition)
+        semantic.extend((("segments", segment_id, "condition"), p) for p in condition_problems)
+        if condition is not None:
+            segments[segment_id] = Segment(segment_id, segment_spec.description, condition)
     problems += [f"{where(path)}: {_fmt(path)}: {reason}" for path, reason in semantic]
     if problems:
         raise CatalogError(problems)
@@ -113,6 +128,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         extra_triggers=frozenset(spec.triggers),
         experiments=tuple(_experiment(e) for e in spec.experiments),
         policy=_policy(spec.policy),
+        segments=segments,
     )
 
 

@@ -149,6 +149,15 @@ class Flow:
         return self.action_class is not ActionClass.TRANSACTIONAL
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named audience: customers whose state satisfies ``condition`` (CEL over ``customer``)."""
+
+    id: str
+    description: str
+    condition: CompiledRule
+
+
 @dataclass(frozen=True)
 class Catalog:
     version: str
@@ -160,6 +169,7 @@ class Catalog:
     extra_triggers: frozenset[str] = frozenset()
     experiments: tuple[Experiment, ...] = ()
     policy: ContactPolicy = field(default_factory=ContactPolicy)
+    segments: Mapping[str, Segment] = field(default_factory=dict)
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
     # Flows from the most to the least important (class, then priority), for the conflict check.
     flows_by_rank: tuple[Flow, ...] = field(init=False, repr=False, compare=False)

@@ -32,9 +32,11 @@ import cel  # noqa: E402  (after the placeholder above)
 
 __all__ = [
     "RULE_VARIABLES",
+    "SEGMENT_VARIABLES",
     "CompiledRule",
     "RuleEvaluationError",
     "compile_rule",
+    "compile_segment",
     "merge_reads",
     "rule_context",
     "rule_reads",
@@ -195,12 +197,36 @@ def compile_rule(source: str) -> tuple[CompiledRule | None, list[str]]:
     return (rule if not problems else None), problems
 
 
-def _dry_run(rule: CompiledRule, scope: Mapping[str, Any]) -> str | None:
+SEGMENT_VARIABLES = ("customer",)
+
+
+def compile_segment(source: str) -> tuple[CompiledRule | None, list[str]]:
+    """Compiles a segment's condition: like a rule, but it sees only ``customer`` (a segment is
+    evaluated over stored customers, with no request, trigger or journey)."""
+    try:
+        program = cel.compile(source)
+    except (ValueError, RuntimeError) as exc:
+        return None, [f"CEL syntax error: {_first_line(exc)}"]
+    other = sorted(set(program.variables()) & (set(RULE_VARIABLES) - set(SEGMENT_VARIABLES)))
+    if other:
+        return None, [f"a segment reads only customer, not {', '.join(other)}"]
+    rule = CompiledRule(source=source, program=program)
+    problems: list[str] = []
+    for scope in sample_scopes():
+        problem = _dry_run(rule, {"customer": scope["customer"]}, SEGMENT_VARIABLES)
+        if problem and problem not in problems:
+            problems.append(problem)
+    return (rule if not problems else None), problems
+
+
+def _dry_run(
+    rule: CompiledRule, scope: Mapping[str, Any], variables: tuple[str, ...] = RULE_VARIABLES
+) -> str | None:
     try:
         result = rule.program.execute(dict(scope))
     except RuntimeError as exc:
         # Undeclared variables are RuntimeErrors; name the ones a rule may use.
-        return f"{_first_line(exc)} (rules may use: {', '.join(RULE_VARIABLES)})"
+        return f"{_first_line(exc)} (may use: {', '.join(variables)})"
     except KeyError as exc:
         return (
             f"unknown field or missing key {exc}: rules read the fields listed in the README; "

@@ -227,6 +227,15 @@ class PolicySpec(_Strict):
     engagement: EngagementSpec | None = None
 
 
+class SegmentSpec(_Strict):
+    """A dynamic audience: the customers whose state satisfies ``condition`` now (no request involved)."""
+
+    description: str = ""
+    condition: str = Field(
+        min_length=1, description="CEL over `customer` only (the fields rules see), returning bool."
+    )
+
+
 class CatalogSpec(_Strict):
     version: Literal[1] = Field(description="Catalog schema version.")
     name: str = ""
@@ -238,3 +247,4 @@ class CatalogSpec(_Strict):
     actions: list[ActionSpec] = Field(min_length=1)
     experiments: list[ExperimentSpec] = Field(default_factory=list)
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    segments: dict[Identifier, SegmentSpec] = Field(default_factory=dict)

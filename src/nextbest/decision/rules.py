@@ -18,7 +18,7 @@ from nextbest.decision.journeys import journey_variables
 from nextbest.domain import DecisionRequest, ReasonCode, RequestContext
 from nextbest.state import CustomerState, Journey
 
-__all__ = ["RuleScope", "check_rules"]
+__all__ = ["RuleScope", "check_rules", "customer_variables"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ def _fields(builders: Mapping[str, Callable[..., Any]], wanted: frozenset[str] |
     return list(builders) if wanted is None else [f for f in builders if f in wanted]
 
 
+def customer_variables(
+    state: CustomerState, now: datetime, fields: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """What CEL sees as ``customer`` (the fields named, or all): rules, and segments over stored
+    customers."""
+    return {f: _CUSTOMER[f](state, now) for f in _fields(_CUSTOMER, fields)}
+
+
 class RuleScope:
     """One ``cel.Context`` per decision: converting Python values to CEL costs a hundred times more than
     evaluating a rule, so the customer and context maps are converted once and only ``journey`` is
@@ -77,9 +85,7 @@ class RuleScope:
         reads, state, now, ctx = self._reads, self._state, self._now, self._request.context
         variables: dict[str, Any] = {}
         if "customer" in reads:
-            variables["customer"] = {
-                f: _CUSTOMER[f](state, now) for f in _fields(_CUSTOMER, reads["customer"])
-            }
+            variables["customer"] = customer_variables(state, now, reads["customer"])
         if "context" in reads:
             variables["context"] = {f: _CONTEXT[f](ctx) for f in _fields(_CONTEXT, reads["context"])}
         if "trigger" in reads:
