@@ -21,6 +21,11 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
 
+def _cache_home() -> Path:
+    """Where a user's cached files live (XDG Base Directory)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 # Not relative to the working directory: `nextbest report` run from another directory reads the database
 # `nextbest serve` writes, instead of creating an empty one there.
 DEFAULT_DATABASE_URL = f"sqlite:///{_data_home() / 'nextbest' / 'nextbest.db'}"
@@ -42,6 +47,15 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         default_factory=bundled_models_path,
         description="Where promoted models are loaded from (models/<kind>/PROMOTED); unset: no models.",
+    )
+    compiled_scoring: bool = Field(
+        default=True,
+        description="Score with the models' trees compiled to machine code once checked equal to LightGBM "
+        "(needs a C compiler; compiled in the background, LightGBM scores meanwhile and without one).",
+    )
+    model_cache_dir: Path = Field(
+        default_factory=lambda: _cache_home() / "nextbest" / "compiled-models",
+        description="Where compiled models are kept between starts, by the digest of the model.",
     )
     workers: int = Field(default=16, ge=1, le=1024, description="Threads handling calls.")
     max_concurrent: int | None = Field(

@@ -205,6 +205,9 @@ class _PrefersEmail:
         by_channel = {list(Channel).index(Channel.EMAIL): 0.9, list(Channel).index(Channel.PUSH): 0.3}
         return np.array([by_channel.get(int(c), 0.1) for c in channel])
 
+    def score(self, full: npt.NDArray[np.float64], action_ids: list[str]) -> npt.NDArray[np.float64]:
+        return self.predict(full)
+
 
 class _EmailRegistry:
     current = ModelSet(propensity=_PrefersEmail())  # type: ignore[arg-type]
@@ -258,21 +261,18 @@ def test_whether_a_unit_gets_the_action_does_not_depend_on_its_arm(
     assert outcomes["sms"] == outcomes["email"]
 
 
-class _Codes:
-    codes: dict[str, float] = {}
-
-
 class _FlatUplift:
     """Every cart action: P(convert) 0.5 if sent, 0.4 if not — worth sending at 10 % off, not at 60 %."""
 
-    treated = _Codes()
     flows = frozenset({"cart_abandonment"})
 
     def covers(self, action_id: str, flow: str) -> bool:
         return True
 
-    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        return np.full(len(x), 0.5), np.full(len(x), 0.4)
+    def score(
+        self, full: npt.NDArray[np.float64], action_ids: list[str]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return np.full(len(full), 0.5), np.full(len(full), 0.4)
 
 
 class _Registry:

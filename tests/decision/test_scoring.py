@@ -46,14 +46,9 @@ actions:
 """
 
 
-class _Codes:
-    codes = {"incentive": 0.0, "reminder": 1.0}
-
-
 class _Uplift:
     """An uplift model that predicts the same P(convert | treated) and P(convert | untreated) for all."""
 
-    treated = _Codes()
     flows = frozenset({"cart"})
 
     def __init__(self, treated: float, control: float) -> None:
@@ -62,8 +57,10 @@ class _Uplift:
     def covers(self, action_id: str, flow: str) -> bool:
         return True
 
-    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        return np.full(len(x), self.p[0]), np.full(len(x), self.p[1])
+    def score(
+        self, full: npt.NDArray[np.float64], action_ids: list[str]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return np.full(len(full), self.p[0]), np.full(len(full), self.p[1])
 
 
 def _score(uplift: _Uplift | None, discount: str | None = None) -> dict[str, object]:

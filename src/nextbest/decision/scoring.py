@@ -23,18 +23,20 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from nextbest.catalog import Action
 from nextbest.decision.candidates import Candidate, rejection
 from nextbest.domain import Channel, DecisionRequest, ReasonCode, Rejection, SendTimeSource
 from nextbest.models import features as feats
-from nextbest.models.registry import ModelSet
+from nextbest.models.registry import ModelSet, UpliftModel
 from nextbest.models.send_time import Timing
 from nextbest.state import CustomerSnapshot
 
 __all__ = ["ScoredCandidate", "score_candidates"]
 
 _NO_MODELS = ModelSet()
+_CHANNEL_CODE = {c: feats.channel_code(c) for c in Channel}
 
 
 @dataclass(slots=True)  # not frozen: built for every candidate of every decision, and frozen init is slow
@@ -69,58 +71,47 @@ def score_candidates(
     if not candidates:
         return [], []
     customer = feats.customer_row(snapshot, request, now, zone)
-    logged = feats.logged_matrix(
-        customer, [feats.action_columns(c.action, c.channel, c.delay) for c in candidates]
-    )
-    blobs = feats.encode_rows(logged)
+    cart = request.context.cart_value
+    code = _CHANNEL_CODE
+    # One pass over the candidates for what each adds to the feature matrix and to its value; the
+    # matrix itself is built in one step.
+    sent: list[tuple[float, float, float, float, float]] = []
+    values: list[float] = []
+    kept: list[float] = []
+    ids: list[str] = []
+    declared = False
+    for c in candidates:
+        action = c.action
+        rank, value, propensity = action.scoring_constants
+        sent.append((code[c.channel], rank, value, propensity, c.delay.total_seconds() / 3600.0))
+        values.append(action.value_for(cart))
+        # What an order is worth to the store once the action's declared discount is given away (not
+        # an arm's: whether to send must not depend on the arm, or an A/B test would compare different
+        # units).
+        kept.append(1.0 - action.discount)
+        ids.append(action.id)
+        declared = declared or c.declared is not None
+    full = feats.candidate_matrix(customer, sent)
+    blobs = feats.encode_rows(full)
     # Ranked as declared: an arm that moves the channel or the delay must not change whether the action
     # wins, or the arms would compare different units. The log keeps what is sent.
-    if any(c.declared is not None for c in candidates):
-        logged = feats.logged_matrix(
+    if declared:
+        full = feats.candidate_matrix(
             customer,
             [feats.action_columns(c.action, *(c.declared or (c.channel, c.delay))) for c in candidates],
         )
-    ids = [c.action.id for c in candidates]
-    cart = request.context.cart_value
-    values = np.array([c.action.value_for(cart) for c in candidates])
-    # What an order is worth to the store once the action's declared discount is given away (not an
-    # arm's: whether to send must not depend on the arm, or an A/B test would compare different units).
-    kept = np.array([1.0 - c.action.discount for c in candidates])
+    value_array = np.array(values)
+    kept_array = np.array(kept)
     if models.propensity is not None:
-        p = models.propensity.predict(feats.matrix(logged, ids, models.propensity.codes))
+        p = models.propensity.score(full, ids)
     else:
         p = np.array([c.action.base_propensity for c in candidates])
-    scores = p * values * kept
-    uplift = models.uplift
-    no_lift: dict[int, str] = {}
-    if uplift is not None:
-        covered = [
-            i
-            for i, c in enumerate(candidates)
-            if c.action.flow in uplift.flows and c.action.action_class.is_marketing
-        ]
-        if covered:
-            x = feats.matrix(logged[covered], [ids[i] for i in covered], uplift.treated.codes)
-            treated, control = uplift.predict(x)
-            for i, model_pt, pc in zip(covered, treated, control, strict=True):
-                action = candidates[i].action
-                pt = model_pt
-                if not uplift.covers(action.id, action.flow):
-                    # Not seen randomized: P(convert | sent) from the propensity score; P(convert | not
-                    # sent) is the customer's, whatever the action — so every action of the flow is
-                    # ranked in the same currency, incremental value.
-                    pt = float(p[i])
-                value, keep = float(values[i]), float(kept[i])
-                # A discount is given on every order the action touches, also the ones that would
-                # have come anyway: the treated order is worth value x keep, the untreated one value.
-                gain = pt * value * keep - pc * value - action.cost
-                scores[i] = gain
-                if not gain > 0:
-                    off = f" less {100 * (1 - keep):g} % off" if keep < 1 else ""
-                    no_lift[i] = (
-                        f"uplift {100 * (pt - pc):+.2f} pp x value {value:g}{off} - cost "
-                        f"{action.cost:g} = {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
-                    )
+    scores = p * value_array * kept_array
+    no_lift = (
+        {}
+        if models.uplift is None
+        else _uplift(models.uplift, candidates, full, ids=ids, p=p, values=values, kept=kept, scores=scores)
+    )
     profile = None
     score_list = scores.tolist()
     scored: list[ScoredCandidate] = []
@@ -148,3 +139,48 @@ def score_candidates(
             )
         )
     return scored, rejected
+
+
+def _uplift(
+    uplift: UpliftModel,
+    candidates: list[Candidate],
+    full: npt.NDArray[np.float64],
+    *,
+    ids: list[str],
+    p: npt.NDArray[np.float64],
+    values: list[float],
+    kept: list[float],
+    scores: npt.NDArray[np.float64],
+) -> dict[int, str]:
+    """Rescores the candidates the uplift model covers with their expected incremental value (in
+    ``scores``); returns why each one without a positive gain is rejected, by index."""
+    no_lift: dict[int, str] = {}
+    covered = [
+        i
+        for i, c in enumerate(candidates)
+        if c.action.flow in uplift.flows and c.action.action_class.is_marketing
+    ]
+    if not covered:
+        return no_lift
+    rows = full if len(covered) == len(candidates) else full[covered]
+    treated, control = uplift.score(rows, [ids[i] for i in covered])
+    for i, model_pt, pc in zip(covered, treated, control, strict=True):
+        action = candidates[i].action
+        pt = model_pt
+        if not uplift.covers(action.id, action.flow):
+            # Not seen randomized: P(convert | sent) from the propensity score; P(convert | not sent) is
+            # the customer's, whatever the action — so every action of the flow is ranked in the same
+            # currency, incremental value.
+            pt = float(p[i])
+        value, keep = values[i], kept[i]
+        # A discount is given on every order the action touches, also the ones that would have come
+        # anyway: the treated order is worth value x keep, the untreated one value.
+        gain = pt * value * keep - pc * value - action.cost
+        scores[i] = gain
+        if not gain > 0:
+            off = f" less {100 * (1 - keep):g} % off" if keep < 1 else ""
+            no_lift[i] = (
+                f"uplift {100 * (pt - pc):+.2f} pp x value {value:g}{off} - cost "
+                f"{action.cost:g} = {gain:+.4g} (P(convert) {pt:.4f} if sent, {pc:.4f} if not)"
+            )
+    return no_lift

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -30,8 +31,11 @@ __all__ = [
     "FEATURES",
     "FEATURE_SET",
     "LOGGED",
+    "Layout",
     "action_codes",
     "action_columns",
+    "candidate_matrix",
+    "channel_code",
     "customer_row",
     "decode",
     "encode_rows",
@@ -68,6 +72,7 @@ FEATURES: tuple[str, ...] = (*LOGGED, ACTION)
 CATEGORICAL: tuple[str, ...] = ("channel", ACTION)
 
 _CHANNEL_CODE = {c: float(i) for i, c in enumerate(Channel)}
+_ACTION_INDEX = len(LOGGED)
 _DAY = 86400.0
 _NAN = math.nan
 
@@ -111,6 +116,21 @@ def action_columns(action: Action, channel: Channel, delay: timedelta) -> list[f
     return [_CHANNEL_CODE[channel], rank, value, propensity, delay.total_seconds() / 3600.0]
 
 
+def channel_code(channel: Channel) -> float:
+    return _CHANNEL_CODE[channel]
+
+
+def candidate_matrix(
+    customer: Sequence[float], actions: Sequence[Sequence[float]]
+) -> npt.NDArray[np.float64]:
+    """All candidates' rows of ``FEATURES`` in one array: the customer part broadcast, each action's
+    columns, and an action column left for ``Layout.select`` to fill with a model's codes."""
+    out = np.empty((len(actions), len(FEATURES)), dtype=np.float64)
+    out[:, : len(CUSTOMER)] = customer
+    out[:, len(CUSTOMER) : len(LOGGED)] = actions
+    return out
+
+
 def logged_matrix(customer: Sequence[float], actions: Sequence[Sequence[float]]) -> npt.NDArray[np.float64]:
     """The logged columns of a decision's candidates: the customer part repeated, then each action's."""
     out = np.empty((len(actions), len(LOGGED)), dtype=np.float64)
@@ -120,8 +140,9 @@ def logged_matrix(customer: Sequence[float], actions: Sequence[Sequence[float]])
 
 
 def encode_rows(logged: npt.NDArray[np.float64]) -> list[bytes]:
-    """The logged form of each row: float64, little-endian, ``LOGGED`` order."""
-    blob = logged.astype("<f8", copy=False).tobytes()
+    """The logged form of each row: float64, little-endian, ``LOGGED`` order (the first ``LOGGED``
+    columns of ``logged``; a ``candidate_matrix``'s action column is left out)."""
+    blob = logged[:, : len(LOGGED)].astype("<f8", copy=False).tobytes()
     width = len(LOGGED) * 8
     return [blob[i : i + width] for i in range(0, len(blob), width)]
 
@@ -149,6 +170,44 @@ def matrix(
         x[:, : len(LOGGED)] = logged
         x[:, -1] = [codes.get(a, _NAN) for a in action_ids]
     return x
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where each input of a model comes from, worked out once per model from its card's feature names:
+    a column of the logged matrix (``LOGGED``) or the action's code. A model trained on other features
+    of the set, or in another order, is served from the same logged matrix."""
+
+    features: tuple[str, ...]
+    columns: npt.NDArray[np.intp]  # per model input: its index in FEATURES
+    identity: bool  # the model's inputs are FEATURES, in order
+
+    @classmethod
+    def of(cls, features: Sequence[str]) -> Layout:
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"features the server does not build: {', '.join(unknown)}")
+        columns = np.array([FEATURES.index(f) for f in features], dtype=np.intp)
+        return cls(tuple(features), columns, tuple(features) == FEATURES)
+
+    def matrix(
+        self,
+        logged: npt.NDArray[np.float64],
+        action_ids: Sequence[str],
+        codes: Mapping[str, float],
+    ) -> npt.NDArray[np.float64]:
+        """The model's input for rows of the logged matrix, one per action (C-contiguous float64)."""
+        x = matrix(logged, action_ids, codes)
+        return x if self.identity else x[:, self.columns]
+
+    def select(
+        self, full: npt.NDArray[np.float64], action_ids: Sequence[str], codes: Mapping[str, float]
+    ) -> npt.NDArray[np.float64]:
+        """The model's input from a ``candidate_matrix`` (its action column is overwritten with this
+        model's codes): the matrix itself when the model takes ``FEATURES`` in order, else a copy of
+        the model's columns."""
+        full[:, _ACTION_INDEX] = [codes.get(a, _NAN) for a in action_ids]
+        return full if self.identity else full[:, self.columns]
 
 
 def _days(now: datetime, then: datetime | None) -> float:

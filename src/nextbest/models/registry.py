@@ -8,7 +8,6 @@ raises. ``reload`` swaps the whole set at once, so a decision scores with one co
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -24,15 +23,14 @@ import numpy.typing as npt
 
 from nextbest.models import features as feats
 from nextbest.models.artifacts import ModelCard, ModelKind, promoted_version, read_card
+from nextbest.models.compiled import CompiledForest, Forest, ForestCompiler, LightGBMForest
 from nextbest.models.lightgbm_serving import import_lightgbm
 from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 
 if TYPE_CHECKING:
     import lightgbm as lgb
-    import lightgbm.basic as _lgb
 else:  # without scikit-learn and pandas, which serving does not use (see lightgbm_serving)
     lgb = import_lightgbm()
-    _lgb = lgb.basic
 
 __all__ = [
     "BinaryModel",
@@ -45,9 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_DOUBLE_P = ctypes.POINTER(ctypes.c_double)
-_ONE_THREAD = _lgb._c_str("num_threads=1")
 
 
 class ModelState(StrEnum):
@@ -72,40 +67,47 @@ class ModelStatus:
 
 @dataclass(frozen=True)
 class BinaryModel:
-    """A LightGBM binary classifier over ``FEATURES``, scored with one thread (LightGBM's OpenMP threads
-    turn a 100 µs call into milliseconds whenever another process is busy)."""
+    """A LightGBM binary classifier over the features its card lists (by name, see
+    ``features.Layout``). It scores with LightGBM until a ``ForestCompiler`` hands it its compiled
+    trees, checked equal to LightGBM's predictions (``nextbest.models.compiled``)."""
 
     booster: lgb.Booster
     card: ModelCard
     codes: Mapping[str, float]
+    layout: feats.Layout = field(init=False, repr=False, compare=False)
+    forest: Forest = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", feats.Layout.of(self.card.features))
+        object.__setattr__(self, "forest", LightGBMForest(self.booster))
+
+    @property
+    def reference(self) -> LightGBMForest:
+        """LightGBM's own prediction, whatever scores now."""
+        forest = self.forest
+        return forest if isinstance(forest, LightGBMForest) else LightGBMForest(self.booster)
+
+    @property
+    def num_feature(self) -> int:
+        return len(self.card.features)
+
+    @property
+    def compiled(self) -> bool:
+        return isinstance(self.forest, CompiledForest)
+
+    def use(self, forest: Forest) -> None:
+        """Scores with ``forest`` from now on (one attribute swap: a call in flight finishes with the
+        forest it started with)."""
+        object.__setattr__(self, "forest", forest)
 
     def predict(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """LightGBM's own prediction (the C function ``Booster.predict`` ends in for a float64 matrix),
-        called directly: the Python wrapper around it costs a third of a 20-row call. Checked equal to
-        ``booster.predict`` in the tests and in ``benchmarks/bench_scoring.py``."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        rows, columns = x.shape
-        out = np.empty(rows, dtype=np.float64)
-        written = ctypes.c_int64(0)
-        _lgb._safe_call(
-            _lgb._LIB.LGBM_BoosterPredictForMat(  # type: ignore[attr-defined]
-                self.booster._handle,
-                x.ctypes.data_as(_DOUBLE_P),
-                ctypes.c_int(_lgb._C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(rows),
-                ctypes.c_int32(columns),
-                ctypes.c_int(1),  # row-major
-                ctypes.c_int(_lgb._C_API_PREDICT_NORMAL),
-                ctypes.c_int(0),  # start iteration
-                ctypes.c_int(-1),  # every iteration
-                _ONE_THREAD,
-                ctypes.byref(written),
-                out.ctypes.data_as(_DOUBLE_P),
-            )
-        )
-        if written.value != rows:  # pragma: no cover - LightGBM writes one value per row
-            raise RuntimeError(f"LightGBM wrote {written.value} predictions for {rows} rows")
-        return out
+        """P(convert) for rows of the model's features (``layout`` order)."""
+        return self.forest.predict(x)
+
+    def score(self, full: npt.NDArray[np.float64], action_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """P(convert) for the rows of a ``features.candidate_matrix``, one per action (its action column
+        is overwritten with this model's codes)."""
+        return self.forest.predict(self.layout.select(full, action_ids, self.codes))
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,12 @@ class UpliftModel:
 
     def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         return self.treated.predict(x), self.control.predict(x)
+
+    def score(
+        self, full: npt.NDArray[np.float64], action_ids: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """P(convert | treated) and P(convert | untreated) for the rows of a ``candidate_matrix``."""
+        return self.treated.score(full, action_ids), self.control.score(full, action_ids)
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,11 @@ class _LoadError(Exception):
         self.detail = detail
 
 
-def load_binary(directory: Path, card: ModelCard, role: str) -> BinaryModel:
-    """One LightGBM model file of a checked card."""
+def load_binary(
+    directory: Path, card: ModelCard, role: str, compiler: ForestCompiler | None = None
+) -> BinaryModel:
+    """One LightGBM model file of a checked card; with a ``compiler``, compiled trees when they are
+    ready (at once from its cache, else in the background)."""
     name = card.files.get(role)
     if name is None:
         raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
@@ -165,6 +176,8 @@ def load_binary(directory: Path, card: ModelCard, role: str) -> BinaryModel:
     probe = np.full((1, len(card.features)), np.nan)
     if not np.all(np.isfinite(model.predict(probe))):
         raise _LoadError(ModelState.CORRUPT, f"{name} predicts a non-finite value")
+    if compiler is not None:
+        compiler.attach(model, blob)
     return model
 
 
@@ -180,7 +193,9 @@ def _verified(directory: Path, card: ModelCard, name: str) -> bytes:
 
 
 def _check_features(card: ModelCard) -> None:
-    if card.feature_set != feats.FEATURE_SET or list(card.features) != list(feats.FEATURES):
+    """The card's features must be ones the server builds, by name, in any order or subset."""
+    unknown = [f for f in card.features if f not in feats.FEATURES]
+    if card.feature_set != feats.FEATURE_SET or unknown or not card.features:
         raise _LoadError(
             ModelState.INCOMPATIBLE,
             f"trained on feature set {card.feature_set!r} ({', '.join(card.features)}); the server "
@@ -188,25 +203,25 @@ def _check_features(card: ModelCard) -> None:
         )
 
 
-def _load_propensity(directory: Path, card: ModelCard) -> BinaryModel:
+def _load_propensity(directory: Path, card: ModelCard, compiler: ForestCompiler | None) -> BinaryModel:
     _check_features(card)
-    return load_binary(directory, card, "model")
+    return load_binary(directory, card, "model", compiler)
 
 
-def _load_uplift(directory: Path, card: ModelCard) -> UpliftModel:
+def _load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | None) -> UpliftModel:
     _check_features(card)
     if not card.flows:
         raise _LoadError(ModelState.INCOMPATIBLE, "the card names no flows to score")
     return UpliftModel(
-        load_binary(directory, card, "treated"),
-        load_binary(directory, card, "control"),
+        load_binary(directory, card, "treated", compiler),
+        load_binary(directory, card, "control", compiler),
         card,
         frozenset(card.flows),
         frozenset(card.actions),
     )
 
 
-def _load_send_time(directory: Path, card: ModelCard) -> SendTimeModel:
+def _load_send_time(directory: Path, card: ModelCard, compiler: ForestCompiler | None) -> SendTimeModel:
     name = card.files.get("model", "")
     blob = _verified(directory, card, name)
     try:
@@ -219,14 +234,14 @@ def _load_send_time(directory: Path, card: ModelCard) -> SendTimeModel:
     return model
 
 
-_LOADERS: dict[ModelKind, Callable[[Path, ModelCard], Any]] = {
+_LOADERS: dict[ModelKind, Callable[[Path, ModelCard, ForestCompiler | None], Any]] = {
     ModelKind.PROPENSITY: _load_propensity,
     ModelKind.UPLIFT: _load_uplift,
     ModelKind.SEND_TIME: _load_send_time,
 }
 
 
-def _load(root: Path | None, kind: ModelKind) -> tuple[Any, ModelStatus]:
+def _load(root: Path | None, kind: ModelKind, compiler: ForestCompiler | None) -> tuple[Any, ModelStatus]:
     if root is None:
         return None, ModelStatus(kind, ModelState.MISSING, detail="no models directory configured")
     version = promoted_version(root, kind)
@@ -244,7 +259,7 @@ def _load(root: Path | None, kind: ModelKind) -> tuple[Any, ModelStatus]:
             raise _LoadError(
                 ModelState.CORRUPT, f"the card of {version} describes {card.kind} {card.version}"
             )
-        model = _LOADERS[kind](directory, card)
+        model = _LOADERS[kind](directory, card, compiler)
     except _LoadError as problem:
         return None, ModelStatus(kind, problem.state, version, problem.detail)
     except Exception as exc:  # a model never takes the service down
@@ -254,10 +269,13 @@ def _load(root: Path | None, kind: ModelKind) -> tuple[Any, ModelStatus]:
 
 
 class ModelRegistry:
-    """The promoted models under ``root``; ``current`` is swapped whole by ``reload``."""
+    """The promoted models under ``root``; ``current`` is swapped whole by ``reload``. With a
+    ``compiler``, the models' trees are compiled (see ``nextbest.models.compiled``); without one they
+    score with LightGBM."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, compiler: ForestCompiler | None = None) -> None:
         self.root = root
+        self.compiler = compiler
         self._lock = threading.Lock()
         self.current = self._load_all()
 
@@ -274,7 +292,7 @@ class ModelRegistry:
         loaded: dict[ModelKind, Any] = {}
         statuses = []
         for kind in ModelKind:
-            model, status = _load(self.root, kind)
+            model, status = _load(self.root, kind, self.compiler)
             loaded[kind] = model
             statuses.append(status)
             log = logger.info if status.healthy else logger.error

@@ -17,6 +17,7 @@ from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.catalog import load_catalog
 from nextbest.decision.engine import DecisionEngine, utc_now
 from nextbest.errors import CatalogError, StoreUnavailableError
+from nextbest.models.compiled import ForestCompiler
 from nextbest.models.registry import ModelRegistry, ModelSet, ModelState
 from nextbest.server.auth import AccessControl, AuthInterceptor, describe
 from nextbest.server.interceptors import AdmissionInterceptor, ErrorInterceptor, ShedInterceptor
@@ -63,7 +64,8 @@ class NextbestServer:
         elif answered:
             require_schema(db)
         self.store = Store(db, max_batch=settings.max_batch, ids=settings.customer_ids())
-        self.models = ModelRegistry(settings.models_dir)
+        compiler = ForestCompiler(settings.model_cache_dir) if settings.compiled_scoring else None
+        self.models = ModelRegistry(settings.models_dir, compiler)
         self.engine = DecisionEngine(catalog, self.store, models=self.models)
         self._experiments_checked = False
         try:
