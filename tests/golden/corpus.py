@@ -2,7 +2,7 @@
 turned into it and compared with it.
 
 The corpus (``corpus.jsonl.gz``) is JSON lines, gzip'd. The first line describes the corpus (``kind:
-"corpus"``: the commit it was made at, the catalog version, the model versions, the segments); then each
+"corpus"``: the commit it was made at, the catalogs' versions, the model versions, the segments); then each
 segment starts with a ``kind: "segment"`` line (a fresh store) followed by its operations, in the order
 they were made:
 

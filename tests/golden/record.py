@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 import nextbest
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog
@@ -71,6 +72,8 @@ from tests.golden.corpus import (
 
 HERE = Path(__file__).resolve().parent
 CATALOG = HERE / "catalog.yaml"
+# The bundled catalog with a tight contact policy (``tight_catalog``), written next to it when recording.
+TIGHT_CATALOG = HERE / "catalog-tight.yaml"
 MODELS = HERE / "models"
 CORPUS = HERE / "corpus.jsonl.gz"
 REPOSITORY_MODELS = HERE.parents[1] / "models"
@@ -87,10 +90,11 @@ class Plan:
     decisions: int
     start: datetime = START
     max_actions: int = 2
+    catalog: str = CATALOG.name
     why: str = ""
 
 
-# 10,000 decisions in four segments. The simulation is stopped at each segment's quota, so a segment
+# 10,000 decisions in five segments. The simulation is stopped at each segment's quota, so a segment
 # covers its whole population from ``start`` until the quota is reached.
 PLANS = (
     Plan(
@@ -107,7 +111,7 @@ PLANS = (
         seed=12,
         customers=3000,
         days=8,
-        decisions=3000,
+        decisions=2500,
         why="many customers over a week: experiment assignment across thousands of units, first "
         "decisions, journeys starting",
     ),
@@ -116,7 +120,7 @@ PLANS = (
         seed=13,
         customers=800,
         days=30,
-        decisions=2000,
+        decisions=1750,
         max_actions=1,
         why="one action per request: arbitration's MAX_ACTIONS and preemption by single winners",
     ),
@@ -125,12 +129,47 @@ PLANS = (
         seed=14,
         customers=800,
         days=30,
-        decisions=2000,
+        decisions=1750,
         start=datetime.fromisoformat("2027-03-01T00:00:00+00:00"),
         why="March 2027, across both daylight-saving changes (US 14 March, EU 28 March): quiet hours "
         "and send times around shifted local clocks",
     ),
+    Plan(
+        "tight-policy",
+        seed=15,
+        customers=400,
+        days=30,
+        decisions=1000,
+        catalog=TIGHT_CATALOG.name,
+        why="the bundled catalog with a tight contact policy (catalog-tight.yaml): send windows that "
+        "quiet hours overrun (QUIET_HOURS), low caps (FREQUENCY_CAP), 30 % holdouts (the "
+        "counterfactual), send-time optimisation on every e-mail",
+    ),
 )
+
+
+def tight_catalog(text: str) -> str:
+    """``text`` (the bundled catalog) with a contact policy that refuses often."""
+    data = yaml.safe_load(text)
+    data["name"] = "example-store-tight-policy"
+    policy = data["policy"]
+    policy["caps"] = [
+        {"id": "marketing_daily", "limit": 1, "window": "1d"},
+        {"id": "marketing_weekly", "limit": 3, "window": "7d"},
+        {"id": "email_weekly", "channels": ["email"], "limit": 2, "window": "7d"},
+    ]
+    policy["quiet_hours"]["email"] = {"start": "21:30", "end": "07:30"}
+    for action in data["actions"]:
+        if action["channel"] in ("sms", "push", "email"):
+            action["send_window"] = "3h"
+        if action["channel"] == "email" and action["class"] != "transactional":
+            action["send_time"] = "optimize"
+    for experiment in data["experiments"]:
+        if experiment["id"] in ("global_holdout", "cart_flow_holdout"):
+            experiment["arms"][0]["weight"], experiment["arms"][1]["weight"] = 0.3, 0.7
+    header = "# Written by tests/golden/record.py (tight_catalog) from catalog.yaml: do not edit.\n"
+    return header + yaml.safe_dump(data, sort_keys=False)
+
 
 # The share of the simulator's NextAction calls the mixer adds an operation next to.
 MIX = 0.2
@@ -364,6 +403,8 @@ def record_segment(plan: Plan, catalog: Catalog, models: ModelRegistry) -> Segme
         "days": plan.days,
         "start": when(plan.start),
         "max_actions": plan.max_actions,
+        "catalog": plan.catalog,
+        "catalog_version": catalog.version,
         "decisions": backend.decisions,
         "why": plan.why,
     }
@@ -450,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.copy_inputs:
         copy_inputs()
-    catalog = load_catalog(CATALOG)
+    TIGHT_CATALOG.write_text(tight_catalog(CATALOG.read_text()))
+    catalogs = {path.name: load_catalog(path) for path in (CATALOG, TIGHT_CATALOG)}
     models = ModelRegistry(MODELS)
     broken = [s for s in models.statuses if s.state.value != "loaded"]
     if broken:
@@ -460,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for plan in PLANS:
         began = time.perf_counter()
-        segment = record_segment(plan, catalog, models)
+        segment = record_segment(plan, catalogs[plan.catalog], models)
         segments.append(segment)
         events = sum(len(op["events"]) for op in segment.operations if op["kind"] == "events")
         print(
@@ -472,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "corpus",
         "format": FORMAT,
         "commit": _commit(),
-        "catalog_version": catalog.version,
+        "catalogs": {name: c.version for name, c in sorted(catalogs.items())},
         "models": dict(sorted(models.current.versions.items())),
         "segments": [p.name for p in PLANS],
     }

@@ -111,8 +111,9 @@ def _replay_changed(
     def factory(*args: Any, **kwargs: Any) -> Any:
         return _Changed(DecisionEngine(*args, **kwargs), decide, events)
 
-    catalog, models = inputs()
-    result = replay_segment(_start().segments[0], catalog, models, MemoryStore(), engine_factory=factory)
+    segment = _start().segments[0]
+    catalog, models = inputs(segment)
+    result = replay_segment(segment, catalog, models, MemoryStore(), engine_factory=factory)
     assert result.mismatched, "the change went unnoticed"
     return format_mismatch(result.mismatches[0])
 
@@ -125,8 +126,9 @@ def _first_action(change: Callable[[Any], Any]) -> Callable[[Decision], Decision
 
 
 def test_the_replay_is_exact_without_a_change() -> None:
-    catalog, models = inputs()
-    result = replay_segment(_start().segments[0], catalog, models, MemoryStore())
+    segment = _start().segments[0]
+    catalog, models = inputs(segment)
+    result = replay_segment(segment, catalog, models, MemoryStore())
     assert result.operations == _OPERATIONS and not result.mismatched
 
 
