@@ -65,7 +65,7 @@ class Plan:
     open_rate: float
     open_s: float
     batch: int = 100  # requests per NextActionBatch call (0: no batch phase)
-    batch_concurrency: int = 8
+    batch_concurrency: int = 16  # as many callers as the server has admission slots
 
 
 DEFAULT_PLAN = Plan(
@@ -315,7 +315,8 @@ def run_phases(
         c, b = plan.batch_concurrency, plan.batch
         # A call of b decisions takes b times one: its deadline is 30 s, not a single call's 2 s.
         args = ["--timeout", "30", "closed", "--concurrency", str(c), "--batch", str(b)]
-        phases.append((f"batch C={c} x{b}", plan.closed_s, plan.phase_warmup_s, args))
+        # A call takes about a second: three times a closed phase (at least 6 s) holds enough of them.
+        phases.append((f"batch C={c} x{b}", max(3 * plan.closed_s, 6.0), plan.phase_warmup_s, args))
     phases.append(
         (
             f"open {plan.open_rate:g}/s",

@@ -8,9 +8,10 @@ falls behind is charged for the wait (no coordinated omission).
 Prints one JSON object on stdout. Loopback only.
 
 Overload checks (issue 19): ``--probe-health`` polls grpc.health.v1 every 100 ms on its own connection
-during the run (each probe with a 1 s deadline) and reports how many took over 100 ms; ``--database-url``
-reads the server's database after the run and counts the calls answered DEADLINE_EXCEEDED whose decision
-was committed anyway (an exposure for an answer its caller never got).
+(to ``--health-port`` when given) during the run (each probe with a 1 s deadline) and reports how many
+took over 100 ms; ``--database-url`` reads the server's database after the run and counts the calls
+answered DEADLINE_EXCEEDED whose decision was committed anyway (an exposure for an answer its caller
+never got).
 
     python benchmarks/loadgen.py --port 50151 closed --concurrency 8 --duration 10
     python benchmarks/loadgen.py --port 50151 --server-pid 1234 open --rate 500 --duration 10
@@ -634,6 +635,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--probe-health", action="store_true", help="poll health every 100 ms and report its latency"
     )
     parser.add_argument(
+        "--health-port",
+        type=_bounded(int, 1, 65535),
+        help="probe health on this port (the server's --health-port: plaintext, so a TLS server too)",
+    )
+    parser.add_argument(
         "--database-url", help="the server's database: count DEADLINE_EXCEEDED calls committed anyway"
     )
     parser.add_argument("--token-file", help="send this bearer token (default: NEXTBEST_TOKEN, if set)")
@@ -658,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials, token = _credentials(args)
     channels = open_channels(args.port, args.channels, 10.0, credentials, args.tls_server_name)
     stubs = _stubs(channels, token)
-    probe = HealthProbe(args.port) if args.probe_health else None
+    probe = HealthProbe(args.health_port or args.port) if args.probe_health else None
     recorder = Recorder()
     try:
         if probe is not None:
