@@ -3,30 +3,76 @@ that change it, deduplicated, folded into customer state and inventory, cancelli
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from nextbest.domain import Cancellation, Event, EventOutcome
+from nextbest.domain import Cancellation, Event, EventOutcome, EventType
 from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, apply_event
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
 from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, cancellations
-from nextbest.store.prepared import PreparedSelect
+from nextbest.store.prepared import PreparedInsert, PreparedSelect, PreparedUpdate
 from nextbest.store.schema import customers, events, exposures, inventory
+from nextbest.store.writer import GroupCommit
 
-__all__ = ["CustomerLog"]
+__all__ = ["CustomerLog", "PendingEvent"]
+
+logger = logging.getLogger(__name__)
 
 # Hot-path statements are built once: constructing a statement costs more than running it on SQLite.
 _CUSTOMER = select(customers).where(customers.c.user_id == bindparam("user_id"))
 _HISTORY = (
     select(*(exposures.c[name] for name in codec.PAST_EXPOSURE_COLUMNS))
     .where(exposures.c.user_id == bindparam("user_id"), exposures.c.occurred_at >= bindparam("since"))
-    .order_by(exposures.c.occurred_at.desc())
+    .order_by(exposures.c.occurred_at.desc(), exposures.c.exposure_id.desc())
     .limit(HISTORY_LIMIT)
 )
+
+
+# The most events one group commit writes (a RecordEvents call takes at most 1,000).
+_MAX_EVENTS_PER_COMMIT = 2000
+_EVENT_COLUMNS = list(codec.event_row(Event("", "", EventType.OPENED, datetime.min), datetime.min))
+_NEW_CUSTOMER_COLUMNS = ["user_id", *codec.STATE_COLUMNS, "version"]
+# What a transaction of the events' group commit did: the members that inserted their event, and what
+# each new event cancelled.
+_EventsWritten = tuple[set[int], dict[str, tuple[Cancellation, ...]]]
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """One event in the group commit, with its call's arrival time and cancellation rule. ``outcome``
+    is DUPLICATE unless this member inserted the event."""
+
+    event: Event
+    received_at: datetime
+    rule: CancelRule | None
+    outcome: EventOutcome = EventOutcome.DUPLICATE
+    cancelled: tuple[Cancellation, ...] = ()
+    done: bool = False
+    error: BaseException | None = None
+
+
+def _new_customer_row(state_row: dict[str, Any]) -> dict[str, Any]:
+    """A ``customers`` row created with its first events folded in (``codec.state_row``'s columns)."""
+    row = {k: v for k, v in state_row.items() if k != "b_user_id"}
+    return {"user_id": state_row["b_user_id"], **row, "version": 1}
+
+
+def _settle(batch: Sequence[PendingEvent], written: _EventsWritten) -> None:
+    inserted, cancelled = written
+    for member in batch:
+        if id(member) in inserted:
+            member.outcome = EventOutcome.ACCEPTED
+            member.cancelled = cancelled.get(member.event.event_id, ())
+
+
+def _forget(member: PendingEvent) -> None:
+    member.outcome, member.cancelled = EventOutcome.DUPLICATE, ()
 
 
 class CustomerLog:
@@ -42,7 +88,6 @@ class CustomerLog:
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         # The event path's statements, built once (building them per call costs more than running them).
         self._event_insert = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
-        self._customer_insert = self._insert(customers).on_conflict_do_nothing()
         self._customer_select = (
             select(customers)
             .where(customers.c.user_id.in_(bindparam("users", expanding=True)))
@@ -57,6 +102,22 @@ class CustomerLog:
                 exposures.c.send_at > bindparam("earliest"),
             )
             .add_columns(exposures.c.user_id)
+        )
+        self._event_statements: tuple[PreparedInsert, PreparedInsert, PreparedUpdate] | None = None
+        self._embedded = backend.db.dialect == "sqlite"
+        self._customer_create = (
+            self._insert(customers).on_conflict_do_nothing().returning(customers.c.user_id)
+        )
+        self._refusals = backend.refusals
+        self._outages = backend.outages
+        self.writer: GroupCommit[PendingEvent, _EventsWritten] = GroupCommit(
+            self.db.begin_write,
+            self._write_events,
+            _settle,
+            what="events",
+            max_batch=_MAX_EVENTS_PER_COMMIT,
+            isolate=lambda exc: isinstance(exc, backend.row_failures),
+            forget=_forget,
         )
         self._customer_update = (
             update(customers)
@@ -120,39 +181,111 @@ class CustomerLog:
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
     ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
         """Stores valid events, deduplicated by ``event_id``, folds the new ones into customer state and
-        inventory, and cancels the pending exposures ``cancel_rule`` says they end — all in one
-        transaction. Returns ACCEPTED or DUPLICATE per event, with what it cancelled (a duplicate
-        cancels nothing: its first delivery did)."""
+        inventory, and cancels the pending exposures ``cancel_rule`` says they end, through the group
+        commit: concurrent calls share a transaction (usually a call's events commit together). Returns
+        ACCEPTED or DUPLICATE per event, with what it cancelled (a duplicate cancels nothing: its first
+        delivery did), or REJECTED for an event whose data the database refused (it alone fails).
+        Raises ``StoreUnavailableError`` when the database failed (nothing of the call is acknowledged;
+        a retry is deduplicated)."""
         first_index: dict[str, int] = {}
         for index, event in enumerate(batch):
             first_index.setdefault(event.event_id, index)
-        unique = [batch[i] for i in first_index.values()]
-        cancelled: dict[str, tuple[Cancellation, ...]] = {}
-        with guard("record events"), self.db.begin_write() as conn:
-            accepted = (
-                set(
-                    conn.execute(
-                        self._event_insert, [codec.event_row(e, received_at) for e in unique]
-                    ).scalars()
-                )
-                if unique
-                else set()
+        members = {i: PendingEvent(batch[i], received_at, cancel_rule) for i in first_index.values()}
+        self.writer.write_many(list(members.values()))
+        failed = next(
+            (
+                m.error
+                for m in members.values()
+                if m.error is not None and not isinstance(m.error, self._refusals)
+            ),
+            None,
+        )
+        if failed is not None:
+            if isinstance(failed, self._outages):
+                self.db.health.failed()
+            # A database failure becomes StoreUnavailableError; anything else (a bug) is raised as it is.
+            with guard("record events", self._driver_error):
+                raise failed
+        if members:
+            self.db.health.succeeded()
+        out: list[tuple[EventOutcome, tuple[Cancellation, ...]]] = []
+        for i in range(len(batch)):
+            member = members.get(i)
+            if member is None:  # a repeat within the call
+                out.append((EventOutcome.DUPLICATE, ()))
+            elif member.error is not None:
+                logger.warning("the database refused the data of one event: %s", type(member.error).__name__)
+                out.append((EventOutcome.REJECTED, ()))
+            else:
+                out.append((member.outcome, member.cancelled))
+        return out
+
+    def _write_events(self, conn: Connection, batch: Sequence[PendingEvent]) -> _EventsWritten:
+        """One transaction of the events' group commit: the calls' events deduplicated (the first
+        member with an id stands for it), inserted, folded into customers and inventory, and their
+        cancellations made."""
+        if self._event_statements is None:
+            dialect = conn.dialect
+            self._event_statements = (
+                PreparedInsert(
+                    events.insert() if self._embedded else self._event_insert, _EVENT_COLUMNS, dialect
+                ),
+                PreparedInsert(
+                    customers.insert() if self._embedded else self._customer_create,
+                    _NEW_CUSTOMER_COLUMNS,
+                    dialect,
+                ),
+                PreparedUpdate(self._customer_update, dialect),
             )
-            new_events = [e for e in unique if e.event_id in accepted]
-            customer_events = [e for e in new_events if e.user_id and not (e.type and e.type.is_inventory)]
-            if customer_events:
-                self._fold_into_customers(conn, customer_events, received_at)
-            stock = [e for e in new_events if e.type and e.type.is_inventory]
-            if stock:
-                self._fold_into_inventory(conn, stock)
-            if cancel_rule is not None and customer_events:
-                cancelled = self._cancel_pending(conn, customer_events, cancel_rule, received_at)
-        return [
-            (EventOutcome.ACCEPTED, cancelled.get(e.event_id, ()))
-            if e.event_id in accepted and first_index[e.event_id] == i
-            else (EventOutcome.DUPLICATE, ())
-            for i, e in enumerate(batch)
+        insert_events = self._event_statements[0]
+        raw = conn.connection
+        unique: dict[str, PendingEvent] = {}
+        for member in batch:
+            unique.setdefault(member.event.event_id, member)
+        if self._embedded:
+            # SQLite: the write lock is held (BEGIN IMMEDIATE), so the ids not stored yet stay so until
+            # the commit: one read finds them, and one executemany inserts the rest.
+            known = self._known_events(raw, list(unique))
+            fresh = [m for m in unique.values() if m.event.event_id not in known]
+            insert_events.execute_many(raw, [codec.event_row(m.event, m.received_at) for m in fresh])
+            inserted = {m.event.event_id for m in fresh}
+        else:  # PostgreSQL: concurrent writers; the conflict clause says which rows were new
+            inserted = set(
+                insert_events.returning_many(
+                    raw, [codec.event_row(m.event, m.received_at) for m in unique.values()]
+                )
+            )
+        new = [m for m in unique.values() if m.event.event_id in inserted]
+        now = max(m.received_at for m in batch)
+        customer_events = [
+            m for m in new if m.event.user_id and not (m.event.type and m.event.type.is_inventory)
         ]
+        if customer_events:
+            self._fold_into_customers(conn, [m.event for m in customer_events], now)
+        stock = [m.event for m in new if m.event.type and m.event.type.is_inventory]
+        if stock:
+            self._fold_into_inventory(conn, stock)
+        cancelled: dict[str, tuple[Cancellation, ...]] = {}
+        by_rule: dict[int, tuple[CancelRule, list[Event]]] = {}
+        for m in customer_events:
+            if m.rule is not None:
+                by_rule.setdefault(id(m.rule), (m.rule, []))[1].append(m.event)
+        for rule, rule_events in by_rule.values():
+            cancelled.update(self._cancel_pending(conn, rule_events, rule, now))
+        return {id(m) for m in new}, cancelled
+
+    def _known_events(self, dbapi_conn: Any, event_ids: Sequence[str]) -> set[str]:
+        known: set[str] = set()
+        cursor = dbapi_conn.cursor()
+        try:
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ", ".join([self._marker] * len(chunk))
+                cursor.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+                known.update(r[0] for r in cursor.fetchall())
+        finally:
+            cursor.close()
+        return known
 
     def _fold_into_inventory(self, conn: Connection, stock: Sequence[Event]) -> None:
         """The latest event per product wins, whatever order they arrive in."""
@@ -200,12 +333,35 @@ class CustomerLog:
         for event in new_events:
             by_user.setdefault(event.user_id, []).append(event)
         users = sorted(by_user)  # a fixed lock order, so concurrent batches cannot deadlock
-        conn.execute(self._customer_insert, [codec.empty_customer_row(u, now) for u in users])
-        rows = conn.execute(self._customer_select, {"users": users}).mappings()
-        updates: list[dict[str, Any]] = []
-        for row in rows:
-            state = codec.state_from_row(row)
-            for event in sorted(by_user[row["user_id"]], key=lambda e: e.occurred_at or now):
+        assert self._event_statements is not None  # compiled by ``_write_events``
+        _, create_customers, update_customers = self._event_statements
+        raw = conn.connection
+
+        def folded(state: CustomerState) -> CustomerState:
+            for event in sorted(by_user[state.user_id], key=lambda e: e.occurred_at or now):
                 state = apply_event(state, event)
-            updates.append(codec.state_row(state, now))
-        conn.execute(self._customer_update, updates)
+            return state
+
+        updates: list[dict[str, Any]] = []
+        rows = conn.execute(self._customer_select, {"users": users}).mappings()
+        for row in rows:
+            updates.append(codec.state_row(folded(codec.state_from_row(row)), now))
+        seen = {u["b_user_id"] for u in updates}
+        missing = [u for u in users if u not in seen]
+        if missing:
+            # Customers first seen: created folded, at version 1, in one statement each instead of an
+            # empty row, a read and an update. One created meanwhile by another writer is updated.
+            rows_new = [
+                _new_customer_row(codec.state_row(folded(CustomerState(user_id=u)), now)) for u in missing
+            ]
+            if self._embedded:  # under the write lock: a customer missing now is still missing
+                create_customers.execute_many(raw, rows_new)
+                created = set(missing)
+            else:
+                created = set(create_customers.returning_many(raw, rows_new))
+            raced = [u for u in missing if u not in created]
+            if raced:
+                rows = conn.execute(self._customer_select, {"users": raced}).mappings()
+                updates += [codec.state_row(folded(codec.state_from_row(row)), now) for row in rows]
+        if updates:
+            update_customers.execute_many(raw, updates)

@@ -118,6 +118,21 @@ class PreparedUpdate:
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for name, bind in compiled.binds.items()
         }
+        self._defaults = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def _values(self, params: dict[str, Any]) -> Any:
+        # Literals in the statement (``version + 1``) are bind parameters with their values compiled in.
+        params = {**self._defaults, **params}
+        values = {n: (p(params[n]) if p else params[n]) for n, p in self._binds.items() if n in params}
+        return values if self._order is None else tuple(values[n] for n in self._order)
+
+    def execute_many(self, dbapi_connection: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Runs the statement once per row with the driver's ``executemany``."""
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self._values(row) for row in rows])
+        finally:
+            cursor.close()
 
     def execute(self, dbapi_connection: Any, **params: Any) -> int:
         values = {n: (p(params[n]) if p else params[n]) for n, p in self._binds.items() if n in params}

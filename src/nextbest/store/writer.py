@@ -1,16 +1,17 @@
-"""Group commit for decisions: concurrent calls share one transaction and one disk flush.
+"""Group commit: concurrent calls share one transaction and one disk flush (decisions, and events).
 
-There is no writer thread. A caller queues its rows and takes the commit lock; whoever holds it writes
-everything queued so far in one transaction, so while one transaction commits, the calls that arrive
-queue up and the next lock holder writes them all together. A caller returns only once the transaction
-holding its rows has committed: a response is never sent before its decision is durable. Alone, a
-caller simply commits its own rows, with no hand-off to another thread.
+There is no writer thread. A caller queues its members (a decision, or an event) and takes the commit
+lock; whoever holds it writes everything queued so far in one transaction, so while one transaction
+commits, the calls that arrive queue up and the next lock holder writes them all together. A caller
+returns only once the transaction holding its members has committed: a response is never sent before
+what it acknowledges is durable. Alone, a caller simply commits its own members, with no hand-off to
+another thread.
 
 A failed transaction acknowledges nothing. When the failure may be one member's fault (the database
 refused some row's data: a NUL byte, a value out of range) the batch is written again in halves, each in
 its own transaction, and a failing half in halves again, so that only the bad member fails and the others
-commit; when it cannot be (the
-database is down) every call in the batch fails at once, rather than waiting on the database once each.
+commit (a bad member among n costs about 2 log2 n transactions); when it cannot be (the database is down)
+every call in the batch fails at once, rather than waiting on the database once each.
 """
 
 from __future__ import annotations
@@ -19,11 +20,102 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["GroupCommitWriter", "PendingWrite"]
+__all__ = ["GroupCommit", "GroupCommitWriter", "Member", "PendingWrite"]
 
 logger = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    """What the group commit needs of a member: whether it is settled, and its failure if it failed."""
+
+    done: bool
+    error: BaseException | None
+
+
+M = TypeVar("M", bound=Member)
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[M, R]):
+    def __init__(
+        self,
+        begin: Callable[[], Any],
+        write_batch: Callable[[Any, Sequence[M]], R],
+        finish: Callable[[Sequence[M], R], None],
+        *,
+        what: str,
+        max_batch: int = 256,
+        isolate: Callable[[BaseException], bool] = lambda exc: False,
+        forget: Callable[[M], None] = lambda member: None,
+    ) -> None:
+        """``begin`` is a context manager around one write transaction, yielding the connection that
+        ``write_batch`` writes a batch on; ``finish`` applies what it returned to the members once the
+        transaction has committed. ``isolate`` says whether a failure may come from one member's rows
+        (then the batch is retried in halves); ``forget`` clears what a rolled-back attempt noted on a
+        member. ``what`` names the members in log lines."""
+        self._begin = begin
+        self._write_batch = write_batch
+        self._finish = finish
+        self._what = what
+        self._max_batch = max_batch
+        self._isolate = isolate
+        self._forget = forget
+        self._queue: list[M] = []
+        self._queue_lock = threading.Lock()
+        # Public so that maintenance which must not overlap a commit (a WAL restart) can hold it.
+        self.commit_lock = threading.Lock()
+        self.batches = 0
+        self.writes = 0
+        self.isolated = 0  # batches that failed and were retried in parts
+
+    def write_many(self, members: Sequence[M]) -> None:
+        """Durably writes every member (with whatever else is queued), in as few transactions as the
+        batch size allows; returns once each has committed or failed. Failures are not raised: each
+        member's ``error`` says whether it, alone, failed."""
+        with self._queue_lock:
+            self._queue.extend(members)
+        for member in members:
+            while not member.done:
+                with self.commit_lock:
+                    if member.done:  # an earlier lock holder committed it
+                        break
+                    with self._queue_lock:
+                        batch = self._queue[: self._max_batch]
+                        del self._queue[: self._max_batch]
+                    self._commit(batch)
+
+    def _commit(self, batch: list[M], retry: bool = False) -> None:
+        try:
+            with self._begin() as conn:
+                result = self._write_batch(conn, batch)
+        except Exception as exc:  # the boundary: nothing in the batch was written
+            if len(batch) > 1 and self._isolate(exc):
+                if not retry:
+                    logger.warning(
+                        "group commit of %d %s refused (%s); writing them in halves",
+                        len(batch),
+                        self._what,
+                        type(exc).__name__,
+                    )
+                    self.isolated += 1
+                for member in batch:
+                    self._forget(member)
+                half = len(batch) // 2
+                self._commit(batch[:half], retry=True)
+                self._commit(batch[half:], retry=True)
+                return
+            if len(batch) > 1 or not self._isolate(exc):
+                logger.exception("group commit of %d %s failed", len(batch), self._what)
+            for member in batch:
+                member.error, member.done = exc, True
+            return
+        self.batches += 1
+        self.writes += len(batch)
+        self._finish(batch, result)
+        for member in batch:
+            member.done = True
 
 
 @dataclass(slots=True)
@@ -46,7 +138,9 @@ class PendingWrite:
     error: BaseException | None = field(default=None)
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(GroupCommit[PendingWrite, set[str]]):
+    """The group commit of decisions; ``write_batch`` returns the decision ids it actually inserted."""
+
     def __init__(
         self,
         begin: Callable[[], Any],
@@ -54,21 +148,15 @@ class GroupCommitWriter:
         max_batch: int = 256,
         isolate: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
-        """``begin`` is a context manager around one write transaction, yielding the connection that
-        ``write_batch`` inserts a batch on; ``write_batch`` returns the decision ids it actually inserted.
-        ``isolate`` says whether a failure may come from one member's rows (then they are retried one
-        by one)."""
-        self._begin = begin
-        self._write_batch = write_batch
-        self._max_batch = max_batch
-        self._isolate = isolate
-        self._queue: list[PendingWrite] = []
-        self._queue_lock = threading.Lock()
-        # Public so that maintenance which must not overlap a commit (a WAL restart) can hold it.
-        self.commit_lock = threading.Lock()
-        self.batches = 0
-        self.writes = 0
-        self.isolated = 0  # batches that failed and were retried in parts
+        super().__init__(
+            begin,
+            write_batch,
+            _mark_inserted,
+            what="decisions",
+            max_batch=max_batch,
+            isolate=isolate,
+            forget=_forget_attempt,
+        )
 
     def write(
         self,
@@ -86,51 +174,10 @@ class GroupCommitWriter:
             raise item.error
         return item
 
-    def write_many(self, items: Sequence[PendingWrite]) -> None:
-        """Durably writes every item (with whatever else is queued), in as few transactions as the
-        batch size allows; returns once each has committed or failed. Failures are not raised: each
-        item's ``error`` says whether it, alone, failed."""
-        with self._queue_lock:
-            self._queue.extend(items)
-        for item in items:
-            while not item.done:
-                with self.commit_lock:
-                    if item.done:  # an earlier lock holder committed it
-                        break
-                    with self._queue_lock:
-                        batch = self._queue[: self._max_batch]
-                        del self._queue[: self._max_batch]
-                    self._commit(batch)
 
-    def _commit(self, batch: list[PendingWrite], retry: bool = False) -> None:
-        try:
-            with self._begin() as conn:
-                inserted = self._write_batch(conn, batch)
-        except Exception as exc:  # the boundary: nothing in the batch was written
-            if len(batch) > 1 and self._isolate(exc):
-                # Halves, recursively: one bad member among n costs ~2 log2(n) transactions, not n.
-                if not retry:
-                    logger.warning(
-                        "group commit of %d decisions refused (%s); writing them in halves",
-                        len(batch),
-                        type(exc).__name__,
-                    )
-                    self.isolated += 1
-                for item in batch:
-                    _forget_attempt(item)
-                half = len(batch) // 2
-                self._commit(batch[:half], retry=True)
-                self._commit(batch[half:], retry=True)
-                return
-            if len(batch) > 1 or not self._isolate(exc):
-                logger.exception("group commit of %d decisions failed", len(batch))
-            for item in batch:
-                item.error, item.done = exc, True
-            return
-        self.batches += 1
-        self.writes += len(batch)
-        for item in batch:
-            item.inserted, item.done = item.decision_row["decision_id"] in inserted, True
+def _mark_inserted(batch: Sequence[PendingWrite], inserted: set[str]) -> None:
+    for item in batch:
+        item.inserted = item.decision_row["decision_id"] in inserted
 
 
 def _forget_attempt(item: PendingWrite) -> None:
