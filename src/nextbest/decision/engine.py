@@ -441,6 +441,7 @@ class DecisionEngine:
         by_channel: dict[tuple[Channel, bool], Refusal | None] = {}
         by_flow: dict[str, Refusal | None] = {}
         by_class: dict[ActionClass, Refusal | None] = {}
+        by_conflict: dict[str, Refusal | None] = {}
         for p in plan.actions:
             action = p.action
             flow = p.flow
@@ -467,9 +468,13 @@ class DecisionEngine:
                 else:
                     refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
             if refusal is None:
+                if flow.id in by_conflict:
+                    refusal = by_conflict[flow.id]
+                else:
+                    refusal = by_conflict[flow.id] = conflict_failure(flow, journey, book)
+            if refusal is None:
                 refusal = (
-                    conflict_failure(flow, journey, book)
-                    or step_failure(action, flow, journey, snapshot.history, now)
+                    step_failure(action, flow, journey, snapshot.history, now)
                     or (check_rules(action, flow, journey, scope) if p.when or p.rule else None)
                 )
             if refusal is not None:
@@ -539,7 +544,8 @@ def _as_saved(decision: Decision, saved: SavedDecision) -> Decision:
 
 def _without_explanations(decision: Decision) -> Decision:
     """Without ``explain`` only HELD_OUT stays: it is why a held-out caller gets nothing."""
-    return replace(decision, rejected=tuple(r for r in decision.rejected if r.reason is ReasonCode.HELD_OUT))
+    held = ReasonCode.HELD_OUT
+    return replace(decision, rejected=tuple([r for r in decision.rejected if r.reason is held]))
 
 
 def _chosen(c: ScoredCandidate) -> ChosenAction:
