@@ -772,7 +772,9 @@ def scenario_disk_full(ctx: Context, seconds: float, megabytes: int = 64) -> dic
         return _finish(server, ledger, url, result)
 
 
-def scenario_overload(ctx: Context, seconds: float, limit: int | None = None) -> dict[str, Any]:
+def scenario_overload(
+    ctx: Context, seconds: float, limit: int | None = None, processes: int = 1
+) -> dict[str, Any]:
     """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
     so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python."""
     url = ctx.fresh_url("overload")
@@ -781,6 +783,8 @@ def scenario_overload(ctx: Context, seconds: float, limit: int | None = None) ->
     extra = ["--health-port", str(health_port)]
     if limit is not None:
         extra += ["--max-concurrent", str(limit)]
+    if processes > 1:
+        extra += ["--processes", str(processes)]
     server = Server(url, ctx.workdir, extra=extra)
     server.start()
     sampler = SizeSampler(Path(url.removeprefix("sqlite:///"))) if ctx.database == "sqlite" else None
@@ -792,6 +796,7 @@ def scenario_overload(ctx: Context, seconds: float, limit: int | None = None) ->
     result: dict[str, Any] = {
         "scenario": f"open loop at 2 x capacity for {seconds:g} s",
         "max_concurrent": limit,
+        "processes": processes,
         "capacity_per_s": round(measured),
         "goodput_per_s": round(run["ok_per_s"]),
         "codes": run["codes"],
@@ -875,7 +880,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 else:
                     plan.append(("pg-stop", partial(scenario_pg_stop, ctx, args.outage)))
                     plan.append(("pg-freeze", partial(scenario_pg_freeze, ctx, args.outage)))
-                plan.append(("overload", partial(scenario_overload, ctx, args.overload, args.overload_limit)))
+                overload = partial(
+                    scenario_overload, ctx, args.overload, args.overload_limit, args.overload_processes
+                )
+                plan.append(("overload", overload))
             try:
                 for name, scenario in plan:
                     if args.only and name not in args.only:
@@ -918,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=float, default=30.0, help="seconds of the 2 x capacity open loop")
     parser.add_argument(
         "--overload-limit", type=int, help="--max-concurrent of the overload scenario's server (default: its)"
+    )
+    parser.add_argument(
+        "--overload-processes", type=int, default=1, help="--processes of the overload scenario's server"
     )
     parser.add_argument("--threads", type=int, default=8, help="closed-loop callers")
     parser.add_argument("--seed", type=int, default=19)

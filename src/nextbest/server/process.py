@@ -59,7 +59,8 @@ def server_process(args: Sequence[str], log_path: Path, timeout: float = 60.0) -
 
 def wait_serving(address: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
     """Polls the grpc.health.v1 status of the server ``proc`` runs at ``address`` until it is SERVING;
-    raises RuntimeError with the last lines of its log if the process exits or ``timeout`` passes."""
+    raises RuntimeError with the last lines of its log if the process exits or ``timeout`` passes.
+    It speaks plaintext: for a server with TLS, give the address of its ``--health-port``."""
     deadline = time.monotonic() + timeout
     with NextbestClient(address, max_attempts=1) as client:
         while not client.is_serving(timeout=1.0):
