@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,32 @@ def test_decide_without_a_server_is_one_line_exit_1(
     assert code == 1
     assert err.startswith("nextbest decide: 127.0.0.1:1 answered UNAVAILABLE")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_decide_sends_an_item_again_when_its_error_says_nothing_was_written(
+    server: NextbestServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nextbest.errors import StoreUnavailableError
+
+    engine = server.engine
+    decide_batch = engine.decide_batch
+    calls: list[int] = []
+
+    def flaky(requests: Any, deadline: float | None = None) -> Any:
+        calls.append(len(requests))
+        results = decide_batch(requests, deadline)
+        if len(calls) == 1:  # the first call: the second item's write "failed", nothing stored for it
+            results[1] = StoreUnavailableError("the database did not answer; nothing was written")
+        return results
+
+    monkeypatch.setattr(engine, "decide_batch", flaky)
+    requests = [{"request_id": uid("req"), "user_id": uid(), "trigger": "order_placed"} for _ in range(3)]
+    source = _lines(tmp_path / "in.jsonl", requests)
+    code, answers, err = _run(capsys, str(source), "--target", server.address)
+    assert (code, err) == (0, "")
+    assert calls == [3, 1]  # only the failed item was sent again
+    assert all("response" in a for a in answers)
+    assert [a["request_id"] for a in answers] == [r["request_id"] for r in requests]
