@@ -476,6 +476,36 @@ def coverage(corpus: Corpus) -> str:
     )
 
 
+def replay(path: Path) -> int:
+    """Replays the corpus on the memory store, one segment after another, with wall and CPU times."""
+    from tests.golden.replay import replay_segment, summary
+
+    started = time.perf_counter()
+    corpus = read_corpus(path)
+    print(f"read {path} in {time.perf_counter() - started:.1f}s")
+    models = ModelRegistry(MODELS)
+    catalogs: dict[str, Catalog] = {}
+    wall = cpu = 0.0
+    failed = 0
+    for segment in corpus.segments:
+        name = segment.header["catalog"]
+        catalog = catalogs.get(name) or catalogs.setdefault(name, load_catalog(HERE / name))
+        began, began_cpu = time.perf_counter(), time.process_time()
+        result = replay_segment(segment, catalog, models, MemoryStore())
+        took, took_cpu = time.perf_counter() - began, time.process_time() - began_cpu
+        wall, cpu = wall + took, cpu + took_cpu
+        print(
+            f"{segment.name}: {result.operations:,} operations ({result.decisions:,} decisions, "
+            f"{result.events:,} events) in {took:.1f}s ({took_cpu:.1f}s CPU), "
+            f"{result.mismatched:,} differ"
+        )
+        if result.mismatched:
+            failed += 1
+            print(summary(result))
+    print(f"all: {wall:.1f}s ({cpu:.1f}s CPU)")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.golden.record", description=__doc__)
     parser.add_argument(
@@ -485,10 +515,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=CORPUS)
     parser.add_argument("--stats", action="store_true", help="only count what the corpus at --out holds")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="only replay the corpus at --out on the memory store, timed (what test_golden.py checks)",
+    )
     args = parser.parse_args(argv)
     if args.stats:
         print(coverage(read_corpus(args.out)))
         return 0
+    if args.replay:
+        return replay(args.out)
     if args.copy_inputs:
         copy_inputs()
     TIGHT_CATALOG.write_text(tight_catalog(CATALOG.read_text()))
