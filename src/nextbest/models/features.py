@@ -190,16 +190,6 @@ class Layout:
         columns = np.array([FEATURES.index(f) for f in features], dtype=np.intp)
         return cls(tuple(features), columns, tuple(features) == FEATURES)
 
-    def matrix(
-        self,
-        logged: npt.NDArray[np.float64],
-        action_ids: Sequence[str],
-        codes: Mapping[str, float],
-    ) -> npt.NDArray[np.float64]:
-        """The model's input for rows of the logged matrix, one per action (C-contiguous float64)."""
-        x = matrix(logged, action_ids, codes)
-        return x if self.identity else x[:, self.columns]
-
     def select(
         self, full: npt.NDArray[np.float64], action_ids: Sequence[str], codes: Mapping[str, float]
     ) -> npt.NDArray[np.float64]:
@@ -207,7 +197,7 @@ class Layout:
         model's codes): the matrix itself when the model takes ``FEATURES`` in order, else a copy of
         the model's columns."""
         full[:, _ACTION_INDEX] = [codes.get(a, _NAN) for a in action_ids]
-        return full if self.identity else full[:, self.columns]
+        return full if self.identity else np.ascontiguousarray(full.take(self.columns, axis=1))
 
 
 def _days(now: datetime, then: datetime | None) -> float:

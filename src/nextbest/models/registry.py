@@ -194,12 +194,18 @@ def _verified(directory: Path, card: ModelCard, name: str) -> bytes:
 
 def _check_features(card: ModelCard) -> None:
     """The card's features must be ones the server builds, by name, in any order or subset."""
-    unknown = [f for f in card.features if f not in feats.FEATURES]
-    if card.feature_set != feats.FEATURE_SET or unknown or not card.features:
+    if card.feature_set != feats.FEATURE_SET:
         raise _LoadError(
             ModelState.INCOMPATIBLE,
-            f"trained on feature set {card.feature_set!r} ({', '.join(card.features)}); the server "
-            f"builds {feats.FEATURE_SET!r} ({', '.join(feats.FEATURES)})",
+            f"trained on feature set {card.feature_set!r}; the server builds {feats.FEATURE_SET!r} "
+            f"({', '.join(feats.FEATURES)})",
+        )
+    unknown = [f for f in card.features if f not in feats.FEATURES]
+    if unknown or not card.features:
+        raise _LoadError(
+            ModelState.INCOMPATIBLE,
+            f"features the server does not build: {', '.join(unknown) or 'none listed'} (it builds "
+            f"{', '.join(feats.FEATURES)})",
         )
 
 
