@@ -788,9 +788,14 @@ def scenario_overload(
     server = Server(url, ctx.workdir, extra=extra)
     server.start()
     sampler = SizeSampler(Path(url.removeprefix("sqlite:///"))) if ctx.database == "sqlite" else None
+    assert server.proc is not None
+    cpu = _cpu_seconds(server.proc.pid), time.process_time()
     measured = capacity(server.address, ledger)
+    at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
     watch = HealthWatch(f"{HOST}:{health_port}")
+    cpu = _cpu_seconds(server.proc.pid), time.process_time()
     run = open_loop(server.address, ledger, 2 * measured, seconds)
+    overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
     watch.close()
     probes = [d for _, s, d in watch.timeline]
     result: dict[str, Any] = {
@@ -804,10 +809,33 @@ def scenario_overload(
         "health_slowest_s": _round(max(probes, default=0)),
         "health_not_answered": sum(1 for _, s, _ in watch.timeline if s.startswith("RPC_")),
         "health_over_100ms": sum(1 for d in probes if d > 0.1),
+        # Cores used (CPU seconds per second) by the server and by this harness (the callers), while
+        # capacity was measured (6 s) and during the overload: what the host gave each.
+        "cores_at_capacity": {
+            "server": round(at_capacity[0] / 6.0, 2),
+            "callers": round(at_capacity[1] / 6.0, 2),
+        },
+        "cores_overloaded": {
+            "server": round(overloaded[0] / seconds, 2),
+            "callers": round(overloaded[1] / seconds, 2),
+        },
     }
     if sampler is not None:
         result["wal"] = sampler.close()
     return _finish(server, ledger, url, result)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (``--processes``)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _round(value: float | None) -> float | None:
