@@ -59,6 +59,7 @@ class DecisionLog:
         self.db = backend.db
         self._insert = backend.insert
         self._driver_error = backend.driver_error
+        self._embedded = backend.db.dialect == "sqlite"
         self._committers = backend.committers
         self._refusals = backend.refusals
         self._outages = backend.outages
@@ -165,6 +166,42 @@ class DecisionLog:
                 else:
                     conn.close()
 
+    def _check_versions(
+        self, conn: Any, rows: Sequence[dict[str, Any]], advance: PreparedUpdate, bump: PreparedInsert
+    ) -> set[str]:
+        """Moves each customer of ``rows`` (in this order) to its guard's version if it is still the
+        one before; returns the user ids moved."""
+        bumped = set()
+        if self._embedded:  # SQLite: in-process, a statement per row costs microseconds
+            for row in rows:
+                n = row["version"]
+                if n > 1:
+                    if advance.execute(conn, b_user_id=row["user_id"], b_from=n - 1, b_to=n) == 1:
+                        bumped.add(row["user_id"])
+                else:
+                    bumped.update(bump.returning_many(conn, [row]))
+            return bumped
+        # PostgreSQL: the statements are pipelined (one round trip for the batch, not one per decision),
+        # still one per customer in user order, so concurrent batches lock customers in the same order.
+        driver = conn.driver_connection
+        sent = []
+        with driver.pipeline():
+            for row in rows:
+                n = row["version"]
+                cursor = driver.cursor()
+                if n > 1:
+                    cursor.execute(
+                        advance.sql, advance.values({"b_user_id": row["user_id"], "b_from": n - 1, "b_to": n})
+                    )
+                else:
+                    cursor.execute(bump.sql, bump.params([row])[0])
+                sent.append((row, n, cursor))
+        for row, n, cursor in sent:
+            if (cursor.rowcount == 1) if n > 1 else bool(cursor.fetchall()):
+                bumped.add(row["user_id"])
+            cursor.close()
+        return bumped
+
     def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
         if self._writes is None:
             dialect = self.db.writer.dialect
@@ -194,14 +231,7 @@ class DecisionLog:
         if guards:
             # A customer known at version n - 1 moves to n only while their row is there: one erased
             # meanwhile is not brought back by a decision made before the erasure (it decides again).
-            bumped = set()
-            for _, row in guards:
-                n = row["version"]
-                if n > 1:
-                    if advance.execute(conn, b_user_id=row["user_id"], b_from=n - 1, b_to=n) == 1:
-                        bumped.add(row["user_id"])
-                else:
-                    bumped.update(bump_version.returning_many(conn, [row]))
+            bumped = self._check_versions(conn, [row for _, row in guards], advance, bump_version)
             for item, row in guards:
                 item.conflict = row["user_id"] not in bumped
             batch = [item for item in batch if not item.conflict]

@@ -73,7 +73,8 @@ class PreparedInsert:
         # In the driver's parameter order (positional) or the columns' (named): one pass per row.
         self._binds = [(c, processors[c]) for c in (self._order if self._order is not None else columns)]
 
-    def _params(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        """The driver parameters of each row, in the statement's order."""
         binds = self._binds
         if self._order is not None:
             return [tuple([row[c] if p is None else p(row[c]) for c, p in binds]) for row in rows]
@@ -82,7 +83,7 @@ class PreparedInsert:
     def execute_many(self, dbapi_connection: Any, rows: Sequence[dict[str, Any]]) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.executemany(self.sql, self._params(rows))
+            cursor.executemany(self.sql, self.params(rows))
         finally:
             cursor.close()
 
@@ -92,13 +93,13 @@ class PreparedInsert:
         out: list[Any] = []
         try:
             if self._order is None:  # psycopg: one pipelined round trip for the whole batch
-                cursor.executemany(self.sql, self._params(rows), returning=True)
+                cursor.executemany(self.sql, self.params(rows), returning=True)
                 while True:
                     out += [r[0] for r in cursor.fetchall()]
                     if not cursor.nextset():
                         break
             else:  # sqlite3: in-process, a statement per row costs microseconds
-                for params in self._params(rows):
+                for params in self.params(rows):
                     cursor.execute(self.sql, params)
                     out += [r[0] for r in cursor.fetchall()]
         finally:
@@ -120,7 +121,8 @@ class PreparedUpdate:
         }
         self._defaults = {k: v for k, v in compiled.params.items() if v is not None}
 
-    def _values(self, params: dict[str, Any]) -> Any:
+    def values(self, params: dict[str, Any]) -> Any:
+        """The driver parameters of one execution."""
         # Literals in the statement (``version + 1``) are bind parameters with their values compiled in.
         params = {**self._defaults, **params}
         values = {n: (p(params[n]) if p else params[n]) for n, p in self._binds.items() if n in params}
@@ -130,7 +132,7 @@ class PreparedUpdate:
         """Runs the statement once per row with the driver's ``executemany``."""
         cursor = dbapi_connection.cursor()
         try:
-            cursor.executemany(self.sql, [self._values(row) for row in rows])
+            cursor.executemany(self.sql, [self.values(row) for row in rows])
         finally:
             cursor.close()
 
