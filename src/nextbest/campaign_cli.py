@@ -1,5 +1,6 @@
-"""``nextbest segment count NAME`` and ``nextbest segment sample NAME``: a catalog segment evaluated over
-every stored customer, streamed (memory stays flat whatever the number of customers)."""
+"""``nextbest segment count|sample NAME``: a catalog segment evaluated over every stored customer, streamed
+(memory stays flat whatever the number of customers). ``nextbest campaign plan|run NAME``: a catalog
+campaign's dry run, and its run through the decision pipeline in batches, resumable with the same run id."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["add_campaign_commands", "run_segment"]
+__all__ = ["add_campaign_commands", "run_campaign_command", "run_segment"]
 
 
 def add_campaign_commands(sub: Any) -> None:
@@ -29,9 +30,29 @@ def add_campaign_commands(sub: Any) -> None:
             help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]",
         )
 
+    campaign = sub.add_parser("campaign", help="plan (dry run) or run a catalog campaign against the store")
+    steps = campaign.add_subparsers(dest="campaign_command", required=True, metavar="{plan,run}")
+    plan = steps.add_parser("plan", help="what a run would send now, by channel, hour and refusal reason")
+    plan.add_argument("--format", choices=["table", "json"], default="table")
+    run = steps.add_parser("run", help="decide for every member of the audience; resumable, idempotent")
+    run.add_argument(
+        "--run-id",
+        help="the run's id: running again with the same id replays what it decided and sends nobody "
+        "twice; a new id is a new wave (default: the campaign's start time)",
+    )
+    run.add_argument("--batch-size", type=int, default=500, help="members per batch, 1 to 500 (default 500)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    for p in (plan, run):
+        p.add_argument("name", help="the campaign's id in the catalog")
+        p.add_argument("--catalog", help="catalog YAML (default: the bundled example)")
+        p.add_argument(
+            "--database-url",
+            help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]",
+        )
 
-def _fail(message: str) -> int:
-    print(f"nextbest segment: {message}", file=sys.stderr)
+
+def _fail(message: str, command: str = "segment") -> int:
+    print(f"nextbest {command}: {message}", file=sys.stderr)
     return 2
 
 
@@ -92,3 +113,110 @@ def _row(state: Any, now: datetime) -> dict[str, Any]:
     from nextbest.decision.rules import customer_variables
 
     return {"user_id": state.user_id, **customer_variables(state, now)}
+
+
+def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
+    from nextbest.campaigns import OutsideRunWindowError, plan_campaign, run_campaign
+    from nextbest.catalog import load_catalog
+    from nextbest.decision.engine import DecisionEngine
+    from nextbest.models.registry import ModelRegistry
+    from nextbest.server.startup import require_schema
+    from nextbest.store import Database, Store
+    from nextbest.store.scan import customer_states
+
+    config = settings(args)
+    catalog = load_catalog(args.catalog or config.catalog)
+    campaign = catalog.campaigns.get(args.name)
+    if campaign is None:
+        known = ", ".join(sorted(catalog.campaigns)) or "none: add a `campaigns:` section"
+        return _fail(
+            f"no campaign {args.name!r} in catalog {catalog.source} (campaigns: {known})", "campaign"
+        )
+    ids = config.customer_ids()
+    if ids.hashing:
+        return _fail(
+            "the store keeps customer ids as keyed digests, and a campaign needs the ids it decides for; "
+            "run campaigns on a store without NEXTBEST_CUSTOMER_ID_KEY",
+            "campaign",
+        )
+    batch_size = getattr(args, "batch_size", 500)
+    if not 1 <= batch_size <= 500:
+        return _fail(f"--batch-size must be 1 to 500, got {batch_size}", "campaign")
+    db = Database(config.database_url)
+    try:
+        require_schema(db, "is --database-url (NEXTBEST_DATABASE_URL) the server's database?")
+        store = Store(db, ids=ids)
+        engine = DecisionEngine(catalog, store, models=ModelRegistry(config.models_dir))
+        now = engine.clock()
+        if args.campaign_command == "plan":
+            planned = plan_campaign(engine, campaign, customer_states(db), now)
+            _print_plan(planned, args.format)
+            return 0
+        run_id = args.run_id or campaign.start.strftime("%Y%m%dT%H%M%SZ")
+
+        def progress(run: Any) -> None:
+            if not args.quiet:
+                print(
+                    f"\r{campaign.id} [{run_id}]: {run.segment.scanned} scanned, {run.decided} decided, "
+                    f"{run.sent} sent",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        try:
+            done = run_campaign(
+                engine, campaign, customer_states(db), run_id, now, batch_size=batch_size, progress=progress
+            )
+        except OutsideRunWindowError as exc:
+            return _fail(str(exc), "campaign")
+        if not args.quiet:
+            print(file=sys.stderr)
+        failed = sum(done.failed.values())
+        print(
+            f"{campaign.id} run {run_id}: {done.segment.members} in {campaign.audience} "
+            f"of {done.segment.scanned} customers; {done.decided} decided ({done.replayed} replayed from an "
+            f"earlier attempt), {done.sent} sent, {done.held_out} held out"
+            + (", budget reached" if done.budget_reached else "")
+            + (f"; {failed} failed ({dict(done.failed)}): run again with --run-id {run_id}" if failed else "")
+        )
+        return 1 if failed else 0
+    finally:
+        db.dispose()
+
+
+def _print_plan(plan: Any, fmt: str) -> None:
+    if fmt == "json":
+        print(
+            json.dumps(
+                {
+                    "campaign": plan.campaign,
+                    "scanned": plan.segment.scanned,
+                    "audience": plan.segment.members,
+                    "sends": plan.sends,
+                    "over_budget": plan.over_budget,
+                    "held_out": plan.held_out,
+                    "nothing_sent": plan.nothing,
+                    "refusals": dict(plan.refusals),
+                    "by_channel": dict(plan.by_channel),
+                    "by_hour": dict(sorted(plan.by_hour.items())),
+                    "expected_value": round(plan.expected_value, 6),
+                    "failed": dict(plan.failed),
+                },
+                indent=2,
+            )
+        )
+        return
+    print(f"campaign {plan.campaign}: audience {plan.segment.members} of {plan.segment.scanned} customers")
+    print(
+        f"  would send {plan.sends}"
+        + (f" ({plan.over_budget} more over the budget)" if plan.over_budget else "")
+    )
+    print(f"  held out {plan.held_out}; nothing to send for {plan.nothing}")
+    for reason, n in plan.refusals.most_common():
+        print(f"  refused {n:>8}  {reason}")
+    for channel, n in plan.by_channel.most_common():
+        print(f"  channel {channel}: {n}")
+    for hour, n in sorted(plan.by_hour.items()):
+        print(f"  at {hour}: {n}")
+    print(f"  expected value of the sends: {plan.expected_value:.2f}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nextbest.campaign_cli import add_campaign_commands, run_segment
+from nextbest.campaign_cli import add_campaign_commands, run_campaign_command, run_segment
 from nextbest.decide_cli import add_decide_command, run_decide
 from nextbest.errors import CatalogError, NextbestError
 from nextbest.privacy_cli import COMMANDS as PRIVACY_COMMANDS
@@ -647,6 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_analyze(args)
         if args.command == "segment":
             return run_segment(args, _settings)
+        if args.command == "campaign":
+            return run_campaign_command(args, _settings)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url, args.customers, args.days)

@@ -1,5 +1,24 @@
-"""Outbound decisions for whole audiences: segments (and, built on them, campaigns)."""
+"""Outbound decisions for whole audiences: segments, and campaigns that decide for a segment's members."""
 
+from nextbest.campaigns.campaign import (
+    CampaignPlan,
+    CampaignRun,
+    OutsideRunWindowError,
+    campaign_request,
+    plan_campaign,
+    run_campaign,
+)
 from nextbest.campaigns.segments import SegmentCount, count_segment, in_segment, segment_members
 
-__all__ = ["SegmentCount", "count_segment", "in_segment", "segment_members"]
+__all__ = [
+    "CampaignPlan",
+    "CampaignRun",
+    "OutsideRunWindowError",
+    "SegmentCount",
+    "campaign_request",
+    "count_segment",
+    "in_segment",
+    "plan_campaign",
+    "run_campaign",
+    "segment_members",
+]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from nextbest.catalog.model import (
     Action,
+    Campaign,
     Catalog,
     ChannelPolicy,
     Flow,
@@ -28,7 +29,7 @@ from nextbest.catalog.model import (
 )
 from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
 from nextbest.catalog.rules import CompiledRule, compile_rule, compile_segment
-from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
+from nextbest.catalog.schema import ActionSpec, CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
 from nextbest.errors import CatalogError
 from nextbest.experiments.model import Arm, Experiment, Namespace
@@ -81,6 +82,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         raise CatalogError(problems) from exc
 
     semantic = list(_check(spec)) + list(_check_experiments(spec)) + list(_check_policy(spec.policy, spec))
+    semantic += list(_check_campaigns(spec))
     steps: dict[str, list[Step]] = {}
     step_of: dict[str, int] = {}
     for flow_id, flow_spec in spec.flows.items():
@@ -129,6 +131,19 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
         experiments=tuple(_experiment(e) for e in spec.experiments),
         policy=_policy(spec.policy),
         segments=segments,
+        campaigns={
+            campaign_id: Campaign(
+                campaign_id,
+                c.description,
+                c.audience,
+                c.trigger,
+                c.start,
+                c.stop,
+                c.budget.sends,
+                c.holdout,
+            )
+            for campaign_id, c in spec.campaigns.items()
+        },
     )
 
 
@@ -297,6 +312,45 @@ def _check_discount(value: str | bool | int | float, at: _Path) -> Iterator[tupl
         parse_discount(param_str(value))
     except ValueError as e:
         yield at, str(e)
+
+
+def _check_campaigns(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
+    """A campaign targets a declared segment, answers a trigger that only promotional actions answer,
+    runs in a window that ends after it starts, and names a holdout experiment that covers its actions."""
+    experiments = {e.id: e for e in spec.experiments}
+    for campaign_id, c in spec.campaigns.items():
+        at: _Path = ("campaigns", campaign_id)
+        if c.audience not in spec.segments:
+            known = ", ".join(sorted(spec.segments)) or "none declared"
+            yield (*at, "audience"), f"unknown segment {c.audience!r} (segments: {known})"
+        actions = [a for a in spec.actions if c.trigger in a.triggers]
+        if not actions:
+            yield (*at, "trigger"), f"no action answers trigger {c.trigger!r}"
+        not_promotional = [a.id for a in actions if a.action_class is not ActionClass.PROMOTIONAL]
+        if not_promotional:
+            yield (
+                (*at, "trigger"),
+                f"a campaign's actions must be promotional; {', '.join(not_promotional)} "
+                f"answer{'s' if len(not_promotional) == 1 else ''} {c.trigger!r} too",
+            )
+        if c.stop <= c.start:
+            yield (*at, "stop"), "stop must be after start"
+        if c.holdout is not None:
+            experiment = experiments.get(c.holdout)
+            if experiment is None:
+                yield (*at, "holdout"), f"unknown experiment {c.holdout!r}"
+            elif actions and not any(_covers(experiment, a) for a in actions):
+                yield (*at, "holdout"), f"experiment {c.holdout!r} covers none of the campaign's actions"
+
+
+def _covers(experiment: ExperimentSpec, action: ActionSpec) -> bool:
+    scope = experiment.scope
+    return (
+        action.action_class is not ActionClass.TRANSACTIONAL
+        and (not scope.flows or action.flow in scope.flows)
+        and (not scope.actions or action.id in scope.actions)
+        and (not scope.classes or action.action_class in scope.classes)
+    )
 
 
 def _experiment(spec: ExperimentSpec) -> Experiment:

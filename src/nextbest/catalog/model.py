@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from nextbest.catalog.policy import ContactPolicy
@@ -158,6 +158,21 @@ class Segment:
     condition: CompiledRule
 
 
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """Outbound decisions for a segment (``audience``): each member decided for ``trigger`` within the
+    run window ``[start, stop)``, at most ``max_sends`` sends when budgeted."""
+
+    id: str
+    description: str
+    audience: str
+    trigger: str
+    start: datetime
+    stop: datetime
+    max_sends: int | None = None
+    holdout: str | None = None
+
+
 @dataclass(frozen=True)
 class Catalog:
     version: str
@@ -170,6 +185,7 @@ class Catalog:
     experiments: tuple[Experiment, ...] = ()
     policy: ContactPolicy = field(default_factory=ContactPolicy)
     segments: Mapping[str, Segment] = field(default_factory=dict)
+    campaigns: Mapping[str, Campaign] = field(default_factory=dict)
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
     # Flows from the most to the least important (class, then priority), for the conflict check.
     flows_by_rank: tuple[Flow, ...] = field(init=False, repr=False, compare=False)

@@ -236,6 +236,25 @@ class SegmentSpec(_Strict):
     )
 
 
+class BudgetSpec(_Strict):
+    sends: int | None = Field(default=None, ge=1, description="The most sends the campaign makes.")
+
+
+class CampaignSpec(_Strict):
+    """Outbound decisions for a whole segment: every member is decided for ``trigger`` (its actions must
+    be promotional) through the same pipeline, committed like any decision."""
+
+    description: str = ""
+    audience: Identifier = Field(description="The segment whose members the campaign decides for.")
+    trigger: Identifier = Field(description="The trigger its decisions answer; its actions are promotional.")
+    start: AwareDatetime = Field(description="The run window: `campaign run` refuses outside it.")
+    stop: AwareDatetime
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    holdout: Identifier | None = Field(
+        default=None, description="An experiment covering the campaign's actions (its arms are logged)."
+    )
+
+
 class CatalogSpec(_Strict):
     version: Literal[1] = Field(description="Catalog schema version.")
     name: str = ""
@@ -248,3 +267,4 @@ class CatalogSpec(_Strict):
     experiments: list[ExperimentSpec] = Field(default_factory=list)
     policy: PolicySpec = Field(default_factory=PolicySpec)
     segments: dict[Identifier, SegmentSpec] = Field(default_factory=dict)
+    campaigns: dict[Identifier, CampaignSpec] = Field(default_factory=dict)

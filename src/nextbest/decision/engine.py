@@ -249,6 +249,15 @@ class DecisionEngine:
             return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
         return decision if request.explain else _without_explanations(decision)
 
+    def dry_run(self, request: DecisionRequest) -> Decision:
+        """What ``decide`` would answer now, with every reason, and nothing written (campaign plans).
+        Raises ``InvalidArgumentError`` for a request ``decide`` would refuse."""
+        violations = validate_request(request, self.catalog)
+        if violations:
+            raise InvalidArgumentError(violations)
+        now = request.occurred_at or self.clock()
+        return self._make_decision(request, self._load(request, now), now)
+
     def decide_batch(
         self, requests: Sequence[DecisionRequest], deadline: float | None = None
     ) -> list[Decision | NextbestError]:

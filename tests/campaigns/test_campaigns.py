@@ -1,0 +1,236 @@
+"""Campaigns: validated in the catalog, planned (a dry run whose sends and refusals are the run's), run
+through decide_batch within a budget, resumable and idempotent per (run, customer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from nextbest.campaigns import OutsideRunWindowError, plan_campaign, run_campaign
+from nextbest.catalog import Catalog, parse_catalog
+from nextbest.cli import main
+from nextbest.decision.engine import DecisionEngine
+from nextbest.domain import Channel, Event, EventType
+from nextbest.errors import CatalogError
+from nextbest.store import Database, Store, upgrade
+from nextbest.store.scan import customer_states
+from nextbest.store.schema import decisions
+from tests.conftest import uid
+
+NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
+CATALOG = """
+version: 1
+channels:
+  email: {requires_consent: true}
+flows:
+  promo:
+    priority: 20
+  orders:
+    priority: 90
+policy:
+  caps:
+    - {id: weekly, classes: [promotional], limit: 1, window: 7d}
+actions:
+  - id: autumn_email
+    flow: promo
+    channel: email
+    class: promotional
+    triggers: [campaign_autumn]
+    value: 40.0
+    base_propensity: 0.05
+  - id: order_notice
+    flow: orders
+    channel: email
+    class: transactional
+    triggers: [order_placed]
+segments:
+  buyers:
+    condition: customer.orders_count > 0
+campaigns:
+  autumn:
+    audience: buyers
+    trigger: campaign_autumn
+    start: 2026-11-01T00:00:00Z
+    stop: 2026-12-01T00:00:00Z
+    BUDGET
+"""
+
+
+def _catalog(budget: str = "") -> Catalog:
+    return parse_catalog(CATALOG.replace("BUDGET", budget), "campaign.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "problem"),
+    [
+        (("audience: buyers", "audience: nobody"), "campaigns.autumn.audience", "unknown segment 'nobody'"),
+        (
+            ("trigger: campaign_autumn\n    start", "trigger: order_placed\n    start"),
+            "campaigns.autumn.trigger",
+            "must be promotional; order_notice answers 'order_placed'",
+        ),
+        (
+            ("trigger: campaign_autumn\n    start", "trigger: nothing\n    start"),
+            "campaigns.autumn.trigger",
+            "no action",
+        ),
+        (
+            ("stop: 2026-12-01T00:00:00Z", "stop: 2026-10-01T00:00:00Z"),
+            "campaigns.autumn.stop",
+            "after start",
+        ),
+        (
+            ("    BUDGET", "    budget: {sends: -5}"),
+            "campaigns.autumn.budget.sends",
+            "greater than or equal to 1",
+        ),
+        (("    BUDGET", "    holdout: nope"), "campaigns.autumn.holdout", "unknown experiment 'nope'"),
+        (("start: 2026-11-01T00:00:00Z", "start: 2026-11-01T00:00:00"), "campaigns.autumn.start", "timezone"),
+    ],
+)
+def test_bad_campaigns_are_catalog_errors_naming_the_path(
+    change: tuple[str, str], path: str, problem: str
+) -> None:
+    text = CATALOG.replace(*change).replace("BUDGET", "")
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(text, "c.yaml")
+    lines = [p for p in caught.value.problems if path in p]
+    assert lines and problem in lines[0], caught.value.problems
+
+
+def _store(url: str, users: int, consenting: int) -> tuple[Store, list[str]]:
+    """``users`` buyers (one order each), the first ``consenting`` with email consent, and one customer
+    who never ordered (not in the segment)."""
+    db = Database(url)
+    upgrade(db)
+    store = Store(db)
+    ids = [uid("camp") for _ in range(users)]
+    at = NOW - timedelta(days=20)
+    events = [Event(f"{u}-o", u, EventType.ORDER_PLACED, at, value=30.0) for u in ids]
+    events += [
+        Event(f"{u}-c", u, EventType.CONSENT_CHANGED, at, channel=Channel.EMAIL, consent_granted=True)
+        for u in ids[:consenting]
+    ]
+    browser = uid("browser")
+    events.append(Event(f"{browser}-v", browser, EventType.PRODUCT_VIEWED, at))
+    store.record_events(events, at)
+    return store, ids
+
+
+def _campaign_decisions(db: Database, prefix: str) -> int:
+    with db.reader.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(decisions).where(decisions.c.request_id.like(f"{prefix}%"))
+            ).scalar_one()
+        )
+
+
+def test_plan_is_what_the_run_does_and_a_rerun_sends_nobody_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/c.db"
+    catalog = _catalog()
+    store, _ = _store(url, users=9, consenting=6)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+    db = store.db
+    plan = plan_campaign(engine, campaign, customer_states(db), NOW)
+    assert (plan.segment.members, plan.sends, plan.refusals["NO_CONSENT"]) == (9, 6, 3)
+    assert plan.by_channel == {"email": 6}
+    assert _campaign_decisions(db, "campaign:") == 0  # a plan writes nothing
+
+    run = run_campaign(engine, campaign, customer_states(db), "w1", NOW, batch_size=4)
+    assert (run.segment.members, run.decided, run.sent, run.replayed) == (9, 9, 6, 0)
+    assert run.refusals == plan.refusals
+    assert _campaign_decisions(db, "campaign:autumn:w1:") == 9
+
+    again = run_campaign(engine, campaign, customer_states(db), "w1", NOW, batch_size=4)
+    assert (again.decided, again.sent, again.replayed) == (9, 6, 9)
+    assert _campaign_decisions(db, "campaign:autumn:w1:") == 9
+
+    # A second wave a day later: the weekly cap refuses everyone the first wave reached.
+    later = DecisionEngine(catalog, store, clock=lambda: NOW + timedelta(days=1))
+    wave = run_campaign(later, campaign, customer_states(db), "w2", NOW + timedelta(days=1))
+    assert (wave.sent, wave.refusals["FREQUENCY_CAP"]) == (0, 6)
+    store.close()
+
+
+def test_a_run_killed_halfway_then_run_again_decides_each_customer_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/k.db"
+    catalog = _catalog()
+    store, _ = _store(url, users=10, consenting=10)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+
+    class KilledError(Exception):
+        pass
+
+    def kill_after_first_batch(run: object) -> None:
+        raise KilledError
+
+    with pytest.raises(KilledError):
+        run_campaign(
+            engine,
+            campaign,
+            customer_states(store.db),
+            "r",
+            NOW,
+            batch_size=3,
+            progress=kill_after_first_batch,
+        )
+    assert _campaign_decisions(store.db, "campaign:autumn:r:") == 3
+    done = run_campaign(engine, campaign, customer_states(store.db), "r", NOW, batch_size=3)
+    assert (done.decided, done.replayed, done.sent) == (10, 3, 10)
+    assert _campaign_decisions(store.db, "campaign:autumn:r:") == 10
+    store.close()
+
+
+def test_the_budget_is_never_overshot_and_the_window_is_kept(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/b.db"
+    catalog = _catalog("budget: {sends: 4}")
+    store, _ = _store(url, users=10, consenting=10)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+    plan = plan_campaign(engine, campaign, customer_states(store.db), NOW)
+    assert (plan.sends, plan.over_budget) == (4, 6)
+    run = run_campaign(engine, campaign, customer_states(store.db), "b", NOW, batch_size=3)
+    assert (run.sent, run.decided, run.budget_reached) == (4, 4, True)
+    assert _campaign_decisions(store.db, "campaign:autumn:b:") == 4
+    with pytest.raises(OutsideRunWindowError, match="runs from 2026-11-01 00:00Z to 2026-12-01 00:00Z"):
+        run_campaign(engine, campaign, customer_states(store.db), "late", NOW + timedelta(days=30))
+    store.close()
+
+
+@pytest.mark.slow
+def test_campaign_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    store, _ = _store(url, users=5, consenting=3)
+    store.close()
+    catalog = tmp_path / "catalog.yaml"
+    # The CLI decides at the real clock: a window around it.
+    now = datetime.now(UTC)
+    catalog.write_text(
+        CATALOG.replace("BUDGET", "")
+        .replace("2026-11-01T00:00:00Z", (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        .replace("2026-12-01T00:00:00Z", (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", "")
+    args = ["--catalog", str(catalog), "--database-url", url]
+    assert main(["campaign", "plan", "autumn", "--format", "json", *args]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert (planned["audience"], planned["sends"], planned["refusals"]) == (5, 3, {"NO_CONSENT": 2})
+    assert main(["campaign", "run", "autumn", "--run-id", "x", "--quiet", *args]) == 0
+    assert "5 decided (0 replayed from an earlier attempt), 3 sent" in capsys.readouterr().out
+    assert main(["campaign", "run", "autumn", "--run-id", "x", *args]) == 0
+    captured = capsys.readouterr()
+    assert "5 decided (5 replayed from an earlier attempt), 3 sent" in captured.out
+    assert "6 scanned, 5 decided, 3 sent" in captured.err  # the progress line (the browser is scanned too)
+    assert main(["campaign", "run", "nope", *args]) == 2
+    assert capsys.readouterr().err.startswith("nextbest campaign: no campaign 'nope'")
+    assert main(["campaign", "run", "autumn", "--batch-size", "0", *args]) == 2
+    assert "--batch-size must be 1 to 500" in capsys.readouterr().err
