@@ -11,7 +11,7 @@ import pytest
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.client import NextbestClient
+from nextbest.client import NextbestClient, batch_errors, make_request
 
 
 class Flaky(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
@@ -21,12 +21,24 @@ class Flaky(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
         self.code = grpc.StatusCode.UNAVAILABLE
         self.failures = 0
         self.requests: list[pb.NextActionRequest] = []
+        self.batches: list[pb.NextActionBatchRequest] = []
 
     def NextAction(self, request: pb.NextActionRequest, context: Any) -> pb.NextActionResponse:  # noqa: N802
         self.requests.append(request)
         if len(self.requests) <= self.failures:
             context.abort(self.code, "try again")
         return pb.NextActionResponse(decision_id="d1")
+
+    def NextActionBatch(  # noqa: N802
+        self, request: pb.NextActionBatchRequest, context: Any
+    ) -> pb.NextActionBatchResponse:
+        self.batches.append(request)
+        if len(self.batches) <= self.failures:
+            context.abort(self.code, "try again")
+        response = pb.NextActionBatchResponse(answered=len(request.requests))
+        for index, item in enumerate(request.requests):
+            response.results.add(index=index, request_id=item.request_id).response.decision_id = f"d{index}"
+        return response
 
 
 @pytest.fixture
@@ -79,3 +91,46 @@ def test_max_attempts_is_checked(flaky: tuple[Flaky, str]) -> None:
     _, address = flaky
     with pytest.raises(ValueError, match="max_attempts"):
         NextbestClient(address, max_attempts=9)
+
+
+def test_a_batch_is_retried_whole_with_every_items_request_id(flaky: tuple[Flaky, str]) -> None:
+    servicer, address = flaky
+    servicer.failures = 1
+    batch = [make_request(f"u{i}", "cart_abandoned", cart_value=10.0) for i in range(3)]
+    with NextbestClient(address, max_attempts=2) as client:
+        reply = client.next_action_batch(batch)
+    assert [r.response.decision_id for r in reply.results] == ["d0", "d1", "d2"]
+    assert len(servicer.batches) == 2
+    sent = [[r.request_id for r in b.requests] for b in servicer.batches]
+    assert sent[0] == sent[1] == [r.request_id for r in batch]
+    assert len(set(sent[0])) == 3 and all(sent[0])
+
+
+def test_make_request_and_batch_errors() -> None:
+    from datetime import UTC, datetime
+
+    from google.protobuf import any_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    request = make_request(
+        "u1",
+        "cart_abandoned",
+        request_id="r1",
+        occurred_at=datetime(2026, 11, 2, tzinfo=UTC),
+        channels=["email"],
+    )
+    assert (request.request_id, request.user_id, list(request.channels)) == ("r1", "u1", [pb.CHANNEL_EMAIL])
+    assert request.HasField("occurred_at") and not request.context.HasField("cart_value")
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="requests[2].user_id", description="required"
+                )
+            ]
+        )
+    )
+    error = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="user_id: required", details=[detail])
+    assert batch_errors(error) == [("requests[2].user_id", "required")]
+    assert batch_errors(status_pb2.Status(code=code_pb2.ALREADY_EXISTS)) == []
