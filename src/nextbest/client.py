@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_TIMEOUT",
+    "LOAD_BALANCING",
     "RETRYABLE",
     "NextbestClient",
     "batch_errors",
@@ -197,10 +198,20 @@ def batch_errors(error: status_pb2.Status) -> list[tuple[str, str]]:
     return out
 
 
+#: gRPC's client-side load-balancing policies: ``pick_first`` (gRPC's default: one server at a time)
+#: and ``round_robin`` (every call to the next ready server of the target's addresses).
+LOAD_BALANCING = ("pick_first", "round_robin")
+
+
 class NextbestClient:
     """``token``: a bearer token sent with every call (roles decide, events, report). ``credentials``:
     TLS, e.g. from :func:`tls_credentials`; a token needs TLS off loopback, where it would travel in clear
-    text. ``server_name``: the name the server's certificate must carry when ``target`` is not it."""
+    text. ``server_name``: the name the server's certificate must carry when ``target`` is not it.
+
+    Several replicas: give a ``target`` that resolves to several addresses — ``ipv4:10.0.0.1:50051,
+    10.0.0.2:50051`` or a DNS name with several A records (``dns:///nextbest.internal:50051``) — and
+    ``load_balancing="round_robin"``; gRPC then spreads calls over every replica that is up and routes
+    around one that is not."""
 
     def __init__(
         self,
@@ -211,7 +222,10 @@ class NextbestClient:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         server_name: str | None = None,
+        load_balancing: str | None = None,
     ) -> None:
+        if load_balancing is not None and load_balancing not in LOAD_BALANCING:
+            raise ValueError(f"load_balancing must be one of {', '.join(LOAD_BALANCING)}")
         if not 1 <= max_attempts <= 5:
             raise ValueError("max_attempts must be between 1 (no retries) and 5 (gRPC's limit)")
         if token is not None and (not token or any(c.isspace() for c in token)):
@@ -221,6 +235,8 @@ class NextbestClient:
             options.append(("grpc.service_config", _service_config(max_attempts)))
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
+        if load_balancing is not None:
+            options.append(("grpc.lb_policy_name", load_balancing))
         self._channel = (
             grpc.secure_channel(target, credentials, options=options)
             if credentials is not None
