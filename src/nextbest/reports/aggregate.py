@@ -116,7 +116,10 @@ def _epoch_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
 
 @compiles(epoch_seconds, "postgresql")
 def _epoch_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+    # PostgreSQL-specific (issue 22, partitions engineer): date_part is double precision, like the other
+    # engines' spelling; EXTRACT returns numeric since PostgreSQL 14, and the report evaluates it some
+    # thirty times per joined row (15 % of the report's CPU at 500 k exposures; benchmarks/RESULTS.md).
+    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
 
 
 @compiles(epoch_seconds, "duckdb")
