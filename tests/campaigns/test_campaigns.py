@@ -26,6 +26,7 @@ CATALOG = """
 version: 1
 channels:
   email: {requires_consent: true}
+  push: {requires_consent: true}
 flows:
   promo:
     priority: 20
@@ -41,6 +42,13 @@ actions:
     class: promotional
     triggers: [campaign_autumn]
     value: 40.0
+    base_propensity: 0.05
+  - id: autumn_push
+    flow: promo
+    channel: push
+    class: promotional
+    triggers: [campaign_autumn]
+    value: 10.0
     base_propensity: 0.05
   - id: order_notice
     flow: orders
@@ -102,9 +110,9 @@ def test_bad_campaigns_are_catalog_errors_naming_the_path(
     assert lines and problem in lines[0], caught.value.problems
 
 
-def _store(url: str, users: int, consenting: int) -> tuple[Store, list[str]]:
-    """``users`` buyers (one order each), the first ``consenting`` with email consent, and one customer
-    who never ordered (not in the segment)."""
+def _store(url: str, users: int, consenting: int, push: int = 0) -> tuple[Store, list[str]]:
+    """``users`` buyers (one order each), the first ``consenting`` with email consent, the last ``push``
+    with push consent, and one customer who never ordered (not in the segment)."""
     db = Database(url)
     upgrade(db)
     store = Store(db)
@@ -114,6 +122,10 @@ def _store(url: str, users: int, consenting: int) -> tuple[Store, list[str]]:
     events += [
         Event(f"{u}-c", u, EventType.CONSENT_CHANGED, at, channel=Channel.EMAIL, consent_granted=True)
         for u in ids[:consenting]
+    ]
+    events += [
+        Event(f"{u}-p", u, EventType.CONSENT_CHANGED, at, channel=Channel.PUSH, consent_granted=True)
+        for u in (ids[-push:] if push else [])
     ]
     browser = uid("browser")
     events.append(Event(f"{browser}-v", browser, EventType.PRODUCT_VIEWED, at))
@@ -138,7 +150,8 @@ def test_plan_is_what_the_run_does_and_a_rerun_sends_nobody_twice(tmp_path: Path
     campaign = catalog.campaigns["autumn"]
     db = store.db
     plan = plan_campaign(engine, campaign, customer_states(db), NOW)
-    assert (plan.segment.members, plan.sends, plan.refusals["NO_CONSENT"]) == (9, 6, 3)
+    # Refusals count candidates: 3 members without email consent, and all 9 without push consent.
+    assert (plan.segment.members, plan.sends, plan.refusals["NO_CONSENT"]) == (9, 6, 3 + 9)
     assert plan.by_channel == {"email": 6}
     assert _campaign_decisions(db, "campaign:") == 0  # a plan writes nothing
 
@@ -223,7 +236,7 @@ def test_campaign_commands(
     args = ["--catalog", str(catalog), "--database-url", url]
     assert main(["campaign", "plan", "autumn", "--format", "json", *args]) == 0
     planned = json.loads(capsys.readouterr().out)
-    assert (planned["audience"], planned["sends"], planned["refusals"]) == (5, 3, {"NO_CONSENT": 2})
+    assert (planned["audience"], planned["sends"], planned["refusals"]) == (5, 3, {"NO_CONSENT": 2 + 5})
     assert main(["campaign", "run", "autumn", "--run-id", "x", "--quiet", *args]) == 0
     assert "5 decided (0 replayed from an earlier attempt), 3 sent" in capsys.readouterr().out
     assert main(["campaign", "run", "autumn", "--run-id", "x", *args]) == 0
@@ -234,3 +247,29 @@ def test_campaign_commands(
     assert capsys.readouterr().err.startswith("nextbest campaign: no campaign 'nope'")
     assert main(["campaign", "run", "autumn", "--batch-size", "0", *args]) == 2
     assert "--batch-size must be 1 to 500" in capsys.readouterr().err
+
+
+def test_ranked_targeting_spends_the_budget_on_the_best_scored_members_first(tmp_path: Path) -> None:
+    # Email (value 40) scores 2.0 and push (value 10) 0.5: with a budget of 5, the 4 email-reachable
+    # members come first, then one push-reachable member; the rest are never decided.
+    text = CATALOG.replace("BUDGET", "budget: {sends: 5}\n    targeting: ranked")
+    catalog = parse_catalog(text, "ranked.yaml")
+    store, ids = _store(f"sqlite:///{tmp_path}/r.db", users=10, consenting=4, push=6)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+    plan = plan_campaign(engine, campaign, customer_states(store.db), NOW)
+    assert (plan.sends, plan.over_budget, plan.by_channel) == (5, 5, {"email": 4, "push": 1})
+    assert plan.expected_value == pytest.approx(4 * 2.0 + 0.5)
+    run = run_campaign(engine, campaign, customer_states(store.db), "r1", NOW, batch_size=2)
+    assert (run.sent, run.decided, run.budget_reached) == (5, 5, True)
+    with store.db.reader.connect() as conn:
+        decided = {
+            r.request_id.rsplit(":", 1)[1]
+            for r in conn.execute(
+                select(decisions.c.request_id).where(decisions.c.request_id.like("campaign:%"))
+            )
+        }
+    assert set(ids[:4]) <= decided and len(decided) == 5
+    with pytest.raises(CatalogError, match="ranked targeting needs a budget"):
+        parse_catalog(CATALOG.replace("BUDGET", "targeting: ranked"), "r.yaml")
+    store.close()

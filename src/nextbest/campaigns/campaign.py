@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
 
@@ -33,6 +33,7 @@ __all__ = [
     "OutsideRunWindowError",
     "campaign_request",
     "plan_campaign",
+    "rank_members",
     "run_campaign",
 ]
 
@@ -74,18 +75,57 @@ def plan_campaign(
 ) -> CampaignPlan:
     segment = engine.catalog.segments[campaign.audience]
     plan = CampaignPlan(campaign.id, SegmentCount(segment.id))
+    ranked = campaign.targeting == "ranked"
+    sends: list[tuple[float, str, Decision]] = []
     for state in segment_members(segment, states, now, plan.segment):
         try:
             decision = engine.dry_run(campaign_request(campaign, "plan", state.user_id))
         except NextbestError as exc:
             plan.failed[type(exc).__name__] += 1
             continue
+        if ranked and decision.actions:  # tallied once ranked, best first
+            plan.refusals.update(r.reason.value for r in decision.rejected)
+            sends.append((-sum(a.score for a in decision.actions), state.user_id, _lean(decision)))
+            continue
         _tally(plan, decision, campaign.max_sends)
+    for _, _, decision in sorted(sends, key=lambda t: t[:2]):
+        _tally(plan, decision, campaign.max_sends, refusals=False)
     return plan
 
 
-def _tally(plan: CampaignPlan, decision: Decision, budget: int | None) -> None:
-    plan.refusals.update(r.reason.value for r in decision.rejected)
+def _lean(decision: Decision) -> Decision:
+    """What a plan keeps of a decision it ranks: its actions (not its reasons, already counted)."""
+    return replace(decision, rejected=(), exposures=())
+
+
+def rank_members(engine: DecisionEngine, campaign: Campaign, members: Iterable[CustomerState]) -> list[str]:
+    """The members a ranked campaign would reach, best first: each member's decision made dry, scored by
+    what it sends, or for a member an experiment holds out by what it would have sent (so that the arms
+    are ranked alike and the holdout stays comparable); members with nothing to send are left out."""
+    scored: list[tuple[float, str]] = []
+    for state in members:
+        try:
+            decision = engine.dry_run(campaign_request(campaign, "plan", state.user_id))
+        except NextbestError:
+            scored.append((float("-inf"), state.user_id))  # decided (and its error counted) last
+            continue
+        score = _value(decision)
+        if score is not None:
+            scored.append((score, state.user_id))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    return [user for _, user in scored]
+
+
+def _value(decision: Decision) -> float | None:
+    if decision.actions:
+        return sum(a.score for a in decision.actions)
+    held = [e.action.score for e in decision.exposures if e.held_out]
+    return sum(held) if held else None
+
+
+def _tally(plan: CampaignPlan, decision: Decision, budget: int | None, *, refusals: bool = True) -> None:
+    if refusals:
+        plan.refusals.update(r.reason.value for r in decision.rejected)
     if not decision.actions:
         if any(r.reason is ReasonCode.HELD_OUT for r in decision.rejected):
             plan.held_out += 1
@@ -145,7 +185,11 @@ def run_campaign(
         raise ValueError(f"batch size must be 1 to {MAX_BATCH}")
     segment = engine.catalog.segments[campaign.audience]
     run = CampaignRun(campaign.id, run_id, SegmentCount(segment.id))
-    members: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
+    found: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
+    if campaign.targeting == "ranked":
+        members: Iterator[str] = iter(rank_members(engine, campaign, found))
+    else:
+        members = (s.user_id for s in found)
     while True:
         size = batch_size
         if campaign.max_sends is not None:
@@ -153,7 +197,7 @@ def run_campaign(
             if size <= 0:
                 run.budget_reached = True
                 break
-        batch = [campaign_request(campaign, run_id, s.user_id) for s in islice(members, size)]
+        batch = [campaign_request(campaign, run_id, user) for user in islice(members, size)]
         if not batch:
             break
         for result in engine.decide_batch(batch):

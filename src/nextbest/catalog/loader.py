@@ -141,6 +141,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
                 c.stop,
                 c.budget.sends,
                 c.holdout,
+                c.targeting,
             )
             for campaign_id, c in spec.campaigns.items()
         },
@@ -335,6 +336,8 @@ def _check_campaigns(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
             )
         if c.stop <= c.start:
             yield (*at, "stop"), "stop must be after start"
+        if c.targeting == "ranked" and c.budget.sends is None:
+            yield (*at, "targeting"), "ranked targeting needs a budget (budget.sends) to rank within"
         if c.holdout is not None:
             experiment = experiments.get(c.holdout)
             if experiment is None:

@@ -171,6 +171,8 @@ class Campaign:
     stop: datetime
     max_sends: int | None = None
     holdout: str | None = None
+    # "everyone" (scan order) or "ranked" (best-scored members first within the budget).
+    targeting: str = "everyone"
 
 
 @dataclass(frozen=True)

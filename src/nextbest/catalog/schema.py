@@ -250,6 +250,11 @@ class CampaignSpec(_Strict):
     start: AwareDatetime = Field(description="The run window: `campaign run` refuses outside it.")
     stop: AwareDatetime
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    targeting: Literal["everyone", "ranked"] = Field(
+        default="everyone",
+        description="everyone: members in scan order until the budget is spent; ranked: the members "
+        "whose decision scores highest (expected incremental value under an uplift model) first.",
+    )
     holdout: Identifier | None = Field(
         default=None, description="An experiment covering the campaign's actions (its arms are logged)."
     )
