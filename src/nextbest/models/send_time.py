@@ -9,8 +9,8 @@ and ``strength`` (see ``nextbest.training.send_time``). Scoring is one vector op
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -28,6 +28,7 @@ _HOUR = timedelta(hours=1)
 class SendTimeModel:
     population: npt.NDArray[np.float64]  # sums to 1
     strength: float
+    _prior: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # the pseudo-counts
 
     def __post_init__(self) -> None:
         if self.population.shape != (HOURS_OF_WEEK,) or not np.all(np.isfinite(self.population)):
@@ -36,6 +37,7 @@ class SendTimeModel:
             raise ValueError("the population pattern must be a probability distribution")
         if not (self.strength > 0 and np.isfinite(self.strength)):
             raise ValueError("strength must be a positive number")
+        object.__setattr__(self, "_prior", self.strength * self.population)
 
     def timing(self, hours: Mapping[int, int]) -> Timing:
         """The customer's engagement probabilities by hour of the week."""
@@ -46,7 +48,7 @@ class SendTimeModel:
             if 0 <= hour < HOURS_OF_WEEK:
                 counts[hour] += count
         total = counts.sum()
-        probs = (counts + self.strength * self.population) / (total + self.strength)
+        probs = (counts + self._prior) / (total + self.strength)
         return Timing(probs, SendTimeSource.PERSONAL)
 
 
@@ -55,16 +57,15 @@ class Timing:
     probs: npt.NDArray[np.float64]
     source: SendTimeSource
 
-    def slots(self, earliest: datetime, window: timedelta) -> list[datetime]:
+    def slots(self, earliest: datetime, window: timedelta) -> Iterator[datetime]:
         """Send times inside ``[earliest, earliest + window]``, best first: ``earliest`` itself and the
-        start of each later hour, ordered by the probability of their hour of the week (earlier first
-        on a tie)."""
+        start of each later hour (at most a week of them), ordered by the probability of their hour of
+        the week (earlier first on a tie). Lazily: the caller usually takes the first."""
         start = earliest.astimezone(UTC)
         top = start.replace(minute=0, second=0, microsecond=0)
-        times = [start]
-        t = top + _HOUR
-        end = start + window
-        while t <= end and len(times) <= HOURS_OF_WEEK:
-            times.append(t)
-            t += _HOUR
-        return sorted(times, key=lambda t: (-self.probs[t.weekday() * 24 + t.hour], t))
+        later = max(0, min(HOURS_OF_WEEK, (start + window - top) // _HOUR))
+        # Slot k is ``start`` for k = 0, else ``top`` + k hours; its hour of the week follows top's.
+        first = top.weekday() * 24 + top.hour
+        hours = (first + np.arange(later + 1)) % HOURS_OF_WEEK
+        for k in np.argsort(-self.probs[hours], kind="stable").tolist():
+            yield start if k == 0 else top + k * _HOUR

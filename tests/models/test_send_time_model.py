@@ -1,0 +1,55 @@
+"""The send-time model's slots, lazily ordered with numpy, against their definition (sort every send time
+of the window by its hour's probability, earlier first on a tie) and its profile against the formula."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextbest.domain import SendTimeSource
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel, Timing
+
+
+def _definition(probs: np.ndarray, earliest: datetime, window: timedelta) -> list[datetime]:
+    start = earliest.astimezone(UTC)
+    top = start.replace(minute=0, second=0, microsecond=0)
+    times = [start]
+    t = top + timedelta(hours=1)
+    while t <= start + window and len(times) <= HOURS_OF_WEEK:
+        times.append(t)
+        t += timedelta(hours=1)
+    return sorted(times, key=lambda t: (-probs[t.weekday() * 24 + t.hour], t))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    ties=st.booleans(),
+    seconds=st.integers(0, 86400 * 14),
+    window=st.integers(-120, 60 * 24 * 9),
+    offset=st.integers(-12, 14),
+)
+def test_slots_follow_their_definition(seed: int, ties: bool, seconds: int, window: int, offset: int) -> None:
+    rng = np.random.default_rng(seed)
+    # With ties, many hours share a probability: the order among them is by time.
+    probs = rng.integers(0, 3, HOURS_OF_WEEK).astype(float) if ties else rng.random(HOURS_OF_WEEK)
+    zone = timezone(timedelta(hours=offset))
+    earliest = datetime(2026, 11, 23, tzinfo=zone) + timedelta(seconds=seconds)
+    span = timedelta(minutes=window)
+    got = list(Timing(probs, SendTimeSource.PERSONAL).slots(earliest, span))
+    assert got == _definition(probs, earliest, span)
+
+
+def test_a_profile_is_the_customers_counts_shrunk_to_the_population() -> None:
+    population = np.random.default_rng(1).dirichlet(np.ones(HOURS_OF_WEEK))
+    model = SendTimeModel(population, 12.5)
+    hours = {3: 2, 40: 5, 167: 1, 200: 9}  # an hour outside the week is ignored
+    counts = np.zeros(HOURS_OF_WEEK)
+    counts[[3, 40, 167]] = [2, 5, 1]
+    timing = model.timing(hours)
+    assert timing.source is SendTimeSource.PERSONAL
+    np.testing.assert_array_equal(timing.probs, (counts + 12.5 * population) / (8 + 12.5))
+    assert model.timing({}).probs is population
