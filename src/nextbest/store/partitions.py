@@ -43,8 +43,9 @@ SCHEMA = "nextbest_partitions"
 # Months created ahead of the current one: a server that runs for months without a migration or a
 # maintenance run still writes into monthly partitions, not into the default one.
 MONTHS_AHEAD = 3
-# Waiting for a lock behind a long report would hold every writer queued behind it: give up instead.
-_LOCK_TIMEOUT = "5s"
+# Dropping a partition locks its table (and, for a foreign key, decisions) against writes: waiting for
+# that lock behind a long report would hold every writer queued behind the wait, so give up after this.
+_LOCK_TIMEOUT = "2s"
 _BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 
 
@@ -149,33 +150,31 @@ def ensure_partitions(
 
 
 def _create(conn: Connection, table: str, column: str, month: datetime, default: Partition | None) -> None:
-    """One month's partition. Rows of that month in the default partition would make a plain CREATE ...
-    PARTITION OF fail, so the month is built beside the table, filled from the default partition and
-    attached."""
+    """One month's partition, built beside the table and attached: ATTACH PARTITION locks the parent
+    only against schema changes (SHARE UPDATE EXCLUSIVE), where CREATE TABLE ... PARTITION OF would stop
+    every write to it; rows of that month the default partition holds move into it first."""
     name, end = _name(table, month), _next_month(month)
-    bounds = f"FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
-    moved = default is not None and (
-        conn.execute(
-            text(f"SELECT 1 FROM {default.name} WHERE {column} >= :s AND {column} < :e LIMIT 1"),
-            {"s": month, "e": end},
-        ).first()
-        is not None
-    )
-    if not moved:
-        conn.exec_driver_sql(f"CREATE TABLE {SCHEMA}.{name} PARTITION OF {table} FOR VALUES {bounds}")
-        return
-    assert default is not None
     conn.exec_driver_sql(
         f"CREATE TABLE {SCHEMA}.{name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
     )
-    conn.execute(
-        text(
-            f"WITH moved AS (DELETE FROM {default.name} WHERE {column} >= :s AND {column} < :e RETURNING *) "
-            f"INSERT INTO {SCHEMA}.{name} SELECT * FROM moved"
-        ),
-        {"s": month, "e": end},
+    # The bounds as a constraint, so that attaching need not scan the new table to check them.
+    conn.exec_driver_sql(
+        f"ALTER TABLE {SCHEMA}.{name} ADD CONSTRAINT {name}_bounds "
+        f"CHECK ({column} >= '{month.isoformat()}' AND {column} < '{end.isoformat()}')"
     )
-    conn.exec_driver_sql(f"ALTER TABLE {table} ATTACH PARTITION {SCHEMA}.{name} FOR VALUES {bounds}")
+    if default is not None:
+        conn.execute(
+            text(
+                f"WITH moved AS (DELETE FROM {default.name} WHERE {column} >= :s AND {column} < :e "
+                f"RETURNING *) INSERT INTO {SCHEMA}.{name} SELECT * FROM moved"
+            ),
+            {"s": month, "e": end},
+        )
+    conn.exec_driver_sql(
+        f"ALTER TABLE {table} ATTACH PARTITION {SCHEMA}.{name} "
+        f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
+    )
+    conn.exec_driver_sql(f"ALTER TABLE {SCHEMA}.{name} DROP CONSTRAINT {name}_bounds")
 
 
 def drop_partitions_before(conn: Connection, table: str, before: datetime) -> tuple[int, list[str]]:
