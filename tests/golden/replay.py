@@ -7,14 +7,16 @@ were recorded with.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from nextbest.catalog import Catalog
 from nextbest.decision.engine import DecisionEngine
+from nextbest.domain import Decision
 from nextbest.errors import NextbestError
 from nextbest.models import ModelRegistry
 from nextbest.store import DecisionStore
@@ -68,15 +70,22 @@ class ReplayResult:
 
 
 def _decide(engine: DecisionEngine, op: Json, ids: IdMap) -> tuple[Any, Any]:
-    expected = op["decision"] if "decision" in op else {"error": op["error"]}
     try:
-        decision = engine.decide(request_from_json(op["request"]))
+        answer: Decision | NextbestError = engine.decide(request_from_json(op["request"]))
     except NextbestError as exc:
-        return expected, {"error": error_json(exc, ids.to_recorded)}
+        answer = exc
+    return _answer(op, answer, ids)
+
+
+def _answer(op: Json, answer: Decision | NextbestError, ids: IdMap) -> tuple[Any, Any]:
+    """What was recorded for ``op``, and ``answer`` in the corpus's terms."""
+    expected = op["decision"] if "decision" in op else {"error": op["error"]}
+    if isinstance(answer, NextbestError):
+        return expected, {"error": error_json(answer, ids.to_recorded)}
     recorded = op.get("decision", {}).get("decision_id")
     if recorded is not None and recorded not in ids.to_replayed:
-        ids.learn(recorded, decision.decision_id)
-    return expected, decision_json(decision, ids.to_recorded)
+        ids.learn(recorded, answer.decision_id)
+    return expected, decision_json(answer, ids.to_recorded)
 
 
 def _events(engine: DecisionEngine, op: Json, ids: IdMap) -> tuple[Any, Any]:
@@ -99,30 +108,43 @@ def replay_segment(
     store: DecisionStore,
     *,
     limit: int | None = None,
+    batch: int = 1,
     engine_factory: Callable[..., DecisionEngine] = DecisionEngine,
 ) -> ReplayResult:
-    """Replays ``segment`` (its first ``limit`` operations) on ``store``, which must be fresh."""
+    """Replays ``segment`` (its first ``limit`` operations) on ``store``, which must be fresh.
+
+    With ``batch`` > 1, consecutive NextAction calls (up to ``batch`` of them, no events between them)
+    go to ``decide_batch`` together, at the clock of the first: a batch must answer each item as the
+    item alone would have been answered in its turn."""
     clock = _Clock()
     engine = engine_factory(catalog, store, clock=clock, models=models)
     ids = IdMap()
     result = ReplayResult()
-    operations: Iterable[Json] = segment.operations[:limit] if limit is not None else segment.operations
-    for index, op in enumerate(operations):
+    operations = segment.operations[:limit] if limit is not None else segment.operations
+    index = 0
+    while index < len(operations):
+        op = operations[index]
         at = instant(op["clock"])
         assert at is not None
         clock.at = at
-        if op["kind"] == "decide":
-            result.decisions += 1
-            expected, got = _decide(engine, op, ids)
-        else:
+        if op["kind"] == "events":
+            answered = [(op, _events(engine, op, ids))]
             result.events += len(op["events"])
-            expected, got = _events(engine, op, ids)
-        result.operations += 1
-        found = differences(expected, got)
-        if found:
-            result.mismatched += 1
-            if len(result.mismatches) < _DETAILED:
-                result.mismatches.append(Mismatch(segment.name, index, op, expected, got, found))
+        elif batch > 1:
+            group = list(itertools.takewhile(lambda o: o["kind"] == "decide", operations[index:]))[:batch]
+            answers = engine.decide_batch([request_from_json(o["request"]) for o in group])
+            answered = [(o, _answer(o, a, ids)) for o, a in zip(group, answers, strict=True)]
+        else:
+            answered = [(op, _decide(engine, op, ids))]
+        for op, (expected, got) in answered:
+            result.decisions += op["kind"] == "decide"
+            result.operations += 1
+            found = differences(expected, got)
+            if found:
+                result.mismatched += 1
+                if len(result.mismatches) < _DETAILED:
+                    result.mismatches.append(Mismatch(segment.name, index, op, expected, got, found))
+            index += 1
     return result
 
 

@@ -92,6 +92,19 @@ def test_memory_store_reproduces_the_corpus(name: str) -> None:
     assert not result.mismatched, summary(result)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEGMENTS)
+def test_batches_reproduce_the_corpus(name: str) -> None:
+    """Consecutive NextAction calls as one ``decide_batch`` (``NextActionBatch``): each item answered
+    as it was alone, in its turn — retries of an earlier item replay, a customer's later items see
+    the earlier ones."""
+    segment = _segment(name)
+    catalog, models = inputs(segment)
+    result = replay_segment(segment, catalog, models, MemoryStore(), batch=100)
+    assert result.operations == len(segment.operations)
+    assert not result.mismatched, summary(result)
+
+
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     db = Database(f"sqlite:///{tmp_path / 'golden.db'}")
@@ -124,11 +137,16 @@ def postgresql_store() -> Iterator[Store]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEGMENTS)
+@pytest.mark.parametrize("batch", [1, 100], ids=["single", "batch"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_sql_stores_reproduce_the_corpus(backend: str, name: str, request: pytest.FixtureRequest) -> None:
+def test_sql_stores_reproduce_the_corpus(
+    backend: str, batch: int, name: str, request: pytest.FixtureRequest
+) -> None:
+    """A sample of customers, whole, on each SQL store: one call at a time, and consecutive calls as
+    one ``decide_batch`` (whose round of decisions the SQL store commits together)."""
     segment = customer_sample(_segment(name), SQL_SAMPLE)
     catalog, models = inputs(segment)
     store: Store = request.getfixturevalue(f"{backend}_store")
-    result = replay_segment(segment, catalog, models, store)
+    result = replay_segment(segment, catalog, models, store, batch=batch)
     assert result.decisions >= 30
     assert not result.mismatched, summary(result)
