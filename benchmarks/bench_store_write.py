@@ -29,11 +29,13 @@ import secrets
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +198,9 @@ def bench_decisions(
                 guarded = [ToSave(d, fp, T0, 0) for d, fp in fresh(templates, size, f"g{size}")]
                 statements = bare_decision_statements(bare, fresh(templates, size, f"b{size}"))
                 for key, fn in (
-                    ("store", lambda: _all_saved(store.save_decisions(plain))),
-                    ("guarded", lambda: _all_saved(store.save_decisions(guarded))),
-                    ("bare", lambda: bare.write(statements)),
+                    ("store", partial(_save_all, store, plain)),
+                    ("guarded", partial(_save_all, store, guarded)),
+                    ("bare", partial(bare.write, statements)),
                 ):
                     cpu, wall = timed(fn)
                     totals[key] = (totals[key][0] + cpu, totals[key][1] + wall)
@@ -218,7 +220,8 @@ def bench_decisions(
     return rows
 
 
-def _all_saved(results: Sequence[object]) -> None:
+def _save_all(store: Store, items: Sequence[ToSave]) -> None:
+    results = store.save_decisions(items)
     bad = [r for r in results if isinstance(r, Exception) or not r]
     if bad:
         raise RuntimeError(f"{len(bad)} decisions not saved: {bad[0]!r}")
@@ -243,9 +246,12 @@ def make_events(n: int, tag: str) -> list[Event]:
     return out
 
 
-def bench_events(name: str, url: str, count: int, size: int = 100) -> dict[str, Any]:
+def bench_events(name: str, url: str, count: int, size: int = 100, callers: int = 4) -> dict[str, Any]:
+    """Events/s of ``Store.record_events`` in batches of ``size``, called in turn by one caller and
+    concurrently by ``callers`` (as a server's callers do: the group commit shares their transactions),
+    against a bare ``executemany`` of the same rows in turn (one caller, one transaction per batch)."""
     catalog = load_catalog(BENCH_DIR / "catalog_20.yaml")
-    rule = lambda event, past: cancel_reason(catalog, event, past)  # noqa: E731
+    rule = partial(cancel_reason, catalog)
     db = Database(url)
     upgrade(db)
     store = Store(db)
@@ -254,21 +260,36 @@ def bench_events(name: str, url: str, count: int, size: int = 100) -> dict[str, 
         store.record_events(make_events(size, "warm"), T0, rule)
         columns = list(codec.event_row(make_events(1, "x")[0], T0))
         sql = bare.sql("events", columns)
+        batches = count // size
+        n = batches * size
         totals = {"store": [0.0, 0.0], "bare": [0.0, 0.0]}
-        for _ in range(count // size):
+        for _ in range(batches):
             mine = make_events(size, f"e{secrets.token_hex(4)}")
             theirs = [
                 tuple(_value(row[c], bare.dialect) for c in columns)
                 for row in (codec.event_row(e, T0) for e in make_events(size, f"b{secrets.token_hex(4)}"))
             ]
             for key, fn in (
-                ("store", lambda: store.record_events(mine, T0, rule)),
-                ("bare", lambda: bare.write([(sql, theirs)])),
+                ("store", partial(store.record_events, mine, T0, rule)),
+                ("bare", partial(bare.write, [(sql, theirs)])),
             ):
                 cpu, wall = timed(fn)
                 totals[key][0] += cpu
                 totals[key][1] += wall
-        n = count // size * size
+        work = [make_events(size, f"c{secrets.token_hex(4)}") for _ in range(batches)]
+        commits = store.customers.writer.batches
+
+        def caller(k: int) -> None:
+            for batch in work[k::callers]:
+                store.record_events(batch, T0, rule)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+        cpu, wall = time.process_time(), time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        concurrent_cpu, concurrent_wall = time.process_time() - cpu, time.perf_counter() - wall
         out = {
             "database": name,
             "events": n,
@@ -277,11 +298,17 @@ def bench_events(name: str, url: str, count: int, size: int = 100) -> dict[str, 
             "bare_events_per_s": n / totals["bare"][1],
             "store_cpu_us_per_event": totals["store"][0] / n * 1e6,
             "bare_cpu_us_per_event": totals["bare"][0] / n * 1e6,
+            "callers": callers,
+            "concurrent_events_per_s": n / concurrent_wall,
+            "concurrent_cpu_us_per_event": concurrent_cpu / n * 1e6,
+            "concurrent_calls_per_commit": batches / max(1, store.customers.writer.batches - commits),
         }
         out["ratio"] = out["store_events_per_s"] / out["bare_events_per_s"]
+        out["concurrent_ratio"] = out["concurrent_events_per_s"] / out["bare_events_per_s"]
         print(
-            f"[{name}] events in batches of {size}: store {out['store_events_per_s']:,.0f}/s, bare "
-            f"{out['bare_events_per_s']:,.0f}/s -> {out['ratio']:.2f}x",
+            f"[{name}] events in batches of {size}: store {out['store_events_per_s']:,.0f}/s "
+            f"({callers} callers: {out['concurrent_events_per_s']:,.0f}/s), bare "
+            f"{out['bare_events_per_s']:,.0f}/s -> {out['ratio']:.2f}x ({out['concurrent_ratio']:.2f}x)",
             file=sys.stderr,
         )
         return out
@@ -314,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decisions", type=int, default=2000, help="decisions per batch size and path")
     parser.add_argument("--events", type=int, default=20_000, help="events per path")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--callers", type=int, default=4, help="concurrent RecordEvents callers")
     parser.add_argument("--what", default="decisions,events", help="decisions, events or both")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -328,13 +356,15 @@ def main(argv: list[str] | None = None) -> int:
         if "decisions" in args.what:
             rows += bench_decisions("sqlite", url, templates, args.decisions, sizes)
         if "events" in args.what:
-            events.append(bench_events("sqlite", f"sqlite:///{tmp}/events.db", args.events))
+            events.append(
+                bench_events("sqlite", f"sqlite:///{tmp}/events.db", args.events, callers=args.callers)
+            )
     if args.postgres:
         with postgres_database(args.postgres) as url:
             if "decisions" in args.what:
                 rows += bench_decisions("postgresql", url, templates, args.decisions, sizes)
             if "events" in args.what:
-                events.append(bench_events("postgresql", url, args.events))
+                events.append(bench_events("postgresql", url, args.events, callers=args.callers))
     print("\n| database | batch | store µs CPU/decision | with version check | bare driver | store ÷ bare |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -342,12 +372,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.database} | {r.batch} | {r.store_cpu_us:,.0f} | {r.guarded_cpu_us:,.0f} | "
             f"{r.bare_cpu_us:,.0f} | {r.store_cpu_us / r.bare_cpu_us:.1f} |"
         )
-    print("\n| database | events/s, store (batches of 100) | bare executemany | store ÷ bare |")
-    print("|---|---:|---:|---:|")
+    print(
+        "\n| database | events/s, store, 1 caller | store, concurrent callers | bare executemany "
+        "| store ÷ bare (1 caller / concurrent) | CPU µs/event store / bare |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for e in events:
         print(
-            f"| {e['database']} | {e['store_events_per_s']:,.0f} | {e['bare_events_per_s']:,.0f} | "
-            f"{e['ratio']:.2f} |"
+            f"| {e['database']} | {e['store_events_per_s']:,.0f} | {e['concurrent_events_per_s']:,.0f} "
+            f"({e['callers']}) | {e['bare_events_per_s']:,.0f} | {e['ratio']:.2f} / "
+            f"{e['concurrent_ratio']:.2f} | {e['store_cpu_us_per_event']:.0f} / "
+            f"{e['bare_cpu_us_per_event']:.0f} |"
         )
     if args.json:
         args.json.write_text(
