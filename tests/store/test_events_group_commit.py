@@ -9,8 +9,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+import pytest
 from sqlalchemy import func, select
 
+from nextbest.catalog import bundled_catalog_path, load_catalog
+from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Cancellation, Channel, Event, EventOutcome, EventType
 from nextbest.store import Store
 from nextbest.store.schema import events
@@ -100,3 +103,19 @@ def test_an_event_id_sent_by_two_callers_at_once_is_accepted_once(store: Store) 
     assert second[1][0] is EventOutcome.ACCEPTED
     assert _stored(store, [event_id]) == 1
     assert store.load_snapshot(user, T0).version == 1  # folded in once
+
+
+def test_an_event_the_database_refuses_is_rejected_by_the_engine_naming_it(store: Store) -> None:
+    """What validation lets through and the database refuses (SQLite cannot encode an unpaired
+    surrogate) comes back REJECTED with a violation, the call's other events accepted."""
+    if store.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL's poison (a NUL byte) is refused by validation first")
+    catalog = load_catalog(bundled_catalog_path())
+    engine = DecisionEngine(catalog, store)
+    user = uid()
+    bad = Event(uid("ev"), user, EventType.ORDER_PLACED, T0, value=5.0, order_id="o\ud800")
+    good = opened(user)
+    first, second = engine.record_events([bad, good])
+    assert first.outcome is EventOutcome.REJECTED and [v.field for v in first.violations] == ["event"]
+    assert second.outcome is EventOutcome.ACCEPTED and second.violations == ()
+    assert _stored(store, [good.event_id]) == 1 and _stored(store, [bad.event_id]) == 0
