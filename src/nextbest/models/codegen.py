@@ -1,7 +1,7 @@
 """Compiling a LightGBM model to a shared library: Treelite reads the model, TL2cgen writes it as C, the
-system's C compiler builds it. Run in a child process (``python -m nextbest.models.codegen MODEL OUT``)
-so that neither the import of Treelite nor the compilation holds the serving process's GIL; the serving
-side (``nextbest.models.compiled``) loads the library with ctypes and checks it against LightGBM.
+system's C compiler builds it. ``nextbest.models.compiled`` runs ``main`` in a child process, so that
+neither the import of Treelite nor the compilation holds the serving process's GIL, then loads the
+library with ctypes and checks it against LightGBM.
 
 Two changes to TL2cgen's output, both checked by that comparison:
 
@@ -15,9 +15,11 @@ Two changes to TL2cgen's output, both checked by that comparison:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,7 @@ void {ENTRY}(const double* x, int32_t rows, int32_t raw, double* out) {{
 }}
 """
 _COMPILERS = ("cc", "gcc", "clang")
+_PR_SET_PDEATHSIG = 1
 
 
 def find_compiler() -> str | None:
@@ -92,10 +95,12 @@ def build(model_file: Path, out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m nextbest.models.codegen MODEL_FILE OUT_LIBRARY", file=sys.stderr)
+        print("usage: MODEL_FILE OUT_LIBRARY", file=sys.stderr)
         return 2
-    # A compilation yields to the server that asked for it on a busy machine.
+    # A compilation yields to the server that asked for it on a busy machine, and ends with it.
     os.nice(10)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     try:
         build(Path(argv[0]), Path(argv[1]))
     except Exception as exc:  # the parent logs this line and scores with LightGBM

@@ -68,6 +68,9 @@ CHECK_ROWS = 4096
 CACHED_CHECK_ROWS = 256
 # Bumped whenever the generated code or its entry point changes, so old libraries are not reused.
 _CODEGEN_VERSION = "1"
+# The child that compiles one model: ``-c`` rather than ``-m`` (the package imports the module already),
+# ``-P`` so that the server's working directory is not on its path.
+_COMPILE = "import sys; from nextbest.models.codegen import main; sys.exit(main(sys.argv[1:]))"
 _DOUBLE_P = ctypes.POINTER(ctypes.c_double)
 _ONE_THREAD = _lgb._c_str("num_threads=1")
 
@@ -223,7 +226,7 @@ class ForestCompiler:
         *,
         timeout: float = 600.0,
         probe: Callable[[], str | None] | None = None,
-        command: Sequence[str] = (sys.executable, "-m", "nextbest.models.codegen"),
+        command: Sequence[str] = (sys.executable, "-P", "-c", _COMPILE),
     ) -> None:
         """``probe`` says why nothing can be compiled here (None: it can); ``command``, followed by the
         model file and the library to write, compiles one model (both replaceable for tests)."""
