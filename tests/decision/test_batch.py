@@ -5,7 +5,9 @@ SQLite and (when configured) PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -340,3 +342,32 @@ def test_a_customer_who_keeps_changing_fails_alone_with_a_conflict() -> None:
     assert isinstance(mine, ConflictError)
     assert chosen(theirs) == ["promo_email"]
     assert store.load_snapshot(user, at(1)).history == ()
+
+
+def test_concurrent_batches_for_the_same_customers_keep_their_caps(store: DecisionStore) -> None:
+    """Batches take no per-customer locks (they would queue behind each other): the customer version
+    checked at commit keeps caps exact, a loser deciding again on what the winner wrote."""
+    e = engine(store)
+    users = [customer(e, uid(), EMAIL) for _ in range(12)]
+    start = threading.Barrier(3)
+    results: list[list[Decision | NextbestError]] = []
+
+    def run() -> None:
+        start.wait()
+        for _ in range(3):
+            results.append(e.decide_batch([ask(u, "scheduled", 0, EMAIL) for u in users]))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 9
+    decisions = [decided(r) for batch in results for r in batch]
+    sends = Counter(d.user_id for d in decisions if d.actions)
+    assert sends == dict.fromkeys(users, 1)  # the daily promotional cap, once per customer
+    assert all(
+        [(r.action_id, r.reason) for r in d.rejected] == [("promo_email", ReasonCode.FREQUENCY_CAP)]
+        for d in decisions
+        if not d.actions
+    )
