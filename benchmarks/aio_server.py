@@ -140,7 +140,7 @@ async def serve(args: argparse.Namespace) -> None:
             return await loop.run_in_executor(pool, behaviour, request, context)
 
     handlers = {name: aio_handler(sync, run) for name, sync in behaviours(nextbest).items()}
-    server = grpc.aio.server()
+    server = grpc.aio.server(maximum_concurrent_rpcs=args.max_concurrent)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -168,6 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--store", choices=["frozen", "database"], default="frozen")
     parser.add_argument("--run", choices=["inline", "executor"], default="inline")
     parser.add_argument("--workers", type=int, default=16, help="executor threads (--run executor)")
+    parser.add_argument(
+        "--max-concurrent", type=int, help="grpc.aio's maximum_concurrent_rpcs (default: none)"
+    )
     args = parser.parse_args(argv)
     if args.run == "inline" and args.store == "database":
         parser.error("--run inline with --store database would stop the loop on every commit")
