@@ -26,7 +26,7 @@ from nextbest.errors import FieldViolation, InvalidArgumentError
 from nextbest.store.audit import AuditEntry, append_in
 from nextbest.store.backend import guard
 from nextbest.store.database import Database
-from nextbest.store.partitions import drop_partitions_before
+from nextbest.store.partitions import drop_partitions_before, forget_event_ids_before
 from nextbest.store.pseudonyms import PREFIX, CustomerIds
 from nextbest.store.schema import assignments, customers, decisions, erasures, events, exposures
 
@@ -153,12 +153,20 @@ class Erasure:
             "events": self._purge(events, events.c.seq, before, batch),
         }
         rows = {table: n + in_partitions.get(table, 0) for table, n in rows.items()}
+        if dropped:
+            self._forget_event_ids(before, batch)
         detail: dict[str, Any] = {"before": before.isoformat(), "rows": rows}
         if dropped:
             detail["partitions_dropped"] = list(dropped)
         with guard("write the audit log"), self.db.begin_write() as conn:
             append_in(conn, AuditEntry(now, principal, "retention", detail))
         return Purged(before, rows, dropped)
+
+    def _forget_event_ids(self, before: datetime, batch: int) -> None:
+        while True:
+            with guard("purge event ids"), self.db.begin_write() as conn:
+                if forget_event_ids_before(conn, before, batch) < batch:
+                    return
 
     def _drop_partitions(
         self, tables: tuple[Table, ...], before: datetime

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 __all__ = [
+    "EVENT_IDS",
     "MONTHS_AHEAD",
     "PARTITIONED",
     "SCHEMA",
@@ -28,6 +29,7 @@ __all__ = [
     "compared",
     "drop_partitions_before",
     "ensure_partitions",
+    "forget_event_ids_before",
     "is_partitioned",
     "month_start",
     "partitions",
@@ -40,6 +42,8 @@ PARTITIONED: dict[str, str] = {
     "events": "occurred_at",
 }
 SCHEMA = "nextbest_partitions"
+# Every stored event id, unique (migration 0008): what keeps events unique by id across their months.
+EVENT_IDS = f"{SCHEMA}.event_ids"
 # Months created ahead of the current one: a server that runs for months without a migration or a
 # maintenance run still writes into monthly partitions, not into the default one.
 MONTHS_AHEAD = 3
@@ -190,6 +194,25 @@ def drop_partitions_before(conn: Connection, table: str, before: datetime) -> tu
             conn.exec_driver_sql(f"DROP TABLE {p.name}")
             dropped.append(p.name)
     return rows, dropped
+
+
+def forget_event_ids_before(conn: Connection, before: datetime, batch: int) -> int:
+    """Deletes up to ``batch`` ids of events older than ``before`` from ``EVENT_IDS``: those of dropped
+    partitions (deleting an event row forgets its id by trigger; dropping a partition fires none).
+    Returns how many went; 0 on SQLite or before migration 0008."""
+    if (
+        conn.dialect.name != "postgresql"
+        or conn.execute(text(f"SELECT to_regclass('{EVENT_IDS}')")).scalar() is None
+    ):
+        return 0
+    done = conn.execute(
+        text(
+            f"DELETE FROM {EVENT_IDS} WHERE event_id IN "
+            f"(SELECT event_id FROM {EVENT_IDS} WHERE occurred_at < :b LIMIT :n)"
+        ),
+        {"b": before, "n": batch},
+    )
+    return int(done.rowcount)
 
 
 def compared(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
