@@ -52,16 +52,19 @@ def test_each_learner_finds_who_is_persuaded(learner: str) -> None:
     assert uplift[persuaded].mean() > 0.1 and uplift[~persuaded].mean() < 0.0
     metrics = trained.card.metrics
     assert metrics["test"]["qini"]["uplift_model"] > metrics["test"]["qini"]["random"]
-    assert trained.card.params["learner"] == learner
-    assert set(metrics["selection"]["qini"]) == {learner}
+    assert trained.card.params["learner"] == learner == metrics["selection"]["chosen"]
+    assert metrics["selection"]["by"] == "given" and set(metrics["selection"]["qini_on_validation"]) == set(
+        LEARNERS
+    )
 
 
 def test_without_a_learner_the_best_on_the_validation_slice_is_kept() -> None:
     data, _ = _heterogeneous(6000)
     card = train_uplift(data, seed=1).card
     selection = card.metrics["selection"]
-    assert set(selection["qini"]) == set(LEARNERS)
-    assert selection["chosen"] == max(selection["qini"], key=selection["qini"].get)
+    qini = selection["qini_on_validation"]
+    assert set(qini) == set(LEARNERS) and selection["by"] == "qini on the validation slice"
+    assert selection["chosen"] == max(qini, key=qini.get)
     assert card.params["learner"] == selection["chosen"]
 
 

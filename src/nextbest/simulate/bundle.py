@@ -2,11 +2,18 @@
 
 Simulates customers under the bundled catalog through the decision engine into a fresh SQLite store —
 with the cart-flow holdout widened to half of the abandoners (``--exploration``), the randomized
-exploration a store runs so that the two-model uplift learner sees enough untreated carts — then trains
-and promotes the propensity, uplift and send-time models from that store's exposure log, exactly as
+exploration a store runs so that the uplift learner sees enough untreated carts — then trains and
+promotes the propensity, uplift and send-time models from that store's exposure log, exactly as
 ``nextbest train ... --promote`` would.
 
-    python -m nextbest.simulate.bundle [--customers 20000] [--days 35] [--seed 7] [--models-dir models]
+The exploration store has 40,000 customers (25,574 randomized first exposures; 20,000 gave 12,740): the
+uplift policy earned more net incremental revenue on every population of
+``benchmarks/bench_decision_quality.py`` with it. The uplift learner is the two-model learner
+(``--learner``): the shared-base learner ranks better on the validation slice (Qini) but, served, earned
+less on every population — its untreated model's level also prices the cart actions it did not see
+randomized (``benchmarks/RESULTS.md``).
+
+    python -m nextbest.simulate.bundle [--customers 40000] [--days 35] [--seed 7] [--models-dir models]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from nextbest.models.artifacts import ModelKind
 from nextbest.simulate import START, EngineBackend, Simulator, population
 from nextbest.store import Database, Store, upgrade
 from nextbest.training import Source, train
+from nextbest.training.fit import LEARNERS
 
 
 def _training_catalog(exploration: float) -> Catalog:
@@ -37,12 +45,13 @@ def _training_catalog(exploration: float) -> Catalog:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nextbest.simulate.bundle", description=__doc__)
-    parser.add_argument("--customers", type=int, default=20000)
+    parser.add_argument("--customers", type=int, default=40000)
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--exploration", type=float, default=0.5, help="share of cart abandoners held out of the cart flow"
     )
+    parser.add_argument("--learner", choices=LEARNERS, default="two-model", help="the uplift learner to keep")
     parser.add_argument("--shards", type=int, default=4, help="concurrent callers (same result)")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--database", default="var/models-sim.db", help="the SQLite file to simulate into")
@@ -74,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     source = Source(database_url=url, as_of=START + timedelta(days=args.days))
     command = (
         "python -m nextbest.simulate.bundle "
-        f"--customers {args.customers} --days {args.days} --seed {args.seed} --exploration {args.exploration}"
+        f"--customers {args.customers} --days {args.days} --seed {args.seed} "
+        f"--exploration {args.exploration} --learner {args.learner}"
     )
     for kind in ModelKind:
         directory, card = train(
-            kind, source, Path(args.models_dir), args.seed, promote_it=True, command=command
+            kind,
+            source,
+            Path(args.models_dir),
+            args.seed,
+            promote_it=True,
+            command=command,
+            learner=args.learner if kind is ModelKind.UPLIFT else None,
         )
         print(f"{kind.value}: {card.version} promoted ({directory})")
     return 0

@@ -242,11 +242,11 @@ def train_uplift(
     data: TrainingSet, seed: int, outcome: str = "order", command: str = "", learner: str | None = None
 ) -> TrainedModel:
     """An uplift model as two classifiers (``LEARNERS``); uplift is the difference of their
-    predictions. Without ``learner``, each learner is fitted and the one with the highest Qini
-    coefficient on the validation slice (the latest rows before the test period, randomized exposures
-    only) is kept; the card lists every learner's validation Qini. The kept one is evaluated on the test
-    period by Qini against random targeting and against ranking by the treated model's P(convert) (what
-    a propensity model would target)."""
+    predictions. Every learner is fitted and scored by its Qini coefficient on the validation slice (the
+    latest rows before the test period, randomized exposures only); the card lists them all. Without
+    ``learner`` the best of them is kept, with it that one (the card says which rule chose). The kept one
+    is evaluated on the test period by Qini against random targeting and against ranking by the treated
+    model's P(convert) (what a propensity model would target)."""
     _require(data, "uplift")
     if data.treated is None or data.treated.all() or not data.treated.any():
         raise ValueError("uplift needs both treated and untreated (held-out or control) rows")
@@ -257,11 +257,11 @@ def train_uplift(
     x_valid, y_valid, t_valid = data.x[parts.valid], data.y[parts.valid], t[parts.valid]
     fitted: dict[str, tuple[lgb.Booster, lgb.Booster]] = {}
     selection: dict[str, float] = {}
-    for name in (learner,) if learner is not None else LEARNERS:
+    for name in LEARNERS:
         fitted[name] = _fit_arms(data, parts, seed, name)
         v_t, v_c = (_predict(b, x_valid) for b in fitted[name])
         selection[name] = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)["qini"]["uplift_model"]
-    chosen = max(selection, key=lambda name: selection[name])
+    chosen = learner or max(selection, key=lambda name: selection[name])
     treated, control = fitted[chosen]
     x_test, y_test, t_test = data.x[parts.test], data.y[parts.test], t[parts.test]
     p_t, p_c = _predict(treated, x_test), _predict(control, x_test)
@@ -280,7 +280,11 @@ def train_uplift(
         outcome=outcome,
         metrics={
             "test": metrics,
-            "selection": {"by": "qini on the validation slice", "qini": selection, "chosen": chosen},
+            "selection": {
+                "by": "given" if learner else "qini on the validation slice",
+                "qini_on_validation": selection,
+                "chosen": chosen,
+            },
         },
         params={"learner": chosen, **UPLIFT_PARAMS},
         command=command,

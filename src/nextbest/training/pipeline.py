@@ -66,8 +66,10 @@ def train(
     *,
     promote_it: bool = False,
     command: str = "",
+    learner: str | None = None,
 ) -> tuple[Path, ModelCard]:
-    """Trains ``kind`` on ``source``; returns the version directory and its card."""
+    """Trains ``kind`` on ``source``; returns the version directory and its card. ``learner``: the
+    uplift learner to keep (default: the best Qini on the validation slice)."""
     if kind is ModelKind.SEND_TIME:
         if source.database_url is None:
             raise ValueError("send-time trains from the store's opens and clicks: give --database-url")
@@ -79,9 +81,11 @@ def train(
         trained = train_send_time(rows, {"store": source.describe(), "table": "events"}, command)
     else:
         data = _dataset(kind, source)
-        fit = train_propensity if kind is ModelKind.PROPENSITY else train_uplift
         outcome = str(data.source.get("label", "order_placed within the attribution window"))
-        trained = fit(data, seed, outcome, command)
+        if kind is ModelKind.PROPENSITY:
+            trained = train_propensity(data, seed, outcome, command)
+        else:
+            trained = train_uplift(data, seed, outcome, command, learner)
     directory = write_artifact(models_dir, trained.card, trained.files)
     card = read_card(directory)
     if promote_it:
