@@ -8,8 +8,8 @@ How a run stays exactly-once and atomic:
   (an event that happened last week, recorded now) gets a new id, so the next run exports it, into the
   partition of the day it happened (``day=`` of its ``occurred_at``) as a new file beside the old ones.
   On PostgreSQL an id can become visible after a larger one (transactions commit out of order), so a run
-  reads up to the largest id it sees only once every transaction that was in flight at that moment has
-  ended. Decisions carry no such id: they are exported by the server's decision time once it is older
+  reads up to the largest id it sees only once every transaction that was writing to the table at that
+  moment has ended. Decisions carry no such id: they are exported by the server's decision time once it is older
   than the settle time (``--settle-seconds``, default 300 s, far beyond any decision's deadline).
 - **Nothing partial is visible.** Files are written under hidden names (``.tmp-…``, which pandas,
   polars, DuckDB globs and Spark skip), then the new watermarks and the list of renames are committed
@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import JSON, Connection, LargeBinary, func, literal_column, select, text
+from sqlalchemy import JSON, Connection, LargeBinary, func, select, text
 
 from nextbest.errors import NextbestError
 from nextbest.models.features import decode
@@ -185,31 +185,35 @@ def _arrow(table: ExportedTable, schema: pa.Schema, rows: Sequence[Any]) -> pa.T
 
 
 def _settled_max(conn: Connection, table: ExportedTable, timeout: float) -> int | None:
-    """The largest id below which every row is committed or never will be. On PostgreSQL: the largest
-    visible id, once the transactions in flight when it was read have ended (a sequence hands ids out
-    before commit, so a smaller id may still be on its way); on SQLite, one writer at a time assigns ids
-    in commit order and the largest visible id is settled already."""
+    """The largest id below which every row is committed or never will be. On SQLite one writer at a
+    time assigns ids in commit order: the largest visible id is settled. On PostgreSQL a sequence hands
+    ids out before commit, so a smaller id may still be on its way: the largest visible id is settled
+    once the transactions that were writing to the table when it was read have ended. An INSERT holds
+    the table's ROW EXCLUSIVE lock from before it draws its id until it commits, so those transactions
+    are the lock's holders seen after the id was read; any later writer draws a larger id."""
     order = table.table.c[table.order]  # type: ignore[index]
+    top = conn.execute(select(func.max(order))).scalar()
     if conn.dialect.name != "postgresql":
-        return conn.execute(select(func.max(order))).scalar()
-    # One statement, one snapshot: the id and the transactions that were in flight when it was read.
-    top, snapshot = conn.execute(select(func.max(order), literal_column("pg_current_snapshot()::text"))).one()
+        return None if top is None else int(top)
     conn.commit()
-    deadline = time.monotonic() + timeout
-    waiting = text(
-        "SELECT count(*) FROM pg_snapshot_xip(CAST(:s AS pg_snapshot)) AS x"
-        " WHERE pg_xact_status(x) = 'in progress'"
+    holders = text(
+        "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'relation'"
+        " AND relation = CAST(:t AS regclass) AND mode = 'RowExclusiveLock' AND granted"
+        " AND pid <> pg_backend_pid()"
     )
-    while conn.execute(waiting, {"s": snapshot}).scalar_one():
+    writers = {row[0] for row in conn.execute(holders, {"t": table.name})}
+    deadline = time.monotonic() + timeout
+    while writers:
         conn.commit()
         if time.monotonic() > deadline:
             raise ExportError(
-                f"a transaction in flight for over {timeout:g} s may still add rows to {table.name}; "
+                f"a transaction writing {table.name} has been open for over {timeout:g} s; "
                 "export again once it has ended"
             )
         time.sleep(0.05)
+        writers &= {row[0] for row in conn.execute(holders, {"t": table.name})}
     conn.commit()
-    return int(top) if top is not None else None
+    return None if top is None else int(top)
 
 
 def _recover(directory: Path, state: dict[str, Any]) -> int:
