@@ -22,12 +22,15 @@ To record with the pipeline of another commit, put its sources first on the path
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +56,7 @@ from nextbest.errors import NextbestError
 from nextbest.models import ModelRegistry
 from nextbest.simulate import START, Message, Simulator, population
 from nextbest.simulate.backends import Decided, SimEvent, SimRequest
+from nextbest.store import DecisionStore
 from nextbest.store.memory import MemoryStore
 from tests.golden.corpus import (
     FORMAT,
@@ -476,8 +480,43 @@ def coverage(corpus: Corpus) -> str:
     )
 
 
-def replay(path: Path) -> int:
-    """Replays the corpus on the memory store, one segment after another, with wall and CPU times."""
+@contextlib.contextmanager
+def _fresh_store(database: str | None) -> Iterator[DecisionStore]:
+    """A fresh store: in memory; a new SQLite file (``sqlite``); or a new database on the PostgreSQL
+    server of ``database`` (a URL), dropped afterwards."""
+    if database is None:
+        yield MemoryStore()
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from nextbest.store import Database, Store, upgrade
+
+    admin, name = None, ""
+    if database == "sqlite":
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='golden-')}/golden.db"
+    else:
+        name = f"nextbest_golden_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(make_url(database), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(database).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    try:
+        upgrade(db)
+        store = Store(db)
+        yield store
+        store.close()
+    finally:
+        db.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def replay(path: Path, database: str | None = None, batch: int = 1) -> int:
+    """Replays the whole corpus on a fresh store per segment, with wall and CPU times."""
     from tests.golden.replay import replay_segment, summary
 
     started = time.perf_counter()
@@ -490,14 +529,16 @@ def replay(path: Path) -> int:
     for segment in corpus.segments:
         name = segment.header["catalog"]
         catalog = catalogs.get(name) or catalogs.setdefault(name, load_catalog(HERE / name))
-        began, began_cpu = time.perf_counter(), time.process_time()
-        result = replay_segment(segment, catalog, models, MemoryStore())
-        took, took_cpu = time.perf_counter() - began, time.process_time() - began_cpu
+        with _fresh_store(database) as store:
+            began, began_cpu = time.perf_counter(), time.process_time()
+            result = replay_segment(segment, catalog, models, store, batch=batch)
+            took, took_cpu = time.perf_counter() - began, time.process_time() - began_cpu
         wall, cpu = wall + took, cpu + took_cpu
         print(
             f"{segment.name}: {result.operations:,} operations ({result.decisions:,} decisions, "
             f"{result.events:,} events) in {took:.1f}s ({took_cpu:.1f}s CPU), "
-            f"{result.mismatched:,} differ"
+            f"{result.mismatched:,} differ",
+            flush=True,
         )
         if result.mismatched:
             failed += 1
@@ -518,14 +559,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replay",
         action="store_true",
-        help="only replay the corpus at --out on the memory store, timed (what test_golden.py checks)",
+        help="only replay the whole corpus at --out, timed per segment (what test_golden.py checks)",
     )
+    parser.add_argument(
+        "--database",
+        help="with --replay: 'sqlite' (a new file per segment) or a PostgreSQL URL (a new database on "
+        "its server per segment); default the memory store",
+    )
+    parser.add_argument("--batch", type=int, default=1, help="with --replay: decide_batch up to this many")
     args = parser.parse_args(argv)
     if args.stats:
         print(coverage(read_corpus(args.out)))
         return 0
     if args.replay:
-        return replay(args.out)
+        return replay(args.out, args.database, args.batch)
     if args.copy_inputs:
         copy_inputs()
     TIGHT_CATALOG.write_text(tight_catalog(CATALOG.read_text()))
