@@ -34,8 +34,10 @@ _HISTORY = (
 )
 
 
-# The most events one group commit writes (a RecordEvents call takes at most 1,000).
-_MAX_EVENTS_PER_COMMIT = 2000
+# The most events one group commit writes: a RecordEvents call's most. On PostgreSQL every event inserted
+# takes an advisory lock until the commit (migration 0007's dedupe trigger), and the server's lock table
+# is shared by every connection: a transaction of thousands exhausted it ("out of shared memory").
+_MAX_EVENTS_PER_COMMIT = 1000
 _EVENT_COLUMNS = list(codec.event_row(Event("", "", EventType.OPENED, datetime.min), datetime.min))
 _NEW_CUSTOMER_COLUMNS = ["user_id", *codec.STATE_COLUMNS, "version"]
 # What a transaction of the events' group commit did: the members that inserted their event, and what
