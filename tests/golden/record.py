@@ -568,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=1, help="with --replay: decide_batch up to this many")
     args = parser.parse_args(argv)
+    if args.database not in (None, "sqlite") and not str(args.database).startswith("postgresql"):
+        parser.error(f"--database must be 'sqlite' or a postgresql URL, got {args.database!r}")
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if not args.out.exists() and (args.stats or args.replay):
+        parser.error(f"no corpus at {args.out}")
     if args.stats:
         print(coverage(read_corpus(args.out)))
         return 0
