@@ -100,7 +100,7 @@ def report_to_table(report: LiftReport) -> str:
             if comparison is not None:
                 a, r = comparison.absolute, comparison.relative
                 p = "n/a" if a.p_value is None else f"{a.p_value:.3g}"
-                row += f"{_num(a.value):>12}{_interval(a, False):>24}{p:>9}"
+                row += f"{_num(a.value):>12}{_interval(a, False):>24}{' ' + p:>9}"  # p < 1e-99 is 9 wide
                 row += f"{_pct(r.value):>11}{_interval(r, True):>22}"
                 v = (metric.verdicts or {}).get(arm)
                 if v is not None:

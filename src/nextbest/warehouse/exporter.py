@@ -9,8 +9,8 @@ How a run stays exactly-once and atomic:
   partition of the day it happened (``day=`` of its ``occurred_at``) as a new file beside the old ones.
   On PostgreSQL an id can become visible after a larger one (transactions commit out of order), so a run
   reads up to the largest id it sees only once every transaction that was writing to the table at that
-  moment has ended. Decisions carry no such id: they are exported by the server's decision time once it is older
-  than the settle time (``--settle-seconds``, default 300 s, far beyond any decision's deadline).
+  moment has ended. Decisions carry no such id: they are exported by the server's decision time once it
+  is older than the settle time (``--settle-seconds``, default 300 s, far beyond any decision's deadline).
 - **Nothing partial is visible.** Files are written under hidden names (``.tmp-…``, which pandas,
   polars, DuckDB globs and Spark skip), then the new watermarks and the list of renames are committed
   in one atomic replace of ``_nextbest_export.json``, then the files are renamed into place. A crash
@@ -33,14 +33,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import JSON, Connection, LargeBinary, func, select, text
+from sqlalchemy import JSON, Connection, DateTime, Text, cast, func, select, text, type_coerce
 
 from nextbest.errors import NextbestError
-from nextbest.models.features import decode
+from nextbest.models.features import LOGGED
 from nextbest.store import Database
+from nextbest.store.schema import UTCDateTime
 from nextbest.warehouse.tables import EXPORTED, ExportedTable, arrow_schema, schema_document
 
 __all__ = ["ExportError", "ExportResult", "export"]
@@ -129,12 +132,12 @@ def _write_after(
         return [], 0
     day_column = table.day
     order = table.table.c[table.order]
-    query = select(*table.table.columns).where(order <= upper).order_by(order)
+    query = select(*_read_columns(table)).where(order <= upper).order_by(order)
     if mark is not None:
         query = query.where(order > (datetime.fromisoformat(mark) if table.order == "decided_at" else mark))
     schema = arrow_schema(table)
     writers: dict[str, tuple[pq.ParquetWriter, str, str]] = {}
-    pending: dict[str, list[Any]] = {}  # rows per day not yet written: one row group per _BATCH rows
+    pending: dict[str, list[pa.Table]] = {}  # rows per day not yet written: a row group per _BATCH rows
 
     def flush(day: str) -> None:
         if day not in writers:
@@ -143,16 +146,17 @@ def _write_after(
             tmp = str(partition / f"{TEMP_PREFIX}{run:06d}-{uuid.uuid4().hex[:8]}.parquet")
             final = str(partition / f"part-{run:06d}.parquet")
             writers[day] = (pq.ParquetWriter(directory / tmp, schema), tmp, final)
-        writers[day][0].write_table(_arrow(table, schema, pending.pop(day)))
+        writers[day][0].write_table(pa.concat_tables(pending.pop(day)))
 
     count = 0
     try:
         result = conn.execute(query.execution_options(stream_results=True, yield_per=_BATCH))
         for rows in result.partitions(_BATCH):
-            for row in rows:
-                day = row._mapping[day_column].date().isoformat()
-                pending.setdefault(day, []).append(row)
-                if len(pending[day]) >= _BATCH:
+            batch = _arrow(table, schema, rows)
+            days = pc.strftime(batch[day_column], format="%Y-%m-%d")
+            for day in pc.unique(days).to_pylist():
+                pending.setdefault(day, []).append(batch.filter(pc.equal(days, day)))
+                if sum(t.num_rows for t in pending[day]) >= _BATCH:
                     flush(day)
             count += len(rows)
         for day in sorted(pending):
@@ -163,8 +167,22 @@ def _write_after(
     return [(tmp, final) for _, tmp, final in writers.values()], count
 
 
+def _read_columns(table: ExportedTable) -> list[Any]:
+    """The table's columns as read for the export: JSON as its text (no decoding and re-encoding) and
+    times without the store's per-value conversion (pyarrow takes them as UTC)."""
+    out: list[Any] = []
+    for c in table.table.columns:
+        if isinstance(c.type, JSON):
+            out.append(cast(c, Text).label(c.name))
+        elif isinstance(c.type, UTCDateTime):
+            out.append(type_coerce(c, DateTime(timezone=True)).label(c.name))
+        else:
+            out.append(c)
+    return out
+
+
 def _write_whole(conn: Connection, directory: Path, table: ExportedTable, run: int) -> list[tuple[str, str]]:
-    rows = conn.execute(select(*table.table.columns)).all()
+    rows = conn.execute(select(*_read_columns(table))).all()
     (directory / table.name).mkdir(exist_ok=True)
     tmp = f"{table.name}/{TEMP_PREFIX}{run:06d}.parquet"
     pq.write_table(_arrow(table, arrow_schema(table), rows), directory / tmp)
@@ -172,16 +190,26 @@ def _write_whole(conn: Connection, directory: Path, table: ExportedTable, run: i
 
 
 def _arrow(table: ExportedTable, schema: pa.Schema, rows: Sequence[Any]) -> pa.Table:
-    columns: dict[str, list[Any]] = {}
-    for column in table.table.columns:
-        values = [row._mapping[column.name] for row in rows]
-        if isinstance(column.type, JSON):
-            values = [None if v is None else orjson.dumps(v).decode() for v in values]
-        elif isinstance(column.type, LargeBinary) and column.name == "features":
-            decoded = (decode(v) for v in values)
-            values = [None if v is None else v.tolist() for v in decoded]
-        columns[column.name] = values
-    return pa.Table.from_pydict(columns, schema=schema)
+    """The rows as an Arrow table, column by column."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for column, values in zip(schema, columns, strict=True):
+        if column.name == "features" and pa.types.is_list(column.type):
+            arrays.append(_features(values))
+        else:
+            arrays.append(pa.array(values, type=column.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _features(blobs: Sequence[bytes | None]) -> pa.Array:
+    """Logged features (float64, little-endian, ``LOGGED`` order) as lists; a missing or malformed blob
+    is null."""
+    width = len(LOGGED)
+    good = [b is not None and len(b) == width * 8 for b in blobs]
+    flat = np.frombuffer(b"".join(b for b, ok in zip(blobs, good, strict=True) if ok and b), dtype="<f8")
+    offsets = np.concatenate([[0], np.cumsum(np.array(good, dtype=np.int64) * width)]).astype(np.int32)
+    mask = pa.array([not ok for ok in good], type=pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.float64()), mask=mask)
 
 
 def _settled_max(conn: Connection, table: ExportedTable, timeout: float) -> int | None:
