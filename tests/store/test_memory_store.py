@@ -29,7 +29,7 @@ from nextbest.domain import (
     RequestContext,
 )
 from nextbest.state import PastExposure
-from nextbest.store import Database, DecisionStore, FrozenStore, MemoryStore, Store, upgrade
+from nextbest.store import Database, DecisionStore, FrozenStore, MemoryStore, SnapshotWanted, Store, upgrade
 from tests.conftest import BACKENDS, uid
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -313,3 +313,29 @@ def test_the_engine_decides_alike_on_memory_and_sql(
                 for engine in engines
             )
             assert memory_results == sql_results
+
+
+def test_snapshots_read_together_are_those_read_one_by_one(store: DecisionStore) -> None:
+    """``load_snapshots`` (a batch of decisions) gives each customer what ``load_snapshot`` gives:
+    state, version, history in its own window (newest first, ties by exposure id, cancelled marked)
+    and the stock of its own products."""
+    users = [uid() for _ in range(4)]
+    store.record_events([Event(uid("ev"), users[0], EventType.OPENED, T0, channel=Channel.EMAIL)], T0)
+    for days in (100, 30, 1, 1):
+        store.save_decision(decision(users[1], at=T0 - timedelta(days=days), sends=2), "fp", T0)
+    store.save_decision(decision(users[2], send_at=T0 + timedelta(hours=3)), "fp", T0)
+    order = Event(uid("ev"), users[2], EventType.ORDER_PLACED, T0 + timedelta(minutes=5), value=5.0)
+    store.record_events([order], T0, exits_cart)  # cancels users[2]'s pending action
+    sku = uid("sku")
+    store.record_events([Event(uid("ev"), "", EventType.OUT_OF_STOCK, T0, product_ids=(sku,))], T0)
+    wanted = [
+        SnapshotWanted(users[0], T0),
+        SnapshotWanted(users[1], T0 + timedelta(days=45), (sku, uid("sku"))),
+        SnapshotWanted(users[2], T0 + timedelta(hours=1)),
+        SnapshotWanted(users[3], T0, (sku,)),
+    ]
+    together = store.load_snapshots(wanted)
+    assert together == [store.load_snapshot(*w) for w in wanted]
+    assert [len(s.history) for s in together] == [0, 6, 1, 0]  # the decision 100 days back is out
+    assert together[2].history[0].cancelled and together[0].version == 1
+    assert [s.out_of_stock for s in together] == [frozenset(), {sku}, frozenset(), {sku}]

@@ -78,7 +78,7 @@ from nextbest.errors import (
 )
 from nextbest.models import ModelRegistry, ModelSet
 from nextbest.state import CustomerSnapshot
-from nextbest.store import DecisionStore, SavedDecision, ToSave
+from nextbest.store import DecisionStore, SavedDecision, SnapshotWanted, ToSave
 
 __all__ = ["MAX_BATCH", "DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
 
@@ -332,14 +332,24 @@ class DecisionEngine:
         for _attempt in range(MAX_ATTEMPTS):
             made: list[tuple[int, Decision]] = []
             to_save: list[ToSave] = []
+            # The round's customers are read together (a few reads, not a few per item).
+            times = []
             for index in todo:
-                request = requests[index]
+                decided_at = self.clock()
+                times.append((decided_at, requests[index].occurred_at or decided_at))
+            try:
+                Duration.check(deadline, "before deciding", self._write_time.estimate())
+                snapshots = self.store.load_snapshots(
+                    [self._wanted(requests[i], now) for i, (_, now) in zip(todo, times, strict=True)]
+                )
+            except NextbestError as exc:
+                for index in todo:
+                    results[index] = exc
+                return replays
+            for index, (decided_at, now), snapshot in zip(todo, times, snapshots, strict=True):
                 try:
                     Duration.check(deadline, "before deciding", self._write_time.estimate())
-                    decided_at = self.clock()
-                    now = request.occurred_at or decided_at
-                    snapshot = self._load(request, now)
-                    decision = self._make_decision(request, snapshot, now)
+                    decision = self._make_decision(requests[index], snapshot, now)
                 except NextbestError as exc:
                     results[index] = exc
                     continue
@@ -391,8 +401,11 @@ class DecisionEngine:
 
     def _load(self, request: DecisionRequest, now: datetime) -> CustomerSnapshot:
         """The customer's snapshot, with the stock of the request's products when the trigger needs it."""
+        return self.store.load_snapshot(*self._wanted(request, now))
+
+    def _wanted(self, request: DecisionRequest, now: datetime) -> SnapshotWanted:
         products = request.context.product_ids if request.trigger in self._needs_stock else ()
-        return self.store.load_snapshot(request.user_id, now, products)
+        return SnapshotWanted(request.user_id, now, products)
 
     def _make_decision(self, request: DecisionRequest, snapshot: CustomerSnapshot, now: datetime) -> Decision:
         """The decision for a valid request on the customer's ``snapshot``, at ``now``: candidates,

@@ -1,7 +1,7 @@
 """Persistence: the store contract, the SQL store (tables, migrations, the group commit) and the
 in-memory stores."""
 
-from nextbest.store.contract import DecisionStore, SavedDecision, StoredDecision, ToSave
+from nextbest.store.contract import DecisionStore, SavedDecision, SnapshotWanted, StoredDecision, ToSave
 from nextbest.store.database import Database, DatabaseUrlError
 from nextbest.store.memory import FrozenStore, MemoryStore
 from nextbest.store.migrate import upgrade
@@ -14,6 +14,7 @@ __all__ = [
     "FrozenStore",
     "MemoryStore",
     "SavedDecision",
+    "SnapshotWanted",
     "Store",
     "StoredDecision",
     "ToSave",

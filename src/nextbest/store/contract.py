@@ -21,6 +21,7 @@ __all__ = [
     "HISTORY_WINDOW",
     "DecisionStore",
     "SavedDecision",
+    "SnapshotWanted",
     "StoredDecision",
     "ToSave",
     "cancellations",
@@ -55,6 +56,14 @@ class StoredDecision:
     fingerprint: str
 
 
+class SnapshotWanted(NamedTuple):
+    """One customer for ``DecisionStore.load_snapshots``: ``load_snapshot``'s arguments."""
+
+    user_id: str
+    now: datetime
+    products: Sequence[str] = ()
+
+
 class ToSave(NamedTuple):
     """One decision for ``DecisionStore.save_decisions``: ``save_decision``'s arguments."""
 
@@ -72,6 +81,11 @@ class DecisionStore(Protocol):
         """The customer's state, contact history (``HISTORY_WINDOW``, newest first, at most
         ``HISTORY_LIMIT``, cancelled exposures marked) and which of ``products`` the latest inventory
         events mark out of stock, with the customer's version (0 when nothing is known of them)."""
+        ...
+
+    def load_snapshots(self, wanted: Sequence[SnapshotWanted]) -> list[CustomerSnapshot]:
+        """``load_snapshot`` for each item (distinct customers), in order, read together where the
+        store can (a batch of decisions)."""
         ...
 
     def save_decision(

@@ -15,7 +15,7 @@ from nextbest.domain import Cancellation, Event, EventOutcome, EventType
 from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, apply_event
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
-from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, cancellations
+from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, SnapshotWanted, cancellations
 from nextbest.store.prepared import PreparedInsert, PreparedSelect, PreparedUpdate
 from nextbest.store.schema import customers, events, exposures, inventory
 from nextbest.store.writer import GroupCommit
@@ -96,6 +96,20 @@ class CustomerLog:
             .order_by(customers.c.user_id)
             .with_for_update()
         )
+        self._customers_read = select(customers).where(
+            customers.c.user_id.in_(bindparam("users", expanding=True))
+        )
+        self._histories_read = (
+            select(*_HISTORY.selected_columns, exposures.c.user_id)
+            .where(
+                exposures.c.user_id.in_(bindparam("users", expanding=True)),
+                exposures.c.occurred_at >= bindparam("since"),
+            )
+            .order_by(exposures.c.user_id, exposures.c.occurred_at.desc(), exposures.c.exposure_id.desc())
+        )
+        self._stock_read = select(inventory.c.product_id).where(
+            inventory.c.product_id.in_(bindparam("products", expanding=True)), ~inventory.c.in_stock
+        )
         self._pending_select = (
             select(*_HISTORY.selected_columns)
             .where(
@@ -166,6 +180,46 @@ class CustomerLog:
         # The version comes from the first read: a write between it and the history read moves it on.
         version = int(row["version"]) if row is not None else 0
         return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
+
+    def load_snapshots(self, wanted: Sequence[SnapshotWanted]) -> list[CustomerSnapshot]:
+        """``load_snapshot`` for each item (distinct customers), in order: the customers in one read,
+        then their contact histories in one, then the products' stock in one (a batch of decisions
+        reads three times, not three times per decision). As in ``load_snapshot``, the versions come
+        from the first read. On SQLite, in process, the one-by-one reads on prepared statements cost
+        less than these (measured: 456-592 against 547-653 µs of CPU per decision in batches of 100;
+        on PostgreSQL 415-521 against 1,261-1,272)."""
+        if self._readers is not None:
+            return [self.load_snapshot(*w) for w in wanted]
+        if not wanted:
+            return []
+        users = sorted({w.user_id for w in wanted})
+        since = {w.user_id: w.now - HISTORY_WINDOW for w in wanted}
+        products = sorted({p for w in wanted for p in w.products})
+        with guard("read customers", self._driver_error), self.db.reader.connect() as conn:
+            rows = {r["user_id"]: r for r in conn.execute(self._customers_read, {"users": users}).mappings()}
+            past: dict[str, list[PastExposure]] = {}
+            earliest = min(since.values())
+            for *values, user in conn.execute(self._histories_read, {"users": users, "since": earliest}):
+                kept = past.setdefault(user, [])
+                if len(kept) < HISTORY_LIMIT and values[6] >= since[user]:  # occurred_at, newest first
+                    kept.append(codec.past_exposure(values))
+            out_of_stock = (
+                frozenset(conn.execute(self._stock_read, {"products": products}).scalars())
+                if products
+                else frozenset()
+            )
+        snapshots = []
+        for w in wanted:
+            row = rows.get(w.user_id)
+            snapshots.append(
+                CustomerSnapshot(
+                    state=codec.state_from_row(row) if row is not None else CustomerState(user_id=w.user_id),
+                    history=tuple(past.get(w.user_id, ())),
+                    out_of_stock=out_of_stock.intersection(w.products),
+                    version=int(row["version"]) if row is not None else 0,
+                )
+            )
+        return snapshots
 
     def _out_of_stock(self, dbapi_conn: Any, products: Sequence[str]) -> frozenset[str]:
         cursor = dbapi_conn.cursor()

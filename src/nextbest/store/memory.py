@@ -25,6 +25,7 @@ from nextbest.store.contract import (
     HISTORY_WINDOW,
     DecisionStore,
     SavedDecision,
+    SnapshotWanted,
     StoredDecision,
     ToSave,
     cancellations,
@@ -106,6 +107,10 @@ class MemoryStore:
                 )
                 history.append(exposure_id)
         return SavedDecision(True, cancelled)
+
+    def load_snapshots(self, wanted: Sequence[SnapshotWanted]) -> list[CustomerSnapshot]:
+        """``load_snapshot`` for each item, in order."""
+        return [self.load_snapshot(*w) for w in wanted]
 
     def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
         """``save_decision`` for each item in turn; an item's error is its own."""
