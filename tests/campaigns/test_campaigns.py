@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nextbest.campaigns import OutsideRunWindowError, plan_campaign, run_campaign
+from nextbest.campaigns import OutsideRunWindowError, iter_campaign, plan_campaign, run_campaign
 from nextbest.catalog import Catalog, parse_catalog
 from nextbest.cli import main
 from nextbest.decision.engine import DecisionEngine
@@ -272,4 +272,31 @@ def test_ranked_targeting_spends_the_budget_on_the_best_scored_members_first(tmp
     assert set(ids[:4]) <= decided and len(decided) == 5
     with pytest.raises(CatalogError, match="ranked targeting needs a budget"):
         parse_catalog(CATALOG.replace("BUDGET", "targeting: ranked"), "r.yaml")
+    store.close()
+
+
+def test_iter_campaign_decides_only_the_batches_asked_for(tmp_path: Path) -> None:
+    catalog = _catalog()
+    store, _ = _store(f"sqlite:///{tmp_path}/i.db", users=7, consenting=7)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+    batches = iter_campaign(engine, campaign, customer_states(store.db), "i", NOW, batch_size=3)
+    assert _campaign_decisions(store.db, "campaign:autumn:i:") == 0  # nothing before the first is asked
+    first = next(batches)
+    assert (first.decided, first.sent) == (3, 3)
+    batches.close()  # the consumer went away (a cancelled stream): the run stops after that batch
+    assert _campaign_decisions(store.db, "campaign:autumn:i:") == 3
+    seen = [
+        (r.decided, r.replayed)
+        for r in iter_campaign(engine, campaign, customer_states(store.db), "i", NOW, batch_size=3)
+    ]
+    assert seen == [(3, 3), (6, 3), (7, 3)]  # resumed: the first batch replayed, each batch yielded once
+    with pytest.raises(OutsideRunWindowError):  # checked when called, before any item is asked for
+        iter_campaign(engine, campaign, customer_states(store.db), "i", NOW + timedelta(days=30))
+    with pytest.raises(ValueError, match="batch size must be 1 to 500"):
+        iter_campaign(engine, campaign, customer_states(store.db), "i", NOW, batch_size=0)
+    empty = parse_catalog(CATALOG.replace("BUDGET", "").replace("orders_count > 0", "orders_count > 99"), "e")
+    nobody = DecisionEngine(empty, store, clock=lambda: NOW)
+    only = list(iter_campaign(nobody, empty.campaigns["autumn"], customer_states(store.db), "e", NOW))
+    assert len(only) == 1 and (only[0].segment.scanned, only[0].decided) == (8, 0)
     store.close()

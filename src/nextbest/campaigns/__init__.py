@@ -5,6 +5,7 @@ from nextbest.campaigns.campaign import (
     CampaignRun,
     OutsideRunWindowError,
     campaign_request,
+    iter_campaign,
     plan_campaign,
     run_campaign,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "campaign_request",
     "count_segment",
     "in_segment",
+    "iter_campaign",
     "plan_campaign",
     "run_campaign",
     "segment_members",

@@ -32,6 +32,7 @@ __all__ = [
     "CampaignRun",
     "OutsideRunWindowError",
     "campaign_request",
+    "iter_campaign",
     "plan_campaign",
     "rank_members",
     "run_campaign",
@@ -176,6 +177,26 @@ def run_campaign(
 ) -> CampaignRun:
     """Decides for every member of the campaign's segment, ``batch_size`` at a time (fewer when the
     budget has fewer sends left); ``progress`` is called after each batch."""
+    for run in iter_campaign(engine, campaign, states, run_id, now, batch_size=batch_size):
+        if progress is not None:
+            progress(run)
+    return run
+
+
+def iter_campaign(
+    engine: DecisionEngine,
+    campaign: Campaign,
+    states: Iterable[CustomerState],
+    run_id: str,
+    now: datetime,
+    *,
+    batch_size: int = MAX_BATCH,
+) -> Iterator[CampaignRun]:
+    """:func:`run_campaign` one batch at a time: the window and batch size are checked at once (raising
+    :class:`OutsideRunWindowError` or ValueError), then the iterator decides a batch, commits it and
+    yields the run so far (the same object, updated). A consumer that stops iterating stops the run after
+    the batch it last received: nothing is decided until the next item is asked for, and what was
+    committed stays (the same run id resumes it)."""
     if not campaign.start <= now < campaign.stop:
         raise OutsideRunWindowError(
             f"campaign {campaign.id!r} runs from {campaign.start:%Y-%m-%d %H:%M}Z to "
@@ -183,6 +204,18 @@ def run_campaign(
         )
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1 to {MAX_BATCH}")
+    return _batches(engine, campaign, states, run_id, now, batch_size=batch_size)
+
+
+def _batches(
+    engine: DecisionEngine,
+    campaign: Campaign,
+    states: Iterable[CustomerState],
+    run_id: str,
+    now: datetime,
+    *,
+    batch_size: int,
+) -> Iterator[CampaignRun]:
     segment = engine.catalog.segments[campaign.audience]
     run = CampaignRun(campaign.id, run_id, SegmentCount(segment.id))
     found: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
@@ -190,13 +223,11 @@ def run_campaign(
         members: Iterator[str] = iter(rank_members(engine, campaign, found))
     else:
         members = (s.user_id for s in found)
-    while True:
-        size = batch_size
-        if campaign.max_sends is not None:
-            size = min(size, campaign.max_sends - run.sent)
-            if size <= 0:
-                run.budget_reached = True
-                break
+    budget = campaign.max_sends
+    run.budget_reached = budget is not None and budget <= 0
+    yielded = False
+    while not run.budget_reached:
+        size = batch_size if budget is None else min(batch_size, budget - run.sent)
         batch = [campaign_request(campaign, run_id, user) for user in islice(members, size)]
         if not batch:
             break
@@ -211,6 +242,8 @@ def run_campaign(
                 run.sent += 1
             elif any(r.reason is ReasonCode.HELD_OUT for r in result.rejected):
                 run.held_out += 1
-        if progress is not None:
-            progress(run)
-    return run
+        run.budget_reached = budget is not None and run.sent >= budget
+        yielded = True
+        yield run
+    if not yielded:  # no batch at all (an empty audience): the scan's counts all the same
+        yield run
