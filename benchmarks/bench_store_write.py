@@ -321,6 +321,62 @@ def bench_events(name: str, url: str, count: int, size: int = 100, callers: int 
         store.close()
 
 
+def bench_batch_reads(name: str, url: str, rounds: int = 5, size: int = 100) -> dict[str, float]:
+    """CPU per decision of ``DecisionEngine.decide_batch`` (batches of ``size`` distinct customers with
+    three earlier decisions each) with the round's customers read together (``load_snapshots``) and
+    read one by one, alternated twice, on the same store."""
+    catalog = load_catalog(BENCH_DIR / "catalog_20.yaml")
+    db = Database(url)
+    upgrade(db)
+    store = Store(db, max_batch=500)
+    engine = DecisionEngine(catalog, store, clock=lambda: T0)
+    users = [f"br-{secrets.token_hex(6)}" for _ in range(size)]
+
+    def requests(hours: int) -> list[DecisionRequest]:
+        return [
+            DecisionRequest(
+                f"br-{secrets.token_hex(8)}",
+                user,
+                "bench_trigger",
+                T0 + timedelta(hours=hours),
+                RequestContext(cart_value=80.0, product_ids=("sku-1", "sku-2"), time_zone="Europe/Paris"),
+            )
+            for user in users
+        ]
+
+    together = store.load_snapshots
+    one_by_one = lambda wanted: [store.load_snapshot(*w) for w in wanted]  # noqa: E731
+    try:
+        for hours in range(3):
+            engine.decide_batch(requests(hours))
+        cpu = {"together": 0.0, "one_by_one": 0.0}
+        hours = 10
+        for mode in ("together", "one_by_one") * 2:
+            store.load_snapshots = together if mode == "together" else one_by_one  # type: ignore[method-assign]
+            for _ in range(rounds):
+                batch = requests(hours)
+                hours += 1
+                started = time.process_time()
+                results = engine.decide_batch(batch)
+                cpu[mode] += time.process_time() - started
+                _all_decided(results)
+        out = {k: v / (2 * rounds * size) * 1e6 for k, v in cpu.items()}
+        print(
+            f"[{name}] decide_batch of {size}: {out['together']:.0f} µs CPU/decision read together, "
+            f"{out['one_by_one']:.0f} one by one",
+            file=sys.stderr,
+        )
+        return {"database": name, **out}  # type: ignore[dict-item]
+    finally:
+        store.close()
+
+
+def _all_decided(results: Sequence[object]) -> None:
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} items failed: {failed[0]!r}")
+
+
 @contextlib.contextmanager
 def postgres_database(url: str) -> Iterator[str]:
     import psycopg
@@ -346,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events per path")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--callers", type=int, default=4, help="concurrent RecordEvents callers")
-    parser.add_argument("--what", default="decisions,events", help="decisions, events or both")
+    parser.add_argument(
+        "--what", default="decisions,events,batch", help="any of decisions, events, batch (comma-separated)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -363,8 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             events.append(
                 bench_events("sqlite", f"sqlite:///{tmp}/events.db", args.events, callers=args.callers)
             )
+    reads: list[dict[str, Any]] = []
+    if "batch" in args.what:
+        with tempfile.TemporaryDirectory(prefix="nb-bench-batch-") as tmp:
+            reads.append(bench_batch_reads("sqlite", f"sqlite:///{tmp}/batch.db"))
     if args.postgres:
         with postgres_database(args.postgres) as url:
+            if "batch" in args.what:
+                reads.append(bench_batch_reads("postgresql", url))
             if "decisions" in args.what:
                 rows += bench_decisions("postgresql", url, templates, args.decisions, sizes)
             if "events" in args.what:
@@ -388,10 +452,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['concurrent_ratio']:.2f} | {e['store_cpu_us_per_event']:.0f} / "
             f"{e['bare_cpu_us_per_event']:.0f} |"
         )
+    if reads:
+        print("\n| database | decide_batch of 100: µs CPU/decision, read together | one by one |")
+        print("|---|---:|---:|")
+        for r in reads:
+            print(f"| {r['database']} | {r['together']:,.0f} | {r['one_by_one']:,.0f} |")
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"payload_bytes": payload, "decisions": [vars(r) for r in rows], "events": events}, indent=1
+                {
+                    "payload_bytes": payload,
+                    "decisions": [vars(r) for r in rows],
+                    "events": events,
+                    "reads": reads,
+                },
+                indent=1,
             )
         )
     return 0
