@@ -34,9 +34,9 @@ _HISTORY = (
 )
 
 
-# The most events one group commit writes: a RecordEvents call's most. On PostgreSQL every event inserted
-# takes an advisory lock until the commit (migration 0007's dedupe trigger), and the server's lock table
-# is shared by every connection: a transaction of thousands exhausted it ("out of shared memory").
+# The most events one group commit writes: a RecordEvents call's most. (Migration 0007's dedupe trigger
+# took an advisory lock per event until the commit, and transactions of thousands exhausted PostgreSQL's
+# shared lock table; 0008 replaced it, and this bound still keeps one commit's work in proportion.)
 _MAX_EVENTS_PER_COMMIT = 1000
 _EVENT_COLUMNS = list(codec.event_row(Event("", "", EventType.OPENED, datetime.min), datetime.min))
 _NEW_CUSTOMER_COLUMNS = ["user_id", *codec.STATE_COLUMNS, "version"]
