@@ -125,9 +125,7 @@ def new_decision_id() -> str:
     return f"{value:032x}"
 
 
-# Per-customer serialization uses striped locks: enough stripes that the ~100 customers of one batch
-# round rarely share one with another concurrent batch (a round holds its stripes until it commits).
-_STRIPES = 65536
+_STRIPES = 1024
 # How many times a decision is made again when the customer changed while it was being made (another
 # process or replica decided for them or folded in their events: see ``Store.save_decision``).
 MAX_ATTEMPTS = 5
