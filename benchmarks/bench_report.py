@@ -15,9 +15,16 @@ Then, in the same run and alternately, it times (median of ``--repeat`` runs eac
 - ``bare GROUP BY``: the floor — PostgreSQL scanning the same rows with nothing to compute: the
   experiment's assignments grouped by arm and the events grouped by type.
 
+The same data is then exported (``nextbest export``, incremental: a rerun exports nothing) to
+``var/bench_report/<database>/`` and the same report and the same bare ``GROUP BY`` are timed on DuckDB
+(embedded, over the Parquet export, and over a DuckDB file loaded from it) and on Spark (``local[*]``,
+over the export); the engines' sufficient statistics are checked equal (1e-9 relative).
+``--engines postgresql,duckdb,spark`` chooses which run (default: all).
+
     python benchmarks/bench_report.py                          # ~3 min to load the first time, then ~3 min
     python benchmarks/bench_report.py --units 200000 --repeat 3   # a smaller smoke run (its own database)
     python benchmarks/bench_report.py --drop                   # remove the benchmark database and exit
+    python benchmarks/bench_report.py --units 40000 --engines duckdb,spark   # 200,000 exposures
 """
 
 from __future__ import annotations
@@ -37,8 +44,11 @@ from sqlalchemy.engine import make_url
 
 from nextbest.catalog import load_catalog
 from nextbest.reports import Metric, ReportRequest, aggregate, build_report
+from nextbest.reports.aggregate import aggregate_many
 from nextbest.store import Database
 from nextbest.store.migrate import upgrade
+from nextbest.warehouse import export
+from nextbest.warehouse.engines import duckdb_connection, spark_runner, spark_session
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "src" / "nextbest" / "catalogs" / "default.yaml"
@@ -101,6 +111,11 @@ LOAD = [
     ) e
     """,
 ]
+
+# The report's own first step alone: each unit's first exposure and arms (one row per customer), counted
+# in the engine — the per-unit grouping every report needs and a GROUP BY by arm does not.
+PER_UNIT = """SELECT count(*) FROM (SELECT user_id, min(occurred_at), min(arm_id), max(arm_id) FROM assignments
+              WHERE experiment_id = :experiment AND occurred_at <= :as_of GROUP BY user_id) AS units"""
 
 BARE = [
     """SELECT arm_id, count(*), min(occurred_at), max(occurred_at) FROM assignments
@@ -176,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-unit", type=int, default=5, help="exposures per customer")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--drop", action="store_true", help="drop the benchmark database and exit")
+    parser.add_argument("--engines", default="postgresql,duckdb,spark", help="comma-separated")
     args = parser.parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     url = _database_url(args.postgres, args.units, args.per_unit)
     admin = _admin_url(args.postgres)
     if args.drop:
@@ -194,6 +211,68 @@ def main(argv: list[str] | None = None) -> int:
         }
         version = conn.execute(text("SHOW server_version")).scalar_one()
 
+    statistics_by_engine: dict[str, Any] = {}
+    with db.reader.connect() as conn:
+        statistics_by_engine["postgresql"] = aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+    print(
+        f"- **Date**: {datetime.now(UTC):%Y-%m-%d}; {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, PostgreSQL {version} on the same machine."
+    )
+    print(
+        f"- **Inputs**: {counts['assignments']:,} assignment rows (exposures) of {args.units:,} customers, "
+        f"{counts['events']:,} events; experiment `{EXPERIMENT}`, as of {AS_OF:%Y-%m-%d}, 14-day window "
+        f"and lookback; median of {args.repeat} interleaved runs after a warm-up."
+    )
+    print()
+    print("| engine | query | median s | min s | max s | × its bare GROUP BY |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    if "postgresql" in engines:
+        _postgresql(db, catalog, request, args.repeat)
+    if "duckdb" in engines or "spark" in engines:
+        folder = REPO / "var" / "bench_report" / str(make_url(url).database)
+        began = time.perf_counter()
+        exported = export(db, folder, settle=timedelta(0))
+        print(
+            f"  export to {folder}: {sum(exported.rows.values()):,} new rows in "
+            f"{time.perf_counter() - began:.0f} s",
+            file=sys.stderr,
+        )
+        if "duckdb" in engines:
+            statistics_by_engine["duckdb"] = _duckdb(folder, catalog, request, args.repeat)
+        if "spark" in engines:
+            statistics_by_engine["spark"] = _spark(folder, catalog, request, min(args.repeat, 3))
+    print()
+    _agree(statistics_by_engine)
+    with db.reader.connect() as conn:
+        result = build_report(conn, catalog, request)
+    units = ", ".join(f"{arm} {n:,}" for arm, n in result.units.items())
+    revenue = result.analysis.metrics["revenue"].comparisons["treated"]
+    print(
+        f"Report: units {units}; revenue lift per customer {revenue.absolute.value:.3f} "
+        f"(95 % CI {revenue.absolute.ci_low:.3f} to {revenue.absolute.ci_high:.3f}), SRM p = {result.srm.p_value:.3f}."
+    )
+    db.dispose()
+    return 0
+
+
+def _rows(name: str, timings: dict[str, list[float]]) -> None:
+    floor = statistics.median(timings["bare GROUP BY"])
+    for query, values in timings.items():
+        m = statistics.median(values)
+        print(f"| {name} | {query} | {m:.2f} | {min(values):.2f} | {max(values):.2f} | {m / floor:.2f} |")
+
+
+def _interleaved(cases: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+    for fn in cases.values():  # warm the cache: every timing below reads from memory
+        fn()
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):  # interleaved, so load on the machine hits all alike
+        for name, fn in cases.items():
+            timings[name] += _time(fn, 1)
+    return timings
+
+
+def _postgresql(db: Database, catalog: Any, request: ReportRequest, repeat: int) -> None:
     def bare() -> None:
         with db.reader.connect() as conn:
             for statement in BARE:
@@ -207,39 +286,88 @@ def main(argv: list[str] | None = None) -> int:
         with db.reader.connect() as conn:
             build_report(conn, catalog, request)
 
-    bare(), one_metric()  # warm the cache: every timing below reads from memory
-    timings: dict[str, list[float]] = {"bare GROUP BY": [], "one metric": [], "report": []}
-    for _ in range(args.repeat):  # interleaved, so load on the machine hits all three alike
-        timings["bare GROUP BY"] += _time(bare, 1)
-        timings["one metric"] += _time(one_metric, 1)
-        timings["report"] += _time(report, 1)
-    with db.reader.connect() as conn:
-        result = build_report(conn, catalog, request)
-    floor = statistics.median(timings["bare GROUP BY"])
-    print(
-        f"- **Date**: {datetime.now(UTC):%Y-%m-%d}; {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, PostgreSQL {version} on the same machine."
+    _rows(
+        "PostgreSQL",
+        _interleaved({"bare GROUP BY": bare, "one metric": one_metric, "report": report}, repeat),
     )
-    print(
-        f"- **Inputs**: {counts['assignments']:,} assignment rows (exposures) of {args.units:,} customers, "
-        f"{counts['events']:,} events; experiment `{EXPERIMENT}`, as of {AS_OF:%Y-%m-%d}, 14-day window "
-        f"and lookback; median of {args.repeat} interleaved runs after a warm-up."
-    )
-    print()
-    print("| query | median s | min s | max s | × bare GROUP BY |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, values in timings.items():
-        m = statistics.median(values)
-        print(f"| {name} | {m:.2f} | {min(values):.2f} | {max(values):.2f} | {m / floor:.2f} |")
-    print()
-    units = ", ".join(f"{arm} {n:,}" for arm, n in result.units.items())
-    revenue = result.analysis.metrics["revenue"].comparisons["treated"]
-    print(
-        f"Report: units {units}; revenue lift per customer {revenue.absolute.value:.3f} "
-        f"(95 % CI {revenue.absolute.ci_low:.3f} to {revenue.absolute.ci_high:.3f}), SRM p = {result.srm.p_value:.3f}."
-    )
-    db.dispose()
-    return 0
+
+
+def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> Any:
+    """DuckDB over the Parquet export, then over a DuckDB file loaded from it (its own storage)."""
+    file = folder.with_suffix(".duckdb")
+    if not file.exists():
+        with duckdb_connection(folder) as conn:
+            conn.exec_driver_sql(f"ATTACH '{file}' AS bench")
+            for table in ("assignments", "events", "erasures"):
+                conn.exec_driver_sql(f"CREATE TABLE bench.{table} AS SELECT * FROM {table}")
+            conn.commit()
+            conn.exec_driver_sql("DETACH bench")
+    out = None
+    for name, source in (("DuckDB, Parquet", folder), ("DuckDB, file", file)):
+        with duckdb_connection(source) as conn:
+
+            def bare(conn: Any = conn) -> None:
+                for statement in BARE:
+                    conn.execute(text(statement), {"experiment": EXPERIMENT, "as_of": AS_OF}).all()
+
+            def per_unit(conn: Any = conn) -> None:
+                conn.execute(text(PER_UNIT), {"experiment": EXPERIMENT, "as_of": AS_OF}).all()
+
+            def report(conn: Any = conn) -> None:
+                build_report(conn, catalog, request)
+
+            cases = {"bare GROUP BY": bare, "per-unit GROUP BY": per_unit, "report": report}
+            _rows(name, _interleaved(cases, repeat))
+            out = out or aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+    return out
+
+
+def _spark(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> Any:
+    began = time.perf_counter()
+    spark = spark_session(app="bench-report")
+    spark.sparkContext.setLogLevel("ERROR")
+    runner = spark_runner(spark, folder)
+    print(f"  Spark session and views: {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    literal = {"experiment": f"'{EXPERIMENT}'", "as_of": f"TIMESTAMP '{AS_OF:%Y-%m-%d %H:%M:%S}+00:00'"}
+    statements = [
+        s.replace(":experiment", literal["experiment"]).replace(":as_of", literal["as_of"]) for s in BARE
+    ]
+
+    def bare() -> None:
+        for statement in statements:
+            spark.sql(statement).collect()
+
+    def report() -> None:
+        build_report(runner, catalog, request)
+
+    _rows("Spark local[*]", _interleaved({"bare GROUP BY": bare, "report": report}, repeat))
+    out = aggregate_many(runner, EXPERIMENT, request.metrics, as_of=AS_OF)
+    spark.stop()
+    return out
+
+
+def _agree(by_engine: dict[str, Any]) -> None:
+    """The engines' sufficient statistics, equal to 1e-9 relative."""
+    reference_name, (reference, excluded) = next(iter(by_engine.items()))
+    for name, (stats, other_excluded) in list(by_engine.items())[1:]:
+        worst = 0.0
+        for metric, arms in reference.items():
+            for arm, row in arms.items():
+                for field, value in vars_of(row).items():
+                    other = vars_of(stats[metric][arm])[field]
+                    if isinstance(value, float) and value:
+                        worst = max(worst, abs(other - value) / abs(value))
+                    elif value != other:
+                        worst = float("inf")
+        same = worst <= 1e-9 and excluded == other_excluded
+        print(
+            f"Sufficient statistics on {name} vs {reference_name}: largest relative difference {worst:.1e} "
+            f"({'equal' if same else 'DIFFERENT'})."
+        )
+
+
+def vars_of(row: Any) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in row.__slots__}
 
 
 if __name__ == "__main__":
