@@ -38,8 +38,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Issue 25's figures come from one run of this target: the servers (empty, memory, SQLite and, with
+# NEXTBEST_BENCH_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432/postgres, PostgreSQL; one and two
+# processes), the pipeline in process against the empty server, and the durable write against the driver.
+BENCH_PG = $(if $(NEXTBEST_BENCH_POSTGRES),--postgres $(NEXTBEST_BENCH_POSTGRES),)
 bench: $(STAMP)
-	$(PY) benchmarks/bench_next_action.py
+	$(PY) benchmarks/bench_next_action.py $(BENCH_PG) --processes 1,2
+	$(PY) benchmarks/bench_decide.py --json benchmarks/results/decide.json
+	$(PY) benchmarks/bench_store_write.py $(BENCH_PG) --json benchmarks/results/store_write.json
 	$(PY) benchmarks/bench_contact_policy.py
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_uplift_hillstrom.py
