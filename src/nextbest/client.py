@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nextbest.api.v1 import admin_service_pb2 as admin_pb
+from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 
@@ -243,6 +245,7 @@ class NextbestClient:
             else grpc.insecure_channel(target, options=options)
         )
         self._stub = pb_grpc.DecisionServiceStub(self._channel)
+        self._admin = admin_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
@@ -370,6 +373,34 @@ class NextbestClient:
             request, timeout=timeout or max(self.timeout, 30.0), metadata=self._metadata
         )
         return response
+
+    def run_campaign(
+        self,
+        campaign_id: str,
+        *,
+        run_id: str = "",
+        batch_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[admin_pb.CampaignProgress]:
+        """Runs a catalog campaign on the server (``RunCampaign``, role ``admin``) and yields its progress
+        after each batch; the last message has ``done`` set. ``run_id`` defaults to the campaign's start
+        (``20261101T000000Z``); ``batch_size`` to 500. No deadline unless ``timeout`` is given: a campaign
+        may run for hours. Leaving the loop early (``break``, an exception, closing the iterator) cancels
+        the run after the batch being decided; what was committed stays, and the same ``run_id`` resumes
+        it, replaying what was decided. Not retried: run it again with the same ``run_id``::
+
+            for progress in client.run_campaign("winback"):
+                print(progress.decided, progress.sent, "done" if progress.done else "")
+        """
+        call = self._admin.RunCampaign(
+            admin_pb.RunCampaignRequest(campaign_id=campaign_id, run_id=run_id, batch_size=batch_size),
+            timeout=timeout,
+            metadata=self._metadata,
+        )
+        try:
+            yield from call
+        finally:
+            call.cancel()  # a no-op once the stream has ended
 
     def is_serving(self, timeout: float | None = None) -> bool:
         try:

@@ -94,7 +94,10 @@ class NextbestServer:
         reuse_port = ("grpc.so_reuseport", int(settings.processes > 1))
         self._server = grpc.server(
             # Threads beyond the admission limit: health and refusals never wait behind decisions.
-            ThreadPoolExecutor(max_workers=limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"),
+            # Threads for the streams (campaign runs) too: they never take a decision's thread.
+            ThreadPoolExecutor(
+                max_workers=limit + admission.stream_limit + _SPARE_THREADS, thread_name_prefix="nextbest-rpc"
+            ),
             # Metrics outermost, so it sees the status the error interceptor settled on; admission
             # inside the error interceptor, which turns its refusals into statuses.
             interceptors=self.interceptors,
@@ -106,7 +109,10 @@ class NextbestServer:
             # With health on a port of its own, gRPC refuses a call beyond the limit itself
             # (RESOURCE_EXHAUSTED) before any interceptor, decoding or thread: the cheapest refusal.
             # It counts every call on this port, health's included, hence only then.
-            maximum_concurrent_rpcs=limit if settings.health_port is not None else None,
+            # Streams included: a campaign run must not take the place of a decision call there either.
+            maximum_concurrent_rpcs=limit + admission.stream_limit
+            if settings.health_port is not None
+            else None,
         )
         self._health_server = self._own_health_server(reuse_port)
         self.decisions = DecisionServicer(self.engine, db)
@@ -117,6 +123,7 @@ class NextbestServer:
                 lambda: self.models.current,
                 str(settings.models_dir or ""),
                 Erasure(db, self.store.ids),
+                engine=self.engine,
             ),
             self._server,
         )

@@ -25,8 +25,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 from nextbest.errors import NextbestError
-from nextbest.server.interceptors import UnaryInterceptor
+from nextbest.server.interceptors import UnaryInterceptor, relay
 
 __all__ = [
     "ANONYMOUS",
@@ -310,31 +310,56 @@ class AuthInterceptor(UnaryInterceptor):
         self._throttle = _Throttle()
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        if handler is not None and handler.unary_unary is None and method.startswith("/nextbest."):
-            logger.error("refusing %s: streaming methods are not covered by authentication", method)
+        if (
+            handler is not None
+            and handler.unary_unary is None
+            and handler.unary_stream is None
+            and method.startswith("/nextbest.")
+        ):
+            logger.error("refusing %s: client-streaming methods are not covered by authentication", method)
             return None  # UNIMPLEMENTED rather than unchecked
         return super()._wrap(handler, method)
 
+    def _check(self, path: str, role: Role | None, context: grpc.ServicerContext) -> Principal:
+        """The caller, when it may call ``path``; otherwise the call is aborted (abort raises)."""
+        principal, why = self.access.identify(context)
+        if principal is None:
+            self._log("unauthenticated call to %s from %s: %s", path, context.peer(), why)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {why}")
+        elif role is None or role not in principal.roles:
+            needs = f"role {role.value!r}" if role else "a role no one has (none is declared for it)"
+            self._log("permission denied: %s called %s, which needs %s", principal.name, path, needs)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} lacks {needs}")
+        else:
+            return principal
+        raise AssertionError("unreachable: abort raises")
+
     def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
         role = required_role(path)
-        identify = self.access.identify
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
-            principal, why = identify(context)
-            if principal is None:
-                self._log("unauthenticated call to %s from %s: %s", path, context.peer(), why)
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {why}")
-            elif role is None or role not in principal.roles:
-                needs = f"role {role.value!r}" if role else "a role no one has (none is declared for it)"
-                self._log("permission denied: %s called %s, which needs %s", principal.name, path, needs)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{principal.name} lacks {needs}")
-            else:
-                reset = _principal.set(principal.name)
-                try:
-                    return inner(request, context)
-                finally:
-                    _principal.reset(reset)
-            return None  # unreachable: abort raises
+            principal = self._check(path, role, context)
+            reset = _principal.set(principal.name)
+            try:
+                return inner(request, context)
+            finally:
+                _principal.reset(reset)
+
+        return checked
+
+    def wrap_stream(
+        self, inner: Callable[[Any, Any], Iterator[Any]], path: str
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        role = required_role(path)
+
+        def checked(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # Checked when gRPC calls the method, before it asks for the first message. The stream's
+            # code runs in steps, each time gRPC asks for a message: every step runs in a context of
+            # the call's own where the principal is set, never leaking into the thread's.
+            principal = self._check(path, role, context)
+            call = copy_context()
+            call.run(_principal.set, principal.name)
+            return relay(call.run(inner, request, context), call.run)
 
         return checked
 

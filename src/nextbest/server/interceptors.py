@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,17 +14,31 @@ from grpc_status import rpc_status
 from nextbest.errors import DeadlineExceededError, NextbestError, OverloadedError
 from nextbest.server.convert import error_status
 
-__all__ = ["AdmissionInterceptor", "ErrorInterceptor", "ShedInterceptor", "UnaryInterceptor"]
+__all__ = [
+    "STREAM_LIMIT",
+    "AdmissionInterceptor",
+    "ErrorInterceptor",
+    "ShedInterceptor",
+    "UnaryInterceptor",
+    "relay",
+]
 
 logger = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/nextbest."
 _HEALTH_PREFIX = "/grpc.health."
 
+#: Server-streaming calls (campaign runs) running at once, by default; see :class:`AdmissionInterceptor`.
+STREAM_LIMIT = 2
+
 
 class UnaryInterceptor(grpc.ServerInterceptor):
-    """Wraps each of nextbest's unary methods once: gRPC asks the interceptors for a handler on every
-    call, and a method's handler never changes. Subclasses say how to wrap one method's behaviour."""
+    """Wraps each of nextbest's unary and server-streaming methods once: gRPC asks the interceptors for a
+    handler on every call, and a method's handler never changes. Subclasses say how to wrap one method's
+    behaviour: ``wrap_unary`` for a unary method, ``wrap_stream`` for a server-streaming one (whose
+    behaviour returns an iterator of responses, which gRPC consumes in the call's thread and, when the
+    call ends early, leaves unread). Client-streaming and bidirectional methods pass unwrapped (nextbest
+    has none; the auth interceptor refuses them)."""
 
     #: The methods this interceptor wraps, by path prefix.
     prefixes: tuple[str, ...] = (_SERVICE_PREFIX,)
@@ -41,13 +55,21 @@ class UnaryInterceptor(grpc.ServerInterceptor):
         return handler
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        if handler is None or handler.unary_unary is None or not method.startswith(self.prefixes):
+        if handler is None or not method.startswith(self.prefixes):
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            self.wrap_unary(handler.unary_unary, method),
-            request_deserializer=self.wrap_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self.wrap_unary(handler.unary_unary, method),
+                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self.wrap_stream(handler.unary_stream, method),
+                request_deserializer=self.wrap_deserializer(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
     def wrap_deserializer(self, inner: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
         """The request deserializer for a wrapped method (by default, the method's own)."""
@@ -57,6 +79,37 @@ class UnaryInterceptor(grpc.ServerInterceptor):
         """The method at ``path`` (``/nextbest.api.v1.DecisionService/NextAction``) with this
         interceptor around ``inner``."""
         raise NotImplementedError
+
+    def wrap_stream(
+        self, inner: Callable[[Any, Any], Iterator[Any]], path: str
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        """The server-streaming method at ``path`` with this interceptor around ``inner``, which returns
+        the responses' iterator. What must happen before the first message happens when the wrapper is
+        called or when its iterator is first advanced; what the wrapper's iterator holds (a slot, a
+        context) is released in its ``finally``, which runs also when gRPC drops it unread (the caller
+        cancelled): it is then closed, and so is ``inner``'s iterator."""
+        raise NotImplementedError
+
+
+def relay(responses: Iterator[Any], run: Callable[..., Any] | None = None) -> Iterator[Any]:
+    """``responses``, each step (the next item, and the close when this iterator is closed or dropped
+    unfinished) taken through ``run`` when given, e.g. a ``contextvars.Context.run``."""
+
+    def direct(step: Callable[..., Any], *args: Any) -> Any:
+        return step(*args)
+
+    through = run or direct
+    try:
+        while True:
+            try:
+                item = through(next, responses)
+            except StopIteration:
+                return
+            yield item
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            through(close)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +164,61 @@ class ErrorInterceptor(UnaryInterceptor):
 
         return guarded
 
+    def wrap_stream(
+        self, inner: Callable[[Any, Any], Iterator[Any]], path: str
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        message = f"the request body is not a valid message for {path}"
+
+        def fail(context: grpc.ServicerContext, exc: Exception) -> None:
+            if isinstance(exc, NextbestError):
+                context.abort_with_status(rpc_status.to_status(error_status(exc)))
+            logger.error("unexpected error in %s", path, exc_info=exc)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+        def streamed(responses: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from responses  # closing this closes ``responses`` too
+            except Exception as exc:  # raised while streaming: the messages sent stay sent
+                fail(context, exc)
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if isinstance(request, Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            try:
+                responses = inner(request, context)
+            except Exception as exc:  # raised before the first message
+                fail(context, exc)
+            return streamed(responses, context)
+
+        return guarded
+
 
 class AdmissionInterceptor(UnaryInterceptor):
     """Bounds the nextbest calls running at once. A call beyond the bound is refused at once with
     RESOURCE_EXHAUSTED rather than queued, so the calls admitted keep their latency under overload; a call
     whose deadline has already passed is refused with DEADLINE_EXCEEDED. Nothing is done for either.
     Health is not counted: it must answer while decisions are at the bound. Sits inside the error
-    interceptor, which turns its errors into statuses."""
+    interceptor, which turns its errors into statuses.
 
-    def __init__(self, limit: int) -> None:
+    Server-streaming calls (``RunCampaign``) take no slot of that bound: a campaign runs for minutes or
+    hours, and would hold a slot meant for ``NextAction`` calls all along (two campaigns on a server of
+    two workers would refuse every decision until they end). They have a bound of their own,
+    ``stream_limit`` (a stream beyond it is refused RESOURCE_EXHAUSTED before its first message), and the
+    server gives them threads of their own beyond the decision threads. A campaign's batches still share
+    the CPU and the database with the decisions, one batch at a time, as ``NextActionBatch`` calls do."""
+
+    def __init__(self, limit: int, stream_limit: int = STREAM_LIMIT) -> None:
         super().__init__()
         self.limit = limit
+        self.stream_limit = stream_limit
         self.message = (
             f"the server is at its limit of {limit} concurrent calls; nothing was done, retry after a backoff"
         )
+        self.stream_message = (
+            f"the server is running its limit of {stream_limit} streaming calls (campaign runs) at once; "
+            "nothing was done, retry when one has ended"
+        )
+        self._stream_slots = threading.BoundedSemaphore(stream_limit)
         self._slots = threading.BoundedSemaphore(limit)
         self._count_lock = threading.Lock()
         self.running = 0  # calls holding a slot; read without the lock by ShedInterceptor, as a hint
@@ -150,6 +244,27 @@ class AdmissionInterceptor(UnaryInterceptor):
 
         return admitted
 
+    def wrap_stream(
+        self, inner: Callable[[Any, Any], Iterator[Any]], path: str
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        slots = self._stream_slots
+        message = self.stream_message
+
+        def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # A generator: the slot is taken when gRPC asks for the first message, and given back in the
+            # ``finally`` (the stream ended, failed, or was dropped after a cancellation). Taken on call,
+            # it would leak if gRPC never started the iterator.
+            if context.time_remaining() <= 0:
+                raise DeadlineExceededError("the deadline passed before the call started; nothing was done")
+            if not slots.acquire(blocking=False):
+                raise OverloadedError(message)
+            try:
+                yield from inner(request, context)
+            finally:
+                slots.release()
+
+        return streamed
+
 
 class ShedInterceptor(grpc.ServerInterceptor):
     """The cheap refusal, outermost: gRPC asks interceptors for a call's handler on its own polling
@@ -157,7 +272,8 @@ class ShedInterceptor(grpc.ServerInterceptor):
     handler that refuses it with RESOURCE_EXHAUSTED without decoding its request or passing through the
     other interceptors, so refusing costs as little as Python's gRPC allows and leaves the CPU to the
     calls admitted. It is a hint read without a lock: a call let through still meets the admission
-    interceptor's exact bound. ``on_refuse`` counts a refusal (by method name) for the metrics."""
+    interceptor's exact bound. Server-streaming calls are not shed: they are bounded on their own.
+    ``on_refuse`` counts a refusal (by method name) for the metrics."""
 
     def __init__(self, admission: AdmissionInterceptor, on_refuse: Callable[[str], None]) -> None:
         self._admission = admission

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -39,6 +39,16 @@ class Metrics:
             ["method"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
+        )
+        self.stream_seconds = Histogram(
+            "nextbest_rpc_stream_seconds",
+            "Duration of server-streaming calls (campaign runs), by method, whatever their end.",
+            ["method"],
+            buckets=(0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0),
+            registry=r,
+        )
+        self.stream_messages = Counter(
+            "nextbest_rpc_stream_messages", "Messages sent by server-streaming calls.", ["method"], registry=r
         )
         self.decisions = Counter("nextbest_decisions", "Decisions by trigger.", ["trigger"], registry=r)
         self.actions = Counter(
@@ -182,5 +192,52 @@ class MetricsInterceptor(UnaryInterceptor):
             except Exception:  # counting must never fail a call that succeeded
                 logger.exception("metrics failed for %s", method)
             return response
+
+        return measured
+
+    def wrap_stream(
+        self, inner: Callable[[Any, Any], Iterator[Any]], path: str
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        """Counts the call once by its final code (OK at the end of its messages; CANCELLED, or
+        DEADLINE_EXCEEDED, when gRPC stopped asking for them) and times it whole, first call to end."""
+        method = path.rsplit("/", 1)[-1]
+        metrics = self.metrics
+        duration = metrics.stream_seconds.labels(method)
+        sent = metrics.stream_messages.labels(method)
+
+        def ended(code: str, start: float) -> None:
+            metrics.calls.labels(method, code).inc()
+            duration.observe(time.perf_counter() - start)
+
+        def failed(context: grpc.ServicerContext) -> str:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]  # grpc has it; the stubs lack it
+            return str(code.name)
+
+        def streamed(responses: Iterator[Any], context: grpc.ServicerContext, start: float) -> Iterator[Any]:
+            code = "OK"
+            try:
+                for response in responses:
+                    sent.inc()
+                    yield response
+            except GeneratorExit:  # dropped unfinished: the caller went away or its deadline passed
+                code = "DEADLINE_EXCEEDED" if context.time_remaining() <= 0 else "CANCELLED"
+                close = getattr(responses, "close", None)
+                if close is not None:
+                    close()
+                raise
+            except BaseException:
+                code = failed(context)
+                raise
+            finally:
+                ended(code, start)
+
+        def measured(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start = time.perf_counter()
+            try:
+                responses = inner(request, context)
+            except BaseException:  # refused before the first message (authentication, admission)
+                ended(failed(context), start)
+                raise
+            return streamed(responses, context, start)
 
         return measured

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,16 +13,20 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.campaigns import CampaignRun, OutsideRunWindowError, iter_campaign
 from nextbest.decision.engine import MAX_BATCH, DecisionEngine
-from nextbest.errors import FieldViolation, InvalidArgumentError
+from nextbest.errors import FieldViolation, InvalidArgumentError, NextbestError, NotFoundError
 from nextbest.models.registry import ModelSet
 from nextbest.server import convert
 from nextbest.server.auth import current_principal
 from nextbest.store import Database
 from nextbest.store.audit import AuditEntry, AuditLog
 from nextbest.store.erasure import Erasure
+from nextbest.store.scan import customer_states
 
-__all__ = ["AdminServicer", "DecisionServicer"]
+__all__ = ["AdminServicer", "CampaignPreconditionError", "DecisionServicer"]
+
+logger = logging.getLogger(__name__)
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):  # type: ignore[misc]
@@ -72,9 +78,21 @@ def _deadline(context: Any) -> float | None:
     return time.monotonic() + remaining
 
 
+class CampaignPreconditionError(NextbestError):
+    """A campaign that cannot run on this server now: outside its run window, or a store that keeps
+    customer ids as keyed digests. The message says which and why."""
+
+    status = "FAILED_PRECONDITION"
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
-    """Models and erasure. Every call is appended to the audit log (who: the auth interceptor's
-    principal) once it has done its work; a call whose audit entry cannot be written fails UNAVAILABLE."""
+    """Models, erasure and campaign runs. Every call is appended to the audit log (who: the auth
+    interceptor's principal) once it has done its work; a call whose audit entry cannot be written fails
+    UNAVAILABLE. A campaign run is logged when it starts (nothing is decided if that entry cannot be
+    written) and when it ends, however it ends."""
 
     def __init__(
         self,
@@ -83,6 +101,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
         where: str,
         erasure: Erasure,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        engine: DecisionEngine,
     ) -> None:
         self._reload = reload
         self._current = current
@@ -90,6 +110,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
         self._erasure = erasure
         self._audit = AuditLog(erasure.db)
         self._clock = clock
+        self._engine = engine
 
     def GetModels(self, request: admin_pb.GetModelsRequest, context: Any) -> admin_pb.GetModelsResponse:  # noqa: N802
         models = self._current()
@@ -115,3 +136,113 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
             request.user_id, self._clock(), current_principal(), request.reason
         )
         return convert.erased_to_proto(erased)
+
+    def RunCampaign(  # noqa: N802
+        self, request: admin_pb.RunCampaignRequest, context: Any
+    ) -> Iterator[admin_pb.CampaignProgress]:
+        """Checks the request and the campaign's window, logs the run's start, then returns the progress
+        stream: each batch is decided and committed when gRPC asks for the next message, so a stream
+        that is cancelled stops after the batch being decided."""
+        engine = self._engine
+        violations = []
+        if not request.campaign_id:
+            violations.append(FieldViolation("campaign_id", "required: the id of a campaign of the catalog"))
+        batch_size = request.batch_size or MAX_BATCH
+        if not 1 <= batch_size <= MAX_BATCH:
+            violations.append(
+                FieldViolation("batch_size", f"must be 1 to {MAX_BATCH} (0: {MAX_BATCH}), got {batch_size}")
+            )
+        if request.run_id and not _RUN_ID.fullmatch(request.run_id):
+            violations.append(FieldViolation("run_id", "must be 1-64 of A-Z a-z 0-9 _ . -"))
+        if violations:
+            raise InvalidArgumentError(violations)
+        campaign = engine.catalog.campaigns.get(request.campaign_id)
+        if campaign is None:
+            known = ", ".join(sorted(engine.catalog.campaigns)) or "none"
+            raise NotFoundError(
+                f"campaign_id: no campaign {request.campaign_id[:64]!r} in the catalog (campaigns: {known})"
+            )
+        if self._erasure.ids.hashing:
+            raise CampaignPreconditionError(
+                "the store keeps customer ids as keyed digests (a customer id key is configured), and a "
+                "campaign needs the ids it decides for; run campaigns on a store without one"
+            )
+        run_id = request.run_id or campaign.start.strftime("%Y%m%dT%H%M%SZ")
+        try:
+            batches = iter_campaign(
+                engine,
+                campaign,
+                customer_states(self._erasure.db),
+                run_id,
+                engine.clock(),
+                batch_size=batch_size,
+            )
+        except OutsideRunWindowError as exc:
+            raise CampaignPreconditionError(str(exc)) from None
+        asked = {"campaign_id": campaign.id, "run_id": run_id, "batch_size": batch_size}
+        self._audit.append(AuditEntry(self._clock(), current_principal(), "run_campaign", asked))
+        return self._progress(batches, asked)
+
+    def _progress(
+        self, batches: Iterator[CampaignRun], asked: Mapping[str, Any]
+    ) -> Iterator[admin_pb.CampaignProgress]:
+        run: CampaignRun | None = None
+        outcome = "stopped"  # the caller went away (or its deadline passed) after the last batch sent
+        try:
+            for run in batches:
+                yield _progress_to_proto(run, done=False)
+            outcome = "done"
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                outcome = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            if outcome != "done":  # a run that ended early: logged without failing anything further
+                try:
+                    self._audit_end(asked, run, outcome)
+                except NextbestError:
+                    logger.exception("campaign run %s not logged as ended (%s)", asked, outcome)
+        assert run is not None  # iter_campaign yields at least once
+        self._audit_end(asked, run, outcome)  # a run that is done says so only once this is written
+        yield _progress_to_proto(run, done=True)
+
+    def _audit_end(self, asked: Mapping[str, Any], run: CampaignRun | None, outcome: str) -> None:
+        counts = {} if run is None else _run_counts(run)
+        self._audit.append(
+            AuditEntry(
+                self._clock(),
+                current_principal(),
+                "run_campaign_end",
+                {**asked, "outcome": outcome, **counts},
+            )
+        )
+
+
+def _run_counts(run: CampaignRun) -> dict[str, Any]:
+    return {
+        "scanned": run.segment.scanned,
+        "audience": run.segment.members,
+        "decided": run.decided,
+        "sent": run.sent,
+        "replayed": run.replayed,
+        "held_out": run.held_out,
+        "failed": dict(run.failed),
+        "budget_reached": run.budget_reached,
+    }
+
+
+def _progress_to_proto(run: CampaignRun, *, done: bool) -> admin_pb.CampaignProgress:
+    return admin_pb.CampaignProgress(
+        campaign_id=run.campaign,
+        run_id=run.run_id,
+        scanned=run.segment.scanned,
+        audience=run.segment.members,
+        decided=run.decided,
+        sent=run.sent,
+        replayed=run.replayed,
+        held_out=run.held_out,
+        failed=dict(run.failed),
+        refusals=dict(run.refusals),
+        budget_reached=run.budget_reached,
+        done=done,
+    )

@@ -20,6 +20,58 @@ MODEL_STATE_MISSING: ModelState
 MODEL_STATE_CORRUPT: ModelState
 MODEL_STATE_INCOMPATIBLE: ModelState
 
+class RunCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id", "run_id", "batch_size")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    run_id: str
+    batch_size: int
+    def __init__(self, campaign_id: _Optional[str] = ..., run_id: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class CampaignProgress(_message.Message):
+    __slots__ = ("campaign_id", "run_id", "scanned", "audience", "decided", "sent", "replayed", "held_out", "failed", "refusals", "budget_reached", "done")
+    class FailedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RefusalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_REACHED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    run_id: str
+    scanned: int
+    audience: int
+    decided: int
+    sent: int
+    replayed: int
+    held_out: int
+    failed: _containers.ScalarMap[str, int]
+    refusals: _containers.ScalarMap[str, int]
+    budget_reached: bool
+    done: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., run_id: _Optional[str] = ..., scanned: _Optional[int] = ..., audience: _Optional[int] = ..., decided: _Optional[int] = ..., sent: _Optional[int] = ..., replayed: _Optional[int] = ..., held_out: _Optional[int] = ..., failed: _Optional[_Mapping[str, int]] = ..., refusals: _Optional[_Mapping[str, int]] = ..., budget_reached: _Optional[bool] = ..., done: _Optional[bool] = ...) -> None: ...
+
 class EraseCustomerRequest(_message.Message):
     __slots__ = ("user_id", "reason")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class AdminServiceStub:
                 request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.SerializeToString,
                 response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.FromString,
                 _registered_method=True)
+        self.RunCampaign = channel.unary_stream(
+                '/nextbest.api.v1.AdminService/RunCampaign',
+                request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.SerializeToString,
+                response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -78,6 +83,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunCampaign(self, request, context):
+        """Runs a catalog campaign (`nextbest campaign run`): decides for every stored member of its audience
+        through the decision pipeline, one batch at a time, each batch committed with its exposures before
+        its progress message is sent; the last message has done = true. Idempotent per (run, customer): the
+        same run_id again replays what was decided and sends nobody twice. A cancelled call (the client went
+        away, or its deadline passed) stops after the batch being decided; what was committed stays and the
+        same run_id resumes. The server runs at most a few campaigns at once (RESOURCE_EXHAUSTED beyond),
+        outside the bound on concurrent decision calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +113,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.EraseCustomer,
                     request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.FromString,
                     response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.SerializeToString,
+            ),
+            'RunCampaign': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunCampaign,
+                    request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.FromString,
+                    response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +201,33 @@ class AdminService:
             '/nextbest.api.v1.AdminService/EraseCustomer',
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerRequest.SerializeToString,
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.EraseCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nextbest.api.v1.AdminService/RunCampaign',
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.SerializeToString,
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.FromString,
             options,
             channel_credentials,
             insecure,
