@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.client import NextbestClient, make_event
+from nextbest.errors import StoreUnavailableError
 from nextbest.server import NextbestServer
 from nextbest.server.auth import Role
 from nextbest.settings import Settings
@@ -329,3 +330,65 @@ def test_a_store_with_hashed_customer_ids_runs_no_campaign(tmp_path: Path, catal
         server.stop(grace=1.0)
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "keyed digests" in error.details()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (StoreUnavailableError("the database is gone"), grpc.StatusCode.UNAVAILABLE, "the database is gone"),
+        (RuntimeError("a bug"), grpc.StatusCode.INTERNAL, "internal error; the server log has the details"),
+    ],
+)
+def test_an_error_during_the_stream_ends_it_with_its_status_after_the_batches_sent(
+    served: NextbestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    code: grpc.StatusCode,
+    says: str,
+) -> None:
+    engine = served.engine
+    decide_batch = engine.decide_batch
+    batches = 0
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            raise error
+        return decide_batch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "decide_batch", second_fails)
+    counted = _calls(served, code.name)
+    run_id = f"e{uuid.uuid4().hex[:8]}"
+    received = []
+    with _client(served) as client, pytest.raises(grpc.RpcError) as caught:
+        for progress in client.run_campaign("autumn", run_id=run_id, batch_size=3):
+            received.append(progress.decided)
+    assert received == [3]  # the first batch's message arrived, then the status
+    assert caught.value.code() is code and says in caught.value.details()
+    assert _calls(served, code.name) == counted + 1
+    assert _decisions(served, f"campaign:autumn:{run_id}:") == 3
+    end = [e for e in AuditLog(served.store.db).read() if e.action == "run_campaign_end"][-1]
+    assert end.detail["outcome"] == f"failed: {type(error).__name__}" and end.detail["decided"] == 3
+
+
+def test_a_deadline_that_passes_mid_run_stops_it(
+    served: NextbestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = served.engine
+    decide_batch = engine.decide_batch
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return decide_batch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "decide_batch", slow)
+    expired = _calls(served, "DEADLINE_EXCEEDED")
+    with _client(served) as client:
+        error = _error(client.run_campaign("bulk", run_id="d1", batch_size=1, timeout=0.3))
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 10
+    while _calls(served, "DEADLINE_EXCEEDED") == expired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _calls(served, "DEADLINE_EXCEEDED") == expired + 1
+    assert 1 <= _decisions(served, "campaign:bulk:d1:") < BULK
