@@ -13,19 +13,31 @@ minus its experiments (so every customer is targeted by the policy under test):
                per channel (``max_actions`` 4, as send-all); nothing when none is (NO_EXPECTED_LIFT) —
                what nextbest does with an uplift model promoted. ``uplift-1`` is the same, one action per
                trigger;
+- uplift+explore: the uplift policy with the bundled catalog's declared exploration kept (the cart-flow
+               holdout: a randomized share of abandoners gets no cart message, logged with its assignment
+               probability, so that the next uplift model learns from unbiased data): what exploring costs;
+- uplift-fixed-hour: the uplift policy with every action sent when due, none at the customer's best
+               hour: against ``uplift``, what the send-time model earns where the catalog uses it (the
+               expected opens of each action's messages, at the hour each was delivered);
 - oracle:      the uplift rule with the true effect of the action for this cart (at its due time) and the
                true expected unsubscribe cost in place of the model (``max_actions`` 4; each candidate's
-               effect is its marginal over what was already delivered, not over a message chosen with it).
+               effect is its marginal over what was already delivered, not over a message chosen with it);
+- oracle-blind: the oracle with the customer's unseen traits (reading hour, being put off by any message,
+               price sensitivity, annoyance) replaced by their means given what the store's data shows —
+               a ceiling for any model of that data; ``oracle-hour``: the same knowing the reading hour.
 
 Each policy's incremental revenue is exact, not sampled: for every abandoned cart, the expected revenue
 with what was delivered minus the expected revenue with nothing (``world.Cart``). The unsubscribe cost is
 the expected number of unsubscribes the policy's marketing messages caused (their true probabilities) times
-UNSUBSCRIBE_COST. Results are reported as a fraction of the oracle's net.
+UNSUBSCRIBE_COST. Results are reported as a fraction of the oracle's net, per population (``--policy-seeds``)
+and as a mean with its 95 % t-interval over them. ``--memory`` plays the policies on the in-memory store
+(the store contract's other implementation: the same decisions, several times faster).
 
 It then checks the measurement loop: over several seeds, the bundled catalog's experiments, their lift
 reports against the simulator's true effects — mean error and how many 95 % intervals cover the truth.
 
-    .venv/bin/python benchmarks/bench_decision_quality.py [--customers 2000] [--days 21] [--seeds 4]
+    .venv/bin/python benchmarks/bench_decision_quality.py [--customers 2000] [--days 21]
+        [--policy-seeds 31,32,33] [--policies uplift,oracle] [--models-dir DIR] [--memory] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -33,12 +45,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import platform
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from scipy import stats as st
 
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog, parse_catalog
 from nextbest.decision.engine import DecisionEngine
@@ -56,8 +70,15 @@ from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate import Cart, Customer, EngineBackend, SimulationResult, Simulator, population
 from nextbest.simulate.backends import SimRequest
 from nextbest.simulate.truth import truths
-from nextbest.simulate.world import Message
-from nextbest.store import Database, Store, upgrade
+from nextbest.simulate.world import (
+    CHANNEL_OPENS,
+    CHANNEL_RESPONSE,
+    LATER_MESSAGE_WEIGHT,
+    PEAK_HOURS,
+    RESPONSIVE_FLOWS,
+    Message,
+)
+from nextbest.store import Database, MemoryStore, Store, upgrade
 
 UNSUBSCRIBE_COST = 20.0  # the margin a subscriber brings over the following months (an assumption)
 RESULTS = Path(__file__).with_name("decision_quality.json")
@@ -82,6 +103,9 @@ class _RandomScores:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.rng.random(len(x))
 
+    def score(self, full: np.ndarray, action_ids: Sequence[str]) -> np.ndarray:
+        return self.rng.random(len(action_ids))
+
 
 @dataclass
 class _Current:
@@ -90,13 +114,69 @@ class _Current:
     cart: Cart | None = None
 
 
+class _Blind:
+    """A customer as anything that reads only the store's data could know them: the traits the data does
+    not show (reading hour, being put off by any message, price sensitivity, annoyance) replaced by their
+    population means given what it does show (orders, typical basket). Quacks like ``world.Customer`` for
+    ``Cart.probability``."""
+
+    def __init__(self, c: Customer, *, hour: bool = False) -> None:
+        self.hour = hour  # the reading hour is known (as opens on record would show it)
+        loyal = len(c.past_orders) >= 4
+        structural = 0.30 * (c.cart_value > 60) + 0.10 * (len(c.past_orders) <= 1) - (0.15 if loyal else 0.0)
+        self.base_buy = c.base_buy
+        self.persuadability = 0.9 * structural + 0.1 * -0.15
+        self.price_sensitivity = 0.003 * (0.3 if loyal else 1.0)
+        self.customer = c
+
+    def effect(self, m: Message) -> float:
+        if m.flow not in RESPONSIVE_FLOWS:
+            return 0.0
+        response = self.persuadability * CHANNEL_RESPONSE.get(m.channel, 0.0)
+        response += self.price_sensitivity * m.discount
+        if self.hour:
+            return self.customer.open_probability(m.send_at, m.channel) * response
+        local = self.customer.local_hour(m.send_at)
+        opens = []
+        for peak in PEAK_HOURS:  # the population's reading hours, equally likely
+            distance = min(abs(local - peak), 24 - abs(local - peak))
+            p = 0.5 * math.exp(-(distance**2) / (2 * 2.5**2)) + 0.06
+            opens.append(min(0.95, p * CHANNEL_OPENS.get(m.channel, 1.0)))
+        return statistics.mean(opens) * response
+
+    def unsubscribe_probability(self, recent: int) -> float:
+        return min(1.0, 0.003 * (1 + recent))
+
+
+class _BlindCart:
+    """A cart whose purchase probability is computed for a ``_Blind`` customer."""
+
+    def __init__(self, cart: Cart, customer: _Blind) -> None:
+        self.cart = cart
+        self.customer = customer
+
+    def expected_revenue(self, messages: list[Message]) -> float:
+        effects = [
+            self.customer.effect(m)
+            for m in sorted(messages, key=lambda m: m.send_at)
+            if m.send_at < self.cart.decide_at
+        ]
+        total = sum(e * LATER_MESSAGE_WEIGHT**k for k, e in enumerate(effects))
+        return min(1.0, max(0.0, self.customer.base_buy + total)) * self.cart.order_value(messages)
+
+
 class _OracleUplift:
     """An 'uplift model' that knows the truth: for each cart-flow candidate, the incremental expected
     revenue of sending it now (its due time) to this cart, minus the expected unsubscribe cost, expressed
     as P(treated) with P(untreated) = 0 so that the engine's ``P(treated) x value x kept - P(untreated) x
-    value - cost`` rule applies unchanged."""
+    value - cost`` rule applies unchanged. ``blind``: the customer's unseen traits are replaced by their
+    means (``_Blind``) — the best any model of the store's data could do, a ceiling for a learned model;
+    the cart's own timing (when it will be decided) stays known to it. ``hour``: blind but for the
+    customer's reading hour (what opens on record would show) — the most a send-hour feature could add."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, blind: bool = False, hour: bool = False) -> None:
+        self.blind = blind
+        self.hour = hour
         self.flows = frozenset({"cart_abandonment"})
         self.actions = {a.id: a for a in catalog.actions}
         vocabulary = sorted(a.id for a in catalog.actions)
@@ -111,27 +191,41 @@ class _OracleUplift:
         self.local.current = _Current(customer, request, cart)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.score(x, [self.ids[int(row[-1])] for row in x])
+
+    def score(self, full: np.ndarray, action_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """For the rows of a ``features.candidate_matrix`` (the logged columns first), one per action."""
         current: _Current = self.local.current
-        gains = np.zeros(len(x))
-        for i, row in enumerate(x):
-            action = self.actions[self.ids[int(row[-1])]]
+        gains = np.zeros(len(action_ids))
+        for i, (row, action_id) in enumerate(zip(full, action_ids, strict=True)):
+            action = self.actions[action_id]
             c, cart, request = current.customer, current.cart, current.request
             if c is None or cart is None or request is None:
                 continue
             send_at = request.at + timedelta(hours=float(row[_DELAY]))
             m = Message(action.id, action.flow, action.channel, send_at, dict(action.parameters))
-            extra = cart.expected_revenue([*cart.delivered, m]) - cart.expected_revenue(cart.delivered)
-            unsubscribe = UNSUBSCRIBE_COST * c.unsubscribe_probability(int(row[_SENDS_7D]))
+            blind = _Blind(c, hour=self.hour)
+            seen: Cart | _BlindCart = _BlindCart(cart, blind) if self.blind else cart
+            extra = seen.expected_revenue([*cart.delivered, m]) - seen.expected_revenue(cart.delivered)
+            who: Customer | _Blind = blind if self.blind else c
+            unsubscribe = UNSUBSCRIBE_COST * who.unsubscribe_probability(int(row[_SENDS_7D]))
             # The engine's rule multiplies by the order at stake less the action's discount: divide by
             # it, so that the engine's gain is exactly the true incremental value.
             at_stake = action.value_for(request.cart_value) * (1 - action.discount)
             gains[i] = (extra - unsubscribe) / at_stake
-        return gains, np.zeros(len(x))
+        return gains, np.zeros(len(action_ids))
 
 
-def _plain_catalog() -> Catalog:
+def _plain_catalog(keep: tuple[str, ...] = (), *, fixed_hour: bool = False) -> Catalog:
+    """The bundled catalog without its experiments, except those in ``keep``; ``fixed_hour``: every
+    action sent when due (``send_time: fixed``) instead of at the customer's best hour."""
     data = yaml.safe_load(bundled_catalog_path().read_text())
-    data.pop("experiments", None)
+    if fixed_hour:
+        for action in data["actions"]:
+            action.pop("send_time", None)
+    data["experiments"] = [e for e in data.get("experiments", []) if e["id"] in keep]
+    if not data["experiments"]:
+        data.pop("experiments")
     return parse_catalog(yaml.safe_dump(data), "bundled catalog without experiments")
 
 
@@ -146,6 +240,8 @@ class PolicyResult:
     carts: int
     seconds: float
     max_actions: int
+    by_action: dict[str, int]
+    opens_by_action: dict[str, float]
 
     @property
     def net(self) -> float:
@@ -153,7 +249,10 @@ class PolicyResult:
 
 
 @contextlib.contextmanager
-def _store(workdir: Path, name: str) -> Iterator[Store]:
+def _store(workdir: Path, name: str, memory: bool = False) -> Iterator[Store | MemoryStore]:
+    if memory:  # the same decisions as the SQL store (its contract), without the disk
+        yield MemoryStore()
+        return
     db = Database(f"sqlite:///{workdir / name}.db")
     upgrade(db)
     store = Store(db)
@@ -172,16 +271,17 @@ def run_policy(
     max_actions: int,
     args: Any,
     workdir: Path,
+    seed: int,
 ) -> PolicyResult:
     oracle = models.uplift if isinstance(models.uplift, _OracleUplift) else None
     started = time.perf_counter()
-    with _store(workdir, name) as store:
+    with _store(workdir, f"{name.replace('+', '_')}-{seed}", args.memory) as store:
         engine = DecisionEngine(catalog, store, models=_Fixed(models))  # type: ignore[arg-type]
         result = Simulator(
             EngineBackend(engine),
             customers,
             days=args.days,
-            seed=args.seed,
+            seed=seed,
             shards=1 if oracle or name == "random" else 2,  # their state is per thread or per draw order
             max_actions=max_actions,
             before_decide=oracle.set if oracle else None,
@@ -199,38 +299,72 @@ def run_policy(
         len(result.carts),
         seconds,
         max_actions,
+        dict(sorted(result.delivered_by_action.items())),
+        dict(sorted(result.opens_by_action.items())),
     )
 
 
-def policies(args: Any, workdir: Path) -> list[PolicyResult]:
+POLICIES = (
+    "random",
+    "send-all",
+    "propensity",
+    "uplift-1",
+    "uplift",
+    "uplift+explore",
+    "uplift-fixed-hour",
+    "oracle-blind",
+    "oracle-hour",
+    "oracle",
+)
+# The bundled catalog's declared exploration: the cart-flow holdout, a randomized share of abandoners
+# who get no cart message (logged with its assignment probability) so the next uplift model can learn.
+EXPLORATION = ("cart_flow_holdout",)
+
+
+def policies(args: Any, workdir: Path, seed: int) -> list[PolicyResult]:
     catalog = _plain_catalog()
-    registry = ModelRegistry(bundled_models_path())
+    registry = ModelRegistry(Path(args.models_dir) if args.models_dir else bundled_models_path())
     registry.reload()
     trained = registry.current
     if trained.propensity is None or trained.uplift is None:
-        raise SystemExit("the bundled propensity and uplift models did not load; run `make models`")
-    customers = population(args.customers, args.seed)
+        raise SystemExit("the propensity and uplift models did not load; run `make models`")
+    customers = population(args.customers, seed)
     uplift = ModelSet(propensity=trained.propensity, uplift=trained.uplift, send_time=trained.send_time)
-    sets = {  # name -> (models, max_actions)
-        "random": (ModelSet(propensity=_RandomScores(args.seed), send_time=trained.send_time), 1),  # type: ignore[arg-type]
-        "send-all": (ModelSet(send_time=trained.send_time), 4),
-        "propensity": (ModelSet(propensity=trained.propensity, send_time=trained.send_time), 1),
-        "uplift-1": (uplift, 1),
-        "uplift": (uplift, 4),
-        "oracle": (
-            ModelSet(
-                propensity=trained.propensity,
-                uplift=_OracleUplift(catalog),  # type: ignore[arg-type]
-                send_time=trained.send_time,
-            ),
-            4,
-        ),
+
+    def oracle(blind: bool, hour: bool = False) -> ModelSet:
+        return ModelSet(
+            propensity=trained.propensity,
+            uplift=_OracleUplift(catalog, blind=blind, hour=hour),  # type: ignore[arg-type]
+            send_time=trained.send_time,
+        )
+
+    sets = {  # name -> (models, max_actions, catalog)
+        "random": (ModelSet(propensity=_RandomScores(seed), send_time=trained.send_time), 1, catalog),  # type: ignore[arg-type]
+        "send-all": (ModelSet(send_time=trained.send_time), 4, catalog),
+        "propensity": (ModelSet(propensity=trained.propensity, send_time=trained.send_time), 1, catalog),
+        "uplift-1": (uplift, 1, catalog),
+        "uplift": (uplift, 4, catalog),
+        "uplift+explore": (uplift, 4, _plain_catalog(EXPLORATION)),
+        "uplift-fixed-hour": (uplift, 4, _plain_catalog(fixed_hour=True)),
+        "oracle-blind": (oracle(True), 4, catalog),
+        "oracle-hour": (oracle(True, hour=True), 4, catalog),
+        "oracle": (oracle(False), 4, catalog),
     }
     out = []
-    for name, (models, max_actions) in sets.items():
-        r = run_policy(name, catalog, models, customers, max_actions=max_actions, args=args, workdir=workdir)
+    for name in args.policies:
+        models, max_actions, policy_catalog = sets[name]
+        r = run_policy(
+            name,
+            policy_catalog,
+            models,
+            customers,
+            max_actions=max_actions,
+            args=args,
+            workdir=workdir,
+            seed=seed,
+        )
         print(
-            f"  {name:<10} incremental revenue {r.incremental_revenue:>10,.0f}  unsubscribes "
+            f"  {name:<14} incremental revenue {r.incremental_revenue:>10,.0f}  unsubscribes "
             f"{r.expected_unsubscribes:6.1f} (cost {r.unsubscribe_cost:8,.0f})  net {r.net:>10,.0f}  "
             f"messages {r.messages:>6,}  ({r.seconds:.0f}s)",
             flush=True,
@@ -287,45 +421,144 @@ def measurement(args: Any, workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over seeds (a population per seed)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(st.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def summarize(by_seed: dict[int, list[PolicyResult]]) -> dict[str, Any]:
+    """Each policy's share of the oracle's net per seed, its mean with a 95 % interval, and whether the
+    uplift policy beat send-all and propensity on every seed."""
+    shares: dict[str, list[float]] = {}
+    for results in by_seed.values():
+        oracle = next((r for r in results if r.policy == "oracle"), None)
+        if oracle is None:
+            continue
+        for r in results:
+            shares.setdefault(r.policy, []).append(r.net / oracle.net)
+    out: dict[str, Any] = {}
+    for policy, values in shares.items():
+        mean, low, high = _interval(values)
+        out[policy] = {"per_seed": values, "mean": mean, "ci95": [low, high]}
+    optimized = sorted(
+        a.id for a in load_catalog(bundled_catalog_path()).actions if a.send_time == "optimize"
+    )
+    send_time: dict[str, Any] = {}
+    for results in by_seed.values():
+        named = {r.policy: r for r in results}
+        if "uplift" not in named or "uplift-fixed-hour" not in named:
+            continue
+        for action in optimized:
+            row = send_time.setdefault(action, {"best_hour": [0, 0.0], "fixed_hour": [0, 0.0]})
+            for key, policy in (("best_hour", "uplift"), ("fixed_hour", "uplift-fixed-hour")):
+                row[key][0] += named[policy].by_action.get(action, 0)
+                row[key][1] += named[policy].opens_by_action.get(action, 0.0)
+    if send_time:
+        out["send_time"] = {
+            a: {k: {"delivered": n, "open_rate": (o / n if n else None)} for k, (n, o) in row.items()}
+            for a, row in send_time.items()
+        }
+    nets = {s: {r.policy: r.net for r in rs} for s, rs in by_seed.items()}
+    for rival in ("send-all", "propensity"):
+        if all("uplift" in n and rival in n for n in nets.values()):
+            out.setdefault("uplift", {})[f"beats_{rival}"] = sum(
+                n["uplift"] > n[rival] for n in nets.values()
+            )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=21)
-    parser.add_argument("--seed", type=int, default=31)
-    parser.add_argument("--seeds", type=int, default=4, help="seeds for the measurement check")
+    parser.add_argument(
+        "--policy-seeds", default="31,32,33", help="populations the policies play (comma-separated)"
+    )
+    parser.add_argument("--policies", default=",".join(POLICIES), help=f"a subset of {','.join(POLICIES)}")
+    parser.add_argument("--models-dir", default="", help="models to serve (default: the bundled ones)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for the measurement check (0: skip)")
+    parser.add_argument(
+        "--memory", action="store_true", help="policies on the in-memory store (same decisions, faster)"
+    )
+    parser.add_argument("--output", default=str(RESULTS), help="where the JSON results go")
     args = parser.parse_args()
+    args.policies = [p for p in args.policies.split(",") if p]
+    unknown = [p for p in args.policies if p not in POLICIES]
+    if unknown:
+        parser.error(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    policy_seeds = [int(s) for s in args.policy_seeds.split(",") if s]
+    by_seed: dict[int, list[PolicyResult]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        print(f"policies on {args.customers:,} customers x {args.days} days (seed {args.seed}):", flush=True)
-        results = policies(args, workdir)
-        oracle = next(r for r in results if r.policy == "oracle")
-        for r in results:
-            print(f"  {r.policy:<10} {r.net / oracle.net:6.1%} of the oracle's net incremental revenue")
-        print(
-            f"measurement: {args.seeds} seeds x {args.customers:,} customers x {args.days} days", flush=True
-        )
-        rows = measurement(args, workdir)
+        for seed in policy_seeds:
+            print(f"policies on {args.customers:,} customers x {args.days} days (seed {seed}):", flush=True)
+            by_seed[seed] = policies(args, workdir, seed)
+        summary = summarize(by_seed)
+        for action, row in summary.get("send_time", {}).items():
+            best, fixed = row["best_hour"], row["fixed_hour"]
+            print(
+                f"  send time, {action}: {best['delivered']} delivered at the best hour, open rate "
+                f"{best['open_rate'] or 0:.3f}; {fixed['delivered']} when due, {fixed['open_rate'] or 0:.3f}"
+            )
+        for policy, row in summary.items():
+            if "mean" not in row:
+                continue
+            per_seed = " ".join(f"{v:6.1%}" for v in row["per_seed"])
+            low, high = row["ci95"]
+            print(f"  {policy:<14} {per_seed}  mean {row['mean']:6.1%} [{low:.1%}, {high:.1%}] of the oracle")
+        if "uplift" in summary:
+            print(
+                f"  uplift beats send-all on {summary['uplift'].get('beats_send-all')} seeds, "
+                f"propensity on {summary['uplift'].get('beats_propensity')}"
+            )
+        rows: list[dict[str, Any]] = []
+        if args.seeds:
+            print(
+                f"measurement: {args.seeds} seeds x {args.customers:,} customers x {args.days} days",
+                flush=True,
+            )
+            rows = measurement(args, workdir)
     covered = sum(r["covered"] for r in rows)
     errors = {
         m: statistics.mean(abs(r["estimate"] - r["truth"]) for r in rows if r["metric"] == m)
         for m in ("conversion", "revenue")
         if any(r["metric"] == m for r in rows)
     }
-    print(f"  {covered} of {len(rows)} 95% intervals cover the true effect; mean absolute error {errors}")
-    RESULTS.write_text(
+    if rows:
+        print(f"  {covered} of {len(rows)} 95% intervals cover the true effect; mean absolute error {errors}")
+    output = Path(args.output)
+    output.write_text(
         json.dumps(
             {
                 "date": datetime.now(UTC).date().isoformat(),
                 "machine": f"{platform.machine()}, {platform.python_version()}",
                 "customers": args.customers,
                 "days": args.days,
-                "seed": args.seed,
+                "policy_seeds": policy_seeds,
+                "models": args.models_dir or str(bundled_models_path()),
                 "unsubscribe_cost": UNSUBSCRIBE_COST,
-                "policies": [
-                    {**r.__dict__, "net": r.net, "fraction_of_oracle": r.net / oracle.net} for r in results
-                ],
+                "summary": summary,
+                "policies": {
+                    str(seed): [
+                        {
+                            **r.__dict__,
+                            "net": r.net,
+                            **(
+                                {"fraction_of_oracle": r.net / o.net}
+                                if (o := next((x for x in results if x.policy == "oracle"), None))
+                                else {}
+                            ),
+                        }
+                        for r in results
+                    ]
+                    for seed, results in by_seed.items()
+                },
                 "measurement": {
                     "covered": covered,
                     "intervals": len(rows),
@@ -336,7 +569,7 @@ def main() -> int:
             indent=2,
         )
     )
-    print(f"results written to {RESULTS}")
+    print(f"results written to {output}")
     return 0
 
 
