@@ -4,7 +4,6 @@ named as the store's table, with the store's columns, so the report's one query
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,8 +107,7 @@ def spark_session(*, app: str = "nextbest", cores: str = "*") -> Any:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SourceError("--engine spark needs pyspark: pip install 'nextbest[spark]'") from None
-    os.environ.setdefault("PYSPARK_PYTHON", "python3")
-    return (
+    session = (
         SparkSession.builder.master(f"local[{cores}]")
         .appName(app)
         .config("spark.sql.session.timeZone", "UTC")
@@ -119,6 +117,8 @@ def spark_session(*, app: str = "nextbest", cores: str = "*") -> Any:
         .config("spark.driver.memory", "2g")
         .getOrCreate()
     )
+    session.sparkContext.setLogLevel("ERROR")  # Spark's INFO and WARN lines are not the report
+    return session
 
 
 def spark_runner(spark: Any, source: Path) -> SparkRunner:
