@@ -402,6 +402,17 @@ class NextbestClient:
         finally:
             call.cancel()  # a no-op once the stream has ended
 
+    def plan_campaign(self, campaign_id: str, *, timeout: float | None = None) -> admin_pb.CampaignPlan:
+        """A catalog campaign's dry run on the server (``PlanCampaign``, role ``admin``): what a run would
+        send now, by channel and hour, and the refusals by reason; nothing is written. It reads every
+        stored customer: the deadline defaults to a minute (the server stops when it passes)."""
+        plan: admin_pb.CampaignPlan = self._admin.PlanCampaign(
+            admin_pb.PlanCampaignRequest(campaign_id=campaign_id),
+            timeout=timeout or max(self.timeout, 60.0),
+            metadata=self._metadata,
+        )
+        return plan
+
     def is_serving(self, timeout: float | None = None) -> bool:
         try:
             reply = self._health.Check(

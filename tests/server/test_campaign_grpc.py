@@ -392,3 +392,23 @@ def test_a_deadline_that_passes_mid_run_stops_it(
         time.sleep(0.01)
     assert _calls(served, "DEADLINE_EXCEEDED") == expired + 1
     assert 1 <= _decisions(served, "campaign:bulk:d1:") < BULK
+
+
+def test_the_plan_is_what_a_run_then_does(served: NextbestServer) -> None:
+    run_id = f"p{uuid.uuid4().hex[:8]}"
+    with _client(served) as client:
+        plan = client.plan_campaign("autumn")
+        assert _decisions(served, f"campaign:autumn:{run_id}:") == 0
+        run = list(client.run_campaign("autumn", run_id=run_id))[-1]
+        assert (plan.campaign_id, plan.scanned, plan.audience) == ("autumn", SMALL + BULK, SMALL)
+        assert (plan.sends, dict(plan.refusals)) == (run.sent, dict(run.refusals))
+        assert plan.held_out + plan.nothing_sent + plan.sends == SMALL
+        assert sum(plan.by_channel.values()) == plan.sends
+        with pytest.raises(grpc.RpcError) as caught:
+            client.plan_campaign("nope")
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "campaign_id: no campaign 'nope'" in caught.value.details()
+    with _client(served, Role.DECIDE) as client, pytest.raises(grpc.RpcError) as caught:
+        client.plan_campaign("autumn")
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert [e for e in AuditLog(served.store.db).read() if e.action == "plan_campaign"]

@@ -13,12 +13,20 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.campaigns import CampaignRun, OutsideRunWindowError, iter_campaign
+from nextbest.campaigns import CampaignPlan, CampaignRun, OutsideRunWindowError, iter_campaign, plan_campaign
+from nextbest.catalog import Campaign
 from nextbest.decision.engine import MAX_BATCH, DecisionEngine
-from nextbest.errors import FieldViolation, InvalidArgumentError, NextbestError, NotFoundError
+from nextbest.errors import (
+    DeadlineExceededError,
+    FieldViolation,
+    InvalidArgumentError,
+    NextbestError,
+    NotFoundError,
+)
 from nextbest.models.registry import ModelSet
 from nextbest.server import convert
 from nextbest.server.auth import current_principal
+from nextbest.state import CustomerState
 from nextbest.store import Database
 from nextbest.store.audit import AuditEntry, AuditLog
 from nextbest.store.erasure import Erasure
@@ -156,17 +164,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
             violations.append(FieldViolation("run_id", "must be 1-64 of A-Z a-z 0-9 _ . -"))
         if violations:
             raise InvalidArgumentError(violations)
-        campaign = engine.catalog.campaigns.get(request.campaign_id)
-        if campaign is None:
-            known = ", ".join(sorted(engine.catalog.campaigns)) or "none"
-            raise NotFoundError(
-                f"campaign_id: no campaign {request.campaign_id[:64]!r} in the catalog (campaigns: {known})"
-            )
-        if self._erasure.ids.hashing:
-            raise CampaignPreconditionError(
-                "the store keeps customer ids as keyed digests (a customer id key is configured), and a "
-                "campaign needs the ids it decides for; run campaigns on a store without one"
-            )
+        campaign = self._campaign(request.campaign_id)
         run_id = request.run_id or campaign.start.strftime("%Y%m%dT%H%M%SZ")
         try:
             batches = iter_campaign(
@@ -182,6 +180,37 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
         asked = {"campaign_id": campaign.id, "run_id": run_id, "batch_size": batch_size}
         self._audit.append(AuditEntry(self._clock(), current_principal(), "run_campaign", asked))
         return self._progress(batches, asked)
+
+    def _campaign(self, campaign_id: str) -> Campaign:
+        """The catalog's campaign, when this server can run it."""
+        campaigns = self._engine.catalog.campaigns
+        campaign = campaigns.get(campaign_id)
+        if campaign is None:
+            known = ", ".join(sorted(campaigns)) or "none"
+            raise NotFoundError(
+                f"campaign_id: no campaign {campaign_id[:64]!r} in the catalog (campaigns: {known})"
+            )
+        if self._erasure.ids.hashing:
+            raise CampaignPreconditionError(
+                "the store keeps customer ids as keyed digests (a customer id key is configured), and a "
+                "campaign needs the ids it decides for; run campaigns on a store without one"
+            )
+        return campaign
+
+    def PlanCampaign(  # noqa: N802
+        self, request: admin_pb.PlanCampaignRequest, context: Any
+    ) -> admin_pb.CampaignPlan:
+        if not request.campaign_id:
+            raise InvalidArgumentError(
+                [FieldViolation("campaign_id", "required: the id of a campaign of the catalog")]
+            )
+        campaign = self._campaign(request.campaign_id)
+        states = _while_active(customer_states(self._erasure.db), context)
+        plan = plan_campaign(self._engine, campaign, states, self._engine.clock())
+        self._audit.append(
+            AuditEntry(self._clock(), current_principal(), "plan_campaign", {"campaign_id": campaign.id})
+        )
+        return _plan_to_proto(plan)
 
     def _progress(
         self, batches: Iterator[CampaignRun], asked: Mapping[str, Any]
@@ -216,6 +245,32 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
                 {**asked, "outcome": outcome, **counts},
             )
         )
+
+
+def _while_active(states: Iterator[CustomerState], context: Any, every: int = 256) -> Iterator[CustomerState]:
+    """``states``, until the call is no longer active (cancelled, or its deadline passed): a dry run
+    over a large store must not go on for a caller who left."""
+    for i, state in enumerate(states):
+        if i % every == 0 and not context.is_active():
+            raise DeadlineExceededError("the call ended (deadline or cancellation) before the plan did")
+        yield state
+
+
+def _plan_to_proto(plan: CampaignPlan) -> admin_pb.CampaignPlan:
+    return admin_pb.CampaignPlan(
+        campaign_id=plan.campaign,
+        scanned=plan.segment.scanned,
+        audience=plan.segment.members,
+        sends=plan.sends,
+        over_budget=plan.over_budget,
+        held_out=plan.held_out,
+        nothing_sent=plan.nothing,
+        refusals=dict(plan.refusals),
+        by_channel=dict(plan.by_channel),
+        by_hour=dict(plan.by_hour),
+        expected_value=plan.expected_value,
+        failed=dict(plan.failed),
+    )
 
 
 def _run_counts(run: CampaignRun) -> dict[str, Any]:

@@ -20,6 +20,68 @@ MODEL_STATE_MISSING: ModelState
 MODEL_STATE_CORRUPT: ModelState
 MODEL_STATE_INCOMPATIBLE: ModelState
 
+class PlanCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class CampaignPlan(_message.Message):
+    __slots__ = ("campaign_id", "scanned", "audience", "sends", "over_budget", "held_out", "nothing_sent", "refusals", "by_channel", "by_hour", "expected_value", "failed")
+    class RefusalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ByChannelEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ByHourEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FailedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    OVER_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    NOTHING_SENT_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    BY_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    BY_HOUR_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    scanned: int
+    audience: int
+    sends: int
+    over_budget: int
+    held_out: int
+    nothing_sent: int
+    refusals: _containers.ScalarMap[str, int]
+    by_channel: _containers.ScalarMap[str, int]
+    by_hour: _containers.ScalarMap[str, int]
+    expected_value: float
+    failed: _containers.ScalarMap[str, int]
+    def __init__(self, campaign_id: _Optional[str] = ..., scanned: _Optional[int] = ..., audience: _Optional[int] = ..., sends: _Optional[int] = ..., over_budget: _Optional[int] = ..., held_out: _Optional[int] = ..., nothing_sent: _Optional[int] = ..., refusals: _Optional[_Mapping[str, int]] = ..., by_channel: _Optional[_Mapping[str, int]] = ..., by_hour: _Optional[_Mapping[str, int]] = ..., expected_value: _Optional[float] = ..., failed: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class RunCampaignRequest(_message.Message):
     __slots__ = ("campaign_id", "run_id", "batch_size")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]

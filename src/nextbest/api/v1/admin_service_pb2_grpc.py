@@ -54,6 +54,11 @@ class AdminServiceStub:
                 request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.SerializeToString,
                 response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.FromString,
                 _registered_method=True)
+        self.PlanCampaign = channel.unary_unary(
+                '/nextbest.api.v1.AdminService/PlanCampaign',
+                request_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.PlanCampaignRequest.SerializeToString,
+                response_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignPlan.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -96,6 +101,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanCampaign(self, request, context):
+        """A campaign's dry run now (`nextbest campaign plan`): what a run would send, by channel and hour, and
+        what refuses the rest, by reason; nothing is written. It reads every stored customer and takes a
+        decision slot while it runs: give it a deadline (it stops when the deadline passes or the caller
+        cancels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +133,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RunCampaign,
                     request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.FromString,
                     response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.SerializeToString,
+            ),
+            'PlanCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanCampaign,
+                    request_deserializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.PlanCampaignRequest.FromString,
+                    response_serializer=nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +248,33 @@ class AdminService:
             '/nextbest.api.v1.AdminService/RunCampaign',
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.RunCampaignRequest.SerializeToString,
             nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nextbest.api.v1.AdminService/PlanCampaign',
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.PlanCampaignRequest.SerializeToString,
+            nextbest_dot_api_dot_v1_dot_admin__service__pb2.CampaignPlan.FromString,
             options,
             channel_credentials,
             insecure,
