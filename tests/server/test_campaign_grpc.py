@@ -23,7 +23,7 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.client import NextbestClient, make_event
 from nextbest.errors import StoreUnavailableError
 from nextbest.server import NextbestServer
-from nextbest.server.auth import Role
+from nextbest.server.auth import AccessControl, AuthInterceptor, Role, current_principal
 from nextbest.settings import Settings
 from nextbest.store import Database, upgrade
 from nextbest.store.audit import AuditLog
@@ -412,3 +412,46 @@ def test_the_plan_is_what_a_run_then_does(served: NextbestServer) -> None:
         client.plan_campaign("autumn")
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert [e for e in AuditLog(served.store.db).read() if e.action == "plan_campaign"]
+
+
+def test_a_stream_sees_its_caller_in_every_step_and_client_streams_stay_refused() -> None:
+    """The auth interceptor alone, on a bare server: a server-streaming method sees the caller's name in
+    each step and when it is closed after a cancellation; a client-streaming one is never served."""
+    access = AccessControl(f"ops admin token:{TOKENS[Role.ADMIN]}\n", None)
+    seen_at_close: list[str] = []
+    closed = threading.Event()
+
+    def names(request: bytes, context: Any) -> Iterator[bytes]:
+        try:
+            for _ in range(1000):
+                yield current_principal().encode()
+                time.sleep(0.005)
+        finally:
+            seen_at_close.append(current_principal())
+            closed.set()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), interceptors=[AuthInterceptor(access)])
+    handlers = {
+        "Names": grpc.unary_stream_rpc_method_handler(names),
+        "Upload": grpc.stream_unary_rpc_method_handler(lambda requests, context: b""),
+    }
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("nextbest.api.v1.AdminService", handlers)]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            token = (("authorization", f"Bearer {TOKENS[Role.ADMIN]}"),)
+            call = channel.unary_stream("/nextbest.api.v1.AdminService/Names")(b"", metadata=token)
+            assert [next(call) for _ in range(3)] == [b"ops"] * 3
+            call.cancel()
+            assert closed.wait(10) and seen_at_close == ["ops"]
+            assert current_principal() == "anonymous"
+            error = _error(channel.unary_stream("/nextbest.api.v1.AdminService/Names")(b""))
+            assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as caught:
+                channel.stream_unary("/nextbest.api.v1.AdminService/Upload")(iter([b""]), metadata=token)
+            assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.stop(None)
