@@ -211,7 +211,8 @@ def test_a_model_trained_on_other_features_is_incompatible(tmp_path: Path) -> No
     assert card.feature_set == "csv:hillstrom" and card.metrics["test"]["auc"] > 0.55
     status = ModelRegistry(tmp_path).statuses[0]
     assert status.state is ModelState.INCOMPATIBLE
-    assert "recency" in status.detail
+    # The detail names the feature set it was trained on and the one the server builds.
+    assert "'csv:hillstrom'" in status.detail and f"'{feats.FEATURE_SET}'" in status.detail
 
 
 def _synthetic(n: int, effect: float, seed: int = 1) -> TrainingSet:
