@@ -116,7 +116,7 @@ def _row(state: Any, now: datetime) -> dict[str, Any]:
 
 
 def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
-    from nextbest.campaigns import OutsideRunWindowError, plan_campaign, run_campaign
+    from nextbest.campaigns import RUN_ID, RUN_ID_RULE, OutsideRunWindowError, plan_campaign, run_campaign
     from nextbest.catalog import load_catalog
     from nextbest.decision.engine import DecisionEngine
     from nextbest.models.registry import ModelRegistry
@@ -153,6 +153,8 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
             _print_plan(planned, args.format)
             return 0
         run_id = args.run_id or campaign.start.strftime("%Y%m%dT%H%M%SZ")
+        if not RUN_ID.fullmatch(run_id):
+            return _fail(f"--run-id {run_id[:80]!r} must be {RUN_ID_RULE}", "campaign")
 
         def progress(run: Any) -> None:
             if not args.quiet:

@@ -247,6 +247,9 @@ def test_campaign_commands(
     assert capsys.readouterr().err.startswith("nextbest campaign: no campaign 'nope'")
     assert main(["campaign", "run", "autumn", "--batch-size", "0", *args]) == 2
     assert "--batch-size must be 1 to 500" in capsys.readouterr().err
+    # A ':' in a run id could make two runs' request ids collide (campaign:<id>:<run>:<user>).
+    assert main(["campaign", "run", "autumn", "--run-id", "a:b", *args]) == 2
+    assert "--run-id 'a:b' must be 1-64 of" in capsys.readouterr().err
 
 
 def test_ranked_targeting_spends_the_budget_on_the_best_scored_members_first(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Outbound decisions for whole audiences: segments, and campaigns that decide for a segment's members."""
 
 from nextbest.campaigns.campaign import (
+    RUN_ID,
+    RUN_ID_RULE,
     CampaignPlan,
     CampaignRun,
     OutsideRunWindowError,
@@ -12,6 +14,8 @@ from nextbest.campaigns.campaign import (
 from nextbest.campaigns.segments import SegmentCount, count_segment, in_segment, segment_members
 
 __all__ = [
+    "RUN_ID",
+    "RUN_ID_RULE",
     "CampaignPlan",
     "CampaignRun",
     "OutsideRunWindowError",

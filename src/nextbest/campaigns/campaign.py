@@ -14,6 +14,7 @@ A budget of sends is never overshot: a batch holds at most as many members as se
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,8 @@ from nextbest.errors import NextbestError
 from nextbest.state import CustomerState
 
 __all__ = [
+    "RUN_ID",
+    "RUN_ID_RULE",
     "CampaignPlan",
     "CampaignRun",
     "OutsideRunWindowError",
@@ -37,6 +40,12 @@ __all__ = [
     "rank_members",
     "run_campaign",
 ]
+
+
+# A run id is part of every request id (campaign:<id>:<run>:<user>): no ':' in it, or two runs' ids
+# could collide ("a:b" for customer "c" and "a" for customer "b:c").
+RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+RUN_ID_RULE = "1-64 of A-Z a-z 0-9 _ . -"
 
 
 def campaign_request(campaign: Campaign, run_id: str, user_id: str) -> DecisionRequest:
@@ -204,6 +213,8 @@ def iter_campaign(
         )
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1 to {MAX_BATCH}")
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id[:80]!r} must be {RUN_ID_RULE}")
     return _batches(engine, campaign, states, run_id, now, batch_size=batch_size)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -13,7 +12,15 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
-from nextbest.campaigns import CampaignPlan, CampaignRun, OutsideRunWindowError, iter_campaign, plan_campaign
+from nextbest.campaigns import (
+    RUN_ID,
+    RUN_ID_RULE,
+    CampaignPlan,
+    CampaignRun,
+    OutsideRunWindowError,
+    iter_campaign,
+    plan_campaign,
+)
 from nextbest.catalog import Campaign
 from nextbest.decision.engine import MAX_BATCH, DecisionEngine
 from nextbest.errors import (
@@ -93,9 +100,6 @@ class CampaignPreconditionError(NextbestError):
     status = "FAILED_PRECONDITION"
 
 
-_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
 class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
     """Models, erasure and campaign runs. Every call is appended to the audit log (who: the auth
     interceptor's principal) once it has done its work; a call whose audit entry cannot be written fails
@@ -160,8 +164,8 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
             violations.append(
                 FieldViolation("batch_size", f"must be 1 to {MAX_BATCH} (0: {MAX_BATCH}), got {batch_size}")
             )
-        if request.run_id and not _RUN_ID.fullmatch(request.run_id):
-            violations.append(FieldViolation("run_id", "must be 1-64 of A-Z a-z 0-9 _ . -"))
+        if request.run_id and not RUN_ID.fullmatch(request.run_id):
+            violations.append(FieldViolation("run_id", f"must be {RUN_ID_RULE}"))
         if violations:
             raise InvalidArgumentError(violations)
         campaign = self._campaign(request.campaign_id)
