@@ -113,7 +113,7 @@ def report_runner(engine: str, source: str | None) -> Iterator[QueryRunner]:
         with duckdb_connection(path) as conn:
             yield SqlRunner(conn)
         return
-    if path.suffix in (".duckdb", ".db"):
+    if path.suffix == ".duckdb":
         raise UsageError(f"--source {source}: Spark reads a `nextbest export` directory, not a DuckDB file")
     spark = spark_session(app="nextbest-report")
     yield spark_runner(spark, path)

@@ -70,3 +70,38 @@ def test_export_then_duckdb_gives_the_live_report(
         for (_, a), (_, b) in zip(live_history, history, strict=True):
             assert_close(report_to_json(a), report_to_json(b), f"{experiment.id} history")
     db.dispose()
+
+
+def test_a_duckdb_file_of_the_export_gives_the_same_statistics(
+    simulated: tuple[str, datetime], exported: Path, tmp_path: Path, catalog: Catalog
+) -> None:
+    file = tmp_path / "store.duckdb"
+    with duckdb_connection(exported) as conn:
+        conn.exec_driver_sql(f"ATTACH '{file}' AS copy")
+        for table in ("assignments", "events", "erasures"):
+            conn.exec_driver_sql(f"CREATE TABLE copy.{table} AS SELECT * FROM {table}")
+        conn.commit()
+        conn.exec_driver_sql("DETACH copy")
+        over_parquet = aggregate_many(conn, "global_holdout", list(Metric), as_of=AS_OF)
+    with duckdb_connection(file) as conn:
+        assert_close(over_parquet, aggregate_many(conn, "global_holdout", list(Metric), as_of=AS_OF))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "duckdb"], "--engine duckdb needs --source DIR"),
+        (["--engine", "duckdb", "--source", "/nonexistent"], "--source /nonexistent: no such directory"),
+        (["--engine", "spark", "--source", "x.duckdb"], "Spark reads a `nextbest export` directory"),
+        (["--source", "/tmp"], "--engine store reads the database"),
+    ],
+    ids=["no-source", "no-directory", "spark-on-a-duckdb-file", "store-with-source"],
+)
+def test_report_engine_errors_are_one_line(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nextbest.cli import main
+
+    assert main(["report", "--experiment", "global_holdout", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err

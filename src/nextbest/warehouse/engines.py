@@ -64,7 +64,7 @@ def duckdb_connection(source: Path | None = None, *, threads: int | None = None)
     ``source`` as views, or to the DuckDB file ``source`` (its own tables), or to an empty in-memory
     DuckDB when ``source`` is None."""
     path = ":memory:"
-    if source is not None and source.suffix in (".duckdb", ".db"):
+    if source is not None and source.suffix == ".duckdb":
         if not source.is_file():
             raise SourceError(f"--source {source}: no such DuckDB file")
         path = str(source)

@@ -195,7 +195,9 @@ def analyze_config(
     # Every file goes in before the first query: DuckDB registers no table while a result is open.
     for name, path in config.tables.items():
         data = _read(path, f"tables.{name}")
-        workspace.load(name, data.append_column("row_number", pa.array(range(1, data.num_rows + 1))))
+        if "row_number" not in data.column_names:
+            data = data.append_column("row_number", pa.array(range(1, data.num_rows + 1)))
+        workspace.load(name, data)
     _load_file(workspace, config.assignments, "assignments", ASSIGNMENT_COLUMNS, "nb_assignments")
     for m in config.metrics:
         if m.source is not None:
