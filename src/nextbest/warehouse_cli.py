@@ -126,9 +126,16 @@ def run_export(args: argparse.Namespace, database_url: str) -> int:
     if not args.settle_seconds >= 0:
         print("nextbest export: --settle-seconds must be 0 or more", file=sys.stderr)
         return 2
+    target = Path(args.to)
+    if target.exists() and not target.is_dir():
+        print(f"nextbest export: --to {args.to} is a file; give a directory", file=sys.stderr)
+        return 2
     db = Database(database_url)
     try:
-        result = export(db, Path(args.to), settle=timedelta(seconds=args.settle_seconds))
+        result = export(db, target, settle=timedelta(seconds=args.settle_seconds))
+    except OSError as exc:  # permissions, a full disk: the run left nothing visible (see exporter)
+        print(f"nextbest export: {args.to}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     finally:
         db.dispose()
     if result.recovered:

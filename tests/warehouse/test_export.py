@@ -286,3 +286,26 @@ def test_an_export_directory_is_not_just_any_directory(db: Database, tmp_path: P
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
         export(db, tmp_path)
+
+
+def test_export_command(db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nextbest.cli import main
+
+    if db.writer.dialect.name != "sqlite":
+        pytest.skip("the command is the same on every database")
+    decide(db, T0)
+    url = db.writer.url.render_as_string(hide_password=False)
+    out = tmp_path / "warehouse"
+    assert main(["export", "--to", str(out), "--database-url", url]) == 0
+    assert "exported decisions 1, exposures 0, assignments 1, events 0" in capsys.readouterr().out
+    assert main(["export", "--to", str(out), "--database-url", url]) == 0
+    assert "exported decisions 0, exposures 0, assignments 0, events 0" in capsys.readouterr().out
+    (tmp_path / "notes.txt").write_text("mine")
+    for args, expected in (
+        (["--to", str(tmp_path / "notes.txt")], "is a file; give a directory"),
+        (["--to", str(tmp_path)], "is not empty and holds no _nextbest_export.json"),
+        (["--to", str(out), "--settle-seconds", "-1"], "--settle-seconds must be 0 or more"),
+    ):
+        assert main(["export", *args, "--database-url", url]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
