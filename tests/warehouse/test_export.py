@@ -26,7 +26,8 @@ T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "src" / "nextbest" / "warehouse" / "schema.json"
 
 
-@pytest.fixture(params=BACKENDS)
+# A fresh PostgreSQL database per test takes a second or two to create and migrate.
+@pytest.fixture(params=[b if b == "sqlite" else pytest.param(b, marks=pytest.mark.slow) for b in BACKENDS])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     for url in fresh_database(request.param, tmp_path):
         database = Database(url)
@@ -239,6 +240,7 @@ def test_an_open_transaction_holds_the_watermark_back(db: Database, tmp_path: Pa
     assert sorted(r["event_id"] for r in exported(out, "events")) == sorted(["slow", fast])
 
 
+@pytest.mark.slow  # simulates a store
 def test_the_export_loads_in_pandas_polars_and_duckdb(
     simulated: tuple[str, datetime], tmp_path: Path
 ) -> None:
