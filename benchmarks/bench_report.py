@@ -47,6 +47,7 @@ from nextbest.reports import Metric, ReportRequest, aggregate, build_report
 from nextbest.reports.aggregate import aggregate_many
 from nextbest.store import Database
 from nextbest.store.migrate import upgrade
+from nextbest.store.partitions import ensure_partitions
 from nextbest.warehouse import export
 from nextbest.warehouse.engines import duckdb_connection, spark_runner, spark_session
 
@@ -155,6 +156,8 @@ def _ensure_database(admin: str, url: str, *, drop: bool = False) -> bool:
 
 def _load(db: Database, units: int, per_unit: int) -> None:
     upgrade(db)
+    with db.begin_write() as conn:  # the months the generated data falls in, not the default partition
+        ensure_partitions(conn, datetime.now(UTC), since=START - timedelta(days=14))
     params = {"units": units, "per_unit": per_unit, "start": START, "days": DAYS, "experiment": EXPERIMENT}
     with db.writer.begin() as conn:
         loaded = conn.execute(text("SELECT count(*) FROM assignments")).scalar_one()
