@@ -212,3 +212,20 @@ def test_check_reports_rule_errors_beside_structural_ones(
     assert "flows.f.priority:" in err
     assert f"{bad}:6: actions[0].rule: CEL syntax error" in err
     assert "flows.f.steps[0].when: CEL syntax error" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    # `nextbest report ... | head`: the reader goes away mid-output; no traceback, exit 1.
+    code = (
+        "import sys\n"
+        "from nextbest import cli\n"
+        "def closed(args):\n"
+        "    print('x' * 100)\n"
+        "    raise BrokenPipeError\n"
+        "cli._stats = closed\n"
+        "raise SystemExit(cli.main(['stats']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr and done.stderr == ""

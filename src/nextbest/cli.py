@@ -662,3 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NextbestError as exc:
         print(f"nextbest: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`nextbest report ... | head`): stop quietly, as other command-line tools
+        # do; stdout goes to /dev/null so that Python's flush at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
