@@ -6,6 +6,7 @@ import filecmp
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,9 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         "-m",
         "grpc_tools.protoc",
         "-Iprotos",
+        # google/rpc/status.proto (NextActionBatch's per-item status) from googleapis-common-protos, as
+        # `make protos` finds it.
+        f"-I{sysconfig.get_paths()['purelib']}",
         "--python_out=out",
         "--pyi_out=out",
         "--grpc_python_out=out",
