@@ -493,9 +493,8 @@ class DecisionEngine:
                 else:
                     refusal = by_conflict[flow.id] = conflict_failure(flow, journey, book)
             if refusal is None:
-                refusal = (
-                    step_failure(action, flow, journey, snapshot.history, now)
-                    or (check_rules(action, flow, journey, scope) if p.when or p.rule else None)
+                refusal = step_failure(action, flow, journey, snapshot.history, now) or (
+                    check_rules(action, flow, journey, scope) if p.when or p.rule else None
                 )
             if refusal is not None:
                 rejected.append(rejection(action, refusal.reason, refusal.detail))
