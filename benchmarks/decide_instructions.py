@@ -1,0 +1,106 @@
+"""Instructions per ``decide``, counted by valgrind's callgrind: repeatable on a shared, noisy machine.
+
+For each tree (this checkout, and with ``--base REV`` a commit checked out with ``git archive`` into a
+temporary folder, run with the same venv), a child process builds ``DecisionEngine`` on
+``catalog_20.yaml`` with the bundled models (LightGBM's own predict: no compiled trees, which would need
+a C compiler under valgrind) and ``FrozenStore``, makes 100 warm-up decisions, then N more. It runs twice
+under callgrind, with N = 0 and N = ``--decisions``; the difference over N is the instructions one decision
+costs, imports and set-up cancelling out. Slow (valgrind runs ~50 x slower; a few minutes per tree), but
+the counts do not depend on what else the machine is doing.
+
+    python benchmarks/decide_instructions.py [--base REV] [--decisions 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import random, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from nextbest.catalog import load_catalog
+from nextbest.decision.engine import DecisionEngine
+from nextbest.domain import DecisionRequest, RequestContext
+from nextbest.models.artifacts import bundled_models_path
+from nextbest.models.registry import ModelRegistry
+from nextbest.store import FrozenStore, MemoryStore
+
+NOW = datetime(2026, 11, 23, 15, tzinfo=UTC)
+rng = random.Random(1)
+catalog = load_catalog(Path(sys.argv[2]))
+engine = DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW,
+                        models=ModelRegistry(bundled_models_path()))
+def request(i):
+    return DecisionRequest(request_id=f"r{i}", user_id=f"bench-user-{rng.randrange(10000):05d}",
+        trigger="bench_trigger", occurred_at=None,
+        context=RequestContext(cart_value=round(rng.uniform(5, 250), 2),
+            product_ids=tuple(f"sku-{rng.randrange(1000):05d}" for _ in range(2)), time_zone="Europe/Paris"))
+requests = [request(i) for i in range(100 + int(sys.argv[1]))]
+for r in requests:
+    engine.decide(r)
+"""
+
+
+def instructions(src: Path, decisions: int, workdir: Path) -> int:
+    child = workdir / "child.py"
+    child.write_text(CHILD)
+    out = workdir / "callgrind.out"
+    catalog = ROOT / "benchmarks" / "catalog_20.yaml"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, str(child)]
+    done = subprocess.run(
+        [*command, str(decisions), str(catalog)],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_decision(src: Path, decisions: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = instructions(src, 0, Path(tmp))
+        total = instructions(src, decisions, Path(tmp))
+    return (total - base) / decisions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--base", help="a commit to compare with (checked out with git archive)")
+    parser.add_argument("--decisions", type=int, default=500)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("decide_instructions: valgrind is not installed", file=sys.stderr)
+        return 2
+    results: dict[str, float] = {}
+    if args.base:
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = subprocess.run(
+                ["git", "archive", args.base, "src"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            results[args.base] = per_decision(Path(tmp) / "src", args.decisions)
+    results["this checkout"] = per_decision(ROOT / "src", args.decisions)
+    for name, value in results.items():
+        print(f"{name}: {value:,.0f} instructions per decide")
+    if args.base:
+        print(f"this checkout / {args.base} = {results['this checkout'] / results[args.base]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
