@@ -2,11 +2,11 @@
 
 For each tree (this checkout, and with ``--base REV`` a commit checked out with ``git archive`` into a
 temporary folder, run with the same venv), a child process builds ``DecisionEngine`` on
-``catalog_20.yaml`` with the bundled models (LightGBM's own predict: no compiled trees, which would need
-a C compiler under valgrind) and ``FrozenStore``, makes 100 warm-up decisions, then N more. It runs twice
-under callgrind, with N = 0 and N = ``--decisions``; the difference over N is the instructions one decision
-costs, imports and set-up cancelling out. Slow (valgrind runs ~50 x slower; a few minutes per tree), but
-the counts do not depend on what else the machine is doing.
+``catalog_20.yaml`` with this checkout's ``models/`` (both trees the same models; LightGBM's own predict:
+no compiled trees, which would need a C compiler under valgrind) and ``FrozenStore``, makes 100 warm-up
+decisions, then N more. It runs twice under callgrind, with N = 0 and N = ``--decisions``; the difference
+over N is the instructions one decision costs, imports and set-up cancelling out. Slow (valgrind runs
+~50 x slower; a few minutes per tree), but the counts do not depend on what else the machine is doing.
 
     python benchmarks/decide_instructions.py [--base REV] [--decisions 500]
 """
@@ -31,15 +31,15 @@ from pathlib import Path
 from nextbest.catalog import load_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import DecisionRequest, RequestContext
-from nextbest.models.artifacts import bundled_models_path
 from nextbest.models.registry import ModelRegistry
 from nextbest.store import FrozenStore, MemoryStore
 
 NOW = datetime(2026, 11, 23, 15, tzinfo=UTC)
 rng = random.Random(1)
 catalog = load_catalog(Path(sys.argv[2]))
-engine = DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW,
-                        models=ModelRegistry(bundled_models_path()))
+models = ModelRegistry(Path(sys.argv[3]))
+engine = DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
+print("MODELS", sorted(models.current.versions.items()))
 def request(i):
     return DecisionRequest(request_id=f"r{i}", user_id=f"bench-user-{rng.randrange(10000):05d}",
         trigger="bench_trigger", occurred_at=None,
@@ -51,31 +51,36 @@ for r in requests:
 """
 
 
-def instructions(src: Path, decisions: int, workdir: Path) -> int:
+def instructions(src: Path, decisions: int, workdir: Path, models: list[str]) -> int:
+    """Instructions of the child's whole run; ``models`` gets the model versions it loaded."""
     child = workdir / "child.py"
     child.write_text(CHILD)
     out = workdir / "callgrind.out"
     catalog = ROOT / "benchmarks" / "catalog_20.yaml"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, str(child)]
     done = subprocess.run(
-        [*command, str(decisions), str(catalog)],
+        [*command, str(decisions), str(catalog), str(ROOT / "models")],
         env={**os.environ, "PYTHONPATH": str(src)},
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
+    models.extend(line for line in done.stdout.splitlines() if line.startswith("MODELS"))
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr[-2000:]}")
     return int(found.group(1))
 
 
-def per_decision(src: Path, decisions: int) -> float:
+def per_decision(src: Path, decisions: int) -> tuple[float, str]:
+    """Instructions per decision, and the models the tree loaded (the same for both trees, or the
+    comparison is not of the pipeline alone)."""
+    models: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = instructions(src, 0, Path(tmp))
-        total = instructions(src, decisions, Path(tmp))
-    return (total - base) / decisions
+        base = instructions(src, 0, Path(tmp), models)
+        total = instructions(src, decisions, Path(tmp), models)
+    return (total - base) / decisions, models[0] if models else "MODELS ?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("decide_instructions: valgrind is not installed", file=sys.stderr)
         return 2
-    results: dict[str, float] = {}
+    results: dict[str, tuple[float, str]] = {}
     if args.base:
         with tempfile.TemporaryDirectory() as tmp:
             archive = subprocess.run(
@@ -95,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
             results[args.base] = per_decision(Path(tmp) / "src", args.decisions)
     results["this checkout"] = per_decision(ROOT / "src", args.decisions)
-    for name, value in results.items():
-        print(f"{name}: {value:,.0f} instructions per decide")
+    for name, (value, models) in results.items():
+        print(f"{name}: {value:,.0f} instructions per decide ({models})")
     if args.base:
-        print(f"this checkout / {args.base} = {results['this checkout'] / results[args.base]:.3f}")
+        ratio = results["this checkout"][0] / results[args.base][0]
+        print(f"this checkout / {args.base} = {ratio:.3f}")
+        if results["this checkout"][1] != results[args.base][1]:
+            print("the two trees loaded different models: not a comparison of the pipeline alone")
     return 0
 
 
