@@ -851,22 +851,17 @@ def serve_broken(argv: list[str]) -> int:
     from nextbest import cli
     from nextbest.store import writer
 
-    def write(  # noqa: PLR0917 (the signature it replaces)
-        self: Any,
-        decision_row: Any,
-        exposure_rows: Any,
-        assignment_rows: Any,
-        cancellations: Any = None,
-        guard: Any = None,
-    ) -> Any:
-        item = writer.PendingWrite(decision_row, exposure_rows, assignment_rows, cancellations or [], None)
+    def write_many(self: Any, members: Any) -> None:
+        # Every decision write (single, and NextActionBatch's rounds) goes through write_many: queue the
+        # members, say they are inserted and done at once, and commit them later on another thread.
         with self._queue_lock:
-            self._queue.append(item)
+            self._queue.extend(members)
             if getattr(self, "_late", None) is None:
                 self._late = threading.Thread(target=flush, args=(self,), daemon=True)
                 self._late.start()
-        item.inserted = True
-        return item
+        for member in members:
+            member.guard = None  # no version check: the broken server must not decide again either
+            member.inserted, member.done = True, True
 
     def flush(self: Any) -> None:
         while True:
@@ -875,9 +870,11 @@ def serve_broken(argv: list[str]) -> int:
                 with self._queue_lock:
                     batch, self._queue[:] = list(self._queue), []
                 if batch:
+                    for member in batch:
+                        member.done = False
                     self._commit(batch)
 
-    writer.GroupCommitWriter.write = write  # type: ignore[method-assign]
+    writer.GroupCommitWriter.write_many = write_many  # type: ignore[method-assign]
     return cli.main(["serve", *argv])
 
 
