@@ -1,12 +1,13 @@
 """The decision pipeline in process against the empty gRPC server's CPU per call, in one run (issue 25).
 
 ``DecisionEngine.decide`` on ``catalog_20.yaml`` (20 candidate actions for ``bench_trigger``) with the
-bundled models, the same requests ``loadgen.py`` sends (cart value, two products, Europe/Paris, 10,000
-customers), against ``FrozenStore`` (each customer read once, nothing written: the pipeline alone, as in
-``memory_server.py``). Its process CPU per decision is compared with the CPU per call of
-``empty_server.py`` (gRPC and protobuf with no logic: the floor), measured by ``loadgen.py`` closed loop in
-the same run; the two alternate over ``--rounds`` so that a noisy neighbour hits both. The target is
-decide <= 0.5 x the empty server's CPU per call.
+bundled models scored as the server scores them (compiled trees; ``--lightgbm``: LightGBM's predict), the
+same requests ``loadgen.py`` sends (cart value, two products, Europe/Paris, 10,000 customers), against
+``FrozenStore`` (each customer read once, nothing written: the pipeline alone, as in ``memory_server.py``).
+Its process CPU per decision is compared with the CPU per call of ``empty_server.py`` (gRPC and protobuf
+with no logic: the floor), measured by ``loadgen.py`` closed loop in the same run; the two alternate over
+``--rounds`` so that a noisy neighbour hits both. The target is decide <= 0.5 x the empty server's CPU
+per call.
 
 Then a breakdown per stage: each stage run alone, in process, on the inputs the pipeline gave it, CPU per
 decision (the stages' sum is a little less than ``decide``: locks, clocks, the deadline estimates).
@@ -39,7 +40,9 @@ from nextbest.decision.scoring import score_candidates
 from nextbest.decision.validate import validate_request
 from nextbest.domain import DecisionRequest, RequestContext
 from nextbest.models.artifacts import bundled_models_path
+from nextbest.models.compiled import ForestCompiler
 from nextbest.models.registry import ModelRegistry
+from nextbest.settings import Settings
 from nextbest.store import FrozenStore, MemoryStore
 
 HERE = Path(__file__).resolve().parent
@@ -70,9 +73,17 @@ def requests(count: int, seed: int, users: int = USERS) -> list[DecisionRequest]
     return out
 
 
-def engine(catalog_path: Path) -> DecisionEngine:
+def engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
+    """The engine as the server builds it: compiled trees (waited for, from the cache or compiled now)
+    unless ``compiled`` is False or nothing can be compiled here, then LightGBM's own predict."""
     catalog = load_catalog(catalog_path)
-    models = ModelRegistry(bundled_models_path())
+    compiler = ForestCompiler(Settings().model_cache_dir) if compiled else None
+    models = ModelRegistry(bundled_models_path(), compiler)
+    if compiler is not None:
+        if compiler.unavailable:
+            print(f"compiled trees unavailable ({compiler.unavailable}): LightGBM scores", file=sys.stderr)
+        elif not compiler.wait(900):
+            print("compiled trees not ready after 15 minutes: LightGBM scores", file=sys.stderr)
     return DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
 
 
@@ -196,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="empty-server load per round")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
+    parser.add_argument("--lightgbm", action="store_true", help="LightGBM's predict, not compiled trees")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    eng = engine(args.catalog)
+    eng = engine(args.catalog, compiled=not args.lightgbm)
     for user in range(USERS):  # every customer read once: FrozenStore answers from memory from now on
         eng.store.load_snapshot(f"bench-user-{user:05d}", NOW, ())
     for r in requests(1000, seed=1):  # plans built, models loaded, caches warm
@@ -224,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "catalog": args.catalog.name,
+        "scoring": "LightGBM" if args.lightgbm else "compiled trees when available",
         "decide_cpu_us": round(decide, 1),
         "decide_cpu_us_rounds": [round(v, 1) for v in decide_us],
         "empty_server_cpu_us_per_call": None if floor is None else round(floor, 1),
