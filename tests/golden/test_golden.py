@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from nextbest.catalog import Catalog, load_catalog
 from nextbest.models import ModelRegistry
+from nextbest.models.compiled import ForestCompiler
 from nextbest.store import Database, Store, upgrade
 from nextbest.store.memory import MemoryStore
 from tests.golden.corpus import Corpus, Segment, customer_sample, read_corpus
@@ -88,6 +89,36 @@ def test_memory_store_reproduces_the_corpus(name: str) -> None:
     segment = _segment(name)
     catalog, models = inputs(segment)
     result = replay_segment(segment, catalog, models, MemoryStore())
+    assert result.operations == len(segment.operations)
+    assert not result.mismatched, summary(result)
+
+
+@pytest.fixture(scope="module")
+def compiled_models(pytestconfig: pytest.Config) -> ModelRegistry:
+    """The corpus's models with their trees compiled, as the server scores by default. The libraries are
+    kept in pytest's cache between runs (a compilation takes seconds); without a C compiler or the
+    packages, the test is skipped, saying why."""
+    cache = pytestconfig.cache
+    assert cache is not None, "pytest's cache provider is off"
+    compiler = ForestCompiler(cache.mkdir("compiled-models"))
+    if compiler.unavailable:
+        pytest.skip(f"compiled trees unavailable here: {compiler.unavailable}")
+    models = ModelRegistry(MODELS, compiler)
+    assert compiler.wait(900), "the corpus's models did not compile within 15 minutes"
+    loaded = models.current
+    forests = [loaded.propensity, loaded.uplift.treated if loaded.uplift else None]
+    assert all(f is not None and f.compiled for f in forests), "a model was not compiled (see the log)"
+    return models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEGMENTS)
+def test_compiled_trees_reproduce_the_corpus(name: str, compiled_models: ModelRegistry) -> None:
+    """The same replay, scored by the compiled libraries: their parity with LightGBM holds on every
+    decision of the corpus, not only on the rows the compiler checks."""
+    segment = _segment(name)
+    catalog, _ = inputs(segment)
+    result = replay_segment(segment, catalog, compiled_models, MemoryStore())
     assert result.operations == len(segment.operations)
     assert not result.mismatched, summary(result)
 
