@@ -303,3 +303,27 @@ def test_iter_campaign_decides_only_the_batches_asked_for(tmp_path: Path) -> Non
     only = list(iter_campaign(nobody, empty.campaigns["autumn"], customer_states(store.db), "e", NOW))
     assert len(only) == 1 and (only[0].segment.scanned, only[0].decided) == (8, 0)
     store.close()
+
+
+def test_a_ranked_run_started_again_does_not_spend_its_budget_twice(tmp_path: Path) -> None:
+    # Budget 4, batches of 2, killed after the first batch. Started again, the two members it reached
+    # would now be refused by the weekly cap in a dry run; they must still count (they replay), so the
+    # run ends with 4 sends in all, not 2 + 4.
+    catalog = parse_catalog(CATALOG.replace("BUDGET", "budget: {sends: 4}\n    targeting: ranked"), "r.yaml")
+    store, _ = _store(f"sqlite:///{tmp_path}/rr.db", users=10, consenting=10)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    campaign = catalog.campaigns["autumn"]
+
+    class KilledError(Exception):
+        pass
+
+    def kill(run: object) -> None:
+        raise KilledError
+
+    with pytest.raises(KilledError):
+        run_campaign(engine, campaign, customer_states(store.db), "rr", NOW, batch_size=2, progress=kill)
+    assert _campaign_decisions(store.db, "campaign:autumn:rr:") == 2
+    done = run_campaign(engine, campaign, customer_states(store.db), "rr", NOW, batch_size=2)
+    assert (done.sent, done.replayed, done.budget_reached) == (4, 2, True)
+    assert _campaign_decisions(store.db, "campaign:autumn:rr:") == 4
+    store.close()

@@ -108,12 +108,24 @@ def _lean(decision: Decision) -> Decision:
     return replace(decision, rejected=(), exposures=())
 
 
-def rank_members(engine: DecisionEngine, campaign: Campaign, members: Iterable[CustomerState]) -> list[str]:
+def rank_members(
+    engine: DecisionEngine, campaign: Campaign, members: Iterable[CustomerState], run_id: str | None = None
+) -> list[str]:
     """The members a ranked campaign would reach, best first: each member's decision made dry, scored by
     what it sends, or for a member an experiment holds out by what it would have sent (so that the arms
-    are ranked alike and the holdout stays comparable); members with nothing to send are left out."""
+    are ranked alike and the holdout stays comparable); members with nothing to send are left out.
+
+    With ``run_id``, a member this run already decided (a run started again after a crash) comes first,
+    whatever a dry run would say now: its decision replays and counts against the budget, so a re-run
+    never spends the budget twice (a dry run would now see the run's own send, a frequency cap say, and
+    leave the member out)."""
     scored: list[tuple[float, str]] = []
     for state in members:
+        if run_id is not None:
+            request = campaign_request(campaign, run_id, state.user_id)
+            if engine.store.find_decision(request.request_id) is not None:
+                scored.append((float("inf"), state.user_id))
+                continue
         try:
             decision = engine.dry_run(campaign_request(campaign, "plan", state.user_id))
         except NextbestError:
@@ -231,7 +243,7 @@ def _batches(
     run = CampaignRun(campaign.id, run_id, SegmentCount(segment.id))
     found: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
     if campaign.targeting == "ranked":
-        members: Iterator[str] = iter(rank_members(engine, campaign, found))
+        members: Iterator[str] = iter(rank_members(engine, campaign, found, run_id))
     else:
         members = (s.user_id for s in found)
     budget = campaign.max_sends
