@@ -29,7 +29,7 @@ from nextbest.catalog.model import (
 )
 from nextbest.catalog.policy import Cap, ContactPolicy, Engagement, QuietHours
 from nextbest.catalog.rules import CompiledRule, compile_rule, compile_segment
-from nextbest.catalog.schema import ActionSpec, CatalogSpec, ExperimentSpec, PolicySpec
+from nextbest.catalog.schema import CatalogSpec, ExperimentSpec, PolicySpec
 from nextbest.domain import ActionClass
 from nextbest.errors import CatalogError
 from nextbest.experiments.model import Arm, Experiment, Namespace
@@ -342,18 +342,10 @@ def _check_campaigns(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
             experiment = experiments.get(c.holdout)
             if experiment is None:
                 yield (*at, "holdout"), f"unknown experiment {c.holdout!r}"
-            elif actions and not any(_covers(experiment, a) for a in actions):
+            elif actions and not any(
+                _experiment(experiment).covers(a.id, a.flow, a.action_class) for a in actions
+            ):
                 yield (*at, "holdout"), f"experiment {c.holdout!r} covers none of the campaign's actions"
-
-
-def _covers(experiment: ExperimentSpec, action: ActionSpec) -> bool:
-    scope = experiment.scope
-    return (
-        action.action_class is not ActionClass.TRANSACTIONAL
-        and (not scope.flows or action.flow in scope.flows)
-        and (not scope.actions or action.id in scope.actions)
-        and (not scope.classes or action.action_class in scope.classes)
-    )
 
 
 def _experiment(spec: ExperimentSpec) -> Experiment:

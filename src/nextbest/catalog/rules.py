@@ -86,10 +86,8 @@ def merge_reads(many: Iterable[Reads]) -> dict[str, frozenset[str] | None]:
     out: dict[str, frozenset[str] | None] = {}
     for reads in many:
         for name, fields in reads.items():
-            if fields is None or (name in out and out[name] is None):
-                out[name] = None
-            else:
-                out[name] = out.get(name, frozenset()) | fields  # type: ignore[operator]
+            known = out.get(name, frozenset())
+            out[name] = None if fields is None or known is None else known | fields
     return out
 
 

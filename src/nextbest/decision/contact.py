@@ -1,12 +1,13 @@
 """The contact stage: every contact-policy check.
 
-Before experiments, on the candidate alone (``contact_failure``): engagement suppression, the conflict
-check (a customer mid-journey in a higher-priority flow is not entered into a lower one), flow steps and
-cooldowns. At the send time arbitration picks, against what else is chosen (``check_at``): quiet hours
-(defer or refuse) and exact rolling-window frequency caps. After arbitration (``preemptions``): the
-pending actions the winners outrank on their channel are cancelled. And what cancels a pending action
-when an event arrives (``cancel_reason``): an exit event of its flow, an unsubscribe, a consent
-withdrawal, a complaint or a hard bounce.
+Before experiments, on the candidate alone (``engagement_failure``, ``conflict_failure``,
+``step_failure``; the engine shares each result among the actions it concerns): engagement suppression,
+the conflict check (a customer mid-journey in a higher-priority flow is not entered into a lower one),
+flow steps and cooldowns. At the send time arbitration picks, against what else is chosen
+(``check_at``): quiet hours (defer or refuse) and exact rolling-window frequency caps. After arbitration
+(``preemptions``): the pending actions the winners outrank on their channel are cancelled. And what
+cancels a pending action when an event arrives (``cancel_reason``): an exit event of its flow, an
+unsubscribe, a consent withdrawal, a complaint or a hard bounce.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nextbest.domain import (
     ReasonCode,
     Rejection,
 )
-from nextbest.state import MESSAGING_CHANNELS, CustomerSnapshot, CustomerState, Journey, PastExposure
+from nextbest.state import MESSAGING_CHANNELS, CustomerState, Journey, PastExposure
 
 __all__ = [
     "CapViolation",
@@ -38,7 +39,6 @@ __all__ = [
     "cap_violation",
     "check_at",
     "conflict_failure",
-    "contact_failure",
     "defer_for_quiet_hours",
     "engagement_failure",
     "preemptions",
@@ -48,30 +48,6 @@ __all__ = [
 
 def _at(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "never"
-
-
-def contact_failure(
-    action: Action,
-    flow: Flow,
-    journey: Journey,
-    *,
-    book: JourneyBook,
-    catalog: Catalog,
-    snapshot: CustomerSnapshot,
-    now: datetime,
-) -> Refusal | None:
-    """The first check of the candidate alone that ``action`` fails, or None: engagement, the conflict
-    check, flow steps, cooldown."""
-    engagement = catalog.policy.engagement
-    return (
-        (
-            engagement_failure(action.action_class, engagement, snapshot.state, now)
-            if engagement is not None and action.action_class in engagement.classes
-            else None
-        )
-        or conflict_failure(flow, journey, book)
-        or step_failure(action, flow, journey, snapshot.history, now)
-    )
 
 
 def engagement_failure(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from nextbest.catalog import Action, Catalog, ChannelPolicy, CompiledRule, Flow
 from nextbest.catalog.rules import merge_reads
+from nextbest.decision.candidates import candidates_for
 from nextbest.domain import Channel
 
 __all__ = ["ActionPlan", "Plans", "TriggerPlan"]
@@ -75,9 +76,7 @@ class Plans:
 def _compile(catalog: Catalog, trigger: str, allowed: frozenset[Channel]) -> TriggerPlan:
     engagement = catalog.policy.engagement
     plans: list[ActionPlan] = []
-    for action in sorted(
-        (a for a in catalog.actions_for(trigger) if a.channel in allowed), key=lambda a: a.flow
-    ):
+    for action in sorted(candidates_for(catalog, trigger, sorted(allowed)), key=lambda a: a.flow):
         flow = catalog.flows[action.flow]
         when = flow.steps[action.step].when if action.step is not None else None
         plans.append(
