@@ -116,7 +116,14 @@ def _row(state: Any, now: datetime) -> dict[str, Any]:
 
 
 def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
-    from nextbest.campaigns import RUN_ID, RUN_ID_RULE, OutsideRunWindowError, plan_campaign, run_campaign
+    from nextbest.campaigns import (
+        RUN_ID,
+        RUN_ID_RULE,
+        OutsideRunWindowError,
+        TargetingError,
+        plan_campaign,
+        run_campaign,
+    )
     from nextbest.catalog import load_catalog
     from nextbest.decision.engine import DecisionEngine
     from nextbest.models.registry import ModelRegistry
@@ -149,7 +156,10 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
         engine = DecisionEngine(catalog, store, models=ModelRegistry(config.models_dir))
         now = engine.clock()
         if args.campaign_command == "plan":
-            planned = plan_campaign(engine, campaign, customer_states(db), now)
+            try:
+                planned = plan_campaign(engine, campaign, customer_states(db), now)
+            except TargetingError as exc:
+                return _fail(str(exc), "campaign")
             _print_plan(planned, args.format)
             return 0
         run_id = args.run_id or campaign.start.strftime("%Y%m%dT%H%M%SZ")
@@ -170,7 +180,7 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
             done = run_campaign(
                 engine, campaign, customer_states(db), run_id, now, batch_size=batch_size, progress=progress
             )
-        except OutsideRunWindowError as exc:
+        except (OutsideRunWindowError, TargetingError) as exc:
             return _fail(str(exc), "campaign")
         if not args.quiet:
             print(file=sys.stderr)
@@ -187,38 +197,88 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
         db.dispose()
 
 
+def _plan_figures(plan: Any) -> dict[str, Any]:
+    def pair(bounds: tuple[float, float] | None) -> list[float] | None:
+        return None if bounds is None else [round(bounds[0], 4), round(bounds[1], 4)]
+
+    mde = plan.minimum_detectable_effect()
+    return {
+        "campaign": plan.campaign,
+        "targeting": plan.targeting,
+        "scanned": plan.segment.scanned,
+        "audience": plan.segment.members,
+        "decided": plan.decided,
+        "sends": plan.sends,
+        "held_out": plan.held_out,
+        "over_budget": plan.over_budget,
+        "not_targeted": plan.not_targeted,
+        "nothing_sent": plan.nothing,
+        "refusals": dict(plan.refusals),
+        "refusals_of_decided": dict(plan.decided_refusals),
+        "by_channel": dict(plan.by_channel),
+        "by_hour": dict(sorted(plan.by_hour.items())),
+        "expected_value": round(plan.expected_value, 6),
+        "expected_discount_spend": round(plan.discount_spend, 4),
+        "cost": round(plan.cost, 4),
+        "incremental": {
+            "sends_estimated": plan.estimated,
+            "conversions": round(plan.incremental_conversions, 4) if plan.estimated else None,
+            "conversions_95": pair(plan.conversions_interval()),
+            "revenue": round(plan.incremental_revenue, 4) if plan.estimated else None,
+            "revenue_95": pair(plan.revenue_interval()),
+            "net_revenue": round(plan.incremental_revenue - plan.cost, 4) if plan.estimated else None,
+        },
+        "holdout": {
+            "held_out": plan.held_out,
+            "treated": plan.sends,
+            "mde_conversion": mde["conversion"].value,
+            "mde_revenue_per_member": mde["revenue"].value,
+            "mde_error": mde["conversion"].error or None,
+        },
+        "failed": dict(plan.failed),
+    }
+
+
 def _print_plan(plan: Any, fmt: str) -> None:
+    figures = _plan_figures(plan)
     if fmt == "json":
-        print(
-            json.dumps(
-                {
-                    "campaign": plan.campaign,
-                    "scanned": plan.segment.scanned,
-                    "audience": plan.segment.members,
-                    "sends": plan.sends,
-                    "over_budget": plan.over_budget,
-                    "held_out": plan.held_out,
-                    "nothing_sent": plan.nothing,
-                    "refusals": dict(plan.refusals),
-                    "by_channel": dict(plan.by_channel),
-                    "by_hour": dict(sorted(plan.by_hour.items())),
-                    "expected_value": round(plan.expected_value, 6),
-                    "failed": dict(plan.failed),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(figures, indent=2))
         return
-    print(f"campaign {plan.campaign}: audience {plan.segment.members} of {plan.segment.scanned} customers")
     print(
-        f"  would send {plan.sends}"
-        + (f" ({plan.over_budget} more over the budget)" if plan.over_budget else "")
+        f"campaign {plan.campaign} ({plan.targeting}): audience {plan.segment.members} of "
+        f"{plan.segment.scanned} customers"
     )
-    print(f"  held out {plan.held_out}; nothing to send for {plan.nothing}")
+    print(
+        f"  would decide {plan.decided}: send {plan.sends}, hold out {plan.held_out}"
+        + (f"; {plan.over_budget} more over the budget" if plan.over_budget else "")
+    )
+    print(f"  nothing to send for {plan.nothing}; left out by the targeting rule {plan.not_targeted}")
     for reason, n in plan.refusals.most_common():
         print(f"  refused {n:>8}  {reason}")
     for channel, n in plan.by_channel.most_common():
         print(f"  channel {channel}: {n}")
     for hour, n in sorted(plan.by_hour.items()):
         print(f"  at {hour}: {n}")
-    print(f"  expected value of the sends: {plan.expected_value:.2f}")
+    print(
+        f"  expected value of the sends: {plan.expected_value:.2f}; discount spend {plan.discount_spend:.2f}"
+    )
+    incremental = figures["incremental"]
+    if plan.estimated:
+        lo, hi = incremental["revenue_95"]
+        clo, chi = incremental["conversions_95"]
+        print(
+            f"  expected incremental revenue {plan.incremental_revenue:.2f} (95 % {lo:.2f} to {hi:.2f}), "
+            f"net of cost {plan.incremental_revenue - plan.cost:.2f}; conversions "
+            f"{plan.incremental_conversions:.1f} ({clo:.1f} to {chi:.1f}), over {plan.estimated} sends"
+        )
+    else:
+        print("  expected incremental revenue: unknown (no uplift model covers the campaign's flow)")
+    holdout = figures["holdout"]
+    if holdout["mde_conversion"] is not None:
+        print(
+            f"  holdout {plan.held_out} against {plan.sends} sent: minimum detectable effect "
+            f"{100 * holdout['mde_conversion']:.2f} pp conversion, "
+            f"{holdout['mde_revenue_per_member']:.2f} revenue per member (80 % power, 5 % two-sided)"
+        )
+    else:
+        print(f"  holdout {plan.held_out}: {holdout['mde_error']}")

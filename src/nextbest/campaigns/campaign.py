@@ -17,16 +17,26 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
 from nextbest.campaigns.segments import SegmentCount, segment_members
+from nextbest.campaigns.targeting import (
+    MemberEstimate,
+    check_targeting,
+    dry_runs,
+    estimate,
+    interval,
+    models_of,
+    target_value,
+)
 from nextbest.catalog import Campaign
 from nextbest.decision.engine import MAX_BATCH, DecisionEngine
 from nextbest.domain import Decision, DecisionRequest, ReasonCode
 from nextbest.errors import NextbestError
 from nextbest.state import CustomerState
+from nextbest.stats.power import PowerResult, minimum_detectable_effect
 
 __all__ = [
     "RUN_ID",
@@ -62,106 +72,207 @@ def campaign_request(campaign: Campaign, run_id: str, user_id: str) -> DecisionR
 
 @dataclass
 class CampaignPlan:
-    """What a run would do now. ``refusals`` counts candidate refusals by reason (a member refused on
-    two actions counts twice); ``held_out`` members an experiment holds out (their counterfactual is
-    logged); ``expected_value`` sums the chosen actions' scores (expected incremental value where an
-    uplift model scores the flow, expected value otherwise)."""
+    """What a run would do now.
+
+    The funnel is over the whole audience: ``refusals`` counts candidate refusals by reason (a member
+    refused on two actions counts twice), ``nothing`` members with nothing to send, ``not_targeted``
+    members the targeting rule leaves out (no positive expected lift, say), ``over_budget`` members with
+    something to send (or held out) that the budget leaves unreached. What the run does: ``decided``
+    members, of whom ``sends`` are sent and ``held_out`` held out by an experiment (their counterfactual
+    is logged); ``decided_refusals`` are their refusals, which the run's ``refusals`` equal.
+
+    ``expected_value`` sums the sent actions' scores. Under an uplift model covering the campaign's flow
+    (``estimated`` of the sends), ``incremental_conversions`` and ``incremental_revenue`` (before
+    ``cost``) are what the sends are expected to add, with their variances for an interval."""
 
     campaign: str
     segment: SegmentCount
+    targeting: str = "everyone"
+    decided: int = 0
     sends: int = 0
     over_budget: int = 0
     held_out: int = 0
     nothing: int = 0
+    not_targeted: int = 0
     refusals: Counter[str] = field(default_factory=Counter)
+    decided_refusals: Counter[str] = field(default_factory=Counter)
     by_channel: Counter[str] = field(default_factory=Counter)
     by_hour: Counter[str] = field(default_factory=Counter)
     expected_value: float = 0.0
     failed: Counter[str] = field(default_factory=Counter)
+    estimated: int = 0
+    incremental_conversions: float = 0.0
+    incremental_revenue: float = 0.0
+    cost: float = 0.0
+    discount_spend: float = 0.0
+    variance_conversions: float = 0.0
+    variance_revenue: float = 0.0
+    # Over the members the run would reach (sent or held out): expected conversions and revenue if sent,
+    # and E[revenue^2], for the holdout's minimum detectable effect.
+    reached_conversions: float = 0.0
+    reached_revenue: float = 0.0
+    reached_revenue_square: float = 0.0
+    reached_estimated: int = 0
+
+    def conversions_interval(self) -> tuple[float, float] | None:
+        """The 95 % interval of the incremental conversions the sends realize, if the model is right."""
+        if not self.estimated:
+            return None
+        return interval(self.incremental_conversions, self.variance_conversions)
+
+    def revenue_interval(self) -> tuple[float, float] | None:
+        if not self.estimated:
+            return None
+        return interval(self.incremental_revenue, self.variance_revenue)
+
+    def minimum_detectable_effect(self) -> dict[str, PowerResult]:
+        """The holdout's minimum detectable effect (80 % power, two-sided 5 %) on conversion and on
+        revenue per member, absolute, from the expected outcome of the members the run reaches."""
+        n = self.reached_estimated
+        if not n:
+            error = "no member reached has a conversion estimate"
+            return {"conversion": PowerResult(None, None, error), "revenue": PowerResult(None, None, error)}
+        p = min(max(self.reached_conversions / n, 0.0), 1.0)
+        mean = self.reached_revenue / n
+        variance = self.reached_revenue_square / n - mean**2
+        return {
+            "conversion": minimum_detectable_effect(p * (1 - p), self.held_out, self.sends, baseline_mean=p),
+            "revenue": minimum_detectable_effect(variance, self.held_out, self.sends, baseline_mean=mean),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """What a plan keeps of a member's dry run (not the decision: a ranked plan holds every member)."""
+
+    user_id: str
+    reasons: tuple[str, ...]
+    held_out: bool
+    sends: tuple[tuple[str, str, float], ...]  # channel, hour, score of each action sent
+    member: MemberEstimate | None
+
+    @classmethod
+    def of(cls, user_id: str, decision: Decision, member: MemberEstimate | None) -> _Planned:
+        return cls(
+            user_id,
+            tuple(r.reason.value for r in decision.rejected),
+            any(r.reason is ReasonCode.HELD_OUT for r in decision.rejected),
+            tuple(
+                (a.channel.value, a.send_at.strftime("%Y-%m-%d %H:00Z"), a.score) for a in decision.actions
+            ),
+            member,
+        )
+
+
+def _requests(campaign: Campaign, run_id: str) -> Callable[[str], DecisionRequest]:
+    return lambda user_id: campaign_request(campaign, run_id, user_id)
 
 
 def plan_campaign(
     engine: DecisionEngine, campaign: Campaign, states: Iterable[CustomerState], now: datetime
 ) -> CampaignPlan:
+    """The dry run of the campaign now (raises :class:`TargetingError` when its targeting rule cannot
+    be followed with the models loaded)."""
+    models = models_of(engine)
+    check_targeting(engine.catalog, campaign, models)
     segment = engine.catalog.segments[campaign.audience]
-    plan = CampaignPlan(campaign.id, SegmentCount(segment.id))
-    ranked = campaign.targeting == "ranked"
-    sends: list[tuple[float, str, Decision]] = []
-    for state in segment_members(segment, states, now, plan.segment):
-        try:
-            decision = engine.dry_run(campaign_request(campaign, "plan", state.user_id))
-        except NextbestError as exc:
-            plan.failed[type(exc).__name__] += 1
+    plan = CampaignPlan(campaign.id, SegmentCount(segment.id), campaign.targeting)
+    actions = {a.id: a for a in engine.catalog.actions}
+    ranked = campaign.targeting != "everyone"
+    queue: list[tuple[float, str, _Planned]] = []
+    members = segment_members(segment, states, now, plan.segment)
+    for dry in dry_runs(engine, _requests(campaign, "plan"), members):
+        if dry.decision is None:
+            plan.failed[type(dry.error).__name__] += 1
             continue
-        if ranked and decision.actions:  # tallied once ranked, best first
-            plan.refusals.update(r.reason.value for r in decision.rejected)
-            sends.append((-sum(a.score for a in decision.actions), state.user_id, _lean(decision)))
+        decision = dry.decision
+        plan.refusals.update(r.reason.value for r in decision.rejected)
+        member = estimate(models, actions, decision)
+        planned = _Planned.of(dry.user_id, decision, member)
+        if not ranked:
+            _tally(plan, planned, campaign.max_sends)
             continue
-        _tally(plan, decision, campaign.max_sends)
-    for _, _, decision in sorted(sends, key=lambda t: t[:2]):
-        _tally(plan, decision, campaign.max_sends, refusals=False)
+        key = target_value(campaign, decision, member)
+        if key is None:
+            if planned.sends or planned.held_out:
+                plan.not_targeted += 1
+            else:
+                plan.nothing += 1
+            continue
+        queue.append((-key, dry.user_id, planned))
+    queue.sort(key=lambda t: t[:2])
+    for _, _, planned in queue:
+        _tally(plan, planned, campaign.max_sends)
     return plan
-
-
-def _lean(decision: Decision) -> Decision:
-    """What a plan keeps of a decision it ranks: its actions (not its reasons, already counted)."""
-    return replace(decision, rejected=(), exposures=())
 
 
 def rank_members(
     engine: DecisionEngine, campaign: Campaign, members: Iterable[CustomerState], run_id: str | None = None
 ) -> list[str]:
-    """The members a ranked campaign would reach, best first: each member's decision made dry, scored by
-    what it sends, or for a member an experiment holds out by what it would have sent (so that the arms
-    are ranked alike and the holdout stays comparable); members with nothing to send are left out.
+    """The members a ranked campaign would reach, best first by its targeting rule: each member's
+    decision made dry, valued by what it sends, or for a member an experiment holds out by what it would
+    have sent (so that the arms are ranked alike and the holdout stays comparable); members the rule
+    leaves out (nothing to send; under ``uplift``, no positive expected incremental value) are left out.
 
     With ``run_id``, a member this run already decided (a run started again after a crash) comes first,
     whatever a dry run would say now: its decision replays and counts against the budget, so a re-run
     never spends the budget twice (a dry run would now see the run's own send, a frequency cap say, and
     leave the member out)."""
+    models = models_of(engine)
+    check_targeting(engine.catalog, campaign, models)
+    actions = {a.id: a for a in engine.catalog.actions}
+    resumed = _requests(campaign, run_id) if run_id is not None else None
     scored: list[tuple[float, str]] = []
-    for state in members:
-        if run_id is not None:
-            request = campaign_request(campaign, run_id, state.user_id)
-            if engine.store.find_decision(request.request_id) is not None:
-                scored.append((float("inf"), state.user_id))
-                continue
-        try:
-            decision = engine.dry_run(campaign_request(campaign, "plan", state.user_id))
-        except NextbestError:
-            scored.append((float("-inf"), state.user_id))  # decided (and its error counted) last
-            continue
-        score = _value(decision)
-        if score is not None:
-            scored.append((score, state.user_id))
+    for dry in dry_runs(engine, _requests(campaign, "plan"), members, resumed=resumed):
+        if dry.decided:
+            scored.append((float("inf"), dry.user_id))
+        elif dry.decision is None:
+            scored.append((float("-inf"), dry.user_id))  # decided (and its error counted) last
+        else:
+            score = target_value(campaign, dry.decision, estimate(models, actions, dry.decision))
+            if score is not None:
+                scored.append((score, dry.user_id))
     scored.sort(key=lambda t: (-t[0], t[1]))
     return [user for _, user in scored]
 
 
-def _value(decision: Decision) -> float | None:
-    if decision.actions:
-        return sum(a.score for a in decision.actions)
-    held = [e.action.score for e in decision.exposures if e.held_out]
-    return sum(held) if held else None
-
-
-def _tally(plan: CampaignPlan, decision: Decision, budget: int | None, *, refusals: bool = True) -> None:
-    if refusals:
-        plan.refusals.update(r.reason.value for r in decision.rejected)
-    if not decision.actions:
-        if any(r.reason is ReasonCode.HELD_OUT for r in decision.rejected):
-            plan.held_out += 1
+def _tally(plan: CampaignPlan, planned: _Planned, budget: int | None) -> None:
+    reaches = bool(planned.sends) or planned.held_out
+    if budget is not None and plan.sends >= budget:  # the run stops here: nobody later is decided
+        if reaches:
+            plan.over_budget += 1
         else:
             plan.nothing += 1
         return
-    if budget is not None and plan.sends >= budget:
-        plan.over_budget += 1
+    plan.decided += 1
+    plan.decided_refusals.update(planned.reasons)
+    if not reaches:
+        plan.nothing += 1
+        return
+    member = planned.member
+    if member is not None:
+        plan.reached_estimated += 1
+        plan.reached_conversions += member.p_sent
+        plan.reached_revenue += member.propensity_value
+        plan.reached_revenue_square += member.revenue_square
+    if not planned.sends:
+        plan.held_out += 1
         return
     plan.sends += 1
-    for action in decision.actions:
-        plan.by_channel[action.channel.value] += 1
-        plan.by_hour[action.send_at.strftime("%Y-%m-%d %H:00Z")] += 1
-        plan.expected_value += action.score
+    for channel, hour, score in planned.sends:
+        plan.by_channel[channel] += 1
+        plan.by_hour[hour] += 1
+        plan.expected_value += score
+    if member is None:
+        return
+    plan.discount_spend += member.discount_spend
+    plan.cost += member.cost
+    if member.incremental_revenue is not None and member.incremental_conversions is not None:
+        plan.estimated += 1
+        plan.incremental_conversions += member.incremental_conversions
+        plan.incremental_revenue += member.incremental_revenue
+        plan.variance_conversions += member.variance_conversions
+        plan.variance_revenue += member.variance_revenue
 
 
 @dataclass
@@ -219,14 +330,18 @@ def iter_campaign(
     the batch it last received: nothing is decided until the next item is asked for, and what was
     committed stays (the same run id resumes it)."""
     if not campaign.start <= now < campaign.stop:
+        bound = "stop" if now >= campaign.stop else "start"
         raise OutsideRunWindowError(
-            f"campaign {campaign.id!r} runs from {campaign.start:%Y-%m-%d %H:%M}Z to "
-            f"{campaign.stop:%Y-%m-%d %H:%M}Z; it is {now:%Y-%m-%d %H:%M}Z"
+            f"campaigns.{campaign.id}.{bound}: campaign {campaign.id!r} runs from "
+            f"{campaign.start:%Y-%m-%d %H:%M}Z to {campaign.stop:%Y-%m-%d %H:%M}Z; it is "
+            f"{now:%Y-%m-%d %H:%M}Z"
+            + (" (the run window is in the past)" if bound == "stop" else " (not started yet)")
         )
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1 to {MAX_BATCH}")
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"run id {run_id[:80]!r} must be {RUN_ID_RULE}")
+    check_targeting(engine.catalog, campaign, models_of(engine))
     return _batches(engine, campaign, states, run_id, now, batch_size=batch_size)
 
 
@@ -242,7 +357,7 @@ def _batches(
     segment = engine.catalog.segments[campaign.audience]
     run = CampaignRun(campaign.id, run_id, SegmentCount(segment.id))
     found: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
-    if campaign.targeting == "ranked":
+    if campaign.targeting != "everyone":
         members: Iterator[str] = iter(rank_members(engine, campaign, found, run_id))
     else:
         members = (s.user_id for s in found)

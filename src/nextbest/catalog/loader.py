@@ -336,8 +336,11 @@ def _check_campaigns(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
             )
         if c.stop <= c.start:
             yield (*at, "stop"), "stop must be after start"
-        if c.targeting == "ranked" and c.budget.sends is None:
-            yield (*at, "targeting"), "ranked targeting needs a budget (budget.sends) to rank within"
+        if c.targeting in ("ranked", "propensity") and c.budget.sends is None:
+            yield (
+                (*at, "targeting"),
+                f"{c.targeting} targeting needs a budget (budget.sends) to rank within",
+            )
         if c.holdout is not None:
             experiment = experiments.get(c.holdout)
             if experiment is None:

@@ -171,7 +171,9 @@ class Campaign:
     stop: datetime
     max_sends: int | None = None
     holdout: str | None = None
-    # "everyone" (scan order) or "ranked" (best-scored members first within the budget).
+    # "everyone" (scan order), "ranked" (best decision score first within the budget), "propensity"
+    # (best P(convert | sent) x value x kept first) or "uplift" (positive expected incremental value only,
+    # best first).
     targeting: str = "everyone"
 
 

@@ -250,10 +250,12 @@ class CampaignSpec(_Strict):
     start: AwareDatetime = Field(description="The run window: `campaign run` refuses outside it.")
     stop: AwareDatetime
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    targeting: Literal["everyone", "ranked"] = Field(
+    targeting: Literal["everyone", "ranked", "propensity", "uplift"] = Field(
         default="everyone",
         description="everyone: members in scan order until the budget is spent; ranked: the members "
-        "whose decision scores highest (expected incremental value under an uplift model) first.",
+        "whose decision scores highest first (whatever the models loaded score); propensity: the highest "
+        "P(convert | sent) x value x kept first; uplift: only members whose expected incremental value "
+        "is positive, best first (needs an uplift model covering the campaign's flow).",
     )
     holdout: Identifier | None = Field(
         default=None, description="An experiment covering the campaign's actions (its arms are logged)."
