@@ -29,12 +29,14 @@ from nextbest.domain import (
     EventType,
     ReasonCode,
     RequestContext,
+    SendTimeSource,
 )
 from nextbest.experiments import assign
 from nextbest.models import features as feats
 from nextbest.models.registry import ModelSet
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.state import ChannelState, CustomerState, Journey, Suppression
-from nextbest.store import Database, Store, upgrade
+from nextbest.store import Database, MemoryStore, Store, upgrade
 from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
@@ -343,3 +345,50 @@ def test_experiments_that_move_the_same_action_vary_it_together() -> None:
         (Channel.SMS, two_hours),  # sms, two_hours
     }
     assert (candidate.channel, candidate.delay) in candidate.variants
+
+
+class _EveningRegistry:
+    """A send-time model whose every customer reads at 19:00 UTC (population only)."""
+
+    def __init__(self) -> None:
+        probs = np.full(HOURS_OF_WEEK, 0.3 / (HOURS_OF_WEEK - 7))
+        probs[[day * 24 + 19 for day in range(7)]] = 0.1
+        self.current = ModelSet(send_time=SendTimeModel(probs, 10.0))
+
+
+def test_a_send_time_arm_sends_at_the_best_hour_and_the_fixed_arm_when_due() -> None:
+    """The review request (due 3 days after delivery, a 12 h send window) in a send-time test: both arms
+    get it and are logged with their assignment probability; the optimize arm at the customer's best
+    hour (19:00), the fixed arm when due (09:00), whatever the action declares."""
+    data = yaml.safe_load(bundled_catalog_path().read_text())
+    data["experiments"] = [
+        {
+            "id": "review_send_hour",
+            "scope": {"actions": ["review_request_email"]},
+            "arms": [
+                {"id": "fixed_hour", "weight": 0.5, "send_time": "fixed"},
+                {"id": "best_hour", "weight": 0.5, "send_time": "optimize"},
+            ],
+        }
+    ]
+    catalog = parse_catalog(yaml.safe_dump(data))
+    store = MemoryStore()
+    engine = DecisionEngine(catalog, store, models=_EveningRegistry())  # type: ignore[arg-type]
+    delivered = T0 + timedelta(days=4)  # after the welcome series the subscription started
+    due = delivered + timedelta(days=3)
+    sent = {}
+    for arm in ("fixed_hour", "best_hour"):
+        user = find_unit(catalog, {"review_send_hour": arm})
+        record(engine, user, [("subscribe", Channel.EMAIL)])
+        decision = engine.decide(
+            DecisionRequest(
+                f"r-{arm}", user, "order_delivered", delivered, RequestContext(time_zone="UTC"), explain=True
+            )
+        )
+        (review,) = [a for a in decision.actions if a.action_id == "review_request_email"]
+        sent[arm] = (review.send_at, review.send_time)
+        (exposure,) = [e for e in decision.exposures if e.experiment_id == "review_send_hour"]
+        assert (exposure.arm_id, exposure.probability, exposure.held_out) == (arm, 0.5, False)
+        assert exposure.action.send_at == review.send_at
+    assert sent["fixed_hour"] == (due, SendTimeSource.FIXED)
+    assert sent["best_hour"] == (due.replace(hour=19), SendTimeSource.POPULATION)

@@ -3,15 +3,19 @@ actions chosen earlier in the same decision count, an action that cannot wait ou
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from nextbest.catalog import Action, Cap, CompiledRule, ContactPolicy, Flow, QuietHours
 from nextbest.decision.arbitration import arbitrate
 from nextbest.decision.candidates import Candidate
 from nextbest.decision.contact import ContactLog, preemptions
 from nextbest.decision.scoring import ScoredCandidate
-from nextbest.domain import ActionClass, Channel, ReasonCode
+from nextbest.domain import ActionClass, Channel, ReasonCode, SendTimeSource
+from nextbest.models.send_time import HOURS_OF_WEEK, Timing
 from nextbest.state import Journey, PastExposure
 
 NOW = datetime(2026, 11, 2, 12, tzinfo=UTC)
@@ -96,3 +100,29 @@ def test_an_action_that_cannot_wait_out_quiet_hours_is_refused() -> None:
     patient = action("sms", "promo", ActionClass.PROMOTIONAL, Channel.SMS)
     (deferred,) = arbitrate([scored(patient, send_at=late)], FLOWS, 1, contact)[0]
     assert deferred.send_at == datetime(2026, 11, 3, 8, tzinfo=UTC)
+
+
+def _peaked_at(at: datetime) -> Timing:
+    probs = np.full(HOURS_OF_WEEK, 0.5 / (HOURS_OF_WEEK - 1))
+    probs[at.weekday() * 24 + at.hour] = 0.5
+    return Timing(probs, SendTimeSource.PERSONAL)
+
+
+def test_a_send_time_arm_is_sent_only_if_the_fixed_hour_arm_would_be() -> None:
+    """Yesterday's promotion caps today's until 20 h after it; the customer's best hour (5 h from now)
+    is past the cap, the due time is not. Alone, the best hour is taken; in a send-time experiment
+    whose other arm sends when due, the unit must get the action in both arms or in neither."""
+    promo = action("promo_email", "promo", ActionClass.PROMOTIONAL, send_time="optimize")
+    history = log(past(promo, NOW - timedelta(hours=20)))
+    best = NOW + timedelta(hours=5)
+    alone = replace(scored(promo), timing=_peaked_at(best), send_time=SendTimeSource.PERSONAL)
+    chosen, rejected = arbitrate([alone], FLOWS, 1, history)
+    assert [c.send_at for c in chosen] == [best], rejected
+    candidate = replace(alone.candidate, send_time="optimize", send_times=("fixed", "optimize"))
+    in_test = replace(alone, candidate=candidate)
+    chosen, rejected = arbitrate([in_test], FLOWS, 1, history)
+    assert chosen == [] and rejected[0].reason is ReasonCode.FREQUENCY_CAP
+    assert "as another arm of its experiment sends it (when due)" in rejected[0].detail
+    fixed_arm = replace(scored(promo), candidate=replace(candidate, send_time="fixed"))
+    chosen, rejected = arbitrate([fixed_arm], FLOWS, 1, history)
+    assert chosen == [] and rejected[0].reason is ReasonCode.FREQUENCY_CAP

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from nextbest.catalog import parse_catalog
@@ -93,3 +96,88 @@ def test_overlapping_ranges_in_one_namespace_are_an_error() -> None:
 
 def test_duplicate_experiment_ids() -> None:
     assert "duplicate experiment id 'cart_test'" in problems(GOOD + GOOD.replace("checkout", "other"))
+
+
+SEND_TIME = """\
+  - id: send_hour
+    scope: {actions: [cart_email]}
+    arms:
+      - {id: fixed_hour, weight: 0.5, send_time: fixed}
+      - {id: best_hour, weight: 0.5, send_time: optimize}
+"""
+
+
+def test_a_send_time_experiment_compiles() -> None:
+    (exp,) = parse_catalog(BASE + SEND_TIME).experiments
+    assert [a.send_time for a in exp.arms] == ["fixed", "optimize"]
+    assert exp.sets_send_time
+
+
+def test_an_arm_send_time_changes_the_fingerprint_and_none_keeps_the_old_one() -> None:
+    (timed,) = parse_catalog(BASE + SEND_TIME).experiments
+    swapped = SEND_TIME.replace("send_time: fixed", "send_time: X").replace(
+        "send_time: optimize", "send_time: fixed"
+    )
+    (other,) = parse_catalog(BASE + swapped.replace("send_time: X", "send_time: optimize")).experiments
+    assert timed.fingerprint != other.fingerprint
+    (plain,) = parse_catalog(BASE + GOOD).experiments
+    assert not plain.sets_send_time
+    shape = {
+        "arms": [[a.id, a.weight, a.no_action] for a in plain.arms],
+        "coverage": plain.coverage,
+        "namespace": ["checkout", 0.0, 0.5],
+    }
+    old = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+    assert plain.fingerprint == old  # experiments running before arms could set send times keep theirs
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            (
+                "{id: fixed_hour, weight: 0.5, send_time: fixed}",
+                "{id: fixed_hour, weight: 0.5, no_action: true, send_time: fixed}",
+            ),
+            "a no_action arm sends nothing; it cannot set a send time",
+            id="no-action",
+        ),
+        pytest.param(
+            ("{actions: [cart_email]}", "{flows: [cart]}"),
+            "must name its actions (scope.actions) and nothing else",
+            id="flow-scope",
+        ),
+        pytest.param(
+            ("{actions: [cart_email]}", "{actions: [cart_email], classes: [triggered]}"),
+            "must name its actions",
+            id="class-scope",
+        ),
+        pytest.param(
+            ("weight: 0.5, send_time: fixed}", "weight: 0.5}"),
+            "every arm of a send-time experiment sets send_time, and they differ",
+            id="arm-without",
+        ),
+        pytest.param(
+            ("send_time: optimize", "send_time: fixed"),
+            "every arm of a send-time experiment sets send_time, and they differ",
+            id="same-send-time",
+        ),
+        pytest.param(
+            ("send_time: optimize", "send_time: best"),
+            "send_time: Input should be 'fixed' or 'optimize'",
+            id="unknown-value",
+        ),
+    ],
+)
+def test_send_time_experiment_problems(change: tuple[str, str], expected: str) -> None:
+    assert expected in problems(SEND_TIME.replace(*change))
+
+
+def test_a_flow_step_action_cannot_be_a_send_time_arm() -> None:
+    stepped = BASE.replace(
+        "cart: {entry_triggers: [cart_abandoned]}",
+        "cart: {entry_triggers: [cart_abandoned], steps: [{after: 1h, actions: [cart_email]}]}",
+    )
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(stepped + SEND_TIME, "c.yaml")
+    assert "'cart_email' is a flow step's action" in "\n".join(info.value.problems)

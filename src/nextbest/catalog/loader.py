@@ -365,6 +365,7 @@ def _experiment(spec: ExperimentSpec) -> Experiment:
                 {k: param_str(v) for k, v in a.parameters.items()} or None,
                 a.delay,
                 a.channel,
+                a.send_time,
             )
             for a in spec.arms
         ),
@@ -401,6 +402,12 @@ def _check_experiments(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
             for name, value in (arm.parameters or {}).items():
                 if name in discounts:  # some action reads this parameter as its discount
                     yield from _check_discount(value, (*at, "arms", a_index, "parameters", name))
+            if arm.send_time is not None and arm.no_action:
+                yield (
+                    (*at, "arms", a_index, "send_time"),
+                    "a no_action arm sends nothing; it cannot set a send time",
+                )
+        yield from _check_send_time_arms(spec, exp, at)
         if exp.start and exp.stop and exp.stop <= exp.start:
             yield (*at, "stop"), "stop must be after start"
         scope = exp.scope
@@ -434,6 +441,33 @@ def _check_experiments(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
                         "experiments sharing a namespace must not share units",
                     )
             slices.setdefault(ns.id, []).append((ns.start, ns.end, exp.id))
+
+
+def _check_send_time_arms(spec: CatalogSpec, exp: ExperimentSpec, at: _Path) -> Iterator[tuple[_Path, str]]:
+    """An experiment whose arms set send times compares them: its scope names the actions it times (no
+    whole class or flow of actions it could reach by accident), every one a marketing action outside a
+    flow's steps (a step is due when its journey says; its send time is the step's), and its arms differ."""
+    timed = [a for a in exp.arms if a.send_time is not None]
+    if not timed:
+        return
+    if exp.scope.flows or exp.scope.classes or not exp.scope.actions:
+        yield (
+            (*at, "scope"),
+            "an experiment whose arms set send_time must name its actions (scope.actions) and nothing else",
+        )
+    if len({a.send_time for a in exp.arms if not a.no_action}) < 2 or len(timed) != len(exp.arms):
+        yield (
+            (*at, "arms"),
+            "every arm of a send-time experiment sets send_time, and they differ (e.g. fixed and optimize)",
+        )
+    stepped = {action for flow in spec.flows.values() for step in flow.steps for action in step.actions}
+    for a_index, action_id in enumerate(exp.scope.actions):
+        if action_id in stepped:
+            yield (
+                (*at, "scope", "actions", a_index),
+                f"{action_id!r} is a flow step's action, sent when its step is due; its send time "
+                "cannot be an experiment's arm",
+            )
 
 
 def _walk(node: yaml.Node, path: _Path, lines: dict[_Path, int]) -> Iterator[tuple[_Path, int, str]]:

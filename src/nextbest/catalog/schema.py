@@ -154,6 +154,11 @@ class ArmSpec(_Strict):
     )
     delay: Duration | None = Field(default=None, description="Overrides the action's delay.")
     channel: Channel | None = Field(default=None, description="Moves the action to another channel.")
+    send_time: Literal["fixed", "optimize"] | None = Field(
+        default=None,
+        description="Overrides the action's send_time: optimize (the customer's best hour in the send "
+        "window) or fixed (when due). Compares a send-time model against a fixed hour.",
+    )
 
 
 class ScopeSpec(_Strict):

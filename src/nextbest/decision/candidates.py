@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from nextbest.catalog import Action, Catalog
 from nextbest.domain import Channel, ReasonCode, Rejection
@@ -39,7 +39,11 @@ class Candidate:
     When an arm moved the channel or the delay, ``declared`` is the channel and delay the action had
     before (scoring ranks on them) and ``variants`` the channel and delay of every arm of the experiments
     that move it (arbitration admits the candidate only if every arm's version passes the contact
-    policy): whether a unit gets the action must not depend on its arm."""
+    policy): whether a unit gets the action must not depend on its arm.
+
+    When an arm sets the send time, ``send_time`` is it (else the action's own applies) and
+    ``send_times`` every arm's, so that the send-time stage admits the action only if each would send
+    it."""
 
     action: Action
     journey: Journey
@@ -50,6 +54,13 @@ class Candidate:
     held_out_by: Assignment | None = None
     declared: tuple[Channel, timedelta] | None = None
     variants: tuple[tuple[Channel, timedelta], ...] = ()
+    send_time: Literal["fixed", "optimize"] | None = None
+    send_times: tuple[Literal["fixed", "optimize"], ...] = ()
+
+    @property
+    def optimizes(self) -> bool:
+        """Whether it is sent at the customer's best hour: its arm's send time, else the action's."""
+        return (self.send_time or self.action.send_time) == "optimize"
 
     @classmethod
     def of(cls, action: Action, journey: Journey, delay: timedelta | None = None) -> Candidate:

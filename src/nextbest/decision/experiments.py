@@ -1,5 +1,5 @@
 """The experiments stage: assign the unit in every active experiment covering an eligible candidate and
-apply the arm (parameters, delay, channel, or hold-out).
+apply the arm (parameters, delay, channel, send time, or hold-out).
 
 It runs after the hard gates, so only units that could have been treated are assigned. Whether a unit
 enters an experiment must not depend on the arm it falls in, or the arms would compare different units:
@@ -58,6 +58,8 @@ def apply_experiments(
             treated.append(candidate)
             continue
         channel, parameters, delay = candidate.channel, dict(candidate.parameters), candidate.delay
+        send_time = candidate.send_time
+        send_times: set[str] = set()
         # Every (channel, delay) the unit could have been sent with, over every arm of each experiment
         # that moves the action, composed in the same order as the unit's own arms.
         variants = {(channel, delay)}
@@ -67,6 +69,8 @@ def apply_experiments(
             channel = arm.channel or channel
             parameters.update(arm.parameters or {})
             delay = arm.delay if arm.delay is not None else delay
+            send_time = arm.send_time or send_time
+            send_times.update(a.send_time for a in experiment.arms if a.send_time is not None)
             if _moves(experiment):
                 variants = {_variant(other, c, d) for c, d in variants for other in experiment.arms}
         moved = (channel, delay) != (candidate.channel, candidate.delay)
@@ -80,6 +84,8 @@ def apply_experiments(
                 held_out_by=next((a for _, a in mine if a.held_out), None),
                 declared=(candidate.channel, candidate.delay) if moved else None,
                 variants=tuple(sorted(variants)) if len(variants) > 1 else (),
+                send_time=send_time,
+                send_times=tuple(sorted(send_times)) if len(send_times) > 1 else (),  # type: ignore[arg-type]
             )
         )
     return treated

@@ -11,9 +11,10 @@ P(convert | untreated) x value - cost`` (the discount is paid on orders that wou
 and an action whose expected incremental value is not positive is rejected (``NO_EXPECTED_LIFT``); for
 an action of the flow the uplift model did not see randomized, P(convert | treated) is its propensity
 score.
-Actions that optimize their send time carry the customer's engagement profile for the send-time stage to
-pick the hour. The features of each candidate as it is sent travel with it to the exposure log; an
-experiment arm that moved its channel or delay does not change its score (it is ranked as declared).
+Actions that optimize their send time (as declared, or as their experiment arm says) carry the
+customer's engagement profile for the send-time stage to pick the hour. The features of each candidate as
+it is sent travel with it to the exposure log; an experiment arm that moved its channel or delay, or set
+its send time, does not change its score (it is ranked as declared).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def score_candidates(
             rejected.append(rejection(c.action, ReasonCode.NO_EXPECTED_LIFT, no_lift[i], c.channel))
             continue
         timing, source = None, SendTimeSource.FIXED
-        if c.action.send_time == "optimize":
+        if c.optimizes:  # the action's send time, or its experiment arm's
             if models.send_time is not None:
                 if profile is None:  # once per decision
                     profile = models.send_time.timing(snapshot.state.engagement_hours)

@@ -22,12 +22,35 @@ def schedule(
     candidate: ScoredCandidate, contact: ContactLog, chosen: list[ScoredCandidate], flows: Mapping[str, Flow]
 ) -> ScoredCandidate | Rejection:
     """The candidate at the first send time the contact policy allows, or why it cannot be sent. An
-    action an experiment moves to another channel or delay must pass as every arm would send it."""
+    action an experiment moves to another channel, delay or send time must pass as every arm would send
+    it."""
     checked = _best_time(candidate, contact, chosen, flows)
     if isinstance(checked, Rejection):
         return checked
     refused = _refused_in_another_arm(candidate, contact, chosen, flows)
+    if refused is None:
+        refused = _refused_when_due(candidate, contact, chosen, flows)
     return checked if refused is None else refused
+
+
+def _refused_when_due(
+    candidate: ScoredCandidate, contact: ContactLog, chosen: list[ScoredCandidate], flows: Mapping[str, Flow]
+) -> Rejection | None:
+    """The refusal of a candidate sent at the customer's best hour, had another arm of its experiment
+    sent it when due (a fixed hour). The reverse needs no check: an arm that optimizes falls back to when
+    due, so it sends whatever the fixed arm would."""
+    own = candidate.candidate
+    if candidate.timing is None or "fixed" not in own.send_times:
+        return None
+    checked = _best_time(replace(candidate, timing=None), contact, chosen, flows)
+    if isinstance(checked, Rejection):
+        return rejection(
+            candidate.action,
+            checked.reason,
+            f"as another arm of its experiment sends it (when due): {checked.detail}",
+            own.channel,
+        )
+    return None
 
 
 def _best_time(

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from nextbest.domain import ActionClass, Channel
 from nextbest.experiments.hashing import Range, choose_variation, get_bucket_ranges, hash_unit, in_namespace
@@ -22,6 +23,8 @@ class Arm:
     parameters: Mapping[str, str] | None = None
     delay: timedelta | None = None
     channel: Channel | None = None
+    # Overrides the action's send time: "optimize" (the customer's best hour) or "fixed" (when due).
+    send_time: Literal["fixed", "optimize"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,11 @@ class Experiment:
     description: str = ""
 
     @property
+    def sets_send_time(self) -> bool:
+        """Whether an arm overrides the send time of the actions it covers."""
+        return any(a.send_time is not None for a in self.arms)
+
+    @property
     def ranges(self) -> list[Range]:
         return get_bucket_ranges(len(self.arms), self.coverage, [a.weight for a in self.arms])
 
@@ -54,7 +62,10 @@ class Experiment:
     def fingerprint(self) -> str:
         """What may not change while the experiment runs: its arms, their weights, coverage and namespace."""
         shape = {
-            "arms": [[a.id, a.weight, a.no_action] for a in self.arms],
+            # An arm's send time is part of its shape only when it sets one (earlier fingerprints hold).
+            "arms": [
+                [a.id, a.weight, a.no_action, *([a.send_time] if a.send_time else [])] for a in self.arms
+            ],
             "coverage": self.coverage,
             "namespace": [self.namespace.id, self.namespace.start, self.namespace.end]
             if self.namespace
