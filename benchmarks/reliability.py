@@ -352,9 +352,16 @@ class Server:
     """``nextbest serve`` on a fixed loopback port, restarted on the same port after each fault."""
 
     def __init__(
-        self, url: str, workdir: Path, *, broken: bool = False, extra: list[str] | None = None
+        self,
+        url: str,
+        workdir: Path,
+        *,
+        broken: bool = False,
+        extra: list[str] | None = None,
+        cpus: set[int] | None = None,
     ) -> None:
         self.url = url
+        self.cpus = cpus  # the CPUs the server (and its children) may run on; None: any
         self.port = free_port()
         self.address = f"{HOST}:{self.port}"
         self.broken = broken
@@ -367,6 +374,8 @@ class Server:
         """Starts the server and waits for SERVING; returns the seconds it took."""
         entry = [__file__, "serve-broken"] if self.broken else ["-m", "nextbest", "serve"]
         argv = [sys.executable, *entry, "--database-url", self.url, "--host", HOST, "--port", str(self.port)]
+        if self.cpus is not None:  # children (--processes) inherit it
+            argv = ["taskset", "--cpu-list", ",".join(map(str, sorted(self.cpus))), *argv]
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -772,11 +781,44 @@ def scenario_disk_full(ctx: Context, seconds: float, megabytes: int = 64) -> dic
         return _finish(server, ledger, url, result)
 
 
+@contextlib.contextmanager
+def _pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Every thread of this process (gRPC's own included) on ``cpus`` while inside; as before after."""
+    if cpus is None:
+        yield
+        return
+    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    before = os.sched_getaffinity(0)
+    for tid in threads:
+        with contextlib.suppress(OSError):  # a thread that has ended meanwhile
+            os.sched_setaffinity(tid, cpus)
+    try:
+        yield
+    finally:
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, before)
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """The host's CPUs split in two — the server's (the last one, or the upper half) and the callers'
+    (the rest) — to play a load generator on another host on one machine; None with a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = max(1, len(cpus) // 2)
+    return set(cpus[half:]), set(cpus[:half])
+
+
 def scenario_overload(
-    ctx: Context, seconds: float, limit: int | None = None, processes: int = 1
+    ctx: Context, seconds: float, limit: int | None = None, processes: int = 1, pin: bool = False
 ) -> dict[str, Any]:
     """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
-    so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python."""
+    so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python.
+
+    With ``pin``, the server runs on its own CPUs and the callers (this harness) on the others, as a load
+    generator on another host would: otherwise the callers' share of the same cores grows with the rate
+    and the server gets less CPU at 2 x capacity than while its capacity was measured."""
     url = ctx.fresh_url("overload")
     ledger = Ledger(ctx.seed + 5)
     health_port = free_port()
@@ -785,23 +827,26 @@ def scenario_overload(
         extra += ["--max-concurrent", str(limit)]
     if processes > 1:
         extra += ["--processes", str(processes)]
-    server = Server(url, ctx.workdir, extra=extra)
+    split = split_cpus() if pin else None
+    server = Server(url, ctx.workdir, extra=extra, cpus=split[0] if split else None)
     server.start()
     sampler = SizeSampler(Path(url.removeprefix("sqlite:///"))) if ctx.database == "sqlite" else None
     assert server.proc is not None
-    cpu = _cpu_seconds(server.proc.pid), time.process_time()
-    measured = capacity(server.address, ledger)
-    at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
-    watch = HealthWatch(f"{HOST}:{health_port}")
-    cpu = _cpu_seconds(server.proc.pid), time.process_time()
-    run = open_loop(server.address, ledger, 2 * measured, seconds)
-    overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
-    watch.close()
+    with _pinned(split[1] if split else None):
+        cpu = _cpu_seconds(server.proc.pid), time.process_time()
+        measured = capacity(server.address, ledger)
+        at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
+        watch = HealthWatch(f"{HOST}:{health_port}")
+        cpu = _cpu_seconds(server.proc.pid), time.process_time()
+        run = open_loop(server.address, ledger, 2 * measured, seconds)
+        overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
+        watch.close()
     probes = [d for _, s, d in watch.timeline]
     result: dict[str, Any] = {
         "scenario": f"open loop at 2 x capacity for {seconds:g} s",
         "max_concurrent": limit,
         "processes": processes,
+        "cpus": None if split is None else {"server": sorted(split[0]), "callers": sorted(split[1])},
         "capacity_per_s": round(measured),
         "goodput_per_s": round(run["ok_per_s"]),
         "codes": run["codes"],
@@ -906,7 +951,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     plan.append(("pg-stop", partial(scenario_pg_stop, ctx, args.outage)))
                     plan.append(("pg-freeze", partial(scenario_pg_freeze, ctx, args.outage)))
                 overload = partial(
-                    scenario_overload, ctx, args.overload, args.overload_limit, args.overload_processes
+                    scenario_overload,
+                    ctx,
+                    args.overload,
+                    args.overload_limit,
+                    args.overload_processes,
+                    args.overload_pin,
                 )
                 plan.append(("overload", overload))
             try:
@@ -954,6 +1004,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--overload-processes", type=int, default=1, help="--processes of the overload scenario's server"
+    )
+    parser.add_argument(
+        "--overload-pin",
+        action="store_true",
+        help="overload: the server on its own CPUs, the callers on the others (as on two hosts)",
     )
     parser.add_argument("--threads", type=int, default=8, help="closed-loop callers")
     parser.add_argument("--seed", type=int, default=19)
