@@ -63,10 +63,16 @@ def _add_training_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_commands(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model from the store (or a CSV) and write its card")
-    train.add_argument("kind", choices=["propensity", "uplift", "send-time"])
+    train.add_argument("kind", choices=["propensity", "uplift", "send-time", "churn"])
     _add_training_args(train)
     train.add_argument("--seed", type=int, default=7, help="random seed (training is deterministic for it)")
     train.add_argument("--promote", action="store_true", help="make the new version the one served")
+    train.add_argument(
+        "--horizon-days", type=float, default=30.0, help="churn: no order in this many days (default 30)"
+    )
+    train.add_argument(
+        "--cutoffs", type=int, default=8, help="churn: customer cut-offs a week apart (default 8)"
+    )
 
     evaluate = sub.add_parser("evaluate", help="re-score a model version; --promote serves it")
     evaluate.add_argument("kind", choices=["propensity", "uplift", "send-time"])
@@ -585,6 +591,8 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
             raise SystemExit("nextbest: --as-of needs a time zone, e.g. 2026-11-01T00:00:00Z")
     if args.window_days <= 0:
         raise SystemExit("nextbest: --window-days must be positive")
+    if getattr(args, "horizon_days", 1.0) <= 0 or getattr(args, "cutoffs", 8) < 3:
+        raise SystemExit("nextbest: --horizon-days must be positive and --cutoffs at least 3")
     source = Source(
         database_url=None
         if args.csv
@@ -594,6 +602,8 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         outcome=args.outcome,
         window=timedelta(days=args.window_days),
         as_of=as_of,
+        horizon=timedelta(days=getattr(args, "horizon_days", 30.0)),
+        cutoffs=getattr(args, "cutoffs", 8),
     )
     try:
         if args.command == "train":

@@ -40,6 +40,7 @@ class ModelKind(StrEnum):
     PROPENSITY = "propensity"
     UPLIFT = "uplift"
     SEND_TIME = "send-time"
+    CHURN = "churn"  # customer scores: churn risk and purchase propensity (models.churn)
 
 
 class ModelCard(BaseModel):

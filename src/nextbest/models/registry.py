@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from nextbest.models import features as feats
 from nextbest.models.artifacts import ModelCard, ModelKind, promoted_version, read_card
+from nextbest.models.churn import CHURN_FEATURE_SET, CHURN_FEATURES, SCORE_FIELDS, CustomerScorer
 from nextbest.models.compiled import CompiledForest, Forest, ForestCompiler, LightGBMForest
 from nextbest.models.lightgbm_serving import import_lightgbm
 from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
@@ -139,6 +140,7 @@ class ModelSet:
     propensity: BinaryModel | None = None
     uplift: UpliftModel | None = None
     send_time: SendTimeModel | None = None
+    churn: CustomerScorer | None = None
     statuses: tuple[ModelStatus, ...] = ()
     versions: Mapping[str, str] = field(default_factory=dict)
 
@@ -240,10 +242,42 @@ def _load_send_time(directory: Path, card: ModelCard, compiler: ForestCompiler |
     return model
 
 
+def _load_churn(directory: Path, card: ModelCard, compiler: ForestCompiler | None) -> CustomerScorer:
+    """The customer scores' two classifiers (LightGBM: they score in bulk, where its per-call cost is
+    spread over a page of customers)."""
+    if card.feature_set != CHURN_FEATURE_SET or card.features != list(CHURN_FEATURES):
+        raise _LoadError(
+            ModelState.INCOMPATIBLE,
+            f"trained on {card.feature_set!r} {card.features}; nextbest builds {CHURN_FEATURE_SET!r} "
+            f"{list(CHURN_FEATURES)}",
+        )
+    heads: dict[str, LightGBMForest] = {}
+    for role in SCORE_FIELDS.values():
+        name = card.files.get(role)
+        if name is None:
+            raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
+        blob = _verified(directory, card, name)
+        try:
+            booster = lgb.Booster(model_str=blob.decode())
+        except (lgb.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
+            raise _LoadError(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
+        if booster.feature_name() != card.features:
+            raise _LoadError(ModelState.INCOMPATIBLE, f"{name}'s features differ from its card's")
+        heads[role] = LightGBMForest(booster)
+    return CustomerScorer(
+        heads["churn"],
+        heads["purchase"],
+        card.version,
+        float(card.params.get("horizon_days", 0.0)),
+        float(card.params.get("window_days", 0.0)),
+    )
+
+
 _LOADERS: dict[ModelKind, Callable[[Path, ModelCard, ForestCompiler | None], Any]] = {
     ModelKind.PROPENSITY: _load_propensity,
     ModelKind.UPLIFT: _load_uplift,
     ModelKind.SEND_TIME: _load_send_time,
+    ModelKind.CHURN: _load_churn,
 }
 
 
@@ -307,6 +341,7 @@ class ModelRegistry:
             propensity=loaded[ModelKind.PROPENSITY],
             uplift=loaded[ModelKind.UPLIFT],
             send_time=loaded[ModelKind.SEND_TIME],
+            churn=loaded[ModelKind.CHURN],
             statuses=tuple(statuses),
             versions={s.kind.value: s.version for s in statuses if s.state is ModelState.LOADED},
         )

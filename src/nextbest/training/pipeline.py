@@ -17,6 +17,7 @@ import numpy as np
 from nextbest.models.artifacts import ModelCard, ModelKind, promote, read_card, write_artifact
 from nextbest.models.registry import load_binary
 from nextbest.store import Database
+from nextbest.training.churn import churn_set, train_churn, train_churn_csv
 from nextbest.training.datasets import TrainingSet, from_csv, load_schema, propensity_set, uplift_set
 from nextbest.training.fit import recode, split, train_propensity, train_uplift, uplift_metrics
 from nextbest.training.metrics import binary_metrics
@@ -35,6 +36,8 @@ class Source:
     outcome: str | None = None  # CSV: the label column (default: the schema's)
     window: timedelta = timedelta(days=7)  # store: the attribution window of a conversion
     as_of: datetime | None = None  # store: ignore what happened later (default: now)
+    horizon: timedelta = timedelta(days=30)  # churn: no order in this long after a cut-off
+    cutoffs: int = 8  # churn: cut-offs a week apart, the latest ``horizon`` before ``as_of``
 
     def describe(self) -> str:
         return str(self.csv) if self.csv is not None else str(self.database_url)
@@ -79,6 +82,8 @@ def train(
         finally:
             db.dispose()
         trained = train_send_time(rows, {"store": source.describe(), "table": "events"}, command)
+    elif kind is ModelKind.CHURN:
+        trained = _train_churn(source, seed, command)
     else:
         data = _dataset(kind, source)
         outcome = str(data.source.get("label", "order_placed within the attribution window"))
@@ -93,13 +98,30 @@ def train(
     return directory, card
 
 
+def _train_churn(source: Source, seed: int, command: str) -> Any:
+    if source.csv is not None:
+        return train_churn_csv(_dataset(kind=ModelKind.CHURN, source=source), seed, command)
+    if source.database_url is None:
+        raise ValueError("churn trains from the store's events: give --database-url, or --csv with --schema")
+    if source.window > source.horizon:
+        raise ValueError("churn: --window-days (purchase propensity) must not exceed --horizon-days")
+    db = Database(source.database_url, pool_size=2)
+    try:
+        data = churn_set(
+            db, source.as_of or datetime.now(UTC), source.horizon, source.window, count=source.cutoffs
+        )
+    finally:
+        db.dispose()
+    return train_churn(data, source.horizon, source.window, seed, command)
+
+
 def evaluate(kind: ModelKind, version: str, source: Source, models_dir: Path) -> dict[str, Any]:
     """Re-scores a stored version on ``source``: on the rows newer than its training data when there
     are any (data it never saw), else on the same held-out split it was evaluated on."""
     directory = models_dir / kind.value / version
     card = read_card(directory)
-    if kind is ModelKind.SEND_TIME:
-        raise ValueError("send-time is evaluated when trained; retrain it to measure it on new events")
+    if kind in (ModelKind.SEND_TIME, ModelKind.CHURN):
+        raise ValueError(f"{kind.value} is evaluated when trained; retrain it to measure it on new events")
     data = recode(_dataset(kind, source), card.categories)
     if data.features != card.features:
         raise ValueError(f"the data has features {data.features}, the model {card.features}")
