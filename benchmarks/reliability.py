@@ -253,8 +253,11 @@ def resolve(address: str, ledger: Ledger, rounds: int = 20) -> None:
             time.sleep(0.5)
 
 
-def open_loop(address: str, ledger: Ledger, rate: float, seconds: float) -> dict[str, Any]:
-    """Sends at ``rate`` calls/s for ``seconds`` whatever the answers (futures): an overload test."""
+def open_loop(
+    address: str, ledger: Ledger, rate: float, seconds: float, deadline: float = CALL_TIMEOUT
+) -> dict[str, Any]:
+    """Sends at ``rate`` calls/s for ``seconds`` whatever the answers (futures), each call with
+    ``deadline`` seconds: an overload test. Returns once every call has ended."""
     codes: Counter[str] = Counter()
     lock = threading.Lock()
     with grpc.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
@@ -266,7 +269,7 @@ def open_loop(address: str, ledger: Ledger, rate: float, seconds: float) -> dict
             due = int((now - start) * rate)
             while sent < due:
                 entry = ledger.next()
-                future = stub.NextAction.future(entry.request, timeout=CALL_TIMEOUT)
+                future = stub.NextAction.future(entry.request, timeout=deadline)
 
                 def done(f: Any, entry: Entry = entry) -> None:
                     try:
@@ -284,7 +287,7 @@ def open_loop(address: str, ledger: Ledger, rate: float, seconds: float) -> dict
             time.sleep(0.001)
         for f in futures:
             with contextlib.suppress(Exception):
-                f.exception(timeout=CALL_TIMEOUT + 5)
+                f.exception(timeout=deadline + 5)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -811,7 +814,13 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
 
 
 def scenario_overload(
-    ctx: Context, seconds: float, limit: int | None = None, processes: int = 1, pin: bool = False
+    ctx: Context,
+    seconds: float,
+    *,
+    limit: int | None = None,
+    processes: int = 1,
+    pin: bool = False,
+    deadline: float = 0.5,
 ) -> dict[str, Any]:
     """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
     so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python.
@@ -838,9 +847,10 @@ def scenario_overload(
         at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
         watch = HealthWatch(f"{HOST}:{health_port}")
         cpu = _cpu_seconds(server.proc.pid), time.process_time()
-        run = open_loop(server.address, ledger, 2 * measured, seconds)
+        run = open_loop(server.address, ledger, 2 * measured, seconds, deadline)
         overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
         watch.close()
+    late = committed_unanswered(url, ledger)
     probes = [d for _, s, d in watch.timeline]
     result: dict[str, Any] = {
         "scenario": f"open loop at 2 x capacity for {seconds:g} s",
@@ -849,6 +859,10 @@ def scenario_overload(
         "cpus": None if split is None else {"server": sorted(split[0]), "callers": sorted(split[1])},
         "capacity_per_s": round(measured),
         "goodput_per_s": round(run["ok_per_s"]),
+        "goodput_share": round(run["ok_per_s"] / measured, 3) if measured else None,
+        "deadline_s": deadline,
+        # Calls that ended in an error (their first attempts, before any retry) yet were committed.
+        "committed_unanswered": late,
         "codes": run["codes"],
         "health_probes": len(probes),
         "health_slowest_s": _round(max(probes, default=0)),
@@ -868,6 +882,24 @@ def scenario_overload(
     if sampler is not None:
         result["wal"] = sampler.close()
     return _finish(server, ledger, url, result)
+
+
+def committed_unanswered(url: str, ledger: Ledger) -> dict[str, int]:
+    """Requests stored although every attempt so far got an error, by the errors they got: a decision
+    committed after its caller was told DEADLINE_EXCEEDED (or anything else) is an exposure for an answer
+    nobody received. Read once every call has ended and before any retry resolves them."""
+    unanswered = {rid: e for rid, e in ledger.entries.items() if e.acked is None}
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored = {r for (r,) in conn.execute(text("SELECT request_id FROM decisions"))}
+    finally:
+        engine.dispose()
+    late: Counter[str] = Counter()
+    for rid, entry in unanswered.items():
+        if rid in stored:
+            late.update(entry.statuses)
+    return dict(late)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -954,9 +986,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     scenario_overload,
                     ctx,
                     args.overload,
-                    args.overload_limit,
-                    args.overload_processes,
-                    args.overload_pin,
+                    limit=args.overload_limit,
+                    processes=args.overload_processes,
+                    pin=args.overload_pin,
+                    deadline=args.overload_deadline,
                 )
                 plan.append(("overload", overload))
             try:
@@ -1009,6 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
         "--overload-pin",
         action="store_true",
         help="overload: the server on its own CPUs, the callers on the others (as on two hosts)",
+    )
+    parser.add_argument(
+        "--overload-deadline", type=float, default=0.5, help="overload: each call's deadline in seconds"
     )
     parser.add_argument("--threads", type=int, default=8, help="closed-loop callers")
     parser.add_argument("--seed", type=int, default=19)
