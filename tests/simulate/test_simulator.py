@@ -30,7 +30,7 @@ from nextbest.simulate import (
 from nextbest.simulate.backends import Decided, SimEvent, SimRequest
 from nextbest.simulate.command import SimulationOptions, run_simulation
 from nextbest.simulate.truth import experiment_truth
-from nextbest.simulate.world import activities
+from nextbest.simulate.world import HOUR_RESPONSIVE_FLOWS, Touch, activities
 from tests.conftest import sqlite_engine
 
 
@@ -295,3 +295,60 @@ def test_each_actions_expected_opens_are_its_messages_open_probabilities_when_de
     )
     assert result.opens_by_action["cart_reminder_email"] == pytest.approx(expected)
     assert 0.06 * len(delivered) < expected < 0.95 * len(delivered)
+
+
+def test_a_non_urgent_message_earns_more_at_the_customers_reading_hour() -> None:
+    """A cross-sell at the reading hour brings an order with the flow's full response, 7 h or more away
+    with three quarters of it; a cart flow's message brings none this way."""
+    customer = replace(population(1, seed=1)[0], peak_hour=20, time_zone="Europe/London")
+    at_peak = START + timedelta(hours=20)  # 20:00 in London in November
+    cross_sell = Message("cross_sell_email", "cross_sell", Channel.EMAIL, at_peak)
+    assert customer.order_probability(cross_sell) == pytest.approx(HOUR_RESPONSIVE_FLOWS["cross_sell"])
+    far = replace(cross_sell, send_at=at_peak - timedelta(hours=9))
+    assert customer.order_probability(far) == pytest.approx(0.75 * 0.03, rel=1e-3)
+    reminder = Message("cart_reminder_email", "cart_abandonment", Channel.EMAIL, at_peak)
+    assert customer.order_probability(reminder) == 0.0
+
+
+def test_the_true_effect_of_a_send_time_arm_is_the_best_hour_against_the_due_hour() -> None:
+    """Two units of a send-time test: the best-hour one's cross-sell went out at its reading hour, due 9 h
+    earlier; the fixed-hour one's when due. The truth is measured on the best-hour unit (both hours known):
+    the order's value times P(order) at the reading hour minus at the due hour; a holdout covering
+    neither message sees no effect."""
+    best_unit, fixed_unit = (
+        replace(c, orders_per_day=0.0, peak_hour=20, time_zone="Europe/London", cart_value=50.0)
+        for c in population(2, seed=1)
+    )
+    at_peak = START + timedelta(hours=20)
+    due = at_peak - timedelta(hours=9)
+    sent = Message("cross_sell_email", "cross_sell", Channel.EMAIL, at_peak)
+    touches = [
+        Touch(best_unit, sent, due, frozenset({("send_hour", "best_hour")})),
+        Touch(fixed_unit, replace(sent, send_at=due), due, frozenset({("send_hour", "fixed_hour")})),
+    ]
+    result = SimulationResult(
+        [best_unit, fixed_unit],
+        START,
+        START + timedelta(days=7),
+        touches=touches,
+        units={
+            "send_hour": {best_unit.user_id: (START, "best_hour"), fixed_unit.user_id: (START, "fixed_hour")}
+        },
+    )
+    experiment = Experiment(
+        "send_hour",
+        "seed",
+        2,
+        (Arm("fixed_hour", 0.5, send_time="fixed"), Arm("best_hour", 0.5, send_time="optimize")),
+    )
+    catalog = Catalog("v", "test", "t", {}, {}, ())
+    (truth,) = experiment_truth(result, catalog, experiment, as_of=result.end)
+    gain = best_unit.order_probability(sent) - best_unit.order_probability(replace(sent, send_at=due))
+    assert gain > 0.007
+    assert truth.units == 1
+    assert truth.effects["orders"] == pytest.approx(gain)
+    assert truth.effects["revenue"] == pytest.approx(50.0 * gain)
+    holdout = Experiment("other", "seed", 2, (Arm("off", 0.5, no_action=True), Arm("on", 0.5)))
+    result.units["other"] = {best_unit.user_id: (START, "on")}
+    (none,) = experiment_truth(result, catalog, holdout, as_of=result.end)
+    assert none.effects["revenue"] == 0.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.client import NextbestClient, make_event
@@ -63,6 +63,8 @@ class Decided:
     scoped: list[tuple[str, str, str]] = field(default_factory=list)
     # (decision id, action id) of earlier pending actions this decision preempted
     cancelled: list[tuple[str, str]] = field(default_factory=list)
+    # action id -> when it was due (the decision's moment plus the action's delay): a fixed hour's send
+    due: dict[str, datetime] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -78,6 +80,7 @@ class EngineBackend:
 
     def __init__(self, engine: DecisionEngine) -> None:
         self.engine = engine
+        self.delays = {a.id: a.delay for a in engine.catalog.actions}
 
     def decide(self, request: SimRequest) -> Decided:
         decision = self.engine.decide(
@@ -106,6 +109,7 @@ class EngineBackend:
             [(e.experiment_id, e.arm_id, message(e.action)) for e in decision.exposures if e.held_out],
             [(e.experiment_id, e.arm_id, e.action.action_id) for e in decision.exposures if not e.held_out],
             [(c.decision_id, c.action_id) for c in decision.cancelled],
+            _due(request.at, self.delays, [a.action_id for a in decision.actions], decision.exposures),
         )
 
     def record(self, events: Sequence[SimEvent]) -> list[tuple[str, str]]:
@@ -132,6 +136,14 @@ class EngineBackend:
         return [(c.decision_id, c.action_id) for r in results for c in r.cancelled]
 
 
+def _due(
+    at: datetime, delays: Mapping[str, timedelta], action_ids: Sequence[str], exposures: Sequence[Any] = ()
+) -> dict[str, datetime]:
+    """When each action (sent or held out) was due: the decision's moment plus the action's delay."""
+    ids = [*action_ids, *(e.action.action_id for e in exposures)]
+    return {a: at + delays.get(a, timedelta(0)) for a in ids}
+
+
 _CHANNEL_FROM = {pb.Channel.Value(f"CHANNEL_{c.name}"): c for c in Channel}
 _TRANSACTIONAL = pb.ActionClass.Value("ACTION_CLASS_TRANSACTIONAL")
 
@@ -144,10 +156,17 @@ def _message(a: pb.ChosenAction | pb.ExperimentAssignment, flow: str, marketing:
 class GrpcBackend:
     """A nextbest server over gRPC, through the typed client — the way a backend service calls it."""
 
-    def __init__(self, client: NextbestClient, flows: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: NextbestClient,
+        flows: Mapping[str, str] | None = None,
+        delays: Mapping[str, timedelta] | None = None,
+    ) -> None:
         self.client = client
         # action id -> flow, for held-out actions (the assignment names the action, not its flow)
         self.flows = dict(flows or {})
+        # action id -> its declared delay, for when each action was due
+        self.delays = dict(delays or {})
 
     def decide(self, request: SimRequest) -> Decided:
         reply = self.client.next_action(
@@ -177,6 +196,7 @@ class GrpcBackend:
                 if not a.held_out and a.action_id in flows
             ],
             [(c.decision_id, c.action_id) for c in reply.cancelled],
+            _due(request.at, self.delays, [*flows, *(a.action_id for a in reply.assignments)]),
         )
 
     def record(self, events: Sequence[SimEvent]) -> list[tuple[str, str]]:

@@ -206,7 +206,7 @@ def run_simulation(options: SimulationOptions, say: Callable[[str], None] = prin
             )
 
         result = Simulator(
-            GrpcBackend(client, flows),
+            GrpcBackend(client, flows, {a.id: a.delay for a in catalog.actions}),
             customers,
             days=options.days,
             seed=options.seed,

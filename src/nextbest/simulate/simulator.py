@@ -3,11 +3,15 @@
 The simulator plays a population of customers (``world``) through nextbest the way a store's backend
 would: each customer's own behaviour (browsing, abandoning carts, ordering) becomes events
 (``RecordEvents``) and triggers (``NextAction``); the journey's later steps are triggered when due
-(``scheduled``, a day and two days after an abandonment); chosen messages are delivered at their
+(``scheduled``, a day and two days after an abandonment); each order is delivered two days after it is
+placed (``order_delivered``), and the store's replenishment job asks about a customer four weeks after
+their last order (``scheduled``, no cart); chosen messages are delivered at their
 ``send_at`` unless a later answer cancelled them; opens, clicks, unsubscribes and orders go back as events
 when they happen. Time only moves forward: nothing is recorded before its moment.
 
-It keeps, for every abandoned cart, what was delivered and what an experiment held out, so the true
+It keeps, for every abandoned cart and every non-urgent message (``Touch``: the review request,
+cross-sell and replenishment flows, whose orders depend on the hour they arrive), what was delivered,
+when it was due and what an experiment held out, so the true
 effect of anything — a decision, an experiment arm (``nextbest.simulate.truth``), a targeting policy — is
 known exactly. Customers are independent, so they can be split across threads (``shards``) without
 changing any outcome.
@@ -29,18 +33,22 @@ import numpy as np
 from nextbest.domain import Channel, EventType
 from nextbest.simulate.backends import Backend, Decided, SimEvent, SimRequest
 from nextbest.simulate.world import (
+    HOUR_RESPONSIVE_FLOWS,
     RESPONSIVE_FLOWS,
     START,
     Activity,
     Cart,
     Customer,
     Message,
+    Touch,
     activities,
 )
 
 __all__ = ["SimulationResult", "Simulator"]
 
 STEPS = (timedelta(hours=24), timedelta(hours=48))  # the cart journey's scheduled steps
+DELIVERY = timedelta(days=2)  # an order arrives two days after it is placed
+REPLENISH = timedelta(days=28)  # the replenishment job asks four weeks after the last order
 FLUSH_EVERY = 200
 _WEEK = timedelta(days=7)
 
@@ -64,11 +72,14 @@ class SimulationResult:
     # the expected number of opens of each action's delivered messages (their true open probabilities at
     # the hour they were delivered): what a send time earns in engagement
     opens_by_action: dict[str, float] = field(default_factory=dict)
+    # every non-urgent message delivered or held out, with when it was due: what its send hour earns
+    touches: list[Touch] = field(default_factory=list)
 
     def merge(self, other: SimulationResult) -> None:
         for name in ("decisions", "events", "messages", "orders", "unsubscribes", "expected_unsubscribes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.carts.extend(other.carts)
+        self.touches.extend(other.touches)
         for experiment, units in other.units.items():
             self.units.setdefault(experiment, {}).update(units)
         for action, n in other.delivered_by_action.items():
@@ -87,6 +98,9 @@ class _Pending:
     cart: Cart | None
     scope: frozenset[str]
     cancelled: bool = False
+    # a non-urgent message: when it was due and the (experiment, arm) pairs covering it
+    due: datetime | None = None
+    arms: frozenset[tuple[str, str]] = frozenset()
 
 
 class _Shard:
@@ -106,6 +120,8 @@ class _Shard:
         self.unsubscribed: dict[str, set[Channel]] = {}
         self.counters: dict[str, itertools.count[int]] = {}
         self.rngs: dict[str, np.random.Generator] = {}
+        self.order_rngs: dict[str, np.random.Generator] = {}
+        self.last_order: dict[str, datetime] = {}
         self.now = sim.start  # the simulated time this shard has reached (read by progress reports)
 
     # --- plumbing ------------------------------------------------------------------------------------
@@ -169,24 +185,30 @@ class _Shard:
         return decided
 
     def deliver_later(self, c: Customer, decided: Decided, cart: Cart | None, at: datetime) -> None:
-        scopes: dict[str, set[str]] = {}
-        for experiment, _arm, action_id in decided.scoped:
-            scopes.setdefault(action_id, set()).add(experiment)
+        scopes: dict[str, set[tuple[str, str]]] = {}
+        for experiment, arm, action_id in decided.scoped:
+            scopes.setdefault(action_id, set()).add((experiment, arm))
         for message in decided.actions:
             if message.channel is Channel.ONSITE:
                 continue  # shown on the site during the visit; not a delivery
+            arms = frozenset(scopes.get(message.action_id, ()))
             pending = _Pending(
                 c,
                 message,
                 decided.decision_id,
                 cart if message.flow in RESPONSIVE_FLOWS else None,
-                frozenset(scopes.get(message.action_id, ())),
+                frozenset(e for e, _ in arms),
+                due=decided.due.get(message.action_id, at),
+                arms=arms,
             )
             self.pending[(decided.decision_id, message.action_id)] = pending
             self.push(max(message.send_at, at), "deliver", pending)
-        if cart is not None:
-            for experiment, _arm, message in decided.held:
+        for experiment, arm, message in decided.held:
+            if cart is not None:
                 cart.held.setdefault(experiment, []).append(message)
+            if message.flow in HOUR_RESPONSIVE_FLOWS and message.channel is not Channel.ONSITE:
+                due = decided.due.get(message.action_id, at)
+                self.result.touches.append(Touch(c, message, due, frozenset({(experiment, arm)}), experiment))
 
     def rng(self, c: Customer) -> np.random.Generator:
         rng = self.rngs.get(c.user_id)
@@ -212,7 +234,8 @@ class _Shard:
         return self.result
 
     def onboard(self, c: Customer) -> None:
-        """The customer's history before the simulation: subscription, consents, past orders."""
+        """The customer's history before the simulation: subscription, consents, past orders (the last
+        one's replenishment reminder may fall in the simulation)."""
         self.event(c, EventType.SUBSCRIBED, c.first_seen_at, channel=Channel.EMAIL)
         for channel, granted in ((Channel.PUSH, c.push), (Channel.SMS, c.sms)):
             self.event(
@@ -221,6 +244,10 @@ class _Shard:
         for n, at in enumerate(c.past_orders):
             value = round(c.cart_value, 2)
             self.event(c, EventType.ORDER_PLACED, at, value=value, order_id=f"{c.user_id}-past{n}")
+        if c.past_orders:
+            self.last_order[c.user_id] = last = c.past_orders[-1]
+            if last + REPLENISH >= self.sim.start:
+                self.push(last + REPLENISH, "replenish", (c, last))
 
     def on_browse(self, at: datetime, item: tuple[Customer, Activity]) -> None:
         c, activity = item
@@ -271,6 +298,24 @@ class _Shard:
         self.event(c, EventType.ORDER_PLACED, at, value=value, order_id=tag)
         decided = self.decide(c, "order_placed", at)
         self.deliver_later(c, decided, None, at)
+        self.last_order[c.user_id] = at
+        self.push(at + DELIVERY, "delivered", c)
+        self.push(at + REPLENISH, "replenish", (c, at))
+
+    def on_delivered(self, at: datetime, c: Customer) -> None:
+        decided = self.decide(c, "order_delivered", at)
+        self.deliver_later(c, decided, None, at)
+
+    def on_replenish(self, at: datetime, item: tuple[Customer, datetime]) -> None:
+        c, ordered = item
+        if self.last_order.get(c.user_id, ordered) > ordered:
+            return  # ordered again since: that order's reminder will come
+        decided = self.decide(c, "scheduled", at)
+        self.deliver_later(c, decided, None, at)
+
+    def on_induced(self, at: datetime, item: tuple[Customer, float]) -> None:
+        c, value = item
+        self.order(c, at, value, f"{c.user_id}-m{self.next_id(c)}")
 
     def on_deliver(self, at: datetime, pending: _Pending) -> None:
         c, message = pending.customer, pending.message
@@ -283,6 +328,15 @@ class _Shard:
         if pending.cart is not None:
             pending.cart.delivered.append(message)
             pending.cart.scopes.append(pending.scope)
+        if pending.due is not None and message.flow in HOUR_RESPONSIVE_FLOWS:
+            touch = Touch(c, message, pending.due, pending.arms)
+            self.result.touches.append(touch)
+            order_rng = self.order_rngs.get(c.user_id)
+            if order_rng is None:  # a stream of its own: the other draws stay what they were
+                order_rng = self.order_rngs[c.user_id] = np.random.default_rng([self.sim.seed, 3, c.index])
+            if float(order_rng.random()) < touch.probability():  # read at their hour, then bought
+                bought = c.next_reading(at, 0.0) + timedelta(minutes=30)
+                self.push(bought, "induced", (c, touch.value))
         p_open = c.open_probability(at, message.channel)
         self.result.opens_by_action[message.action_id] = (
             self.result.opens_by_action.get(message.action_id, 0.0) + p_open

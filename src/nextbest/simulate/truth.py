@@ -7,10 +7,19 @@ outcomes are computed, not sampled:
 
 - holdout arm vs treated arm: the treated world delivers what was delivered plus what this experiment
   held out; the held-out world delivers what was delivered minus what this experiment covered;
-- A/B arms (both send): the covered messages carry each arm's parameters (its discount).
+- A/B arms (both send): the covered messages carry each arm's parameters (its discount);
+- send-time arms (``fixed`` against ``optimize``): each covered non-urgent message (``Touch``) arrives
+  at the hour it was sent in the optimize arm and when it was due in the fixed one. Both hours are known
+  only for the optimize arm's units (the fixed arm's never learn their best hour), so the effect is the
+  mean over those units — by randomization the same in expectation as over all units.
 
-Per unit: P(convert) = 1 - P(no organic order) x prod(1 - P(buy cart)), revenue = sum P(buy) x order
-value, orders = sum P(buy) (organic orders are the same in both worlds and cancel). The true effect is
+Non-urgent messages (review request, cross-sell, replenishment) bring an order with a probability that
+depends on their delivery hour (``world``); in a holdout their held-out messages count in the treated
+world, at the hour they would have been sent.
+
+Per unit: P(convert) = 1 - P(no organic order) x prod(1 - P(buy cart)) x prod(1 - P(order | message)),
+revenue = sum P(buy) x order value + sum P(order | message) x typical basket, orders = the sum of the
+probabilities (organic orders are the same in both worlds and cancel). The true effect is
 the mean over the experiment's units of treated minus control. Knock-on effects (an unsubscribe caused by
 a treated message changing later decisions) are not counted.
 """
@@ -29,7 +38,7 @@ from nextbest.catalog import Catalog
 from nextbest.experiments import Experiment
 from nextbest.reports.report import control_arm
 from nextbest.simulate.simulator import SimulationResult
-from nextbest.simulate.world import LAPSED_ACTIVITY, Cart, Customer, Message
+from nextbest.simulate.world import LAPSED_ACTIVITY, Cart, Customer, Message, Touch
 
 __all__ = ["ArmTruth", "experiment_truth", "truths", "write_truth"]
 
@@ -90,6 +99,33 @@ def _worlds(
     return worlds[0], worlds[1]
 
 
+def _touch_worlds(
+    touches: list[Touch], experiment: Experiment, arm: str, control: str
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The (P(order), value) of a unit's non-urgent messages with the unit in ``arm`` and in ``control``."""
+    arms = {a.id: a for a in experiment.arms}
+    control_spec, arm_spec = arms.get(control), arms.get(arm)
+    treated: list[tuple[float, float]] = []
+    untreated: list[tuple[float, float]] = []
+    for t in touches:
+        covered = any(e == experiment.id for e, _ in t.scope)
+        if t.held_by is not None:  # held out: delivered only in the treated world of its own holdout
+            if t.held_by == experiment.id and control_spec is not None and control_spec.no_action:
+                treated.append((t.probability(), t.value))
+            continue
+        sent = (t.probability(), t.value)
+        if covered and control_spec is not None and control_spec.no_action:
+            treated.append(sent)
+        elif covered and experiment.sets_send_time and arm_spec is not None and control_spec is not None:
+            hours = {"optimize": t.message.send_at, "fixed": t.due}
+            treated.append((t.probability(hours[arm_spec.send_time or "fixed"]), t.value))
+            untreated.append((t.probability(hours[control_spec.send_time or "fixed"]), t.value))
+        else:
+            treated.append(sent)
+            untreated.append(sent)
+    return treated, untreated
+
+
 def experiment_truth(
     result: SimulationResult,
     catalog: Catalog,
@@ -103,6 +139,11 @@ def experiment_truth(
     carts_of: dict[str, list[Cart]] = {}
     for cart in result.carts:
         carts_of.setdefault(cart.customer.user_id, []).append(cart)
+    touches_of: dict[str, list[Touch]] = {}
+    for touch in result.touches:
+        touches_of.setdefault(touch.customer.user_id, []).append(touch)
+    # A send-time test's effect is known exactly for the units whose both hours are known.
+    optimizing = {a.id for a in experiment.arms if a.send_time == "optimize"}
     customers = {c.user_id: c for c in result.customers}
     parameters = {a.id: a.parameters for a in catalog.actions}
     out = []
@@ -111,6 +152,8 @@ def experiment_truth(
         n = 0
         for user_id, (first, unit_arm) in units.items():
             if first > as_of or unit_arm not in (arm, control):
+                continue
+            if experiment.sets_send_time and unit_arm not in optimizing:
                 continue
             n += 1
             end = min(first + window, as_of)
@@ -125,6 +168,15 @@ def experiment_truth(
                     sign = 1.0 if name == "treated" else -1.0
                     no_order[name] *= 1 - p
                     totals["revenue"] += sign * p * cart.order_value(messages)
+                    totals["orders"] += sign * p
+            in_window = [t for t in touches_of.get(user_id, ()) if first <= t.message.send_at < end]
+            for name, orders in zip(
+                ("treated", "control"), _touch_worlds(in_window, experiment, arm, control), strict=True
+            ):
+                sign = 1.0 if name == "treated" else -1.0
+                for p, value in orders:
+                    no_order[name] *= 1 - p
+                    totals["revenue"] += sign * p * value
                     totals["orders"] += sign * p
             totals["conversion"] += no_order["control"] - no_order["treated"]
         effects = {m: (v / n if n else math.nan) for m, v in totals.items()}

@@ -13,17 +13,31 @@ abandoned (2 to 84 hours later). It is bought then iff its uniform draw ``u`` is
 
 over the cart's messages delivered before ``decide_at``, in delivery order, where
 ``effect = P(open at that local hour on that channel) x response`` and ``response = persuadability x
-channel factor + price sensitivity x discount percent``. Only cart-abandonment messages change purchases;
-every marketing message carries the unsubscribe risk. Because ``u`` and ``decide_at`` do not depend on
-what was sent, each cart's outcome under any other set of messages is known: that is what makes the
-true effect of a decision, of a policy or of an experiment arm computable exactly.
+channel factor + price sensitivity x discount percent``. Cart-abandonment messages change the purchase
+of their cart; every marketing message carries the unsubscribe risk. Because ``u`` and ``decide_at`` do
+not depend on what was sent, each cart's outcome under any other set of messages is known: that is what
+makes the true effect of a decision, of a policy or of an experiment arm computable exactly.
+
+**Non-urgent messages and the send hour.** A review request, a cross-sell or a replenishment reminder
+(``HOUR_RESPONSIVE_FLOWS``) brings an order of the customer's typical basket with probability
+
+    P(order | message) = response(flow) x (HOUR_FLOOR + (1 - HOUR_FLOOR) x closeness)
+
+where ``closeness = exp(-d^2 / (2 x 2.5^2))`` and ``d`` is the distance in hours between the local hour
+it is delivered and the customer's own reading hour (the same curve as their opens). At the reading hour
+the full response, 7 h or more away three quarters of it (``HOUR_FLOOR``): a message read at the
+customer's hour converts a third more than one buried at the far side of their day, 23 % more than one
+sent at a uniformly random hour — the order of the gains reported for send-time optimisation. The
+responses (0.4 % for a review request, 3 % for a cross-sell, 6 % for a replenishment reminder, at the
+reading hour) are in line with those flows' order rates per recipient. Its draw ``u`` comes from a
+stream of its own, so the exact expected effect of any send hour is known (``Touch``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -33,12 +47,14 @@ import numpy as np
 from nextbest.domain import Channel
 
 __all__ = [
+    "HOUR_RESPONSIVE_FLOWS",
     "RESPONSIVE_FLOWS",
     "START",
     "Activity",
     "Cart",
     "Customer",
     "Message",
+    "Touch",
     "population",
 ]
 
@@ -51,6 +67,9 @@ RESPONSIVE_FLOWS = frozenset({"cart_abandonment"})
 CHANNEL_RESPONSE = {Channel.EMAIL: 1.0, Channel.PUSH: 0.8, Channel.SMS: 0.9}
 CHANNEL_OPENS = {Channel.EMAIL: 1.0, Channel.PUSH: 0.8, Channel.SMS: 1.4}
 LATER_MESSAGE_WEIGHT = 0.6
+# P(an order of the typical basket | a message of the flow delivered at the customer's reading hour).
+HOUR_RESPONSIVE_FLOWS = {"post_purchase": 0.004, "cross_sell": 0.03, "replenishment": 0.06}
+HOUR_FLOOR = 0.75  # the share of that response left 7 h or more from the reading hour
 LAPSED_ACTIVITY = 0.2
 
 
@@ -101,11 +120,22 @@ class Customer:
     def local_hour(self, at: datetime) -> int:
         return at.astimezone(_zone(self.time_zone)).hour
 
-    def open_probability(self, at: datetime, channel: Channel) -> float:
+    def closeness(self, at: datetime) -> float:
+        """How near ``at`` is to the customer's reading hour: 1 at it, ~0 from 7 h away."""
         distance = abs(self.local_hour(at) - self.peak_hour)
         distance = min(distance, 24 - distance)
-        p = 0.5 * math.exp(-(distance**2) / (2 * 2.5**2)) + 0.06
+        return math.exp(-(distance**2) / (2 * 2.5**2))
+
+    def open_probability(self, at: datetime, channel: Channel) -> float:
+        p = 0.5 * self.closeness(at) + 0.06
         return min(0.95, p * CHANNEL_OPENS.get(channel, 1.0))
+
+    def order_probability(self, message: Message) -> float:
+        """P(an order) brought by a non-urgent message delivered at ``message.send_at`` (0 for others)."""
+        response = HOUR_RESPONSIVE_FLOWS.get(message.flow, 0.0)
+        if not response or not message.marketing:
+            return 0.0
+        return response * (HOUR_FLOOR + (1 - HOUR_FLOOR) * self.closeness(message.send_at))
 
     def next_reading(self, at: datetime, jitter_hours: float) -> datetime:
         """When an e-mail delivered at ``at`` gets read: at the customer's next peak hour (their inbox
@@ -172,6 +202,28 @@ class Cart:
 
     def expected_revenue(self, messages: list[Message]) -> float:
         return self.probability(messages) * self.order_value(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A non-urgent message (``HOUR_RESPONSIVE_FLOWS``) delivered, or held out by ``held_by``. ``due`` is
+    when it was due (its decision plus its delay): the hour a fixed-hour arm sends it. ``scope`` names
+    the experiments covering it, each with the unit's arm."""
+
+    customer: Customer
+    message: Message
+    due: datetime
+    scope: frozenset[tuple[str, str]] = frozenset()
+    held_by: str | None = None
+
+    @property
+    def value(self) -> float:
+        return round(self.customer.cart_value, 2)
+
+    def probability(self, at: datetime | None = None) -> float:
+        """P(its order) delivered at ``at`` (default: when it was, or would have been, delivered)."""
+        message = self.message if at is None else replace(self.message, send_at=at)
+        return self.customer.order_probability(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,209 @@
+"""Send time against a fixed hour: the bundled catalog's send-time experiments, truth and lift report.
+
+Each population (``--seeds``) plays the simulated store (``nextbest.simulate``) through the decision engine
+in process, on a fresh SQLite store, with the bundled catalog (its experiments included) and the bundled
+models. The catalog tests each non-urgent e-mail's send time in an experiment of its own (``fixed_hour``:
+sent when due; ``best_hour``: at the customer's best hour in the send window, from the send-time model),
+both arms logged with their assignment probability. For each experiment it reports:
+
+- **truth per message**: for every e-mail the best-hour arm sent, the exact expected revenue of its order
+  (``world.Touch``: P(order | delivered at that hour) x typical basket) at the hour it was sent minus at
+  the hour it was due — what the send time earned on that message; the mean, its relative lift
+  (sum of P(order) at the best hour / when due - 1) and how many were moved off the due hour;
+- **truth per unit**: the simulator's true effect of the arm in the lift report's terms (revenue per unit
+  over the attribution window, ``simulate.truth``);
+- **the lift report** from the logged exposures (``build_report``, revenue per unit, the headline
+  comparison): estimate, 95 % interval, units per arm, and the units per arm needed to detect the true
+  per-unit effect with 80 % power at alpha 0.05 (``stats.power.minimum_detectable_effect``: the MDE falls
+  as 1/sqrt(n)).
+
+Over the populations: each flow's truth per message and per unit with a 95 % t-interval.
+
+    .venv/bin/python benchmarks/bench_send_time.py [--customers 2000] [--days 21] [--seeds 31,32,33]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from scipy import stats as st
+
+from nextbest.catalog import bundled_catalog_path, load_catalog
+from nextbest.decision.engine import DecisionEngine
+from nextbest.models.artifacts import bundled_models_path
+from nextbest.models.registry import ModelRegistry
+from nextbest.reports import ReportRequest, build_report
+from nextbest.simulate import EngineBackend, Simulator, population
+from nextbest.simulate.truth import experiment_truth
+from nextbest.stats.power import minimum_detectable_effect
+from nextbest.store import Database, Store, upgrade
+
+OUT = Path(__file__).with_name("send_time.json")
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(st.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    catalog = load_catalog(bundled_catalog_path())
+    registry = ModelRegistry(bundled_models_path())
+    registry.reload()
+    timed = [e for e in catalog.experiments if e.sets_send_time]
+    db = Database(f"sqlite:///{workdir / f'send-time-{seed}.db'}")
+    upgrade(db)
+    store = Store(db)
+    started = time.perf_counter()
+    try:
+        engine = DecisionEngine(catalog, store, models=registry)
+        result = Simulator(
+            EngineBackend(engine), population(args.customers, seed), days=args.days, seed=seed, shards=2
+        ).run()
+        seconds = time.perf_counter() - started
+        rows = []
+        for experiment in timed:
+            (action_id,) = experiment.actions
+            best = next(a.id for a in experiment.arms if a.send_time == "optimize")
+            fixed = next(a.id for a in experiment.arms if a.send_time == "fixed")
+            touches = [t for t in result.touches if t.held_by is None and t.message.action_id == action_id]
+            in_arm = {arm: [t for t in touches if (experiment.id, arm) in t.scope] for arm in (best, fixed)}
+            gains = [t.value * (t.probability() - t.probability(t.due)) for t in in_arm[best]]
+            p_best = sum(t.probability() for t in in_arm[best])
+            p_due = sum(t.probability(t.due) for t in in_arm[best])
+            moved = sum(1 for t in in_arm[best] if t.message.send_at != t.due)
+            truths = experiment_truth(result, catalog, experiment, as_of=result.end)
+            truth = next((t for t in truths if t.arm == best), None)
+            request = ReportRequest.validated(experiment.id, as_of=result.end)
+            with store.db.reader.connect() as conn:
+                report = build_report(conn, catalog, request)
+            row: dict[str, Any] = {
+                "seed": seed,
+                "experiment": experiment.id,
+                "action": action_id,
+                "messages": {arm: len(ts) for arm, ts in in_arm.items()},
+                "moved_off_due_hour": moved,
+                "truth_per_message": statistics.mean(gains) if gains else None,
+                "truth_relative": p_best / p_due - 1 if p_due else None,
+                "truth_per_unit": truth.effects["revenue"] if truth and truth.units else None,
+                "truth_units": truth.units if truth else 0,
+                "seconds": seconds,
+            }
+            metric = report.analysis.metrics.get("revenue")
+            comparison = metric.headline.get(best) if metric else None
+            if metric is not None and comparison is not None and comparison.absolute.value is not None:
+                e = comparison.absolute
+                n_c, n_t = metric.arms[fixed].n, metric.arms[best].n
+                variance = (metric.arms[fixed].variance + metric.arms[best].variance) / 2
+                mde = minimum_detectable_effect(variance, n_c, n_t).value
+                effect = row["truth_per_unit"]
+                needed = (
+                    math.ceil((n_c + n_t) / 2 * (mde / effect) ** 2)
+                    if mde is not None and effect is not None and effect > 0
+                    else None
+                )
+                row["report"] = {
+                    "units": {fixed: n_c, best: n_t},
+                    "estimate": e.value,
+                    "ci": [e.ci_low, e.ci_high],
+                    "cuped": metric.cuped_adjusted,
+                    "covers_truth": e.ci_low is not None
+                    and e.ci_high is not None
+                    and effect is not None
+                    and e.ci_low <= effect <= e.ci_high,
+                    "mde_80": mde,
+                    "units_per_arm_needed": needed,
+                }
+            rows.append(row)
+            print(
+                f"  seed {seed} {experiment.id}: {row['messages']} messages, {moved} moved; truth/message "
+                f"{row['truth_per_message'] or 0:+.4f} ({100 * (row['truth_relative'] or 0):+.1f} %), "
+                f"truth/unit {row['truth_per_unit'] or 0:+.4f}; report "
+                f"{json.dumps(row.get('report'))}",
+                flush=True,
+            )
+        return rows
+    finally:
+        store.close()
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for experiment in dict.fromkeys(r["experiment"] for r in rows):
+        mine = [r for r in rows if r["experiment"] == experiment]
+        per_message = [r["truth_per_message"] for r in mine if r["truth_per_message"] is not None]
+        relative = [r["truth_relative"] for r in mine if r["truth_relative"] is not None]
+        per_unit = [r["truth_per_unit"] for r in mine if r["truth_per_unit"] is not None]
+        reports = [r["report"] for r in mine if "report" in r]
+        needed = [x["units_per_arm_needed"] for x in reports if x["units_per_arm_needed"]]
+        out.append(
+            {
+                "experiment": experiment,
+                "seeds": len(mine),
+                "messages_best_hour": sum(r["messages"].get("best_hour", 0) for r in mine),
+                "truth_per_message": _interval(per_message) if per_message else None,
+                "truth_relative": _interval(relative) if relative else None,
+                "truth_per_unit": _interval(per_unit) if per_unit else None,
+                "report_intervals_above_zero": sum(1 for x in reports if (x["ci"][0] or 0) > 0),
+                "report_intervals_covering_truth": sum(1 for x in reports if x["covers_truth"]),
+                "reports": len(reports),
+                "units_per_arm_needed_median": statistics.median(needed) if needed else None,
+            }
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--seeds", default="31,32,33")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.process_time()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            rows.extend(run_seed(seed, args, Path(tmp)))
+    summary = summarize(rows)
+    for s in summary:
+        print(json.dumps(s))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    ).stdout
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "commit": commit.strip(),
+                "customers": args.customers,
+                "days": args.days,
+                "seeds": seeds,
+                "cpu_seconds": time.process_time() - started,
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
