@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
+from nextbest.campaigns.resume import decide_resuming
 from nextbest.campaigns.segments import SegmentCount, segment_members
 from nextbest.campaigns.targeting import (
     MemberEstimate,
@@ -323,7 +324,7 @@ def iter_campaign(
     now: datetime,
     *,
     batch_size: int = MAX_BATCH,
-) -> Iterator[CampaignRun]:
+) -> Generator[CampaignRun, None, None]:
     """:func:`run_campaign` one batch at a time: the window and batch size are checked at once (raising
     :class:`OutsideRunWindowError` or ValueError), then the iterator decides a batch, commits it and
     yields the run so far (the same object, updated). A consumer that stops iterating stops the run after
@@ -353,7 +354,7 @@ def _batches(
     now: datetime,
     *,
     batch_size: int,
-) -> Iterator[CampaignRun]:
+) -> Generator[CampaignRun, None, None]:
     segment = engine.catalog.segments[campaign.audience]
     run = CampaignRun(campaign.id, run_id, SegmentCount(segment.id))
     found: Iterator[CustomerState] = segment_members(segment, states, now, run.segment)
@@ -369,7 +370,7 @@ def _batches(
         batch = [campaign_request(campaign, run_id, user) for user in islice(members, size)]
         if not batch:
             break
-        for result in engine.decide_batch(batch):
+        for result in decide_resuming(engine, batch):
             if isinstance(result, NextbestError):
                 run.failed[type(result).__name__] += 1
                 continue

@@ -106,6 +106,11 @@ class DecisionStore(Protocol):
         """The decision stored for ``request_id``, if any."""
         ...
 
+    def find_decisions(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """The decisions stored for those of ``request_ids`` that have one, by request id, in one read
+        where the store can (a campaign run started again finds what it already decided)."""
+        ...
+
     def record_events(
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
     ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:

@@ -31,6 +31,9 @@ _EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name not in _SET_LAT
 _ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
 
 _FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
+_FIND_DECISIONS = select(decisions).where(
+    decisions.c.request_id.in_(bindparam("request_ids", expanding=True))
+)
 _CANCEL = (
     update(exposures)
     .where(exposures.c.exposure_id == bindparam("b_exposure_id"), exposures.c.cancelled_at.is_(None))
@@ -80,6 +83,15 @@ class DecisionLog:
         if row is None:
             return None
         return StoredDecision(codec.decision_from_row(row), row["fingerprint"])
+
+    def find_decisions(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """The decisions stored for those of ``request_ids`` that have one, by request id: one indexed
+        read (the unique request id) for the lot."""
+        if not request_ids:
+            return {}
+        with guard("read decisions"), self.db.reader.connect() as conn:
+            rows = conn.execute(_FIND_DECISIONS, {"request_ids": list(request_ids)}).mappings().all()
+        return {r["request_id"]: StoredDecision(codec.decision_from_row(r), r["fingerprint"]) for r in rows}
 
     def save_decision(
         self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None

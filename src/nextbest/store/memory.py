@@ -127,6 +127,11 @@ class MemoryStore:
         with self._lock:
             return self._decisions.get(request_id)
 
+    def find_decisions(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """The decisions stored for those of ``request_ids`` that have one, by request id."""
+        with self._lock:
+            return {r: self._decisions[r] for r in request_ids if r in self._decisions}
+
     def record_events(
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
     ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:

@@ -104,6 +104,17 @@ class Store:
         # The caller's request id back; the stored customer digest stays (a replay never reads it).
         return replace(found, decision=replace(found.decision, request_id=request_id))
 
+    def find_decisions(self, request_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """The decisions stored for those of ``request_ids`` that have one, by (the caller's) request
+        id, in one read."""
+        if not self.ids.hashing:
+            return self.decisions.find_decisions(request_ids)
+        stored = {self.ids.stored(r): r for r in request_ids}
+        return {
+            stored[key]: replace(found, decision=replace(found.decision, request_id=stored[key]))
+            for key, found in self.decisions.find_decisions(list(stored)).items()
+        }
+
     def record_events(
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None
     ) -> list[tuple[EventOutcome, tuple[Cancellation, ...]]]:
