@@ -8,7 +8,7 @@ Steps, in one run:
    ``c0000001``, ... (the load is not measured). The template mix puts about 85 % of them in the
    audience (``customer.orders_count >= 1``).
 3. ``nextbest campaign run bench`` as a subprocess (the bundled catalog, its models, plus the segment and
-   the campaign on the ``scheduled`` trigger: the promotional email, SMS and on-site banner), killed with
+   the campaign on a trigger only the promotional email, SMS and on-site banner answer), killed with
    SIGKILL once half of the audience is decided (polled in SQL), then run again with the same run id to
    the end. Each run's peak resident memory is its ``ru_maxrss`` (``os.wait4``), its decisions/s the new
    campaign decisions over its wall time; the campaign's figure is the audience over both runs' time.
@@ -65,7 +65,7 @@ HOST = "127.0.0.1"
 TEMPLATES = 500
 CAMPAIGN = "bench"
 RUN_ID = "bench1"
-TRIGGER = "scheduled"
+TRIGGER = "black_friday"  # answered by the bundled catalog's promotional actions, added below
 BATCH = 100  # NextActionBatch requests per call, as issue 25's batch figure
 RSS_LIMIT_MB = 500.0
 RATIO_TARGET = 0.8
@@ -114,6 +114,12 @@ def _libpq(url: str) -> str:
 
 def write_catalog(path: Path, now: datetime) -> Path:
     text = bundled_catalog_path().read_text()
+    # The bundled promotions answer ``scheduled``, as lifecycle actions do; a campaign's trigger must be
+    # answered by promotional actions only.
+    head, promos = text.split("# --- promotional", 1)
+    promos, tail = promos.split("\nexperiments:", 1)
+    promos = promos.replace("scheduled]", f"scheduled, {TRIGGER}]")
+    text = f"{head}# --- promotional{promos}\nexperiments:{tail}"
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     text += CAMPAIGN_YAML.format(
         campaign=CAMPAIGN,
@@ -421,7 +427,8 @@ def main() -> int:
         t = time.monotonic()
         membership = load_templates(url, catalog, now)
         copy_customers(url, "c", args.customers, list(range(TEMPLATES)))
-        eligible = sum(membership) * (args.customers // TEMPLATES) + sum(
+        # The copies' members, and the templates' own (they are customers too).
+        eligible = sum(membership) * (args.customers // TEMPLATES + 1) + sum(
             membership[: args.customers % TEMPLATES]
         )
         report["eligible"] = eligible
