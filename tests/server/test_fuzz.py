@@ -9,6 +9,7 @@ prints the tally recorded in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -16,16 +17,20 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
+from nextbest.api.v1 import admin_service_pb2 as admin_pb
+from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.server import NextbestServer
@@ -39,8 +44,16 @@ RAW_METHODS = [
     "/nextbest.api.v1.DecisionService/RecordEvents",
     "/nextbest.api.v1.DecisionService/GetLiftReport",
     "/nextbest.api.v1.AdminService/GetModels",
+    "/nextbest.api.v1.AdminService/ReloadModels",
+    "/nextbest.api.v1.AdminService/EraseCustomer",
+    "/nextbest.api.v1.AdminService/PlanCampaign",
+    "/nextbest.api.v1.AdminService/RunCampaign",  # server-streaming
     "/grpc.health.v1.Health/Check",
 ]
+STREAMING = {"/nextbest.api.v1.AdminService/RunCampaign"}
+#: The fuzz server's campaign: its audience is every stored customer, fuzzed or good.
+CAMPAIGN = "fuzz_promo"
+STREAM_MESSAGES = 3  # a fuzzed campaign run is read this far, then cancelled
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 _STRINGS = [
     "",
@@ -256,6 +269,68 @@ def _batch_problem(request: Any, reply: Any) -> str | None:
     return None
 
 
+def _admin_request(rng: random.Random, fuzzer: Fuzzer) -> tuple[str, Message]:
+    """One of AdminService's methods with a base request that half the time reaches real work (a known
+    campaign, a stored customer), fuzzed from its descriptor."""
+    method = rng.choice(["GetModels", "ReloadModels", "EraseCustomer", "PlanCampaign", "RunCampaign"])
+    request: Message = {
+        "GetModels": admin_pb.GetModelsRequest,
+        "ReloadModels": admin_pb.ReloadModelsRequest,
+        "EraseCustomer": lambda: admin_pb.EraseCustomerRequest(
+            user_id=f"fuzz-user-{rng.randrange(50)}", reason="fuzz"
+        ),
+        "PlanCampaign": lambda: admin_pb.PlanCampaignRequest(campaign_id=CAMPAIGN),
+        "RunCampaign": lambda: admin_pb.RunCampaignRequest(
+            campaign_id=CAMPAIGN, run_id=f"fuzz-{rng.randrange(5)}", batch_size=rng.choice([1, 50, 500])
+        ),
+    }[method]()
+    fuzzer.fill(request)
+    return method, request
+
+
+def _call_admin(stub: Any, method: str, request: Message, tally: Tally) -> None:
+    """Like :func:`_call` for AdminService; a campaign run is read for a few progress messages and then
+    cancelled (a caller going away mid-run), which must end it cleanly."""
+    if method != "RunCampaign":
+        _call(stub, method, request, request.DESCRIPTOR, tally)
+        return
+    stream = stub.RunCampaign(request, timeout=60)
+    try:
+        for _ in itertools.islice(stream, STREAM_MESSAGES):
+            pass
+    except grpc.RpcError as error:
+        code = error.code()
+        problem = None
+        if code in FORBIDDEN:
+            problem = f"RunCampaign: {code.name}: {error.details()[:200]}"
+        elif code == grpc.StatusCode.INVALID_ARGUMENT:
+            fields = _violations(error)
+            unknown = [f for f in fields if not field_exists(request.DESCRIPTOR, f)]
+            if not fields or unknown:
+                problem = (
+                    f"RunCampaign: INVALID_ARGUMENT names no real field: {unknown or error.details()[:200]}"
+                )
+        tally.add(code.name, problem)
+        return
+    finally:
+        stream.cancel()
+    tally.add("OK")
+
+
+def _raw(channel: grpc.Channel, method: str, body: bytes, tally: Tally) -> None:
+    """Undecodable bytes as ``method``'s request."""
+    try:
+        if method in STREAMING:
+            for _ in itertools.islice(channel.unary_stream(method)(body, timeout=30), STREAM_MESSAGES):
+                pass
+        else:
+            channel.unary_unary(method)(body, timeout=30)
+        tally.add("OK")
+    except grpc.RpcError as error:
+        code = error.code()
+        tally.add(code.name, f"{method}: raw bytes: {code.name}" if code in FORBIDDEN else None)
+
+
 def _good_caller(address: str, stop: threading.Event, failures: list[str], done: list[int]) -> None:
     """A well-behaved caller deciding beside the fuzzer: every one of its decisions must succeed."""
     with grpc.insecure_channel(address) as channel:
@@ -275,8 +350,28 @@ def _good_caller(address: str, stop: threading.Event, failures: list[str], done:
 
 
 @pytest.fixture
-def fuzz_server(migrated: str, plain_catalog: Path) -> Iterator[NextbestServer]:
-    srv = NextbestServer(Settings(port=0, database_url=migrated, catalog=plain_catalog, workers=8))
+def fuzz_catalog(plain_catalog: Path, tmp_path: Path) -> Path:
+    """The plain catalog with a segment of every customer and a campaign running now, so that the
+    campaign methods are fuzzed past their lookup."""
+    data = yaml.safe_load(plain_catalog.read_text())
+    now = datetime.now(UTC)
+    promo = next(a for a in data["actions"] if a["id"] == "promo_black_friday_email")
+    data["actions"].append({**promo, "id": "fuzz_promo_email", "triggers": ["fuzz_campaign"]})
+    data.setdefault("segments", {})["fuzz_everyone"] = {"condition": "customer.orders_count >= 0"}
+    data.setdefault("campaigns", {})[CAMPAIGN] = {
+        "audience": "fuzz_everyone",
+        "trigger": "fuzz_campaign",
+        "start": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "stop": (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def fuzz_server(migrated: str, fuzz_catalog: Path) -> Iterator[NextbestServer]:
+    srv = NextbestServer(Settings(port=0, database_url=migrated, catalog=fuzz_catalog, workers=8))
     srv.start()
     yield srv
     srv.stop(grace=1.0)
@@ -301,9 +396,12 @@ def test_fuzzed_requests_get_deliberate_statuses_and_never_fail_good_callers(
     try:
         with grpc.insecure_channel(fuzz_server.address) as channel:
             stub = pb_grpc.DecisionServiceStub(channel)
+            admin = admin_grpc.AdminServiceStub(channel)
             for index in range(REQUESTS):
                 roll = index % 10
-                if roll < 4:
+                if index % 20 == 3:  # one call in 20 (instead of a NextAction): AdminService
+                    _call_admin(admin, *_admin_request(rng, fuzzer), tally)
+                elif roll < 4:
                     request: Message = _base_request(rng)
                     fuzzer.fill(request)
                     _call(stub, "NextAction", request, pb.NextActionRequest.DESCRIPTOR, tally)
@@ -330,16 +428,7 @@ def test_fuzzed_requests_get_deliberate_statuses_and_never_fail_good_callers(
                     fuzzer.fill(request)
                     _call(stub, "GetLiftReport", request, pb.GetLiftReportRequest.DESCRIPTOR, tally)
                 else:
-                    method = rng.choice(RAW_METHODS)
-                    body = rng.randbytes(rng.randrange(1, 200))
-                    try:
-                        channel.unary_unary(method)(body, timeout=30)
-                        tally.add("OK")
-                    except grpc.RpcError as error:
-                        code = error.code()
-                        tally.add(
-                            code.name, f"{method}: raw bytes: {code.name}" if code in FORBIDDEN else None
-                        )
+                    _raw(channel, rng.choice(RAW_METHODS), rng.randbytes(rng.randrange(1, 200)), tally)
     finally:
         stop.set()
         for thread in good:
