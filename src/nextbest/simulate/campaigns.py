@@ -9,11 +9,12 @@ holdout, or of any targeting of the audience is computed exactly, not sampled.
 
 **The true response** (hidden from the service; it sees only the history the response depends on):
 without the message, a customer orders in the window at their own rate (``orders_per_day``, a fifth of
-it once lapsed). The message adds, in probability:
+it once lapsed), and a regular one (three or more orders) whose last order is within 1.5 times their
+usual interval is *due back*: +0.30. The message adds, in probability:
 
-- win-back (15 % off): +0.20 for a customer with two or more orders whose last one is 60 or more days
-  old, +0.06 for a lapsed one-order customer, +0.01 for a recent buyer; +0.06 more for a big basket
-  (over 60); plus price sensitivity x 15;
+- win-back (15 % off): nothing for a customer due back; +0.20 for a customer with two or more orders
+  whose last one is 60 or more days old, +0.06 for a lapsed one-order customer, +0.01 for a recent
+  buyer; +0.06 more for a big basket (over 60); plus price sensitivity x 15;
 - promotion (10 % off): +0.10 for a customer with at most one order, +0.03 otherwise, 0.02 less for a
   loyal one (four or more orders); plus price sensitivity x 10;
 - one customer in ten is put off by any message (-0.05 win-back, -0.03 promotion).
@@ -176,11 +177,19 @@ def true_response(
     days_since = (at - past[-1]).total_seconds() / 86400 if past else math.inf
     rate = customer.orders_per_day * customer.activity(at)
     p_without = 1 - math.exp(-rate * window.total_seconds() / 86400)
+    # A regular customer whose last order is not yet overdue (within 1.5 of their usual interval) is
+    # due back: likely to order anyway, and a win-back adds nothing.
+    tenure = (at - customer.first_seen_at).total_seconds() / 86400
+    due = orders >= 3 and days_since <= 1.5 * tenure / orders
+    if due:
+        p_without = min(1.0, p_without + 0.3)
     percent = KINDS[flow]
     put_off = customer.persuadability < -0.1
     if flow == "winback":
         if put_off:
             lift = -0.05
+        elif due:
+            lift = 0.0
         else:
             lapsed = days_since >= 60
             lift = 0.20 if lapsed and orders >= 2 else 0.06 if lapsed else 0.01
@@ -349,8 +358,13 @@ class TargetingComparison:
     budget: int
     results: dict[str, TargetingResult]
     exploration: CampaignOutcome
-    plan: CampaignPlan
-    plan_truth: float  # the true incremental revenue of the sends the uplift plan makes
+    plan: CampaignPlan  # the uplift rule's plan, made before its run
+    run: CampaignOutcome  # the uplift rule's run, played after the plan
+
+    @property
+    def plan_truth(self) -> float:
+        """The true incremental revenue (expected, before cost) of the sends the uplift run made."""
+        return self.run.true_incremental_revenue()
 
 
 def compare_targeting(
@@ -372,7 +386,8 @@ def compare_targeting(
        budget of ``budget_share`` of the members with something to send. ``everyone`` in scan order,
        ``propensity`` by P(convert | sent) x value x kept (the uplift model's treated arm as the
        propensity model: trained on the same sends), ``uplift`` by expected incremental value (positive
-       only), ``oracle`` by the true net (positive only)."""
+       only), ``oracle`` by the true net (positive only). Each ranking is made dry; then the uplift
+       rule's plan, then its run (played: its orders drawn), to check the plan against the run."""
     explore_url = f"sqlite:///{workdir}/explore-{seed}.db"
     target_url = f"sqlite:///{workdir}/target-{seed}.db"
     models_dir = workdir / f"models-{seed}"
@@ -431,9 +446,9 @@ def compare_targeting(
         oracle = sorted((u for u in eligible if truth[u].net > 0), key=lambda u: (-truth[u].net, u))
         results["oracle"] = _result("oracle", oracle[:budget], truth)
         plan = plan_campaign(uplift_engine, by_uplift, customer_states(target_db), CAMPAIGN_AT)
-        plan_truth = sum(truth[u].incremental_revenue for u in chosen[:budget])
+        run = play_campaign(uplift_engine, by_uplift, targets, seed=seed + 1000, run_id="uplift")
         return TargetingComparison(
-            seed, dry.segment.members, dry.sends, budget, results, exploration, plan, plan_truth
+            seed, dry.segment.members, dry.sends, budget, results, exploration, plan, run
         )
     finally:
         explore_db.dispose()
