@@ -295,6 +295,9 @@ class ShedInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         admission = self._admission
         if admission.running >= admission.limit and details.method.startswith(_SERVICE_PREFIX):
+            refusal = self._refusals.get(details.method)
+            if refusal is not None:  # a unary method refused before: not through the other interceptors
+                return refusal
             handler = continuation(details)  # cached: only a method that exists is refused this way
             if handler is not None and handler.unary_unary is not None:
                 return self._refusal(details.method)
