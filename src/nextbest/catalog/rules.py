@@ -32,6 +32,7 @@ import cel  # noqa: E402  (after the placeholder above)
 
 __all__ = [
     "RULE_VARIABLES",
+    "SCORE_FIELDS",
     "SEGMENT_VARIABLES",
     "CompiledRule",
     "RuleEvaluationError",
@@ -41,6 +42,7 @@ __all__ = [
     "rule_context",
     "rule_reads",
     "sample_scopes",
+    "score_reads",
 ]
 
 
@@ -131,6 +133,8 @@ def sample_scopes() -> list[dict[str, Any]]:
             "days_since_last_engagement": -1.0,
             "consents": [],
             "subscribed": False,
+            "churn_risk": 0.0,
+            "purchase_propensity": 0.0,
         },
         "context": {
             "cart_value": 0.0,
@@ -159,6 +163,8 @@ def sample_scopes() -> list[dict[str, Any]]:
             "days_since_last_engagement": 3.0,
             "consents": ["email", "sms", "push"],
             "subscribed": True,
+            "churn_risk": 0.72,
+            "purchase_propensity": 0.15,
         },
         "context": {
             "cart_value": 120.0,
@@ -180,12 +186,32 @@ def sample_scopes() -> list[dict[str, Any]]:
     return [empty, full]
 
 
+# Predicted customer scores (``nextbest.models.churn``): stored per customer by ``nextbest score``, read by
+# segments over the store. A decision does not read them (yet), so an action rule may not.
+SCORE_FIELDS = ("churn_risk", "purchase_propensity")
+
+
+def score_reads(reads: Reads) -> frozenset[str]:
+    """The predicted scores a rule or segment reads (all of them when it reads ``customer`` whole)."""
+    if "customer" not in reads:
+        return frozenset()
+    fields = reads["customer"]
+    return frozenset(SCORE_FIELDS) if fields is None else fields & frozenset(SCORE_FIELDS)
+
+
 def compile_rule(source: str) -> tuple[CompiledRule | None, list[str]]:
     """Compiles ``source``; returns the rule and the problems found (empty when it is usable)."""
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:
         return None, [f"CEL syntax error: {_first_line(exc)}"]
+    scores = sorted(f for f in rule_reads(source).get("customer") or () if f in SCORE_FIELDS)
+    if scores:
+        names = ", ".join(f"customer.{f}" for f in scores)
+        return None, [
+            f"{names}: predicted scores are read by segments (and so campaign audiences), not by action "
+            "rules; put the condition in a segment"
+        ]
     rule = CompiledRule(source=source, program=program, uses_journey="journey" in program.variables())
     problems: list[str] = []
     for scope in sample_scopes():

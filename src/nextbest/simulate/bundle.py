@@ -14,6 +14,10 @@ less on every population — its untreated model's level also prices the cart ac
 randomized (``benchmarks/RESULTS.md``).
 
     python -m nextbest.simulate.bundle [--customers 40000] [--days 35] [--seed 7] [--models-dir models]
+
+The churn model (customer scores) is trained on the same store with a 14-day horizon (the store's
+35 days leave a test cut-off at day 21 and training cut-offs whose horizon ends by it); ``--kinds churn``
+trains it alone, on a store of its own (the bundled one: ``--kinds churn --customers 8000 --days 42``).
 """
 
 from __future__ import annotations
@@ -54,8 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner", choices=LEARNERS, default="two-model", help="the uplift learner to keep")
     parser.add_argument("--shards", type=int, default=4, help="concurrent callers (same result)")
     parser.add_argument("--models-dir", default="models")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(k.value for k in ModelKind),
+        help="the model kinds to train, comma-separated (default: all)",
+    )
+    parser.add_argument("--churn-horizon-days", type=float, default=14.0, help="churn: the horizon")
     parser.add_argument("--database", default="var/models-sim.db", help="the SQLite file to simulate into")
     args = parser.parse_args(argv)
+    try:
+        kinds = [ModelKind(k.strip()) for k in args.kinds.split(",") if k.strip()]
+    except ValueError:
+        parser.error(f"--kinds: choose from {', '.join(k.value for k in ModelKind)}")
     path = Path(args.database)
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
@@ -80,13 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         f"simulated {args.customers} customers x {args.days} days in {time.perf_counter() - started:.0f}s: "
         f"{len(result.carts)} carts, {result.messages} messages, {result.orders} orders"
     )
-    source = Source(database_url=url, as_of=START + timedelta(days=args.days))
+    source = Source(
+        database_url=url,
+        as_of=START + timedelta(days=args.days),
+        horizon=timedelta(days=args.churn_horizon_days),
+    )
     command = (
         "python -m nextbest.simulate.bundle "
         f"--customers {args.customers} --days {args.days} --seed {args.seed} "
-        f"--exploration {args.exploration} --learner {args.learner}"
+        f"--exploration {args.exploration} --learner {args.learner} --kinds {','.join(kinds)} "
+        f"--churn-horizon-days {args.churn_horizon_days:g}"
     )
-    for kind in ModelKind:
+    for kind in kinds:
         directory, card = train(
             kind,
             source,
