@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from nextbest.stats.power import minimum_detectable_effect
 from nextbest.store import Database, Store, upgrade
 
 OUT = Path(__file__).with_name("send_time.json")
+HOUR = timedelta(hours=1)
 
 
 def _interval(values: list[float]) -> tuple[float, float, float]:
@@ -84,6 +86,12 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
             p_best = sum(t.probability() for t in in_arm[best])
             p_due = sum(t.probability(t.due) for t in in_arm[best])
             moved = sum(1 for t in in_arm[best] if t.message.send_at != t.due)
+            window = next(a.send_window for a in catalog.actions if a.id == action_id)
+            # The headroom: each message at the truly best hour of its send window (a perfect model).
+            p_ideal = sum(
+                max(t.probability(t.due + timedelta(hours=k)) for k in range(int(window / HOUR) + 1))
+                for t in in_arm[best]
+            )
             truths = experiment_truth(result, catalog, experiment, as_of=result.end)
             truth = next((t for t in truths if t.arm == best), None)
             request = ReportRequest.validated(experiment.id, as_of=result.end)
@@ -97,6 +105,7 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
                 "moved_off_due_hour": moved,
                 "truth_per_message": statistics.mean(gains) if gains else None,
                 "truth_relative": p_best / p_due - 1 if p_due else None,
+                "ideal_relative": p_ideal / p_due - 1 if p_due else None,
                 "truth_per_unit": truth.effects["revenue"] if truth and truth.units else None,
                 "truth_units": truth.units if truth else 0,
                 "seconds": seconds,
@@ -129,7 +138,8 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
             rows.append(row)
             print(
                 f"  seed {seed} {experiment.id}: {row['messages']} messages, {moved} moved; truth/message "
-                f"{row['truth_per_message'] or 0:+.4f} ({100 * (row['truth_relative'] or 0):+.1f} %), "
+                f"{row['truth_per_message'] or 0:+.4f} ({100 * (row['truth_relative'] or 0):+.1f} %; "
+                f"a perfect model {100 * (row['ideal_relative'] or 0):+.1f} %), "
                 f"truth/unit {row['truth_per_unit'] or 0:+.4f}; report "
                 f"{json.dumps(row.get('report'))}",
                 flush=True,
@@ -145,6 +155,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in rows if r["experiment"] == experiment]
         per_message = [r["truth_per_message"] for r in mine if r["truth_per_message"] is not None]
         relative = [r["truth_relative"] for r in mine if r["truth_relative"] is not None]
+        ideal = [r["ideal_relative"] for r in mine if r["ideal_relative"] is not None]
         per_unit = [r["truth_per_unit"] for r in mine if r["truth_per_unit"] is not None]
         reports = [r["report"] for r in mine if "report" in r]
         needed = [x["units_per_arm_needed"] for x in reports if x["units_per_arm_needed"]]
@@ -155,6 +166,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "messages_best_hour": sum(r["messages"].get("best_hour", 0) for r in mine),
                 "truth_per_message": _interval(per_message) if per_message else None,
                 "truth_relative": _interval(relative) if relative else None,
+                "ideal_relative": _interval(ideal) if ideal else None,
                 "truth_per_unit": _interval(per_unit) if per_unit else None,
                 "report_intervals_above_zero": sum(1 for x in reports if (x["ci"][0] or 0) > 0),
                 "report_intervals_covering_truth": sum(1 for x in reports if x["covers_truth"]),
