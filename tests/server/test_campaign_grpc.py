@@ -82,6 +82,12 @@ campaigns:
     trigger: campaign_autumn
     start: LATER
     stop: LATEST
+  picky:
+    audience: small_buyers
+    trigger: campaign_autumn
+    start: START
+    stop: STOP
+    targeting: uplift
 """
 
 
@@ -235,6 +241,12 @@ def test_only_an_admin_may_run_a_campaign(served: NextbestServer) -> None:
         ({"run_id": "a:b"}, grpc.StatusCode.INVALID_ARGUMENT, "run_id", "A-Z a-z 0-9 _ . -"),
         ({"campaign_id": "nope"}, grpc.StatusCode.NOT_FOUND, "", "campaign_id: no campaign 'nope'"),
         ({"campaign_id": "later"}, grpc.StatusCode.FAILED_PRECONDITION, "", "campaign 'later' runs from"),
+        (
+            {"campaign_id": "picky"},
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "",
+            "campaigns.picky.targeting: uplift targeting needs an uplift model covering flow promo",
+        ),
     ],
 )
 def test_bad_requests_are_refused_before_anything_is_decided(
@@ -408,6 +420,10 @@ def test_the_plan_is_what_a_run_then_does(served: NextbestServer) -> None:
             client.plan_campaign("nope")
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
         assert "campaign_id: no campaign 'nope'" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            client.plan_campaign("picky")  # uplift targeting, and no uplift model covers its flow
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.details().startswith("campaigns.picky.targeting: uplift targeting needs")
     with _client(served, Role.DECIDE) as client, pytest.raises(grpc.RpcError) as caught:
         client.plan_campaign("autumn")
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED

@@ -18,6 +18,7 @@ from nextbest.campaigns import (
     CampaignPlan,
     CampaignRun,
     OutsideRunWindowError,
+    TargetingError,
     iter_campaign,
     plan_campaign,
 )
@@ -179,7 +180,7 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
                 engine.clock(),
                 batch_size=batch_size,
             )
-        except OutsideRunWindowError as exc:
+        except (OutsideRunWindowError, TargetingError) as exc:
             raise CampaignPreconditionError(str(exc)) from None
         asked = {"campaign_id": campaign.id, "run_id": run_id, "batch_size": batch_size}
         self._audit.append(AuditEntry(self._clock(), current_principal(), "run_campaign", asked))
@@ -210,7 +211,10 @@ class AdminServicer(admin_grpc.AdminServiceServicer):  # type: ignore[misc]
             )
         campaign = self._campaign(request.campaign_id)
         states = _while_active(customer_states(self._erasure.db), context)
-        plan = plan_campaign(self._engine, campaign, states, self._engine.clock())
+        try:
+            plan = plan_campaign(self._engine, campaign, states, self._engine.clock())
+        except TargetingError as exc:
+            raise CampaignPreconditionError(str(exc)) from None
         self._audit.append(
             AuditEntry(self._clock(), current_principal(), "plan_campaign", {"campaign_id": campaign.id})
         )
