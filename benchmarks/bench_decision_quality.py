@@ -69,6 +69,7 @@ from nextbest.models.registry import ModelRegistry, ModelSet
 from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate import Cart, Customer, EngineBackend, SimulationResult, Simulator, population
 from nextbest.simulate.backends import SimRequest
+from nextbest.simulate.campaigns import CAMPAIGN_AT, RULES, WINDOW, campaign_catalog, compare_targeting
 from nextbest.simulate.truth import truths
 from nextbest.simulate.world import (
     CHANNEL_OPENS,
@@ -471,6 +472,140 @@ def summarize(by_seed: dict[int, list[PolicyResult]]) -> dict[str, Any]:
     return out
 
 
+CAMPAIGN_RESULTS = Path(__file__).with_name("campaign_targeting.json")
+
+
+def _holdout_coverage(report: Any, truth: dict[str, float]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for metric in ("conversion", "revenue"):
+        e = report.analysis.metrics[metric].comparisons["treated"].absolute
+        low, high = e.ci_low, e.ci_high
+        out[metric] = {
+            "estimate": e.value,
+            "ci95": [low, high],
+            "truth": truth[metric],
+            "covered": low is not None and high is not None and low <= truth[metric] <= high,
+        }
+    return out
+
+
+def campaign_targeting(args: Any, workdir: Path) -> dict[str, Any]:
+    """Campaign targeting rules on the simulated campaigns (``nextbest.simulate.campaigns``): per flow
+    and seed, each rule's true net incremental revenue within the budget and its share of the oracle's;
+    whether the uplift plan's 95 % interval covers its run's true incremental revenue; whether the
+    exploration run's holdout lift report covers the true effect."""
+    out: dict[str, Any] = {}
+    for flow in args.campaigns:
+        per_seed: dict[str, Any] = {}
+        for seed in args.campaign_seeds:
+            started = time.process_time()
+            c = compare_targeting(
+                seed,
+                args.campaign_customers,
+                flow=flow,
+                budget_share=args.budget_share,
+                explore_customers=args.explore_customers,
+                workdir=workdir,
+            )
+            oracle = c.results["oracle"].net
+            low_high = c.plan.revenue_interval()
+            db = Database(c.explore_url)
+            try:
+                with db.reader.connect() as conn:
+                    report = build_report(
+                        conn,
+                        campaign_catalog(),
+                        ReportRequest.validated(
+                            f"{flow}_holdout",
+                            as_of=CAMPAIGN_AT + WINDOW + timedelta(days=1),
+                            window_days=WINDOW.days,
+                        ),
+                    )
+            finally:
+                db.dispose()
+            holdout = _holdout_coverage(report, c.exploration.true_effect())
+            per_seed[str(seed)] = {
+                "audience": c.audience,
+                "eligible": c.eligible,
+                "budget": c.budget,
+                "explored_units": len(c.exploration.arms),
+                "rules": {
+                    r: {
+                        "sends": c.results[r].sends,
+                        "net": c.results[r].net,
+                        "of_oracle": c.results[r].net / oracle,
+                    }
+                    for r in RULES
+                },
+                "plan": {
+                    "sends": c.plan.sends,
+                    "run_sends": c.run.run.sent,
+                    "sends_match": (c.plan.decided, c.plan.sends, c.plan.decided_refusals)
+                    == (c.run.run.decided, c.run.run.sent, c.run.run.refusals),
+                    "incremental_revenue": c.plan.incremental_revenue,
+                    "ci95": list(low_high) if low_high else None,
+                    "truth": c.plan_truth,
+                    "covered": low_high is not None and low_high[0] <= c.plan_truth <= low_high[1],
+                },
+                "holdout": holdout,
+                "cpu_s": time.process_time() - started,
+            }
+            row = per_seed[str(seed)]
+            print(
+                f"  {flow} seed {seed}: "
+                + ", ".join(f"{r} {row['rules'][r]['of_oracle']:.1%}" for r in RULES)
+                + f" of the oracle's net {oracle:,.0f} (budget {c.budget} of {c.eligible}); plan "
+                f"{c.plan.incremental_revenue:,.0f} [{low_high[0] if low_high else 0:,.0f}, "
+                f"{low_high[1] if low_high else 0:,.0f}] vs true {c.plan_truth:,.0f}; holdout covers "
+                f"{sum(h['covered'] for h in holdout.values())} of 2",
+                flush=True,
+            )
+        shares = {r: _interval([row["rules"][r]["of_oracle"] for row in per_seed.values()]) for r in RULES}
+        out[flow] = {
+            "per_seed": per_seed,
+            "of_oracle": {r: {"mean": m, "ci95": [lo, hi]} for r, (m, lo, hi) in shares.items()},
+            "uplift_beats_everyone": sum(
+                row["rules"]["uplift"]["net"] > row["rules"]["everyone"]["net"] for row in per_seed.values()
+            ),
+            "uplift_beats_propensity": sum(
+                row["rules"]["uplift"]["net"] > row["rules"]["propensity"]["net"] for row in per_seed.values()
+            ),
+            "plan_covered": sum(row["plan"]["covered"] for row in per_seed.values()),
+            "plan_sends_match": sum(row["plan"]["sends_match"] for row in per_seed.values()),
+            "holdout_covered": sum(
+                h["covered"] for row in per_seed.values() for h in row["holdout"].values()
+            ),
+            "seeds": len(per_seed),
+        }
+        for r, (m, lo, hi) in shares.items():
+            print(f"  {flow} {r:<13} mean {m:6.1%} [{lo:.1%}, {hi:.1%}] of the oracle")
+    return out
+
+
+def _campaign_main(args: Any) -> int:
+    args.campaigns = [f for f in args.campaigns.split(",") if f]
+    args.campaign_seeds = [int(s) for s in args.campaign_seeds.split(",") if s]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = campaign_targeting(args, Path(tmp))
+    target = Path(args.output or CAMPAIGN_RESULTS)
+    target.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).date().isoformat(),
+                "machine": f"{platform.machine()}, {platform.python_version()}",
+                "customers": args.campaign_customers,
+                "explore_customers": args.explore_customers,
+                "budget_share": args.budget_share,
+                "seeds": args.campaign_seeds,
+                "campaigns": result,
+            },
+            indent=2,
+        )
+    )
+    print(f"results written to {target}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,8 +621,22 @@ def main() -> int:
     parser.add_argument(
         "--memory", action="store_true", help="policies on the in-memory store (same decisions, faster)"
     )
-    parser.add_argument("--output", default=str(RESULTS), help="where the JSON results go")
+    parser.add_argument("--output", default="", help="where the JSON results go")
+    parser.add_argument(
+        "--campaigns",
+        default="",
+        help="compare campaign targeting rules instead (winback,promo): everyone, propensity, uplift, "
+        "oracle; results to benchmarks/campaign_targeting.json",
+    )
+    parser.add_argument("--campaign-seeds", default="41,42,43", help="populations per campaign")
+    parser.add_argument("--campaign-customers", type=int, default=4000, help="the targeted population")
+    parser.add_argument(
+        "--explore-customers", type=int, default=16000, help="the exploration run's population"
+    )
+    parser.add_argument("--budget-share", type=float, default=0.25, help="budget: this share of the eligible")
     args = parser.parse_args()
+    if args.campaigns:
+        return _campaign_main(args)
     args.policies = [p for p in args.policies.split(",") if p]
     unknown = [p for p in args.policies if p not in POLICIES]
     if unknown:
@@ -532,7 +681,7 @@ def main() -> int:
     }
     if rows:
         print(f"  {covered} of {len(rows)} 95% intervals cover the true effect; mean absolute error {errors}")
-    output = Path(args.output)
+    output = Path(args.output or RESULTS)
     output.write_text(
         json.dumps(
             {
