@@ -9,9 +9,10 @@ Steps, in one run:
    audience (``customer.orders_count >= 1``).
 3. ``nextbest campaign run bench`` as a subprocess (the bundled catalog, its models, plus the segment and
    the campaign on a trigger only the promotional email, SMS and on-site banner answer), killed with
-   SIGKILL once half of the audience is decided (polled in SQL), then run again with the same run id to
-   the end. Each run's peak resident memory is its ``ru_maxrss`` (``os.wait4``), its decisions/s the new
-   campaign decisions over its wall time; the campaign's figure is the audience over both runs' time.
+   SIGKILL once half of the audience is decided (its progress line, polled), then run again with the same
+   run id to the end. Each run's peak resident memory is its ``ru_maxrss`` (``os.wait4``), its
+   decisions/s the new campaign decisions over its wall time; the campaign's figure is the audience over
+   both runs' time.
 4. Checks in SQL: no (campaign, run, customer) with two decisions, no customer with two campaign
    exposures, and the decisions equal the audience's eligible count (the templates' segment membership
    times their copies, and the count the run prints).
@@ -247,10 +248,11 @@ def run_campaign_process(url: str, catalog: Path, log: Path, kill_at: int | None
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     killed = False
-    if kill_at is not None:
+    if kill_at is not None:  # the progress line says how many are decided (a count in SQL would load it)
         while proc.poll() is None:
             time.sleep(1.0)
-            if campaign_decisions(url) >= kill_at:
+            decided = re.findall(rb"(\d+) decided", log.read_bytes()[-400:])
+            if decided and before + int(decided[-1]) >= kill_at:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
                 break
