@@ -42,6 +42,7 @@ from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Channel, Event, EventType, ReasonCode
 from nextbest.models import ModelRegistry, ModelSet
 from nextbest.models.artifacts import ModelKind
+from nextbest.models.registry import UpliftModel
 from nextbest.simulate.world import START, Customer, population
 from nextbest.store import Database, Store, upgrade
 from nextbest.store.scan import customer_states
@@ -50,13 +51,16 @@ from nextbest.training.pipeline import Source, train
 __all__ = [
     "CAMPAIGN_AT",
     "CAMPAIGN_CATALOG",
+    "RULES",
     "WINDOW",
     "CampaignOutcome",
     "CampaignTruth",
     "TargetingComparison",
     "TargetingResult",
+    "blind_net",
     "campaign_catalog",
     "compare_targeting",
+    "explore_and_learn",
     "load_history",
     "play_campaign",
     "true_response",
@@ -321,7 +325,21 @@ def play_campaign(
 
 # -- targeting rules against the truth ------------------------------------------------------------------
 
-RULES = ("everyone", "propensity", "uplift", "oracle")
+RULES = ("everyone", "propensity", "uplift", "oracle-blind", "oracle")
+PUT_OFF_SHARE = 0.1
+
+
+def blind_net(customer: Customer, flow: str) -> float:
+    """The true net a send is expected to add given only what the store's data shows: the hidden traits
+    (being put off, price sensitivity) replaced by their population means, knowing the rest (the
+    ceiling for any model of the store's data)."""
+    loyal = len(customer.past_orders) >= 4
+    mean_sensitivity = 0.003 * (0.3 if loyal else 1.0)  # world.population: uniform(0, 0.006), x 0.3 loyal
+    typical = replace(customer, persuadability=0.0, price_sensitivity=mean_sensitivity)
+    put_off = replace(customer, persuadability=-0.15)
+    return (1 - PUT_OFF_SHARE) * true_response(typical, flow).net + PUT_OFF_SHARE * true_response(
+        put_off, flow
+    ).net
 
 
 @dataclass(frozen=True)
@@ -358,6 +376,7 @@ class TargetingComparison:
     budget: int
     results: dict[str, TargetingResult]
     exploration: CampaignOutcome
+    explore_url: str  # the exploration store (its holdout's lift report)
     plan: CampaignPlan  # the uplift rule's plan, made before its run
     run: CampaignOutcome  # the uplift rule's run, played after the plan
 
@@ -365,6 +384,39 @@ class TargetingComparison:
     def plan_truth(self) -> float:
         """The true incremental revenue (expected, before cost) of the sends the uplift run made."""
         return self.run.true_incremental_revenue()
+
+
+def explore_and_learn(
+    seed: int, customers: int, flow: str, workdir: Path
+) -> tuple[CampaignOutcome, UpliftModel, str]:
+    """The exploration run (the campaign with its 50 % holdout to everyone in the audience of
+    population ``seed``, its orders drawn from the truth), and the uplift model ``nextbest train
+    uplift``'s pipeline trains on that run's logged randomized exposures (never on the truth). Returns
+    the run, the model and the exploration store's URL (its lift report reads it)."""
+    url = f"sqlite:///{workdir}/explore-{seed}.db"
+    models_dir = workdir / f"models-{seed}"
+    db = Database(url)
+    try:
+        upgrade(db)
+        catalog = campaign_catalog()
+        explorers = population(customers, seed)
+        store = Store(db)
+        load_history(store, explorers)
+        engine = DecisionEngine(catalog, store, clock=lambda: CAMPAIGN_AT)
+        exploration = play_campaign(engine, catalog.campaigns[flow], explorers, seed=seed, run_id="explore")
+    finally:
+        db.dispose()
+    train(
+        ModelKind.UPLIFT,
+        Source(database_url=url, window=WINDOW, as_of=CAMPAIGN_AT + WINDOW + timedelta(days=1)),
+        models_dir,
+        seed,
+        promote_it=True,
+    )
+    uplift = ModelRegistry(models_dir).current.uplift
+    if uplift is None:
+        raise RuntimeError(f"the uplift model trained in {models_dir} did not load")
+    return exploration, uplift, url
 
 
 def compare_targeting(
@@ -376,43 +428,18 @@ def compare_targeting(
     explore_customers: int | None = None,
     workdir: Path,
 ) -> TargetingComparison:
-    """Explores, learns, then targets, as a store would:
-
-    1. the exploration run: the campaign with its 50 % holdout to everyone in the audience of one
-       population (``seed``, ``explore_customers`` customers), its orders drawn from the truth;
-    2. an uplift model trained on that run's logged randomized exposures (``nextbest train uplift``'s
-       pipeline, on the store; never on the truth);
-    3. a fresh population of the same store (``seed + 1000``), no holdout: each rule's sends within a
-       budget of ``budget_share`` of the members with something to send. ``everyone`` in scan order,
-       ``propensity`` by P(convert | sent) x value x kept (the uplift model's treated arm as the
-       propensity model: trained on the same sends), ``uplift`` by expected incremental value (positive
-       only), ``oracle`` by the true net (positive only). Each ranking is made dry; then the uplift
-       rule's plan, then its run (played: its orders drawn), to check the plan against the run."""
-    explore_url = f"sqlite:///{workdir}/explore-{seed}.db"
-    target_url = f"sqlite:///{workdir}/target-{seed}.db"
-    models_dir = workdir / f"models-{seed}"
-    explore_db, target_db = Database(explore_url), Database(target_url)
+    """Explores, learns, then targets, as a store would: :func:`explore_and_learn` on population
+    ``seed`` (``explore_customers`` customers), then a fresh population of the same store (``seed +
+    1000``, ``customers``), no holdout: each rule's sends within a budget of ``budget_share`` of the
+    members with something to send. ``everyone`` in scan order, ``propensity`` by P(convert | sent) x
+    value x kept (the uplift model's treated arm as the propensity model: trained on the same sends),
+    ``uplift`` by expected incremental value (positive only), ``oracle`` by the true net (positive only),
+    ``oracle-blind`` by :func:`blind_net`. Each ranking is made dry; then the uplift rule's plan, then its
+    run (played: its orders drawn), to check the plan against the run."""
+    exploration, uplift, explore_url = explore_and_learn(seed, explore_customers or customers, flow, workdir)
+    target_db = Database(f"sqlite:///{workdir}/target-{seed}.db")
     try:
-        for db in (explore_db, target_db):
-            upgrade(db)
-        catalog = campaign_catalog()
-        campaign = catalog.campaigns[flow]
-        explorers = population(explore_customers or customers, seed)
-        explore_store = Store(explore_db)
-        load_history(explore_store, explorers)
-        engine = DecisionEngine(catalog, explore_store, clock=lambda: CAMPAIGN_AT)
-        exploration = play_campaign(engine, campaign, explorers, seed=seed, run_id="explore")
-        train(
-            ModelKind.UPLIFT,
-            Source(database_url=explore_url, window=WINDOW, as_of=CAMPAIGN_AT + WINDOW + timedelta(days=1)),
-            models_dir,
-            seed,
-            promote_it=True,
-        )
-        uplift = ModelRegistry(models_dir).current.uplift
-        if uplift is None:
-            raise RuntimeError(f"the uplift model trained in {models_dir} did not load")
-
+        upgrade(target_db)
         targets = population(customers, seed + 1000)
         truth = {c.user_id: true_response(c, flow) for c in targets}
         target_store = Store(target_db)
@@ -425,31 +452,31 @@ def compare_targeting(
             registry.current = models
             return DecisionEngine(quiet, target_store, clock=lambda: CAMPAIGN_AT, models=registry)
 
+        def ranking(models: ModelSet, rule: str) -> list[str]:
+            return rank_members(
+                engine_with(models), replace(everyone, targeting=rule), customer_states(target_db)
+            )
+
         plain = engine_with(ModelSet())
         dry = plan_campaign(plain, base, customer_states(target_db), CAMPAIGN_AT)
         budget = max(1, round(budget_share * dry.sends))
-        results: dict[str, TargetingResult] = {}
         everyone = replace(base, max_sends=budget)
-        eligible = rank_members(plain, replace(everyone, targeting="ranked"), customer_states(target_db))
-        scan = sorted(eligible)  # scan order is user-id order
-        results["everyone"] = _result("everyone", scan[:budget], truth)
-        ranked = rank_members(
-            engine_with(ModelSet(propensity=uplift.treated)),
-            replace(everyone, targeting="propensity"),
-            customer_states(target_db),
-        )
-        results["propensity"] = _result("propensity", ranked[:budget], truth)
+        eligible = ranking(ModelSet(), "ranked")  # every member with something to send
+        blind = {c.user_id: blind_net(c, flow) for c in targets}
+        orders = {
+            "everyone": sorted(eligible),  # scan order is user-id order
+            "propensity": ranking(ModelSet(propensity=uplift.treated), "propensity"),
+            "uplift": ranking(ModelSet(uplift=uplift), "uplift"),
+            "oracle-blind": sorted((u for u in eligible if blind[u] > 0), key=lambda u: (-blind[u], u)),
+            "oracle": sorted((u for u in eligible if truth[u].net > 0), key=lambda u: (-truth[u].net, u)),
+        }
+        results = {rule: _result(rule, users[:budget], truth) for rule, users in orders.items()}
         uplift_engine = engine_with(ModelSet(uplift=uplift))
         by_uplift = replace(everyone, targeting="uplift")
-        chosen = rank_members(uplift_engine, by_uplift, customer_states(target_db))
-        results["uplift"] = _result("uplift", chosen[:budget], truth)
-        oracle = sorted((u for u in eligible if truth[u].net > 0), key=lambda u: (-truth[u].net, u))
-        results["oracle"] = _result("oracle", oracle[:budget], truth)
         plan = plan_campaign(uplift_engine, by_uplift, customer_states(target_db), CAMPAIGN_AT)
         run = play_campaign(uplift_engine, by_uplift, targets, seed=seed + 1000, run_id="uplift")
         return TargetingComparison(
-            seed, dry.segment.members, dry.sends, budget, results, exploration, plan, run
+            seed, dry.segment.members, dry.sends, budget, results, exploration, explore_url, plan, run
         )
     finally:
-        explore_db.dispose()
         target_db.dispose()
