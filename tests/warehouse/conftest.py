@@ -19,7 +19,7 @@ from nextbest.catalog import Catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.simulate import START, EngineBackend, Simulator, population
 from nextbest.store import Database, Store, upgrade
-from nextbest.store.schema import assignments, decisions, erasures, events, exposures
+from nextbest.store.schema import assignments, decisions, erasures, events, experiment_units, exposures
 from tests.conftest import BACKENDS, PG_URL
 
 DAYS = 10
@@ -75,7 +75,7 @@ def simulated_copies(
     for url in fresh_database("postgresql", tmp_path_factory.mktemp("copy")):
         source, target = Database(simulated[0]), Database(url)
         with source.reader.connect() as read, target.writer.begin() as write:
-            for table in (decisions, exposures, assignments, events, erasures):
+            for table in (decisions, exposures, assignments, experiment_units, events, erasures):
                 rows = [dict(r._mapping) for r in read.execute(select(*table.columns))]
                 if rows:
                     write.execute(table.insert(), rows)

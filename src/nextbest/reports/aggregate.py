@@ -16,14 +16,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, FromClause, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Connection, FromClause, Select, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
-from sqlalchemy.types import Float
 
 from nextbest.domain import EventType
 from nextbest.reports.engines import QueryRunner, runner_for
-from nextbest.store.schema import assignments, erasures, events
+from nextbest.store.schema import assignments, erasures, events, experiment_units
 
 __all__ = [
     "ArmAggregate",
@@ -91,51 +90,75 @@ class ReportSource:
     """The relations a report reads, by the store's column names: ``assignments`` (user_id,
     experiment_id, arm_id, occurred_at; held_out and action_id for the cost per arm) and ``events``
     (user_id, type, occurred_at, value); ``erasures`` when the source keeps them. nextbest's own store
-    and its Parquet export use the store's tables; external experiments name their own views."""
+    and its Parquet export use the store's tables; external experiments name their own views.
+
+    ``units``, when the source keeps it, is each unit's first exposure (experiment_id, user_id, arm_id,
+    first_at, mixed_at: ``nextbest.store.units``); the report then reads one row per unit from it
+    instead of grouping the unit's exposures, with the same result."""
 
     assignments: FromClause = assignments
     events: FromClause = events
     erasures: FromClause | None = erasures
+    units: FromClause | None = None
 
 
-STORE = ReportSource()
+STORE = ReportSource(units=experiment_units)
 
 
-class epoch_seconds(FunctionElement[float]):  # noqa: N801 - a SQL function, named like one
-    """Seconds since 1970 of a timestamp column as a double, spelled for each engine (below)."""
+class moment(FunctionElement[Any]):  # noqa: N801 - a SQL function, named like one
+    """A timestamp column as the report compares it: the timestamp itself, or on SQLite, which stores
+    text, its seconds since 1970 as a double."""
 
-    type = Float()
     inherit_cache = True
 
 
-@compiles(epoch_seconds, "sqlite")
-def _epoch_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    # SQLite stores text.
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+class shifted(FunctionElement[Any]):  # noqa: N801
+    """``moment(column)`` moved by a fixed duration, spelled for each engine (below)."""
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any], by: timedelta) -> None:
+        self.micros = round(by / timedelta(microseconds=1))
+        super().__init__(column)
 
 
-@compiles(epoch_seconds, "postgresql")
-def _epoch_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
-    # PostgreSQL-specific (issue 22, partitions engineer): date_part is double precision, like the other
-    # engines' spelling; EXTRACT returns numeric since PostgreSQL 14, and the report evaluates it some
-    # thirty times per joined row (15 % of the report's CPU at 500 k exposures; benchmarks/RESULTS.md).
-    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
+def _inner(element: Any, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
 
 
-@compiles(epoch_seconds, "duckdb")
-def _epoch_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"(CAST(epoch_us({compiler.process(element.clauses, **kw)}) AS DOUBLE) / 1e6)"
+def _epoch(column: str) -> str:
+    return f"((julianday({column}) - 2440587.5) * 86400.0)"
 
 
-@compiles(epoch_seconds, "spark")
-def _epoch_spark(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"(CAST(unix_micros({compiler.process(element.clauses, **kw)}) AS DOUBLE) / 1e6)"
+@compiles(moment)
+def _moment(element: Any, compiler: Any, **kw: Any) -> str:
+    return _inner(element, compiler, **kw)
 
 
-@compiles(epoch_seconds)
-def _epoch_default(element: Any, compiler: Any, **kw: Any) -> str:
-    # Standard SQL, for the engines SQLAlchemy speaks to that are not named above.
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+@compiles(moment, "sqlite")
+def _moment_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return _epoch(_inner(element, compiler, **kw))
+
+
+@compiles(shifted, "sqlite")
+def _shifted_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"({_epoch(_inner(element, compiler, **kw))} + {element.micros / 1e6!r})"
+
+
+@compiles(shifted, "duckdb")
+def _shifted_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"({_inner(element, compiler, **kw)} + to_microseconds(CAST({element.micros} AS BIGINT)))"
+
+
+@compiles(shifted, "spark")
+def _shifted_spark(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"timestamp_micros(unix_micros({_inner(element, compiler, **kw)}) + {element.micros})"
+
+
+@compiles(shifted)
+def _shifted_default(element: Any, compiler: Any, **kw: Any) -> str:
+    # PostgreSQL, and standard SQL for the engines SQLAlchemy speaks to that are not named above.
+    return f"({_inner(element, compiler, **kw)} + INTERVAL '{element.micros} microseconds')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +188,31 @@ def _contribution(source: ReportSource, terms: tuple[tuple[str, Term], ...]) -> 
     return case(*whens, else_=0.0)
 
 
+def _units(source: ReportSource, experiment_id: str, as_of: datetime) -> Select[Any]:
+    """The experiment's units as of ``as_of``, one row each: user_id, arm, first_at, and ``mixed`` (1
+    when seen in several arms by then, else 0)."""
+    if source.units is not None:
+        u = source.units.c
+        return select(
+            u.user_id,
+            u.arm_id.label("arm"),
+            u.first_at,
+            case((u.mixed_at <= as_of, 1), else_=0).label("mixed"),
+        ).where(u.experiment_id == experiment_id, u.first_at <= as_of)
+    a = source.assignments.c
+    return (
+        select(
+            a.user_id,
+            func.min(a.arm_id).label("arm"),
+            func.min(a.occurred_at).label("first_at"),
+            # min != max: seen in several arms (cheaper than COUNT(DISTINCT), which forces a sort)
+            case((func.min(a.arm_id) != func.max(a.arm_id), 1), else_=0).label("mixed"),
+        )
+        .where(a.experiment_id == experiment_id, a.occurred_at <= as_of)
+        .group_by(a.user_id)
+    )
+
+
 def report_query(
     source: ReportSource,
     experiment_id: str,
@@ -174,52 +222,50 @@ def report_query(
     window: timedelta,
     lookback: timedelta,
 ) -> Select[Any]:
-    """The report as one query: a row per arm with ``n``, and for metric ``i`` ``sum{i}``,
-    ``sum_squares{i}``, ``pre_sum{i}``, ``pre_sum_squares{i}``, ``sum_of_products{i}`` (and, for a ratio
-    metric, ``d_sum{i}``, ``d_sum_squares{i}``, ``d_sum_of_products{i}``), and ``excluded``, the units seen
-    in several arms. The one place the report's SQL is built: every engine runs what this returns."""
-    a, ev = source.assignments.c, source.events.c
-    units = (
-        select(
-            a.user_id,
-            func.min(a.occurred_at).label("first_at"),
-            func.min(a.arm_id).label("arm"),
-            # min != max: seen in several arms (cheaper than COUNT(DISTINCT), which forces a sort)
-            func.max(a.arm_id).label("last_arm"),
-        )
-        .where(a.experiment_id == experiment_id, a.occurred_at <= as_of)
-        .group_by(a.user_id)
-        .cte("units")
-    )
-    # Every unit goes into the join and the ones seen in several arms are dropped after it: filtering
-    # first (arm = last_arm) makes PostgreSQL expect a few hundred units and probe the events index
-    # once per unit instead of hashing the join.
-    start = epoch_seconds(units.c.first_at)
-    at = epoch_seconds(ev.occurred_at)
-    as_of_s = as_of.timestamp()
-    window_s, lookback_s = window.total_seconds(), lookback.total_seconds()
-    in_window = and_(at >= start, at < start + window_s, at <= as_of_s)
-    before = and_(at >= start - lookback_s, at < start)
-    # last_arm as an aggregate, not a grouping column: the filter on it then stays after the join.
-    columns: list[ColumnElement[Any]] = [units.c.arm, func.max(units.c.last_arm).label("last_arm")]
+    """The report as one query: a row per arm with ``n`` (its units, 0 when all were seen in several
+    arms), ``excluded`` (its units seen in several arms, counted under the arm of their first exposure),
+    and for metric ``i`` ``sum{i}``, ``sum_squares{i}``, ``pre_sum{i}``, ``pre_sum_squares{i}``,
+    ``sum_of_products{i}`` (and, for a ratio metric, ``d_sum{i}``, ``d_sum_squares{i}``,
+    ``d_sum_of_products{i}``). The one place the report's SQL is built: every engine runs what this
+    returns.
+
+    Units are counted from the units alone; the per-unit sums join only the events that can count (of a
+    metric's types, between the lookback before the first exposure and the window after it, not after
+    ``as_of``): a unit with none has every per-unit value 0, and adds 0 to every sum."""
+    ev = source.events.c
+    units = _units(source, experiment_id, as_of).subquery("units")
+    clean = select(units.c.user_id, units.c.arm, units.c.first_at).where(units.c.mixed == 0).subquery("clean")
+    # Timestamps compared with timestamps (the window's edges computed once per unit and joined row);
+    # SQLite, which stores text, compares epoch seconds (see ``moment`` below).
+    at, start = moment(ev.occurred_at), moment(clean.c.first_at)
+    window_end, lookback_start = shifted(clean.c.first_at, window), shifted(clean.c.first_at, -lookback)
+    in_window = at >= start
+    types = sorted({t for metric in metrics for t, _ in (*metric.terms, *metric.denominator)})
+    columns: list[ColumnElement[Any]] = [clean.c.arm]
     for i, metric in enumerate(metrics):
         value = _contribution(source, metric.terms)
-        post: ColumnElement[Any] = func.coalesce(func.sum(case((in_window, value), else_=0.0)), 0.0)
-        pre: ColumnElement[Any] = func.coalesce(func.sum(case((before, value), else_=0.0)), 0.0)
+        post: ColumnElement[Any] = func.sum(case((in_window, value), else_=0.0))
+        pre: ColumnElement[Any] = func.sum(case((in_window, 0.0), else_=value))
         if metric.binary:
             post = case((post > 0, 1.0), else_=0.0)
             pre = case((pre > 0, 1.0), else_=0.0)
         columns += [post.label(f"y{i}"), pre.label(f"x{i}")]
         if metric.is_ratio:
             d = _contribution(source, metric.denominator)
-            columns.append(func.coalesce(func.sum(case((in_window, d), else_=0.0)), 0.0).label(f"d{i}"))
+            columns.append(func.sum(case((in_window, d), else_=0.0)).label(f"d{i}"))
     per_unit = (
         select(*columns)
-        .select_from(units.outerjoin(source.events, ev.user_id == units.c.user_id))
-        .group_by(units.c.user_id, units.c.arm)
+        .select_from(clean.join(source.events, ev.user_id == clean.c.user_id))
+        .where(
+            ev.type.in_(types),
+            at >= lookback_start,
+            at < window_end,
+            ev.occurred_at <= as_of,
+        )
+        .group_by(clean.c.user_id, clean.c.arm)
         .subquery("per_unit")
     )
-    sums: list[ColumnElement[Any]] = [per_unit.c.arm, func.count().label("n")]
+    sums: list[ColumnElement[Any]] = [per_unit.c.arm]
     for i, metric in enumerate(metrics):
         y, x = per_unit.c[f"y{i}"], per_unit.c[f"x{i}"]
         sums += [
@@ -236,13 +282,22 @@ def report_query(
                 func.sum(d * d).label(f"d_sum_squares{i}"),
                 func.sum(y * d).label(f"d_sum_of_products{i}"),
             ]
-    sums.append(excluded_query(units).scalar_subquery().label("excluded"))
-    return select(*sums).where(per_unit.c.arm == per_unit.c.last_arm).group_by(per_unit.c.arm)
-
-
-def excluded_query(units: Any) -> Select[Any]:
-    """How many of ``units`` (the CTE above) were seen in more than one arm."""
-    return select(func.count()).select_from(units).where(units.c.arm != units.c.last_arm)
+    by_arm = select(*sums).group_by(per_unit.c.arm).subquery("by_arm")
+    counts = (
+        select(
+            units.c.arm,
+            func.sum(1 - units.c.mixed).label("n"),
+            func.sum(units.c.mixed).label("excluded"),
+        )
+        .group_by(units.c.arm)
+        .subquery("counts")
+    )
+    return select(
+        counts.c.arm,
+        counts.c.n,
+        counts.c.excluded,
+        *[c for c in by_arm.c if c.name != "arm"],
+    ).select_from(counts.outerjoin(by_arm, by_arm.c.arm == counts.c.arm))
 
 
 def aggregate(
@@ -279,9 +334,11 @@ def aggregate_many(
     )
     query = report_query(source, experiment_id, definitions, as_of=as_of, window=window, lookback=lookback)
     out: dict[str, dict[str, ArmAggregate]] = {d.name: {} for d in definitions}
-    excluded_units = None
+    excluded_units = 0
     for m in sorted(runner.rows(query), key=lambda row: str(row["arm"])):
-        excluded_units = int(m["excluded"] or 0)
+        excluded_units += int(m["excluded"] or 0)
+        if not m["n"]:  # every unit of this arm was seen in several arms
+            continue
         for i, metric in enumerate(definitions):
             ratio = metric.is_ratio
             out[metric.name][m["arm"]] = ArmAggregate(
@@ -296,20 +353,7 @@ def aggregate_many(
                 d_sum_squares=_number(m[f"d_sum_squares{i}"]) if ratio else 0.0,
                 d_sum_of_products=_number(m[f"d_sum_of_products{i}"]) if ratio else 0.0,
             )
-    if excluded_units is None:  # no clean unit at all: still say how many were excluded
-        excluded_units = _excluded_alone(runner, source, experiment_id, as_of)
     return out, excluded_units
-
-
-def _excluded_alone(runner: QueryRunner, source: ReportSource, experiment_id: str, as_of: datetime) -> int:
-    a = source.assignments.c
-    units = (
-        select(a.user_id, func.min(a.arm_id).label("arm"), func.max(a.arm_id).label("last_arm"))
-        .where(a.experiment_id == experiment_id, a.occurred_at <= as_of)
-        .group_by(a.user_id)
-        .cte("units")
-    )
-    return int(runner.scalar(excluded_query(units)) or 0)
 
 
 def _number(value: Any) -> float:

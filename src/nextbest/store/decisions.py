@@ -19,6 +19,7 @@ from nextbest.store.backend import Backend, guard, refused
 from nextbest.store.contract import SavedDecision, StoredDecision, ToSave
 from nextbest.store.prepared import PreparedInsert, PreparedUpdate
 from nextbest.store.schema import assignments, customers, decisions, exposures
+from nextbest.store.units import merge_exposures, upsert_units
 from nextbest.store.writer import GroupCommitWriter, PendingWrite
 
 __all__ = ["DecisionLog"]
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 _SET_LATER = {"exposure_id", "cancelled_at", "cancelled_by", "cancel_reason"}
 _EXPOSURE_COLUMNS = [c.name for c in exposures.columns if c.name not in _SET_LATER]
 _ASSIGNMENT_COLUMNS = [c.name for c in assignments.columns if c.name != "assignment_id"]
+_UNIT_COLUMNS = ["experiment_id", "user_id", "arm_id", "first_at", "mixed_at"]
 
 _FIND_DECISION = select(decisions).where(decisions.c.request_id == bindparam("request_id"))
 _FIND_DECISIONS = select(decisions).where(
@@ -73,7 +75,7 @@ class DecisionLog:
             isolate=lambda exc: isinstance(exc, backend.row_failures),
         )
         # Compiled on first use: a dialect only knows its server's version once it has connected.
-        self._writes: tuple[PreparedInsert, PreparedInsert, PreparedInsert, PreparedInsert] | None = None
+        self._writes: tuple[PreparedInsert, ...] | None = None
         self._cancels: tuple[PreparedUpdate, PreparedUpdate, PreparedUpdate] | None = None
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
@@ -226,6 +228,7 @@ class DecisionLog:
                 PreparedInsert(exposures.insert(), _EXPOSURE_COLUMNS, dialect),
                 PreparedInsert(assignments.insert(), _ASSIGNMENT_COLUMNS, dialect),
                 PreparedInsert(_bump_version(self._insert), codec.VERSION_GUARD_COLUMNS, dialect),
+                PreparedInsert(upsert_units(dialect.name), _UNIT_COLUMNS, dialect),
             )
             self._cancels = (
                 PreparedUpdate(_CANCEL, dialect),
@@ -233,7 +236,7 @@ class DecisionLog:
                 PreparedUpdate(_ADVANCE, dialect),
             )
         assert self._cancels is not None  # compiled together with the inserts
-        insert_decisions, insert_exposures, insert_assignments, bump_version = self._writes
+        insert_decisions, insert_exposures, insert_assignments, bump_version, merge_units = self._writes
         cancel, uncancel, advance = self._cancels
         # Version guards first, in user order (a fixed lock order against concurrent batches and event
         # writes on PostgreSQL): a decision whose customer changed since it read them writes nothing.
@@ -275,6 +278,9 @@ class DecisionLog:
         ]
         if rows:
             insert_assignments.execute_many(conn, rows)
+            # Each unit's first exposure, in the same transaction: one merged row per unit of the batch,
+            # in key order (concurrent batches lock units in the same order).
+            merge_units.execute_many(conn, merge_exposures(rows))
         return inserted
 
 

@@ -28,7 +28,16 @@ from nextbest.store.backend import guard
 from nextbest.store.database import Database
 from nextbest.store.partitions import drop_partitions_before, forget_event_ids_before
 from nextbest.store.pseudonyms import PREFIX, CustomerIds
-from nextbest.store.schema import assignments, customers, decisions, erasures, events, exposures
+from nextbest.store.schema import (
+    assignments,
+    customers,
+    decisions,
+    erasures,
+    events,
+    experiment_units,
+    exposures,
+)
+from nextbest.store.units import rebuild_units
 
 __all__ = ["MAX_REASON", "MULTIPLE_ARMS", "Erased", "Erasure", "Purged", "check_erasure"]
 
@@ -37,7 +46,7 @@ MULTIPLE_ARMS = "__multiple__"
 MAX_REASON = 512
 _MAX_ID = 128
 # In the order they are deleted: rows that refer to a decision before the decision.
-_CUSTOMER_TABLES: tuple[Table, ...] = (assignments, exposures, decisions, events, customers)
+_CUSTOMER_TABLES: tuple[Table, ...] = (experiment_units, assignments, exposures, decisions, events, customers)
 
 
 def check_erasure(user_id: str, reason: str) -> None:
@@ -153,6 +162,11 @@ class Erasure:
             "events": self._purge(events, events.c.seq, before, batch),
         }
         rows = {table: n + in_partitions.get(table, 0) for table, n in rows.items()}
+        if rows["assignments"]:
+            # Units first exposed before the cut-off: their first exposure is gone, so their row is what
+            # the assignments left define (a report reads the same as from the assignments themselves).
+            with guard("rebuild experiment units"), self.db.begin_write() as conn:
+                rebuild_units(conn, before=before)
         if dropped:
             self._forget_event_ids(before, batch)
         detail: dict[str, Any] = {"before": before.isoformat(), "rows": rows}

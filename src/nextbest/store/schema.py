@@ -32,6 +32,7 @@ __all__ = [
     "decisions",
     "erasures",
     "events",
+    "experiment_units",
     "experiments",
     "exposures",
     "inventory",
@@ -237,6 +238,21 @@ inventory = Table(
     Column("in_stock", Boolean, nullable=False),
     Column("changed_at", UTCDateTime(), nullable=False),
     Column("event_id", _ID, nullable=False),
+)
+
+# Each experiment unit's first exposure, kept by the group commit as assignments are written (migration
+# 0009, ``nextbest.store.units``): the arm and time of the unit's first assignment, and the time it was
+# first seen in another arm (NULL while it has one arm). A lift report groups these rows, one per unit,
+# instead of the unit's exposures; as of any moment T the unit is counted when first_at <= T, and
+# excluded (seen in several arms) when mixed_at <= T.
+experiment_units = Table(
+    "experiment_units",
+    metadata,
+    Column("experiment_id", _NAME, primary_key=True),
+    Column("user_id", _ID, primary_key=True),
+    Column("arm_id", _NAME, nullable=False),
+    Column("first_at", UTCDateTime(), nullable=False),
+    Column("mixed_at", UTCDateTime()),
 )
 
 # What erasures removed from experiments, without whom: per erasure, experiment and arm (the arm of the

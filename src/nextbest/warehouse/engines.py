@@ -14,7 +14,9 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import StaticPool
 
 from nextbest.errors import NextbestError
-from nextbest.reports.engines import SparkRunner
+from nextbest.reports.engines import SparkDialect, SparkRunner
+from nextbest.store.schema import assignments, experiment_units
+from nextbest.store.units import units_from
 from nextbest.warehouse.exporter import STATE
 from nextbest.warehouse.tables import EXPORTED, ExportedTable, arrow_schema
 
@@ -78,16 +80,35 @@ def duckdb_connection(source: Path | None = None, *, threads: int | None = None)
                 conn.exec_driver_sql(f"SET threads = {int(threads)}")
             if source is not None and path == ":memory:":
                 for table in EXPORTED:
-                    conn.exec_driver_sql(_duckdb_view(source, table))
+                    conn.exec_driver_sql(_duckdb_view(source, table, conn.dialect))
+            elif path != ":memory:" and not _has_table(conn, "experiment_units"):
+                # A DuckDB file loaded without the units' first exposures: computed from its assignments.
+                conn.exec_driver_sql(f"CREATE TEMP VIEW experiment_units AS {_derived_units(conn.dialect)}")
             conn.commit()
             yield conn
     finally:
         engine.dispose()
 
 
-def _duckdb_view(directory: Path, table: ExportedTable) -> str:
+def _derived_units(dialect: Any) -> str:
+    """The units' first exposures computed from the exported assignments, for an export made before
+    ``experiment_units`` was exported (slower: it groups every exposure)."""
+    query = units_from(assignments)
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _has_table(conn: Connection, name: str) -> bool:
+    found = conn.exec_driver_sql(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", (name,)
+    ).scalar()
+    return bool(found)
+
+
+def _duckdb_view(directory: Path, table: ExportedTable, dialect: Any) -> str:
     schema = arrow_schema(table)
     files = _files(directory, table)
+    if files is None and table.table is experiment_units:
+        return f'CREATE VIEW "{table.name}" AS {_derived_units(dialect)}'
     if files is None:
         nulls = ", ".join(f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         return f'CREATE VIEW "{table.name}" AS SELECT {nulls} WHERE false'
@@ -127,7 +148,9 @@ def spark_runner(spark: Any, source: Path) -> SparkRunner:
     for table in EXPORTED:
         schema = arrow_schema(table)
         files = _files(source, table)
-        if files is None:
+        if files is None and table.table is experiment_units:
+            frame = spark.sql(str(_derived_units(SparkDialect())))
+        elif files is None:
             ddl = ", ".join(f"`{f.name}` {_spark_type(f.type)}" for f in schema)
             frame = spark.createDataFrame([], ddl)
         else:

@@ -91,6 +91,8 @@ def export(
         with db.reader.connect() as conn:
             for table in EXPORTED:
                 if table.order is None:
+                    if _unchanged(conn, directory, table, result):
+                        continue
                     renames += _write_whole(conn, directory, table, run)
                     continue
                 if table.order == "decided_at":
@@ -181,11 +183,31 @@ def _read_columns(table: ExportedTable) -> list[Any]:
     return out
 
 
+def _unchanged(conn: Connection, directory: Path, table: ExportedTable, result: ExportResult) -> bool:
+    """True when a table written whole need not be written again: the units' first exposures when this
+    run exported no new assignments and the store holds as many units as the file (an erasure removes
+    some); small tables are always rewritten."""
+    if table.name != "experiment_units":
+        return False
+    path = directory / table.name / f"{table.name}.parquet"
+    if result.rows.get("assignments") or not path.exists():
+        return False
+    stored = conn.execute(select(func.count()).select_from(table.table)).scalar()
+    return bool(pq.read_metadata(path).num_rows == stored)
+
+
 def _write_whole(conn: Connection, directory: Path, table: ExportedTable, run: int) -> list[tuple[str, str]]:
-    rows = conn.execute(select(*_read_columns(table))).all()
     (directory / table.name).mkdir(exist_ok=True)
     tmp = f"{table.name}/{TEMP_PREFIX}{run:06d}.parquet"
-    pq.write_table(_arrow(table, arrow_schema(table), rows), directory / tmp)
+    schema = arrow_schema(table)
+    query = select(*_read_columns(table)).execution_options(stream_results=True, yield_per=_BATCH)
+    with pq.ParquetWriter(directory / tmp, schema) as writer:
+        written = False
+        for rows in conn.execute(query).partitions(_BATCH):
+            writer.write_table(_arrow(table, schema, rows))
+            written = True
+        if not written:
+            writer.write_table(_arrow(table, schema, []))
     return [(tmp, f"{table.name}/{table.name}.parquet")]
 
 

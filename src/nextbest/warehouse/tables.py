@@ -11,7 +11,15 @@ import pyarrow as pa
 from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Table
 
 from nextbest.models.features import LOGGED
-from nextbest.store.schema import UTCDateTime, assignments, decisions, erasures, events, exposures
+from nextbest.store.schema import (
+    UTCDateTime,
+    assignments,
+    decisions,
+    erasures,
+    events,
+    experiment_units,
+    exposures,
+)
 
 __all__ = ["EXPORTED", "ExportedTable", "arrow_schema", "schema_document"]
 
@@ -52,6 +60,13 @@ EXPORTED: tuple[ExportedTable, ...] = (
         "occurred_at",
         "experiment exposures: one row per decision, experiment and in-scope action, held-out units "
         "included with the action they would have received; probability: of the arm served",
+    ),
+    ExportedTable(
+        experiment_units,
+        None,
+        None,
+        "each experiment unit's first exposure (arm_id and first_at of its first assignment; mixed_at: "
+        "first seen in another arm); rewritten whole by each export that exports new assignments",
     ),
     ExportedTable(
         events,
