@@ -27,6 +27,7 @@ import contextlib
 import json
 import secrets
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -45,7 +46,7 @@ from nextbest.catalog import load_catalog
 from nextbest.decision.contact import cancel_reason
 from nextbest.decision.engine import DecisionEngine, request_fingerprint
 from nextbest.domain import Channel, Decision, DecisionRequest, Event, EventType, RequestContext
-from nextbest.state import CustomerSnapshot, CustomerState
+from nextbest.state import CustomerSnapshot, CustomerState, fold_events
 from nextbest.store import Database, FrozenStore, Store, ToSave, codec, upgrade
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -149,8 +150,8 @@ def _value(value: Any, dialect: str) -> Any:
     """A value as the bare driver is given it: documents as JSON text; SQLite times as ISO text."""
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
-    if isinstance(value, datetime) and dialect == "sqlite":
-        return value.astimezone(UTC).isoformat(sep=" ")
+    if isinstance(value, datetime) and dialect == "sqlite":  # the text SQLAlchemy stores
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return value
 
 
@@ -246,76 +247,127 @@ def make_events(n: int, tag: str) -> list[Event]:
     return out
 
 
-def bench_events(name: str, url: str, count: int, size: int = 100, callers: int = 4) -> dict[str, Any]:
-    """Events/s of ``Store.record_events`` in batches of ``size``, called in turn by one caller and
-    concurrently by ``callers`` (as a server's callers do: the group commit shares their transactions),
-    against a bare ``executemany`` of the same rows in turn (one caller, one transaction per batch)."""
+def bare_event_statements(
+    bare: Bare, batch: Sequence[Event], with_customers: bool
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The rows ``record_events`` writes for ``batch`` (events of customers first seen), as the bare
+    driver is given them: the ``events`` rows and, ``with_customers``, the ``customers`` rows the store
+    creates (each customer's state with its event folded in, at version 1)."""
+    event_columns = list(codec.EVENT_COLUMNS)
+    out = [
+        (
+            bare.sql("events", event_columns),
+            [tuple(_value(v, bare.dialect) for v in codec.event_values(e, T0)) for e in batch],
+        )
+    ]
+    if with_customers:
+        customer_columns = ["user_id", *codec.STATE_COLUMNS, "version"]
+        out.append(
+            (
+                bare.sql("customers", customer_columns),
+                [
+                    (
+                        e.user_id,
+                        *(
+                            _value(v, bare.dialect)
+                            for v in codec.state_values(fold_events(CustomerState(e.user_id), [e]), T0)
+                        ),
+                        1,
+                    )
+                    for e in batch
+                ],
+            )
+        )
+    return out
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench_events(
+    name: str, url: str, count: int, *, size: int = 100, callers: int = 4, rounds: int = 3
+) -> dict[str, Any]:
+    """Events/s of ``Store.record_events`` in batches of ``size`` (each event a customer first seen),
+    called in turn by one caller and concurrently by ``callers`` (as a server's callers do: the group
+    commit shares their transactions), against the bare driver's ``executemany`` in turn (one caller,
+    one transaction per batch) of the same rows: the ``events`` rows alone, and the ``events`` and
+    ``customers`` rows (all the rows the store writes). ``rounds`` rounds of ``count`` events per path,
+    the paths alternating batch by batch within a round; each round gives its own ratios."""
     catalog = load_catalog(BENCH_DIR / "catalog_20.yaml")
     rule = partial(cancel_reason, catalog)
     db = Database(url)
     upgrade(db)
     store = Store(db)
     bare = Bare(url, db.dialect)
+    paths = ("store", "bare_events", "bare_rows")
+    batches = count // size
+    n = batches * size
+    per_round: list[dict[str, float]] = []
     try:
         store.record_events(make_events(size, "warm"), T0, rule)
-        columns = list(codec.event_row(make_events(1, "x")[0], T0))
-        sql = bare.sql("events", columns)
-        batches = count // size
-        n = batches * size
-        totals = {"store": [0.0, 0.0], "bare": [0.0, 0.0]}
-        for _ in range(batches):
-            mine = make_events(size, f"e{secrets.token_hex(4)}")
-            theirs = [
-                tuple(_value(row[c], bare.dialect) for c in columns)
-                for row in (codec.event_row(e, T0) for e in make_events(size, f"b{secrets.token_hex(4)}"))
-            ]
-            for key, fn in (
-                ("store", partial(store.record_events, mine, T0, rule)),
-                ("bare", partial(bare.write, [(sql, theirs)])),
-            ):
-                cpu, wall = timed(fn)
-                totals[key][0] += cpu
-                totals[key][1] += wall
-        work = [make_events(size, f"c{secrets.token_hex(4)}") for _ in range(batches)]
-        # Transactions of the events' group commit (None before it existed: one per call).
-        writer = getattr(store.customers, "writer", None)
-        commits = writer.batches if writer is not None else 0
+        bare.write(bare_event_statements(bare, make_events(size, "warmb"), with_customers=True))
+        for _ in range(rounds):
+            totals = {k: [0.0, 0.0] for k in paths}
+            for _ in range(batches):
+                mine = make_events(size, f"e{secrets.token_hex(4)}")
+                events_only = bare_event_statements(
+                    bare, make_events(size, f"b{secrets.token_hex(4)}"), False
+                )
+                all_rows = bare_event_statements(bare, make_events(size, f"r{secrets.token_hex(4)}"), True)
+                for key, fn in (
+                    ("store", partial(store.record_events, mine, T0, rule)),
+                    ("bare_events", partial(bare.write, events_only)),
+                    ("bare_rows", partial(bare.write, all_rows)),
+                ):
+                    cpu, wall = timed(fn)
+                    totals[key][0] += cpu
+                    totals[key][1] += wall
+            work = [make_events(size, f"c{secrets.token_hex(4)}") for _ in range(batches)]
+            writer = store.customers.writer
+            commits = writer.batches
 
-        def caller(k: int) -> None:
-            for batch in work[k::callers]:
-                store.record_events(batch, T0, rule)
+            def caller(k: int, work: list[list[Event]] = work) -> None:
+                for batch in work[k::callers]:
+                    store.record_events(batch, T0, rule)
 
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
-        cpu, wall = time.process_time(), time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        concurrent_cpu, concurrent_wall = time.process_time() - cpu, time.perf_counter() - wall
-        out = {
+            threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+            cpu, wall = time.process_time(), time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            concurrent_cpu, concurrent_wall = time.process_time() - cpu, time.perf_counter() - wall
+            r = {f"{k}_events_per_s": n / totals[k][1] for k in paths}
+            r |= {f"{k}_cpu_us_per_event": totals[k][0] / n * 1e6 for k in paths}
+            r["concurrent_events_per_s"] = n / concurrent_wall
+            r["concurrent_cpu_us_per_event"] = concurrent_cpu / n * 1e6
+            r["concurrent_calls_per_commit"] = batches / max(1, writer.batches - commits)
+            for base in ("bare_events", "bare_rows"):
+                r[f"ratio_{base}"] = r["store_events_per_s"] / r[f"{base}_events_per_s"]
+                r[f"concurrent_ratio_{base}"] = r["concurrent_events_per_s"] / r[f"{base}_events_per_s"]
+                r[f"cpu_ratio_{base}"] = r[f"{base}_cpu_us_per_event"] / r["store_cpu_us_per_event"]
+            per_round.append(r)
+            print(
+                f"[{name}] events in batches of {size}: store {r['store_events_per_s']:,.0f}/s "
+                f"({callers} callers: {r['concurrent_events_per_s']:,.0f}/s); bare, events rows "
+                f"{r['bare_events_events_per_s']:,.0f}/s, events + customers rows "
+                f"{r['bare_rows_events_per_s']:,.0f}/s"
+                f" -> {r['ratio_bare_events']:.2f}x / {r['ratio_bare_rows']:.2f}x "
+                f"({callers} callers {r['concurrent_ratio_bare_events']:.2f}x / "
+                f"{r['concurrent_ratio_bare_rows']:.2f}x); CPU us/event store "
+                f"{r['store_cpu_us_per_event']:.1f}, "
+                f"bare {r['bare_events_cpu_us_per_event']:.1f} / {r['bare_rows_cpu_us_per_event']:.1f}",
+                file=sys.stderr,
+            )
+        return {
             "database": name,
             "events": n,
             "batch": size,
-            "store_events_per_s": n / totals["store"][1],
-            "bare_events_per_s": n / totals["bare"][1],
-            "store_cpu_us_per_event": totals["store"][0] / n * 1e6,
-            "bare_cpu_us_per_event": totals["bare"][0] / n * 1e6,
             "callers": callers,
-            "concurrent_events_per_s": n / concurrent_wall,
-            "concurrent_cpu_us_per_event": concurrent_cpu / n * 1e6,
-            "concurrent_calls_per_commit": batches / (writer.batches - commits)
-            if writer is not None
-            else 1.0,
+            "rounds": per_round,
+            "spread": {k: _spread([r[k] for r in per_round]) for k in per_round[0]},
         }
-        out["ratio"] = out["store_events_per_s"] / out["bare_events_per_s"]
-        out["concurrent_ratio"] = out["concurrent_events_per_s"] / out["bare_events_per_s"]
-        print(
-            f"[{name}] events in batches of {size}: store {out['store_events_per_s']:,.0f}/s "
-            f"({callers} callers: {out['concurrent_events_per_s']:,.0f}/s), bare "
-            f"{out['bare_events_per_s']:,.0f}/s -> {out['ratio']:.2f}x ({out['concurrent_ratio']:.2f}x)",
-            file=sys.stderr,
-        )
-        return out
     finally:
         bare.close()
         store.close()
@@ -402,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events per path")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--callers", type=int, default=4, help="concurrent RecordEvents callers")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the events comparison")
     parser.add_argument(
         "--what", default="decisions,events,batch", help="any of decisions, events, batch (comma-separated)"
     )
@@ -419,7 +472,13 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_decisions("sqlite", url, templates, args.decisions, sizes)
         if "events" in args.what:
             events.append(
-                bench_events("sqlite", f"sqlite:///{tmp}/events.db", args.events, callers=args.callers)
+                bench_events(
+                    "sqlite",
+                    f"sqlite:///{tmp}/events.db",
+                    args.events,
+                    callers=args.callers,
+                    rounds=args.rounds,
+                )
             )
     reads: list[dict[str, Any]] = []
     if "batch" in args.what:
@@ -432,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
             if "decisions" in args.what:
                 rows += bench_decisions("postgresql", url, templates, args.decisions, sizes)
             if "events" in args.what:
-                events.append(bench_events("postgresql", url, args.events, callers=args.callers))
+                events.append(
+                    bench_events("postgresql", url, args.events, callers=args.callers, rounds=args.rounds)
+                )
     print("\n| database | batch | store µs CPU/decision | with version check | bare driver | store ÷ bare |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -441,22 +502,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.bare_cpu_us:,.0f} | {r.store_cpu_us / r.bare_cpu_us:.1f} |"
         )
     print(
-        "\n| database | events/s, store, 1 caller | store, concurrent callers | bare executemany "
-        "| store ÷ bare (1 caller / concurrent) | CPU µs/event store / bare |"
+        "\n| database | events/s: store, 1 caller / concurrent | bare: events rows / events + customers rows "
+        "| store ÷ bare events rows (1 caller / concurrent) | store ÷ bare all rows (1 caller / concurrent) "
+        "| CPU µs/event: store / bare events / bare all rows |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for e in events:
-        print(
-            f"| {e['database']} | {e['store_events_per_s']:,.0f} | {e['concurrent_events_per_s']:,.0f} "
-            f"({e['callers']}) | {e['bare_events_per_s']:,.0f} | {e['ratio']:.2f} / "
-            f"{e['concurrent_ratio']:.2f} | {e['store_cpu_us_per_event']:.0f} / "
-            f"{e['bare_cpu_us_per_event']:.0f} |"
-        )
+        for rd in e["rounds"]:
+            print(
+                f"| {e['database']} | {rd['store_events_per_s']:,.0f} / {rd['concurrent_events_per_s']:,.0f} "
+                f"| {rd['bare_events_events_per_s']:,.0f} / {rd['bare_rows_events_per_s']:,.0f} "
+                f"| {rd['ratio_bare_events']:.2f} / {rd['concurrent_ratio_bare_events']:.2f} "
+                f"| {rd['ratio_bare_rows']:.2f} / {rd['concurrent_ratio_bare_rows']:.2f} "
+                f"| {rd['store_cpu_us_per_event']:.1f} / {rd['bare_events_cpu_us_per_event']:.1f} / "
+                f"{rd['bare_rows_cpu_us_per_event']:.1f} |"
+            )
     if reads:
         print("\n| database | decide_batch of 100: µs CPU/decision, read together | one by one |")
         print("|---|---:|---:|")
-        for r in reads:
-            print(f"| {r['database']} | {r['together']:,.0f} | {r['one_by_one']:,.0f} |")
+        for read in reads:
+            print(f"| {read['database']} | {read['together']:,.0f} | {read['one_by_one']:,.0f} |")
     if args.json:
         args.json.write_text(
             json.dumps(

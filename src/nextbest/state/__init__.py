@@ -6,6 +6,7 @@ from nextbest.state.customer import (
     CustomerState,
     Suppression,
     apply_event,
+    fold_events,
     hour_of_week,
 )
 from nextbest.state.history import CancelRule, CustomerSnapshot, Journey, PastExposure
@@ -20,5 +21,6 @@ __all__ = [
     "PastExposure",
     "Suppression",
     "apply_event",
+    "fold_events",
     "hour_of_week",
 ]

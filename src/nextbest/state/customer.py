@@ -8,7 +8,7 @@ order events are recorded in. Deduplication by ``event_id`` happens before the f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +22,7 @@ __all__ = [
     "CustomerState",
     "Suppression",
     "apply_event",
+    "fold_events",
     "hour_of_week",
 ]
 
@@ -98,46 +99,93 @@ _NO_CHANNEL_STATE = ChannelState()
 
 def apply_event(state: CustomerState, event: Event) -> CustomerState:
     """Returns the state after ``event``; ``event`` must be valid (see ``nextbest.decision.validate``)."""
-    if event.type is None or event.occurred_at is None:
-        raise ValueError("apply_event needs a validated event (type and occurred_at set)")
-    at = event.occurred_at
-    kind = event.type
-    changes: dict[str, object] = {
-        "first_seen_at": _min(state.first_seen_at, at),
-        "last_events": MappingProxyType({**state.last_events, kind: _max(state.last_events.get(kind), at)}),
+    return fold_events(state, (event,))
+
+
+def fold_events(state: CustomerState, events: Iterable[Event]) -> CustomerState:
+    """The state after ``events``, applied in the order given: the same as ``apply_event`` on each in
+    turn, with one new state at the end instead of one per event (the store folds a batch's events per
+    customer). Each event must be valid (see ``nextbest.decision.validate``)."""
+    first_seen_at = state.first_seen_at
+    orders_count, refunds_count, revenue_total = state.orders_count, state.refunds_count, state.revenue_total
+    last_order_at, last_engagement_at = state.last_order_at, state.last_engagement_at
+    last_events = dict(state.last_events)
+    channels: dict[Channel, ChannelState] | None = None  # copied when an event changes one
+    hours: dict[int, int] | None = None
+    for event in events:
+        at = event.occurred_at
+        kind = event.type
+        if kind is None or at is None:
+            raise ValueError("apply_event needs a validated event (type and occurred_at set)")
+        if first_seen_at is None or at < first_seen_at:
+            first_seen_at = at
+        seen = last_events.get(kind)
+        if seen is None or at > seen:
+            last_events[kind] = at
+        if kind is EventType.ORDER_PLACED:
+            orders_count += 1
+            revenue_total += event.value
+            last_order_at = _max(last_order_at, at)
+        elif kind is EventType.REFUNDED:
+            refunds_count += 1
+            revenue_total -= event.value
+        elif kind is EventType.OPENED or kind is EventType.CLICKED:
+            last_engagement_at = _max(last_engagement_at, at)
+            if hours is None:
+                hours = dict(state.engagement_hours)
+            slot = hour_of_week(at)
+            hours[slot] = hours.get(slot, 0) + 1
+        elif kind in _CHANNEL_EVENTS:
+            if channels is None:
+                channels = dict(state.channels)
+            _apply_channel_event(channels, event, kind, at)
+    # Every field is set here (a field added to CustomerState must be carried over here too).
+    return CustomerState(
+        user_id=state.user_id,
+        first_seen_at=first_seen_at,
+        orders_count=orders_count,
+        refunds_count=refunds_count,
+        revenue_total=revenue_total,
+        last_order_at=last_order_at,
+        last_engagement_at=last_engagement_at,
+        channels=MappingProxyType(channels if channels is not None else dict(state.channels)),
+        last_events=MappingProxyType(last_events),
+        engagement_hours=MappingProxyType(hours) if hours is not None else state.engagement_hours,
+    )
+
+
+_CHANNEL_EVENTS = frozenset(
+    {
+        EventType.SUBSCRIBED,
+        EventType.CONSENT_CHANGED,
+        EventType.UNSUBSCRIBED,
+        EventType.BOUNCED,
+        EventType.COMPLAINED,
     }
-    channels = dict(state.channels)
-    if kind is EventType.ORDER_PLACED:
-        changes["orders_count"] = state.orders_count + 1
-        changes["revenue_total"] = state.revenue_total + event.value
-        changes["last_order_at"] = _max(state.last_order_at, at)
-    elif kind is EventType.REFUNDED:
-        changes["refunds_count"] = state.refunds_count + 1
-        changes["revenue_total"] = state.revenue_total - event.value
-    elif kind in (EventType.OPENED, EventType.CLICKED):
-        changes["last_engagement_at"] = _max(state.last_engagement_at, at)
-        slot = hour_of_week(at)
-        hours = dict(state.engagement_hours)
-        hours[slot] = hours.get(slot, 0) + 1
-        changes["engagement_hours"] = MappingProxyType(hours)
-    elif kind is EventType.SUBSCRIBED:
+)
+
+
+def _apply_channel_event(
+    channels: dict[Channel, ChannelState], event: Event, kind: EventType, at: datetime
+) -> None:
+    """What a consent, subscription, unsubscribe, bounce or complaint event does to the channels."""
+    no_state = _NO_CHANNEL_STATE
+    if kind is EventType.SUBSCRIBED:
         ch = event.channel or Channel.EMAIL
-        channels[ch] = _opt_in(_consent(state.channel(ch), True, at), at)
+        channels[ch] = _opt_in(_consent(channels.get(ch, no_state), True, at), at)
     elif kind is EventType.CONSENT_CHANGED and event.channel is not None:
-        ch_state = _consent(state.channel(event.channel), event.consent_granted, at)
+        ch_state = _consent(channels.get(event.channel, no_state), event.consent_granted, at)
         channels[event.channel] = _opt_in(ch_state, at) if event.consent_granted else ch_state
     elif kind is EventType.UNSUBSCRIBED:
         for ch in (event.channel,) if event.channel else MESSAGING_CHANNELS:
-            ch_state = _consent(state.channel(ch), False, at)
+            ch_state = _consent(channels.get(ch, no_state), False, at)
             channels[ch] = replace(ch_state, unsubscribed_at=_max(ch_state.unsubscribed_at, at))
     elif kind is EventType.BOUNCED and event.bounce_kind is BounceKind.HARD and event.channel is not None:
-        ch_state = state.channel(event.channel)
+        ch_state = channels.get(event.channel, no_state)
         channels[event.channel] = replace(ch_state, hard_bounced_at=_max(ch_state.hard_bounced_at, at))
     elif kind is EventType.COMPLAINED and event.channel is not None:
-        ch_state = _consent(state.channel(event.channel), False, at)
+        ch_state = _consent(channels.get(event.channel, no_state), False, at)
         channels[event.channel] = replace(ch_state, complained_at=_max(ch_state.complained_at, at))
-    changes["channels"] = MappingProxyType(channels)
-    return replace(state, **changes)  # type: ignore[arg-type]
 
 
 def hour_of_week(at: datetime) -> int:

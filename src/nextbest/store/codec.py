@@ -25,6 +25,7 @@ from nextbest.store.documents import (
 )
 
 __all__ = [
+    "EVENT_COLUMNS",
     "PAST_EXPOSURE_COLUMNS",
     "STATE_COLUMNS",
     "VERSION_GUARD_COLUMNS",
@@ -34,12 +35,14 @@ __all__ = [
     "decision_row",
     "empty_customer_row",
     "event_row",
+    "event_values",
     "experiment_row",
     "exposure_rows",
     "inventory_row",
     "past_exposure",
     "state_from_row",
     "state_row",
+    "state_values",
     "version_guard_row",
 ]
 
@@ -190,22 +193,38 @@ def version_guard_row(user_id: str, updated_at: datetime, version: int) -> dict[
 
 def state_row(state: CustomerState, now: datetime) -> dict[str, Any]:
     """The ``customers`` columns an event batch rewrites (``STATE_COLUMNS``); ``b_user_id`` is the key."""
-    return {
-        "b_user_id": state.user_id,
-        "first_seen_at": state.first_seen_at,
-        "updated_at": now,
-        "orders_count": state.orders_count,
-        "refunds_count": state.refunds_count,
-        "revenue_total": state.revenue_total,
-        "last_order_at": state.last_order_at,
-        "last_engagement_at": state.last_engagement_at,
-        "channels": channels_to_json(state.channels),
-        "last_events": last_events_to_json(state.last_events),
-        "engagement_hours": engagement_hours_to_json(state.engagement_hours),
-    }
+    return {"b_user_id": state.user_id, **dict(zip(STATE_COLUMNS, state_values(state, now), strict=True))}
 
 
-STATE_COLUMNS = tuple(k for k in state_row(CustomerState(""), datetime.min) if k != "b_user_id")
+def state_values(state: CustomerState, now: datetime) -> tuple[Any, ...]:
+    """``state_row``'s values as a tuple in ``STATE_COLUMNS`` order (the events' write path binds
+    these directly: no dict per customer)."""
+    return (
+        state.first_seen_at,
+        now,
+        state.orders_count,
+        state.refunds_count,
+        state.revenue_total,
+        state.last_order_at,
+        state.last_engagement_at,
+        channels_to_json(state.channels),
+        last_events_to_json(state.last_events),
+        engagement_hours_to_json(state.engagement_hours),
+    )
+
+
+STATE_COLUMNS = (
+    "first_seen_at",
+    "updated_at",
+    "orders_count",
+    "refunds_count",
+    "revenue_total",
+    "last_order_at",
+    "last_engagement_at",
+    "channels",
+    "last_events",
+    "engagement_hours",
+)
 
 
 def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
@@ -225,17 +244,37 @@ def state_from_row(row: Mapping[Any, Any]) -> CustomerState:
 
 def event_row(event: Event, received_at: datetime) -> dict[str, Any]:
     """The ``events`` row."""
-    return {
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "type": event.type.value if event.type else "",
-        "occurred_at": event.occurred_at,
-        "received_at": received_at,
-        "value": event.value,
-        "channel": event.channel.value if event.channel else None,
-        "decision_id": event.decision_id or None,
-        "order_id": event.order_id or None,
-        "details": {
+    return dict(zip(EVENT_COLUMNS, event_values(event, received_at), strict=True))
+
+
+# The ``events`` columns the store writes (``seq`` is generated), in ``event_values`` order.
+EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "type",
+    "occurred_at",
+    "received_at",
+    "value",
+    "channel",
+    "decision_id",
+    "order_id",
+    "details",
+)
+
+
+def event_values(event: Event, received_at: datetime) -> tuple[Any, ...]:
+    """``event_row``'s values as a tuple in ``EVENT_COLUMNS`` order."""
+    return (
+        event.event_id,
+        event.user_id,
+        event.type.value if event.type else "",
+        event.occurred_at,
+        received_at,
+        event.value,
+        event.channel.value if event.channel else None,
+        event.decision_id or None,
+        event.order_id or None,
+        {
             "consent_granted": event.consent_granted,
             "bounce_kind": event.bounce_kind.value if event.bounce_kind else None,
             "product_ids": list(event.product_ids),
@@ -245,7 +284,7 @@ def event_row(event: Event, received_at: datetime) -> dict[str, Any]:
             ],
             "properties": dict(event.properties),
         },
-    }
+    )
 
 
 def inventory_row(event: Event, product_id: str) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from nextbest.domain import Cancellation, Event, EventOutcome, EventType
-from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, apply_event
+from nextbest.domain import Cancellation, Event, EventOutcome
+from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, fold_events
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
 from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, SnapshotWanted, cancellations
-from nextbest.store.prepared import PreparedInsert, PreparedSelect, PreparedUpdate
-from nextbest.store.schema import customers, events, exposures, inventory
+from nextbest.store.event_rows import EventRows
+from nextbest.store.prepared import PreparedSelect
+from nextbest.store.schema import customers, exposures, inventory
 from nextbest.store.writer import GroupCommit
 
 __all__ = ["CustomerLog", "PendingEvent"]
@@ -38,8 +39,6 @@ _HISTORY = (
 # took an advisory lock per event until the commit, and transactions of thousands exhausted PostgreSQL's
 # shared lock table; 0008 replaced it, and this bound still keeps one commit's work in proportion.)
 _MAX_EVENTS_PER_COMMIT = 1000
-_EVENT_COLUMNS = list(codec.event_row(Event("", "", EventType.OPENED, datetime.min), datetime.min))
-_NEW_CUSTOMER_COLUMNS = ["user_id", *codec.STATE_COLUMNS, "version"]
 # What a transaction of the events' group commit did: the members that inserted their event, and what
 # each new event cancelled.
 _EventsWritten = tuple[set[int], dict[str, tuple[Cancellation, ...]]]
@@ -57,12 +56,6 @@ class PendingEvent:
     cancelled: tuple[Cancellation, ...] = ()
     done: bool = False
     error: BaseException | None = None
-
-
-def _new_customer_row(state_row: dict[str, Any]) -> dict[str, Any]:
-    """A ``customers`` row created with its first events folded in (``codec.state_row``'s columns)."""
-    row = {k: v for k, v in state_row.items() if k != "b_user_id"}
-    return {"user_id": state_row["b_user_id"], **row, "version": 1}
 
 
 def _settle(batch: Sequence[PendingEvent], written: _EventsWritten) -> None:
@@ -88,14 +81,6 @@ class CustomerLog:
         self._readers = backend.readers
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
-        # The event path's statements, built once (building them per call costs more than running them).
-        self._event_insert = self._insert(events).on_conflict_do_nothing().returning(events.c.event_id)
-        self._customer_select = (
-            select(customers)
-            .where(customers.c.user_id.in_(bindparam("users", expanding=True)))
-            .order_by(customers.c.user_id)
-            .with_for_update()
-        )
         self._customers_read = select(customers).where(
             customers.c.user_id.in_(bindparam("users", expanding=True))
         )
@@ -110,20 +95,8 @@ class CustomerLog:
         self._stock_read = select(inventory.c.product_id).where(
             inventory.c.product_id.in_(bindparam("products", expanding=True)), ~inventory.c.in_stock
         )
-        self._pending_select = (
-            select(*_HISTORY.selected_columns)
-            .where(
-                exposures.c.user_id.in_(bindparam("users", expanding=True)),
-                exposures.c.cancelled_at.is_(None),
-                exposures.c.send_at > bindparam("earliest"),
-            )
-            .add_columns(exposures.c.user_id)
-        )
-        self._event_statements: tuple[PreparedInsert, PreparedInsert, PreparedUpdate] | None = None
-        self._embedded = backend.db.dialect == "sqlite"
-        self._customer_create = (
-            self._insert(customers).on_conflict_do_nothing().returning(customers.c.user_id)
-        )
+        # The event path's statements, built on first use for the writer's dialect.
+        self._event_rows: EventRows | None = None
         self._refusals = backend.refusals
         self._outages = backend.outages
         self.writer: GroupCommit[PendingEvent, _EventsWritten] = GroupCommit(
@@ -134,11 +107,6 @@ class CustomerLog:
             max_batch=_MAX_EVENTS_PER_COMMIT,
             isolate=lambda exc: isinstance(exc, backend.row_failures),
             forget=_forget,
-        )
-        self._customer_update = (
-            update(customers)
-            .where(customers.c.user_id == bindparam("b_user_id"))
-            .values({**{k: bindparam(k) for k in codec.STATE_COLUMNS}, "version": customers.c.version + 1})
         )
 
     def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
@@ -279,45 +247,25 @@ class CustomerLog:
     def _write_events(self, conn: Connection, batch: Sequence[PendingEvent]) -> _EventsWritten:
         """One transaction of the events' group commit: the calls' events deduplicated (the first
         member with an id stands for it), inserted, folded into customers and inventory, and their
-        cancellations made."""
-        if self._event_statements is None:
-            dialect = conn.dialect
-            self._event_statements = (
-                PreparedInsert(
-                    events.insert() if self._embedded else self._event_insert, _EVENT_COLUMNS, dialect
-                ),
-                PreparedInsert(
-                    customers.insert() if self._embedded else self._customer_create,
-                    _NEW_CUSTOMER_COLUMNS,
-                    dialect,
-                ),
-                PreparedUpdate(self._customer_update, dialect),
-            )
-        insert_events = self._event_statements[0]
+        cancellations made, in a few statements on the raw driver (``event_rows``)."""
+        if self._event_rows is None:
+            self._event_rows = EventRows(conn.dialect)
+        rows = self._event_rows
+        rows.start()
         raw = conn.connection
         unique: dict[str, PendingEvent] = {}
         for member in batch:
             unique.setdefault(member.event.event_id, member)
-        if self._embedded:
-            # SQLite: the write lock is held (BEGIN IMMEDIATE), so the ids not stored yet stay so until
-            # the commit: one read finds them, and one executemany inserts the rest.
-            known = self._known_events(raw, list(unique))
-            fresh = [m for m in unique.values() if m.event.event_id not in known]
-            insert_events.execute_many(raw, [codec.event_row(m.event, m.received_at) for m in fresh])
-            inserted = {m.event.event_id for m in fresh}
-        else:  # PostgreSQL: concurrent writers; the conflict clause says which rows were new
-            inserted = set(
-                insert_events.returning_many(
-                    raw, [codec.event_row(m.event, m.received_at) for m in unique.values()]
-                )
-            )
+        inserted = rows.insert_events(
+            raw, [rows.event_values(m.event, m.received_at) for m in unique.values()]
+        )
         new = [m for m in unique.values() if m.event.event_id in inserted]
         now = max(m.received_at for m in batch)
         customer_events = [
             m for m in new if m.event.user_id and not (m.event.type and m.event.type.is_inventory)
         ]
         if customer_events:
-            self._fold_into_customers(conn, [m.event for m in customer_events], now)
+            self._fold_into_customers(raw, [m.event for m in customer_events], now)
         stock = [m.event for m in new if m.event.type and m.event.type.is_inventory]
         if stock:
             self._fold_into_inventory(conn, stock)
@@ -329,19 +277,6 @@ class CustomerLog:
         for rule, rule_events in by_rule.values():
             cancelled.update(self._cancel_pending(conn, rule_events, rule, now))
         return {id(m) for m in new}, cancelled
-
-    def _known_events(self, dbapi_conn: Any, event_ids: Sequence[str]) -> set[str]:
-        known: set[str] = set()
-        cursor = dbapi_conn.cursor()
-        try:
-            for start in range(0, len(event_ids), 500):
-                chunk = event_ids[start : start + 500]
-                marks = ", ".join([self._marker] * len(chunk))
-                cursor.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
-                known.update(r[0] for r in cursor.fetchall())
-        finally:
-            cursor.close()
-        return known
 
     def _fold_into_inventory(self, conn: Connection, stock: Sequence[Event]) -> None:
         """The latest event per product wins, whatever order they arrive in."""
@@ -365,10 +300,8 @@ class CustomerLog:
     ) -> dict[str, tuple[Cancellation, ...]]:
         users = sorted({e.user_id for e in new_events})
         earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
-        rows = conn.execute(self._pending_select, {"users": users, "earliest": earliest}).all()
-        pending: dict[str, list[PastExposure]] = {}
-        for *values, user in rows:
-            pending.setdefault(user, []).append(codec.past_exposure(values))
+        assert self._event_rows is not None  # built by ``_write_events``
+        pending = self._event_rows.pending(conn.connection, users, earliest)
 
         def cancel(event: Event, p: PastExposure, reason: str) -> bool:
             done = conn.execute(
@@ -384,40 +317,32 @@ class CustomerLog:
 
         return cancellations(new_events, pending, rule, now, cancel)
 
-    def _fold_into_customers(self, conn: Connection, new_events: Iterable[Event], now: datetime) -> None:
+    def _fold_into_customers(self, raw: Any, new_events: Iterable[Event], now: datetime) -> None:
+        """Each customer's new events folded into their state in one pass: the batch's customers read
+        in one statement, those first seen created (folded, at version 1) in one, the others rewritten
+        in one."""
         by_user: dict[str, list[Event]] = {}
         for event in new_events:
             by_user.setdefault(event.user_id, []).append(event)
         users = sorted(by_user)  # a fixed lock order, so concurrent batches cannot deadlock
-        assert self._event_statements is not None  # compiled by ``_write_events``
-        _, create_customers, update_customers = self._event_statements
-        raw = conn.connection
+        assert self._event_rows is not None  # built by ``_write_events``
+        rows = self._event_rows
 
-        def folded(state: CustomerState) -> CustomerState:
-            for event in sorted(by_user[state.user_id], key=lambda e: e.occurred_at or now):
-                state = apply_event(state, event)
-            return state
+        def folded(state: CustomerState) -> list[Any]:
+            user_events = by_user[state.user_id]
+            if len(user_events) > 1:
+                user_events.sort(key=lambda e: e.occurred_at or now)
+            return [state.user_id, *rows.state_values(fold_events(state, user_events), now)]
 
-        updates: list[dict[str, Any]] = []
-        rows = conn.execute(self._customer_select, {"users": users}).mappings()
-        for row in rows:
-            updates.append(codec.state_row(folded(codec.state_from_row(row)), now))
-        seen = {u["b_user_id"] for u in updates}
+        updates = [folded(state) for state in rows.read_customers(raw, users)]
+        seen = {u[0] for u in updates}
         missing = [u for u in users if u not in seen]
         if missing:
-            # Customers first seen: created folded, at version 1, in one statement each instead of an
-            # empty row, a read and an update. One created meanwhile by another writer is updated.
-            rows_new = [
-                _new_customer_row(codec.state_row(folded(CustomerState(user_id=u)), now)) for u in missing
-            ]
-            if self._embedded:  # under the write lock: a customer missing now is still missing
-                create_customers.execute_many(raw, rows_new)
-                created = set(missing)
-            else:
-                created = set(create_customers.returning_many(raw, rows_new))
+            # Customers first seen: created folded, at version 1, in one statement instead of an empty
+            # row, a read and an update. One created meanwhile by another writer is updated.
+            created = rows.create_customers(raw, [folded(CustomerState(user_id=u)) for u in missing])
             raced = [u for u in missing if u not in created]
             if raced:
-                rows = conn.execute(self._customer_select, {"users": raced}).mappings()
-                updates += [codec.state_row(folded(codec.state_from_row(row)), now) for row in rows]
+                updates += [folded(state) for state in rows.read_customers(raw, raced)]
         if updates:
-            update_customers.execute_many(raw, updates)
+            rows.update_customers(raw, updates)
