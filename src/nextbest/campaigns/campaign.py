@@ -29,6 +29,7 @@ from nextbest.campaigns.targeting import (
     dry_runs,
     estimate,
     interval,
+    model_error,
     models_of,
     target_value,
 )
@@ -114,17 +115,26 @@ class CampaignPlan:
     reached_revenue: float = 0.0
     reached_revenue_square: float = 0.0
     reached_estimated: int = 0
+    # The uplift model's error per send in conversion probability (``targeting.model_error``), and the
+    # orders at stake over the estimated sends: the model's error moves every send the same way.
+    model_error: float | None = None
+    value_at_stake: float = 0.0
 
     def conversions_interval(self) -> tuple[float, float] | None:
-        """The 95 % interval of the incremental conversions the sends realize, if the model is right."""
+        """The 95 % interval of the incremental conversions: the sends' outcomes drawn (each a
+        Bernoulli trial) plus the model's error, shared by all sends."""
         if not self.estimated:
             return None
-        return interval(self.incremental_conversions, self.variance_conversions)
+        error = (self.model_error or 0.0) * self.estimated
+        return interval(self.incremental_conversions, self.variance_conversions + error**2)
 
     def revenue_interval(self) -> tuple[float, float] | None:
+        """The 95 % interval of the incremental revenue, as :meth:`conversions_interval` (the model's
+        error times the orders at stake)."""
         if not self.estimated:
             return None
-        return interval(self.incremental_revenue, self.variance_revenue)
+        error = (self.model_error or 0.0) * self.value_at_stake
+        return interval(self.incremental_revenue, self.variance_revenue + error**2)
 
     def minimum_detectable_effect(self) -> dict[str, PowerResult]:
         """The holdout's minimum detectable effect (80 % power, two-sided 5 %) on conversion and on
@@ -178,6 +188,7 @@ def plan_campaign(
     check_targeting(engine.catalog, campaign, models)
     segment = engine.catalog.segments[campaign.audience]
     plan = CampaignPlan(campaign.id, SegmentCount(segment.id), campaign.targeting)
+    plan.model_error = model_error(models)
     actions = {a.id: a for a in engine.catalog.actions}
     ranked = campaign.targeting != "everyone"
     queue: list[tuple[float, str, _Planned]] = []
@@ -274,6 +285,7 @@ def _tally(plan: CampaignPlan, planned: _Planned, budget: int | None) -> None:
         plan.incremental_revenue += member.incremental_revenue
         plan.variance_conversions += member.variance_conversions
         plan.variance_revenue += member.variance_revenue
+        plan.value_at_stake += member.value
 
 
 @dataclass

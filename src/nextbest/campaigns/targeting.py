@@ -44,6 +44,7 @@ __all__ = [
     "dry_runs",
     "estimate",
     "interval",
+    "model_error",
     "models_of",
     "target_value",
 ]
@@ -103,6 +104,7 @@ class MemberEstimate:
     variance_revenue: float = 0.0
     # E[revenue^2] if sent (sum over actions of P(sent) x (value x kept)^2), for the holdout's power.
     revenue_square: float = 0.0
+    value: float = 0.0  # the orders at stake (sum of the actions' values)
 
     @property
     def incremental_value(self) -> float | None:
@@ -147,12 +149,13 @@ def estimate(
                 p_not[i] = float(control[i])
                 if uplift.covers(a.id, a.flow):
                     p_sent[i] = treated[i]
-    propensity_value = discount = cost = 0.0
+    propensity_value = discount = cost = at_stake = 0.0
     conv = revenue = var_c = var_r = square = 0.0
     known = all(p is not None for p in p_not)
     for i, a in enumerate(declared):
         pt, value, kept = float(p_sent[i]), a.value_for(None), 1.0 - a.discount
         propensity_value += pt * value * kept
+        at_stake += value
         square += pt * (value * kept) ** 2
         discount += pt * value * (1.0 - kept)
         cost += a.cost
@@ -172,7 +175,31 @@ def estimate(
         variance_conversions=var_c,
         variance_revenue=var_r,
         revenue_square=square,
+        value=at_stake,
     )
+
+
+def model_error(models: ModelSet) -> float | None:
+    """How far the uplift model's uplift may be off per send, in conversion probability, from its own
+    test on randomized exposures (the card's test split, later than what it learned from): the gap
+    between the observed uplift (treated rate - control rate) and the mean predicted uplift, and the
+    observed uplift's standard error, added in quadrature (conservative: the gap holds noise too).
+    ``None`` without an uplift model or a card that does not say."""
+    if models.uplift is None:
+        return None
+    test = models.uplift.card.metrics.get("test", {})
+    try:
+        observed = float(test["observed_uplift"])
+        predicted = float(test["mean_predicted_uplift"])
+        treated, control = test["treated_model"], test["control_model"]
+        pt, nt = float(treated["base_rate"]), int(treated["rows"])
+        pc, nc = float(control["base_rate"]), int(control["rows"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if nt < 1 or nc < 1:
+        return None
+    standard_error = math.sqrt(pt * (1 - pt) / nt + pc * (1 - pc) / nc)
+    return math.sqrt((observed - predicted) ** 2 + standard_error**2)
 
 
 def target_value(campaign: Campaign, decision: Decision, member: MemberEstimate | None) -> float | None:
