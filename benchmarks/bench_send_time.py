@@ -19,7 +19,12 @@ both arms logged with their assignment probability. For each experiment it repor
 
 Over the populations: each flow's truth per message and per unit with a 95 % t-interval.
 
+``--day-pooling`` is a what-if for the send-time model: the bundled model with each customer's opens
+counted at their hour on every day of the week (a seventh each), instead of only on the weekday they
+happened — a 12 h send window rarely holds the weekday-hour of one of a customer's few opens.
+
     .venv/bin/python benchmarks/bench_send_time.py [--customers 2000] [--days 21] [--seeds 31,32,33]
+        [--day-pooling] [--out FILE]
 """
 
 from __future__ import annotations
@@ -32,16 +37,21 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from scipy import stats as st
 
 from nextbest.catalog import bundled_catalog_path, load_catalog
 from nextbest.decision.engine import DecisionEngine
+from nextbest.domain import SendTimeSource
 from nextbest.models.artifacts import bundled_models_path
-from nextbest.models.registry import ModelRegistry
+from nextbest.models.registry import ModelRegistry, ModelSet
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel, Timing
 from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate import EngineBackend, Simulator, population
 from nextbest.simulate.truth import experiment_truth
@@ -60,17 +70,50 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
-    catalog = load_catalog(bundled_catalog_path())
+class _DayPooled(SendTimeModel):
+    """The send-time model with a customer's opens counted at their hour of the day on every weekday."""
+
+    def timing(self, hours: Mapping[int, int]) -> Timing:
+        if not hours:
+            return super().timing(hours)
+        pooled = np.zeros(HOURS_OF_WEEK)
+        for hour, count in hours.items():
+            pooled[(hour % 24) + 24 * np.arange(7)] += count / 7
+        total = pooled.sum()
+        probs = (pooled + self.strength * self.population) / (total + self.strength)
+        return Timing(probs, SendTimeSource.PERSONAL)
+
+
+class _Serving:
+    """A registry stand-in serving one model set."""
+
+    def __init__(self, models: ModelSet) -> None:
+        self.current = models
+
+
+def _models(day_pooling: bool) -> ModelSet:
+    """The bundled models; with ``day_pooling``, the send-time model's what-if."""
     registry = ModelRegistry(bundled_models_path())
     registry.reload()
+    models = registry.current
+    if day_pooling:
+        if models.send_time is None:
+            raise SystemExit("no send-time model loaded; run `make models`")
+        pooled = _DayPooled(models.send_time.population, models.send_time.strength)
+        models = replace(models, send_time=pooled)
+    return models
+
+
+def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    catalog = load_catalog(bundled_catalog_path())
+    models = _models(args.day_pooling)
     timed = [e for e in catalog.experiments if e.sets_send_time]
     db = Database(f"sqlite:///{workdir / f'send-time-{seed}.db'}")
     upgrade(db)
     store = Store(db)
     started = time.perf_counter()
     try:
-        engine = DecisionEngine(catalog, store, models=registry)
+        engine = DecisionEngine(catalog, store, models=_Serving(models))  # type: ignore[arg-type]
         result = Simulator(
             EngineBackend(engine), population(args.customers, seed), days=args.days, seed=seed, shards=2
         ).run()
@@ -185,6 +228,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--seeds", default="31,32,33")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--day-pooling", action="store_true", help="the send-time what-if (see above)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.process_time()
@@ -206,6 +250,7 @@ def main() -> int:
                 "customers": args.customers,
                 "days": args.days,
                 "seeds": seeds,
+                "day_pooling": args.day_pooling,
                 "cpu_seconds": time.process_time() - started,
                 "rows": rows,
                 "summary": summary,
