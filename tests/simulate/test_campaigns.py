@@ -72,6 +72,7 @@ def test_the_holdout_lift_report_covers_the_true_effect(tmp_path: Path, seed: in
     try:
         catalog = campaign_catalog()
         engine = DecisionEngine(catalog, store, clock=lambda: CAMPAIGN_AT)
+        plan = plan_campaign(engine, catalog.campaigns["winback"], customer_states(db), CAMPAIGN_AT)
         played = play_campaign(engine, catalog.campaigns["winback"], population(4000, seed), seed=seed)
         truth = played.true_effect()
         request = ReportRequest.validated(
@@ -89,6 +90,12 @@ def test_the_holdout_lift_report_covers_the_true_effect(tmp_path: Path, seed: in
             assert estimate.ci_low <= truth[metric] <= estimate.ci_high, (metric, estimate, truth)
         conversion = report.analysis.metrics["conversion"].comparisons["treated"].absolute
         assert conversion.ci_low is not None and conversion.ci_low > 0  # the holdout sees the win-back work
+        # The plan's minimum detectable effect (80 % power) is about (1.96 + 0.84) / 1.96 of the report's
+        # half-width, up to the plan's guess of the conversion rate (the declared base propensity here).
+        mde = plan.minimum_detectable_effect()["conversion"].value
+        assert mde is not None and conversion.ci_high is not None
+        half_width = (conversion.ci_high - conversion.ci_low) / 2
+        assert 0.5 < mde / (half_width * 2.8 / 1.96) < 2.0, (mde, half_width)
     finally:
         db.dispose()
 
