@@ -113,7 +113,7 @@ class CompiledRule:
             return True
         try:
             result = self.program.execute(scope)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, ArithmeticError) as exc:
             raise RuleEvaluationError(f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(result, bool):
             raise RuleEvaluationError(f"rule returned {type(result).__name__}, not bool")
