@@ -29,6 +29,10 @@ def add_campaign_commands(sub: Any) -> None:
             "--database-url",
             help="sqlite:///path.db or postgresql+psycopg://user@host/db [NEXTBEST_DATABASE_URL]",
         )
+        p.add_argument(
+            "--models-dir",
+            help="churn model for scores that are missing or stale [NEXTBEST_MODELS_DIR, default models/]",
+        )
 
     campaign = sub.add_parser("campaign", help="plan (dry run) or run a catalog campaign against the store")
     steps = campaign.add_subparsers(dest="campaign_command", required=True, metavar="{plan,run}")
@@ -58,10 +62,13 @@ def _fail(message: str, command: str = "segment") -> int:
 
 def run_segment(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
     from nextbest.campaigns import SegmentCount, segment_members
+    from nextbest.campaigns.scores import NoScoresError, audience_states
     from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.catalog.rules import score_reads
+    from nextbest.score_cli import load_scorer
     from nextbest.server.startup import require_schema
     from nextbest.store import Database
-    from nextbest.store.scan import customer_states
+    from nextbest.store.scan import ScoreTally
 
     catalog = load_catalog(args.catalog or bundled_catalog_path())
     segment = catalog.segments.get(args.name)
@@ -77,11 +84,18 @@ def run_segment(args: argparse.Namespace, settings: Callable[[argparse.Namespace
     limit: int = getattr(args, "limit", 1)
     if limit < 1:
         return _fail(f"--limit must be at least 1, got {limit}")
-    db = Database(settings(args).database_url)
+    config = settings(args)
+    scorer = load_scorer(config.models_dir)[0] if score_reads(segment.condition.reads) else None
+    db = Database(config.database_url)
     try:
         require_schema(db, "is --database-url (NEXTBEST_DATABASE_URL) the server's database?")
         tally = SegmentCount(segment.id)
-        members = segment_members(segment, customer_states(db), now, tally)
+        scores = ScoreTally()
+        try:
+            states = audience_states(db, segment, scorer, now, scores)
+        except NoScoresError as exc:
+            return _fail(str(exc))
+        members = segment_members(segment, states, now, tally)
         if args.segment_command == "count":
             for _ in members:
                 pass
@@ -92,6 +106,8 @@ def run_segment(args: argparse.Namespace, settings: Callable[[argparse.Namespace
             )
             for reason, n in tally.failed.most_common(3):
                 print(f"  {n} x {reason}", file=sys.stderr)
+            if score_reads(segment.condition.reads):
+                print(_score_note(scores, scorer), file=sys.stderr)
             return 0
         rows = []
         for state in members:
@@ -109,10 +125,25 @@ def run_segment(args: argparse.Namespace, settings: Callable[[argparse.Namespace
         db.dispose()
 
 
+def _score_note(scores: Any, scorer: Any) -> str:
+    """Where the scores the segment read came from."""
+    note = f"scores: {scores.fresh} stored and fresh"
+    if scores.rescored:
+        note += f", {scores.rescored} missing or stale computed now with {scorer.version} (not stored)"
+    if scores.stale_kept:
+        note += f", {scores.stale_kept} stale used as stored (no churn model to compute them again)"
+    if scores.missing:
+        note += f", {scores.missing} missing (those customers are left out)"
+    if scores.rescored or scores.stale_kept or scores.missing:
+        note += "; `nextbest score --stale` stores fresh ones"
+    return note
+
+
 def _row(state: Any, now: datetime) -> dict[str, Any]:
     from nextbest.decision.rules import customer_variables
+    from nextbest.state.scored import scores_of
 
-    return {"user_id": state.user_id, **customer_variables(state, now)}
+    return {"user_id": state.user_id, **customer_variables(state, now), **scores_of(state)}
 
 
 def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.Namespace], Any]) -> int:
@@ -124,12 +155,12 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
         plan_campaign,
         run_campaign,
     )
+    from nextbest.campaigns.scores import NoScoresError, audience_states
     from nextbest.catalog import load_catalog
     from nextbest.decision.engine import DecisionEngine
     from nextbest.models.registry import ModelRegistry
     from nextbest.server.startup import require_schema
     from nextbest.store import Database, Store
-    from nextbest.store.scan import customer_states
 
     config = settings(args)
     catalog = load_catalog(args.catalog or config.catalog)
@@ -155,10 +186,18 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
         store = Store(db, ids=ids)
         engine = DecisionEngine(catalog, store, models=ModelRegistry(config.models_dir))
         now = engine.clock()
+        segment = catalog.segments[campaign.audience]
+        churn = engine.models.current.churn if engine.models is not None else None
+
+        def audience() -> Any:
+            # The members' stored scores when the audience reads them (missing or stale ones computed
+            # again with the promoted churn model).
+            return audience_states(db, segment, churn, now)
+
         if args.campaign_command == "plan":
             try:
-                planned = plan_campaign(engine, campaign, customer_states(db), now)
-            except TargetingError as exc:
+                planned = plan_campaign(engine, campaign, audience(), now)
+            except (TargetingError, NoScoresError) as exc:
                 return _fail(str(exc), "campaign")
             _print_plan(planned, args.format)
             return 0
@@ -178,9 +217,9 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
 
         try:
             done = run_campaign(
-                engine, campaign, customer_states(db), run_id, now, batch_size=batch_size, progress=progress
+                engine, campaign, audience(), run_id, now, batch_size=batch_size, progress=progress
             )
-        except (OutsideRunWindowError, TargetingError) as exc:
+        except (OutsideRunWindowError, TargetingError, NoScoresError) as exc:
             return _fail(str(exc), "campaign")
         if not args.quiet:
             print(file=sys.stderr)

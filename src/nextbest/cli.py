@@ -19,6 +19,7 @@ from nextbest.decide_cli import add_decide_command, run_decide
 from nextbest.errors import CatalogError, NextbestError
 from nextbest.privacy_cli import COMMANDS as PRIVACY_COMMANDS
 from nextbest.privacy_cli import add_privacy_commands, run_privacy_command
+from nextbest.score_cli import add_score_command, run_score
 from nextbest.warehouse_cli import add_warehouse_commands, run_analyze, run_export
 
 __all__ = ["main"]
@@ -242,6 +243,7 @@ def _build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a few lines p
     add_privacy_commands(sub)
     add_warehouse_commands(sub)  # export, analyze, and report's --engine/--source
     add_campaign_commands(sub)  # segment count / sample
+    add_score_command(sub)  # score --all | --stale | --status
 
     demo = sub.add_parser(
         "demo",
@@ -666,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_segment(args, _settings)
         if args.command == "campaign":
             return run_campaign_command(args, _settings)
+        if args.command == "score":
+            return run_score(args, _settings)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url, args.customers, args.days)

@@ -1,5 +1,7 @@
 """Segments: named, dynamic audiences declared in the catalog as a CEL condition over ``customer`` (the
-fields rules see: orders, refunds, revenue, recency, first seen, engagement, consents).
+fields rules see: orders, refunds, revenue, recency, first seen, engagement, consents; and the predicted
+``churn_risk`` and ``purchase_propensity``, which the scan reads from the stored scores, see
+``campaigns.scores``).
 
 A segment is request-free: it is evaluated over stored customers as they are at ``now`` (``nextbest
 segment count`` and ``sample``; the campaigns built on it). A condition that fails to evaluate for one
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nextbest.catalog import RuleEvaluationError, Segment
+from nextbest.catalog.rules import score_reads
 from nextbest.decision.rules import customer_variables
 from nextbest.state import CustomerState
+from nextbest.state.scored import scores_of
 
 __all__ = ["SegmentCount", "count_segment", "in_segment", "segment_members"]
 
@@ -24,7 +28,13 @@ def in_segment(segment: Segment, state: CustomerState, now: datetime) -> bool:
     """Whether the customer is in the segment now; ``RuleEvaluationError`` when the condition fails."""
     condition = segment.condition
     fields = condition.reads.get("customer", frozenset())
-    return condition.evaluate({"customer": customer_variables(state, now, fields)})
+    variables = customer_variables(state, now, fields)
+    for name in sorted(score_reads(condition.reads)):
+        score = scores_of(state).get(name)
+        if score is None:
+            raise RuleEvaluationError(f"no {name} score: run `nextbest score --all` (or --stale)")
+        variables[name] = score
+    return condition.evaluate({"customer": variables})
 
 
 @dataclass

@@ -5,6 +5,7 @@ from nextbest.store.contract import DecisionStore, SavedDecision, SnapshotWanted
 from nextbest.store.database import Database, DatabaseUrlError
 from nextbest.store.memory import FrozenStore, MemoryStore
 from nextbest.store.migrate import upgrade
+from nextbest.store.scores import customer_scores
 from nextbest.store.sql import Store
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "Store",
     "StoredDecision",
     "ToSave",
+    "customer_scores",
     "upgrade",
 ]
