@@ -456,7 +456,7 @@ class DecisionEngine:
         eligible: list[Candidate] = []
         rejected: list[Rejection] = []
         book = JourneyBook(catalog, snapshot, request.trigger, now)
-        scope = RuleScope(state, request, now, plan.reads)
+        scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
         by_channel: dict[tuple[Channel, bool], Refusal | None] = {}
         by_flow: dict[str, Refusal | None] = {}
@@ -494,7 +494,9 @@ class DecisionEngine:
                     refusal = by_conflict[flow.id] = conflict_failure(flow, journey, book)
             if refusal is None:
                 refusal = step_failure(action, flow, journey, snapshot.history, now) or (
-                    check_rules(action, flow, journey, scope) if p.when or p.rule else None
+                    check_rules(action, journey, scope, flow=flow.id, when=p.when, rule=p.rule)
+                    if p.when or p.rule
+                    else None
                 )
             if refusal is not None:
                 rejected.append(rejection(action, refusal.reason, refusal.detail))

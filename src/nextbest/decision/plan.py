@@ -17,9 +17,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from nextbest.catalog import Action, Catalog, ChannelPolicy, CompiledRule, Flow
+from nextbest.catalog import Action, Catalog, ChannelPolicy, Flow
 from nextbest.catalog.rules import merge_reads
 from nextbest.decision.candidates import candidates_for
+from nextbest.decision.rules import FlatRule, ScopePlan, flat_rule
 from nextbest.domain import Channel
 
 __all__ = ["ActionPlan", "Plans", "TriggerPlan"]
@@ -37,10 +38,10 @@ class ActionPlan:
     checks_stock: bool
     # The contact policy's engagement rule applies to the action's class.
     engaged_only: bool
-    # The step's condition, when the action is a step that has one.
-    when: CompiledRule | None
+    # The step's condition, when the action is a step that has one (flat: ``rules.flat_rule``).
+    when: FlatRule | None
     # The action's rule; None when it is ``true``.
-    rule: CompiledRule | None
+    rule: FlatRule | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class TriggerPlan:
     actions: tuple[ActionPlan, ...]
     # What the plan's rules and step conditions read, but ``journey`` (set per flow).
     reads: Mapping[str, frozenset[str] | None]
+    # Their variables as a decision sets them (flat fields, whole maps), and a context per thread.
+    scope: ScopePlan
 
 
 class Plans:
@@ -88,11 +91,11 @@ def _compile(catalog: Catalog, trigger: str, allowed: frozenset[Channel]) -> Tri
                 marketing=action.action_class.is_marketing,
                 checks_stock=action.inventory == "in_stock",
                 engaged_only=engagement is not None and action.action_class in engagement.classes,
-                when=when,
-                rule=None if action.rule.always_true else action.rule,
+                when=None if when is None else flat_rule(when),
+                rule=None if action.rule.always_true else flat_rule(action.rule),
             )
         )
     rules = [r for p in plans for r in (p.when, p.rule) if r is not None]
-    reads = merge_reads(r.reads for r in rules)
+    reads = merge_reads(r.rule.reads for r in rules)
     reads.pop("journey", None)
-    return TriggerPlan(trigger, tuple(plans), reads)
+    return TriggerPlan(trigger, tuple(plans), reads, ScopePlan.of(rules, reads))

@@ -1,24 +1,38 @@
 """The rules stage: each action's CEL rule, and its flow step's condition, compiled once at catalog load.
 
-The variables the rules see are built once per decision (and once per flow for ``journey``). A rule that
-fails to evaluate refuses its action (``RULE_ERROR``) and is logged; it never fails the decision.
+A rule reads four variables (``customer``, ``context``, ``journey``, ``trigger``), and converting a
+Python map to CEL costs microseconds per field, where evaluating a rule costs a fraction of one. So each
+trigger plan compiles its rules once more, *flat*: ``context.cart_value`` becomes the top-level variable
+``context__cart_value`` (``flat_rule``), and a decision sets only the scalars and lists its rules read
+on one ``cel.Context`` per plan and thread, updated field by field (``RuleScope``); ``journey``'s fields
+are updated when the candidates move to another flow. A rule that cannot be flattened safely (a
+``has()`` macro, escapes or raw strings in a literal, a comprehension variable named like one of the
+four) keeps its program and reads whole maps, as before. Whatever the flat program answers but a bool
+(an error, another type) is answered again by the original rule on the nested variables, so errors and
+their texts are the original's.
+
+A rule that fails to evaluate refuses its action (``RULE_ERROR``) and is logged; it never fails the
+decision.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nextbest.catalog import Action, Flow, RuleEvaluationError
-from nextbest.catalog.rules import rule_context
+from nextbest.catalog import Action, CompiledRule, RuleEvaluationError
+from nextbest.catalog.rules import rule_context, sample_scopes
 from nextbest.decision.candidates import Refusal
 from nextbest.decision.journeys import journey_variables
 from nextbest.domain import DecisionRequest, ReasonCode, RequestContext
 from nextbest.state import CustomerState, Journey
 
-__all__ = ["RuleScope", "check_rules", "customer_variables"]
+__all__ = ["FlatRule", "RuleScope", "ScopePlan", "check_rules", "customer_variables", "flat_rule"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +60,8 @@ _CONTEXT: dict[str, Callable[[RequestContext], Any]] = {
     "attributes": lambda ctx: dict(ctx.attributes),
 }
 _ALL = {"customer": None, "context": None, "trigger": None}
+# The separator of a flat variable's name: ``context.cart_value`` is read as ``context__cart_value``.
+_SEP = "__"
 
 
 def _fields(builders: Mapping[str, Callable[..., Any]], wanted: frozenset[str] | None) -> list[str]:
@@ -60,29 +76,179 @@ def customer_variables(
     return {f: _CUSTOMER[f](state, now) for f in _fields(_CUSTOMER, fields)}
 
 
+# ``name.field`` for the three map variables, not after another name or a dot (``x.context.a``) and not
+# a method call on the map (``context.size()``).
+_SELECT = re.compile(r"(?<![\w.])(customer|context|journey)\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\()")
+# What makes a source unsafe to rewrite textually: the ``has()`` macro needs a field selection; an escape,
+# a raw or bytes prefix or a triple quote makes string literals harder to find than by their quotes; a
+# comprehension may bind a variable named like one of the maps.
+_UNSAFE = re.compile(
+    r"\bhas\s*\(|\\|(?<![\w.])[rRbB]{1,2}['\"]|'''|\"\"\"|\b(?:customer|context|journey)\s*,"
+)
+_STRING = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
+
+
+def flatten(source: str) -> str | None:
+    """``source`` with each ``customer.f``, ``context.f`` and ``journey.f`` outside string literals
+    read as the variable ``customer__f`` (and so on), or None when it has nothing to rewrite or cannot be
+    rewritten safely."""
+    if _UNSAFE.search(source):
+        return None
+    out: list[str] = []
+    at = 0
+    changed = False
+    for literal in _STRING.finditer(source):
+        code = source[at : literal.start()]
+        if "'" in code or '"' in code:  # an unterminated quote: not a source this reads safely
+            return None
+        rewritten = _SELECT.sub(rf"\1{_SEP}\2", code)
+        changed = changed or rewritten != code
+        out += [rewritten, literal.group()]
+        at = literal.end()
+    code = source[at:]
+    if "'" in code or '"' in code:
+        return None
+    rewritten = _SELECT.sub(rf"\1{_SEP}\2", code)
+    changed = changed or rewritten != code
+    out.append(rewritten)
+    return "".join(out) if changed else None
+
+
+def _flat_scope(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The variables ``names`` of a flat program, taken from a nested ``scope``."""
+    out: dict[str, Any] = {}
+    for name in names:
+        head, sep, field = name.partition(_SEP)
+        out[name] = scope[head][field] if sep else scope[name]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FlatRule:
+    """A rule as a decision evaluates it: ``program`` reads the top-level ``variables`` (flat names such
+    as ``context__cart_value``, or whole maps); ``rule`` is the catalog's, for errors."""
+
+    rule: CompiledRule
+    program: Any  # cel.Program
+    variables: frozenset[str]
+
+    @property
+    def uses_journey(self) -> bool:
+        return self.rule.uses_journey
+
+
+def flat_rule(rule: CompiledRule) -> FlatRule:
+    """The flat form of ``rule``, checked on the catalog's sample scopes against the original (same
+    answers); the original program when it cannot be flattened or answers differently."""
+    import cel  # here, not at the top: ``nextbest.catalog.rules`` must be imported first (cel.cli)
+
+    original = FlatRule(rule, rule.program, frozenset(rule.program.variables()))
+    source = flatten(rule.source)
+    if source is None:
+        return original
+    try:
+        program = cel.compile(source)
+    except (ValueError, RuntimeError):
+        return original
+    flat = FlatRule(rule, program, frozenset(program.variables()))
+    for scope in sample_scopes():
+        try:
+            theirs: Any = rule.program.execute(dict(scope))
+        except Exception as exc:  # any failure: compared by type below
+            theirs = type(exc)
+        try:
+            ours: Any = program.execute(_flat_scope(scope, flat.variables))
+        except Exception as exc:
+            ours = type(exc)
+        if type(theirs) is not type(ours) or theirs != ours:
+            return original
+    return flat
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePlan:
+    """What the rules of a trigger plan read, worked out once: the flat variables per map, the maps
+    read whole, and a ``cel.Context`` per thread to update."""
+
+    customer: tuple[str, ...]  # fields read flat
+    context: tuple[str, ...]
+    journey: tuple[str, ...]
+    whole: frozenset[str]  # variables read whole: customer, context, journey, trigger
+    # What the original programs read (``rule_reads``), for the nested variables of the error path.
+    reads: Mapping[str, frozenset[str] | None]
+    contexts: threading.local
+
+    @classmethod
+    def of(cls, rules: Iterable[FlatRule], reads: Mapping[str, frozenset[str] | None]) -> ScopePlan:
+        names = frozenset(v for r in rules for v in r.variables)
+        flat: dict[str, list[str]] = {"customer": [], "context": [], "journey": []}
+        for name in sorted(names):
+            head, sep, field = name.partition(_SEP)
+            if sep:
+                flat[head].append(field)
+        whole = frozenset(n for n in names if _SEP not in n)
+        return cls(
+            tuple(flat["customer"]),
+            tuple(flat["context"]),
+            tuple(flat["journey"]),
+            whole,
+            reads,
+            threading.local(),
+        )
+
+
 class RuleScope:
-    """One ``cel.Context`` per decision: converting Python values to CEL costs a hundred times more than
-    evaluating a rule, so the customer and context maps are converted once and only ``journey`` is
-    replaced when the candidates move to another flow. Only what the decision's rules read is built
-    (``reads``, from ``catalog.rules.rule_reads``; every variable when not given): each field converted
-    costs microseconds."""
+    """The variables of one decision's rules on the plan's ``cel.Context`` for this thread: set field by
+    field on first use, ``journey``'s again when the candidates move to another flow. The nested
+    variables (``_nested``) are built only when a flat program fails and the original must answer."""
 
     def __init__(
         self,
         state: CustomerState,
         request: DecisionRequest,
         now: datetime,
-        reads: Mapping[str, frozenset[str] | None] | None = None,
+        plan: ScopePlan,
     ) -> None:
-        self._reads = _ALL if reads is None else reads
+        self._plan = plan
         self._request = request
         self._now = now
         self._state = state
         self._context: Any = None
         self._journey_of: str | None = None
 
-    def _variables(self) -> dict[str, Any]:
-        reads, state, now, ctx = self._reads, self._state, self._now, self._request.context
+    def context(self, flow: str, journey: Journey, uses_journey: bool) -> Any:
+        """The plan's context for this thread, holding this decision's variables (``journey``'s only
+        for rules that read it)."""
+        plan = self._plan
+        if self._context is None:
+            context = getattr(plan.contexts, "context", None)
+            if context is None:
+                context = plan.contexts.context = rule_context({})
+            values: dict[str, Any] = {}
+            state, now, ctx = self._state, self._now, self._request.context
+            for f in plan.customer:
+                values[f"customer{_SEP}{f}"] = _CUSTOMER[f](state, now)
+            for f in plan.context:
+                values[f"context{_SEP}{f}"] = _CONTEXT[f](ctx)
+            if plan.whole:
+                values.update(self._nested(plan.whole))
+            context.update(values)
+            self._context = context
+        if uses_journey and self._journey_of != flow:
+            variables = journey_variables(journey, self._state.last_events, self._now)
+            values = {f"journey{_SEP}{f}": variables[f] for f in plan.journey}
+            if "journey" in plan.whole:
+                values["journey"] = variables
+            self._context.update(values)
+            self._journey_of = flow
+        return self._context
+
+    def _nested(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """The rules' variables as maps (what the catalog's own programs read), but ``journey``: those
+        in ``names``, or all."""
+        reads, state, now, ctx = self._plan.reads, self._state, self._now, self._request.context
+        if names is not None:
+            reads = {name: reads[name] for name in names if name in reads}
         variables: dict[str, Any] = {}
         if "customer" in reads:
             variables["customer"] = customer_variables(state, now, reads["customer"])
@@ -92,26 +258,39 @@ class RuleScope:
             variables["trigger"] = self._request.trigger
         return variables
 
-    def context(self, flow: str, journey: Journey, uses_journey: bool) -> Any:
-        """The shared context; ``journey`` is (re)set only for rules that read it."""
-        if self._context is None:
-            self._context = rule_context(self._variables())
-        if uses_journey and self._journey_of != flow:
-            self._context.add_variable(
-                "journey", journey_variables(journey, self._state.last_events, self._now)
-            )
-            self._journey_of = flow
-        return self._context
+    def original(self, flow: str, journey: Journey) -> Any:
+        """A context of the nested variables, for the catalog's own program (the error path)."""
+        variables = self._nested()
+        variables["journey"] = journey_variables(journey, self._state.last_events, self._now)
+        return rule_context(variables)
 
 
-def check_rules(action: Action, flow: Flow, journey: Journey, scope: RuleScope) -> Refusal | None:
-    """The step condition, then the action's rule: the first that is false or fails, or None."""
-    rule = action.rule
-    when = flow.steps[action.step].when if action.step is not None else None
+def _passes(rule: FlatRule, flow: str, journey: Journey, scope: RuleScope) -> bool:
+    """The flat program's answer; the original rule's when the flat one gives no bool (its error)."""
     try:
-        if when is not None and not when.evaluate(scope.context(flow.id, journey, when.uses_journey)):
-            return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.source}")
-        passed = rule.always_true or rule.evaluate(scope.context(flow.id, journey, rule.uses_journey))
+        result = rule.program.execute(scope.context(flow, journey, rule.uses_journey))
+    except Exception:  # whatever it is, the original program says what it means (and its text)
+        result = None
+    if isinstance(result, bool):
+        return result
+    return rule.rule.evaluate(scope.original(flow, journey))
+
+
+def check_rules(
+    action: Action,
+    journey: Journey,
+    scope: RuleScope,
+    *,
+    flow: str,
+    when: FlatRule | None,
+    rule: FlatRule | None,
+) -> Refusal | None:
+    """The step condition, then the action's rule (None when ``true``): the first that is false or
+    fails, or None."""
+    try:
+        if when is not None and not _passes(when, flow, journey, scope):
+            return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.rule.source}")
+        passed = rule is None or _passes(rule, flow, journey, scope)
     except RuleEvaluationError as exc:
         # The error's text can quote the caller's context values: it goes to the caller (explain), not
         # to the log.
