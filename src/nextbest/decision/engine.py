@@ -50,7 +50,7 @@ from nextbest.decision.contact import (
 )
 from nextbest.decision.experiments import apply_experiments
 from nextbest.decision.gates import channel_gate, check_inventory, journey_gate
-from nextbest.decision.journeys import JourneyBook, step_delay
+from nextbest.decision.journeys import FlowFacts, JourneyBook, step_delay
 from nextbest.decision.plan import Plans, TriggerPlan
 from nextbest.decision.rules import RuleScope, check_rules
 from nextbest.decision.scoring import ScoredCandidate, score_candidates
@@ -204,6 +204,7 @@ class DecisionEngine:
             t for a in catalog.actions if a.inventory == "in_stock" for t in a.triggers
         )
         self._plans = Plans(catalog)
+        self._flow_facts = FlowFacts(catalog)
         self._decide_time = Duration()
         self._write_time = Duration()
         # One rule object for every call: the events' group commit cancels once per rule in a batch.
@@ -455,7 +456,7 @@ class DecisionEngine:
         state = snapshot.state
         eligible: list[Candidate] = []
         rejected: list[Rejection] = []
-        book = JourneyBook(catalog, snapshot, request.trigger, now)
+        book = JourneyBook(catalog, snapshot, request.trigger, now, self._flow_facts)
         scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
         by_channel: dict[tuple[Channel, bool], Refusal | None] = {}

@@ -14,14 +14,41 @@ from nextbest.catalog import Action, Catalog, Flow
 from nextbest.domain import EventType
 from nextbest.state import CustomerSnapshot, Journey, PastExposure
 
-__all__ = ["JourneyBook", "journey_in", "journey_variables", "step_delay"]
+__all__ = ["FlowFacts", "JourneyBook", "journey_in", "journey_variables", "step_delay"]
+
+
+class FlowFacts:
+    """What journeys need of a catalog's flows, worked out once per catalog: each flow's entry triggers
+    that are event types (looked up in the customer's latest events), and the journey flows that
+    outrank it, most important first (the conflict check)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.flows = catalog.flows
+        self.entry_events: dict[str, tuple[EventType, ...]] = {
+            f.id: tuple(EventType(t) for t in f.entry_triggers if t in _EVENT_TYPES)
+            for f in catalog.flows.values()
+        }
+        self.higher: dict[str, tuple[Flow, ...]] = {
+            f.id: tuple(
+                o for o in catalog.flows_by_rank if o.rank() < f.rank() and o.is_journey and o.id != f.id
+            )
+            for f in catalog.flows.values()
+        }
 
 
 class JourneyBook:
     """The customer's journey in every flow, computed on demand from history grouped by flow once."""
 
-    def __init__(self, catalog: Catalog, snapshot: CustomerSnapshot, trigger: str, now: datetime) -> None:
-        self._catalog, self._snapshot, self._trigger, self._now = catalog, snapshot, trigger, now
+    def __init__(
+        self,
+        catalog: Catalog,
+        snapshot: CustomerSnapshot,
+        trigger: str,
+        now: datetime,
+        facts: FlowFacts | None = None,
+    ) -> None:
+        self._facts = facts if facts is not None else FlowFacts(catalog)
+        self._snapshot, self._trigger, self._now = snapshot, trigger, now
         by_flow: dict[str, list[PastExposure]] = {}
         for p in snapshot.history:
             by_flow.setdefault(p.flow, []).append(p)
@@ -32,9 +59,14 @@ class JourneyBook:
     def __getitem__(self, flow_id: str) -> Journey:
         journey = self._journeys.get(flow_id)
         if journey is None:
-            flow = self._catalog.flows[flow_id]
+            facts = self._facts
             journey = journey_in(
-                flow, self._snapshot, self._trigger, self._now, self._by_flow.get(flow_id, ())
+                facts.flows[flow_id],
+                self._snapshot,
+                self._trigger,
+                self._now,
+                self._by_flow.get(flow_id, ()),
+                entry_events=facts.entry_events[flow_id],
             )
             self._journeys[flow_id] = journey
         return journey
@@ -43,11 +75,7 @@ class JourneyBook:
         """An ongoing journey (entered before now, still active) in a flow that outranks ``flow``."""
         if flow.id not in self._higher:
             found = None
-            for other in self._catalog.flows_by_rank:
-                if other.rank() >= flow.rank():
-                    break
-                if not other.is_journey or other.id == flow.id:
-                    continue
+            for other in self._facts.higher[flow.id]:
                 journey = self[other.id]
                 if journey.active and not journey.new:
                     found = (other, journey)
@@ -70,6 +98,8 @@ def journey_in(
     trigger: str,
     now: datetime,
     history: Sequence[PastExposure] | None = None,
+    *,
+    entry_events: Sequence[EventType] | None = None,
 ) -> Journey:
     """The customer's journey in ``flow`` as of ``now``.
 
@@ -78,16 +108,20 @@ def journey_in(
     unless it falls inside the flow's re-entry window after the current journey's start. A journey is
     active from its start until an exit event, or until the flow's duration has passed. An entry trigger
     now starts a new journey under the same rule. ``history`` is the flow's share of the snapshot's, when
-    the caller has grouped it already.
+    the caller has grouped it already, and ``entry_events`` its entry triggers that are event types
+    (``FlowFacts``).
     """
     source = snapshot.history if history is None else history
-    past = [p for p in source if p.flow == flow.id and not p.cancelled and p.occurred_at <= now]
-    entries = [p.occurred_at for p in past if p.trigger in flow.entry_triggers]
-    entries += [
-        at
-        for name in flow.entry_triggers
-        if name in _EVENT_TYPES and (at := snapshot.state.last_events.get(EventType(name))) and at <= now
-    ]
+    if entry_events is None:
+        entry_events = [EventType(name) for name in flow.entry_triggers if name in _EVENT_TYPES]
+    if source:
+        past = [p for p in source if p.flow == flow.id and not p.cancelled and p.occurred_at <= now]
+        entries = [p.occurred_at for p in past if p.trigger in flow.entry_triggers]
+    else:  # nothing sent in the flow: most flows of most customers
+        past, entries = [], []
+    if entry_events:
+        last = snapshot.state.last_events
+        entries += [at for kind in entry_events if (at := last.get(kind)) and at <= now]
     start: datetime | None = None
     for at in sorted(entries):
         if start is None or at >= start + flow.reentry:
