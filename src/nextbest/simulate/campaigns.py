@@ -309,12 +309,12 @@ def play_campaign(
             placed = at + timedelta(days=1 + float(when) * (window.days - 2))
             events.append(
                 Event(
-                    f"{c.user_id}-{run_id}-order",
+                    f"{c.user_id}-{campaign.id}-{run_id}-order",
                     c.user_id,
                     EventType.ORDER_PLACED,
                     placed,
                     value=truth.revenue(sent),
-                    order_id=f"{c.user_id}-{run_id}-order",
+                    order_id=f"{c.user_id}-{campaign.id}-{run_id}-order",
                 )
             )
     for i in range(0, len(events), 2000):
@@ -393,8 +393,8 @@ def explore_and_learn(
     population ``seed``, its orders drawn from the truth), and the uplift model ``nextbest train
     uplift``'s pipeline trains on that run's logged randomized exposures (never on the truth). Returns
     the run, the model and the exploration store's URL (its lift report reads it)."""
-    url = f"sqlite:///{workdir}/explore-{seed}.db"
-    models_dir = workdir / f"models-{seed}"
+    url = f"sqlite:///{workdir}/explore-{flow}-{seed}.db"
+    models_dir = workdir / f"models-{flow}-{seed}"
     db = Database(url)
     try:
         upgrade(db)
@@ -437,7 +437,7 @@ def compare_targeting(
     ``oracle-blind`` by :func:`blind_net`. Each ranking is made dry; then the uplift rule's plan, then its
     run (played: its orders drawn), to check the plan against the run."""
     exploration, uplift, explore_url = explore_and_learn(seed, explore_customers or customers, flow, workdir)
-    target_db = Database(f"sqlite:///{workdir}/target-{seed}.db")
+    target_db = Database(f"sqlite:///{workdir}/target-{flow}-{seed}.db")
     try:
         upgrade(target_db)
         targets = population(customers, seed + 1000)
