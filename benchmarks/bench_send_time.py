@@ -19,9 +19,10 @@ both arms logged with their assignment probability. For each experiment it repor
 
 Over the populations: each flow's truth per message and per unit with a 95 % t-interval.
 
-``--day-pooling`` is a what-if for the send-time model: the bundled model with each customer's opens
-counted at their hour on every day of the week (a seventh each), instead of only on the weekday they
-happened — a 12 h send window rarely holds the weekday-hour of one of a customer's few opens.
+``--day-pooling`` is a what-if for the send-time model: the bundled model with ``day_pooling`` on (each
+customer's opens counted at their hour on every day of the week, a seventh each, instead of only on the
+weekday they happened — a 12 h send window rarely holds the weekday-hour of one of a customer's few
+opens), as training now chooses when it predicts better.
 
     .venv/bin/python benchmarks/bench_send_time.py [--customers 2000] [--days 21] [--seeds 31,32,33]
         [--day-pooling] [--out FILE]
@@ -37,21 +38,17 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from scipy import stats as st
 
 from nextbest.catalog import bundled_catalog_path, load_catalog
 from nextbest.decision.engine import DecisionEngine
-from nextbest.domain import SendTimeSource
 from nextbest.models.artifacts import bundled_models_path
 from nextbest.models.registry import ModelRegistry, ModelSet
-from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel, Timing
 from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate import EngineBackend, Simulator, population
 from nextbest.simulate.truth import experiment_truth
@@ -70,20 +67,6 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-class _DayPooled(SendTimeModel):
-    """The send-time model with a customer's opens counted at their hour of the day on every weekday."""
-
-    def timing(self, hours: Mapping[int, int]) -> Timing:
-        if not hours:
-            return super().timing(hours)
-        pooled = np.zeros(HOURS_OF_WEEK)
-        for hour, count in hours.items():
-            pooled[(hour % 24) + 24 * np.arange(7)] += count / 7
-        total = pooled.sum()
-        probs = (pooled + self.strength * self.population) / (total + self.strength)
-        return Timing(probs, SendTimeSource.PERSONAL)
-
-
 class _Serving:
     """A registry stand-in serving one model set."""
 
@@ -99,7 +82,7 @@ def _models(day_pooling: bool) -> ModelSet:
     if day_pooling:
         if models.send_time is None:
             raise SystemExit("no send-time model loaded; run `make models`")
-        pooled = _DayPooled(models.send_time.population, models.send_time.strength)
+        pooled = replace(models.send_time, day_pooling=True)
         models = replace(models, send_time=pooled)
     return models
 

@@ -234,7 +234,11 @@ def _load_send_time(directory: Path, card: ModelCard, compiler: ForestCompiler |
     blob = _verified(directory, card, name)
     try:
         spec: dict[str, Any] = json.loads(blob)
-        model = SendTimeModel(np.asarray(spec["population"], dtype=np.float64), float(spec["strength"]))
+        model = SendTimeModel(
+            np.asarray(spec["population"], dtype=np.float64),
+            float(spec["strength"]),
+            bool(spec.get("day_pooling", False)),  # models trained before it existed do not pool
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise _LoadError(ModelState.CORRUPT, f"{name} is not a send-time model: {exc}") from exc
     if card.features != [f"hour_of_week_{h}" for h in range(HOURS_OF_WEEK)]:

@@ -3,8 +3,11 @@
 The model is empirical Bayes over a Dirichlet-multinomial: the population's pattern ``p`` (168 hours of the
 week, UTC) is the prior, worth ``strength`` pseudo-events; a customer with counts ``n_h`` (opens and
 clicks in hour ``h``, kept in customer state) gets ``(n_h + strength * p_h) / (n + strength)``. A customer
-with no history gets the population pattern; one with a long history gets their own. Training fits ``p``
-and ``strength`` (see ``nextbest.training.send_time``). Scoring is one vector operation per decision.
+with no history gets the population pattern; one with a long history gets their own. With
+``day_pooling`` a customer's count in an hour counts a seventh on each day of the week at that hour (a
+reading habit is daily, and a send window rarely holds the weekday of one of a customer's few opens).
+Training fits ``p``, ``strength`` and ``day_pooling`` (see ``nextbest.training.send_time``). Scoring is
+one vector operation per decision.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _HOUR = timedelta(hours=1)
 class SendTimeModel:
     population: npt.NDArray[np.float64]  # sums to 1
     strength: float
+    day_pooling: bool = False
     _prior: npt.NDArray[np.float64] = field(init=False, repr=False, compare=False)  # the pseudo-counts
 
     def __post_init__(self) -> None:
@@ -47,6 +51,8 @@ class SendTimeModel:
         for hour, count in hours.items():
             if 0 <= hour < HOURS_OF_WEEK:
                 counts[hour] += count
+        if self.day_pooling:
+            counts = np.tile(counts.reshape(7, 24).sum(axis=0) / 7, 7)
         total = counts.sum()
         probs = (counts + self._prior) / (total + self.strength)
         return Timing(probs, SendTimeSource.PERSONAL)

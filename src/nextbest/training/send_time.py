@@ -1,10 +1,11 @@
 """Training the send-time model from open and click events (see ``nextbest.models.send_time``).
 
 The events are split by time: the first 60 % give each customer's counts and the population pattern,
-the next 20 % choose the shrinkage strength (the one that best predicts the hour of the customers' next
-engagements), and the last 20 % — with counts from everything before — measure it against the population
-pattern alone and a uniform guess: log-likelihood per event and how often the hour of an engagement is
-among the customer's three best predicted hours.
+the next 20 % choose the shrinkage strength and whether a customer's counts are pooled across the days
+of the week (the pair that best predicts the hour of the customers' next engagements), and the last
+20 % — with counts from everything before — measure it against the population pattern alone and a
+uniform guess: log-likelihood per event and how often the hour of an engagement is among the customer's
+three best predicted hours.
 """
 
 from __future__ import annotations
@@ -54,11 +55,21 @@ def _counts(
 
 
 def _log_likelihood(
-    past: Sequence[tuple[str, int]], future: Sequence[tuple[str, int]], population: npt.NDArray[np.float64]
+    past: Sequence[tuple[str, int]],
+    future: Sequence[tuple[str, int]],
+    population: npt.NDArray[np.float64],
+    day_pooling: bool = False,
 ) -> npt.NDArray[np.float64]:
-    """Mean log-likelihood of ``future`` events' hours for each strength in ``STRENGTHS``."""
+    """Mean log-likelihood of ``future`` events' hours for each strength in ``STRENGTHS`` (with a
+    customer's counts pooled across the days of the week when ``day_pooling``)."""
     by_hour, by_user, _ = _counts(past)
-    n_uh = np.array([by_hour.get(e, 0) for e in future], dtype=np.float64)
+    if day_pooling:
+        by_day_hour: dict[tuple[str, int], float] = {}
+        for (user, hour), count in by_hour.items():
+            by_day_hour[(user, hour % 24)] = by_day_hour.get((user, hour % 24), 0) + count / 7
+        n_uh = np.array([by_day_hour.get((u, h % 24), 0.0) for u, h in future], dtype=np.float64)
+    else:
+        n_uh = np.array([by_hour.get(e, 0) for e in future], dtype=np.float64)
     n_u = np.array([by_user.get(u, 0) for u, _ in future], dtype=np.float64)
     p_h = population[[h for _, h in future]]
     k = STRENGTHS[None, :]
@@ -111,15 +122,17 @@ def train_send_time(
     hours = [(u, hour_of_week(at)) for u, at in ordered]
     a, b = int(len(hours) * 0.6), int(len(hours) * 0.8)
     fit, valid, test = hours[:a], hours[a:b], hours[b:]
-    strength = float(STRENGTHS[int(np.argmax(_log_likelihood(fit, valid, _population(fit))))])
+    valid_ll = {pool: _log_likelihood(fit, valid, _population(fit), pool) for pool in (False, True)}
+    pooling = bool(valid_ll[True].max() > valid_ll[False].max())
+    strength = float(STRENGTHS[int(np.argmax(valid_ll[pooling]))])
     # Final model: everything before the test period, then everything.
     before = hours[:b]
     population_before = _population(before)
-    ll = _log_likelihood(before, test, population_before)
+    ll = _log_likelihood(before, test, population_before, pooling)
     chosen = int(np.argmin(np.abs(STRENGTHS - strength)))
     # The population alone is the limit of an infinite strength.
     ll_population = float(np.mean(np.log(population_before[[h for _, h in test]])))
-    evaluated = SendTimeModel(population_before, strength)
+    evaluated = SendTimeModel(population_before, strength, pooling)
     population_only = SendTimeModel(population_before, 1e12)
     metrics = {
         "test": {
@@ -137,8 +150,10 @@ def train_send_time(
             },
         }
     }
-    final = SendTimeModel(_population(hours), strength)
-    blob = json.dumps({"population": final.population.tolist(), "strength": strength}).encode()
+    final = SendTimeModel(_population(hours), strength, pooling)
+    blob = json.dumps(
+        {"population": final.population.tolist(), "strength": strength, "day_pooling": pooling}
+    ).encode()
 
     def stamp(i: int) -> str:
         return ordered[i][1].astimezone(UTC).isoformat()
@@ -157,7 +172,15 @@ def train_send_time(
             "rows": {"fit": len(fit), "valid": len(valid), "test": len(test)},
             "window": {"start": stamp(0), "test_start": stamp(b), "end": stamp(len(ordered) - 1)},
         },
-        params={"strength": strength, "strengths_searched": [float(STRENGTHS[0]), float(STRENGTHS[-1])]},
+        params={
+            "strength": strength,
+            "strengths_searched": [float(STRENGTHS[0]), float(STRENGTHS[-1])],
+            "day_pooling": pooling,
+            "validation_log_likelihood": {
+                "hour_of_week": float(valid_ll[False].max()),
+                "day_pooled": float(valid_ll[True].max()),
+            },
+        },
         metrics=metrics,
         libraries=libraries(),
         command=command,
