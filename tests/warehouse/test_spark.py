@@ -56,7 +56,10 @@ def test_the_report_query_compiles_to_spark_sql_with_every_value_inlined() -> No
     )
     sql = spark_sql(query)
     assert "'it\\'s'" in sql and "TIMESTAMP '2026-11-12 00:00:00+00:00'" in sql
-    assert "unix_micros" in sql and "1209600.0D" in sql and ":" not in sql.split("TIMESTAMP")[0]
+    # The window's edges: the first exposure moved by 14 days in microseconds, exactly.
+    assert "timestamp_micros(unix_micros(clean.first_at) + 1209600000000)" in sql
+    assert "timestamp_micros(unix_micros(clean.first_at) + -1209600000000)" in sql
+    assert ":" not in sql.split("TIMESTAMP")[0]
 
 
 def test_spark_gives_the_statistics_and_the_report_of_the_store(

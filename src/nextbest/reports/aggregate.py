@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, FromClause, Select, case, func, select
+from sqlalchemy import ColumnElement, Connection, FromClause, Select, case, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
@@ -199,6 +199,24 @@ def _units(source: ReportSource, experiment_id: str, as_of: datetime) -> Select[
             u.first_at,
             case((u.mixed_at <= as_of, 1), else_=0).label("mixed"),
         ).where(u.experiment_id == experiment_id, u.first_at <= as_of)
+    return _grouped_units(source, experiment_id, as_of)
+
+
+def _clean_units(source: ReportSource, experiment_id: str, as_of: datetime) -> Select[Any]:
+    """The units of :func:`_units` seen in one arm by ``as_of``: user_id, arm, first_at."""
+    if source.units is not None:
+        u = source.units.c
+        return select(u.user_id, u.arm_id.label("arm"), u.first_at).where(
+            u.experiment_id == experiment_id,
+            u.first_at <= as_of,
+            or_(u.mixed_at.is_(None), u.mixed_at > as_of),
+        )
+    units = _grouped_units(source, experiment_id, as_of).subquery("grouped")
+    return select(units.c.user_id, units.c.arm, units.c.first_at).where(units.c.mixed == 0)
+
+
+def _grouped_units(source: ReportSource, experiment_id: str, as_of: datetime) -> Select[Any]:
+    """:func:`_units` for a source without first exposures: the unit's assignments grouped."""
     a = source.assignments.c
     return (
         select(
@@ -234,7 +252,7 @@ def report_query(
     ``as_of``): a unit with none has every per-unit value 0, and adds 0 to every sum."""
     ev = source.events.c
     units = _units(source, experiment_id, as_of).subquery("units")
-    clean = select(units.c.user_id, units.c.arm, units.c.first_at).where(units.c.mixed == 0).subquery("clean")
+    clean = _clean_units(source, experiment_id, as_of).subquery("clean")
     # Timestamps compared with timestamps (the window's edges computed once per unit and joined row);
     # SQLite, which stores text, compares epoch seconds (see ``moment`` below).
     at, start = moment(ev.occurred_at), moment(clean.c.first_at)
