@@ -328,7 +328,11 @@ def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> 
             def report(conn: Any = conn) -> None:
                 build_report(conn, catalog, request)
 
-            cases = {"bare GROUP BY": bare, "per-unit GROUP BY": per_unit, "report": report}
+            cases: dict[str, Callable[[], Any]] = {
+                "bare GROUP BY": bare,
+                "per-unit GROUP BY": per_unit,
+                "report": report,
+            }
             _rows(name, _interleaved(cases, repeat))
             out = out or aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
     return out
