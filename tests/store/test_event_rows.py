@@ -3,19 +3,24 @@ SQLAlchemy's column types store, and the customer it folds must be the state the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from nextbest.domain import Channel, Event, EventOutcome, EventType, OrderItem
-from nextbest.state import CustomerState, apply_event
+from nextbest.state import CustomerState, apply_event, fold_events
 from nextbest.store import Store, codec
-from nextbest.store.event_rows import _utc_text
+from nextbest.store.database import _json_dumps
+from nextbest.store.event_rows import EventRows, _utc_text
 from nextbest.store.schema import UTCDateTime, events
 from tests.conftest import uid
+from tests.state.test_customer import event_sets
 from tests.store.test_store import T0
 
 
@@ -101,3 +106,20 @@ def test_events_and_the_customer_they_fold_are_stored_as_the_domain_says(store: 
     replay = store.record_events(batch, received)
     assert {o for o, _ in replay} == {EventOutcome.DUPLICATE}
     assert store.load_snapshot(known, now) == snapshot
+
+
+@settings(max_examples=100, deadline=None)
+@given(event_sets(), st.sampled_from([UTC, ZoneInfo("Europe/Paris"), ZoneInfo("Asia/Kolkata")]))
+def test_customer_rows_hold_the_documents_the_codec_makes(events: list[Event], zone: tzinfo) -> None:
+    """``EventRows.customer_values`` encodes a state's documents itself (orjson writing the times of
+    ``last_events``): the text must be ``codec.state_values``' documents as SQLAlchemy would write them."""
+    moved = [replace(e, occurred_at=e.occurred_at.astimezone(zone)) for e in events]  # type: ignore[union-attr]
+    state = fold_events("u", sorted(moved, key=lambda e: e.occurred_at))  # type: ignore[arg-type, return-value]
+    expected = codec.state_values(state, T0)
+    for dialect in (sqlite.dialect(), postgresql.psycopg.dialect()):  # type: ignore[no-untyped-call]
+        rows = EventRows(dialect)
+        values = rows.customer_values(state, T0)
+        assert values[0] == "u"
+        # SQLite binds the documents' text; PostgreSQL takes them inside the batch's JSON.
+        written = values[8:] if rows.embedded else [_json_dumps(v) for v in values[8:]]
+        assert written == [_json_dumps(document) for document in expected[7:]]

@@ -97,15 +97,23 @@ class CustomerState:
 _NO_CHANNEL_STATE = ChannelState()
 
 
+_BLANK = CustomerState("")
+
+
 def apply_event(state: CustomerState, event: Event) -> CustomerState:
     """Returns the state after ``event``; ``event`` must be valid (see ``nextbest.decision.validate``)."""
     return fold_events(state, (event,))
 
 
-def fold_events(state: CustomerState, events: Iterable[Event]) -> CustomerState:
+def fold_events(state: CustomerState | str, events: Iterable[Event]) -> CustomerState:
     """The state after ``events``, applied in the order given: the same as ``apply_event`` on each in
     turn, with one new state at the end instead of one per event (the store folds a batch's events per
-    customer). Each event must be valid (see ``nextbest.decision.validate``)."""
+    customer). ``state`` may be the user id of a customer nothing is known about yet (the same as
+    ``CustomerState(user_id)``, one object fewer). Each event must be valid (see
+    ``nextbest.decision.validate``)."""
+    user_id = state if isinstance(state, str) else state.user_id
+    if isinstance(state, str):
+        state = _BLANK
     first_seen_at = state.first_seen_at
     orders_count, refunds_count, revenue_total = state.orders_count, state.refunds_count, state.revenue_total
     last_order_at, last_engagement_at = state.last_order_at, state.last_engagement_at
@@ -141,7 +149,7 @@ def fold_events(state: CustomerState, events: Iterable[Event]) -> CustomerState:
             _apply_channel_event(channels, event, kind, at)
     # Every field is set here (a field added to CustomerState must be carried over here too).
     return CustomerState(
-        user_id=state.user_id,
+        user_id=user_id,
         first_seen_at=first_seen_at,
         orders_count=orders_count,
         refunds_count=refunds_count,

@@ -7,7 +7,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from nextbest.domain import ActionClass, Channel, Decision, Event, EventType, ReasonCode, Rejection
+from nextbest.domain import (
+    ActionClass,
+    BounceKind,
+    Channel,
+    Decision,
+    Event,
+    EventType,
+    ReasonCode,
+    Rejection,
+)
 from nextbest.experiments import Experiment
 from nextbest.state import CustomerState, PastExposure
 from nextbest.store.documents import (
@@ -262,21 +271,25 @@ EVENT_COLUMNS = (
 )
 
 
+# An event's enums as they are stored (their values; a dict look-up costs less than ``.value``).
+_TEXT: dict[Any, str] = {kind: kind.value for enum in (EventType, Channel, BounceKind) for kind in enum}
+
+
 def event_values(event: Event, received_at: datetime) -> tuple[Any, ...]:
     """``event_row``'s values as a tuple in ``EVENT_COLUMNS`` order."""
     return (
         event.event_id,
         event.user_id,
-        event.type.value if event.type else "",
+        _TEXT.get(event.type, ""),
         event.occurred_at,
         received_at,
         event.value,
-        event.channel.value if event.channel else None,
+        _TEXT.get(event.channel),
         event.decision_id or None,
         event.order_id or None,
         {
             "consent_granted": event.consent_granted,
-            "bounce_kind": event.bounce_kind.value if event.bounce_kind else None,
+            "bounce_kind": _TEXT.get(event.bounce_kind),
             "product_ids": list(event.product_ids),
             "items": [
                 {"product_id": i.product_id, "quantity": i.quantity, "unit_price": i.unit_price}

@@ -11,8 +11,14 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from nextbest.domain import Cancellation, Event, EventOutcome
-from nextbest.state import CancelRule, CustomerSnapshot, CustomerState, PastExposure, fold_events
+from nextbest.domain import Cancellation, Event, EventOutcome, EventType
+from nextbest.state import (
+    CancelRule,
+    CustomerSnapshot,
+    CustomerState,
+    PastExposure,
+    fold_events,
+)
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
 from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, SnapshotWanted, cancellations
@@ -42,6 +48,7 @@ _MAX_EVENTS_PER_COMMIT = 1000
 # What a transaction of the events' group commit did: the members that inserted their event, and what
 # each new event cancelled.
 _EventsWritten = tuple[set[int], dict[str, tuple[Cancellation, ...]]]
+_INVENTORY = frozenset(kind for kind in EventType if kind.is_inventory)
 
 
 @dataclass(slots=True)
@@ -261,12 +268,15 @@ class CustomerLog:
         )
         new = [m for m in unique.values() if m.event.event_id in inserted]
         now = max(m.received_at for m in batch)
-        customer_events = [
-            m for m in new if m.event.user_id and not (m.event.type and m.event.type.is_inventory)
-        ]
+        customer_events: list[PendingEvent] = []
+        stock: list[Event] = []
+        for m in new:
+            if m.event.type in _INVENTORY:
+                stock.append(m.event)
+            elif m.event.user_id:
+                customer_events.append(m)
         if customer_events:
             self._fold_into_customers(raw, [m.event for m in customer_events], now)
-        stock = [m.event for m in new if m.event.type and m.event.type.is_inventory]
         if stock:
             self._fold_into_inventory(conn, stock)
         cancelled: dict[str, tuple[Cancellation, ...]] = {}
@@ -302,6 +312,8 @@ class CustomerLog:
         earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
         assert self._event_rows is not None  # built by ``_write_events``
         pending = self._event_rows.pending(conn.connection, users, earliest)
+        if not pending:  # nothing pending for these customers: nothing to cancel
+            return {}
 
         def cancel(event: Event, p: PastExposure, reason: str) -> bool:
             done = conn.execute(
@@ -328,11 +340,11 @@ class CustomerLog:
         assert self._event_rows is not None  # built by ``_write_events``
         rows = self._event_rows
 
-        def folded(state: CustomerState) -> list[Any]:
-            user_events = by_user[state.user_id]
+        def folded(state: CustomerState | str) -> list[Any]:
+            user_events = by_user[state if isinstance(state, str) else state.user_id]
             if len(user_events) > 1:
                 user_events.sort(key=lambda e: e.occurred_at or now)
-            return [state.user_id, *rows.state_values(fold_events(state, user_events), now)]
+            return rows.customer_values(fold_events(state, user_events), now)
 
         updates = [folded(state) for state in rows.read_customers(raw, users)]
         seen = {u[0] for u in updates}
@@ -340,7 +352,7 @@ class CustomerLog:
         if missing:
             # Customers first seen: created folded, at version 1, in one statement instead of an empty
             # row, a read and an update. One created meanwhile by another writer is updated.
-            created = rows.create_customers(raw, [folded(CustomerState(user_id=u)) for u in missing])
+            created = rows.create_customers(raw, [folded(u) for u in missing])
             raced = [u for u in missing if u not in created]
             if raced:
                 updates += [folded(state) for state in rows.read_customers(raw, raced)]

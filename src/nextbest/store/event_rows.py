@@ -1,32 +1,35 @@
 """The events' write path on the raw driver: a group commit of events in a handful of statements.
 
 Each statement is built once per dialect and binds values the way SQLAlchemy's column types would
-(UTC times; JSON as orjson text), straight from the events and customer states, without a dict per row
-or a bind processor per value. On PostgreSQL each table is written by one statement whose columns
-arrive as arrays in the binary format (``INSERT ... SELECT FROM unnest(...)``): one round trip and a
-few microseconds of client CPU per row, where a pipelined ``executemany`` with ``RETURNING`` costs tens.
-On SQLite, in process, ``executemany`` of tuples is the fast path; sets of keys are passed as one JSON
-array (``json_each``), so each statement's text is fixed and stays in sqlite3's statement cache.
-"""
+(UTC times; JSON documents as orjson writes them), straight from the events and customer states, without
+a dict per row or a bind processor per value. On PostgreSQL each table is written by one statement that
+takes the batch's rows as one JSON array of arrays, written by orjson in C and taken apart by the server
+(``INSERT ... SELECT ... FROM json_array_elements(...)``): one round trip and about a microsecond of
+client CPU per row, where a pipelined ``executemany`` with ``RETURNING`` costs tens and binary arrays
+(``unnest``) several. On SQLite, in process, ``executemany`` of tuples is the fast path; sets of keys
+are passed as one JSON array (``json_each``), so each statement's text is fixed and stays in sqlite3's
+statement cache."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Dialect, Select, String, any_, bindparam, column, func, select
+from sqlalchemy import JSON, Dialect, Select, String, any_, bindparam, cast, column, func, select
 
-from nextbest.domain import Event
+from nextbest.domain import Event, EventType
 from nextbest.state import CustomerState, PastExposure
 from nextbest.store import codec
 from nextbest.store.database import _json_dumps as json_text
+from nextbest.store.documents import channels_to_json, engagement_hours_to_json, last_events_to_json
 from nextbest.store.prepared import PreparedSelect
 from nextbest.store.schema import customers, exposures
 
 __all__ = ["EventRows"]
 
-# The SQL type of each written column on PostgreSQL (the unnest arrays are cast to them).
+# The SQL type of each written column on PostgreSQL (a JSON array's element i is cast to the type of
+# column i; JSON documents are taken as they are).
 _PG_EVENT_TYPES = (
     "varchar",
     "varchar",
@@ -39,7 +42,8 @@ _PG_EVENT_TYPES = (
     "varchar",
     "jsonb",
 )
-_PG_STATE_TYPES = (
+_PG_CUSTOMER_TYPES = (
+    "varchar",  # user_id
     "timestamptz",
     "timestamptz",
     "integer",
@@ -51,6 +55,13 @@ _PG_STATE_TYPES = (
     "jsonb",
     "jsonb",
 )
+
+
+def _from_json(types: Sequence[str]) -> list[str]:
+    """The expressions taking the values of a row ``r`` (a JSON array) as the given SQL types."""
+    return [f"(r->{i})::jsonb" if t == "jsonb" else f"(r->>{i})::{t}" for i, t in enumerate(types)]
+
+
 _PAST_COLUMNS = [exposures.c[name] for name in codec.PAST_EXPOSURE_COLUMNS]
 
 
@@ -63,18 +74,38 @@ def _utc_text(value: datetime) -> str:
     return (value if zone is UTC else value.astimezone(UTC)).isoformat(" ", "microseconds")[:-6]
 
 
+def _last_events_document(last_events: Mapping[EventType, datetime]) -> Any:
+    """``last_events_to_json``, or the same document orjson writes from the times themselves (the
+    same text as ``isoformat`` in one call) when they are in UTC, as events carry them; orjson would
+    round an offset with seconds, which ``isoformat`` keeps."""
+    for at in last_events.values():
+        if at.tzinfo is not UTC:
+            return last_events_to_json(last_events)
+    return dict(last_events)
+
+
+def _last_events_text(last_events: Mapping[EventType, datetime]) -> str:
+    return json_text(_last_events_document(last_events)) if last_events else "{}"
+
+
 def _pg_time(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """A time as orjson writes it into a PostgreSQL batch: in UTC (an offset with seconds would be
+    rounded)."""
+    if value is None:
+        return None
+    zone = value.tzinfo
+    if zone is None:
         raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
-    return value
+    return value if zone is UTC else value.astimezone(UTC)
 
 
 def _keys_in(statement_column: Any, embedded: bool) -> Any:
-    """``column IN (the keys)`` with the keys as one parameter ``keys``: a JSON array on SQLite, an
-    array on PostgreSQL."""
+    """``column IN (the keys)`` with the keys as one parameter ``keys``, a JSON array (on PostgreSQL
+    made an array once, so that the index is searched for each key as with ``= ANY(array)``)."""
     if embedded:
         return statement_column.in_(select(column("value")).select_from(func.json_each(bindparam("keys"))))
-    return statement_column == any_(bindparam("keys", type_=ARRAY(String)))
+    keys = select(func.json_array_elements_text(cast(bindparam("keys", type_=String), JSON)))
+    return statement_column == any_(func.array(keys.scalar_subquery()))
 
 
 class EventRows:
@@ -105,38 +136,36 @@ class EventRows:
             )
         else:
             self._insert_events = (
-                f"INSERT INTO events ({event_columns}) SELECT * FROM unnest("
-                f"{', '.join(f'%b::{t}[]' for t in _PG_EVENT_TYPES)}) "
-                "ON CONFLICT DO NOTHING RETURNING event_id"
+                f"INSERT INTO events ({event_columns}) SELECT {', '.join(_from_json(_PG_EVENT_TYPES))} "
+                "FROM json_array_elements(%s::json) AS r ON CONFLICT DO NOTHING RETURNING event_id"
             )
             self._create_customers = (
-                f"INSERT INTO customers ({customer_columns}) SELECT * FROM unnest(%b::varchar[], "
-                f"{', '.join(f'%b::{t}[]' for t in _PG_STATE_TYPES)}, %b::bigint[]) "
-                "ON CONFLICT DO NOTHING RETURNING user_id"
+                f"INSERT INTO customers ({customer_columns}) "
+                f"SELECT {', '.join(_from_json(_PG_CUSTOMER_TYPES))}, 1 "
+                "FROM json_array_elements(%s::json) AS r ON CONFLICT DO NOTHING RETURNING user_id"
             )
+            user, *values = _from_json(_PG_CUSTOMER_TYPES)
+            assignments = ", ".join(f"{c} = {v}" for c, v in zip(state_columns, values, strict=True))
             self._update_customers = (
-                f"UPDATE customers SET {', '.join(f'{c} = u.{c}' for c in state_columns)}, "
-                "version = customers.version + 1 FROM unnest(%b::varchar[], "
-                f"{', '.join(f'%b::{t}[]' for t in _PG_STATE_TYPES)}) "
-                f"AS u(user_id, {', '.join(state_columns)}) WHERE customers.user_id = u.user_id"
+                f"UPDATE customers SET {assignments}, "
+                "version = customers.version + 1 FROM json_array_elements(%s::json) AS r "
+                f"WHERE customers.user_id = {user}"
             )
         read: Select[Any] = select(customers).where(_keys_in(customers.c.user_id, self.embedded))
         if not self.embedded:  # a fixed lock order, so concurrent batches cannot deadlock
             read = read.order_by(customers.c.user_id).with_for_update()
-        self._read_customers = _binary_keys(PreparedSelect(read, dialect))
-        self._read_pending = _binary_keys(
-            PreparedSelect(
-                select(*_PAST_COLUMNS, exposures.c.user_id).where(
-                    _keys_in(exposures.c.user_id, self.embedded),
-                    exposures.c.cancelled_at.is_(None),
-                    exposures.c.send_at > bindparam("earliest"),
-                ),
-                dialect,
-            )
+        self._read_customers = PreparedSelect(read, dialect)
+        self._read_pending = PreparedSelect(
+            select(*_PAST_COLUMNS, exposures.c.user_id).where(
+                _keys_in(exposures.c.user_id, self.embedded),
+                exposures.c.cancelled_at.is_(None),
+                exposures.c.send_at > bindparam("earliest"),
+            ),
+            dialect,
         )
 
-    def _keys(self, keys: Sequence[str]) -> Any:
-        return json_text(list(keys)) if self.embedded else list(keys)
+    def _keys(self, keys: Sequence[str]) -> str:
+        return json_text(list(keys))
 
     def start(self) -> None:
         """Called at the start of each group commit: forgets the times encoded for the last one."""
@@ -153,7 +182,7 @@ class EventRows:
         return text
 
     def event_values(self, event: Event, received_at: datetime) -> tuple[Any, ...]:
-        """The driver's values of an ``events`` row."""
+        """The driver's values of an ``events`` row (on PostgreSQL, as they go into the batch's JSON)."""
         time = self._time
         event_id, user, kind, at, received, value, channel, decision, order, details = codec.event_values(
             event, received_at
@@ -168,26 +197,36 @@ class EventRows:
             channel,
             decision,
             order,
-            json_text(details),
+            json_text(details) if self.embedded else details,
         )
 
-    def state_values(self, state: CustomerState, now: datetime) -> list[Any]:
-        """The driver's values of the ``STATE_COLUMNS`` of a customer row."""
+    def customer_values(self, state: CustomerState, now: datetime) -> list[Any]:
+        """The driver's values of a customer row: the user id, then the ``STATE_COLUMNS``
+        (``codec.state_values``, encoded; on PostgreSQL, as they go into the batch's JSON)."""
         time = self._time
-        first, updated, orders, refunds, revenue, last_order, engaged, channels, kinds, hours = (
-            codec.state_values(state, now)
-        )
+        channels, kinds, hours = state.channels, state.last_events, state.engagement_hours
+        if self.embedded:
+            documents: tuple[Any, Any, Any] = (
+                json_text(channels_to_json(channels)) if channels else "{}",
+                _last_events_text(kinds),
+                json_text(engagement_hours_to_json(hours)) if hours else "{}",
+            )
+        else:
+            documents = (
+                channels_to_json(channels),
+                _last_events_document(kinds),
+                engagement_hours_to_json(hours),
+            )
         return [
-            time(first),
-            time(updated),
-            orders,
-            refunds,
-            revenue,
-            time(last_order),
-            time(engaged),
-            json_text(channels),
-            json_text(kinds),
-            json_text(hours),
+            state.user_id,
+            time(state.first_seen_at),
+            time(now),
+            state.orders_count,
+            state.refunds_count,
+            state.revenue_total,
+            time(state.last_order_at),
+            time(state.last_engagement_at),
+            *documents,
         ]
 
     def insert_events(self, raw: Any, rows: Sequence[tuple[Any, ...]]) -> set[str]:
@@ -204,7 +243,7 @@ class EventRows:
                 return {r[0] for r in fresh}
             # Concurrent writers: the conflict clause (and the event-id table's trigger, migration 0008)
             # skips ids already stored, and RETURNING says which rows were new.
-            cursor.execute(self._insert_events, [list(c) for c in zip(*rows, strict=True)])
+            cursor.execute(self._insert_events, (json_text(rows),))
             return {r[0] for r in cursor.fetchall()}
         finally:
             cursor.close()
@@ -218,29 +257,27 @@ class EventRows:
         return [codec.state_from_row(dict(zip(columns, row, strict=True))) for row in rows]
 
     def create_customers(self, raw: Any, rows: Sequence[list[Any]]) -> set[str]:
-        """Creates customers at version 1 from ``[user_id, *state values]`` rows; returns the users
+        """Creates customers at version 1 from ``customer_values`` rows; returns the users
         created (one another writer created meanwhile is not)."""
         cursor = raw.cursor()
         try:
             if self.embedded:  # under the write lock: a customer missing now is still missing
                 cursor.executemany(self._create_customers, [(*r, 1) for r in rows])
                 return {r[0] for r in rows}
-            cursor.execute(
-                self._create_customers, [*(list(c) for c in zip(*rows, strict=True)), [1] * len(rows)]
-            )
+            cursor.execute(self._create_customers, (json_text(rows),))
             return {r[0] for r in cursor.fetchall()}
         finally:
             cursor.close()
 
     def update_customers(self, raw: Any, rows: Sequence[list[Any]]) -> None:
-        """Rewrites the state of existing customers from ``[user_id, *state values]`` rows and moves
+        """Rewrites the state of existing customers from ``customer_values`` rows and moves
         each to its next version."""
         cursor = raw.cursor()
         try:
             if self.embedded:
                 cursor.executemany(self._update_customers, [(*r[1:], r[0]) for r in rows])
             else:
-                cursor.execute(self._update_customers, [list(c) for c in zip(*rows, strict=True)])
+                cursor.execute(self._update_customers, (json_text(rows),))
         finally:
             cursor.close()
 
@@ -250,10 +287,3 @@ class EventRows:
         for *values, user in self._read_pending.fetch(raw, keys=self._keys(users), earliest=earliest):
             out.setdefault(user, []).append(codec.past_exposure(values))
         return out
-
-
-def _binary_keys(prepared: PreparedSelect) -> PreparedSelect:
-    """On PostgreSQL the keys array goes in psycopg's binary format (its text format escapes each
-    element in Python)."""
-    prepared.sql = prepared.sql.replace("%(keys)s", "%(keys)b")
-    return prepared
