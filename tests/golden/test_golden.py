@@ -54,7 +54,8 @@ def inputs(segment: Segment) -> tuple[Catalog, ModelRegistry]:
     """The catalog and the models ``segment`` was recorded with. A model that does not load would
     turn every score into its fallback and the replay into thousands of differences: say so instead."""
     models = _models()
-    broken = [s for s in models.statuses if s.state.value != "loaded"]
+    # The churn model scores customers for segments, never a decision: the corpus has none.
+    broken = [s for s in models.statuses if s.state.value != "loaded" and s.kind.value != "churn"]
     if broken:
         pytest.fail(
             "the corpus's models do not load in this working tree, so every score would be a fallback: "
