@@ -204,3 +204,34 @@ def test_score_and_segment_count_from_the_command_line(
     assert "run `nextbest train churn --promote`" in capsys.readouterr().err
     assert main(["score", "--status", "--database-url", url]) == 0
     assert capsys.readouterr().out.startswith("0 of 2 customers scored")
+
+
+def test_a_campaign_audience_on_churn_risk_is_validated_and_counted(tmp_path: Path) -> None:
+    from nextbest.campaigns import plan_campaign
+    from nextbest.decision.engine import DecisionEngine
+    from nextbest.store import upgrade
+    from tests.campaigns.test_campaigns import CATALOG
+
+    text = CATALOG.replace("BUDGET", "").replace(
+        "  buyers:\n    condition: customer.orders_count > 0",
+        "  buyers:\n    condition: customer.orders_count > 0 && customer.churn_risk > 0.6",
+    )
+    catalog = parse_catalog(text, "campaign.yaml")
+    url = f"sqlite:///{tmp_path / 'campaign.db'}"
+    db = Database(url)
+    upgrade(db)
+    users = _customers(url, [5.0, 70.0, 90.0, 200.0])  # churn risk 0.05, 0.7, 0.9, 1.0
+    store = Store(db)
+    store.record_events(
+        [Event(f"{u}-sub", u, EventType.SUBSCRIBED, NOW - timedelta(days=300)) for u in users], NOW
+    )
+    try:
+        score_store(db, SCORER, NOW)
+        engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+        campaign = catalog.campaigns["autumn"]
+        segment = catalog.segments[campaign.audience]
+        plan = plan_campaign(engine, campaign, audience_states(db, segment, SCORER, NOW), NOW)
+        assert (plan.segment.scanned, plan.segment.members) == (4, 3)
+        assert plan.sends == 3 and dict(plan.by_channel) == {"email": 3}
+    finally:
+        store.close()
