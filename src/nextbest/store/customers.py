@@ -263,8 +263,15 @@ class CustomerLog:
         unique: dict[str, PendingEvent] = {}
         for member in batch:
             unique.setdefault(member.event.event_id, member)
-        inserted = rows.insert_events(
-            raw, [rows.event_values(m.event, m.received_at) for m in unique.values()]
+        # The customers and pending exposures of every customer event, read (and the customers locked)
+        # with the insert, in one round trip on PostgreSQL: a superset of what the new events need.
+        maybe = [m for m in unique.values() if m.event.type not in _INVENTORY and m.event.user_id]
+        ruled = [m.event.occurred_at for m in maybe if m.rule is not None and m.event.occurred_at]
+        inserted, stored, pending = rows.write_and_read(
+            raw,
+            [rows.event_values(m.event, m.received_at) for m in unique.values()],
+            sorted({m.event.user_id for m in maybe}),  # a fixed lock order
+            min(ruled) if ruled else None,
         )
         new = [m for m in unique.values() if m.event.event_id in inserted]
         now = max(m.received_at for m in batch)
@@ -276,7 +283,7 @@ class CustomerLog:
             elif m.event.user_id:
                 customer_events.append(m)
         if customer_events:
-            self._fold_into_customers(raw, [m.event for m in customer_events], now)
+            self._fold_into_customers(raw, [m.event for m in customer_events], now, stored)
         if stock:
             self._fold_into_inventory(conn, stock)
         cancelled: dict[str, tuple[Cancellation, ...]] = {}
@@ -285,7 +292,9 @@ class CustomerLog:
             if m.rule is not None:
                 by_rule.setdefault(id(m.rule), (m.rule, []))[1].append(m.event)
         for rule, rule_events in by_rule.values():
-            cancelled.update(self._cancel_pending(conn, rule_events, rule, now))
+            # Several rules (calls of different catalogs) each read what the others left pending.
+            read = pending if len(by_rule) == 1 else None
+            cancelled.update(self._cancel_pending(conn, rule_events, rule, now, read))
         return {id(m) for m in new}, cancelled
 
     def _fold_into_inventory(self, conn: Connection, stock: Sequence[Event]) -> None:
@@ -306,12 +315,21 @@ class CustomerLog:
                 )
 
     def _cancel_pending(
-        self, conn: Connection, new_events: Sequence[Event], rule: CancelRule, now: datetime
+        self,
+        conn: Connection,
+        new_events: Sequence[Event],
+        rule: CancelRule,
+        now: datetime,
+        pending: dict[str, list[PastExposure]] | None = None,
     ) -> dict[str, tuple[Cancellation, ...]]:
-        users = sorted({e.user_id for e in new_events})
-        earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
-        assert self._event_rows is not None  # built by ``_write_events``
-        pending = self._event_rows.pending(conn.connection, users, earliest)
+        """Cancels what ``rule`` says the new events end. ``pending``: the customers' pending
+        exposures when already read in this transaction (those of more customers, or due earlier,
+        may be in it: each event only looks at its customer's, due after it)."""
+        if pending is None:
+            users = sorted({e.user_id for e in new_events})
+            earliest = min(e.occurred_at for e in new_events if e.occurred_at is not None)
+            assert self._event_rows is not None  # built by ``_write_events``
+            pending = self._event_rows.pending(conn.connection, users, earliest)
         if not pending:  # nothing pending for these customers: nothing to cancel
             return {}
 
@@ -329,10 +347,12 @@ class CustomerLog:
 
         return cancellations(new_events, pending, rule, now, cancel)
 
-    def _fold_into_customers(self, raw: Any, new_events: Iterable[Event], now: datetime) -> None:
-        """Each customer's new events folded into their state in one pass: the batch's customers read
-        in one statement, those first seen created (folded, at version 1) in one, the others rewritten
-        in one."""
+    def _fold_into_customers(
+        self, raw: Any, new_events: Iterable[Event], now: datetime, stored: Sequence[CustomerState]
+    ) -> None:
+        """Each customer's new events folded into their state in one pass (``stored``: the states read,
+        and locked, with the insert), those first seen created (folded, at version 1) in one statement,
+        the others rewritten in one."""
         by_user: dict[str, list[Event]] = {}
         for event in new_events:
             by_user.setdefault(event.user_id, []).append(event)
@@ -346,7 +366,7 @@ class CustomerLog:
                 user_events.sort(key=lambda e: e.occurred_at or now)
             return rows.customer_values(fold_events(state, user_events), now)
 
-        updates = [folded(state) for state in rows.read_customers(raw, users)]
+        updates = [folded(state) for state in stored if state.user_id in by_user]
         seen = {u[0] for u in updates}
         missing = [u for u in users if u not in seen]
         if missing:

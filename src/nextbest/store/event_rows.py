@@ -229,6 +229,48 @@ class EventRows:
             *documents,
         ]
 
+    def write_and_read(
+        self,
+        raw: Any,
+        rows: Sequence[tuple[Any, ...]],
+        users: Sequence[str],
+        pending_since: datetime | None,
+    ) -> tuple[set[str], list[CustomerState], dict[str, list[PastExposure]] | None]:
+        """``insert_events``, then ``read_customers`` of ``users`` (sorted) and, with a
+        ``pending_since``, their ``pending`` exposures: on PostgreSQL the three statements in one
+        round trip (psycopg's pipeline mode)."""
+        if self.embedded or not users:
+            inserted = self.insert_events(raw, rows)
+            states = self.read_customers(raw, users) if users else []
+            pending = self.pending(raw, users, pending_since) if users and pending_since else None
+            return inserted, states, pending
+        keys = self._keys(users)
+        insert, read, since = raw.cursor(), raw.cursor(), raw.cursor()
+        try:
+            with raw.driver_connection.pipeline():
+                insert.execute(self._insert_events, (json_text(rows),))
+                self._read_customers.execute(read, keys=keys)
+                if pending_since is not None:
+                    self._read_pending.execute(since, keys=keys, earliest=pending_since)
+            inserted = {r[0] for r in insert.fetchall()}
+            states = self._states(self._read_customers.rows(read))
+            pending = self._pending(self._read_pending.rows(since)) if pending_since is not None else None
+        finally:
+            for cursor in (insert, read, since):
+                cursor.close()
+        return inserted, states, pending
+
+    def _states(self, rows: Sequence[tuple[Any, ...]]) -> list[CustomerState]:
+        columns = self._read_customers.columns
+        return [codec.state_from_row(dict(zip(columns, row, strict=True))) for row in rows]
+
+    @staticmethod
+    def _pending(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[PastExposure]]:
+        out: dict[str, list[PastExposure]] = {}
+        for *values, user in rows:
+            out.setdefault(user, []).append(codec.past_exposure(values))
+        return out
+
     def insert_events(self, raw: Any, rows: Sequence[tuple[Any, ...]]) -> set[str]:
         """Inserts the rows (distinct event ids) whose event id is not stored yet; returns their ids."""
         cursor = raw.cursor()
@@ -251,10 +293,7 @@ class EventRows:
     def read_customers(self, raw: Any, users: Sequence[str]) -> list[CustomerState]:
         """The stored states of those of ``users`` that have a row (locked until the commit on
         PostgreSQL, in user order)."""
-        prepared = self._read_customers
-        rows = prepared.fetch(raw, keys=self._keys(users))
-        columns = prepared.columns
-        return [codec.state_from_row(dict(zip(columns, row, strict=True))) for row in rows]
+        return self._states(self._read_customers.fetch(raw, keys=self._keys(users)))
 
     def create_customers(self, raw: Any, rows: Sequence[list[Any]]) -> set[str]:
         """Creates customers at version 1 from ``customer_values`` rows; returns the users
@@ -283,7 +322,4 @@ class EventRows:
 
     def pending(self, raw: Any, users: Sequence[str], earliest: datetime) -> dict[str, list[PastExposure]]:
         """The users' exposures not cancelled and due after ``earliest``, per user."""
-        out: dict[str, list[PastExposure]] = {}
-        for *values, user in self._read_pending.fetch(raw, keys=self._keys(users), earliest=earliest):
-            out.setdefault(user, []).append(codec.past_exposure(values))
-        return out
+        return self._pending(self._read_pending.fetch(raw, keys=self._keys(users), earliest=earliest))

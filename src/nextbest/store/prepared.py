@@ -35,25 +35,33 @@ class PreparedSelect:
         self._results: list[_Processor] | None = None
 
     def fetch(self, dbapi_connection: Any, **params: Any) -> list[tuple[Any, ...]]:
+        cursor = dbapi_connection.cursor()
+        try:
+            self.execute(cursor, **params)
+            return self.rows(cursor)
+        finally:
+            cursor.close()
+
+    def execute(self, cursor: Any, **params: Any) -> None:
+        """Runs the statement on ``cursor`` (``rows`` then reads its results: between the two, in
+        psycopg's pipeline mode, other statements can be sent in the same round trip)."""
         values = {**self._defaults, **params}
         for name, process in self._binds.items():
             if process is not None:
                 values[name] = process(values[name])
-        cursor = dbapi_connection.cursor()
-        try:
-            if self._order is None:
-                cursor.execute(self.sql, values)
-            else:
-                cursor.execute(self.sql, tuple(values[name] for name in self._order))
-            rows = cursor.fetchall()
-            if self._results is None:
-                codes = [d[1] for d in cursor.description]
-                self._results = [
-                    t.result_processor(self._dialect, code)
-                    for t, code in zip(self._types, codes, strict=True)
-                ]
-        finally:
-            cursor.close()
+        if self._order is None:
+            cursor.execute(self.sql, values)
+        else:
+            cursor.execute(self.sql, tuple(values[name] for name in self._order))
+
+    def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
+        """The results of ``execute`` on ``cursor``, through the columns' result processors."""
+        rows = cursor.fetchall()
+        if self._results is None:
+            codes = [d[1] for d in cursor.description]
+            self._results = [
+                t.result_processor(self._dialect, code) for t, code in zip(self._types, codes, strict=True)
+            ]
         processors = self._results
         if not any(processors):
             return [tuple(row) for row in rows]
