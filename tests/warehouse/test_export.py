@@ -16,9 +16,11 @@ from sqlalchemy import func, select, text
 
 from nextbest.models.features import LOGGED
 from nextbest.store import Database
-from nextbest.store.schema import assignments, decisions, events, exposures
+from nextbest.store.schema import assignments, decisions, events, experiment_units, exposures
+from nextbest.store.units import rebuild_units
 from nextbest.warehouse import EXPORTED, ExportError, export, schema_document
 from nextbest.warehouse import exporter as export_module
+from nextbest.warehouse.engines import duckdb_connection
 from tests.conftest import BACKENDS
 from tests.warehouse.conftest import fresh_database
 
@@ -311,3 +313,37 @@ def test_export_command(db: Database, tmp_path: Path, capsys: pytest.CaptureFixt
         assert main(["export", *args, "--database-url", url]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+def _units(db: Database) -> None:
+    """``decide`` writes past the group commit: the units' first exposures from its rows."""
+    with db.writer.begin() as conn:
+        rebuild_units(conn)
+
+
+def test_the_units_first_exposures_are_exported_when_assignments_are(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    decide(db, T0 + timedelta(hours=1), "u1")
+    decide(db, T0, "u1")  # an earlier exposure, written later
+    decide(db, T0, "u2")
+    _units(db)
+    first = export(db, out, now=T0 + timedelta(days=1))
+    assert "experiment_units/experiment_units.parquet" in first.files
+    units = {r["user_id"]: r for r in exported(out, "experiment_units")}
+    assert set(units) == {"u1", "u2"} and units["u1"]["first_at"] == T0 and units["u1"]["mixed_at"] is None
+    # Nothing new: the file stays as it is.
+    assert (
+        "experiment_units/experiment_units.parquet" not in export(db, out, now=T0 + timedelta(days=1)).files
+    )
+    decide(db, T0 + timedelta(hours=2), "u3")
+    _units(db)
+    again = export(db, out, now=T0 + timedelta(days=1))
+    assert "experiment_units/experiment_units.parquet" in again.files
+    assert {r["user_id"] for r in exported(out, "experiment_units")} == {"u1", "u2", "u3"}
+    # An export made before the units were exported: DuckDB computes them from the assignments.
+    with duckdb_connection(out) as conn:
+        from_file = sorted(conn.execute(select(experiment_units)).all())
+    for path in (out / "experiment_units").iterdir():
+        path.unlink()
+    with duckdb_connection(out) as conn:
+        assert sorted(conn.execute(select(experiment_units)).all()) == from_file
