@@ -614,6 +614,15 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         horizon=timedelta(days=getattr(args, "horizon_days", 30.0)),
         cutoffs=getattr(args, "cutoffs", 8),
     )
+    if source.database_url is not None:
+        from nextbest.server.startup import require_schema
+        from nextbest.store import Database
+
+        db = Database(source.database_url)
+        try:  # one line, not a traceback, for a database nextbest never wrote
+            require_schema(db, "is --database-url (NEXTBEST_DATABASE_URL) the server's database?")
+        finally:
+            db.dispose()
     try:
         if args.command == "train":
             command = "nextbest " + " ".join(argv if argv is not None else sys.argv[1:])

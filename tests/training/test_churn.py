@@ -170,3 +170,12 @@ def test_training_errors_are_one_line(
     with pytest.raises(SystemExit):
         main(["train", "no-such-kind", *args])
     assert "invalid choice: 'no-such-kind'" in capsys.readouterr().err
+
+
+def test_training_from_a_database_nextbest_never_wrote_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["train", "churn", "--database-url", url, "--models-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "has no nextbest tables" in err and len(err.strip().splitlines()) == 1
