@@ -25,7 +25,7 @@ from nextbest.state.scored import scores_of, with_scores
 from nextbest.store import Database, Store
 from nextbest.store.erasure import Erasure
 from nextbest.store.scan import ScoreTally, customer_states
-from nextbest.store.scores import customer_scores
+from nextbest.store.scores import customer_scores, score_summary
 from tests.conftest import uid
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -149,6 +149,8 @@ def test_scores_are_stored_read_by_scans_and_stale_after_an_event(migrated: str)
         assert tally.rescored >= 1 and scores_of(fresh[users[2]])["churn_risk"] == 0.0  # ordered just now
         assert scores_of(fresh[users[0]])["churn_risk"] == pytest.approx(0.1)
 
+        summary = score_summary(db)
+        assert summary.stale >= 1 and summary.versions.get("churn-test", 0) >= 3
         again = score_store(db, SCORER, NOW, stale_only=True)
         assert 1 <= again.written < run.written + 1
         assert _stored(db, [users[2]])[users[2]][0] == 0.0

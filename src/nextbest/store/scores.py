@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, String, Table, func, select
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, String, Table, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -107,7 +107,7 @@ class ScoreSummary:
 def score_summary(db: Database) -> ScoreSummary:
     """How many customers have scores, how many of those are stale, by model version."""
     joined = customers.outerjoin(customer_scores, customer_scores.c.user_id == customers.c.user_id)
-    stale = (customer_scores.c.customer_version != customers.c.version).cast(BigInteger)
+    stale = case((customer_scores.c.customer_version != customers.c.version, 1), else_=0)
     with db.analytical_reader() as conn:
         total, scored, n_stale, last = conn.execute(
             select(
