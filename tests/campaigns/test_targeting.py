@@ -47,6 +47,17 @@ from tests.campaigns.test_campaigns import CATALOG, NOW, _store
         (("    BUDGET", "    targeting: propensity"), "campaigns.autumn.targeting", "needs a budget"),
         (("    BUDGET", "    targeting: ranked"), "campaigns.autumn.targeting", "needs a budget"),
         (("    BUDGET", "    targeting: best"), "campaigns.autumn.targeting", "'everyone', 'ranked'"),
+        # a budget of discount spend: positive, and only for a ranked rule
+        (
+            ("    BUDGET", "    budget: {discount: -5}\n    targeting: uplift"),
+            "campaigns.autumn.budget.discount",
+            "greater than 0",
+        ),
+        (
+            ("    BUDGET", "    budget: {discount: 50}"),
+            "campaigns.autumn.budget.discount",
+            "needs targeting propensity, ranked or uplift",
+        ),
     ],
 )
 def test_bad_campaign_input_names_the_catalog_path(change: tuple[str, str], path: str, problem: str) -> None:

@@ -66,6 +66,25 @@ def test_planned_sends_and_refusals_are_the_runs(tmp_path: Path, flow: str, budg
         db.dispose()
 
 
+def test_a_discount_budget_stops_the_ranked_list_where_the_plan_says(tmp_path: Path) -> None:
+    """Without models each win-back send is expected to give 0.1 x 68 x 15 % = 1.02 of discount: a
+    budget of 10 reaches 9 sends (and the held-out members ranked among them), plan and run alike."""
+    db, store = _store(tmp_path, 600, 43)
+    try:
+        catalog = campaign_catalog()
+        campaign = replace(catalog.campaigns["winback"], targeting="ranked", max_discount=10.0)
+        engine = DecisionEngine(catalog, store, clock=lambda: CAMPAIGN_AT)
+        plan = plan_campaign(engine, campaign, customer_states(db), CAMPAIGN_AT)
+        run = play_campaign(engine, campaign, population(600, 43), seed=43).run
+        assert plan.sends == run.sent == 9 and plan.discount_reached and plan.over_budget > 0
+        assert plan.discount_spend == pytest.approx(9 * 0.1 * 68 * 0.15)
+        assert (plan.decided, plan.held_out) == (run.decided, run.held_out)
+        assert plan.decided_refusals == run.refusals
+        assert plan.held_out > 0
+    finally:
+        db.dispose()
+
+
 @pytest.mark.parametrize("seed", [51, 52])
 def test_the_holdout_lift_report_covers_the_true_effect(tmp_path: Path, seed: int) -> None:
     db, store = _store(tmp_path, 4000, seed)

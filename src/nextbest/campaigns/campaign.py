@@ -119,6 +119,7 @@ class CampaignPlan:
     # orders at stake over the estimated sends: the model's error moves every send the same way.
     model_error: float | None = None
     value_at_stake: float = 0.0
+    discount_reached: bool = False  # the discount budget stopped the ranked list
 
     def conversions_interval(self) -> tuple[float, float] | None:
         """The 95 % interval of the incremental conversions: the sends' outcomes drawn (each a
@@ -214,7 +215,7 @@ def plan_campaign(
         queue.append((-key, dry.user_id, planned))
     queue.sort(key=lambda t: t[:2])
     for _, _, planned in queue:
-        _tally(plan, planned, campaign.max_sends)
+        _tally(plan, planned, campaign.max_sends, campaign.max_discount)
     return plan
 
 
@@ -234,23 +235,48 @@ def rank_members(
     check_targeting(engine.catalog, campaign, models)
     actions = {a.id: a for a in engine.catalog.actions}
     resumed = _requests(campaign, run_id) if run_id is not None else None
-    scored: list[tuple[float, str]] = []
+    # (key, user, expected discount if sent): a member already decided, or whose dry run failed, has
+    # no estimate and counts no discount
+    scored: list[tuple[float, str, float]] = []
     for dry in dry_runs(engine, _requests(campaign, "plan"), members, resumed=resumed):
         if dry.decided:
-            scored.append((float("inf"), dry.user_id))
+            scored.append((float("inf"), dry.user_id, 0.0))
         elif dry.decision is None:
-            scored.append((float("-inf"), dry.user_id))  # decided (and its error counted) last
+            scored.append((float("-inf"), dry.user_id, 0.0))  # decided (and its error counted) last
         else:
-            score = target_value(campaign, dry.decision, estimate(models, actions, dry.decision))
+            member = estimate(models, actions, dry.decision)
+            score = target_value(campaign, dry.decision, member)
             if score is not None:
-                scored.append((score, dry.user_id))
+                spend = member.discount_spend if member is not None and dry.decision.actions else 0.0
+                scored.append((score, dry.user_id, spend))
     scored.sort(key=lambda t: (-t[0], t[1]))
-    return [user for _, user in scored]
+    if campaign.max_discount is None:
+        return [user for _, user, _ in scored]
+    reached: list[str] = []
+    spent = 0.0
+    for _, user, spend in scored:  # best first until the next send would overspend the discount budget
+        if spend > 0 and spent + spend > campaign.max_discount:
+            break
+        spent += spend
+        reached.append(user)
+    return reached
 
 
-def _tally(plan: CampaignPlan, planned: _Planned, budget: int | None) -> None:
+def _tally(
+    plan: CampaignPlan, planned: _Planned, budget: int | None, discount_budget: float | None = None
+) -> None:
     reaches = bool(planned.sends) or planned.held_out
-    if budget is not None and plan.sends >= budget:  # the run stops here: nobody later is decided
+    member = planned.member
+    if (
+        discount_budget is not None
+        and planned.sends
+        and member is not None
+        and member.discount_spend > 0
+        and plan.discount_spend + member.discount_spend > discount_budget
+    ):
+        plan.discount_reached = True  # rank_members cuts the run's list here
+    if plan.discount_reached or (budget is not None and plan.sends >= budget):
+        # the run stops here: nobody later is decided
         if reaches:
             plan.over_budget += 1
         else:
@@ -261,7 +287,6 @@ def _tally(plan: CampaignPlan, planned: _Planned, budget: int | None) -> None:
     if not reaches:
         plan.nothing += 1
         return
-    member = planned.member
     if member is not None:
         plan.reached_estimated += 1
         plan.reached_conversions += member.p_sent

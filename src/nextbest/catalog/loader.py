@@ -142,6 +142,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
                 c.budget.sends,
                 c.holdout,
                 c.targeting,
+                max_discount=c.budget.discount,
             )
             for campaign_id, c in spec.campaigns.items()
         },
@@ -340,6 +341,12 @@ def _check_campaigns(spec: CatalogSpec) -> Iterator[tuple[_Path, str]]:
             yield (
                 (*at, "targeting"),
                 f"{c.targeting} targeting needs a budget (budget.sends) to rank within",
+            )
+        if c.budget.discount is not None and c.targeting == "everyone":
+            yield (
+                (*at, "budget", "discount"),
+                "a discount budget needs targeting propensity, ranked or uplift (each member's expected "
+                "discount is estimated before the run, best first)",
             )
         if c.holdout is not None:
             experiment = experiments.get(c.holdout)

@@ -175,6 +175,8 @@ class Campaign:
     # (best P(convert | sent) x value x kept first) or "uplift" (positive expected incremental value only,
     # best first).
     targeting: str = "everyone"
+    # The most expected discount spend (sum over sends of P(convert | sent) x value x discount).
+    max_discount: float | None = None
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,12 @@ class SegmentSpec(_Strict):
 
 class BudgetSpec(_Strict):
     sends: int | None = Field(default=None, ge=1, description="The most sends the campaign makes.")
+    discount: float | None = Field(
+        default=None,
+        gt=0,
+        description="The most discount the campaign is expected to give: the sum over its sends of "
+        "P(convert | sent) x value x discount (needs a ranked targeting rule).",
+    )
 
 
 class CampaignSpec(_Strict):
