@@ -38,6 +38,15 @@ reports against the simulator's true effects — mean error and how many 95 % in
 
     .venv/bin/python benchmarks/bench_decision_quality.py [--customers 2000] [--days 21]
         [--policy-seeds 31,32,33] [--policies uplift,oracle] [--models-dir DIR] [--memory] [--seeds 3]
+
+``--campaigns winback,promo`` compares campaign targeting rules instead (``campaign_targeting``: everyone,
+propensity, uplift, oracle-blind and oracle on the simulated campaigns of ``nextbest.simulate.campaigns``,
+the uplift model trained on an exploration run's logged holdout; results to
+``benchmarks/campaign_targeting.json``):
+
+    .venv/bin/python benchmarks/bench_decision_quality.py --campaigns winback,promo
+        [--campaign-seeds 41,42,43] [--campaign-customers 4000] [--explore-customers 16000]
+        [--budget-share 0.25]
 """
 
 from __future__ import annotations
