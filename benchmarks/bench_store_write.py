@@ -11,8 +11,11 @@ store stores), its exposure and assignment rows — with ``executemany``, one tr
 rows built before the clock starts.
 
 Events: ``Store.record_events`` (what ``RecordEvents`` calls, with the catalog's cancellation rule) in
-batches of 100 events for distinct customers, against a bare ``executemany`` of the same ``events`` rows
-into the same table (same indexes), one transaction per batch.
+batches of 100 events, each for a customer first seen, by one caller and by four concurrent callers,
+against the bare driver's ``executemany`` into the same tables (same indexes and triggers), one
+transaction per batch, of the rows the store writes: the ``events`` rows alone, and the ``events`` and
+``customers`` rows (each customer created with its event folded in). Several rounds (``--rounds``), the
+paths alternating batch by batch, each round its own ratios: the spread says how noisy the host was.
 
 CPU is this process's (``time.process_time``: the client's side; PostgreSQL's own work is in its server
 processes, so its wall time is reported too). The machine is shared: compare the ratios within a run.
