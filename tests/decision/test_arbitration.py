@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nextbest.catalog import Action, CompiledRule, Flow
-from nextbest.decision.arbitration import arbitrate, rank_key
+from nextbest.decision.arbitration import arbitrate, rank_constants, rank_key
 from nextbest.decision.candidates import Candidate
 from nextbest.decision.scoring import ScoredCandidate
 from nextbest.domain import ActionClass, Channel, ReasonCode
@@ -64,6 +64,14 @@ def test_arbitration_invariants(cands: list[ScoredCandidate], max_actions: int) 
     # Nothing left out that could have been taken: a free channel and a free slot mean it was chosen.
     if len(chosen) < max_actions:
         assert {c.action.channel for c in cands} == set(taken)
+
+
+@settings(max_examples=200, deadline=None)
+@given(candidates(), st.integers(1, 5))
+def test_rank_constants_order_as_rank_key(cands: list[ScoredCandidate], max_actions: int) -> None:
+    """The engine's precomputed ranks give the same winners and rejections (texts included)."""
+    ranks = rank_constants(FLOWS, [c.action for c in cands])
+    assert arbitrate(cands, FLOWS, max_actions, ranks=ranks) == arbitrate(cands, FLOWS, max_actions)
 
 
 def _candidate(action_id: str, channel: Channel, score: float, **fields: object) -> ScoredCandidate:

@@ -38,7 +38,7 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from nextbest.catalog import Catalog
-from nextbest.decision.arbitration import arbitrate
+from nextbest.decision.arbitration import arbitrate, rank_constants
 from nextbest.decision.candidates import Candidate, Refusal, rejection
 from nextbest.decision.contact import (
     ContactLog,
@@ -205,6 +205,7 @@ class DecisionEngine:
         )
         self._plans = Plans(catalog)
         self._flow_facts = FlowFacts(catalog)
+        self._ranks = rank_constants(catalog.flows, catalog.actions)
         self._decide_time = Duration()
         self._write_time = Duration()
         # One rule object for every call: the events' group commit cancels once per rule in a batch.
@@ -511,12 +512,12 @@ class DecisionEngine:
         """Arbitrates as if no one were held out, to learn the counterfactual: the held-out winners are
         what the unit would have received. Then arbitrates what can actually be sent."""
         flows = self.catalog.flows
-        first, lower = arbitrate(scored, flows, max_actions, contact)
+        first, lower = arbitrate(scored, flows, max_actions, contact, self._ranks)
         held = [c for c in first if c.candidate.held_out_by is not None]
         if not held and not any(c.candidate.held_out_by for c in scored):
             return first, lower, []
         sendable = [c for c in scored if c.candidate.held_out_by is None]
-        chosen, lower = arbitrate(sendable, flows, max_actions, contact)
+        chosen, lower = arbitrate(sendable, flows, max_actions, contact, self._ranks)
         return chosen, lower, held
 
     def _replay(
