@@ -247,11 +247,14 @@ class EventRows:
         keys = self._keys(users)
         insert, read, since = raw.cursor(), raw.cursor(), raw.cursor()
         try:
+            # Not prepared: prepared and pipelined, these statements took time growing with the
+            # tables (180 ms a batch at 24,000 customers against 25 ms run one by one, measured).
+            once = {"prepare": False}
             with raw.driver_connection.pipeline():
-                insert.execute(self._insert_events, (json_text(rows),))
-                self._read_customers.execute(read, keys=keys)
+                insert.execute(self._insert_events, (json_text(rows),), prepare=False)
+                self._read_customers.execute(read, once, keys=keys)
                 if pending_since is not None:
-                    self._read_pending.execute(since, keys=keys, earliest=pending_since)
+                    self._read_pending.execute(since, once, keys=keys, earliest=pending_since)
             inserted = {r[0] for r in insert.fetchall()}
             states = self._states(self._read_customers.rows(read))
             pending = self._pending(self._read_pending.rows(since)) if pending_since is not None else None

@@ -42,17 +42,18 @@ class PreparedSelect:
         finally:
             cursor.close()
 
-    def execute(self, cursor: Any, **params: Any) -> None:
+    def execute(self, cursor: Any, options: dict[str, Any] | None = None, **params: Any) -> None:
         """Runs the statement on ``cursor`` (``rows`` then reads its results: between the two, in
-        psycopg's pipeline mode, other statements can be sent in the same round trip)."""
+        psycopg's pipeline mode, other statements can be sent in the same round trip). ``options``
+        go to the driver's ``execute`` (psycopg's ``prepare``)."""
         values = {**self._defaults, **params}
         for name, process in self._binds.items():
             if process is not None:
                 values[name] = process(values[name])
         if self._order is None:
-            cursor.execute(self.sql, values)
+            cursor.execute(self.sql, values, **(options or {}))
         else:
-            cursor.execute(self.sql, tuple(values[name] for name in self._order))
+            cursor.execute(self.sql, tuple(values[name] for name in self._order), **(options or {}))
 
     def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
         """The results of ``execute`` on ``cursor``, through the columns' result processors."""
