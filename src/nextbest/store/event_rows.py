@@ -151,6 +151,17 @@ class EventRows:
                 "version = customers.version + 1 FROM json_array_elements(%s::json) AS r "
                 f"WHERE customers.user_id = {user}"
             )
+        mark = "?" if self.embedded else "%s"
+        self._set_stock = (
+            f"INSERT INTO inventory (product_id, in_stock, changed_at, event_id) VALUES ({mark}, {mark}, "
+            f"{mark}, {mark}) ON CONFLICT (product_id) DO UPDATE SET in_stock = excluded.in_stock, "
+            "changed_at = excluded.changed_at, event_id = excluded.event_id "
+            "WHERE inventory.changed_at < excluded.changed_at"
+        )
+        self._cancel = (
+            f"UPDATE exposures SET cancelled_at = {mark}, cancelled_by = {mark}, cancel_reason = {mark} "
+            f"WHERE exposure_id = {mark} AND cancelled_at IS NULL"
+        )
         read: Select[Any] = select(customers).where(_keys_in(customers.c.user_id, self.embedded))
         if not self.embedded:  # a fixed lock order, so concurrent batches cannot deadlock
             read = read.order_by(customers.c.user_id).with_for_update()
@@ -326,3 +337,27 @@ class EventRows:
     def pending(self, raw: Any, users: Sequence[str], earliest: datetime) -> dict[str, list[PastExposure]]:
         """The users' exposures not cancelled and due after ``earliest``, per user."""
         return self._pending(self._read_pending.fetch(raw, keys=self._keys(users), earliest=earliest))
+
+    def set_stock(self, raw: Any, event: Event, product: str) -> None:
+        """The product's stock as ``event`` (out_of_stock or back_in_stock) says, unless a later event
+        already set it (``codec.inventory_row``'s columns)."""
+        row = codec.inventory_row(event, product)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                self._set_stock,
+                (row["product_id"], row["in_stock"], self._time(row["changed_at"]), row["event_id"]),
+            )
+        finally:
+            cursor.close()
+
+    def cancel(self, raw: Any, exposure_id: int, event: Event, reason: str) -> bool:
+        """Cancels a pending exposure for ``event``; False when it was cancelled meanwhile."""
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                self._cancel, (self._time(event.occurred_at), event.event_id, reason[:512], exposure_id)
+            )
+            return bool(cursor.rowcount == 1)
+        finally:
+            cursor.close()
