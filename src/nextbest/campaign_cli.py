@@ -158,6 +158,7 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
     from nextbest.campaigns.scores import NoScoresError, audience_states
     from nextbest.catalog import load_catalog
     from nextbest.decision.engine import DecisionEngine
+    from nextbest.models.compiled import ForestCompiler
     from nextbest.models.registry import ModelRegistry
     from nextbest.server.startup import require_schema
     from nextbest.store import Database, Store
@@ -183,8 +184,11 @@ def run_campaign_command(args: argparse.Namespace, settings: Callable[[argparse.
     db = Database(config.database_url)
     try:
         require_schema(db, "is --database-url (NEXTBEST_DATABASE_URL) the server's database?")
-        store = Store(db, ids=ids)
-        engine = DecisionEngine(catalog, store, models=ModelRegistry(config.models_dir))
+        store = Store(db, max_batch=config.max_batch, ids=ids)
+        # Scored as the server scores: compiled trees where they are ready (from the cache at once, else
+        # compiled in the background while LightGBM scores), not LightGBM's predict all along.
+        compiler = ForestCompiler(config.model_cache_dir) if config.compiled_scoring else None
+        engine = DecisionEngine(catalog, store, models=ModelRegistry(config.models_dir, compiler))
         now = engine.clock()
         segment = catalog.segments[campaign.audience]
         churn = engine.models.current.churn if engine.models is not None else None
