@@ -15,7 +15,7 @@ from nextbest.catalog import Action, CompiledRule, bundled_catalog_path, load_ca
 from nextbest.catalog.rules import compile_rule
 from nextbest.decision.candidates import Refusal
 from nextbest.decision.plan import Plans
-from nextbest.decision.rules import RuleScope, ScopePlan, check_rules, flat_rule, flatten
+from nextbest.decision.rules import RuleScope, ScopePlan, _same, check_rules, flat_rule, flatten
 from nextbest.domain import DecisionRequest, ReasonCode, RequestContext
 from nextbest.state import CustomerState, Journey
 
@@ -152,3 +152,37 @@ def test_journey_is_updated_per_flow() -> None:
     assert check_rules(_Action("journey.active"), JOURNEYS[1], scope, flow="a", when=None, rule=flat) is None
     refused = check_rules(_Action("journey.active"), JOURNEYS[0], scope, flow="b", when=None, rule=flat)
     assert refused is not None and refused.reason is ReasonCode.RULE_FALSE
+
+
+@pytest.mark.parametrize(
+    ("held", "value", "same"),
+    [
+        (1.0, 1.0, True),
+        (0, 0.0, False),  # another type: CEL's int and double differ
+        (0.0, -0.0, False),  # the sign of zero shows in a division
+        (["a", "b"], ["a", "b"], True),
+        (["a"], ["a", "b"], False),
+        ({"a": "b"}, {"a": "b"}, False),  # maps are always set again
+        (float("nan"), float("nan"), False),
+        ("Europe/Paris", "Europe/Paris", True),
+    ],
+)
+def test_a_variable_is_set_again_unless_it_holds_the_same_value(
+    held: object, value: object, same: bool
+) -> None:
+    assert _same(held, value) is same
+
+
+def test_decisions_in_one_thread_see_their_own_values_when_they_change_back_and_forth() -> None:
+    rule = _rule("context.cart_value > 10.0 && customer.orders_count == 0")
+    flat = flat_rule(rule)
+    plan = ScopePlan.of([flat], dict(rule.reads))
+    carts = [60.0, 5.0, 5.0, 60.0, 60.0, 60.0, 60.0]  # the sixth with a customer of two orders
+    got = []
+    for index, cart in enumerate(carts):
+        state = STATES[index % 2 if index > 3 else 0]
+        scope = RuleScope(state, _request(cart, ()), NOW, plan)
+        got.append(
+            check_rules(_Action(rule.source), JOURNEYS[0], scope, flow="f", when=None, rule=flat) is None
+        )
+    assert got == [True, False, False, True, True, False, True]

@@ -18,6 +18,7 @@ decision.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -167,12 +168,12 @@ def flat_rule(rule: CompiledRule) -> FlatRule:
 
 @dataclass(frozen=True, slots=True)
 class ScopePlan:
-    """What the rules of a trigger plan read, worked out once: the flat variables per map, the maps
-    read whole, and a ``cel.Context`` per thread to update."""
+    """What the rules of a trigger plan read, worked out once: the flat variables per map (name,
+    field), the maps read whole, and a ``cel.Context`` per thread to update."""
 
-    customer: tuple[str, ...]  # fields read flat
-    context: tuple[str, ...]
-    journey: tuple[str, ...]
+    customer: tuple[tuple[str, str], ...]  # (variable, field) read flat
+    context: tuple[tuple[str, str], ...]
+    journey: tuple[tuple[str, str], ...]
     whole: frozenset[str]  # variables read whole: customer, context, journey, trigger
     # What the original programs read (``rule_reads``), for the nested variables of the error path.
     reads: Mapping[str, frozenset[str] | None]
@@ -181,11 +182,11 @@ class ScopePlan:
     @classmethod
     def of(cls, rules: Iterable[FlatRule], reads: Mapping[str, frozenset[str] | None]) -> ScopePlan:
         names = frozenset(v for r in rules for v in r.variables)
-        flat: dict[str, list[str]] = {"customer": [], "context": [], "journey": []}
+        flat: dict[str, list[tuple[str, str]]] = {"customer": [], "context": [], "journey": []}
         for name in sorted(names):
             head, sep, field = name.partition(_SEP)
             if sep:
-                flat[head].append(field)
+                flat[head].append((name, field))
         whole = frozenset(n for n in names if _SEP not in n)
         return cls(
             tuple(flat["customer"]),
@@ -196,11 +197,59 @@ class ScopePlan:
             threading.local(),
         )
 
+    def live(self) -> _Live:
+        """This thread's context of the plan."""
+        live: _Live | None = getattr(self.contexts, "live", None)
+        if live is None:
+            live = self.contexts.live = _Live()
+        return live
+
+
+_UNSET = object()
+
+
+def _same(held: Any, value: Any) -> bool:
+    """Whether ``value`` is what the context holds already: the same type and value (a float's sign
+    too), or the same object. Maps are always set again (their values are not checked here)."""
+    if held is value:
+        return True
+    if type(held) is not type(value) or isinstance(value, dict) or held != value:
+        return False
+    return (
+        not isinstance(value, float) or value != 0.0 or math.copysign(1.0, held) == math.copysign(1.0, value)
+    )
+
+
+class _Live:
+    """A plan's ``cel.Context`` in one thread and the values it holds. Setting a variable converts it to
+    CEL (~10k instructions each), so only the ones that changed since the thread's last decision are
+    set: field by field."""
+
+    __slots__ = ("context", "held")
+
+    def __init__(self) -> None:
+        self.context: Any = rule_context({})
+        self.held: dict[str, Any] = {}
+
+    def set(self, values: Mapping[str, Any]) -> None:
+        held = self.held
+        changed = {k: v for k, v in values.items() if not _same(held.get(k, _UNSET), v)}
+        if not changed:
+            return
+        try:
+            self.context.update(changed)
+        except BaseException:
+            # Partly updated, maybe: what it holds is no longer known, so start again next time.
+            self.context, self.held = rule_context({}), {}
+            raise
+        held.update(changed)
+
 
 class RuleScope:
-    """The variables of one decision's rules on the plan's ``cel.Context`` for this thread: set field by
-    field on first use, ``journey``'s again when the candidates move to another flow. The nested
-    variables (``_nested``) are built only when a flat program fails and the original must answer."""
+    """The variables of one decision's rules on the plan's ``cel.Context`` for this thread (``_Live``):
+    set on first use, ``journey``'s again when the candidates move to another flow. The nested variables
+    (``_nested``) are built only when a flat program fails and the original must answer. One decision at
+    a time per thread: a scope's variables stay in the context until the thread's next decision."""
 
     def __init__(
         self,
@@ -213,35 +262,31 @@ class RuleScope:
         self._request = request
         self._now = now
         self._state = state
-        self._context: Any = None
+        self._live: _Live | None = None
         self._journey_of: str | None = None
 
     def context(self, flow: str, journey: Journey, uses_journey: bool) -> Any:
         """The plan's context for this thread, holding this decision's variables (``journey``'s only
         for rules that read it)."""
         plan = self._plan
-        if self._context is None:
-            context = getattr(plan.contexts, "context", None)
-            if context is None:
-                context = plan.contexts.context = rule_context({})
-            values: dict[str, Any] = {}
+        live = self._live
+        if live is None:
+            live = self._live = plan.live()
             state, now, ctx = self._state, self._now, self._request.context
-            for f in plan.customer:
-                values[f"customer{_SEP}{f}"] = _CUSTOMER[f](state, now)
-            for f in plan.context:
-                values[f"context{_SEP}{f}"] = _CONTEXT[f](ctx)
+            values: dict[str, Any] = {name: _CUSTOMER[f](state, now) for name, f in plan.customer}
+            for name, f in plan.context:
+                values[name] = _CONTEXT[f](ctx)
             if plan.whole:
                 values.update(self._nested(plan.whole))
-            context.update(values)
-            self._context = context
+            live.set(values)
         if uses_journey and self._journey_of != flow:
             variables = journey_variables(journey, self._state.last_events, self._now)
-            values = {f"journey{_SEP}{f}": variables[f] for f in plan.journey}
+            values = {name: variables[f] for name, f in plan.journey}
             if "journey" in plan.whole:
                 values["journey"] = variables
-            self._context.update(values)
+            live.set(values)
             self._journey_of = flow
-        return self._context
+        return live.context
 
     def _nested(self, names: Iterable[str] | None = None) -> dict[str, Any]:
         """The rules' variables as maps (what the catalog's own programs read), but ``journey``: those
