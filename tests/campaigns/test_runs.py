@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from nextbest.campaigns import run_campaign
+from nextbest.campaigns.resume import SPLIT_AT
 from nextbest.catalog import parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Channel, Decision, DecisionRequest, Event, EventType
@@ -88,14 +90,16 @@ def _per_customer(db: Database, prefix: str) -> tuple[int, int]:
 
 
 class _Counting(DecisionEngine):
-    """Records the request ids ``decide_batch`` is asked to decide."""
+    """Records the request ids ``decide_batch`` is asked to decide (from any thread)."""
 
     asked: list[str]
+    _asking = threading.Lock()
 
     def decide_batch(
         self, requests: Sequence[DecisionRequest], deadline: float | None = None
     ) -> list[Decision | NextbestError]:
-        self.asked += [r.request_id for r in requests]
+        with self._asking:
+            self.asked += [r.request_id for r in requests]
         return super().decide_batch(requests, deadline)
 
 
@@ -128,6 +132,33 @@ def test_a_rerun_replays_what_it_decided_without_deciding_it_again(fresh_url: st
     engine.asked = []
     again = run_campaign(engine, campaign, customer_states(store.db), "r", NOW, batch_size=500)
     assert (again.decided, again.replayed, again.sent, engine.asked) == (10, 10, 10, [])
+    store.close()
+
+
+def test_a_large_batch_is_decided_in_two_halves_at_once_and_resumes_alike(fresh_url: str) -> None:
+    catalog = parse_catalog(CATALOG.replace("BUDGET", ""), "c.yaml")
+    store = Store(Database(fresh_url))
+    users = _customers(store, 2 * SPLIT_AT + 50, NOW - timedelta(days=20))
+    engine = _Counting(catalog, store, clock=lambda: NOW)
+    engine.asked = []
+    campaign = catalog.campaigns["autumn"]
+
+    class KilledError(Exception):
+        pass
+
+    def kill(run: object) -> None:
+        raise KilledError
+
+    size = 2 * SPLIT_AT
+    with pytest.raises(KilledError):
+        run_campaign(engine, campaign, customer_states(store.db), "h", NOW, batch_size=size, progress=kill)
+    assert sorted(engine.asked) == [f"campaign:autumn:h:{u}" for u in users[:size]]
+    assert len(engine.asked) == size  # two calls of half the batch each, nothing asked twice
+    engine.asked = []
+    done = run_campaign(engine, campaign, customer_states(store.db), "h", NOW, batch_size=size)
+    assert (done.decided, done.replayed, done.sent) == (len(users), size, len(users))
+    assert sorted(engine.asked) == [f"campaign:autumn:h:{u}" for u in users[size:]]
+    assert _per_customer(store.db, "campaign:autumn:h:") == (len(users), 0)
     store.close()
 
 

@@ -7,20 +7,59 @@ of a whole decision and one more read per member: a re-run after a crash at 900,
 redo 900,000 decisions. Here one indexed read per batch (the unique request id) finds the batch's stored
 decisions; those replay as ``decide_batch`` would replay them (the same fingerprint check), and only the
 others are decided. Nothing is kept from one batch to the next.
+
+A large batch is decided as two halves at once (a thread for the second): one process deciding alone
+waits on the database for more than half its time (the snapshot reads, the group commit), and the
+other half's Python work fills those waits, as two ``NextActionBatch`` calls do in the server. Both
+halves are committed before the batch returns, so a run still stops after the batch it last yielded.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from nextbest.decision.engine import DecisionEngine, request_fingerprint
 from nextbest.domain import Decision, DecisionRequest
 from nextbest.errors import AlreadyExistsError, NextbestError
 
-__all__ = ["decide_resuming"]
+__all__ = ["SPLIT_AT", "decide_part", "decide_resuming"]
+
+# A batch of at least this many members is decided as two halves at once; a smaller one (a budget's
+# last sends, a test's handful) in order, in the calling thread.
+SPLIT_AT = 100
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _other_half() -> ThreadPoolExecutor:
+    global _pool  # noqa: PLW0603 - one thread for every run of the process, made on first use
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-campaign")
+        return _pool
 
 
 def decide_resuming(
+    engine: DecisionEngine, requests: Sequence[DecisionRequest]
+) -> list[Decision | NextbestError]:
+    """:func:`decide_part` of the whole batch, a large one (``SPLIT_AT``) as two halves decided at
+    once; one result per item, in order."""
+    if len(requests) < SPLIT_AT:
+        return decide_part(engine, requests)
+    middle = len(requests) // 2
+    second = _other_half().submit(decide_part, engine, requests[middle:])
+    try:
+        first = decide_part(engine, requests[:middle])
+    except BaseException:
+        second.exception()  # the other half ends (committed or not) before the error goes up
+        raise
+    return first + second.result()
+
+
+def decide_part(
     engine: DecisionEngine, requests: Sequence[DecisionRequest]
 ) -> list[Decision | NextbestError]:
     """``engine.decide_batch(requests)``, the items already decided replayed from one read of the store
