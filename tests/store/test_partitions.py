@@ -18,6 +18,7 @@ from nextbest.catalog import Catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Channel, DecisionRequest, Event, EventOutcome, EventType, RequestContext
 from nextbest.store import Database, Store, upgrade
+from nextbest.store import decisions as decisions_module
 from nextbest.store.erasure import Erasure
 from nextbest.store.migrate import current_revision, head_revision
 from nextbest.store.partitions import (
@@ -28,7 +29,8 @@ from nextbest.store.partitions import (
     month_start,
     partitions,
 )
-from nextbest.store.schema import events
+from nextbest.store.schema import assignments, events, experiment_units
+from nextbest.store.units import units_from
 from tests.conftest import PG_URL, find_unit
 
 pytestmark = [
@@ -88,9 +90,13 @@ def _misplaced(db: Database) -> int:
     return bad
 
 
-def test_a_database_with_data_converts_keeping_every_row_in_its_month(url: str, catalog: Catalog) -> None:
+def test_a_database_with_data_converts_keeping_every_row_in_its_month(
+    url: str, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = Database(url)
     upgrade(db, "0006")
+    # Written as the release at 0006 wrote: without each unit's first exposure (experiment_units, 0009).
+    monkeypatch.setattr(decisions_module, "merge_exposures", lambda rows: [])
     store = Store(db)
     engine = DecisionEngine(catalog, store, clock=lambda: NOW)
     users = {
@@ -100,10 +106,15 @@ def test_a_database_with_data_converts_keeping_every_row_in_its_month(url: str, 
         _customer(engine, user, at)
     before = _counts(db)
     store.close()
+    monkeypatch.undo()
 
     upgrade(db)
 
     assert current_revision(db) == head_revision()
+    with db.reader.connect() as conn:  # 0009 filled experiment_units from the assignments
+        backfilled = conn.execute(select(experiment_units)).all()
+        assert sorted(backfilled) == sorted(conn.execute(units_from(assignments)).all())
+    assert {row.user_id for row in backfilled} == set(users.values())
     assert _counts(db) == before and _misplaced(db) == 0
     with db.reader.connect() as conn:
         months = [p.start for p in partitions(conn, "exposures") if not p.is_default]
