@@ -6,7 +6,8 @@ temporary folder, run with the same venv), a child process builds ``DecisionEngi
 no compiled trees, which would need a C compiler under valgrind) and ``FrozenStore``, makes 100 warm-up
 decisions, then N more. It runs twice under callgrind, with N = 0 and N = ``--decisions``; the difference
 over N is the instructions one decision costs, imports and set-up cancelling out. Slow (valgrind runs
-~50 x slower; a few minutes per tree), but the counts do not depend on what else the machine is doing.
+~50 x slower; a few minutes per tree), but the counts do not depend on what else the machine is doing
+(``PYTHONHASHSEED`` is fixed: a random one moves them by up to ~2.5 %).
 
     python benchmarks/decide_instructions.py [--base REV] [--decisions 500]
 """
@@ -60,7 +61,9 @@ def instructions(src: Path, decisions: int, workdir: Path, models: list[str]) ->
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, str(child)]
     done = subprocess.run(
         [*command, str(decisions), str(catalog), str(ROOT / "models")],
-        env={**os.environ, "PYTHONPATH": str(src)},
+        # A fixed hash seed: with a random one the same code counts up to ~2.5 % apart between runs (set
+        # and dict layouts, string hashes).
+        env={**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,
         check=True,
