@@ -135,7 +135,7 @@ def test_a_rerun_replays_what_it_decided_without_deciding_it_again(fresh_url: st
     store.close()
 
 
-def test_a_large_batch_is_decided_in_two_halves_at_once_and_resumes_alike(fresh_url: str) -> None:
+def test_a_large_batch_is_decided_in_parts_at_once_and_resumes_alike(fresh_url: str) -> None:
     catalog = parse_catalog(CATALOG.replace("BUDGET", ""), "c.yaml")
     store = Store(Database(fresh_url))
     users = _customers(store, 2 * SPLIT_AT + 50, NOW - timedelta(days=20))
@@ -153,7 +153,7 @@ def test_a_large_batch_is_decided_in_two_halves_at_once_and_resumes_alike(fresh_
     with pytest.raises(KilledError):
         run_campaign(engine, campaign, customer_states(store.db), "h", NOW, batch_size=size, progress=kill)
     assert sorted(engine.asked) == [f"campaign:autumn:h:{u}" for u in users[:size]]
-    assert len(engine.asked) == size  # two calls of half the batch each, nothing asked twice
+    assert len(engine.asked) == size  # in parts, nothing asked twice
     engine.asked = []
     done = run_campaign(engine, campaign, customer_states(store.db), "h", NOW, batch_size=size)
     assert (done.decided, done.replayed, done.sent) == (len(users), size, len(users))

@@ -8,10 +8,10 @@ redo 900,000 decisions. Here one indexed read per batch (the unique request id) 
 decisions; those replay as ``decide_batch`` would replay them (the same fingerprint check), and only the
 others are decided. Nothing is kept from one batch to the next.
 
-A large batch is decided as two halves at once (a thread for the second): one process deciding alone
-waits on the database for more than half its time (the snapshot reads, the group commit), and the
-other half's Python work fills those waits, as two ``NextActionBatch`` calls do in the server. Both
-halves are committed before the batch returns, so a run still stops after the batch it last yielded.
+A large batch is decided as three parts at once (threads for the second and third): one process deciding
+alone waits on the database for about half its time (the snapshot reads, the group commit), and the
+other parts' Python work fills those waits, as concurrent ``NextActionBatch`` calls do in the server.
+Every part is committed before the batch returns, so a run still stops after the batch it last yielded.
 """
 
 from __future__ import annotations
@@ -26,37 +26,42 @@ from nextbest.errors import AlreadyExistsError, NextbestError
 
 __all__ = ["SPLIT_AT", "decide_part", "decide_resuming"]
 
-# A batch of at least this many members is decided as two halves at once; a smaller one (a budget's
+# A batch of at least this many members is decided as ``PARTS`` parts at once; a smaller one (a budget's
 # last sends, a test's handful) in order, in the calling thread.
 SPLIT_AT = 100
+PARTS = 3
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _other_half() -> ThreadPoolExecutor:
-    global _pool  # noqa: PLW0603 - one thread for every run of the process, made on first use
+def _others() -> ThreadPoolExecutor:
+    global _pool  # noqa: PLW0603 - threads for every run of the process, made on first use
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextbest-campaign")
+            _pool = ThreadPoolExecutor(max_workers=PARTS - 1, thread_name_prefix="nextbest-campaign")
         return _pool
 
 
 def decide_resuming(
     engine: DecisionEngine, requests: Sequence[DecisionRequest]
 ) -> list[Decision | NextbestError]:
-    """:func:`decide_part` of the whole batch, a large one (``SPLIT_AT``) as two halves decided at
-    once; one result per item, in order."""
+    """:func:`decide_part` of the whole batch, a large one (``SPLIT_AT``) as ``PARTS`` contiguous parts
+    decided at once; one result per item, in order."""
     if len(requests) < SPLIT_AT:
         return decide_part(engine, requests)
-    middle = len(requests) // 2
-    second = _other_half().submit(decide_part, engine, requests[middle:])
+    size = -(-len(requests) // PARTS)
+    parts = [requests[i : i + size] for i in range(0, len(requests), size)]
+    others = [_others().submit(decide_part, engine, part) for part in parts[1:]]
     try:
-        first = decide_part(engine, requests[:middle])
+        results = decide_part(engine, parts[0])
     except BaseException:
-        second.exception()  # the other half ends (committed or not) before the error goes up
+        for other in others:
+            other.exception()  # the other parts end (committed or not) before the error goes up
         raise
-    return first + second.result()
+    for other in others:
+        results += other.result()
+    return results
 
 
 def decide_part(
