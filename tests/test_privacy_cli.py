@@ -41,7 +41,10 @@ def test_erase_then_erase_again_then_audit(
     monkeypatch.setenv("NEXTBEST_CUSTOMER_ID_KEY", KEY)
     _events(url, "c-1", CustomerIds(KEY.encode()))
     assert main(["erase", "c-1", "--reason", "ticket 12", "--database-url", url]) == 0
-    assert "erased: assignments 0, exposures 0, decisions 0, events 1, customers 1" in capsys.readouterr().out
+    assert (
+        "erased: experiment_units 0, assignments 0, exposures 0, decisions 0, events 1, customers 1"
+        in capsys.readouterr().out
+    )
     assert main(["erase", "c-1", "--database-url", url]) == 0
     assert capsys.readouterr().out.strip() == "nothing left to erase for this customer"
     assert main(["audit", "--database-url", url, "--json"]) == 0
