@@ -134,7 +134,7 @@ def test_training_is_deterministic_for_a_seed(simulated: str, trained: Path, tmp
 @pytest.mark.slow
 def test_the_engine_scores_with_the_promoted_models(trained: Path, plain: Catalog, tmp_path: Path) -> None:
     registry = ModelRegistry(trained)
-    assert [s.state for s in registry.statuses] == [ModelState.LOADED] * 3
+    assert [s.state for s in registry.statuses] == [ModelState.LOADED] * len(ModelKind)  # every kind trained
     store = Store(_fresh_db(tmp_path))
     try:
         with_models = _subscribed(DecisionEngine(plain, store, models=registry), "m1")
