@@ -44,7 +44,7 @@ def fixed_next_action_response() -> pb.NextActionResponse:
                 score=2.7846,
             )
         ],
-        catalog_version="9cb0b14412ea",
+        catalog_version="9d542e0a7868",  # benchmarks/catalog_20.yaml's, as the real server answers
         occurred_at=_OCCURRED_AT,
         replayed=False,
     )

@@ -195,6 +195,7 @@ class Catalog:
     _by_trigger: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
     # Flows from the most to the least important (class, then priority), for the conflict check.
     flows_by_rank: tuple[Flow, ...] = field(init=False, repr=False, compare=False)
+    _triggers: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[Action]] = {}
@@ -203,11 +204,13 @@ class Catalog:
                 index.setdefault(trigger, []).append(action)
         object.__setattr__(self, "_by_trigger", {t: tuple(a) for t, a in index.items()})
         object.__setattr__(self, "flows_by_rank", tuple(sorted(self.flows.values(), key=Flow.rank)))
+        # Validation asks on every request: worked out once, not a new frozenset per call.
+        object.__setattr__(self, "_triggers", frozenset(index) | self.extra_triggers)
 
     @property
     def triggers(self) -> frozenset[str]:
         """Every trigger a caller may send."""
-        return frozenset(self._by_trigger) | self.extra_triggers
+        return self._triggers
 
     def experiment(self, experiment_id: str) -> Experiment | None:
         return next((e for e in self.experiments if e.id == experiment_id), None)
