@@ -15,6 +15,11 @@ idempotent — a NextAction retry carries the same ``request_id`` (so does each 
 and events are deduplicated by ``event_id`` — so a retry never creates a second decision or counts an
 event twice. Errors such as INVALID_ARGUMENT or ALREADY_EXISTS are never retried.
 
+Under overload the server refuses calls beyond its limit (RESOURCE_EXHAUSTED), and each refusal still
+costs it CPU. ``NextbestClient(..., throttle=AdaptiveThrottle())`` makes the client refuse part of its own
+calls while the server refuses many (client-side adaptive throttling, :mod:`nextbest.throttle`): a call it
+refuses raises :class:`~nextbest.throttle.ThrottledError`, whose ``code()`` is RESOURCE_EXHAUSTED too.
+
 Many decisions at once (up to 500 a call, each answered or failed on its own)::
 
     from nextbest.client import NextbestClient, make_request
@@ -44,6 +49,7 @@ from nextbest.api.v1 import admin_service_pb2 as admin_pb
 from nextbest.api.v1 import admin_service_pb2_grpc as admin_grpc
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.throttle import AdaptiveThrottle
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -213,7 +219,10 @@ class NextbestClient:
     Several replicas: give a ``target`` that resolves to several addresses — ``ipv4:10.0.0.1:50051,
     10.0.0.2:50051`` or a DNS name with several A records (``dns:///nextbest.internal:50051``) — and
     ``load_balancing="round_robin"``; gRPC then spreads calls over every replica that is up and routes
-    around one that is not."""
+    around one that is not.
+
+    ``throttle``: an :class:`~nextbest.throttle.AdaptiveThrottle` through which NextAction,
+    NextActionBatch and RecordEvents calls pass (none by default)."""
 
     def __init__(
         self,
@@ -225,6 +234,7 @@ class NextbestClient:
         token: str | None = None,
         server_name: str | None = None,
         load_balancing: str | None = None,
+        throttle: AdaptiveThrottle | None = None,
     ) -> None:
         if load_balancing is not None and load_balancing not in LOAD_BALANCING:
             raise ValueError(f"load_balancing must be one of {', '.join(LOAD_BALANCING)}")
@@ -249,6 +259,21 @@ class NextbestClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
+        self.throttle = throttle
+
+    def _call(self, method: Any, request: Any, timeout: float) -> Any:
+        """``method(request)`` with the deadline and token, through the throttle when there is one."""
+        throttle = self.throttle
+        if throttle is None:
+            return method(request, timeout=timeout, metadata=self._metadata)
+        throttle.admit()
+        try:
+            response = method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            throttle.record_error(error)
+            raise
+        throttle.record(True)
+        return response
 
     @classmethod
     def from_settings(cls, target: str, settings: Settings, **kwargs: Any) -> NextbestClient:
@@ -318,9 +343,7 @@ class NextbestClient:
     def call_next_action(
         self, request: pb.NextActionRequest, timeout: float | None = None
     ) -> pb.NextActionResponse:
-        response: pb.NextActionResponse = self._stub.NextAction(
-            request, timeout=timeout or self.timeout, metadata=self._metadata
-        )
+        response: pb.NextActionResponse = self._call(self._stub.NextAction, request, timeout or self.timeout)
         return response
 
     def next_action_batch(
@@ -331,10 +354,10 @@ class NextbestClient:
         with :func:`batch_errors`); a bad item fails alone. The client retries the whole call on
         UNAVAILABLE and ABORTED, which is safe: every item is idempotent on its ``request_id``. An item
         whose own error is retryable (see :data:`RETRYABLE`) can be sent again with the same request."""
-        response: pb.NextActionBatchResponse = self._stub.NextActionBatch(
+        response: pb.NextActionBatchResponse = self._call(
+            self._stub.NextActionBatch,
             pb.NextActionBatchRequest(requests=list(requests)),
-            timeout=timeout or max(self.timeout, BATCH_TIMEOUT),
-            metadata=self._metadata,
+            timeout or max(self.timeout, BATCH_TIMEOUT),
         )
         return response
 
@@ -342,8 +365,8 @@ class NextbestClient:
         self, events: Iterable[pb.Event], timeout: float | None = None
     ) -> pb.RecordEventsResponse:
         request = pb.RecordEventsRequest(events=list(events))
-        response: pb.RecordEventsResponse = self._stub.RecordEvents(
-            request, timeout=timeout or self.timeout, metadata=self._metadata
+        response: pb.RecordEventsResponse = self._call(
+            self._stub.RecordEvents, request, timeout or self.timeout
         )
         return response
 
