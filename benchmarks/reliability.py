@@ -57,10 +57,12 @@ from sqlalchemy import create_engine, text
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.server.process import free_port
+from nextbest.throttle import AdaptiveThrottle, ThrottledError
 
 HOST = "127.0.0.1"
 # Outcomes a careful caller cannot read as "not written": retried with the same request_id.
 UNKNOWN = {
+    "THROTTLED",  # refused by the caller's own throttle: nothing was sent
     "UNAVAILABLE",
     "DEADLINE_EXCEEDED",
     "RESOURCE_EXHAUSTED",
@@ -254,10 +256,18 @@ def resolve(address: str, ledger: Ledger, rounds: int = 20) -> None:
 
 
 def open_loop(
-    address: str, ledger: Ledger, rate: float, seconds: float, deadline: float = CALL_TIMEOUT
+    address: str,
+    ledger: Ledger,
+    rate: float,
+    seconds: float,
+    *,
+    deadline: float = CALL_TIMEOUT,
+    throttle: AdaptiveThrottle | None = None,
 ) -> dict[str, Any]:
     """Sends at ``rate`` calls/s for ``seconds`` whatever the answers (futures), each call with
-    ``deadline`` seconds: an overload test. Returns once every call has ended."""
+    ``deadline`` seconds: an overload test. Returns once every call has ended. With ``throttle``, each
+    call first passes the callers' adaptive throttle (``nextbest.throttle``), which may refuse it
+    locally (THROTTLED: nothing sent, retried later like a refusal)."""
     codes: Counter[str] = Counter()
     lock = threading.Lock()
     with grpc.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
@@ -269,6 +279,15 @@ def open_loop(
             due = int((now - start) * rate)
             while sent < due:
                 entry = ledger.next()
+                sent += 1
+                if throttle is not None:
+                    try:
+                        throttle.admit()
+                    except ThrottledError:
+                        ledger.record(entry, "THROTTLED")
+                        with lock:
+                            codes["THROTTLED"] += 1
+                        continue
                 future = stub.NextAction.future(entry.request, timeout=deadline)
 
                 def done(f: Any, entry: Entry = entry) -> None:
@@ -277,13 +296,14 @@ def open_loop(
                     except grpc.RpcError as exc:
                         code = exc.code() if isinstance(exc, grpc.Call) else None
                         status, decision_id = (code.name if code else "UNKNOWN"), None
+                    if throttle is not None:
+                        throttle.record(status != "RESOURCE_EXHAUSTED")
                     ledger.record(entry, status, decision_id)
                     with lock:
                         codes[status] += 1
 
                 future.add_done_callback(done)
                 futures.append(future)
-                sent += 1
             time.sleep(0.001)
         for f in futures:
             with contextlib.suppress(Exception):
@@ -821,6 +841,7 @@ def scenario_overload(
     processes: int = 1,
     pin: bool = False,
     deadline: float = 0.5,
+    throttle_k: float | None = None,
 ) -> dict[str, Any]:
     """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
     so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python.
@@ -847,7 +868,8 @@ def scenario_overload(
         at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
         watch = HealthWatch(f"{HOST}:{health_port}")
         cpu = _cpu_seconds(server.proc.pid), time.process_time()
-        run = open_loop(server.address, ledger, 2 * measured, seconds, deadline)
+        throttle = AdaptiveThrottle(k=throttle_k) if throttle_k is not None else None
+        run = open_loop(server.address, ledger, 2 * measured, seconds, deadline=deadline, throttle=throttle)
         overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
         watch.close()
     late = committed_unanswered(url, ledger)
@@ -861,6 +883,7 @@ def scenario_overload(
         "goodput_per_s": round(run["ok_per_s"]),
         "goodput_share": round(run["ok_per_s"] / measured, 3) if measured else None,
         "deadline_s": deadline,
+        "callers_throttle_k": throttle_k,
         # Calls that ended in an error (their first attempts, before any retry) yet were committed.
         "committed_unanswered": late,
         "codes": run["codes"],
@@ -990,6 +1013,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     processes=args.overload_processes,
                     pin=args.overload_pin,
                     deadline=args.overload_deadline,
+                    throttle_k=args.overload_throttle,
                 )
                 plan.append(("overload", overload))
             try:
@@ -1045,6 +1069,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--overload-deadline", type=float, default=0.5, help="overload: each call's deadline in seconds"
+    )
+    parser.add_argument(
+        "--overload-throttle",
+        type=float,
+        metavar="K",
+        help="overload: the callers throttle themselves (nextbest.throttle.AdaptiveThrottle with this k)",
     )
     parser.add_argument("--threads", type=int, default=8, help="closed-loop callers")
     parser.add_argument("--seed", type=int, default=19)
