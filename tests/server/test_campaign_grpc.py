@@ -416,6 +416,10 @@ def test_the_plan_is_what_a_run_then_does(served: NextbestServer) -> None:
         assert (plan.sends, dict(plan.refusals)) == (run.sent, dict(run.refusals))
         assert plan.held_out + plan.nothing_sent + plan.sends == SMALL
         assert sum(plan.by_channel.values()) == plan.sends
+        assert (plan.decided, plan.not_targeted) == (run.decided, 0)
+        # No uplift model covers the flow and no experiment holds anyone out: no estimate, no MDE.
+        assert not plan.HasField("incremental")
+        assert not plan.HasField("mde_conversion") and not plan.HasField("mde_revenue_per_member")
         with pytest.raises(grpc.RpcError) as caught:
             client.plan_campaign("nope")
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND

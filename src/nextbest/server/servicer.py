@@ -265,7 +265,9 @@ def _while_active(states: Iterator[CustomerState], context: Any, every: int = 25
 
 
 def _plan_to_proto(plan: CampaignPlan) -> admin_pb.CampaignPlan:
-    return admin_pb.CampaignPlan(
+    """The plan, with the uplift model's incremental estimate and the holdout's MDE when there are any
+    (the same figures as ``nextbest campaign plan --format json``)."""
+    message = admin_pb.CampaignPlan(
         campaign_id=plan.campaign,
         scanned=plan.segment.scanned,
         audience=plan.segment.members,
@@ -278,7 +280,31 @@ def _plan_to_proto(plan: CampaignPlan) -> admin_pb.CampaignPlan:
         by_hour=dict(plan.by_hour),
         expected_value=plan.expected_value,
         failed=dict(plan.failed),
+        decided=plan.decided,
+        not_targeted=plan.not_targeted,
+        expected_discount_spend=plan.discount_spend,
+        cost=plan.cost,
     )
+    conversions, revenue = plan.conversions_interval(), plan.revenue_interval()
+    if plan.estimated and conversions is not None and revenue is not None:
+        message.incremental.CopyFrom(
+            admin_pb.CampaignEstimate(
+                sends_estimated=plan.estimated,
+                conversions=plan.incremental_conversions,
+                conversions_low=conversions[0],
+                conversions_high=conversions[1],
+                revenue=plan.incremental_revenue,
+                revenue_low=revenue[0],
+                revenue_high=revenue[1],
+                net_revenue=plan.incremental_revenue - plan.cost,
+            )
+        )
+    mde = plan.minimum_detectable_effect()
+    if mde["conversion"].value is not None:
+        message.mde_conversion = mde["conversion"].value
+    if mde["revenue"].value is not None:
+        message.mde_revenue_per_member = mde["revenue"].value
+    return message
 
 
 def _run_counts(run: CampaignRun) -> dict[str, Any]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nextbest/api/v1/admin_service.proto\x12\x0fnextbest.api.v1\"*\n\x13PlanCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xe3\x04\n\x0c\x43\x61mpaignPlan\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07scanned\x18\x02 \x01(\x03\x12\x10\n\x08\x61udience\x18\x03 \x01(\x03\x12\r\n\x05sends\x18\x04 \x01(\x03\x12\x13\n\x0bover_budget\x18\x05 \x01(\x03\x12\x10\n\x08held_out\x18\x06 \x01(\x03\x12\x14\n\x0cnothing_sent\x18\x07 \x01(\x03\x12=\n\x08refusals\x18\x08 \x03(\x0b\x32+.nextbest.api.v1.CampaignPlan.RefusalsEntry\x12@\n\nby_channel\x18\t \x03(\x0b\x32,.nextbest.api.v1.CampaignPlan.ByChannelEntry\x12:\n\x07\x62y_hour\x18\n \x03(\x0b\x32).nextbest.api.v1.CampaignPlan.ByHourEntry\x12\x16\n\x0e\x65xpected_value\x18\x0b \x01(\x01\x12\x39\n\x06\x66\x61iled\x18\x0c \x03(\x0b\x32).nextbest.api.v1.CampaignPlan.FailedEntry\x1a/\n\rRefusalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yChannelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x42yHourEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"M\n\x12RunCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\"\xa5\x03\n\x10\x43\x61mpaignProgress\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07scanned\x18\x03 \x01(\x03\x12\x10\n\x08\x61udience\x18\x04 \x01(\x03\x12\x0f\n\x07\x64\x65\x63ided\x18\x05 \x01(\x03\x12\x0c\n\x04sent\x18\x06 \x01(\x03\x12\x10\n\x08replayed\x18\x07 \x01(\x03\x12\x10\n\x08held_out\x18\x08 \x01(\x03\x12=\n\x06\x66\x61iled\x18\t \x03(\x0b\x32-.nextbest.api.v1.CampaignProgress.FailedEntry\x12\x41\n\x08refusals\x18\n \x03(\x0b\x32/.nextbest.api.v1.CampaignProgress.RefusalsEntry\x12\x16\n\x0e\x62udget_reached\x18\x0b \x01(\x08\x12\x0c\n\x04\x64one\x18\x0c \x01(\x08\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a/\n\rRefusalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x14\x45raseCustomerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb8\x01\n\x15\x45raseCustomerResponse\x12\x44\n\x07\x64\x65leted\x18\x01 \x03(\x0b\x32\x33.nextbest.api.v1.EraseCustomerResponse.DeletedEntry\x12\x13\n\x0b\x65xperiments\x18\x02 \x03(\t\x12\x14\n\x0cnothing_left\x18\x03 \x01(\x08\x1a.\n\x0c\x44\x65letedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x12\n\x10GetModelsRequest\"\x15\n\x13ReloadModelsRequest\"h\n\x0bModelStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.nextbest.api.v1.ModelState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"U\n\x11GetModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.ModelStatus\x12\x12\n\nmodels_dir\x18\x02 \x01(\t*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_STATE_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_MISSING\x10\x02\x12\x17\n\x13MODEL_STATE_CORRUPT\x10\x03\x12\x1c\n\x18MODEL_STATE_INCOMPATIBLE\x10\x04\x32\xca\x03\n\x0c\x41\x64minService\x12R\n\tGetModels\x12!.nextbest.api.v1.GetModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12X\n\x0cReloadModels\x12$.nextbest.api.v1.ReloadModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12^\n\rEraseCustomer\x12%.nextbest.api.v1.EraseCustomerRequest\x1a&.nextbest.api.v1.EraseCustomerResponse\x12W\n\x0bRunCampaign\x12#.nextbest.api.v1.RunCampaignRequest\x1a!.nextbest.api.v1.CampaignProgress0\x01\x12S\n\x0cPlanCampaign\x12$.nextbest.api.v1.PlanCampaignRequest\x1a\x1d.nextbest.api.v1.CampaignPlanb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nextbest/api/v1/admin_service.proto\x12\x0fnextbest.api.v1\"*\n\x13PlanCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xe1\x06\n\x0c\x43\x61mpaignPlan\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07scanned\x18\x02 \x01(\x03\x12\x10\n\x08\x61udience\x18\x03 \x01(\x03\x12\r\n\x05sends\x18\x04 \x01(\x03\x12\x13\n\x0bover_budget\x18\x05 \x01(\x03\x12\x10\n\x08held_out\x18\x06 \x01(\x03\x12\x14\n\x0cnothing_sent\x18\x07 \x01(\x03\x12=\n\x08refusals\x18\x08 \x03(\x0b\x32+.nextbest.api.v1.CampaignPlan.RefusalsEntry\x12@\n\nby_channel\x18\t \x03(\x0b\x32,.nextbest.api.v1.CampaignPlan.ByChannelEntry\x12:\n\x07\x62y_hour\x18\n \x03(\x0b\x32).nextbest.api.v1.CampaignPlan.ByHourEntry\x12\x16\n\x0e\x65xpected_value\x18\x0b \x01(\x01\x12\x39\n\x06\x66\x61iled\x18\x0c \x03(\x0b\x32).nextbest.api.v1.CampaignPlan.FailedEntry\x12\x0f\n\x07\x64\x65\x63ided\x18\r \x01(\x03\x12\x14\n\x0cnot_targeted\x18\x0e \x01(\x03\x12\x1f\n\x17\x65xpected_discount_spend\x18\x0f \x01(\x01\x12\x0c\n\x04\x63ost\x18\x10 \x01(\x01\x12\x36\n\x0bincremental\x18\x11 \x01(\x0b\x32!.nextbest.api.v1.CampaignEstimate\x12\x1b\n\x0emde_conversion\x18\x12 \x01(\x01H\x00\x88\x01\x01\x12#\n\x16mde_revenue_per_member\x18\x13 \x01(\x01H\x01\x88\x01\x01\x1a/\n\rRefusalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yChannelEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x42yHourEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x11\n\x0f_mde_conversionB\x19\n\x17_mde_revenue_per_member\"\xc4\x01\n\x10\x43\x61mpaignEstimate\x12\x17\n\x0fsends_estimated\x18\x01 \x01(\x03\x12\x13\n\x0b\x63onversions\x18\x02 \x01(\x01\x12\x17\n\x0f\x63onversions_low\x18\x03 \x01(\x01\x12\x18\n\x10\x63onversions_high\x18\x04 \x01(\x01\x12\x0f\n\x07revenue\x18\x05 \x01(\x01\x12\x13\n\x0brevenue_low\x18\x06 \x01(\x01\x12\x14\n\x0crevenue_high\x18\x07 \x01(\x01\x12\x13\n\x0bnet_revenue\x18\x08 \x01(\x01\"M\n\x12RunCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\"\xa5\x03\n\x10\x43\x61mpaignProgress\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07scanned\x18\x03 \x01(\x03\x12\x10\n\x08\x61udience\x18\x04 \x01(\x03\x12\x0f\n\x07\x64\x65\x63ided\x18\x05 \x01(\x03\x12\x0c\n\x04sent\x18\x06 \x01(\x03\x12\x10\n\x08replayed\x18\x07 \x01(\x03\x12\x10\n\x08held_out\x18\x08 \x01(\x03\x12=\n\x06\x66\x61iled\x18\t \x03(\x0b\x32-.nextbest.api.v1.CampaignProgress.FailedEntry\x12\x41\n\x08refusals\x18\n \x03(\x0b\x32/.nextbest.api.v1.CampaignProgress.RefusalsEntry\x12\x16\n\x0e\x62udget_reached\x18\x0b \x01(\x08\x12\x0c\n\x04\x64one\x18\x0c \x01(\x08\x1a-\n\x0b\x46\x61iledEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a/\n\rRefusalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x14\x45raseCustomerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb8\x01\n\x15\x45raseCustomerResponse\x12\x44\n\x07\x64\x65leted\x18\x01 \x03(\x0b\x32\x33.nextbest.api.v1.EraseCustomerResponse.DeletedEntry\x12\x13\n\x0b\x65xperiments\x18\x02 \x03(\t\x12\x14\n\x0cnothing_left\x18\x03 \x01(\x08\x1a.\n\x0c\x44\x65letedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x12\n\x10GetModelsRequest\"\x15\n\x13ReloadModelsRequest\"h\n\x0bModelStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.nextbest.api.v1.ModelState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"U\n\x11GetModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.nextbest.api.v1.ModelStatus\x12\x12\n\nmodels_dir\x18\x02 \x01(\t*\x91\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_STATE_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_MISSING\x10\x02\x12\x17\n\x13MODEL_STATE_CORRUPT\x10\x03\x12\x1c\n\x18MODEL_STATE_INCOMPATIBLE\x10\x04\x32\xca\x03\n\x0c\x41\x64minService\x12R\n\tGetModels\x12!.nextbest.api.v1.GetModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12X\n\x0cReloadModels\x12$.nextbest.api.v1.ReloadModelsRequest\x1a\".nextbest.api.v1.GetModelsResponse\x12^\n\rEraseCustomer\x12%.nextbest.api.v1.EraseCustomerRequest\x1a&.nextbest.api.v1.EraseCustomerResponse\x12W\n\x0bRunCampaign\x12#.nextbest.api.v1.RunCampaignRequest\x1a!.nextbest.api.v1.CampaignProgress0\x01\x12S\n\x0cPlanCampaign\x12$.nextbest.api.v1.PlanCampaignRequest\x1a\x1d.nextbest.api.v1.CampaignPlanb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,42 +45,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAMPAIGNPROGRESS_REFUSALSENTRY']._serialized_options = b'8\001'
   _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._loaded_options = None
   _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTATE']._serialized_start=1698
-  _globals['_MODELSTATE']._serialized_end=1843
+  _globals['_MODELSTATE']._serialized_start=2151
+  _globals['_MODELSTATE']._serialized_end=2296
   _globals['_PLANCAMPAIGNREQUEST']._serialized_start=56
   _globals['_PLANCAMPAIGNREQUEST']._serialized_end=98
   _globals['_CAMPAIGNPLAN']._serialized_start=101
-  _globals['_CAMPAIGNPLAN']._serialized_end=712
-  _globals['_CAMPAIGNPLAN_REFUSALSENTRY']._serialized_start=521
-  _globals['_CAMPAIGNPLAN_REFUSALSENTRY']._serialized_end=568
-  _globals['_CAMPAIGNPLAN_BYCHANNELENTRY']._serialized_start=570
-  _globals['_CAMPAIGNPLAN_BYCHANNELENTRY']._serialized_end=618
-  _globals['_CAMPAIGNPLAN_BYHOURENTRY']._serialized_start=620
-  _globals['_CAMPAIGNPLAN_BYHOURENTRY']._serialized_end=665
-  _globals['_CAMPAIGNPLAN_FAILEDENTRY']._serialized_start=667
-  _globals['_CAMPAIGNPLAN_FAILEDENTRY']._serialized_end=712
-  _globals['_RUNCAMPAIGNREQUEST']._serialized_start=714
-  _globals['_RUNCAMPAIGNREQUEST']._serialized_end=791
-  _globals['_CAMPAIGNPROGRESS']._serialized_start=794
-  _globals['_CAMPAIGNPROGRESS']._serialized_end=1215
-  _globals['_CAMPAIGNPROGRESS_FAILEDENTRY']._serialized_start=667
-  _globals['_CAMPAIGNPROGRESS_FAILEDENTRY']._serialized_end=712
-  _globals['_CAMPAIGNPROGRESS_REFUSALSENTRY']._serialized_start=521
-  _globals['_CAMPAIGNPROGRESS_REFUSALSENTRY']._serialized_end=568
-  _globals['_ERASECUSTOMERREQUEST']._serialized_start=1217
-  _globals['_ERASECUSTOMERREQUEST']._serialized_end=1272
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=1275
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1459
-  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_start=1413
-  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_end=1459
-  _globals['_GETMODELSREQUEST']._serialized_start=1461
-  _globals['_GETMODELSREQUEST']._serialized_end=1479
-  _globals['_RELOADMODELSREQUEST']._serialized_start=1481
-  _globals['_RELOADMODELSREQUEST']._serialized_end=1502
-  _globals['_MODELSTATUS']._serialized_start=1504
-  _globals['_MODELSTATUS']._serialized_end=1608
-  _globals['_GETMODELSRESPONSE']._serialized_start=1610
-  _globals['_GETMODELSRESPONSE']._serialized_end=1695
-  _globals['_ADMINSERVICE']._serialized_start=1846
-  _globals['_ADMINSERVICE']._serialized_end=2304
+  _globals['_CAMPAIGNPLAN']._serialized_end=966
+  _globals['_CAMPAIGNPLAN_REFUSALSENTRY']._serialized_start=729
+  _globals['_CAMPAIGNPLAN_REFUSALSENTRY']._serialized_end=776
+  _globals['_CAMPAIGNPLAN_BYCHANNELENTRY']._serialized_start=778
+  _globals['_CAMPAIGNPLAN_BYCHANNELENTRY']._serialized_end=826
+  _globals['_CAMPAIGNPLAN_BYHOURENTRY']._serialized_start=828
+  _globals['_CAMPAIGNPLAN_BYHOURENTRY']._serialized_end=873
+  _globals['_CAMPAIGNPLAN_FAILEDENTRY']._serialized_start=875
+  _globals['_CAMPAIGNPLAN_FAILEDENTRY']._serialized_end=920
+  _globals['_CAMPAIGNESTIMATE']._serialized_start=969
+  _globals['_CAMPAIGNESTIMATE']._serialized_end=1165
+  _globals['_RUNCAMPAIGNREQUEST']._serialized_start=1167
+  _globals['_RUNCAMPAIGNREQUEST']._serialized_end=1244
+  _globals['_CAMPAIGNPROGRESS']._serialized_start=1247
+  _globals['_CAMPAIGNPROGRESS']._serialized_end=1668
+  _globals['_CAMPAIGNPROGRESS_FAILEDENTRY']._serialized_start=875
+  _globals['_CAMPAIGNPROGRESS_FAILEDENTRY']._serialized_end=920
+  _globals['_CAMPAIGNPROGRESS_REFUSALSENTRY']._serialized_start=729
+  _globals['_CAMPAIGNPROGRESS_REFUSALSENTRY']._serialized_end=776
+  _globals['_ERASECUSTOMERREQUEST']._serialized_start=1670
+  _globals['_ERASECUSTOMERREQUEST']._serialized_end=1725
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=1728
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1912
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_start=1866
+  _globals['_ERASECUSTOMERRESPONSE_DELETEDENTRY']._serialized_end=1912
+  _globals['_GETMODELSREQUEST']._serialized_start=1914
+  _globals['_GETMODELSREQUEST']._serialized_end=1932
+  _globals['_RELOADMODELSREQUEST']._serialized_start=1934
+  _globals['_RELOADMODELSREQUEST']._serialized_end=1955
+  _globals['_MODELSTATUS']._serialized_start=1957
+  _globals['_MODELSTATUS']._serialized_end=2061
+  _globals['_GETMODELSRESPONSE']._serialized_start=2063
+  _globals['_GETMODELSRESPONSE']._serialized_end=2148
+  _globals['_ADMINSERVICE']._serialized_start=2299
+  _globals['_ADMINSERVICE']._serialized_end=2757
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class PlanCampaignRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
 
 class CampaignPlan(_message.Message):
-    __slots__ = ("campaign_id", "scanned", "audience", "sends", "over_budget", "held_out", "nothing_sent", "refusals", "by_channel", "by_hour", "expected_value", "failed")
+    __slots__ = ("campaign_id", "scanned", "audience", "sends", "over_budget", "held_out", "nothing_sent", "refusals", "by_channel", "by_hour", "expected_value", "failed", "decided", "not_targeted", "expected_discount_spend", "cost", "incremental", "mde_conversion", "mde_revenue_per_member")
     class RefusalsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,13 @@ class CampaignPlan(_message.Message):
     BY_HOUR_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    NOT_TARGETED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DISCOUNT_SPEND_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    INCREMENTAL_FIELD_NUMBER: _ClassVar[int]
+    MDE_CONVERSION_FIELD_NUMBER: _ClassVar[int]
+    MDE_REVENUE_PER_MEMBER_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     scanned: int
     audience: int
@@ -80,7 +87,34 @@ class CampaignPlan(_message.Message):
     by_hour: _containers.ScalarMap[str, int]
     expected_value: float
     failed: _containers.ScalarMap[str, int]
-    def __init__(self, campaign_id: _Optional[str] = ..., scanned: _Optional[int] = ..., audience: _Optional[int] = ..., sends: _Optional[int] = ..., over_budget: _Optional[int] = ..., held_out: _Optional[int] = ..., nothing_sent: _Optional[int] = ..., refusals: _Optional[_Mapping[str, int]] = ..., by_channel: _Optional[_Mapping[str, int]] = ..., by_hour: _Optional[_Mapping[str, int]] = ..., expected_value: _Optional[float] = ..., failed: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    decided: int
+    not_targeted: int
+    expected_discount_spend: float
+    cost: float
+    incremental: CampaignEstimate
+    mde_conversion: float
+    mde_revenue_per_member: float
+    def __init__(self, campaign_id: _Optional[str] = ..., scanned: _Optional[int] = ..., audience: _Optional[int] = ..., sends: _Optional[int] = ..., over_budget: _Optional[int] = ..., held_out: _Optional[int] = ..., nothing_sent: _Optional[int] = ..., refusals: _Optional[_Mapping[str, int]] = ..., by_channel: _Optional[_Mapping[str, int]] = ..., by_hour: _Optional[_Mapping[str, int]] = ..., expected_value: _Optional[float] = ..., failed: _Optional[_Mapping[str, int]] = ..., decided: _Optional[int] = ..., not_targeted: _Optional[int] = ..., expected_discount_spend: _Optional[float] = ..., cost: _Optional[float] = ..., incremental: _Optional[_Union[CampaignEstimate, _Mapping]] = ..., mde_conversion: _Optional[float] = ..., mde_revenue_per_member: _Optional[float] = ...) -> None: ...
+
+class CampaignEstimate(_message.Message):
+    __slots__ = ("sends_estimated", "conversions", "conversions_low", "conversions_high", "revenue", "revenue_low", "revenue_high", "net_revenue")
+    SENDS_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_LOW_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_HIGH_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_LOW_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    NET_REVENUE_FIELD_NUMBER: _ClassVar[int]
+    sends_estimated: int
+    conversions: float
+    conversions_low: float
+    conversions_high: float
+    revenue: float
+    revenue_low: float
+    revenue_high: float
+    net_revenue: float
+    def __init__(self, sends_estimated: _Optional[int] = ..., conversions: _Optional[float] = ..., conversions_low: _Optional[float] = ..., conversions_high: _Optional[float] = ..., revenue: _Optional[float] = ..., revenue_low: _Optional[float] = ..., revenue_high: _Optional[float] = ..., net_revenue: _Optional[float] = ...) -> None: ...
 
 class RunCampaignRequest(_message.Message):
     __slots__ = ("campaign_id", "run_id", "batch_size")
