@@ -4,8 +4,7 @@ that change it, deduplicated, folded into customer state and inventory, cancelli
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,7 +106,9 @@ class CustomerLog:
         self._event_rows: EventRows | None = None
         self._refusals = backend.refusals
         self._outages = backend.outages
-        self._committers = backend.committers
+        # SQLAlchemy's ``Engine.begin`` and the pool's check-out and reset cost ~10 % of a batch of events
+        # on SQLite (py-spy): the group commit takes a raw connection, as the decisions' one does.
+        self._raw_transaction = backend.raw_transaction
         self.writer: GroupCommit[PendingEvent, _EventsWritten] = GroupCommit(
             self._raw_transaction,
             self._write_events,
@@ -252,33 +253,6 @@ class CustomerLog:
             else:
                 out.append((member.outcome, member.cancelled))
         return out
-
-    @contextmanager
-    def _raw_transaction(self) -> Iterator[Any]:
-        """A write transaction on a raw DBAPI connection, as the decisions' group commit takes one
-        (SQLAlchemy's ``Engine.begin`` and the pool's check-out and reset cost ~10 % of a batch of
-        events on SQLite, measured with py-spy)."""
-        stash = self._committers
-        with self.db.write_lock:
-            conn = stash.take() if stash is not None else self.db.writer.raw_connection()
-            try:
-                if stash is not None:
-                    conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.commit()
-            except BaseException:
-                if stash is not None:
-                    stash = None  # a connection that failed is closed, not kept
-                    with suppress(Exception):
-                        conn.rollback()
-                else:
-                    conn.rollback()
-                raise
-            finally:
-                if stash is not None:
-                    stash.give(conn)
-                else:
-                    conn.close()
 
     def _write_events(self, raw: Any, batch: Sequence[PendingEvent]) -> _EventsWritten:
         """One transaction of the events' group commit: the calls' events deduplicated (the first

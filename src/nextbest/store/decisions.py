@@ -4,8 +4,7 @@ atomically through the group commit (``nextbest.store.writer``), and found again
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -65,7 +64,7 @@ class DecisionLog:
         self._insert = backend.insert
         self._driver_error = backend.driver_error
         self._embedded = backend.db.dialect == "sqlite"
-        self._committers = backend.committers
+        self._raw_transaction = backend.raw_transaction
         self._refusals = backend.refusals
         self._outages = backend.outages
         self.writer = GroupCommitWriter(
@@ -154,31 +153,6 @@ class DecisionLog:
         elif any(isinstance(r, SavedDecision) for r in results):
             self.db.health.succeeded()
         return results
-
-    @contextmanager
-    def _raw_transaction(self) -> Iterator[Any]:
-        """A write transaction on a raw DBAPI connection (the group commit's hot path)."""
-        stash = self._committers
-        with self.db.write_lock:
-            conn = stash.take() if stash is not None else self.db.writer.raw_connection()
-            try:
-                if stash is not None:
-                    conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.commit()
-            except BaseException:
-                if stash is not None:
-                    stash = None  # a connection that failed is closed, not kept
-                    with suppress(Exception):
-                        conn.rollback()
-                else:
-                    conn.rollback()
-                raise
-            finally:
-                if stash is not None:
-                    stash.give(conn)
-                else:
-                    conn.close()
 
     def _check_versions(
         self, conn: Any, rows: Sequence[dict[str, Any]], advance: PreparedUpdate, bump: PreparedInsert
