@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from nextbest.warehouse_cli import UsageError, moment_arg
+
 __all__ = ["add_campaign_commands", "run_campaign_command", "run_segment"]
 
 
@@ -76,11 +78,9 @@ def run_segment(args: argparse.Namespace, settings: Callable[[argparse.Namespace
         known = ", ".join(sorted(catalog.segments)) or "none: add a `segments:` section"
         return _fail(f"no segment {args.name!r} in catalog {catalog.source} (segments: {known})")
     try:
-        now = datetime.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC)
-    except ValueError:
-        return _fail(f"--as-of {args.as_of!r} is not an ISO time such as 2026-11-23T09:00:00Z")
-    if now.tzinfo is None:
-        return _fail(f"--as-of {args.as_of!r} has no time zone; add Z or +01:00")
+        now = moment_arg(args.as_of, "--as-of") or datetime.now(UTC)
+    except UsageError as exc:
+        return _fail(str(exc))
     limit: int = getattr(args, "limit", 1)
     if limit < 1:
         return _fail(f"--limit must be at least 1, got {limit}")

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from nextbest.warehouse_cli import UsageError, moment_arg
+
 __all__ = ["add_score_command", "load_scorer", "run_score"]
 
 
@@ -64,11 +66,9 @@ def run_score(args: argparse.Namespace, settings: Callable[[argparse.Namespace],
     if args.page < 1:
         return _fail(f"--page must be at least 1, got {args.page}")
     try:
-        now = datetime.fromisoformat(args.as_of) if args.as_of else datetime.now(UTC)
-    except ValueError:
-        return _fail(f"--as-of {args.as_of!r} is not an ISO time such as 2026-11-23T09:00:00Z")
-    if now.tzinfo is None:
-        return _fail(f"--as-of {args.as_of!r} has no time zone; add Z or +01:00")
+        now = moment_arg(args.as_of, "--as-of") or datetime.now(UTC)
+    except UsageError as exc:
+        return _fail(str(exc))
     config = settings(args)
     db = Database(config.database_url)
     try:

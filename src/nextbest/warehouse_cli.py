@@ -145,7 +145,8 @@ def run_export(args: argparse.Namespace, database_url: str) -> int:
     return 0
 
 
-def _moment(text: str | None, flag: str) -> datetime | None:
+def moment_arg(text: str | None, flag: str) -> datetime | None:
+    """A command line's ISO time with its zone (``--as-of``), None when not given; else UsageError."""
     if not text:
         return None
     try:
@@ -165,7 +166,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from nextbest.warehouse.external import analyze_config, open_workspace
 
     config = load_config(Path(args.config))
-    as_of = _moment(args.as_of, "--as-of") or config.as_of
+    as_of = moment_arg(args.as_of, "--as-of") or config.as_of
     try:
         request = ReportRequest.validated(
             config.experiment,
