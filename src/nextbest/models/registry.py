@@ -161,6 +161,19 @@ def load_binary(
 ) -> BinaryModel:
     """One LightGBM model file of a checked card; with a ``compiler``, compiled trees when they are
     ready (at once from its cache, else in the background)."""
+    name, blob, booster = _booster(directory, card, role)
+    model = BinaryModel(booster, card, feats.action_codes(card.categories.get(feats.ACTION, [])))
+    probe = np.full((1, len(card.features)), np.nan)
+    if not np.all(np.isfinite(model.predict(probe))):
+        raise _LoadError(ModelState.CORRUPT, f"{name} predicts a non-finite value")
+    if compiler is not None:
+        compiler.attach(model, blob)
+    return model
+
+
+def _booster(directory: Path, card: ModelCard, role: str) -> tuple[str, bytes, lgb.Booster]:
+    """The LightGBM model file of ``role`` on a checked card: its name, its bytes and the booster, whose
+    features must be the card's."""
     name = card.files.get(role)
     if name is None:
         raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
@@ -174,13 +187,7 @@ def load_binary(
             ModelState.INCOMPATIBLE,
             f"{name} has features {booster.feature_name()}, its card lists {card.features}",
         )
-    model = BinaryModel(booster, card, feats.action_codes(card.categories.get(feats.ACTION, [])))
-    probe = np.full((1, len(card.features)), np.nan)
-    if not np.all(np.isfinite(model.predict(probe))):
-        raise _LoadError(ModelState.CORRUPT, f"{name} predicts a non-finite value")
-    if compiler is not None:
-        compiler.attach(model, blob)
-    return model
+    return name, blob, booster
 
 
 def _verified(directory: Path, card: ModelCard, name: str) -> bytes:
@@ -257,16 +264,7 @@ def _load_churn(directory: Path, card: ModelCard, compiler: ForestCompiler | Non
         )
     heads: dict[str, LightGBMForest] = {}
     for role in SCORE_FIELDS.values():
-        name = card.files.get(role)
-        if name is None:
-            raise _LoadError(ModelState.CORRUPT, f"the card lists no {role!r} file")
-        blob = _verified(directory, card, name)
-        try:
-            booster = lgb.Booster(model_str=blob.decode())
-        except (lgb.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
-            raise _LoadError(ModelState.CORRUPT, f"{name} does not load: {exc}") from exc
-        if booster.feature_name() != card.features:
-            raise _LoadError(ModelState.INCOMPATIBLE, f"{name}'s features differ from its card's")
+        _, _, booster = _booster(directory, card, role)
         heads[role] = LightGBMForest(booster)
     return CustomerScorer(
         heads["churn"],
