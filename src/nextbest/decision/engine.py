@@ -57,7 +57,6 @@ from nextbest.decision.scoring import ScoredCandidate, score_candidates
 from nextbest.decision.validate import MAX_EVENTS, validate_event, validate_request
 from nextbest.domain import (
     ActionClass,
-    Channel,
     ChosenAction,
     Decision,
     DecisionRequest,
@@ -77,7 +76,7 @@ from nextbest.errors import (
     NextbestError,
 )
 from nextbest.models import ModelRegistry, ModelSet
-from nextbest.state import CustomerSnapshot
+from nextbest.state import CustomerSnapshot, Journey
 from nextbest.store import DecisionStore, SavedDecision, SnapshotWanted, ToSave
 
 __all__ = ["MAX_BATCH", "DecisionEngine", "new_decision_id", "request_fingerprint", "utc_now"]
@@ -460,50 +459,56 @@ class DecisionEngine:
         book = JourneyBook(catalog, snapshot, request.trigger, now, self._flow_facts)
         scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
-        by_channel: dict[tuple[Channel, bool], Refusal | None] = {}
-        by_flow: dict[str, Refusal | None] = {}
+        closed = [
+            channel_gate(channel, policy, state, marketing) for channel, policy, marketing in plan.channels
+        ]
         by_class: dict[ActionClass, Refusal | None] = {}
-        by_conflict: dict[str, Refusal | None] = {}
-        for p in plan.actions:
-            action = p.action
-            flow = p.flow
-            key = (action.channel, p.marketing)
-            if key in by_channel:
-                refusal = by_channel[key]
-            else:
-                refusal = by_channel[key] = channel_gate(action.channel, p.channel, state, p.marketing)
-            if refusal is not None:  # the journey is not worked out for a channel the customer is closed on
-                rejected.append(rejection(action, refusal.reason, refusal.detail))
-                continue
-            journey = book[flow.id]
-            if flow.id in by_flow:
-                refusal = by_flow[flow.id]
-            else:
-                refusal = by_flow[flow.id] = journey_gate(flow.id, journey, p.entry)
-            if refusal is None and p.checks_stock:
-                refusal = check_inventory(action, request, snapshot.out_of_stock)
-            if refusal is None and p.engaged_only:
-                assert engagement is not None
-                cls = action.action_class
-                if cls in by_class:
-                    refusal = by_class[cls]
+        for group in plan.flows:
+            flow = group.flow
+            flow_id = flow.id
+            journey: Journey | None = None
+            # The flow's own refusal (journey gate), then the conflict check: each worked out when an
+            # action of the flow first needs it.
+            gated: Refusal | None = None
+            conflict: Refusal | None = None
+            conflict_known = False
+            for p in group.actions:
+                action = p.action
+                refusal = closed[p.gate]
+                if (
+                    refusal is not None
+                ):  # the journey is not worked out for a channel the customer is closed on
+                    rejected.append(p.refused(refusal))
+                    continue
+                if journey is None:
+                    journey = book[flow_id]
+                    gated = journey_gate(flow_id, journey, group.entry)
+                refusal = gated
+                if refusal is None and p.checks_stock:
+                    refusal = check_inventory(action, request, snapshot.out_of_stock)
+                if refusal is None and p.engaged_only:
+                    assert engagement is not None
+                    cls = action.action_class
+                    if cls in by_class:
+                        refusal = by_class[cls]
+                    else:
+                        refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
+                if refusal is None:
+                    if not conflict_known:
+                        conflict, conflict_known = conflict_failure(flow, journey, book), True
+                    refusal = conflict
+                if refusal is None and p.checks_step:
+                    refusal = step_failure(action, flow, journey, snapshot.history, now)
+                if refusal is None and (p.when is not None or p.rule is not None):
+                    refusal = check_rules(action, journey, scope, flow=flow_id, when=p.when, rule=p.rule)
+                if refusal is not None:
+                    rejected.append(rejection(action, refusal.reason, refusal.detail))
+                elif action.step is None:
+                    eligible.append(
+                        Candidate(action, journey, action.channel, action.parameters, action.delay)
+                    )
                 else:
-                    refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
-            if refusal is None:
-                if flow.id in by_conflict:
-                    refusal = by_conflict[flow.id]
-                else:
-                    refusal = by_conflict[flow.id] = conflict_failure(flow, journey, book)
-            if refusal is None:
-                refusal = step_failure(action, flow, journey, snapshot.history, now) or (
-                    check_rules(action, journey, scope, flow=flow.id, when=p.when, rule=p.rule)
-                    if p.when or p.rule
-                    else None
-                )
-            if refusal is not None:
-                rejected.append(rejection(action, refusal.reason, refusal.detail))
-            else:
-                eligible.append(Candidate.of(action, journey, step_delay(action, flow, journey, now)))
+                    eligible.append(Candidate.of(action, journey, step_delay(action, flow, journey, now)))
         return eligible, rejected
 
     def _arbitrate(

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nextbest.catalog import Action, Catalog, ChannelPolicy, Flow
 from nextbest.catalog.rules import merge_reads
-from nextbest.decision.candidates import candidates_for
+from nextbest.decision.candidates import Refusal, candidates_for, rejection
 from nextbest.decision.rules import FlatRule, ScopePlan, flat_rule
-from nextbest.domain import Channel
+from nextbest.domain import Channel, Rejection
 
-__all__ = ["ActionPlan", "Plans", "TriggerPlan"]
+__all__ = ["ActionPlan", "FlowPlan", "Plans", "TriggerPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +42,45 @@ class ActionPlan:
     when: FlatRule | None
     # The action's rule; None when it is ``true``.
     rule: FlatRule | None
+    # The index of its (channel, marketing) in ``TriggerPlan.channels``: the channel gate's answer.
+    gate: int
+    # The action is a flow step or has a cooldown (``contact.step_failure`` has something to check).
+    checks_step: bool
+    # The last channel refusal of this action and its rejection, as one tuple (replaced whole, so
+    # threads read a consistent pair): most calls refuse an action on a closed channel for the same
+    # reason as the call before (no consent, never given), and the rejection is then shared.
+    last_refused: list[tuple[Refusal, Rejection] | None]
+
+    def refused(self, refusal: Refusal) -> Rejection:
+        """The rejection of this action for a channel ``refusal``: the previous call's when it is the
+        same refusal."""
+        last = self.last_refused[0]
+        if last is not None and last[0] == refusal:
+            return last[1]
+        rejected = rejection(self.action, refusal.reason, refusal.detail)
+        self.last_refused[0] = (refusal, rejected)
+        return rejected
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPlan:
+    """A flow's actions in a plan, in plan order: the journey, its gate and the conflict check are
+    worked out once for them."""
+
+    flow: Flow
+    # The trigger enters the flow (a new journey may start).
+    entry: bool
+    actions: tuple[ActionPlan, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class TriggerPlan:
     trigger: str
     actions: tuple[ActionPlan, ...]
+    # The same actions grouped by flow (consecutive in ``actions``).
+    flows: tuple[FlowPlan, ...]
+    # The distinct (channel, its policy, marketing) of the actions: the channel gate runs once for each.
+    channels: tuple[tuple[Channel, ChannelPolicy, bool], ...]
     # What the plan's rules and step conditions read, but ``journey`` (set per flow).
     reads: Mapping[str, frozenset[str] | None]
     # Their variables as a decision sets them (flat fields, whole maps), and a context per thread.
@@ -79,23 +112,36 @@ class Plans:
 def _compile(catalog: Catalog, trigger: str, allowed: frozenset[Channel]) -> TriggerPlan:
     engagement = catalog.policy.engagement
     plans: list[ActionPlan] = []
+    gates: dict[tuple[Channel, bool], int] = {}
     for action in sorted(candidates_for(catalog, trigger, sorted(allowed)), key=lambda a: a.flow):
         flow = catalog.flows[action.flow]
         when = flow.steps[action.step].when if action.step is not None else None
+        marketing = action.action_class.is_marketing
+        gate = gates.setdefault((action.channel, marketing), len(gates))
         plans.append(
             ActionPlan(
                 action=action,
                 flow=flow,
                 channel=catalog.channels[action.channel],
                 entry=trigger in flow.entry_triggers,
-                marketing=action.action_class.is_marketing,
+                marketing=marketing,
                 checks_stock=action.inventory == "in_stock",
                 engaged_only=engagement is not None and action.action_class in engagement.classes,
                 when=None if when is None else flat_rule(when),
                 rule=None if action.rule.always_true else flat_rule(action.rule),
+                gate=gate,
+                checks_step=action.step is not None or bool(action.cooldown),
+                last_refused=[None],
             )
         )
+    flows: list[FlowPlan] = []
+    for p in plans:
+        if flows and flows[-1].flow is p.flow:
+            flows[-1] = replace(flows[-1], actions=(*flows[-1].actions, p))
+        else:
+            flows.append(FlowPlan(p.flow, p.entry, (p,)))
+    channels = tuple((channel, catalog.channels[channel], marketing) for channel, marketing in gates)
     rules = [r for p in plans for r in (p.when, p.rule) if r is not None]
     reads = merge_reads(r.rule.reads for r in rules)
     reads.pop("journey", None)
-    return TriggerPlan(trigger, tuple(plans), reads, ScopePlan.of(rules, reads))
+    return TriggerPlan(trigger, tuple(plans), tuple(flows), channels, reads, ScopePlan.of(rules, reads))

@@ -332,6 +332,15 @@ def check_rules(
 ) -> Refusal | None:
     """The step condition, then the action's rule (None when ``true``): the first that is false or
     fails, or None."""
+    if when is None and rule is not None:  # most actions: a rule and no step condition
+        try:
+            result = rule.program.execute(scope.context(flow, journey, rule.uses_journey))
+        except Exception:  # the original program answers below, with its error's text
+            result = None
+        if result is True:
+            return None
+        if result is False:
+            return Refusal(ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}")
     try:
         if when is not None and not _passes(when, flow, journey, scope):
             return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.rule.source}")
