@@ -48,18 +48,18 @@ def arbitrate(
     elif ranks is None:
         ranked = sorted(candidates, key=lambda c: rank_key(c, flows))
     else:
-
-        def key(c: ScoredCandidate) -> tuple[int, float, int, str]:
+        keyed = []
+        for c in candidates:
             action_id = c.candidate.action.id
             cls, priority = ranks[action_id]
-            return (cls, -c.score, priority, action_id)
-
-        ranked = sorted(candidates, key=key)
+            keyed.append((cls, -c.score, priority, action_id))
+        ranked = [candidates[i] for i in sorted(range(len(keyed)), key=keyed.__getitem__)]
     for candidate in ranked:
-        action, channel = candidate.action, candidate.channel
+        own = candidate.candidate
+        action, channel = own.action, own.channel
         # An action an experiment moves between channels needs every arm's channel free: which arm the
         # unit is in must not decide whether it gets the action.
-        variants = candidate.candidate.variants
+        variants = own.variants
         if variants:
             channels = [channel, *(ch for ch, _ in variants if ch is not channel)]
             busy = next((ch for ch in channels if ch in taken), None)

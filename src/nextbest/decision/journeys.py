@@ -60,14 +60,21 @@ class JourneyBook:
         journey = self._journeys.get(flow_id)
         if journey is None:
             facts = self._facts
-            journey = journey_in(
-                facts.flows[flow_id],
-                self._snapshot,
-                self._trigger,
-                self._now,
-                self._by_flow.get(flow_id, ()),
-                entry_events=facts.entry_events[flow_id],
-            )
+            flow = facts.flows[flow_id]
+            history = self._by_flow.get(flow_id)
+            entry_events = facts.entry_events[flow_id]
+            if history is None and not entry_events:
+                # Nothing sent in the flow and no entry event to look up (most flows of most customers):
+                # what ``journey_in`` answers then, without its walk.
+                now = self._now
+                if self._trigger in flow.entry_triggers:
+                    journey = Journey(active=True, entered_at=now, new=True, ends_at=now + flow.duration)
+                else:
+                    journey = _NEVER
+            else:
+                journey = journey_in(
+                    flow, self._snapshot, self._trigger, self._now, history or (), entry_events=entry_events
+                )
             self._journeys[flow_id] = journey
         return journey
 

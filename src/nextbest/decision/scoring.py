@@ -85,7 +85,7 @@ def score_candidates(
         action = c.action
         rank, value, propensity = action.scoring_constants
         sent.append((code[c.channel], rank, value, propensity, c.delay.total_seconds() / 3600.0))
-        values.append(action.value_for(cart))
+        values.append(cart if action.value_from == "cart_value" and cart is not None else action.value)
         # What an order is worth to the store once the action's declared discount is given away (not
         # an arm's: whether to send must not depend on the arm, or an A/B test would compare different
         # units).
@@ -101,44 +101,35 @@ def score_candidates(
             customer,
             [feats.action_columns(c.action, *(c.declared or (c.channel, c.delay))) for c in candidates],
         )
-    value_array = np.array(values)
-    kept_array = np.array(kept)
     if models.propensity is not None:
-        p = models.propensity.score(full, ids)
+        p = models.propensity.score(full, ids).tolist()
     else:
-        p = np.array([c.action.base_propensity for c in candidates])
-    scores = p * value_array * kept_array
+        p = [c.action.base_propensity for c in candidates]
+    # P x value x kept, multiplied in that order as float64 (what numpy's element-wise products give,
+    # without their per-call cost on ten rows).
+    scores = [pi * v * k for pi, v, k in zip(p, values, kept, strict=True)]
     no_lift = (
         {}
         if models.uplift is None
         else _uplift(models.uplift, candidates, full, ids=ids, p=p, values=values, kept=kept, scores=scores)
     )
     profile = None
-    score_list = scores.tolist()
     scored: list[ScoredCandidate] = []
     rejected: list[Rejection] = []
+    fixed = SendTimeSource.FIXED
     for i, c in enumerate(candidates):
-        if i in no_lift:
+        if no_lift and i in no_lift:
             rejected.append(rejection(c.action, ReasonCode.NO_EXPECTED_LIFT, no_lift[i], c.channel))
             continue
-        timing, source = None, SendTimeSource.FIXED
-        if c.optimizes:  # the action's send time, or its experiment arm's
+        timing, source = None, fixed
+        if (c.send_time or c.action.send_time) == "optimize":  # the action's send time, or its arm's
             if models.send_time is not None:
                 if profile is None:  # once per decision
                     profile = models.send_time.timing(snapshot.state.engagement_hours)
                 timing, source = profile, profile.source
             else:
                 source = SendTimeSource.FALLBACK
-        scored.append(
-            ScoredCandidate(
-                c,
-                score_list[i],
-                now + c.delay,
-                blobs[i],
-                timing,
-                source,
-            )
-        )
+        scored.append(ScoredCandidate(c, scores[i], now + c.delay, blobs[i], timing, source))
     return scored, rejected
 
 
@@ -148,10 +139,10 @@ def _uplift(
     full: npt.NDArray[np.float64],
     *,
     ids: list[str],
-    p: npt.NDArray[np.float64],
+    p: list[float],
     values: list[float],
     kept: list[float],
-    scores: npt.NDArray[np.float64],
+    scores: list[float],
 ) -> dict[int, str]:
     """Rescores the candidates the uplift model covers with their expected incremental value (in
     ``scores``); returns why each one without a positive gain is rejected, by index."""
@@ -172,12 +163,12 @@ def _uplift(
             # Not seen randomized: P(convert | sent) from the propensity score; P(convert | not sent) is
             # the customer's, whatever the action — so every action of the flow is ranked in the same
             # currency, incremental value.
-            pt = float(p[i])
+            pt = p[i]
         value, keep = values[i], kept[i]
         # A discount is given on every order the action touches, also the ones that would have come
         # anyway: the treated order is worth value x keep, the untreated one value.
         gain = pt * value * keep - pc * value - action.cost
-        scores[i] = gain
+        scores[i] = float(gain)
         if not gain > 0:
             off = f" less {100 * (1 - keep):g} % off" if keep < 1 else ""
             no_lift[i] = (
