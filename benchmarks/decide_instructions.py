@@ -9,7 +9,10 @@ over N is the instructions one decision costs, imports and set-up cancelling out
 ~50 x slower; a few minutes per tree), but the counts do not depend on what else the machine is doing
 (``PYTHONHASHSEED`` is fixed: a random one moves them by up to ~2.5 %).
 
-    python benchmarks/decide_instructions.py [--base REV] [--decisions 500]
+    python benchmarks/decide_instructions.py [--base REV] [--head REV] [--decisions 500]
+
+``--head REV`` counts a commit instead of this checkout's working tree (which others may be editing while
+valgrind runs for minutes).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def per_decision(src: Path, decisions: int) -> tuple[float, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--base", help="a commit to compare with (checked out with git archive)")
+    parser.add_argument("--head", help="a commit to count instead of this checkout's working tree")
     parser.add_argument("--decisions", type=int, default=500)
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -96,21 +100,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: dict[str, tuple[float, str]] = {}
     if args.base:
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = subprocess.run(
-                ["git", "archive", args.base, "src"], cwd=ROOT, capture_output=True, check=True
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            results[args.base] = per_decision(Path(tmp) / "src", args.decisions)
-    results["this checkout"] = per_decision(ROOT / "src", args.decisions)
+        results[args.base] = _at_commit(args.base, args.decisions)
+    head = args.head or "this checkout"
+    results[head] = (
+        _at_commit(args.head, args.decisions) if args.head else per_decision(ROOT / "src", args.decisions)
+    )
     for name, (value, models) in results.items():
         print(f"{name}: {value:,.0f} instructions per decide ({models})")
     if args.base:
-        ratio = results["this checkout"][0] / results[args.base][0]
-        print(f"this checkout / {args.base} = {ratio:.3f}")
-        if results["this checkout"][1] != results[args.base][1]:
+        ratio = results[head][0] / results[args.base][0]
+        print(f"{head} / {args.base} = {ratio:.3f}")
+        if results[head][1] != results[args.base][1]:
             print("the two trees loaded different models: not a comparison of the pipeline alone")
     return 0
+
+
+def _at_commit(rev: str, decisions: int) -> tuple[float, str]:
+    """``per_decision`` on the ``src`` of commit ``rev`` (checked out with git archive)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        return per_decision(Path(tmp) / "src", decisions)
 
 
 if __name__ == "__main__":
