@@ -13,10 +13,13 @@ import pytest
 from nextbest.catalog import Catalog
 from nextbest.reports import Metric, ReportRequest, build_report, report_history
 from nextbest.reports.aggregate import aggregate_many
+from nextbest.reports.engines import runner_for
 from nextbest.reports.render import report_to_json
+from nextbest.reports.report import source_of
 from nextbest.store import Database
 from nextbest.warehouse import export
 from nextbest.warehouse.engines import duckdb_connection
+from nextbest.warehouse.tables import EXPORT_SOURCE
 from tests.warehouse.conftest import AS_OF, assert_close
 
 pytestmark = pytest.mark.slow  # simulates a store, exports it
@@ -72,6 +75,29 @@ def test_export_then_duckdb_gives_the_live_report(
         assert [m for m, _ in history] == [m for m, _ in live_history]
         for (_, a), (_, b) in zip(live_history, history, strict=True):
             assert_close(report_to_json(a), report_to_json(b), f"{experiment.id} history")
+    db.dispose()
+
+
+def test_the_cost_per_arm_from_the_sends_per_day_is_the_stores_at_any_moment(
+    simulated: tuple[str, datetime], exported: Path, catalog: Catalog
+) -> None:
+    """On the export, the cost per arm adds the days before the moment from ``assignment_sends`` and the
+    moment's own day from the assignments: the same as the store's count, at midnight and in the day."""
+    url, as_of = simulated
+    db = Database(url)
+    with duckdb_connection(exported) as conn:
+        assert source_of(runner_for(conn)) is EXPORT_SOURCE
+    costs = 0
+    for experiment in catalog.experiments:
+        for moment in (as_of, as_of - timedelta(days=3, hours=7, microseconds=5), as_of - timedelta(days=6)):
+            request = ReportRequest.validated(experiment.id, ["revenue"], as_of=moment)
+            with db.reader.connect() as conn:
+                live = [(i.arm, i.cost) for i in build_report(conn, catalog, request).incremental]
+            with duckdb_connection(exported) as conn:
+                warehouse = [(i.arm, i.cost) for i in build_report(conn, catalog, request).incremental]
+            assert live == warehouse, (experiment.id, moment)
+            costs += sum(cost > 0 for _, cost in live)
+    assert costs >= 6
     db.dispose()
 
 

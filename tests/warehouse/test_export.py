@@ -21,6 +21,7 @@ from nextbest.store.units import rebuild_units
 from nextbest.warehouse import EXPORTED, ExportError, export, schema_document
 from nextbest.warehouse import exporter as export_module
 from nextbest.warehouse.engines import duckdb_connection
+from nextbest.warehouse.tables import assignment_sends
 from tests.conftest import BACKENDS
 from tests.warehouse.conftest import fresh_database
 
@@ -37,8 +38,11 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         database.dispose()
 
 
-def decide(db: Database, at: datetime, user: str = "u1") -> str:
-    """A decision with one experiment exposure, written as the store writes them."""
+def decide(
+    db: Database, at: datetime, user: str = "u1", *, arm: str = "treated", action: str = "cart_reminder_email"
+) -> str:
+    """A decision with one experiment exposure, written as the store writes them (arm "holdout" is held
+    out)."""
     decision_id = uuid.uuid4().hex
     with db.writer.begin() as conn:
         conn.execute(
@@ -61,13 +65,13 @@ def decide(db: Database, at: datetime, user: str = "u1") -> str:
                 "decision_id": decision_id,
                 "user_id": user,
                 "experiment_id": "exp",
-                "arm_id": "treated",
+                "arm_id": arm,
                 "bucket": 0.3,
                 "hash_version": 2,
                 "seed": "exp",
                 "probability": 0.95,
-                "held_out": False,
-                "action_id": "cart_reminder_email",
+                "held_out": arm == "holdout",
+                "action_id": action,
                 "flow": "cart_abandonment",
                 "channel": "email",
                 "send_at": at,
@@ -256,7 +260,9 @@ def test_the_export_loads_in_pandas_polars_and_duckdb(
     export(db, out, now=as_of + timedelta(days=1))
     with db.reader.connect() as conn:
         counts = {
-            t.name: conn.execute(select(func.count()).select_from(t.table)).scalar_one() for t in EXPORTED
+            t.name: conn.execute(select(func.count()).select_from(t.table)).scalar_one()
+            for t in EXPORTED
+            if t.derived_from is None  # the export's own tables: checked below
         }
         revenue = conn.execute(select(func.sum(events.c.value))).scalar_one()
         features = conn.execute(select(func.count()).where(exposures.c.features.is_not(None))).scalar_one()
@@ -347,3 +353,73 @@ def test_the_units_first_exposures_are_exported_when_assignments_are(db: Databas
         path.unlink()
     with duckdb_connection(out) as conn:
         assert sorted(conn.execute(select(experiment_units)).all()) == from_file
+
+
+def _sends(directory: Path) -> dict[tuple[str, str, str, datetime], int]:
+    """``assignment_sends`` as exported, added up per (experiment, arm, action, day_start)."""
+    out: dict[tuple[str, str, str, datetime], int] = {}
+    for r in exported(directory, "assignment_sends"):
+        key = (r["experiment_id"], r["arm_id"], r["action_id"], r["day_start"])
+        out[key] = out.get(key, 0) + r["sends"]
+    return out
+
+
+def _sends_of_assignments(directory: Path) -> dict[tuple[str, str, str, datetime], int]:
+    """The same counted from the exported assignments."""
+    out: dict[tuple[str, str, str, datetime], int] = {}
+    for r in exported(directory, "assignments"):
+        if not r["held_out"]:
+            day = r["occurred_at"].replace(hour=0, minute=0, second=0, microsecond=0)
+            key = (r["experiment_id"], r["arm_id"], r["action_id"], day)
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_sends_per_day_count_the_exported_assignments_across_runs(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    decide(db, T0, "u1")
+    decide(db, T0 + timedelta(hours=3), "u2", action="browse_reminder_email")
+    decide(db, T0 + timedelta(hours=1), "u3", arm="holdout")  # held out: no send
+    decide(db, T0 + timedelta(days=1, hours=2), "u1")
+    first = export(db, out, now=T0 + timedelta(days=3))
+    day0, day1 = T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1)
+    assert _sends(out) == {
+        ("exp", "treated", "cart_reminder_email", day0): 1,
+        ("exp", "treated", "browse_reminder_email", day0): 1,
+        ("exp", "treated", "cart_reminder_email", day1): 1,
+    }
+    assert sorted(f for f in first.files if f.startswith("assignment_sends/")) == [
+        "assignment_sends/day=2026-11-02/part-000001.parquet",
+        "assignment_sends/day=2026-11-03/part-000001.parquet",
+    ]
+    # Nothing new: no new counts. A late exposure (of day 0, written now): one more file in day 0's folder.
+    assert not [f for f in export(db, out, now=T0 + timedelta(days=3)).files if "sends" in f]
+    decide(db, T0 + timedelta(hours=5), "u4")
+    decide(db, T0 + timedelta(hours=6), "u5", arm="holdout")
+    late = export(db, out, now=T0 + timedelta(days=3))
+    assert [f for f in late.files if "sends" in f] == ["assignment_sends/day=2026-11-02/part-000003.parquet"]
+    assert _sends(out)[("exp", "treated", "cart_reminder_email", day0)] == 2
+    assert _sends(out) == _sends_of_assignments(out)
+
+
+def test_an_export_made_before_sends_were_counted_gets_them_counted(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    for hour in range(0, 72, 7):
+        decide(db, T0 + timedelta(hours=hour), f"u{hour % 5}", arm="holdout" if hour % 3 == 0 else "treated")
+    export(db, out, now=T0 + timedelta(days=4))
+    expected = _sends_of_assignments(out)
+    assert len(expected) == 4 and _sends(out) == expected
+    # As an export made by a version that did not count sends leaves it: no files, no watermark.
+    for path in (out / "assignment_sends").rglob("*.parquet"):
+        path.unlink()
+    state = json.loads((out / export_module.STATE).read_text())
+    del state["watermarks"]["assignment_sends"]
+    (out / export_module.STATE).write_text(json.dumps(state))
+    with duckdb_connection(out) as conn:  # meanwhile a report computes them from the assignments
+        derived = sorted(conn.execute(select(assignment_sends)).all())
+    assert {(e, a, act, d): n for e, a, act, d, n in derived} == expected
+    decide(db, T0 + timedelta(days=5), "u9")  # and the next run counts what is there, and the new row
+    export(db, out, now=T0 + timedelta(days=6))
+    expected[("exp", "treated", "cart_reminder_email", T0.replace(hour=0) + timedelta(days=5))] = 1
+    assert _sends(out) == expected == _sends_of_assignments(out)
+    assert not [f for f in export(db, out, now=T0 + timedelta(days=6)).files if "sends" in f]

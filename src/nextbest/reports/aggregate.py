@@ -94,20 +94,28 @@ class ReportSource:
 
     ``units``, when the source keeps it, is each unit's first exposure (experiment_id, user_id, arm_id,
     first_at, mixed_at: ``nextbest.store.units``); the report then reads one row per unit from it
-    instead of grouping the unit's exposures, with the same result."""
+    instead of grouping the unit's exposures, with the same result.
+
+    ``sends``, when the source keeps it, is the count of assignments not held out per UTC day
+    (experiment_id, arm_id, action_id, day_start, sends: the export's ``assignment_sends``); the cost
+    per arm then reads the days before the report's moment from it, and only the moment's own day from
+    ``assignments``, with the same result."""
 
     assignments: FromClause = assignments
     events: FromClause = events
     erasures: FromClause | None = erasures
     units: FromClause | None = None
+    sends: FromClause | None = None
 
 
 STORE = ReportSource(units=experiment_units)
 
 
 class moment(FunctionElement[Any]):  # noqa: N801 - a SQL function, named like one
-    """A timestamp column as the report compares it: the timestamp itself, or on SQLite, which stores
-    text, its seconds since 1970 as a double."""
+    """A timestamp column as the report compares it: the timestamp itself; on SQLite, which stores
+    text, its seconds since 1970 as a double; on DuckDB its microseconds since 1970 (``epoch_us``), because
+    DuckDB adds an interval to a ``TIMESTAMPTZ`` through ICU's calendar in the session's time zone, per
+    joined row, while the same comparison on integers is exact and nearly free."""
 
     inherit_cache = True
 
@@ -145,9 +153,14 @@ def _shifted_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
     return f"({_epoch(_inner(element, compiler, **kw))} + {element.micros / 1e6!r})"
 
 
+@compiles(moment, "duckdb")
+def _moment_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"epoch_us({_inner(element, compiler, **kw)})"
+
+
 @compiles(shifted, "duckdb")
 def _shifted_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
-    return f"({_inner(element, compiler, **kw)} + to_microseconds(CAST({element.micros} AS BIGINT)))"
+    return f"(epoch_us({_inner(element, compiler, **kw)}) + {element.micros})"
 
 
 @compiles(shifted, "spark")

@@ -19,7 +19,15 @@ from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.sql import compiler
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["QueryRunner", "SparkDialect", "SparkRunner", "SqlRunner", "runner_for", "spark_sql"]
+__all__ = [
+    "SOURCE_INFO",
+    "QueryRunner",
+    "SparkDialect",
+    "SparkRunner",
+    "SqlRunner",
+    "runner_for",
+    "spark_sql",
+]
 
 
 @runtime_checkable
@@ -34,6 +42,11 @@ class QueryRunner(Protocol):
     def scalar(self, query: Executable) -> Any: ...
 
 
+# The key under which a connection's ``info`` holds the ReportSource its tables make up, when they are
+# not the store's own (a DuckDB connection over the export sets it): reports then read that source.
+SOURCE_INFO = "nextbest.report_source"
+
+
 class SqlRunner:
     """A query runner over a SQLAlchemy connection."""
 
@@ -43,6 +56,11 @@ class SqlRunner:
     @property
     def dialect_name(self) -> str:
         return self.conn.dialect.name
+
+    @property
+    def source(self) -> Any:
+        """The ReportSource the connection was opened on (``SOURCE_INFO``), or None: the store's."""
+        return self.conn.info.get(SOURCE_INFO)
 
     def rows(self, query: Executable) -> Sequence[Mapping[str, Any]]:
         return [dict(m) for m in self.conn.execute(query).mappings()]
@@ -104,8 +122,10 @@ def spark_sql(query: Executable) -> str:
 class SparkRunner:
     """A query runner over a ``pyspark.sql.SparkSession`` (its session time zone should be UTC)."""
 
-    def __init__(self, spark: Any) -> None:
+    def __init__(self, spark: Any, source: Any = None) -> None:
         self.spark = spark
+        # The ReportSource its views make up (the export's, from ``spark_runner``), or None: the store's.
+        self.source = source
 
     @property
     def dialect_name(self) -> str:

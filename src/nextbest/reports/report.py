@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
@@ -141,7 +141,7 @@ def build_report(
     catalog: Catalog,
     request: ReportRequest,
     *,
-    source: ReportSource = STORE,
+    source: ReportSource | None = None,
 ) -> LiftReport:
     """The experiment's lift report, aggregated by the engine behind ``conn`` (a read connection, or a
     Spark runner) from the exposure and event logs. The catalog gives the experiment's arms and each
@@ -156,12 +156,13 @@ def analyze_experiment(
     metrics: Sequence[MetricDefinition],
     request: ReportRequest,
     *,
-    source: ReportSource = STORE,
+    source: ReportSource | None = None,
 ) -> LiftReport:
     """The lift report of ``design`` for ``metrics``, whatever holds the data: the engine computes the
     per-arm sufficient statistics (:func:`~nextbest.reports.aggregate.report_query`), Python the rest.
     ``request.metrics`` is ignored for ``metrics``; its window, moment and alpha apply."""
     runner = runner_for(conn)
+    source = source_of(runner, source)
     by_metric, excluded = aggregate_many(
         runner, design.experiment_id, metrics, as_of=request.as_of, window=request.window, source=source
     )
@@ -205,6 +206,15 @@ def analyze_experiment(
     )
 
 
+def source_of(runner: QueryRunner, source: ReportSource | None = None) -> ReportSource:
+    """``source`` when given, else the one ``runner``'s engine was opened on (the export's tables, on a
+    DuckDB or Spark connection made by :mod:`nextbest.warehouse.engines`), else the store's tables."""
+    if source is not None:
+        return source
+    opened = getattr(runner, "source", None)
+    return opened if isinstance(opened, ReportSource) else STORE
+
+
 def erased_units(conn: Connection | QueryRunner, experiment_id: str, source: ReportSource = STORE) -> int:
     """How many of the experiment's units were erased, whenever: their rows are gone from every
     report, past moments included. 0 for a source that keeps no erasures."""
@@ -218,18 +228,33 @@ def erased_units(conn: Connection | QueryRunner, experiment_id: str, source: Rep
 
 
 def _spent(runner: QueryRunner, source: ReportSource, design: Design, as_of: datetime) -> dict[str, float]:
-    """Per arm: the sends in the experiment's scope (not held out) × each action's cost per send."""
+    """Per arm: the sends in the experiment's scope (not held out) × each action's cost per send. With a
+    source that counts sends per day (the export's ``assignment_sends``), the days before ``as_of``'s
+    UTC day come from those counts and only that day's exposures up to ``as_of`` are counted."""
     a = source.assignments.c
-    sends = runner.rows(
+    scope = [a.experiment_id == design.experiment_id, a.occurred_at <= as_of, a.held_out.is_(False)]
+    counted: dict[tuple[str, str], int] = {}
+    if source.sends is not None:
+        s = source.sends.c
+        midnight = as_of.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        for row in runner.rows(
+            select(s.arm_id, s.action_id, func.sum(s.sends).label("sends"))
+            .where(s.experiment_id == design.experiment_id, s.day_start < midnight)
+            .group_by(s.arm_id, s.action_id)
+        ):
+            counted[row["arm_id"], row["action_id"]] = int(row["sends"])
+        scope.append(a.occurred_at >= midnight)
+    for row in runner.rows(
         select(a.arm_id, a.action_id, func.count().label("sends"))
-        .where(a.experiment_id == design.experiment_id, a.occurred_at <= as_of, a.held_out.is_(False))
+        .where(*scope)
         .group_by(a.arm_id, a.action_id)
-    )
+    ):
+        key = (row["arm_id"], row["action_id"])
+        counted[key] = counted.get(key, 0) + int(row["sends"])
     spent: dict[str, float] = {}
     # In a fixed order, so that every engine adds the same floats in the same order.
-    for row in sorted(sends, key=lambda r: (r["arm_id"], r["action_id"])):
-        arm = row["arm_id"]
-        spent[arm] = spent.get(arm, 0.0) + design.costs.get(row["action_id"], 0.0) * int(row["sends"])
+    for (arm, action), sends in sorted(counted.items()):
+        spent[arm] = spent.get(arm, 0.0) + design.costs.get(action, 0.0) * sends
     return spent
 
 
@@ -262,7 +287,7 @@ def report_history(
     request: ReportRequest,
     *,
     points: int = 30,
-    source: ReportSource = STORE,
+    source: ReportSource | None = None,
 ) -> list[tuple[datetime, LiftReport]]:
     """The report as of each day from the first exposure to ``request.as_of`` (at most ``points`` days,
     evenly spaced), for cumulative-lift charts."""
@@ -278,10 +303,11 @@ def analysis_history(
     request: ReportRequest,
     *,
     points: int = 30,
-    source: ReportSource = STORE,
+    source: ReportSource | None = None,
 ) -> list[tuple[datetime, LiftReport]]:
     """:func:`report_history` for any design and metrics."""
     runner = runner_for(conn)
+    source = source_of(runner, source)
     a = source.assignments.c
     first = runner.scalar(select(func.min(a.occurred_at)).where(a.experiment_id == design.experiment_id))
     if first is None or first >= request.as_of:

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, func, select
 from sqlalchemy.pool import StaticPool
 
 from nextbest.errors import NextbestError
-from nextbest.reports.engines import SparkDialect, SparkRunner
+from nextbest.reports.engines import SOURCE_INFO, SparkDialect, SparkRunner
 from nextbest.store.schema import assignments, experiment_units
 from nextbest.store.units import units_from
-from nextbest.warehouse.exporter import STATE
-from nextbest.warehouse.tables import EXPORTED, ExportedTable, arrow_schema
+from nextbest.warehouse.exporter import SENDS, STATE
+from nextbest.warehouse.tables import EXPORT_SOURCE, EXPORTED, ExportedTable, arrow_schema, assignment_sends
 
 __all__ = ["SourceError", "duckdb_connection", "spark_runner", "spark_session"]
 
@@ -81,9 +81,14 @@ def duckdb_connection(source: Path | None = None, *, threads: int | None = None)
             if source is not None and path == ":memory:":
                 for table in EXPORTED:
                     conn.exec_driver_sql(_duckdb_view(source, table, conn.dialect))
-            elif path != ":memory:" and not _has_table(conn, "experiment_units"):
-                # A DuckDB file loaded without the units' first exposures: computed from its assignments.
-                conn.exec_driver_sql(f"CREATE TEMP VIEW experiment_units AS {_derived_units(conn.dialect)}")
+            elif path != ":memory:":
+                # A DuckDB file loaded without the units' first exposures or the sends per day: computed
+                # from its assignments.
+                for name, derived in (("experiment_units", _derived_units), (SENDS, _derived_sends)):
+                    if not _has_table(conn, name):
+                        conn.exec_driver_sql(f"CREATE TEMP VIEW {name} AS {derived(conn.dialect)}")
+            if source is not None:
+                conn.info[SOURCE_INFO] = EXPORT_SOURCE
             conn.commit()
             yield conn
     finally:
@@ -94,6 +99,19 @@ def _derived_units(dialect: Any) -> str:
     """The units' first exposures computed from the exported assignments, for an export made before
     ``experiment_units`` was exported (slower: it groups every exposure)."""
     query = units_from(assignments)
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _derived_sends(dialect: Any) -> str:
+    """``assignment_sends`` computed from the exported assignments, for an export made before the export
+    counted sends (slower: it groups every exposure)."""
+    a = assignments.c
+    day = func.date_trunc("day", a.occurred_at)
+    query = (
+        select(a.experiment_id, a.arm_id, a.action_id, day.label("day_start"), func.count().label("sends"))
+        .where(a.held_out.is_(False))
+        .group_by(a.experiment_id, a.arm_id, a.action_id, day)
+    )
     return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
@@ -109,6 +127,8 @@ def _duckdb_view(directory: Path, table: ExportedTable, dialect: Any) -> str:
     files = _files(directory, table)
     if files is None and table.table is experiment_units:
         return f'CREATE VIEW "{table.name}" AS {_derived_units(dialect)}'
+    if files is None and table.table is assignment_sends:
+        return f'CREATE VIEW "{table.name}" AS {_derived_sends(dialect)}'
     if files is None:
         nulls = ", ".join(f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         return f'CREATE VIEW "{table.name}" AS SELECT {nulls} WHERE false'
@@ -150,10 +170,12 @@ def spark_runner(spark: Any, source: Path) -> SparkRunner:
         files = _files(source, table)
         if files is None and table.table is experiment_units:
             frame = spark.sql(str(_derived_units(SparkDialect())))
+        elif files is None and table.table is assignment_sends:
+            frame = spark.sql(_derived_sends(SparkDialect()))
         elif files is None:
             ddl = ", ".join(f"`{f.name}` {_spark_type(f.type)}" for f in schema)
             frame = spark.createDataFrame([], ddl)
         else:
             frame = spark.read.parquet(str(source / table.name)).select(*[f.name for f in schema])
         frame.createOrReplaceTempView(table.name)
-    return SparkRunner(spark)
+    return SparkRunner(spark, EXPORT_SOURCE)

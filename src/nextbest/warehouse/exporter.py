@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,8 +44,14 @@ from sqlalchemy import JSON, Connection, DateTime, Text, cast, func, select, tex
 from nextbest.errors import NextbestError
 from nextbest.models.features import LOGGED
 from nextbest.store import Database
-from nextbest.store.schema import UTCDateTime
-from nextbest.warehouse.tables import EXPORTED, ExportedTable, arrow_schema, schema_document
+from nextbest.store.schema import UTCDateTime, assignments
+from nextbest.warehouse.tables import (
+    EXPORTED,
+    ExportedTable,
+    arrow_schema,
+    assignment_sends,
+    schema_document,
+)
 
 __all__ = ["ExportError", "ExportResult", "export"]
 
@@ -55,6 +62,8 @@ LOCK = "_nextbest_export.lock"
 SCHEMA = "_schema.json"
 TEMP_PREFIX = ".tmp-"
 _BATCH = 50_000
+SENDS = str(assignment_sends.name)
+SENDS_TABLE = next(t for t in EXPORTED if t.table is assignment_sends)
 
 
 class ExportError(NextbestError):
@@ -88,8 +97,14 @@ def export(
         marks: dict[str, Any] = dict(state.get("watermarks", {}))
         renames: list[tuple[str, str]] = []
         cut = (now or datetime.now(UTC)) - settle
+        sends: Counter[tuple[str, str, str, str]] = Counter()  # (day, experiment, arm, action) -> sends
+        if SENDS not in marks and marks.get("assignments") is not None:
+            # A directory exported before the export counted sends: count the assignments it holds.
+            sends.update(_sends_of_exported(directory))
         with db.reader.connect() as conn:
             for table in EXPORTED:
+                if table.derived_from is not None:
+                    continue
                 if table.order is None:
                     if _unchanged(conn, directory, table, result):
                         continue
@@ -100,10 +115,15 @@ def export(
                 else:
                     upper = _settled_max(conn, table, in_flight_timeout)
                 mark = marks.get(table.name)
-                written, count = _write_after(conn, directory, table, run, mark=mark, upper=upper)
+                counter = sends if table.table is assignments else None
+                written, count = _write_after(
+                    conn, directory, table, run, mark=mark, upper=upper, sends=counter
+                )
                 renames += written
                 result.rows[str(table.name)] = count
                 marks[str(table.name)] = _advance(mark, upper)
+        renames += _write_sends(directory, sends, run)
+        marks[SENDS] = marks.get("assignments")
         _write_json(directory / SCHEMA, schema_document())
         _durable([directory / tmp for tmp, _ in renames])
         # The commit point: the new watermarks and the renames still to do, in one atomic replace.
@@ -126,10 +146,18 @@ def _advance(mark: Any, upper: Any) -> Any:
 
 
 def _write_after(
-    conn: Connection, directory: Path, table: ExportedTable, run: int, *, mark: Any, upper: Any
+    conn: Connection,
+    directory: Path,
+    table: ExportedTable,
+    run: int,
+    *,
+    mark: Any,
+    upper: Any,
+    sends: Counter[tuple[str, str, str, str]] | None = None,
 ) -> tuple[list[tuple[str, str]], int]:
     """Writes the rows after ``mark`` up to ``upper`` (inclusive) as hidden files, one per day; returns
-    the renames to do and the row count."""
+    the renames to do and the row count. ``sends`` (for assignments) gets the rows not held out counted
+    per day, experiment, arm and action."""
     if upper is None or table.order is None or table.day is None:
         return [], 0
     day_column = table.day
@@ -156,6 +184,8 @@ def _write_after(
         for rows in result.partitions(_BATCH):
             batch = _arrow(table, schema, rows)
             days = pc.strftime(batch[day_column], format="%Y-%m-%d")
+            if sends is not None:
+                sends.update(_count_sends(batch, days))
             for day in pc.unique(days).to_pylist():
                 pending.setdefault(day, []).append(batch.filter(pc.equal(days, day)))
                 if sum(t.num_rows for t in pending[day]) >= _BATCH:
@@ -167,6 +197,51 @@ def _write_after(
         for writer, _, _ in writers.values():
             writer.close()
     return [(tmp, final) for _, tmp, final in writers.values()], count
+
+
+def _count_sends(batch: pa.Table, days: pa.Array) -> Counter[tuple[str, str, str, str]]:
+    """The assignments of ``batch`` not held out, counted per (day, experiment, arm, action)."""
+    keys = ["day", "experiment_id", "arm_id", "action_id"]
+    sent = batch.select(keys[1:]).append_column("day", days).filter(pc.invert(batch["held_out"]))
+    grouped = sent.group_by(keys).aggregate([("day", "count")]).to_pydict()
+    return Counter(
+        {
+            key: int(n)
+            for key, n in zip(
+                zip(*(grouped[k] for k in keys), strict=True), grouped["day_count"], strict=True
+            )
+        }
+    )
+
+
+def _sends_of_exported(directory: Path) -> Counter[tuple[str, str, str, str]]:
+    """The visible exported assignments not held out, counted per (day, experiment, arm, action): the
+    day from each file's ``day=`` folder."""
+    out: Counter[tuple[str, str, str, str]] = Counter()
+    for path in sorted((directory / "assignments").glob("day=*/*.parquet")):
+        rows = pq.read_table(path, columns=["experiment_id", "arm_id", "action_id", "held_out"])
+        days = pa.array([path.parent.name.removeprefix("day=")] * rows.num_rows, type=pa.string())
+        out.update(_count_sends(rows, days))
+    return out
+
+
+def _write_sends(
+    directory: Path, sends: Counter[tuple[str, str, str, str]], run: int
+) -> list[tuple[str, str]]:
+    """``assignment_sends``: this run's counts as hidden files, one per day; returns the renames to do."""
+    schema = arrow_schema(SENDS_TABLE)
+    renames = []
+    for day in sorted({key[0] for key in sends}):
+        rows = sorted((key, n) for key, n in sends.items() if key[0] == day and n)
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        columns = list(zip(*[(e, a, act, start, n) for (_, e, a, act), n in rows], strict=True))
+        partition = Path(SENDS) / f"day={day}"
+        (directory / partition).mkdir(parents=True, exist_ok=True)
+        tmp = str(partition / f"{TEMP_PREFIX}{run:06d}-{uuid.uuid4().hex[:8]}.parquet")
+        arrays = [pa.array(values, type=field.type) for field, values in zip(schema, columns, strict=True)]
+        pq.write_table(pa.Table.from_arrays(arrays, schema=schema), directory / tmp)
+        renames.append((tmp, str(partition / f"part-{run:06d}.parquet")))
+    return renames
 
 
 def _read_columns(table: ExportedTable) -> list[Any]:

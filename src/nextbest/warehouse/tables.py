@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table
 
 from nextbest.models.features import LOGGED
+from nextbest.reports.aggregate import ReportSource
 from nextbest.store.schema import (
     UTCDateTime,
     assignments,
@@ -21,7 +22,27 @@ from nextbest.store.schema import (
     exposures,
 )
 
-__all__ = ["EXPORTED", "ExportedTable", "arrow_schema", "schema_document"]
+__all__ = [
+    "EXPORTED",
+    "EXPORT_SOURCE",
+    "ExportedTable",
+    "arrow_schema",
+    "assignment_sends",
+    "schema_document",
+]
+
+# A table of the export alone (the store has no such table): per experiment, arm, action and UTC day of
+# ``occurred_at``, the assignments not held out (the sends the cost per arm counts). Written by the same
+# run, from the same rows, as the assignments, so that it always counts exactly the exported assignments.
+assignment_sends = Table(
+    "assignment_sends",
+    MetaData(),
+    Column("experiment_id", String(128), nullable=False),
+    Column("arm_id", String(128), nullable=False),
+    Column("action_id", String(128), nullable=False),
+    Column("day_start", UTCDateTime(), nullable=False),
+    Column("sends", BigInteger, nullable=False),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +56,8 @@ class ExportedTable:
     order: str | None
     day: str | None
     description: str
+    # A table computed by the export from another exported table's rows, in the same run (its name).
+    derived_from: str | None = None
 
     @property
     def name(self) -> str:
@@ -60,6 +83,15 @@ EXPORTED: tuple[ExportedTable, ...] = (
         "occurred_at",
         "experiment exposures: one row per decision, experiment and in-scope action, held-out units "
         "included with the action they would have received; probability: of the arm served",
+    ),
+    ExportedTable(
+        assignment_sends,
+        None,
+        "day_start",
+        "per experiment, arm, action and UTC day (day_start, its midnight), the assignments not held out "
+        "(sends), counted from the assignments each run exports, a file per day and run (add them up); "
+        "the cost per arm of a report reads these instead of every exposure",
+        derived_from="assignments",
     ),
     ExportedTable(
         experiment_units,
@@ -120,7 +152,7 @@ def schema_document() -> dict[str, Any]:
             str(t.name): {
                 "description": t.description,
                 "partition": f"day of {t.day}" if t.day else "none (rewritten whole)",
-                "watermark": t.order,
+                "watermark": t.order if t.derived_from is None else f"that of {t.derived_from}",
                 "columns": {
                     str(f.name): str(f.type) + ("" if f.nullable else " not null") for f in arrow_schema(t)
                 },
@@ -128,3 +160,8 @@ def schema_document() -> dict[str, Any]:
             for t in EXPORTED
         },
     }
+
+
+# What a report reads on an engine over the export: the store's tables under their names, each unit's
+# first exposure from ``experiment_units`` and the cost per arm from ``assignment_sends``.
+EXPORT_SOURCE = ReportSource(units=experiment_units, sends=assignment_sends)
