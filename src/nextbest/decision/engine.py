@@ -116,12 +116,17 @@ def new_decision_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (
         (time.time_ns() // 1_000_000) << 80
-        | 0x7 << 76  # version
+        | _VERSION
         | (rand >> 68) << 64  # 12 random bits
-        | 0b10 << 62  # variant
-        | rand & ((1 << 62) - 1)  # 62 random bits
+        | _VARIANT
+        | rand & _LOW_62  # 62 random bits
     )
     return f"{value:032x}"
+
+
+_VERSION = 0x7 << 76
+_VARIANT = 0b10 << 62
+_LOW_62 = (1 << 62) - 1
 
 
 _STRIPES = 1024
@@ -227,7 +232,8 @@ class DecisionEngine:
         # from the stored decision. New requests (the common case) skip a lookup.
         with self._lock(request.user_id):
             for _attempt in range(MAX_ATTEMPTS):
-                self._decide_time.check(deadline, "before deciding", self._decide_time.estimate())
+                if deadline is not None:
+                    Duration.check(deadline, "before deciding", self._decide_time.estimate())
                 started = time.monotonic()
                 decided_at = self.clock()
                 now = request.occurred_at or decided_at
@@ -392,7 +398,8 @@ class DecisionEngine:
     ) -> tuple[Decision, SavedDecision]:
         snapshot = self._load(request, now)
         decision = self._make_decision(request, snapshot, now)
-        self._write_time.check(deadline, "before writing", self._write_time.estimate())
+        if deadline is not None:
+            Duration.check(deadline, "before writing", self._write_time.estimate())
         started = time.monotonic()
         saved = self.store.save_decision(decision, fingerprint, decided_at, snapshot.version)
         self._write_time.observe(time.monotonic() - started)
