@@ -442,12 +442,16 @@ class DecisionEngine:
             catalog_version=self.catalog.version,
             actions=tuple(_chosen(c) for c in chosen),
             rejected=tuple(
-                rejected
+                rejected + no_lift + lower
+                if not self.catalog.experiments  # nothing held out, no arms
+                else rejected
                 + no_lift
                 + lower
                 + [_held_rejection(c, c in held) for c in scored if c.candidate.held_out_by]
             ),
-            exposures=tuple(_exposures(held, held_out=True) + _exposures(chosen, held_out=False)),
+            exposures=()
+            if not self.catalog.experiments
+            else tuple(_exposures(held, held_out=True) + _exposures(chosen, held_out=False)),
             cancelled=tuple(cancelled),
             models=models.versions,
         )
@@ -525,6 +529,8 @@ class DecisionEngine:
         what the unit would have received. Then arbitrates what can actually be sent."""
         flows = self.catalog.flows
         first, lower = arbitrate(scored, flows, max_actions, contact, self._ranks)
+        if not self.catalog.experiments:  # no one is held out
+            return first, lower, []
         held = [c for c in first if c.candidate.held_out_by is not None]
         if not held and not any(c.candidate.held_out_by for c in scored):
             return first, lower, []

@@ -206,6 +206,7 @@ class ScopePlan:
 
 
 _UNSET = object()
+_TRIGGER_ONLY = frozenset({"trigger"})
 
 
 def _same(held: Any, value: Any) -> bool:
@@ -233,7 +234,11 @@ class _Live:
 
     def set(self, values: Mapping[str, Any]) -> None:
         held = self.held
-        changed = {k: v for k, v in values.items() if not _same(held.get(k, _UNSET), v)}
+        changed = {}
+        for k, v in values.items():
+            was = held.get(k, _UNSET)
+            if was is not v and not _same(was, v):
+                changed[k] = v
         if not changed:
             return
         try:
@@ -277,7 +282,10 @@ class RuleScope:
             for name, f in plan.context:
                 values[name] = _CONTEXT[f](ctx)
             if plan.whole:
-                values.update(self._nested(plan.whole))
+                if plan.whole == _TRIGGER_ONLY and "trigger" in plan.reads:  # no map to build
+                    values["trigger"] = self._request.trigger
+                else:
+                    values.update(self._nested(plan.whole))
             live.set(values)
         if uses_journey and self._journey_of != flow:
             variables = journey_variables(journey, self._state.last_events, self._now)
