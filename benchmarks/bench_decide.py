@@ -12,12 +12,21 @@ per call.
 Then a breakdown per stage: each stage run alone, in process, on the inputs the pipeline gave it, CPU per
 decision (the stages' sum is a little less than ``decide``: locks, clocks, the deadline estimates).
 
-    python benchmarks/bench_decide.py [--rounds 3] [--decisions 3000] [--seconds 5] [--json PATH]
+As the server does before serving (``nextbest serve``), what start-up built is frozen out of the
+garbage collector (``gc.freeze()``) once the engine is warm: full collections then walk only what the
+decisions made, not the catalog, the models and the 10,000 snapshots.
+
+With ``--base REV``, each round also times ``decide`` of commit ``REV`` (``git archive`` of its ``src``)
+in a child process, and of this tree in another, alternating, on the same requests: old against new in
+one run, whatever the machine is doing meanwhile.
+
+    python benchmarks/bench_decide.py [--rounds 3] [--decisions 3000] [--seconds 5] [--base REV] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -26,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -85,6 +95,29 @@ def engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
         elif not compiler.wait(900):
             print("compiled trees not ready after 15 minutes: LightGBM scores", file=sys.stderr)
     return DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
+
+
+def warm_engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
+    """The engine with every customer read once (``FrozenStore`` answers from memory from then on),
+    plans built, models loaded, caches warm, and what start-up built frozen out of the collector as
+    the server freezes it before serving."""
+    eng = engine(catalog_path, compiled=compiled)
+    for user in range(USERS):
+        eng.store.load_snapshot(f"bench-user-{user:05d}", NOW, ())
+    for r in requests(1000, seed=1):
+        eng.decide(r)
+    gc.collect()
+    gc.freeze()
+    return eng
+
+
+def child_decide(src: Path, catalog: Path, decisions: int, seed: int, lightgbm: bool) -> float:
+    """CPU µs per decide of the tree at ``src`` (its ``nextbest``), timed by this script in a child."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--catalog", str(catalog)]
+    cmd += ["--decisions", str(decisions), "--seed", str(seed)] + (["--lightgbm"] if lightgbm else [])
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=1800)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def cpu_per_call(fn: Callable[[DecisionRequest], Any], batch: list[DecisionRequest]) -> float:
@@ -209,25 +242,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
     parser.add_argument("--lightgbm", action="store_true", help="LightGBM's predict, not compiled trees")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--base", help="also time decide of this commit, in child processes (both trees)")
+    parser.add_argument("--seed", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    eng = engine(args.catalog, compiled=not args.lightgbm)
-    for user in range(USERS):  # every customer read once: FrozenStore answers from memory from now on
-        eng.store.load_snapshot(f"bench-user-{user:05d}", NOW, ())
-    for r in requests(1000, seed=1):  # plans built, models loaded, caches warm
-        eng.decide(r)
+    eng = warm_engine(args.catalog, compiled=not args.lightgbm)
+    if args.child:
+        print(cpu_per_call(eng.decide, requests(args.decisions, seed=args.seed)))
+        return 0
     decide_us: list[float] = []
     floor_us: list[float] = []
-    for round_no in range(args.rounds):
-        batch = requests(args.decisions, seed=100 + round_no)
-        decide_us.append(cpu_per_call(eng.decide, batch))
-        if not args.no_server:
-            floor_us.append(empty_server_cpu(args.seconds, args.concurrency))
-        print(
-            f"round {round_no + 1}: decide {decide_us[-1]:.0f} µs"
-            + (f", empty server {floor_us[-1]:.0f} µs per call" if floor_us else ""),
-            file=sys.stderr,
-        )
+    children: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees: dict[str, Path] = {}
+        if args.base:
+            archive = subprocess.run(
+                ["git", "archive", args.base, "src"], cwd=HERE.parent, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            trees = {args.base: Path(tmp) / "src", "this tree": HERE.parent / "src"}
+        for round_no in range(args.rounds):
+            batch = requests(args.decisions, seed=100 + round_no)
+            decide_us.append(cpu_per_call(eng.decide, batch))
+            if not args.no_server:
+                floor_us.append(empty_server_cpu(args.seconds, args.concurrency))
+            for name, src in trees.items():
+                us = child_decide(src, args.catalog, args.decisions, 100 + round_no, args.lightgbm)
+                children.setdefault(name, []).append(us)
+            print(
+                f"round {round_no + 1}: decide {decide_us[-1]:.0f} µs"
+                + (f", empty server {floor_us[-1]:.0f} µs per call" if floor_us else "")
+                + "".join(f", {name} (child) {v[-1]:.0f} µs" for name, v in children.items()),
+                file=sys.stderr,
+            )
     stages = stage_breakdown(eng, requests(args.decisions, seed=7))
     decide = statistics.median(decide_us)
     floor = statistics.median(floor_us) if floor_us else None
@@ -244,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": None if floor is None else round(decide / floor, 3),
         "target_ratio": 0.5,
         "stages_cpu_us": {k: round(v, 1) for k, v in stages.items()},
+        "children_cpu_us_rounds": {k: [round(x, 1) for x in v] for k, v in children.items()},
     }
     print(f"decide: {decide:.0f} µs CPU per decision (median of {args.rounds} rounds)")
     if floor is not None:
@@ -252,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
             f"empty gRPC server: {floor:.0f} µs CPU per call; "
             f"decide / empty = {decide / floor:.2f} ({verdict})"
         )
+    for name, values in children.items():
+        print(f"{name} in a child process: {statistics.median(values):.0f} µs per decide (median)")
+    if args.base and len(children) == 2:
+        ratio = statistics.median(children["this tree"]) / statistics.median(children[args.base])
+        print(f"this tree / {args.base}: {ratio:.3f}")
     for name, value in stages.items():
         print(f"  {name:60s} {value:7.1f} µs")
     if args.json:
