@@ -17,6 +17,12 @@ Then, in the same run and alternately, it times (median of ``--repeat`` runs eac
 - ``bare GROUP BY``: the floor — PostgreSQL scanning the same rows with nothing to compute: the
   experiment's assignments grouped by arm and the events grouped by type.
 
+On DuckDB, ``report`` reads the cost per arm as any report over the export does: the days before the
+moment from the export's send counts per day (``assignment_sends``), the moment's own day from the
+assignments; ``report, cost from every exposure`` is the same report reading the cost from every
+assignment instead (as on the store), for comparison; ``report's aggregation query alone`` is its first
+query (units, their events in the window and lookback, per customer, per arm) without the cost per arm.
+
 The same data is then exported (``nextbest export``, incremental: a rerun exports nothing) to
 ``var/bench_report/<database>/`` and the same report and the same bare ``GROUP BY`` are timed on DuckDB
 (embedded, over the Parquet export, and over a DuckDB file loaded from it) and on Spark (``local[*]``,
@@ -46,7 +52,7 @@ from sqlalchemy.engine import make_url
 
 from nextbest.catalog import load_catalog
 from nextbest.reports import Metric, ReportRequest, aggregate, build_report
-from nextbest.reports.aggregate import aggregate_many
+from nextbest.reports.aggregate import STORE, aggregate_many
 from nextbest.store import Database
 from nextbest.store.migrate import upgrade
 from nextbest.store.partitions import ensure_partitions
@@ -310,7 +316,7 @@ def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> 
     if not file.exists():
         with duckdb_connection(folder) as conn:
             conn.exec_driver_sql(f"ATTACH '{file}' AS bench")
-            for table in ("assignments", "experiment_units", "events", "erasures"):
+            for table in ("assignments", "experiment_units", "assignment_sends", "events", "erasures"):
                 conn.exec_driver_sql(f"CREATE TABLE bench.{table} AS SELECT * FROM {table}")
             conn.commit()
             conn.exec_driver_sql("DETACH bench")
@@ -328,9 +334,17 @@ def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> 
             def report(conn: Any = conn) -> None:
                 build_report(conn, catalog, request)
 
+            def every_exposure(conn: Any = conn) -> None:
+                build_report(conn, catalog, request, source=STORE)
+
+            def aggregation(conn: Any = conn) -> None:
+                aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+
             cases: dict[str, Callable[[], Any]] = {
                 "bare GROUP BY": bare,
                 "per-unit GROUP BY": per_unit,
+                "report's aggregation query alone": aggregation,
+                "report, cost from every exposure": every_exposure,
                 "report": report,
             }
             _rows(name, _interleaved(cases, repeat))
