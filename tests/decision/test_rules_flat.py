@@ -36,6 +36,18 @@ BENCH_CATALOG = Path(__file__).resolve().parents[2] / "benchmarks" / "catalog_20
         # Inside a string literal nothing changes.
         ("context.page_category == 'context.x'", "context__page_category == 'context.x'"),
         ("!journey.opened", "!journey__opened"),
+        # The products' count is an int variable of its own; the list stays for what else reads it.
+        ("size(context.product_ids) > 0", "context__product_ids__size > 0"),
+        ("context.product_ids . size() >= 2", "context__product_ids__size >= 2"),
+        (
+            '"a" in context.product_ids && size( context.product_ids ) > 1',
+            '"a" in context__product_ids && context__product_ids__size > 1',
+        ),
+        ("size(context.product_ids_x) > 0", "size(context__product_ids_x) > 0"),
+        (
+            "'size(context.product_ids)' == context.page_category",
+            "'size(context.product_ids)' == context__page_category",
+        ),
         # Nothing to rewrite, or not safely: the original program stays.
         ("true", None),
         ('trigger == "x"', None),
@@ -61,7 +73,7 @@ def _rule(source: str) -> CompiledRule:
 
 def test_a_flat_rule_reads_top_level_variables_and_a_bad_one_keeps_its_program() -> None:
     flat = flat_rule(_rule("context.cart_value >= 50.0 && size(context.product_ids) > 0"))
-    assert flat.variables == {"context__cart_value", "context__product_ids"}
+    assert flat.variables == {"context__cart_value", "context__product_ids__size"}
     kept = flat_rule(_rule("has(context.attributes.vip)"))
     assert kept.program is kept.rule.program and kept.variables == {"context"}
 
@@ -78,6 +90,7 @@ def _request(cart: float | None, products: tuple[str, ...], **attributes: str) -
 
 RULES = [
     "context.cart_value > 10.0 && size(context.product_ids) >= 2",
+    '"a" in context.product_ids && context.product_ids.size() < 2',
     "customer.orders_count >= 1 || customer.total_revenue > 100.0",
     # Loads (the sample scopes pass) but divides by zero for a customer with two orders: RULE_ERROR.
     "100 / (customer.orders_count - 2) > 1",

@@ -60,6 +60,12 @@ _CONTEXT: dict[str, Callable[[RequestContext], Any]] = {
     "time_zone": lambda ctx: ctx.time_zone,
     "attributes": lambda ctx: dict(ctx.attributes),
 }
+# Flat variables derived from a field: ``size(context.product_ids)`` is read as the int
+# ``context__product_ids__size`` (``flatten``). Converting a list of strings to CEL costs ~5 µs on every
+# request (its ids change each time), its length ~0.2 µs, and a rule that only counts the products needs no
+# more. Named with the separator twice, so no field of ``context`` can be taken for it.
+_DERIVED: dict[str, Callable[[RequestContext], Any]] = {"product_ids__size": lambda ctx: len(ctx.product_ids)}
+_FLAT_CONTEXT = {**_CONTEXT, **_DERIVED}
 _ALL = {"customer": None, "context": None, "trigger": None}
 # The separator of a flat variable's name: ``context.cart_value`` is read as ``context__cart_value``.
 _SEP = "__"
@@ -87,12 +93,19 @@ _UNSAFE = re.compile(
     r"\bhas\s*\(|\\|(?<![\w.])[rRbB]{1,2}['\"]|'''|\"\"\"|\b(?:customer|context|journey)\s*,"
 )
 _STRING = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
+# ``size(context.product_ids)`` and ``context.product_ids.size()``: the derived int variable instead.
+_SIZE = re.compile(
+    r"(?<![\w.])size\s*\(\s*context\s*\.\s*product_ids\s*\)"
+    r"|(?<![\w.])context\s*\.\s*product_ids\s*\.\s*size\s*\(\s*\)"
+)
+_PRODUCTS_SIZE = f"context{_SEP}product_ids{_SEP}size"
 
 
 def flatten(source: str) -> str | None:
     """``source`` with each ``customer.f``, ``context.f`` and ``journey.f`` outside string literals
-    read as the variable ``customer__f`` (and so on), or None when it has nothing to rewrite or cannot be
-    rewritten safely."""
+    read as the variable ``customer__f`` (and so on), and the size of ``context.product_ids`` as
+    ``context__product_ids__size``, or None when it has nothing to rewrite or cannot be rewritten
+    safely."""
     if _UNSAFE.search(source):
         return None
     out: list[str] = []
@@ -102,14 +115,14 @@ def flatten(source: str) -> str | None:
         code = source[at : literal.start()]
         if "'" in code or '"' in code:  # an unterminated quote: not a source this reads safely
             return None
-        rewritten = _SELECT.sub(rf"\1{_SEP}\2", code)
+        rewritten = _SELECT.sub(rf"\1{_SEP}\2", _SIZE.sub(_PRODUCTS_SIZE, code))
         changed = changed or rewritten != code
         out += [rewritten, literal.group()]
         at = literal.end()
     code = source[at:]
     if "'" in code or '"' in code:
         return None
-    rewritten = _SELECT.sub(rf"\1{_SEP}\2", code)
+    rewritten = _SELECT.sub(rf"\1{_SEP}\2", _SIZE.sub(_PRODUCTS_SIZE, code))
     changed = changed or rewritten != code
     out.append(rewritten)
     return "".join(out) if changed else None
@@ -120,7 +133,10 @@ def _flat_scope(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any
     out: dict[str, Any] = {}
     for name in names:
         head, sep, field = name.partition(_SEP)
-        out[name] = scope[head][field] if sep else scope[name]
+        if name == _PRODUCTS_SIZE:
+            out[name] = len(scope["context"]["product_ids"])
+        else:
+            out[name] = scope[head][field] if sep else scope[name]
     return out
 
 
@@ -280,7 +296,7 @@ class RuleScope:
             state, now, ctx = self._state, self._now, self._request.context
             values: dict[str, Any] = {name: _CUSTOMER[f](state, now) for name, f in plan.customer}
             for name, f in plan.context:
-                values[name] = _CONTEXT[f](ctx)
+                values[name] = _FLAT_CONTEXT[f](ctx)
             if plan.whole:
                 if plan.whole == _TRIGGER_ONLY and "trigger" in plan.reads:  # no map to build
                     values["trigger"] = self._request.trigger
