@@ -56,6 +56,7 @@ from sqlalchemy import create_engine, text
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
+from nextbest.server.edge import Edge, EdgeConfig
 from nextbest.server.process import free_port
 from nextbest.throttle import AdaptiveThrottle, ThrottledError
 
@@ -842,9 +843,14 @@ def scenario_overload(
     pin: bool = False,
     deadline: float = 0.5,
     throttle_k: float | None = None,
+    edge: bool = False,
 ) -> dict[str, Any]:
     """Open loop at twice the measured capacity. Health is probed on its own port (``--health-port``),
     so the service port refuses calls beyond ``--max-concurrent`` inside gRPC, before any Python.
+
+    With ``edge``, the callers go through ``nextbest.server.edge`` (nginx, refusing beyond ``limit``
+    decision calls at once, default 2 per core, in C) and the server behind it admits twice that; nginx
+    runs on the server's CPUs, as a sidecar would, and its CPU is counted with the server's.
 
     With ``pin``, the server runs on its own CPUs and the callers (this harness) on the others, as a load
     generator on another host would: otherwise the callers' share of the same cores grows with the rate
@@ -853,7 +859,10 @@ def scenario_overload(
     ledger = Ledger(ctx.seed + 5)
     health_port = free_port()
     extra = ["--health-port", str(health_port)]
-    if limit is not None:
+    if edge:
+        limit = limit or 2 * len(os.sched_getaffinity(0))
+        extra += ["--max-concurrent", str(2 * limit)]  # the edge is the limit; the server a backstop
+    elif limit is not None:
         extra += ["--max-concurrent", str(limit)]
     if processes > 1:
         extra += ["--processes", str(processes)]
@@ -862,24 +871,51 @@ def scenario_overload(
     server.start()
     sampler = SizeSampler(Path(url.removeprefix("sqlite:///"))) if ctx.database == "sqlite" else None
     assert server.proc is not None
-    with _pinned(split[1] if split else None):
-        cpu = _cpu_seconds(server.proc.pid), time.process_time()
-        measured = capacity(server.address, ledger)
-        at_capacity = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
-        watch = HealthWatch(f"{HOST}:{health_port}")
-        cpu = _cpu_seconds(server.proc.pid), time.process_time()
-        throttle = AdaptiveThrottle(k=throttle_k) if throttle_k is not None else None
-        run = open_loop(server.address, ledger, 2 * measured, seconds, deadline=deadline, throttle=throttle)
-        overloaded = _cpu_seconds(server.proc.pid) - cpu[0], time.process_time() - cpu[1]
-        watch.close()
+    front: Edge | None = None
+    address = server.address
+    if edge:
+        assert limit is not None
+        front = Edge(EdgeConfig(f"{HOST}:{free_port()}", server.address, limit)).start()
+        address = front.config.listen
+        if split:
+            for pid in front.pids:
+                os.sched_setaffinity(pid, split[0])
+
+    def server_cpu() -> float:
+        assert server.proc is not None
+        return _cpu_seconds(server.proc.pid) + (_cpu_seconds(front.pids[0]) if front else 0.0)
+
+    try:
+        with _pinned(split[1] if split else None):
+            # Through the edge, as many callers as it admits (more would be refused and back off, and
+            # understate it); the server alone too, at the same concurrency: the higher is the capacity,
+            # so the edge's own cost counts against it.
+            direct = capacity(server.address, ledger, threads=limit) if front else None
+            cpu = server_cpu(), time.process_time()
+            measured = capacity(address, ledger, threads=limit if front else 16)
+            at_capacity = server_cpu() - cpu[0], time.process_time() - cpu[1]
+            via_edge, measured = measured, max(measured, direct or 0.0)
+            watch = HealthWatch(f"{HOST}:{health_port}")
+            cpu = server_cpu(), time.process_time()
+            throttle = AdaptiveThrottle(k=throttle_k) if throttle_k is not None else None
+            run = open_loop(address, ledger, 2 * measured, seconds, deadline=deadline, throttle=throttle)
+            overloaded = server_cpu() - cpu[0], time.process_time() - cpu[1]
+            watch.close()
+    finally:
+        if front is not None:
+            front.stop()
     late = committed_unanswered(url, ledger)
     probes = [d for _, s, d in watch.timeline]
     result: dict[str, Any] = {
         "scenario": f"open loop at 2 x capacity for {seconds:g} s",
         "max_concurrent": limit,
+        "edge": edge,
         "processes": processes,
         "cpus": None if split is None else {"server": sorted(split[0]), "callers": sorted(split[1])},
         "capacity_per_s": round(measured),
+        # With the edge: the capacity through it and of the server alone (the higher is capacity_per_s).
+        "capacity_via_edge_per_s": round(via_edge) if front else None,
+        "capacity_direct_per_s": round(direct) if direct is not None else None,
         "goodput_per_s": round(run["ok_per_s"]),
         "goodput_share": round(run["ok_per_s"] / measured, 3) if measured else None,
         "deadline_s": deadline,
@@ -1014,6 +1050,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     pin=args.overload_pin,
                     deadline=args.overload_deadline,
                     throttle_k=args.overload_throttle,
+                    edge=args.overload_edge,
                 )
                 plan.append(("overload", overload))
             try:
@@ -1066,6 +1103,12 @@ def main(argv: list[str] | None = None) -> int:
         "--overload-pin",
         action="store_true",
         help="overload: the server on its own CPUs, the callers on the others (as on two hosts)",
+    )
+    parser.add_argument(
+        "--overload-edge",
+        action="store_true",
+        help="overload: the callers go through `nextbest edge` (nginx refusing beyond --overload-limit, "
+        "default 2 per core)",
     )
     parser.add_argument(
         "--overload-deadline", type=float, default=0.5, help="overload: each call's deadline in seconds"

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from nextbest.campaign_cli import add_campaign_commands, run_campaign_command, run_segment
 from nextbest.decide_cli import add_decide_command, run_decide
+from nextbest.edge_cli import add_edge_command, run_edge
 from nextbest.errors import CatalogError, NextbestError
 from nextbest.privacy_cli import COMMANDS as PRIVACY_COMMANDS
 from nextbest.privacy_cli import add_privacy_commands, run_privacy_command
@@ -244,6 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a few lines p
     add_warehouse_commands(sub)  # export, analyze, and report's --engine/--source
     add_campaign_commands(sub)  # segment count / sample
     add_score_command(sub)  # score --all | --stale | --status
+    add_edge_command(sub)  # nginx in front of serve: refusals before Python
 
     demo = sub.add_parser(
         "demo",
@@ -679,6 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_campaign_command(args, _settings)
         if args.command == "score":
             return run_score(args, _settings)
+        if args.command == "edge":
+            return run_edge(args)
         from nextbest.demo import run_demo
 
         return run_demo(args.database_url, args.customers, args.days)
