@@ -136,6 +136,8 @@ class ContactLog:
 
     def preempted_by(self, candidate: ScoredCandidate, flows: Mapping[str, Flow]) -> list[PastExposure]:
         """Pending actions on the candidate's channel that it outranks: it cancels them if it wins."""
+        if not self.history:
+            return []
         mine = _priority(candidate.action.action_class, candidate.action.flow, flows)
         return [
             p

@@ -254,7 +254,10 @@ class DecisionEngine:
             if stored is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise RuntimeError("request_id conflict without a stored decision")
             return self._replay(request, stored.decision, stored.fingerprint, fingerprint)
-        return decision if request.explain else _without_explanations(decision)
+        # A catalog without experiments holds no one out: no HELD_OUT reason to keep.
+        return (
+            decision if request.explain else _without_explanations(decision, bool(self.catalog.experiments))
+        )
 
     def dry_run(self, request: DecisionRequest) -> Decision:
         """What ``decide`` would answer now, with every reason, and nothing written (campaign plans).
@@ -583,8 +586,9 @@ def _as_saved(decision: Decision, saved: SavedDecision) -> Decision:
     return decision
 
 
-def _without_explanations(decision: Decision) -> Decision:
-    """Without ``explain`` only HELD_OUT stays: it is why a held-out caller gets nothing. Built field by
+def _without_explanations(decision: Decision, held_out: bool = True) -> Decision:
+    """Without ``explain`` only HELD_OUT stays: it is why a held-out caller gets nothing (``held_out``
+    False: the decision cannot hold one, no need to look). Built field by
     field (``dataclasses.replace`` walks the fields' metadata on every call: a few % of a decision);
     ``tests/decision/test_engine.py`` checks that this names every field of ``Decision``."""
     held = ReasonCode.HELD_OUT
@@ -597,7 +601,7 @@ def _without_explanations(decision: Decision) -> Decision:
         occurred_at=d.occurred_at,
         catalog_version=d.catalog_version,
         actions=d.actions,
-        rejected=tuple([r for r in d.rejected if r.reason is held]),
+        rejected=tuple([r for r in d.rejected if r.reason is held]) if held_out else (),
         replayed=d.replayed,
         exposures=d.exposures,
         cancelled=d.cancelled,

@@ -50,9 +50,16 @@ def channel_gate(
     if marketing and policy.requires_consent:
         consent = on.consent if on.consent is not None else policy.default_consent
         if not consent:
-            said = f"revoked at {_at(on.consent_at)}" if on.consent is False else "never given"
-            return Refusal(ReasonCode.NO_CONSENT, f"no {channel.value} consent: {said}")
+            if on.consent is not False:
+                return _NEVER_GIVEN[channel]
+            return Refusal(
+                ReasonCode.NO_CONSENT, f"no {channel.value} consent: revoked at {_at(on.consent_at)}"
+            )
     return None
+
+
+# The refusal of most closed channels, built once: consent never given.
+_NEVER_GIVEN = {c: Refusal(ReasonCode.NO_CONSENT, f"no {c.value} consent: never given") for c in Channel}
 
 
 def journey_gate(flow: str, journey: Journey, entry_trigger: bool) -> Refusal | None:
