@@ -43,10 +43,16 @@ def add_edge_command(sub: Any) -> None:
     edge.add_argument("--nginx", help="the nginx binary (default: nginx on PATH, then /usr/sbin/nginx)")
     edge.add_argument("--dir", type=Path, help="where the configuration and nginx's files go (default: temp)")
     edge.add_argument("--print", action="store_true", help="print the nginx configuration and exit")
+    edge.add_argument(
+        "--insecure-open",
+        action="store_true",
+        help="listen on a non-loopback address in front of a server that does not authenticate, on purpose",
+    )
 
 
 def run_edge(args: argparse.Namespace) -> int:
-    from nextbest.server.edge import Edge, EdgeConfig, render_config
+    from nextbest.server.edge import Edge, EdgeConfig, render_config, server_authenticates
+    from nextbest.server.tls import is_loopback
 
     config = EdgeConfig(
         listen=args.listen,
@@ -66,6 +72,17 @@ def run_edge(args: argparse.Namespace) -> int:
         sys.stdout.write(render_config(config, directory))
         return 0
     edge = Edge(config, args.dir, nginx=args.nginx)
+    host = config.listen.rpartition(":")[0]
+    # The server refuses a public address without authentication (`serve --insecure-open`); behind an
+    # edge it listens on loopback, so the edge checks in its place that calls will need a token.
+    if not is_loopback(host) and not args.insecure_open and not server_authenticates(config.upstream):
+        print(
+            f"nextbest edge: --listen {config.listen} is not loopback and the server at {config.upstream} "
+            "does not authenticate callers: give it --tokens-file (see the README's 'Access control'), "
+            "or pass --insecure-open to expose it anyway",
+            file=sys.stderr,
+        )
+        return 2
     edge.start()
     assert edge.proc is not None
     print(

@@ -19,7 +19,16 @@ import pytest
 
 from nextbest.client import NextbestClient
 from nextbest.server import NextbestServer
-from nextbest.server.edge import REFUSAL, UNREACHABLE, Edge, EdgeConfig, EdgeError, find_nginx, render_config
+from nextbest.server.edge import (
+    REFUSAL,
+    UNREACHABLE,
+    Edge,
+    EdgeConfig,
+    EdgeError,
+    find_nginx,
+    render_config,
+    server_authenticates,
+)
 from nextbest.server.process import HOST, free_port
 from tests.conftest import uid
 from tests.server.certs import Authority
@@ -249,3 +258,33 @@ def test_edge_command_prints_the_configuration_and_refuses_bad_input(tmp_path: P
     no_nginx = run_cli("--listen", f"{HOST}:{free_port()}", "--nginx", str(tmp_path / "nginx"))
     assert no_nginx.returncode == 2
     assert "is not an executable file" in no_nginx.stderr
+
+
+def test_a_public_edge_needs_a_server_that_authenticates(server: NextbestServer) -> None:
+    assert server_authenticates(server.address) is False  # the test server has no tokens
+    refused = run_cli("--listen", f"0.0.0.0:{free_port()}", "--upstream", server.address)
+    assert refused.returncode == 2
+    assert "does not authenticate callers" in refused.stderr
+    assert "--insecure-open" in refused.stderr
+
+
+def test_the_authentication_probe_reads_the_servers_answer() -> None:
+    def deny(_request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
+
+    locked = grpc.server(ThreadPoolExecutor(max_workers=2))
+    locked.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "nextbest.api.v1.DecisionService", {"NextAction": grpc.unary_unary_rpc_method_handler(deny)}
+            )
+        ]
+    )
+    port = locked.add_insecure_port(f"{HOST}:0")
+    locked.start()
+    try:
+        assert server_authenticates(f"{HOST}:{port}") is True
+    finally:
+        locked.stop(0)
+    with pytest.raises(EdgeError, match="no nextbest server answers"):
+        server_authenticates(f"{HOST}:{free_port()}", timeout=0.5)

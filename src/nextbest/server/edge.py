@@ -27,10 +27,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nextbest.errors import NextbestError
 
-__all__ = ["Edge", "EdgeConfig", "EdgeError", "find_nginx", "render_config"]
+__all__ = ["Edge", "EdgeConfig", "EdgeError", "find_nginx", "render_config", "server_authenticates"]
 
 #: The methods the limit applies to: every decision call (single, batch, events, reports).
 LIMITED_PREFIX = "/nextbest.api.v1.DecisionService/"
@@ -152,6 +153,29 @@ http {{
     }}
 }}
 """
+
+
+def server_authenticates(upstream: str, timeout: float = 3.0) -> bool:
+    """Whether the server at ``upstream`` refuses a call without a token (UNAUTHENTICATED). The probe is an
+    empty NextAction, which an open server refuses as INVALID_ARGUMENT without deciding or writing
+    anything. A server that does not answer is an error: the edge cannot vouch for it."""
+    import grpc
+
+    with grpc.insecure_channel(upstream) as channel:
+        probe: Any = channel.unary_unary(f"{LIMITED_PREFIX}NextAction")
+        try:
+            probe(b"", timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                return True
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EdgeError(
+                    f"upstream: no nextbest server answers at {upstream} (start it first, on loopback and "
+                    "in plaintext, to put an edge on a public address)"
+                ) from None
+            return False
+        return False
 
 
 def find_nginx(explicit: str | None = None) -> str:
