@@ -45,10 +45,22 @@ class ScoredCandidate:
     candidate: Candidate
     score: float
     send_at: datetime
-    features: bytes = b""
+    # Its features as logged (``features``), unless ``logged`` holds them.
+    encoded: bytes = b""
     # When the action optimizes its send time and a send-time model is loaded: the customer's profile.
     timing: Timing | None = None
     send_time: SendTimeSource = SendTimeSource.FIXED
+    # The decision's logged feature matrix and this candidate's row, encoded only when read: only the
+    # winners' features are logged, and most candidates lose.
+    logged: tuple[npt.NDArray[np.float64], int] | None = None
+
+    @property
+    def features(self) -> bytes:
+        """The candidate's feature row as the exposure log keeps it (``features.encode_rows``)."""
+        if self.logged is None:
+            return self.encoded
+        matrix, row = self.logged
+        return feats.encode_rows(matrix[row : row + 1])[0]
 
     @property
     def action(self) -> Action:
@@ -92,8 +104,7 @@ def score_candidates(
         kept.append(1.0 - action.discount)
         ids.append(action.id)
         declared = declared or c.declared is not None
-    full = feats.candidate_matrix(customer, sent)
-    blobs = feats.encode_rows(full)
+    full = logged = feats.candidate_matrix(customer, sent)
     # Ranked as declared: an arm that moves the channel or the delay must not change whether the action
     # wins, or the arms would compare different units. The log keeps what is sent.
     if declared:
@@ -129,7 +140,7 @@ def score_candidates(
                 timing, source = profile, profile.source
             else:
                 source = SendTimeSource.FALLBACK
-        scored.append(ScoredCandidate(c, scores[i], now + c.delay, blobs[i], timing, source))
+        scored.append(ScoredCandidate(c, scores[i], now + c.delay, b"", timing, source, (logged, i)))
     return scored, rejected
 
 
