@@ -33,6 +33,7 @@ over the export); the engines' sufficient statistics are checked equal (1e-9 rel
     python benchmarks/bench_report.py --units 200000 --repeat 3   # a smaller smoke run (its own database)
     python benchmarks/bench_report.py --drop                   # remove the benchmark database and exit
     python benchmarks/bench_report.py --units 40000 --engines duckdb,spark   # 200,000 exposures
+    python benchmarks/bench_report.py --engines duckdb --duckdb-steps --repeat 9   # where DuckDB's time goes
 """
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--drop", action="store_true", help="drop the benchmark database and exit")
     parser.add_argument("--engines", default="postgresql,duckdb,spark", help="comma-separated")
+    parser.add_argument(
+        "--duckdb-steps",
+        action="store_true",
+        help="also time the DuckDB report's steps one by one on the DuckDB file (wall and CPU)",
+    )
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     url = _database_url(args.postgres, args.units, args.per_unit)
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         if "duckdb" in engines:
-            statistics_by_engine["duckdb"] = _duckdb(folder, catalog, request, args.repeat)
+            statistics_by_engine["duckdb"] = _duckdb(folder, catalog, request, args.repeat, args.duckdb_steps)
         if "spark" in engines:
             statistics_by_engine["spark"] = _spark(folder, catalog, request, min(args.repeat, 3))
     print()
@@ -310,8 +316,9 @@ def _postgresql(db: Database, catalog: Any, request: ReportRequest, repeat: int)
     )
 
 
-def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> Any:
-    """DuckDB over the Parquet export, then over a DuckDB file loaded from it (its own storage)."""
+def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int, steps: bool = False) -> Any:
+    """DuckDB over the Parquet export, then over a DuckDB file loaded from it (its own storage); with
+    ``steps``, then the report's steps one by one on the file."""
     file = folder.with_suffix(".duckdb")
     if not file.exists():
         with duckdb_connection(folder) as conn:
@@ -349,7 +356,74 @@ def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> 
             }
             _rows(name, _interleaved(cases, repeat))
             out = out or aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+    if steps:
+        _duckdb_steps(file, catalog, request, repeat)
     return out
+
+
+# The DuckDB report's work step by step (hand-written DuckDB SQL for the steps inside its one query):
+# what the units cost alone, the join with their events, the grouping per customer.
+_WINDOW = "epoch_us(e.occurred_at) >= epoch_us(u.first_at) - 1209600000000 AND epoch_us(e.occurred_at) < epoch_us(u.first_at) + 1209600000000"
+_CLEAN = (
+    "u.experiment_id = :experiment AND u.first_at <= :as_of AND (u.mixed_at IS NULL OR u.mixed_at > :as_of)"
+)
+_JOINED = (
+    f"experiment_units u JOIN events e ON e.user_id = u.user_id WHERE {_CLEAN} "
+    f"AND e.type IN ('order_placed', 'refunded') AND {_WINDOW} AND e.occurred_at <= :as_of"
+)
+STEPS = {
+    "the units counted per arm": """SELECT arm_id, sum(CASE WHEN mixed_at <= :as_of THEN 0 ELSE 1 END),
+        sum(CASE WHEN mixed_at <= :as_of THEN 1 ELSE 0 END) FROM experiment_units
+        WHERE experiment_id = :experiment AND first_at <= :as_of GROUP BY arm_id""",
+    "the clean units joined to their events (count)": f"SELECT count(*) FROM {_JOINED}",
+    "... and summed per customer (one sum)": f"""SELECT count(*), sum(y) FROM (SELECT u.user_id, u.arm_id,
+        sum(e.value) AS y FROM {_JOINED} GROUP BY u.user_id, u.arm_id) AS per_unit""",
+}
+
+
+def _duckdb_steps(file: Path, catalog: Any, request: ReportRequest, repeat: int) -> None:
+    """The DuckDB report's steps on the DuckDB file, interleaved with the bare GROUP BY: wall and CPU
+    (process time, every DuckDB thread) medians."""
+    from nextbest.reports.engines import runner_for
+    from nextbest.reports.report import Design, _spent
+    from nextbest.warehouse.tables import EXPORT_SOURCE
+
+    design = Design.of(catalog, EXPERIMENT)
+    params = {"experiment": EXPERIMENT, "as_of": AS_OF}
+    with duckdb_connection(file) as conn:
+        runner = runner_for(conn)
+
+        def sql(statements: list[str]) -> Callable[[], None]:
+            def run() -> None:
+                for statement in statements:
+                    conn.execute(text(statement), params).all()
+
+            return run
+
+        cases: dict[str, Callable[[], Any]] = {"bare GROUP BY": sql(BARE)}
+        cases |= {name: sql([statement]) for name, statement in STEPS.items()}
+        cases["the report's aggregation query"] = lambda: aggregate_many(
+            conn, EXPERIMENT, request.metrics, as_of=AS_OF
+        )
+        cases["the cost per arm from every exposure"] = lambda: _spent(runner, STORE, design, AS_OF)
+        cases["the cost per arm from the send counts"] = lambda: _spent(runner, EXPORT_SOURCE, design, AS_OF)
+        for fn in cases.values():
+            fn()
+        wall: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(repeat):
+            for name, fn in cases.items():
+                began, used = time.perf_counter(), time.process_time()
+                fn()
+                wall[name].append(time.perf_counter() - began)
+                cpu[name].append(time.process_time() - used)
+    floor, cpu_floor = statistics.median(wall["bare GROUP BY"]), statistics.median(cpu["bare GROUP BY"])
+    print()
+    print("| DuckDB file: step | wall median s | × bare | CPU median s | × bare |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in cases:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"| {name} | {w:.3f} | {w / floor:.2f} | {c:.3f} | {c / cpu_floor:.2f} |")
 
 
 def _spark(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> Any:
