@@ -17,6 +17,10 @@ How a run stays exactly-once and atomic:
   before the commit leaves only hidden files, removed by the next run, which exports the same rows again;
   a crash after it is rolled forward by the next run before anything else.
 - One export at a time per directory (a lock file).
+- ``assignment_sends`` (the assignments not held out, per experiment, arm, action and day) is counted from
+  the assignment rows the same run writes and committed with them, so it always counts exactly the
+  exported assignments; a directory exported before it existed gets it counted from its assignment
+  files by its next run.
 """
 
 from __future__ import annotations
