@@ -473,9 +473,11 @@ class DecisionEngine:
         book = JourneyBook(catalog, snapshot, request.trigger, now, self._flow_facts)
         scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
-        closed = [
-            channel_gate(channel, policy, state, marketing) for channel, policy, marketing in plan.channels
-        ]
+        closed = (
+            [channel_gate(channel, policy, state, marketing) for channel, policy, marketing in plan.channels]
+            if state.channels
+            else plan.blank_gates
+        )
         by_class: dict[ActionClass, Refusal | None] = {}
         for group in plan.flows:
             flow = group.flow

@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from nextbest.catalog import Action, Catalog, ChannelPolicy, Flow
 from nextbest.catalog.rules import merge_reads
 from nextbest.decision.candidates import Refusal, candidates_for, rejection
+from nextbest.decision.gates import channel_gate
 from nextbest.decision.rules import FlatRule, ScopePlan, flat_rule
 from nextbest.domain import Channel, Rejection
+from nextbest.state import CustomerState
 
 __all__ = ["ActionPlan", "FlowPlan", "Plans", "TriggerPlan"]
 
@@ -81,6 +83,9 @@ class TriggerPlan:
     flows: tuple[FlowPlan, ...]
     # The distinct (channel, its policy, marketing) of the actions: the channel gate runs once for each.
     channels: tuple[tuple[Channel, ChannelPolicy, bool], ...]
+    # The channel gate's answers for a customer with no channel state at all (no consent, suppression or
+    # bounce ever recorded): the same for all of them.
+    blank_gates: tuple[Refusal | None, ...]
     # What the plan's rules and step conditions read, but ``journey`` (set per flow).
     reads: Mapping[str, frozenset[str] | None]
     # Their variables as a decision sets them (flat fields, whole maps), and a context per thread.
@@ -141,7 +146,13 @@ def _compile(catalog: Catalog, trigger: str, allowed: frozenset[Channel]) -> Tri
         else:
             flows.append(FlowPlan(p.flow, p.entry, (p,)))
     channels = tuple((channel, catalog.channels[channel], marketing) for channel, marketing in gates)
+    blank = CustomerState("")
+    blank_gates = tuple(
+        channel_gate(channel, policy, blank, marketing) for channel, policy, marketing in channels
+    )
     rules = [r for p in plans for r in (p.when, p.rule) if r is not None]
     reads = merge_reads(r.rule.reads for r in rules)
     reads.pop("journey", None)
-    return TriggerPlan(trigger, tuple(plans), tuple(flows), channels, reads, ScopePlan.of(rules, reads))
+    return TriggerPlan(
+        trigger, tuple(plans), tuple(flows), channels, blank_gates, reads, ScopePlan.of(rules, reads)
+    )

@@ -51,6 +51,8 @@ def _text(name: str, value: str, limit: int, out: list[FieldViolation]) -> bool:
 
 
 def _ids(name: str, values: Sequence[str], limit: int, out: list[FieldViolation]) -> None:
+    if len(values) <= limit and all(0 < len(v) <= MAX_ID for v in values) and _NUL not in "".join(values):
+        return  # nothing to report: no per-id field names to format
     if len(values) > limit:
         out.append(FieldViolation(name, f"at most {limit} ids, got {len(values)}"))
     for index, value in enumerate(values[:limit]):
@@ -61,6 +63,8 @@ def _ids(name: str, values: Sequence[str], limit: int, out: list[FieldViolation]
 
 
 def _mapping(name: str, values: Mapping[str, str], out: list[FieldViolation]) -> None:
+    if not values:
+        return
     if len(values) > MAX_ATTRIBUTES:
         out.append(FieldViolation(name, f"at most {MAX_ATTRIBUTES} entries, got {len(values)}"))
     for key, value in list(values.items())[:MAX_ATTRIBUTES]:
