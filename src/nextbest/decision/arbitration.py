@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from nextbest.catalog import Action, Flow
-from nextbest.decision.candidates import rejection
+from nextbest.decision.candidates import new_rejection, rejection
 from nextbest.decision.contact import ContactLog
 from nextbest.decision.scoring import ScoredCandidate
 from nextbest.decision.send_time import schedule
@@ -64,7 +64,7 @@ def arbitrate(
             channels = [channel, *(ch for ch, _ in variants if ch is not channel)]
             busy = next((ch for ch in channels if ch in taken), None)
         else:
-            channels = [channel]
+            channels = None
             busy = channel if channel in taken else None
         if busy is not None:
             why = taken_by.get(busy)
@@ -77,8 +77,8 @@ def arbitrate(
             if busy is not channel:
                 why += f" (another arm of its experiment sends it on {busy})"
             rejected.append(
-                Rejection(
-                    action.id, action.flow, channel, action.action_class, ReasonCode.LOWER_PRIORITY, why
+                new_rejection(
+                    (action.id, action.flow, channel, action.action_class, ReasonCode.LOWER_PRIORITY, why)
                 )
             )
             continue
@@ -96,7 +96,7 @@ def arbitrate(
                 rejected.append(scheduled)
                 continue
             winner = scheduled
-        for ch in channels:
+        for ch in channels or (channel,):
             taken[ch] = winner
         chosen.append(winner)
     return chosen, rejected

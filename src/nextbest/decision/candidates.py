@@ -3,17 +3,18 @@ shapes every later stage passes along (a candidate, a refusal with its reason, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Literal, NamedTuple
 
 from nextbest.catalog import Action, Catalog
-from nextbest.domain import Channel, ReasonCode, Rejection
+from nextbest.domain import ActionClass, Channel, ReasonCode, Rejection
 from nextbest.experiments import Assignment
 from nextbest.state import Journey
 
-__all__ = ["Candidate", "Refusal", "candidates_for", "rejection"]
+__all__ = ["Candidate", "Refusal", "candidates_for", "new_rejection", "rejection"]
 
 
 def candidates_for(catalog: Catalog, trigger: str, channels: Sequence[Channel]) -> list[Action]:
@@ -70,4 +71,13 @@ class Candidate:
 
 
 def rejection(action: Action, reason: ReasonCode, detail: str, channel: Channel | None = None) -> Rejection:
-    return Rejection(action.id, action.flow, channel or action.channel, action.action_class, reason, detail)
+    return new_rejection(
+        (action.id, action.flow, channel or action.channel, action.action_class, reason, detail)
+    )
+
+
+# ``Rejection(*fields)`` without the named tuple's ``__new__`` (a Python function): the same tuple, built
+# in C, a fifth of the cost (a decision makes one per refused candidate). ``fields`` in ``Rejection``'s order.
+new_rejection: Callable[[tuple[str, str, Channel, ActionClass, ReasonCode, str]], Rejection] = partial(
+    tuple.__new__, Rejection
+)

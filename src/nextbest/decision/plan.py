@@ -99,18 +99,28 @@ class Plans:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._plans: dict[tuple[str, frozenset[Channel]], TriggerPlan] = {}
+        # The same plans, by trigger, for requests that name no channel.
+        self._every_channel: dict[str, TriggerPlan] = {}
         self._lock = threading.Lock()
 
     def plan(self, trigger: str, channels: Iterable[Channel | None]) -> TriggerPlan:
         """The plan for ``trigger`` on ``channels`` (None, a channel the wire could not name, is left
         out; every channel of the catalog when none is left)."""
+        if not channels:  # most requests: every channel, one plan per trigger
+            plan = self._every_channel.get(trigger)
+            if plan is None:
+                plan = self._every_channel.setdefault(trigger, self._plan(trigger, channels))
+            return plan
+        return self._plan(trigger, channels)
+
+    def _plan(self, trigger: str, channels: Iterable[Channel | None]) -> TriggerPlan:
         allowed = frozenset(c for c in channels if c is not None) or frozenset(self.catalog.channels)
         key = (trigger, allowed)
         plan = self._plans.get(key)
         if plan is None:
             plan = _compile(self.catalog, trigger, allowed)
             with self._lock:
-                self._plans.setdefault(key, plan)
+                plan = self._plans.setdefault(key, plan)
         return plan
 
 

@@ -22,7 +22,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -148,10 +148,15 @@ class FlatRule:
     rule: CompiledRule
     program: Any  # cel.Program
     variables: frozenset[str]
+    uses_journey: bool = field(init=False)
+    # An action's refusal when this, its rule, is false: the same sentence every time.
+    if_false: Refusal = field(init=False)
 
-    @property
-    def uses_journey(self) -> bool:
-        return self.rule.uses_journey
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uses_journey", self.rule.uses_journey)
+        object.__setattr__(
+            self, "if_false", Refusal(ReasonCode.RULE_FALSE, f"rule is false: {self.rule.source}")
+        )
 
 
 def flat_rule(rule: CompiledRule) -> FlatRule:
@@ -363,8 +368,8 @@ def check_rules(
             result = None
         if result is True:
             return None
-        if result is False:
-            return Refusal(ReasonCode.RULE_FALSE, f"rule is false: {action.rule.source}")
+        if result is False and rule.rule is action.rule:
+            return rule.if_false
     try:
         if when is not None and not _passes(when, flow, journey, scope):
             return Refusal(ReasonCode.RULE_FALSE, f"step condition is false: {when.rule.source}")
