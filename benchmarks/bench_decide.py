@@ -44,7 +44,12 @@ from typing import Any
 
 from nextbest.catalog import load_catalog
 from nextbest.decision.contact import ContactLog
-from nextbest.decision.engine import DecisionEngine, request_fingerprint
+from nextbest.decision.engine import (
+    DecisionEngine,
+    _without_explanations,
+    new_decision_id,
+    request_fingerprint,
+)
 from nextbest.decision.experiments import apply_experiments
 from nextbest.decision.scoring import score_candidates
 from nextbest.decision.validate import validate_request
@@ -97,7 +102,7 @@ def engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
     return DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
 
 
-def warm_engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
+def warm_engine(catalog_path: Path, compiled: bool = True, freeze: bool = True) -> DecisionEngine:
     """The engine with every customer read once (``FrozenStore`` answers from memory from then on),
     plans built, models loaded, caches warm, and what start-up built frozen out of the collector as
     the server freezes it before serving."""
@@ -106,8 +111,9 @@ def warm_engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
         eng.store.load_snapshot(f"bench-user-{user:05d}", NOW, ())
     for r in requests(1000, seed=1):
         eng.decide(r)
-    gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.collect()
+        gc.freeze()
     return eng
 
 
@@ -118,6 +124,20 @@ def child_decide(src: Path, catalog: Path, decisions: int, seed: int, lightgbm: 
     env = {**os.environ, "PYTHONPATH": str(src)}
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=1800)
     return float(done.stdout.strip().splitlines()[-1])
+
+
+class GcClock:
+    """CPU time spent in the garbage collector while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
 
 
 def cpu_per_call(fn: Callable[[DecisionRequest], Any], batch: list[DecisionRequest]) -> float:
@@ -152,6 +172,8 @@ def stage_breakdown(eng: DecisionEngine, batch: list[DecisionRequest]) -> dict[s
         contact = ContactLog(catalog.policy, snaps[r.request_id].history, NOW, zone)
         return eng._arbitrate(scored[r.request_id], 1, contact)
 
+    decisions = {r.request_id: eng._make_decision(r, snaps[r.request_id], NOW) for r in batch}
+    prints = {r.request_id: request_fingerprint(r) for r in batch}
     return {
         "validate": cpu_per_call(lambda r: validate_request(r, catalog), batch),
         "fingerprint": cpu_per_call(request_fingerprint, batch),
@@ -175,6 +197,17 @@ def stage_breakdown(eng: DecisionEngine, batch: list[DecisionRequest]) -> dict[s
         "make_decision (all of the above but validate, fingerprint)": cpu_per_call(
             lambda r: eng._make_decision(r, snaps[r.request_id], NOW),
             batch,
+        ),
+        "  of which the decision id": cpu_per_call(lambda r: new_decision_id(), batch),
+        "snapshot read (FrozenStore)": cpu_per_call(lambda r: eng._load(r, NOW), batch),
+        "save (FrozenStore: nothing written)": cpu_per_call(
+            lambda r: eng.store.save_decision(
+                decisions[r.request_id], prints[r.request_id], NOW, snaps[r.request_id].version
+            ),
+            batch,
+        ),
+        "the answer without explain": cpu_per_call(
+            lambda r: _without_explanations(decisions[r.request_id], bool(catalog.experiments)), batch
         ),
     }
 
@@ -232,28 +265,15 @@ def _commit() -> str | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--catalog", type=Path, default=HERE / "catalog_20.yaml")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--decisions", type=int, default=3000, help="decisions per round")
-    parser.add_argument("--seconds", type=float, default=5.0, help="empty-server load per round")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
-    parser.add_argument("--lightgbm", action="store_true", help="LightGBM's predict, not compiled trees")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--base", help="also time decide of this commit, in child processes (both trees)")
-    parser.add_argument("--seed", type=int, default=100, help=argparse.SUPPRESS)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    eng = warm_engine(args.catalog, compiled=not args.lightgbm)
-    if args.child:
-        print(cpu_per_call(eng.decide, requests(args.decisions, seed=args.seed)))
-        return 0
+def rounds(
+    eng: DecisionEngine, args: argparse.Namespace
+) -> tuple[list[float], list[float], dict[str, list[float]], float]:
+    """Per round: decide's CPU per call, the empty server's, and with ``--base`` both trees' in child
+    processes; and the garbage collector's CPU over all of decide's rounds."""
     decide_us: list[float] = []
     floor_us: list[float] = []
     children: dict[str, list[float]] = {}
+    gc_clock = GcClock()
     with tempfile.TemporaryDirectory() as tmp:
         trees: dict[str, Path] = {}
         if args.base:
@@ -264,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             trees = {args.base: Path(tmp) / "src", "this tree": HERE.parent / "src"}
         for round_no in range(args.rounds):
             batch = requests(args.decisions, seed=100 + round_no)
+            gc.callbacks.append(gc_clock)
             decide_us.append(cpu_per_call(eng.decide, batch))
+            gc.callbacks.remove(gc_clock)
             if not args.no_server:
                 floor_us.append(empty_server_cpu(args.seconds, args.concurrency))
             for name, src in trees.items():
@@ -276,6 +298,34 @@ def main(argv: list[str] | None = None) -> int:
                 + "".join(f", {name} (child) {v[-1]:.0f} µs" for name, v in children.items()),
                 file=sys.stderr,
             )
+    return decide_us, floor_us, children, gc_clock.seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--catalog", type=Path, default=HERE / "catalog_20.yaml")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decisions", type=int, default=3000, help="decisions per round")
+    parser.add_argument("--seconds", type=float, default=5.0, help="empty-server load per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
+    parser.add_argument("--lightgbm", action="store_true", help="LightGBM's predict, not compiled trees")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave start-up objects to the collector, as runs of this script before --base existed did",
+    )
+    parser.add_argument("--base", help="also time decide of this commit, in child processes (both trees)")
+    parser.add_argument("--seed", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    eng = warm_engine(args.catalog, compiled=not args.lightgbm, freeze=not args.no_freeze)
+    if args.child:
+        print(cpu_per_call(eng.decide, requests(args.decisions, seed=args.seed)))
+        return 0
+    decide_us, floor_us, children, gc_seconds = rounds(eng, args)
     stages = stage_breakdown(eng, requests(args.decisions, seed=7))
     decide = statistics.median(decide_us)
     floor = statistics.median(floor_us) if floor_us else None
@@ -291,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "empty_server_rounds": [round(v, 1) for v in floor_us],
         "ratio": None if floor is None else round(decide / floor, 3),
         "target_ratio": 0.5,
+        "gc_cpu_us_per_decide": round(gc_seconds / (args.rounds * args.decisions) * 1e6, 2),
         "stages_cpu_us": {k: round(v, 1) for k, v in stages.items()},
         "children_cpu_us_rounds": {k: [round(x, 1) for x in v] for k, v in children.items()},
     }
@@ -301,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             f"empty gRPC server: {floor:.0f} µs CPU per call; "
             f"decide / empty = {decide / floor:.2f} ({verdict})"
         )
+    print(f"of which the garbage collector: {report['gc_cpu_us_per_decide']:.1f} µs per decide")
     for name, values in children.items():
         print(f"{name} in a child process: {statistics.median(values):.0f} µs per decide (median)")
     if args.base and len(children) == 2:
