@@ -509,7 +509,7 @@ class DecisionEngine:
                         refusal = by_class[cls]
                     else:
                         refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
-                if refusal is None:
+                if refusal is None and journey.new:  # the conflict check: a new journey only
                     if not conflict_known:
                         conflict, conflict_known = conflict_failure(flow, journey, book), True
                     refusal = conflict
