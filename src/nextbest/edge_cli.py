@@ -91,12 +91,16 @@ def run_edge(args: argparse.Namespace) -> int:
         flush=True,
     )
 
+    proc = edge.proc
+
     def _stop(_signum: int, _frame: Any) -> None:
-        edge.stop()
+        # Only ask nginx to finish its calls and exit (SIGQUIT): the main thread is in proc.wait(),
+        # whose lock a second wait from this handler would wait on for ever.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGQUIT)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    proc = edge.proc
     code = proc.wait()
     edge.stop()
     # nginx stopped on our signal (SIGQUIT: graceful) is a clean exit; anything else is its own failure.

@@ -288,3 +288,41 @@ def test_the_authentication_probe_reads_the_servers_answer() -> None:
         locked.stop(0)
     with pytest.raises(EdgeError, match="no nextbest server answers"):
         server_authenticates(f"{HOST}:{free_port()}", timeout=0.5)
+
+
+@needs_nginx
+def test_edge_command_serves_until_sigterm_then_stops_its_nginx(upstream: Upstream, tmp_path: Path) -> None:
+    import signal
+
+    listen = f"{HOST}:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nextbest",
+            "edge",
+            "--listen",
+            listen,
+            "--upstream",
+            f"{HOST}:{upstream.port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once nginx accepts connections
+        assert f"nextbest edge on {listen}" in line, proc.stderr.read() if proc.stderr else ""
+        nginx_pid = int(line.split("pid ")[1].split(",")[0])
+        with grpc.insecure_channel(listen) as channel:
+            assert call(channel, DECIDE, timeout=5) == b"done"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (
+        not Path(f"/proc/{nginx_pid}").exists() or "zombie" in Path(f"/proc/{nginx_pid}/status").read_text()
+    )
