@@ -29,26 +29,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from nextbest.server.edge import Edge, EdgeConfig
-from nextbest.server.process import HOST, free_port, stop_process, wait_serving
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from loadgen import process_cpu_seconds  # noqa: E402
+from nextbest.server.edge import Edge, EdgeConfig  # noqa: E402
+from nextbest.server.process import HOST, free_port, stop_process, wait_serving  # noqa: E402
+
 CATALOG = ROOT / "benchmarks" / "catalog_20.yaml"
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its children (nginx's master and its workers)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+    return process_cpu_seconds(pid) or 0.0
 
 
 @contextmanager
