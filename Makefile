@@ -56,6 +56,8 @@ bench: $(STAMP)
 .PHONY: reliability
 reliability: $(STAMP)
 	$(PY) benchmarks/reliability.py --json benchmarks/reliability.json
+	@# The overload again, through the edge (nginx in front, as in production; needs nginx).
+	$(PY) benchmarks/reliability.py --only overload --overload-edge --json benchmarks/reliability-edge.json
 
 # Mutation testing of src/nextbest/stats/ against the fast stats tests (not in CI: about half an hour on
 # two cores); the score and every survivor are in benchmarks/RESULTS.md.
