@@ -90,12 +90,12 @@ def requests(count: int, seed: int, users: int = USERS) -> list[DecisionRequest]
     return out
 
 
-def engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
+def engine(catalog_path: Path, compiled: bool = True, models_dir: Path | None = None) -> DecisionEngine:
     """The engine as the server builds it: compiled trees (waited for, from the cache or compiled now)
     unless ``compiled`` is False or nothing can be compiled here, then LightGBM's own predict."""
     catalog = load_catalog(catalog_path)
     compiler = ForestCompiler(Settings().model_cache_dir) if compiled else None
-    models = ModelRegistry(bundled_models_path(), compiler)
+    models = ModelRegistry(models_dir or bundled_models_path(), compiler)
     if compiler is not None:
         if compiler.unavailable:
             print(f"compiled trees unavailable ({compiler.unavailable}): LightGBM scores", file=sys.stderr)
@@ -104,11 +104,13 @@ def engine(catalog_path: Path, compiled: bool = True) -> DecisionEngine:
     return DecisionEngine(catalog, FrozenStore(MemoryStore().load_snapshot), clock=lambda: NOW, models=models)
 
 
-def warm_engine(catalog_path: Path, compiled: bool = True, freeze: bool = True) -> DecisionEngine:
+def warm_engine(
+    catalog_path: Path, compiled: bool = True, freeze: bool = True, models_dir: Path | None = None
+) -> DecisionEngine:
     """The engine with every customer read once (``FrozenStore`` answers from memory from then on),
     plans built, models loaded, caches warm, and what start-up built frozen out of the collector as
     the server freezes it before serving."""
-    eng = engine(catalog_path, compiled=compiled)
+    eng = engine(catalog_path, compiled=compiled, models_dir=models_dir)
     for user in range(USERS):
         eng.store.load_snapshot(f"bench-user-{user:05d}", NOW, ())
     for r in requests(1000, seed=1):
@@ -119,10 +121,14 @@ def warm_engine(catalog_path: Path, compiled: bool = True, freeze: bool = True) 
     return eng
 
 
-def child_decide(src: Path, catalog: Path, decisions: int, seed: int, lightgbm: bool) -> float:
+def child_decide(
+    src: Path, catalog: Path, decisions: int, seed: int, *, lightgbm: bool, models_dir: Path | None
+) -> float:
     """CPU µs per decide of the tree at ``src`` (its ``nextbest``), timed by this script in a child."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--catalog", str(catalog)]
     cmd += ["--decisions", str(decisions), "--seed", str(seed)] + (["--lightgbm"] if lightgbm else [])
+    # The same models for both trees (a tree from git archive has no models/ of its own).
+    cmd += ["--models", str(models_dir or bundled_models_path())]
     env = {**os.environ, "PYTHONPATH": str(src)}
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=1800)
     return float(done.stdout.strip().splitlines()[-1])
@@ -342,7 +348,14 @@ def rounds(
             if not args.no_server:
                 floor_us.append(empty_server_cpu(args.seconds, args.concurrency))
             for name, src in trees.items():
-                us = child_decide(src, args.catalog, args.decisions, 100 + round_no, args.lightgbm)
+                us = child_decide(
+                    src,
+                    args.catalog,
+                    args.decisions,
+                    100 + round_no,
+                    lightgbm=args.lightgbm,
+                    models_dir=args.models,
+                )
                 children.setdefault(name, []).append(us)
             print(
                 f"round {round_no + 1}: decide {decide_us[-1]:.0f} µs"
@@ -363,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-server", action="store_true", help="the pipeline alone, no floor")
     parser.add_argument("--lightgbm", action="store_true", help="LightGBM's predict, not compiled trees")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--models", type=Path, help="a models/ directory (default: this checkout's)")
     parser.add_argument(
         "--no-freeze",
         action="store_true",
@@ -373,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    eng = warm_engine(args.catalog, compiled=not args.lightgbm, freeze=not args.no_freeze)
+    eng = warm_engine(
+        args.catalog, compiled=not args.lightgbm, freeze=not args.no_freeze, models_dir=args.models
+    )
     if args.child:
         print(cpu_per_call(eng.decide, requests(args.decisions, seed=args.seed)))
         return 0
@@ -388,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "catalog": args.catalog.name,
         "scoring": "LightGBM" if args.lightgbm else "compiled trees when available",
+        "models": sorted(eng.models.current.versions.values()) if eng.models else None,
         "decide_cpu_us": round(decide, 1),
         "decide_cpu_us_rounds": [round(v, 1) for v in decide_us],
         "empty_server_cpu_us_per_call": None if floor is None else round(floor, 1),
