@@ -87,3 +87,47 @@ def test_a_shared_base_model_is_served_as_lightgbm_predicts_it(tmp_path: Path) -
     assert np.max(np.abs(treated - control - trained.predictions["uplift"][-50:])) < 1e-9
     # Each arm's model holds the shared trees and its own: more trees than the base alone.
     assert uplift.treated.booster.num_trees() > 1 and uplift.control.booster.num_trees() > 1
+
+
+@pytest.mark.parametrize("learner", ["x-learner", "transformed-outcome"])
+def test_an_effect_learner_is_served_as_trained(tmp_path: Path, learner: str) -> None:
+    """The effect learners' P(treated) is the control model plus the weighted effect regressions: the
+    registry serves exactly what training evaluated, and the card lists the effect files and weights."""
+    data, _ = _heterogeneous(6000)
+    trained = train_uplift(data, seed=1, learner=learner)
+    effects = trained.card.params["effects"]
+    assert effects and all(trained.card.files[role] == f"{role}.txt" for role in effects)
+    if learner == "x-learner":  # e x tau_untreated + (1 - e) x tau_treated, e the treated share
+        assert set(effects) == {"effect_treated", "effect_control"}
+        assert abs(sum(effects.values()) - 1.0) < 1e-12 and 0.4 < effects["effect_control"] < 0.6
+    directory = write_artifact(tmp_path, trained.card, trained.files)
+    promote(tmp_path, ModelKind.UPLIFT, directory.name)
+    uplift = ModelRegistry(tmp_path).current.uplift
+    assert uplift is not None and len(uplift.effects) == len(effects)
+    x = data.x[-50:]
+    treated, control = uplift.predict(x)
+    assert np.max(np.abs(treated - control - trained.predictions["uplift"][-50:])) < 1e-9
+    assert np.max(np.abs(control - trained.predictions["control"][-50:])) < 1e-9
+    full = data.x[-50:].copy()
+    scored_t, scored_c = uplift.score(full, ["cart_reminder_email"] * 50)
+    assert np.max(np.abs(scored_t - treated)) < 1e-12 and np.max(np.abs(scored_c - control)) < 1e-12
+    assert (
+        trained.card.metrics["test"]["learners"][learner]["qini"]
+        == trained.card.metrics["test"]["qini"]["uplift_model"]
+    )
+
+
+def test_an_effect_file_missing_from_the_card_is_refused(tmp_path: Path) -> None:
+    data, _ = _heterogeneous(3000)
+    trained = train_uplift(data, seed=1, learner="x-learner")
+    files = dict(trained.files)
+    del files["effect_control.txt"]
+    card = trained.card.model_copy(
+        update={"files": {k: v for k, v in trained.card.files.items() if k != "effect_control"}}
+    )
+    directory = write_artifact(tmp_path, card, files)
+    promote(tmp_path, ModelKind.UPLIFT, directory.name)
+    registry = ModelRegistry(tmp_path)
+    assert registry.current.uplift is None
+    status = next(s for s in registry.statuses if s.kind is ModelKind.UPLIFT)
+    assert "effect_control" in status.detail

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "ModelStatus",
     "UpliftModel",
     "load_binary",
+    "load_uplift",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,26 +115,42 @@ class BinaryModel:
 
 @dataclass(frozen=True)
 class UpliftModel:
-    """A two-model (T-) learner: P(convert | treated) and P(convert | untreated), for the ``actions``
-    of ``flows`` it was trained on (all of their actions when ``actions`` is empty)."""
+    """P(convert | treated) and P(convert | untreated), for the ``actions`` of ``flows`` it was trained
+    on (all of their actions when ``actions`` is empty). A two-model learner's come from its two
+    classifiers; an effect learner's (``effects``: regressions of the uplift, each with its weight, as
+    the X-learner and the transformed-outcome learner train them) P(convert | treated) is the control
+    model's prediction plus the weighted sum of its effects, clipped to [0, 1]."""
 
     treated: BinaryModel
     control: BinaryModel
     card: ModelCard
     flows: frozenset[str]
     actions: frozenset[str] = frozenset()
+    effects: tuple[tuple[BinaryModel, float], ...] = ()
 
     def covers(self, action_id: str, flow: str) -> bool:
         return flow in self.flows and (not self.actions or action_id in self.actions)
 
     def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        return self.treated.predict(x), self.control.predict(x)
+        control = self.control.predict(x)
+        if not self.effects:
+            return self.treated.predict(x), control
+        treated = control.copy()
+        for model, weight in self.effects:
+            treated += weight * model.predict(x)
+        return np.clip(treated, 0.0, 1.0), control
 
     def score(
         self, full: npt.NDArray[np.float64], action_ids: Sequence[str]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """P(convert | treated) and P(convert | untreated) for the rows of a ``candidate_matrix``."""
-        return self.treated.score(full, action_ids), self.control.score(full, action_ids)
+        control = self.control.score(full, action_ids)
+        if not self.effects:
+            return self.treated.score(full, action_ids), control
+        treated = control.copy()
+        for model, weight in self.effects:
+            treated += weight * model.score(full, action_ids)
+        return np.clip(treated, 0.0, 1.0), control
 
 
 @dataclass(frozen=True)
@@ -227,12 +245,24 @@ def _load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | No
     _check_features(card)
     if not card.flows:
         raise _LoadError(ModelState.INCOMPATIBLE, "the card names no flows to score")
+    return load_uplift(directory, card, compiler)
+
+
+def load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | None = None) -> UpliftModel:
+    """An uplift model's files as its card lists them: the two classifiers and, for an effect learner,
+    its effect regressions with their weights (``params.effects``: file role -> weight)."""
+    weights = card.params.get("effects", {})
+    if not isinstance(weights, dict) or not all(
+        isinstance(w, int | float) and math.isfinite(w) for w in weights.values()
+    ):
+        raise _LoadError(ModelState.CORRUPT, "params.effects must map effect files to finite weights")
     return UpliftModel(
         load_binary(directory, card, "treated", compiler),
         load_binary(directory, card, "control", compiler),
         card,
         frozenset(card.flows),
         frozenset(card.actions),
+        tuple((load_binary(directory, card, role, compiler), float(w)) for role, w in weights.items()),
     )
 
 

@@ -213,17 +213,66 @@ def _randomized_actions(data: TrainingSet) -> list[str]:
     return out
 
 
-# The uplift learners, each a pair of classifiers (P(convert | treated), P(convert | untreated)) that
-# serving reads the same way:
+# The uplift learners. Each gives serving P(convert | untreated) (the control model) and P(convert |
+# treated), and the uplift is their difference:
 # - "two-model": the T-learner, one classifier per arm fitted independently;
 # - "shared-base": one classifier on both arms' rows first, then each arm's classifier continues from it
 #   with trees of its own (early-stopped on that arm). What both arms share (who buys anyway) is learned
 #   once from all rows, so the two arms' noise is not differenced into the uplift; the arm-specific trees
-#   carry the difference, as log-odds shifts.
-LEARNERS = ("two-model", "shared-base")
+#   carry the difference, as log-odds shifts;
+# - "x-learner" (Kunzel et al. 2019): the two-model classifiers, then each arm's imputed effects (a
+#   treated row's outcome less the control model's prediction, the treated model's prediction less an
+#   untreated row's outcome) regressed on the features, one regression per arm, combined with the
+#   treated share e as e x tau_untreated + (1 - e) x tau_treated. Served as the control model plus that
+#   effect: the effect is learned where it is, not as the difference of two noisy levels;
+# - "transformed-outcome": one regression of Y x (T - e) / (e (1 - e)), whose expectation given the
+#   features is the uplift under randomization (Athey and Imbens 2015), on the control model.
+LEARNERS = ("two-model", "shared-base", "x-learner", "transformed-outcome")
+
+# The effect regressions: a few large leaves, as the arms' classifiers, on a noisier target.
+EFFECT_PARAMS: dict[str, Any] = {**UPLIFT_PARAMS, "objective": "regression", "metric": "l2"}
 
 
-def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> tuple[lgb.Booster, lgb.Booster]:
+@dataclass(frozen=True)
+class _Learned:
+    """A learner's fitted models: the arms' classifiers and, for the effect learners, the effect
+    regressions with their weights (the uplift is their weighted sum, P(treated) the control model's
+    prediction plus it, clipped to [0, 1])."""
+
+    treated: lgb.Booster
+    control: lgb.Booster
+    effects: tuple[tuple[str, lgb.Booster, float], ...] = ()
+
+    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """P(convert | treated), P(convert | untreated) for rows of ``x``, as serving computes them."""
+        p_c = _predict(self.control, x)
+        if not self.effects:
+            return _predict(self.treated, x), p_c
+        p_t = p_c.copy()
+        for _, booster, weight in self.effects:
+            p_t += weight * _predict(booster, x)
+        return np.clip(p_t, 0.0, 1.0), p_c
+
+
+def _with_target(data: TrainingSet, rows: Index, target: npt.NDArray[np.float64]) -> TrainingSet:
+    """``rows`` of ``data`` with ``target`` (one value per row of ``rows``) as the label."""
+    out = data.subset(rows)
+    out.y = np.asarray(target, dtype=np.float64)
+    return out
+
+
+def _fit_effect(
+    data: TrainingSet, train: Index, valid: Index, target: npt.NDArray[np.float64], seed: int
+) -> lgb.Booster:
+    """A regression of ``target`` (a value for every row of ``data``) on the features, early-stopped
+    on ``valid``."""
+    rows = np.concatenate([train, valid])
+    sub = _with_target(data, rows, target[rows])
+    n = train.size
+    return fit_binary(sub, np.arange(n), np.arange(n, rows.size), seed, EFFECT_PARAMS)
+
+
+def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> _Learned:
     t = data.treated
     assert t is not None
     base = (
@@ -235,7 +284,26 @@ def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> tuple
     control = fit_binary(
         data, parts.train[~t[parts.train]], parts.valid[~t[parts.valid]], seed, UPLIFT_PARAMS, init_model=base
     )
-    return treated, control
+    if learner in ("two-model", "shared-base"):
+        return _Learned(treated, control)
+    e = float(t[parts.train].mean())
+    if learner == "x-learner":
+        mu_t, mu_c = _predict(treated, data.x), _predict(control, data.x)
+        imputed = np.where(t, data.y - mu_c, mu_t - data.y)
+        arm: dict[bool, lgb.Booster] = {}
+        for side in (True, False):
+            arm[side] = _fit_effect(
+                data, parts.train[t[parts.train] == side], parts.valid[t[parts.valid] == side], imputed, seed
+            )
+        return _Learned(
+            treated,
+            control,
+            (("effect_treated", arm[True], 1.0 - e), ("effect_control", arm[False], e)),
+        )
+    transformed = data.y * (t.astype(np.float64) - e) / (e * (1.0 - e))
+    return _Learned(
+        treated, control, (("effect", _fit_effect(data, parts.train, parts.valid, transformed, seed), 1.0),)
+    )
 
 
 def train_uplift(
@@ -255,26 +323,47 @@ def train_uplift(
     parts = split(data, seed)
     t = data.treated
     x_valid, y_valid, t_valid = data.x[parts.valid], data.y[parts.valid], t[parts.valid]
-    fitted: dict[str, tuple[lgb.Booster, lgb.Booster]] = {}
+    fitted: dict[str, _Learned] = {}
     selection: dict[str, float] = {}
+    auuc: dict[str, float] = {}
     for name in LEARNERS:
         fitted[name] = _fit_arms(data, parts, seed, name)
-        v_t, v_c = (_predict(b, x_valid) for b in fitted[name])
-        selection[name] = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)["qini"]["uplift_model"]
+        v_t, v_c = fitted[name].predict(x_valid)
+        on_valid = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)
+        selection[name] = on_valid["qini"]["uplift_model"]
+        auuc[name] = on_valid["auuc"]["uplift_model"]
     chosen = learner or max(selection, key=lambda name: selection[name])
-    treated, control = fitted[chosen]
+    learned = fitted[chosen]
+    treated, control = learned.treated, learned.control
     x_test, y_test, t_test = data.x[parts.test], data.y[parts.test], t[parts.test]
-    p_t, p_c = _predict(treated, x_test), _predict(control, x_test)
+    p_t, p_c = learned.predict(x_test)
     metrics = uplift_metrics(p_t - p_c, p_t, y_test, t_test, seed)
+    # Every learner on the test period too (the kept one was chosen before it was looked at).
+    metrics["learners"] = {}
+    for name, other in fitted.items():
+        o_t, o_c = other.predict(x_test)
+        on_test = uplift_metrics(o_t - o_c, o_t, y_test, t_test, seed)
+        metrics["learners"][name] = {
+            "qini": on_test["qini"]["uplift_model"],
+            "auuc": on_test["auuc"]["uplift_model"],
+        }
     metrics["treated_model"] = binary_metrics(y_test[t_test], p_t[t_test])
     metrics["control_model"] = binary_metrics(y_test[~t_test], p_c[~t_test])
-    metrics["trees"] = {"treated": treated.num_trees(), "control": control.num_trees()}
+    metrics["trees"] = {
+        "treated": treated.num_trees(),
+        "control": control.num_trees(),
+        **{role: b.num_trees() for role, b, _ in learned.effects},
+    }
     card = _card(
         ModelKind.UPLIFT,
         data,
         parts,
         seed,
-        files={"treated": "treated.txt", "control": "control.txt"},
+        files={
+            "treated": "treated.txt",
+            "control": "control.txt",
+            **{role: f"{role}.txt" for role, _, _ in learned.effects},
+        },
         flows=data.flows,
         actions=_randomized_actions(data),
         outcome=outcome,
@@ -283,15 +372,22 @@ def train_uplift(
             "selection": {
                 "by": "given" if learner else "qini on the validation slice",
                 "qini_on_validation": selection,
+                "auuc_on_validation": auuc,
                 "chosen": chosen,
             },
         },
-        params={"learner": chosen, **UPLIFT_PARAMS},
+        params={
+            "learner": chosen,
+            **UPLIFT_PARAMS,
+            # served: P(treated) = the control model's prediction + the sum of weight x effect
+            **({"effects": {role: w for role, _, w in learned.effects}} if learned.effects else {}),
+        },
         command=command,
     )
     files = {
         "treated.txt": treated.model_to_string().encode(),
         "control.txt": control.model_to_string().encode(),
+        **{f"{role}.txt": b.model_to_string().encode() for role, b, _ in learned.effects},
     }
     return TrainedModel(card, files, {"treated": p_t, "control": p_c, "uplift": p_t - p_c})
 

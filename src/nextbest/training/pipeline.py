@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nextbest.models.artifacts import ModelCard, ModelKind, promote, read_card, write_artifact
-from nextbest.models.registry import load_binary
+from nextbest.models.registry import load_binary, load_uplift
 from nextbest.store import Database
 from nextbest.training.churn import churn_set, train_churn, train_churn_csv
 from nextbest.training.datasets import TrainingSet, from_csv, load_schema, propensity_set, uplift_set
@@ -132,8 +132,7 @@ def evaluate(kind: ModelKind, version: str, source: Source, models_dir: Path) ->
         return {"rows_from": rows_from, **binary_metrics(y, p)}
     assert data.treated is not None
     t = data.treated[rows]
-    p_t = load_binary(directory, card, "treated").predict(x)
-    p_c = load_binary(directory, card, "control").predict(x)
+    p_t, p_c = load_uplift(directory, card).predict(x)  # an effect learner's as served
     seed = int(card.params.get("seed", 7))
     return {"rows_from": rows_from, **uplift_metrics(p_t - p_c, p_t, y, t, seed)}
 
