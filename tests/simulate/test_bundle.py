@@ -1,0 +1,35 @@
+"""``make models`` (``nextbest.simulate.bundle``): training again on the store a run simulated gives the
+same models, and a store that is not there is refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nextbest.models.artifacts import ModelKind, promoted_version
+from nextbest.simulate import bundle
+
+pytestmark = pytest.mark.slow  # a small simulated store and a LightGBM fit
+
+
+def test_training_again_on_the_simulated_store_gives_the_same_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "sim.db"
+    args = ["--customers", "600", "--days", "14", "--kinds", "propensity", "--database", str(database)]
+    assert bundle.main([*args, "--models-dir", str(tmp_path / "first")]) == 0
+    assert "simulated 600 customers x 14 days" in capsys.readouterr().out
+    assert bundle.main([*args, "--models-dir", str(tmp_path / "again"), "--reuse-database"]) == 0
+    assert f"training on the store already simulated in {database}" in capsys.readouterr().out
+    first = promoted_version(tmp_path / "first", ModelKind.PROPENSITY)
+    assert first is not None and first == promoted_version(tmp_path / "again", ModelKind.PROPENSITY)
+
+
+def test_reusing_a_store_that_is_not_there_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nothing.db"
+    with pytest.raises(SystemExit):
+        bundle.main(["--reuse-database", "--database", str(missing), "--models-dir", str(tmp_path / "m")])
+    assert f"--reuse-database: {missing} does not exist" in capsys.readouterr().err
