@@ -459,7 +459,7 @@ class DecisionEngine:
             models=models.versions,
         )
 
-    def _eligible(
+    def _eligible(  # noqa: PLR0915 - one pass over a plan's actions, every call's hot loop
         self, plan: TriggerPlan, snapshot: CustomerSnapshot, request: DecisionRequest, now: datetime
     ) -> tuple[list[Candidate], list[Rejection]]:
         """Gates, contact checks and rules, in that order: each action is refused by the first that
@@ -473,10 +473,14 @@ class DecisionEngine:
         book = JourneyBook(catalog, snapshot, request.trigger, now, self._flow_facts)
         scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
+        blank = not state.channels  # no channel state: the plan's own answers and rejections
         closed = (
-            [channel_gate(channel, policy, state, marketing) for channel, policy, marketing in plan.channels]
-            if state.channels
-            else plan.blank_gates
+            plan.blank_gates
+            if blank
+            else [
+                channel_gate(channel, policy, state, marketing)
+                for channel, policy, marketing in plan.channels
+            ]
         )
         by_class: dict[ActionClass, Refusal | None] = {}
         for group in plan.flows:
@@ -491,10 +495,8 @@ class DecisionEngine:
             for p in group.actions:
                 action = p.action
                 refusal = closed[p.gate]
-                if (
-                    refusal is not None
-                ):  # the journey is not worked out for a channel the customer is closed on
-                    rejected.append(p.refused(refusal))
+                if refusal is not None:  # no journey is worked out for a channel the customer is closed on
+                    rejected.append(p.blank_refused if blank and p.blank_refused else p.refused(refusal))
                     continue
                 if journey is None:
                     journey = book[flow_id]
@@ -515,8 +517,20 @@ class DecisionEngine:
                     refusal = conflict
                 if refusal is None and p.checks_step:
                     refusal = step_failure(action, flow, journey, snapshot.history, now)
-                if refusal is None and (p.when is not None or p.rule is not None):
-                    refusal = check_rules(action, journey, scope, flow=flow_id, when=p.when, rule=p.rule)
+                rule = p.rule
+                if refusal is None and p.when is None and rule is not None:
+                    # Most actions: a rule and no step condition, answered here; anything but a bool
+                    # (an error) is answered again by check_rules, with the original program's text.
+                    try:
+                        result = rule.program.execute(scope.context(flow_id, journey, rule.uses_journey))
+                    except Exception:
+                        result = None
+                    if result is False and rule.rule is action.rule:
+                        refusal = rule.if_false
+                    elif result is not True:
+                        refusal = check_rules(action, journey, scope, flow=flow_id, when=None, rule=rule)
+                elif refusal is None and (p.when is not None or rule is not None):
+                    refusal = check_rules(action, journey, scope, flow=flow_id, when=p.when, rule=rule)
                 if refusal is not None:
                     rejected.append(rejection(action, refusal.reason, refusal.detail))
                 elif action.step is None:

@@ -52,6 +52,9 @@ class ActionPlan:
     # threads read a consistent pair): most calls refuse an action on a closed channel for the same
     # reason as the call before (no consent, never given), and the rejection is then shared.
     last_refused: list[tuple[Refusal, Rejection] | None]
+    # Its rejection for a customer with no channel state, when the channel gate refuses one
+    # (``TriggerPlan.blank_gates``).
+    blank_refused: Rejection | None = None
 
     def refused(self, refusal: Refusal) -> Rejection:
         """The rejection of this action for a channel ``refusal``: the previous call's when it is the
@@ -149,17 +152,21 @@ def _compile(catalog: Catalog, trigger: str, allowed: frozenset[Channel]) -> Tri
                 last_refused=[None],
             )
         )
+    channels = tuple((channel, catalog.channels[channel], marketing) for channel, marketing in gates)
+    blank = CustomerState("")
+    blank_gates = tuple(
+        channel_gate(channel, policy, blank, marketing) for channel, policy, marketing in channels
+    )
+    for i, p in enumerate(plans):
+        closed = blank_gates[p.gate]
+        if closed is not None:
+            plans[i] = replace(p, blank_refused=rejection(p.action, closed.reason, closed.detail))
     flows: list[FlowPlan] = []
     for p in plans:
         if flows and flows[-1].flow is p.flow:
             flows[-1] = replace(flows[-1], actions=(*flows[-1].actions, p))
         else:
             flows.append(FlowPlan(p.flow, p.entry, (p,)))
-    channels = tuple((channel, catalog.channels[channel], marketing) for channel, marketing in gates)
-    blank = CustomerState("")
-    blank_gates = tuple(
-        channel_gate(channel, policy, blank, marketing) for channel, policy, marketing in channels
-    )
     rules = [r for p in plans for r in (p.when, p.rule) if r is not None]
     reads = merge_reads(r.rule.reads for r in rules)
     reads.pop("journey", None)
