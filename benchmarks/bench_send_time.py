@@ -19,13 +19,23 @@ both arms logged with their assignment probability. For each experiment it repor
 
 Over the populations: each flow's truth per message and per unit with a 95 % t-interval.
 
-``--day-pooling`` is a what-if for the send-time model: the bundled model with ``day_pooling`` on (each
-customer's opens counted at their hour on every day of the week, a seventh each, instead of only on the
-weekday they happened — a 12 h send window rarely holds the weekday-hour of one of a customer's few
-opens), as training now chooses when it predicts better.
+The campaign e-mails (win-back, VIP early access, Black Friday) answer ``scheduled`` with no cart: the
+store's campaign job (``--campaign-days``, at ``--campaign-hour`` UTC; the simulator's ``campaigns``)
+asks about every customer at those moments, one batch for everyone, as a store sends them; each e-mail's
+send-time test (``send_time_winback``, ``send_time_vip``, ``send_time_promo``) is measured like the
+lifecycle ones. ``--campaign-days ''`` runs no campaign job (the lifecycle store alone). The default days
+are 1, 8 and 16, not 1, 8 and 15: with the VIP e-mail's 14-day cooldown a job exactly 14 days after the
+first lets the fixed-hour arm send again but not the best-hour arm (its first e-mail went out hours
+later), which would measure the job's cadence, not the hour.
+
+``--day-pooling`` sets the send-time model's ``day_pooling`` (each customer's opens counted at their hour
+on every day of the week, a seventh each, instead of only on the weekday they happened — a 12 h send
+window rarely holds the weekday-hour of one of a customer's few opens): ``model`` (default) as the
+bundled model was trained (training keeps pooling when it predicts the validation period better),
+``on`` or ``off`` to measure the other choice on the same model.
 
     .venv/bin/python benchmarks/bench_send_time.py [--customers 2000] [--days 21] [--seeds 31,32,33]
-        [--day-pooling] [--out FILE]
+        [--campaign-days 1,8,16] [--campaign-hour 14] [--day-pooling model|on|off] [--out FILE]
 """
 
 from __future__ import annotations
@@ -74,22 +84,44 @@ class _Serving:
         self.current = models
 
 
-def _models(day_pooling: bool) -> ModelSet:
-    """The bundled models; with ``day_pooling``, the send-time model's what-if."""
+def _models(day_pooling: str) -> ModelSet:
+    """The bundled models; ``day_pooling`` ``on`` or ``off`` sets the send-time model's option."""
     registry = ModelRegistry(bundled_models_path())
     registry.reload()
     models = registry.current
-    if day_pooling:
-        if models.send_time is None:
-            raise SystemExit("no send-time model loaded; run `make models`")
-        pooled = replace(models.send_time, day_pooling=True)
+    if models.send_time is None:
+        raise SystemExit("no send-time model loaded; run `make models`")
+    if day_pooling != "model":
+        pooled = replace(models.send_time, day_pooling=day_pooling == "on")
         models = replace(models, send_time=pooled)
     return models
 
 
-def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+def _model_card(models: ModelSet) -> dict[str, Any]:
+    """Which send-time model runs (read with the models, before the populations): its version and
+    whether it pools."""
+    promoted = bundled_models_path() / "send-time" / "PROMOTED"
+    model = models.send_time
+    return {
+        "promoted": promoted.read_text().strip() if promoted.is_file() else None,
+        "day_pooling": bool(model.day_pooling) if model is not None else None,
+    }
+
+
+def _campaigns(args: argparse.Namespace) -> list[timedelta]:
+    """The campaign job's moments: ``--campaign-days`` at ``--campaign-hour`` UTC."""
+    days = [int(d) for d in args.campaign_days.split(",") if d.strip()]
+    if any(not 0 <= d < args.days for d in days):
+        raise SystemExit(
+            f"--campaign-days: each day must be in 0..{args.days - 1}, got {args.campaign_days!r}"
+        )
+    if not 0 <= args.campaign_hour < 24:
+        raise SystemExit(f"--campaign-hour: an hour of the day (0..23), got {args.campaign_hour}")
+    return [timedelta(days=d, hours=args.campaign_hour) for d in days]
+
+
+def run_seed(seed: int, args: argparse.Namespace, workdir: Path, models: ModelSet) -> list[dict[str, Any]]:
     catalog = load_catalog(bundled_catalog_path())
-    models = _models(args.day_pooling)
     timed = [e for e in catalog.experiments if e.sets_send_time]
     db = Database(f"sqlite:///{workdir / f'send-time-{seed}.db'}")
     upgrade(db)
@@ -98,7 +130,12 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
     try:
         engine = DecisionEngine(catalog, store, models=_Serving(models))  # type: ignore[arg-type]
         result = Simulator(
-            EngineBackend(engine), population(args.customers, seed), days=args.days, seed=seed, shards=2
+            EngineBackend(engine),
+            population(args.customers, seed),
+            days=args.days,
+            seed=seed,
+            shards=2,
+            campaigns=_campaigns(args),
         ).run()
         seconds = time.perf_counter() - started
         rows = []
@@ -118,6 +155,18 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
                 max(t.probability(t.due + timedelta(hours=k)) for k in range(int(window / HOUR) + 1))
                 for t in in_arm[best]
             )
+            # Per arm: the expected revenue of the orders its e-mails bring (at the hour each was
+            # delivered), per unit of the arm. Unlike the truth per message, this counts the e-mails an arm
+            # loses or gains downstream (a later send pending longer, cooldowns from a later send), but
+            # the units of the two arms differ, so it carries their sampling noise.
+            arm_units = {arm: 0 for arm in (best, fixed)}
+            for _, arm in result.units.get(experiment.id, {}).values():
+                if arm in arm_units:
+                    arm_units[arm] += 1
+            expected = {
+                arm: sum(t.probability() * t.value for t in ts) / arm_units[arm] if arm_units[arm] else None
+                for arm, ts in in_arm.items()
+            }
             truths = experiment_truth(result, catalog, experiment, as_of=result.end)
             truth = next((t for t in truths if t.arm == best), None)
             request = ReportRequest.validated(experiment.id, as_of=result.end)
@@ -128,6 +177,11 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
                 "experiment": experiment.id,
                 "action": action_id,
                 "messages": {arm: len(ts) for arm, ts in in_arm.items()},
+                "units": arm_units,
+                "email_revenue_per_unit": expected,
+                "email_revenue_per_unit_difference": expected[best] - expected[fixed]
+                if expected[best] is not None and expected[fixed] is not None
+                else None,
                 "moved_off_due_hour": moved,
                 "truth_per_message": statistics.mean(gains) if gains else None,
                 "truth_relative": p_best / p_due - 1 if p_due else None,
@@ -166,7 +220,8 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> list[dict[st
                 f"  seed {seed} {experiment.id}: {row['messages']} messages, {moved} moved; truth/message "
                 f"{row['truth_per_message'] or 0:+.4f} ({100 * (row['truth_relative'] or 0):+.1f} %; "
                 f"a perfect model {100 * (row['ideal_relative'] or 0):+.1f} %), "
-                f"truth/unit {row['truth_per_unit'] or 0:+.4f}; report "
+                f"truth/unit {row['truth_per_unit'] or 0:+.4f}; units {arm_units}, e-mail revenue/unit by "
+                f"arm {expected}; report "
                 f"{json.dumps(row.get('report'))}",
                 flush=True,
             )
@@ -183,6 +238,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         relative = [r["truth_relative"] for r in mine if r["truth_relative"] is not None]
         ideal = [r["ideal_relative"] for r in mine if r["ideal_relative"] is not None]
         per_unit = [r["truth_per_unit"] for r in mine if r["truth_per_unit"] is not None]
+        by_arm = [
+            r["email_revenue_per_unit_difference"]
+            for r in mine
+            if r.get("email_revenue_per_unit_difference") is not None
+        ]
         reports = [r["report"] for r in mine if "report" in r]
         needed = [x["units_per_arm_needed"] for x in reports if x["units_per_arm_needed"]]
         out.append(
@@ -194,6 +254,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "truth_relative": _interval(relative) if relative else None,
                 "ideal_relative": _interval(ideal) if ideal else None,
                 "truth_per_unit": _interval(per_unit) if per_unit else None,
+                "email_revenue_per_unit_difference": _interval(by_arm) if by_arm else None,
+                "messages_fixed_hour": sum(r["messages"].get("fixed_hour", 0) for r in mine),
                 "report_intervals_above_zero": sum(1 for x in reports if (x["ci"][0] or 0) > 0),
                 "report_intervals_covering_truth": sum(1 for x in reports if x["covers_truth"]),
                 "reports": len(reports),
@@ -211,14 +273,28 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--seeds", default="31,32,33")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--day-pooling", action="store_true", help="the send-time what-if (see above)")
+    parser.add_argument(
+        "--day-pooling",
+        nargs="?",
+        const="on",
+        default="model",
+        choices=("model", "on", "off"),
+        help="the send-time model's day pooling: as trained (model), or on / off (see above)",
+    )
+    parser.add_argument(
+        "--campaign-days", default="1,8,16", help="days (from the start) the campaign job runs; '' for none"
+    )
+    parser.add_argument("--campaign-hour", type=int, default=14, help="the campaign job's hour (UTC)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.process_time()
     rows: list[dict[str, Any]] = []
+    models = _models(args.day_pooling)  # once: the same models for every population
+    card = _model_card(models)
+    print(f"send-time model: {card}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            rows.extend(run_seed(seed, args, Path(tmp)))
+            rows.extend(run_seed(seed, args, Path(tmp), models))
     summary = summarize(rows)
     for s in summary:
         print(json.dumps(s))
@@ -234,6 +310,8 @@ def main() -> int:
                 "days": args.days,
                 "seeds": seeds,
                 "day_pooling": args.day_pooling,
+                "send_time_model": card,
+                "campaigns": [str(t) for t in _campaigns(args)],
                 "cpu_seconds": time.process_time() - started,
                 "rows": rows,
                 "summary": summary,

@@ -5,12 +5,15 @@ would: each customer's own behaviour (browsing, abandoning carts, ordering) beco
 (``RecordEvents``) and triggers (``NextAction``); the journey's later steps are triggered when due
 (``scheduled``, a day and two days after an abandonment); each order is delivered two days after it is
 placed (``order_delivered``), and the store's replenishment job asks about a customer four weeks after
-their last order (``scheduled``, no cart); chosen messages are delivered at their
+their last order (``scheduled``, no cart); with ``campaigns``, the store's campaign job asks about every
+customer at those moments (``scheduled``, no cart: one batch send at one hour for everyone, as
+a store sends its win-back, VIP and promotional e-mails); chosen messages are delivered at their
 ``send_at`` unless a later answer cancelled them; opens, clicks, unsubscribes and orders go back as events
 when they happen. Time only moves forward: nothing is recorded before its moment.
 
 It keeps, for every abandoned cart and every non-urgent message (``Touch``: the review request,
-cross-sell and replenishment flows, whose orders depend on the hour they arrive), what was delivered,
+cross-sell and replenishment flows, and the win-back, VIP and promotion e-mails, whose orders depend on
+the hour they arrive), what was delivered,
 when it was due and what an experiment held out, so the true
 effect of anything — a decision, an experiment arm (``nextbest.simulate.truth``), a targeting policy — is
 known exactly. Customers are independent, so they can be split across threads (``shards``) without
@@ -223,6 +226,8 @@ class _Shard:
             self.onboard(c)
             for activity in activities(c, self.sim.days, self.sim.seed, self.sim.start):
                 self.push(activity.at, activity.kind, (c, activity))
+            for offset in self.sim.campaigns:
+                self.push(self.sim.start + offset, "campaign", c)
         self.flush()
         while self.queue:
             at, _, kind, item = heapq.heappop(self.queue)
@@ -313,6 +318,10 @@ class _Shard:
         decided = self.decide(c, "scheduled", at)
         self.deliver_later(c, decided, None, at)
 
+    def on_campaign(self, at: datetime, c: Customer) -> None:
+        decided = self.decide(c, "scheduled", at)
+        self.deliver_later(c, decided, None, at)
+
     def on_induced(self, at: datetime, item: tuple[Customer, float]) -> None:
         c, value = item
         self.order(c, at, value, f"{c.user_id}-m{self.next_id(c)}")
@@ -373,7 +382,9 @@ class _Shard:
 class Simulator:
     """Plays ``customers`` through ``backend`` for ``days`` days from ``start``.
 
-    ``max_actions`` is what each request asks for. ``before_decide`` (optional) sees each request, with
+    ``max_actions`` is what each request asks for. ``campaigns`` (offsets from ``start``) are the moments
+    the store's campaign job asks about every customer (``scheduled``, no cart); none by default.
+    ``before_decide`` (optional) sees each request, with
     the cart it is about, before it goes out — a policy benchmark uses it to tell an oracle whose
     decision it is."""
 
@@ -387,6 +398,7 @@ class Simulator:
         start: datetime = START,
         shards: int = 1,
         max_actions: int = 2,
+        campaigns: Sequence[timedelta] = (),
         before_decide: Callable[[Customer, SimRequest, Cart | None], None] | None = None,
         progress: Callable[[int, datetime], None] | None = None,
         progress_every: float = 60.0,
@@ -399,6 +411,7 @@ class Simulator:
         self.end = start + timedelta(days=days)
         self.shards = max(1, shards)
         self.max_actions = max_actions
+        self.campaigns = tuple(campaigns)
         self.before_decide = before_decide
         # Called every ``progress_every`` seconds of a run with the decisions so far and the simulated
         # time every shard has reached.

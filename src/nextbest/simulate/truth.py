@@ -13,13 +13,15 @@ outcomes are computed, not sampled:
   only for the optimize arm's units (the fixed arm's never learn their best hour), so the effect is the
   mean over those units — by randomization the same in expectation as over all units.
 
-Non-urgent messages (review request, cross-sell, replenishment) bring an order with a probability that
-depends on their delivery hour (``world``); in a holdout their held-out messages count in the treated
-world, at the hour they would have been sent.
+Non-urgent messages (review request, cross-sell, replenishment) and campaign e-mails (win-back, VIP
+early access, promotion) bring an order with a probability that depends on their delivery hour
+(``world``); in a holdout their held-out messages count in the treated world, at the hour they would
+have been sent.
 
 Per unit: P(convert) = 1 - P(no organic order) x prod(1 - P(buy cart)) x prod(1 - P(order | message)),
-revenue = sum P(buy) x order value + sum P(order | message) x typical basket, orders = the sum of the
-probabilities (organic orders are the same in both worlds and cancel). The true effect is
+revenue = sum P(buy) x order value + sum P(order | message) x its value (the typical basket, less the
+e-mail's discount), orders = the sum of the probabilities (organic orders are the same in both worlds
+and cancel). The true effect is
 the mean over the experiment's units of treated minus control. Knock-on effects (an unsubscribe caused by
 a treated message changing later decisions) are not counted.
 """
