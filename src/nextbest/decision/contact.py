@@ -70,7 +70,7 @@ def engagement_failure(
 def conflict_failure(flow: Flow, journey: Journey, book: JourneyBook) -> Refusal | None:
     """The conflict check (the same for every action of the flow): a new journey is not started while
     the customer is mid-journey in a flow that outranks it."""
-    if flow.is_journey and journey.new:
+    if journey.new and flow.is_journey:
         higher = book.higher_journey(flow)
         if higher is not None:
             other, theirs = higher

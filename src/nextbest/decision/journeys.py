@@ -55,6 +55,9 @@ class JourneyBook:
         self._by_flow = by_flow
         self._journeys: dict[str, Journey] = {}
         self._higher: dict[str, tuple[Flow, Journey] | None] = {}
+        # Nothing sent and no event recorded: no journey can have started before now (``journey_in``
+        # finds no entry), so none is ongoing.
+        self._none_ongoing = not snapshot.history and not snapshot.state.last_events
 
     def __getitem__(self, flow_id: str) -> Journey:
         journey = self._journeys.get(flow_id)
@@ -80,6 +83,8 @@ class JourneyBook:
 
     def higher_journey(self, flow: Flow) -> tuple[Flow, Journey] | None:
         """An ongoing journey (entered before now, still active) in a flow that outranks ``flow``."""
+        if self._none_ongoing:
+            return None
         if flow.id not in self._higher:
             found = None
             for other in self._facts.higher[flow.id]:
