@@ -12,7 +12,7 @@ from nextbest.models import features as feats
 from nextbest.models.artifacts import ModelKind, promote, write_artifact
 from nextbest.models.registry import ModelRegistry
 from nextbest.training.datasets import TrainingSet
-from nextbest.training.fit import LEARNERS, train_uplift
+from nextbest.training.fit import DEFAULT_CHOICE, LEARNERS, train_uplift
 
 pytestmark = pytest.mark.slow  # several LightGBM fits on 6,000 rows
 
@@ -64,7 +64,9 @@ def test_without_a_learner_the_best_on_the_validation_slice_is_kept() -> None:
     selection = card.metrics["selection"]
     qini = selection["qini_on_validation"]
     assert set(qini) == set(LEARNERS) and selection["by"] == "qini on the validation slice"
-    assert selection["chosen"] == max(qini, key=qini.get)
+    # The transformed outcome is reported, never chosen unless asked for (it lost served).
+    assert selection["among"] == list(DEFAULT_CHOICE) and "transformed-outcome" not in DEFAULT_CHOICE
+    assert selection["chosen"] == max(DEFAULT_CHOICE, key=qini.get)
     assert card.params["learner"] == selection["chosen"]
 
 
