@@ -31,12 +31,19 @@ FAILING = (sys.executable, "-c", "import sys; sys.exit('RuntimeError: the compil
 
 
 def _binary(models: ModelSet) -> dict[str, BinaryModel]:
+    """Every LightGBM forest of the bundled models: the propensity model, the uplift model's two
+    classifiers and its effect regressions (the X-learner's two)."""
     assert models.propensity is not None and models.uplift is not None
     return {
         "propensity": models.propensity,
         "uplift-treated": models.uplift.treated,
         "uplift-control": models.uplift.control,
+        **{f"uplift-effect-{i}": m for i, (m, _) in enumerate(models.uplift.effects)},
     }
+
+
+# The bundled models' forests (the uplift model is an X-learner: two effect regressions).
+FORESTS = ("propensity", "uplift-treated", "uplift-control", "uplift-effect-0", "uplift-effect-1")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +56,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert compiler.unavailable is None
     ModelRegistry(MODELS, compiler)
     assert compiler.wait(900)
-    assert len(compiler.compiled) == 3, compiler.compiled
+    assert len(compiler.compiled) == len(FORESTS), compiler.compiled
     return path
 
 
@@ -77,7 +84,7 @@ def _rows(model: BinaryModel, n: int, seed: int) -> npt.NDArray[np.float64]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", ["propensity", "uplift-treated", "uplift-control"])
+@pytest.mark.parametrize("role", FORESTS)
 def test_compiled_predictions_equal_lightgbms_own(compiled: ModelSet, role: str) -> None:
     """Raw scores and probabilities, over 50,000 rows and in the server's batch sizes, within 1e-9 of
     ``Booster.predict`` (on these models they are bit for bit the same)."""
@@ -201,5 +208,5 @@ def test_a_failed_compilation_leaves_lightgbm_scoring(
         assert compiler.wait(60)
     assert not any(m.compiled for m in _binary(registry.current).values())
     failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
-    assert len(failures) == 3 and all("the compiler crashed" in f for f in failures)
+    assert len(failures) == len(FORESTS) and all("the compiler crashed" in f for f in failures)
     assert not list(tmp_path.glob("*.so"))
