@@ -24,7 +24,11 @@ minus its experiments (so every customer is targeted by the policy under test):
                effect is its marginal over what was already delivered, not over a message chosen with it);
 - oracle-blind: the oracle with the customer's unseen traits (reading hour, being put off by any message,
                price sensitivity, annoyance) replaced by their means given what the store's data shows —
-               a ceiling for any model of that data; ``oracle-hour``: the same knowing the reading hour.
+               a ceiling for any model of that data; ``oracle-hour``: the same knowing the reading hour;
+               ``oracle-blind-deadline``: blind to the traits and to when the cart will be decided (its
+               ``decide_at``, which no store sees), valuing a message by the chance the cart is still
+               undecided when it lands given that it was not bought before the decision — the tighter
+               ceiling: a model of the data sees neither.
 
 Each policy's incremental revenue is exact, not sampled: for every abandoned cart, the expected revenue
 with what was delivered minus the expected revenue with nothing (``world.Cart``). The unsubscribe cost is
@@ -46,13 +50,14 @@ the uplift model trained on an exploration run's logged holdout; results to
 
     .venv/bin/python benchmarks/bench_decision_quality.py --campaigns winback,promo
         [--campaign-seeds 41,42,43] [--campaign-customers 4000] [--explore-customers 16000]
-        [--budget-share 0.25]
+        [--budget-share 0.25] [--campaign-learner x-learner]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -89,6 +94,7 @@ from nextbest.simulate.world import (
     Message,
 )
 from nextbest.store import Database, MemoryStore, Store, upgrade
+from nextbest.training.fit import LEARNERS
 
 UNSUBSCRIBE_COST = 20.0  # the margin a subscriber brings over the following months (an assumption)
 RESULTS = Path(__file__).with_name("decision_quality.json")
@@ -184,9 +190,12 @@ class _OracleUplift:
     the cart's own timing (when it will be decided) stays known to it. ``hour``: blind but for the
     customer's reading hour (what opens on record would show) — the most a send-hour feature could add."""
 
-    def __init__(self, catalog: Catalog, *, blind: bool = False, hour: bool = False) -> None:
+    def __init__(
+        self, catalog: Catalog, *, blind: bool = False, hour: bool = False, deadline: bool = True
+    ) -> None:
         self.blind = blind
         self.hour = hour
+        self.deadline = deadline  # False: blind to when the cart is decided, too
         self.flows = frozenset({"cart_abandonment"})
         self.actions = {a.id: a for a in catalog.actions}
         vocabulary = sorted(a.id for a in catalog.actions)
@@ -215,8 +224,13 @@ class _OracleUplift:
             send_at = request.at + timedelta(hours=float(row[_DELAY]))
             m = Message(action.id, action.flow, action.channel, send_at, dict(action.parameters))
             blind = _Blind(c, hour=self.hour)
-            seen: Cart | _BlindCart = _BlindCart(cart, blind) if self.blind else cart
+            timing = cart if self.deadline else dataclasses.replace(cart, decide_at=_NEVER)
+            seen: Cart | _BlindCart = _BlindCart(timing, blind) if self.blind else timing
             extra = seen.expected_revenue([*cart.delivered, m]) - seen.expected_revenue(cart.delivered)
+            if not self.deadline:
+                value = timing.order_value(cart.delivered)
+                p_buy = seen.expected_revenue(cart.delivered) / value if value > 0 else 0.0
+                extra *= _still_open(request.at, send_at, cart, p_buy)
             who: Customer | _Blind = blind if self.blind else c
             unsubscribe = UNSUBSCRIBE_COST * who.unsubscribe_probability(int(row[_SENDS_7D]))
             # The engine's rule multiplies by the order at stake less the action's discount: divide by
@@ -224,6 +238,26 @@ class _OracleUplift:
             at_stake = action.value_for(request.cart_value) * (1 - action.discount)
             gains[i] = (extra - unsubscribe) / at_stake
         return gains, np.zeros(len(action_ids))
+
+
+_NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+# world.activities: a cart is decided 2 to 84 hours after it was abandoned, uniformly.
+_DECIDE_HOURS = (2.0, 84.0)
+
+
+def _still_open(now: datetime, send_at: datetime, cart: Cart, p_buy: float) -> float:
+    """P(the cart is undecided at ``send_at``), given only what a store sees at ``now``: the cart
+    abandoned at ``cart.at`` and not bought by ``now`` (``p_buy``: P(buy) with what was delivered, had
+    it been decided now)."""
+    low, high = _DECIDE_HOURS
+
+    def later(at: datetime) -> float:  # P(decide_at > at)
+        hours = (at - cart.at).total_seconds() / 3600
+        return min(1.0, max(0.0, (high - hours) / (high - low)))
+
+    open_now, decided = later(now), 1.0 - later(now)
+    not_bought = open_now + decided * (1.0 - min(1.0, p_buy))
+    return later(send_at) / not_bought if not_bought > 0 else 0.0
 
 
 def _plain_catalog(keep: tuple[str, ...] = (), *, fixed_hour: bool = False) -> Catalog:
@@ -324,6 +358,7 @@ POLICIES = (
     "uplift-fixed-hour",
     "oracle-blind",
     "oracle-hour",
+    "oracle-blind-deadline",
     "oracle",
 )
 # The bundled catalog's declared exploration: the cart-flow holdout, a randomized share of abandoners
@@ -341,10 +376,10 @@ def policies(args: Any, workdir: Path, seed: int) -> list[PolicyResult]:
     customers = population(args.customers, seed)
     uplift = ModelSet(propensity=trained.propensity, uplift=trained.uplift, send_time=trained.send_time)
 
-    def oracle(blind: bool, hour: bool = False) -> ModelSet:
+    def oracle(blind: bool, hour: bool = False, deadline: bool = True) -> ModelSet:
         return ModelSet(
             propensity=trained.propensity,
-            uplift=_OracleUplift(catalog, blind=blind, hour=hour),  # type: ignore[arg-type]
+            uplift=_OracleUplift(catalog, blind=blind, hour=hour, deadline=deadline),  # type: ignore[arg-type]
             send_time=trained.send_time,
         )
 
@@ -358,6 +393,7 @@ def policies(args: Any, workdir: Path, seed: int) -> list[PolicyResult]:
         "uplift-fixed-hour": (uplift, 4, _plain_catalog(fixed_hour=True)),
         "oracle-blind": (oracle(True), 4, catalog),
         "oracle-hour": (oracle(True, hour=True), 4, catalog),
+        "oracle-blind-deadline": (oracle(True, deadline=False), 4, catalog),
         "oracle": (oracle(False), 4, catalog),
     }
     out = []
@@ -515,6 +551,7 @@ def campaign_targeting(args: Any, workdir: Path) -> dict[str, Any]:
                 budget_share=args.budget_share,
                 explore_customers=args.explore_customers,
                 workdir=workdir,
+                learner=args.campaign_learner or None,
             )
             oracle = c.results["oracle"].net
             low_high = c.plan.revenue_interval()
@@ -538,6 +575,7 @@ def campaign_targeting(args: Any, workdir: Path) -> dict[str, Any]:
                 "eligible": c.eligible,
                 "budget": c.budget,
                 "explored_units": len(c.exploration.arms),
+                "learner": c.learner,
                 "rules": {
                     r: {
                         "sends": c.results[r].sends,
@@ -563,7 +601,8 @@ def campaign_targeting(args: Any, workdir: Path) -> dict[str, Any]:
             print(
                 f"  {flow} seed {seed}: "
                 + ", ".join(f"{r} {row['rules'][r]['of_oracle']:.1%}" for r in RULES)
-                + f" of the oracle's net {oracle:,.0f} (budget {c.budget} of {c.eligible}); plan "
+                + f" of the oracle's net {oracle:,.0f} (budget {c.budget} of {c.eligible}; {c.learner})"
+                + "; plan "
                 f"{c.plan.incremental_revenue:,.0f} [{low_high[0] if low_high else 0:,.0f}, "
                 f"{low_high[1] if low_high else 0:,.0f}] vs true {c.plan_truth:,.0f}; holdout covers "
                 f"{sum(h['covered'] for h in holdout.values())} of 2",
@@ -605,6 +644,7 @@ def _campaign_main(args: Any) -> int:
                 "customers": args.campaign_customers,
                 "explore_customers": args.explore_customers,
                 "budget_share": args.budget_share,
+                "learner": args.campaign_learner or "best Qini on the validation slice",
                 "seeds": args.campaign_seeds,
                 "campaigns": result,
             },
@@ -643,6 +683,12 @@ def main() -> int:
         "--explore-customers", type=int, default=16000, help="the exploration run's population"
     )
     parser.add_argument("--budget-share", type=float, default=0.25, help="budget: this share of the eligible")
+    parser.add_argument(
+        "--campaign-learner",
+        default="",
+        choices=["", *LEARNERS],
+        help="the campaigns' uplift learner (default: the best Qini on the validation slice)",
+    )
     args = parser.parse_args()
     if args.campaigns:
         return _campaign_main(args)

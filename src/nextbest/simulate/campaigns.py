@@ -331,11 +331,15 @@ PUT_OFF_SHARE = 0.1
 
 def blind_net(customer: Customer, flow: str) -> float:
     """The true net a send is expected to add given only what the store's data shows: the hidden traits
-    (being put off, price sensitivity) replaced by their population means, knowing the rest (the
-    ceiling for any model of the store's data)."""
-    loyal = len(customer.past_orders) >= 4
+    (being put off at random, price sensitivity) replaced by their population means, knowing the rest (the
+    ceiling for any model of the store's data). What the data does show stays: a loyal customer with a
+    small basket is put off by construction (``world.population``: persuadability -0.15), whoever they
+    are; one in ten of the others is put off at random."""
+    past = len(customer.past_orders)
+    loyal = past >= 4
+    structural = 0.30 * (customer.cart_value > 60) + 0.10 * (past <= 1) - (0.15 if loyal else 0.0)
     mean_sensitivity = 0.003 * (0.3 if loyal else 1.0)  # world.population: uniform(0, 0.006), x 0.3 loyal
-    typical = replace(customer, persuadability=0.0, price_sensitivity=mean_sensitivity)
+    typical = replace(customer, persuadability=structural, price_sensitivity=mean_sensitivity)
     put_off = replace(customer, persuadability=-0.15)
     return (1 - PUT_OFF_SHARE) * true_response(typical, flow).net + PUT_OFF_SHARE * true_response(
         put_off, flow
@@ -379,6 +383,7 @@ class TargetingComparison:
     explore_url: str  # the exploration store (its holdout's lift report)
     plan: CampaignPlan  # the uplift rule's plan, made before its run
     run: CampaignOutcome  # the uplift rule's run, played after the plan
+    learner: str = ""  # the uplift learner kept
 
     @property
     def plan_truth(self) -> float:
@@ -387,12 +392,14 @@ class TargetingComparison:
 
 
 def explore_and_learn(
-    seed: int, customers: int, flow: str, workdir: Path
+    seed: int, customers: int, flow: str, workdir: Path, learner: str | None = None
 ) -> tuple[CampaignOutcome, UpliftModel, str]:
     """The exploration run (the campaign with its 50 % holdout to everyone in the audience of
     population ``seed``, its orders drawn from the truth), and the uplift model ``nextbest train
     uplift``'s pipeline trains on that run's logged randomized exposures (never on the truth). Returns
-    the run, the model and the exploration store's URL (its lift report reads it)."""
+    the run, the model and the exploration store's URL (its lift report reads it). ``learner``: the
+    uplift learner to keep (default: ``nextbest train uplift``'s, the best Qini on the validation
+    slice)."""
     url = f"sqlite:///{workdir}/explore-{flow}-{seed}.db"
     models_dir = workdir / f"models-{flow}-{seed}"
     db = Database(url)
@@ -412,6 +419,7 @@ def explore_and_learn(
         models_dir,
         seed,
         promote_it=True,
+        learner=learner,
     )
     uplift = ModelRegistry(models_dir).current.uplift
     if uplift is None:
@@ -427,6 +435,7 @@ def compare_targeting(
     budget_share: float = 0.25,
     explore_customers: int | None = None,
     workdir: Path,
+    learner: str | None = None,
 ) -> TargetingComparison:
     """Explores, learns, then targets, as a store would: :func:`explore_and_learn` on population
     ``seed`` (``explore_customers`` customers), then a fresh population of the same store (``seed +
@@ -435,8 +444,11 @@ def compare_targeting(
     value x kept (the uplift model's treated arm as the propensity model: trained on the same sends),
     ``uplift`` by expected incremental value (positive only), ``oracle`` by the true net (positive only),
     ``oracle-blind`` by :func:`blind_net`. Each ranking is made dry; then the uplift rule's plan, then its
-    run (played: its orders drawn), to check the plan against the run."""
-    exploration, uplift, explore_url = explore_and_learn(seed, explore_customers or customers, flow, workdir)
+    run (played: its orders drawn), to check the plan against the run. ``learner``: the uplift learner
+    (default: the best Qini on the validation slice)."""
+    exploration, uplift, explore_url = explore_and_learn(
+        seed, explore_customers or customers, flow, workdir, learner
+    )
     target_db = Database(f"sqlite:///{workdir}/target-{flow}-{seed}.db")
     try:
         upgrade(target_db)
@@ -476,7 +488,16 @@ def compare_targeting(
         plan = plan_campaign(uplift_engine, by_uplift, customer_states(target_db), CAMPAIGN_AT)
         run = play_campaign(uplift_engine, by_uplift, targets, seed=seed + 1000, run_id="uplift")
         return TargetingComparison(
-            seed, dry.segment.members, dry.sends, budget, results, exploration, explore_url, plan, run
+            seed,
+            dry.segment.members,
+            dry.sends,
+            budget,
+            results,
+            exploration,
+            explore_url,
+            plan,
+            run,
+            str(uplift.card.params.get("learner", "")),
         )
     finally:
         target_db.dispose()
