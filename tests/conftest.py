@@ -3,6 +3,7 @@ points at a PostgreSQL server, on PostgreSQL too (a fresh database per test sess
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -38,6 +39,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(SLOW_ELSEWHERE):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs a command in process (``main(["serve", ...])``) configures the root logger; the
+    next test must not inherit its level and handler (its INFO lines would land in that test's stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

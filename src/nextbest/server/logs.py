@@ -13,11 +13,13 @@ Log calls themselves never pass a raw customer id, token or context value (STYLE
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 __all__ = ["RateLimit", "SafeFormatter", "configure_logging"]
 
@@ -89,9 +91,23 @@ class RateLimit(logging.Filter):
             return False
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when logging was set up:
+    a caller that swaps standard error (a test capturing it, then closing the capture) never leaves the
+    root handler writing to a closed stream ("--- Logging error ---" on every later record)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str | int, burst: int = 10, period: float = 60.0) -> None:
     """The root handler on standard error with :class:`SafeFormatter` and :class:`RateLimit`."""
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(SafeFormatter(FORMAT))
     handler.addFilter(RateLimit(burst, period))
     logging.basicConfig(level=level, handlers=[handler], force=True)
