@@ -20,7 +20,14 @@ from nextbest.decision.scoring import score_candidates
 from nextbest.domain import DecisionRequest, RequestContext
 from nextbest.models import bundled_models_path
 from nextbest.models import features as feats
-from nextbest.models.compiled import TOLERANCE, CompiledForest, ForestCompiler, probe_rows
+from nextbest.models.compiled import (
+    TOLERANCE,
+    CompiledForest,
+    ForestCompiler,
+    LightGBMForest,
+    _address,
+    probe_rows,
+)
 from nextbest.models.registry import BinaryModel, ModelRegistry, ModelSet
 from nextbest.state import CustomerSnapshot, CustomerState, Journey
 
@@ -210,3 +217,25 @@ def test_a_failed_compilation_leaves_lightgbm_scoring(
     failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(failures) == len(FORESTS) and all("the compiler crashed" in f for f in failures)
     assert not list(tmp_path.glob("*.so"))
+
+
+def test_array_addresses_are_numpys_also_for_read_only_and_empty_arrays() -> None:
+    writable = np.arange(12.0).reshape(3, 4)
+    read_only = np.arange(4.0)
+    read_only.flags.writeable = False
+    for a in (writable, read_only, np.empty((0, 4)), np.empty(0)):
+        assert _address(a) == a.ctypes.data
+
+
+def test_lightgbm_forest_predicts_read_only_rows_as_writable_ones() -> None:
+    registry = ModelRegistry(bundled_models_path())
+    model = registry.current.propensity
+    assert model is not None
+    x = probe_rows(model.booster.model_to_string(), model.num_feature, rows=64)
+    forest = LightGBMForest(model.booster)
+    expected = model.booster.predict(x, num_threads=1)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for rows in (x, frozen):
+        assert np.array_equal(forest.predict(rows), expected, equal_nan=True)
+    assert forest.predict(x[:0]).shape == (0,)

@@ -71,8 +71,18 @@ _CODEGEN_VERSION = "1"
 # The child that compiles one model: ``-c`` rather than ``-m`` (the package imports the module already),
 # ``-P`` so that the server's working directory is not on its path.
 _COMPILE = "import sys; from nextbest.models.codegen import main; sys.exit(main(sys.argv[1:]))"
-_DOUBLE_P = ctypes.POINTER(ctypes.c_double)
+_CHAR = ctypes.c_char
 _ONE_THREAD = _lgb._c_str("num_threads=1")
+
+
+def _address(a: npt.NDArray[np.float64]) -> int:
+    """The address of a C-contiguous array's data, from a ctypes view of its buffer: ~0.2 µs, where
+    ``a.ctypes.data`` builds numpy's ctypes helper (~1 µs, twice per scored decision). A read-only or
+    empty array (no writable byte to view) goes numpy's way."""
+    try:
+        return ctypes.addressof(_CHAR.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return int(a.ctypes.data)
 
 
 class Forest(Protocol):
@@ -97,7 +107,7 @@ class LightGBMForest:
         _lgb._safe_call(
             _lgb._LIB.LGBM_BoosterPredictForMat(  # type: ignore[attr-defined]
                 self.booster._handle,
-                x.ctypes.data_as(_DOUBLE_P),
+                ctypes.c_void_p(_address(x)),
                 ctypes.c_int(_lgb._C_API_DTYPE_FLOAT64),
                 ctypes.c_int32(rows),
                 ctypes.c_int32(columns),
@@ -107,7 +117,7 @@ class LightGBMForest:
                 ctypes.c_int(-1),  # every iteration
                 _ONE_THREAD,
                 ctypes.byref(written),
-                out.ctypes.data_as(_DOUBLE_P),
+                ctypes.c_void_p(_address(out)),
             )
         )
         if written.value != rows:  # pragma: no cover - LightGBM writes one value per row
@@ -142,7 +152,7 @@ class CompiledForest:
         if columns != self.num_feature:
             raise ValueError(f"{columns} features given, the model takes {self.num_feature}")
         out = np.empty(rows, dtype=np.float64)
-        self._fn(x.ctypes.data, rows, 1 if raw else 0, out.ctypes.data)
+        self._fn(_address(x), rows, 1 if raw else 0, _address(out))
         return out
 
 
