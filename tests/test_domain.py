@@ -1,5 +1,6 @@
 """The hand-written __init__ of the frozen dataclasses built on every decision (``Decision``,
-``ChosenAction``): the generated one's parameters, in order, with its defaults, every field set."""
+``ChosenAction``, ``Journey``, ``ContactLog``): the generated one's parameters, in order, with its
+defaults, every field set."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from nextbest.decision.contact import ContactLog
 from nextbest.domain import (
     ActionClass,
     Channel,
@@ -19,11 +21,12 @@ from nextbest.domain import (
     Rejection,
     SendTimeSource,
 )
+from nextbest.state import Journey
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("cls", [Decision, ChosenAction])
+@pytest.mark.parametrize("cls", [Decision, ChosenAction, Journey, ContactLog])
 def test_init_takes_the_fields_in_order_with_their_defaults(cls: type) -> None:
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     assert [p.name for p in params] == [f.name for f in fields(cls)]
@@ -69,3 +72,13 @@ def test_every_field_is_set_and_stays_frozen() -> None:
     )
     assert pickle.loads(pickle.dumps(full)) == full
     assert chosen == _chosen()
+
+
+def test_journeys_set_every_field() -> None:
+    values = (True, NOW, 2, None, None, True, frozenset({0, 1}), NOW, None)
+    journey = Journey(*values)
+    assert tuple(getattr(journey, f.name) for f in fields(Journey)) == values
+    assert Journey(active=False) == Journey(False, None, 0, None, None, False, frozenset(), None, None)
+    assert hash(journey) == hash(Journey(*values))
+    with pytest.raises(FrozenInstanceError):
+        journey.active = False  # type: ignore[misc]

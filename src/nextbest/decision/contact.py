@@ -124,7 +124,7 @@ def _step_failure(action: Action, flow: Flow, journey: Journey, now: datetime) -
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ContactLog:
     """What the send-time policy needs: the customer's contact history (newest first), the decision's
     time and the customer's time zone."""
@@ -133,6 +133,15 @@ class ContactLog:
     history: Sequence[PastExposure]
     now: datetime
     zone: ZoneInfo
+
+    # By hand, each slot through its own descriptor (one per decision; see ``Decision.__init__``).
+    def __init__(
+        self, policy: ContactPolicy, history: Sequence[PastExposure], now: datetime, zone: ZoneInfo
+    ) -> None:
+        _set_policy(self, policy)
+        _set_history(self, history)
+        _set_now(self, now)
+        _set_zone(self, zone)
 
     def preempted_by(self, candidate: ScoredCandidate, flows: Mapping[str, Flow]) -> list[PastExposure]:
         """Pending actions on the candidate's channel that it outranks: it cancels them if it wins."""
@@ -146,6 +155,13 @@ class ContactLog:
             and p.pending(self.now)
             and _priority(p.action_class, p.flow, flows) > mine
         ]
+
+
+# The slots' own setters, for ``ContactLog.__init__``.
+_set_policy = vars(ContactLog)["policy"].__set__
+_set_history = vars(ContactLog)["history"].__set__
+_set_now = vars(ContactLog)["now"].__set__
+_set_zone = vars(ContactLog)["zone"].__set__
 
 
 def _priority(action_class: ActionClass, flow: str, flows: Mapping[str, Flow]) -> tuple[int, int]:
