@@ -132,3 +132,14 @@ def test_a_model_on_features_the_server_does_not_build_is_incompatible(tmp_path:
         json.loads((tmp_path / "propensity" / status.version / "card.json").read_text())["features"]
         == features
     )
+
+
+def test_one_row_is_encoded_as_encode_rows_encodes_it() -> None:
+    rng = np.random.default_rng(3)
+    full = rng.normal(size=(4, len(feats.FEATURES)))
+    full[1, 2] = np.nan
+    full[2, 0] = -0.0
+    for matrix in (full, full.astype(">f8"), np.asfortranarray(full)):
+        for row in range(4):
+            assert feats.encode_row(matrix, row) == feats.encode_rows(matrix[row : row + 1])[0]
+            assert len(feats.encode_row(matrix, row)) == len(feats.LOGGED) * 8

@@ -60,7 +60,7 @@ class ScoredCandidate:
         if self.logged is None:
             return self.encoded
         matrix, row = self.logged
-        return feats.encode_rows(matrix[row : row + 1])[0]
+        return feats.encode_row(matrix, row)
 
     @property
     def action(self) -> Action:

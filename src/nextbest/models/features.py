@@ -12,6 +12,7 @@ trained on and the registry refuses a model built for another.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -75,6 +76,9 @@ _CHANNEL_CODE = {c: float(i) for i, c in enumerate(Channel)}
 _ACTION_INDEX = len(LOGGED)
 _DAY = 86400.0
 _NAN = math.nan
+# The log's float64 (little-endian), and whether this machine stores float64 that way.
+_LOGGED_F8 = np.dtype("<f8")
+_LITTLE = sys.byteorder == "little"
 
 
 def customer_row(
@@ -145,6 +149,14 @@ def encode_rows(logged: npt.NDArray[np.float64]) -> list[bytes]:
     blob = logged[:, : len(LOGGED)].astype("<f8", copy=False).tobytes()
     width = len(LOGGED) * 8
     return [blob[i : i + width] for i in range(0, len(blob), width)]
+
+
+def encode_row(matrix: npt.NDArray[np.float64], row: int) -> bytes:
+    """``encode_rows(matrix[row : row + 1])[0]``, without its slices and list: one row of a native
+    little-endian float64 matrix is its first ``LOGGED`` values' bytes as they are."""
+    if not _LITTLE or matrix.dtype != _LOGGED_F8:
+        return encode_rows(matrix[row : row + 1])[0]
+    return matrix[row, : len(LOGGED)].tobytes()
 
 
 def decode(blob: bytes | None) -> npt.NDArray[np.float64] | None:
