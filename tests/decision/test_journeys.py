@@ -54,3 +54,27 @@ def test_an_exit_before_entry_or_in_the_future_does_not_count() -> None:
 def test_no_entry_means_no_journey() -> None:
     j = journey_in(CART, snap([sent(1, flow="other")]), "scheduled", h(30))
     assert not j.active and j.exit_event is None and j.hours_since_entry(h(30)) == -1.0
+
+
+def test_the_book_answers_what_journey_in_answers_sharing_the_journeys_entered_now() -> None:
+    from pathlib import Path
+
+    from nextbest.catalog import bundled_catalog_path, load_catalog
+    from nextbest.decision.journeys import JourneyBook
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "catalog_20.yaml"
+    for catalog in (load_catalog(bundled_catalog_path()), load_catalog(bench)):
+        for trigger in sorted(catalog.triggers):
+            for snapshot in (snap([]), snap([], order_placed=1)):
+                book = JourneyBook(catalog, snapshot, trigger, h(5))
+                journeys = {f: book[f] for f in catalog.flows}
+                for flow_id, journey in journeys.items():
+                    assert journey == journey_in(catalog.flows[flow_id], snapshot, trigger, h(5)), flow_id
+                entered = [(catalog.flows[f].duration, j) for f, j in journeys.items() if j.new]
+                assert entered or trigger not in {t for f in catalog.flows.values() for t in f.entry_triggers}
+                for duration, journey in entered:
+                    assert journey.ends_at == h(5) + duration
+                    assert all(j == journey for d, j in entered if d == duration)
+    # The benchmark's trigger enters its five flows, of one duration: one journey object for them all.
+    book = JourneyBook(load_catalog(bench), snap([]), "bench_trigger", h(5))
+    assert len({id(book[f]) for f in load_catalog(bench).flows}) == 1

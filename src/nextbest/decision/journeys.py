@@ -55,6 +55,9 @@ class JourneyBook:
         self._by_flow = by_flow
         self._journeys: dict[str, Journey] = {}
         self._higher: dict[str, tuple[Flow, Journey] | None] = {}
+        # The last journey entered now (``__getitem__``) and its flow's duration.
+        self._entered: Journey | None = None
+        self._entered_for = timedelta(0)
         # Nothing sent and no event recorded: no journey can have started before now (``journey_in``
         # finds no entry), so none is ongoing.
         self._none_ongoing = not snapshot.history and not snapshot.state.last_events
@@ -69,9 +72,15 @@ class JourneyBook:
             if history is None and not entry_events:
                 # Nothing sent in the flow and no entry event to look up (most flows of most customers):
                 # what ``journey_in`` answers then, without its walk.
-                now = self._now
                 if self._trigger in flow.entry_triggers:
-                    journey = Journey(active=True, entered_at=now, new=True, ends_at=now + flow.duration)
+                    # Entered now: the same journey for every flow of the same duration (immutable, so
+                    # shared; most flows of a catalog keep the default duration).
+                    duration = flow.duration
+                    journey = self._entered
+                    if journey is None or self._entered_for != duration:
+                        now = self._now
+                        journey = Journey(active=True, entered_at=now, new=True, ends_at=now + duration)
+                        self._entered, self._entered_for = journey, duration
                 else:
                     journey = _NEVER
             else:
