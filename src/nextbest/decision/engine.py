@@ -167,7 +167,8 @@ class Duration:
     def observe(self, seconds: float) -> None:
         # Unlocked on purpose: a lost update among concurrent writers only blurs a moving estimate.
         now = self._clock()
-        decay = self._decay(now)
+        idle = now - self._updated  # ``_decay``, inlined: twice per decision
+        decay = 0.5 ** (idle / self._HALF_LIFE) if idle > 0 else 1.0
         mean, deviation = self._mean * decay, self._deviation * decay
         self._deviation = deviation + self._WEIGHT * (abs(seconds - mean) - deviation)
         self._mean = mean + self._WEIGHT * (seconds - mean)
@@ -215,9 +216,6 @@ class DecisionEngine:
         # One rule object for every call: the events' group commit cancels once per rule in a batch.
         self._cancel_rule = partial(cancel_reason, catalog)
 
-    def _lock(self, user_id: str) -> threading.Lock:
-        return self._locks[_stripe(user_id)]
-
     def decide(self, request: DecisionRequest, deadline: float | None = None) -> Decision:
         """Answers one NextAction request; the decision is durable when this returns.
 
@@ -230,7 +228,7 @@ class DecisionEngine:
         fingerprint = request_fingerprint(request)
         # Optimistic: decide, then insert; the unique request_id turns a retry into a conflict, answered
         # from the stored decision. New requests (the common case) skip a lookup.
-        with self._lock(request.user_id):
+        with self._locks[_stripe(request.user_id)]:
             for _attempt in range(MAX_ATTEMPTS):
                 if deadline is not None:
                     Duration.check(deadline, "before deciding", self._decide_time.estimate())
@@ -399,7 +397,9 @@ class DecisionEngine:
         now: datetime,
         deadline: float | None = None,
     ) -> tuple[Decision, SavedDecision]:
-        snapshot = self._load(request, now)
+        # ``_load``, inlined (every call).
+        products = request.context.product_ids if request.trigger in self._needs_stock else ()
+        snapshot = self.store.load_snapshot(request.user_id, now, products)
         decision = self._make_decision(request, snapshot, now)
         if deadline is not None:
             Duration.check(deadline, "before writing", self._write_time.estimate())
@@ -471,6 +471,7 @@ class DecisionEngine:
         eligible: list[Candidate] = []
         rejected: list[Rejection] = []
         book = JourneyBook(catalog, snapshot, request.trigger, now, self._flow_facts)
+        none_ongoing = book.none_ongoing
         scope = RuleScope(state, request, now, plan.scope)
         engagement = catalog.policy.engagement
         blank = not state.channels  # no channel state: the plan's own answers and rejections
@@ -511,7 +512,8 @@ class DecisionEngine:
                         refusal = by_class[cls]
                     else:
                         refusal = by_class[cls] = engagement_failure(cls, engagement, state, now)
-                if refusal is None and journey.new:  # the conflict check: a new journey only
+                if refusal is None and journey.new and not none_ongoing:  # the conflict check: a new
+                    # journey only, and only when some journey can be ongoing (else it finds none)
                     if not conflict_known:
                         conflict, conflict_known = conflict_failure(flow, journey, book), True
                     refusal = conflict

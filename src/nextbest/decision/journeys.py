@@ -60,7 +60,7 @@ class JourneyBook:
         self._entered_for = timedelta(0)
         # Nothing sent and no event recorded: no journey can have started before now (``journey_in``
         # finds no entry), so none is ongoing.
-        self._none_ongoing = not snapshot.history and not snapshot.state.last_events
+        self.none_ongoing = not snapshot.history and not snapshot.state.last_events
 
     def __getitem__(self, flow_id: str) -> Journey:
         journey = self._journeys.get(flow_id)
@@ -92,7 +92,7 @@ class JourneyBook:
 
     def higher_journey(self, flow: Flow) -> tuple[Flow, Journey] | None:
         """An ongoing journey (entered before now, still active) in a flow that outranks ``flow``."""
-        if self._none_ongoing:
+        if self.none_ongoing:
             return None
         if flow.id not in self._higher:
             found = None
