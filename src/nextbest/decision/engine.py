@@ -101,9 +101,9 @@ def request_fingerprint(request: DecisionRequest) -> str:
         tuple(ctx.product_ids),
         ctx.page_category,
         ctx.time_zone,
-        tuple(sorted(ctx.attributes.items())),
+        tuple(sorted(ctx.attributes.items())) if ctx.attributes else (),
         tuple(ctx.out_of_stock_product_ids),
-        tuple(c.value if c else None for c in request.channels),
+        tuple([c.value if c else None for c in request.channels]) if request.channels else (),
         request.max_actions or 1,
     )
     return hashlib.sha256(repr(canonical).encode()).hexdigest()
@@ -443,7 +443,7 @@ class DecisionEngine:
             trigger=request.trigger,
             occurred_at=now,
             catalog_version=self.catalog.version,
-            actions=tuple(_chosen(c) for c in chosen),
+            actions=tuple([_chosen(c) for c in chosen]),
             rejected=tuple(
                 rejected + no_lift + lower
                 if not self.catalog.experiments  # nothing held out, no arms

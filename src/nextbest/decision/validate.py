@@ -51,6 +51,8 @@ def _text(name: str, value: str, limit: int, out: list[FieldViolation]) -> bool:
 
 
 def _ids(name: str, values: Sequence[str], limit: int, out: list[FieldViolation]) -> None:
+    if not values:
+        return
     if len(values) <= limit and all(0 < len(v) <= MAX_ID for v in values) and _NUL not in "".join(values):
         return  # nothing to report: no per-id field names to format
     if len(values) > limit:
