@@ -9,7 +9,7 @@ over N is the instructions one decision costs, imports and set-up cancelling out
 ~50 x slower; a few minutes per tree), but the counts do not depend on what else the machine is doing
 (``PYTHONHASHSEED`` is fixed: a random one moves them by up to ~2.5 %).
 
-    python benchmarks/decide_instructions.py [--base REV] [--head REV] [--decisions 500]
+    python benchmarks/decide_instructions.py [--base REV] [--head REV] [--decisions 500] [--models DIR]
 
 ``--head REV`` counts a commit instead of this checkout's working tree (which others may be editing while
 valgrind runs for minutes).
@@ -55,7 +55,7 @@ for r in requests:
 """
 
 
-def instructions(src: Path, decisions: int, workdir: Path, models: list[str]) -> int:
+def instructions(src: Path, decisions: int, workdir: Path, models: list[str], models_dir: Path) -> int:
     """Instructions of the child's whole run; ``models`` gets the model versions it loaded."""
     child = workdir / "child.py"
     child.write_text(CHILD)
@@ -63,7 +63,7 @@ def instructions(src: Path, decisions: int, workdir: Path, models: list[str]) ->
     catalog = ROOT / "benchmarks" / "catalog_20.yaml"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, str(child)]
     done = subprocess.run(
-        [*command, str(decisions), str(catalog), str(ROOT / "models")],
+        [*command, str(decisions), str(catalog), str(models_dir)],
         # A fixed hash seed: with a random one the same code counts up to ~2.5 % apart between runs (set
         # and dict layouts, string hashes).
         env={**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"},
@@ -79,13 +79,13 @@ def instructions(src: Path, decisions: int, workdir: Path, models: list[str]) ->
     return int(found.group(1))
 
 
-def per_decision(src: Path, decisions: int) -> tuple[float, str]:
+def per_decision(src: Path, decisions: int, models_dir: Path) -> tuple[float, str]:
     """Instructions per decision, and the models the tree loaded (the same for both trees, or the
     comparison is not of the pipeline alone)."""
     models: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = instructions(src, 0, Path(tmp), models)
-        total = instructions(src, decisions, Path(tmp), models)
+        base = instructions(src, 0, Path(tmp), models, models_dir)
+        total = instructions(src, decisions, Path(tmp), models, models_dir)
     return (total - base) / decisions, models[0] if models else "MODELS ?"
 
 
@@ -94,16 +94,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="a commit to compare with (checked out with git archive)")
     parser.add_argument("--head", help="a commit to count instead of this checkout's working tree")
     parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=ROOT / "models",
+        help="the models both trees load (default: this checkout's models/, which others may retrain "
+        "while valgrind runs; a folder of its own keeps the comparison on one set)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("decide_instructions: valgrind is not installed", file=sys.stderr)
         return 2
     results: dict[str, tuple[float, str]] = {}
     if args.base:
-        results[args.base] = _at_commit(args.base, args.decisions)
+        results[args.base] = _at_commit(args.base, args.decisions, args.models)
     head = args.head or "this checkout"
     results[head] = (
-        _at_commit(args.head, args.decisions) if args.head else per_decision(ROOT / "src", args.decisions)
+        _at_commit(args.head, args.decisions, args.models)
+        if args.head
+        else per_decision(ROOT / "src", args.decisions, args.models)
     )
     for name, (value, models) in results.items():
         print(f"{name}: {value:,.0f} instructions per decide ({models})")
@@ -115,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _at_commit(rev: str, decisions: int) -> tuple[float, str]:
+def _at_commit(rev: str, decisions: int, models_dir: Path) -> tuple[float, str]:
     """``per_decision`` on the ``src`` of commit ``rev`` (checked out with git archive)."""
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
             ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        return per_decision(Path(tmp) / "src", decisions)
+        return per_decision(Path(tmp) / "src", decisions, models_dir)
 
 
 if __name__ == "__main__":
