@@ -80,7 +80,7 @@ def _address(a: npt.NDArray[np.float64]) -> int:
     ``a.ctypes.data`` builds numpy's ctypes helper (~1 µs, twice per scored decision). A read-only or
     empty array (no writable byte to view) goes numpy's way."""
     try:
-        return ctypes.addressof(_CHAR.from_buffer(a))
+        return ctypes.addressof(_CHAR.from_buffer(a))  # type: ignore[arg-type]  # numpy 1.x: no Buffer in its stubs
     except (TypeError, ValueError, BufferError):
         return int(a.ctypes.data)
 
