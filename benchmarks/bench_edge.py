@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,21 +46,35 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def server(workdir: Path, name: str, max_concurrent: int) -> Iterator[tuple[str, int]]:
-    """``nextbest serve`` on a fresh SQLite database; yields (address, pid) once SERVING."""
+def server(
+    workdir: Path,
+    name: str,
+    max_concurrent: int,
+    *,
+    database_url: str | None = None,
+    cpus: set[int] | None = None,
+) -> Iterator[tuple[str, int, int]]:
+    """``nextbest serve`` (default: on a fresh SQLite database; ``cpus``: pinned to them); yields
+    (address, pid, health port) once SERVING."""
     port, health = free_port(), free_port()
     log = workdir / f"{name}.log"
     argv = [
         sys.executable, "-m", "nextbest", "serve", "--host", HOST, "--port", str(port),
-        "--catalog", str(CATALOG), "--database-url", f"sqlite:///{workdir / name}.db",
+        "--catalog", str(CATALOG), "--database-url", database_url or f"sqlite:///{workdir / name}.db",
         "--health-port", str(health), "--max-concurrent", str(max_concurrent),
     ]  # fmt: skip
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509
+        )
     try:
         wait_serving(f"{HOST}:{health}", proc, log, 120.0)
         time.sleep(1.0)  # the first database health check
-        yield f"{HOST}:{port}", proc.pid
+        yield f"{HOST}:{port}", proc.pid, health
     finally:
         stop_process(proc)
 
@@ -124,8 +139,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp:
         workdir = Path(tmp)
         with (
-            server(workdir, "main", 2 * args.limit) as (address, pid),
-            server(workdir, "limited", 1) as (limited, limited_pid),
+            server(workdir, "main", 2 * args.limit) as (address, pid, _),
+            server(workdir, "limited", 1) as (limited, limited_pid, _),
             Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge") as edge,
             Edge(EdgeConfig(f"{HOST}:{free_port()}", address, 1), workdir / "edge-1") as edge1,
         ):

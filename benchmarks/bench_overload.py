@@ -1,0 +1,172 @@
+"""Overload at twice capacity (issue 19's acceptance), the server alone and behind the edge, alternated.
+
+One server (`nextbest serve`, `benchmarks/catalog_20.yaml`, `--health-port`, `--max-concurrent 2 x
+LIMIT`) and `nextbest edge` in front of it (at most LIMIT decision calls at once). Each round:
+
+1. the capacity: `benchmarks/loadgen.py` closed loops of 16 callers straight to the server and of LIMIT
+   callers through the edge; the **higher** is the capacity C (so the edge's own cost counts against it);
+2. an open loop at 2 C for ``--duration`` seconds, each call with a 0.5 s deadline, straight to the server
+   and through the edge (the order alternates by round), health probed every 100 ms on the health port,
+   and the calls answered DEADLINE_EXCEEDED looked up in the database (committed after their deadline).
+
+With ``--pin`` the server and nginx run on the last CPU and the load generator on the others — what a load
+generator on another host gives: on one host of two vCPUs an open loop at 2 C otherwise takes the cores
+the server needs (each call, refused or not, costs the Python load generator ~200 µs).
+
+    .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin
+    .venv/bin/python benchmarks/bench_overload.py --rounds 2 --pin \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres --limit 8
+
+Prints one JSON line per run and a Markdown table. Loopback only; stops only what it started. A
+PostgreSQL ``--database-url`` names a server database: a fresh database is created in it and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_edge import server  # noqa: E402
+from nextbest.server.edge import Edge, EdgeConfig  # noqa: E402
+from nextbest.server.process import HOST, free_port  # noqa: E402
+
+LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
+
+
+@contextmanager
+def fresh_database(url: str | None, workdir: Path) -> Iterator[str]:
+    """SQLite in ``workdir``, or a new database on the PostgreSQL server ``url`` names (dropped after)."""
+    if not url:
+        yield f"sqlite:///{workdir / 'overload.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"nextbest_overload_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def loadgen(cpus: set[int] | None, *args: str) -> dict[str, Any]:
+    prefix = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    done = subprocess.run(
+        [*prefix, sys.executable, LOADGEN, *args], capture_output=True, text=True, check=True, timeout=600
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of each open loop")
+    parser.add_argument("--limit", type=int, default=4, help="the edge's --max-concurrent")
+    parser.add_argument("--deadline", type=float, default=0.5, help="each call's deadline in the open loop")
+    parser.add_argument(
+        "--pin", action="store_true", help="server and nginx on the last CPU, callers on the rest"
+    )
+    parser.add_argument("--database-url", help="a PostgreSQL server (default: SQLite in a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write the runs here")
+    args = parser.parse_args()
+
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus, caller_cpus = ({cpus[-1]}, set(cpus[:-1])) if args.pin and len(cpus) > 1 else (None, None)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
+        workdir = Path(tmp)
+        with (
+            fresh_database(args.database_url, workdir) as url,
+            server(workdir, "server", 2 * args.limit, database_url=url, cpus=server_cpus) as (
+                address,
+                pid,
+                hp,
+            ),
+            Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge") as edge,
+        ):
+            if server_cpus:
+                for nginx in edge.pids:
+                    os.sched_setaffinity(nginx, server_cpus)
+            ports = {"direct": address.rpartition(":")[2], "edge": edge.config.listen.rpartition(":")[2]}
+            common = ["--server-pid", str(pid), "--channels", "4"]
+            for round_ in range(args.rounds):
+                closed = ["--duration", "6", "closed", "--concurrency"]
+                direct = loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, "16")
+                via_edge = loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
+                capacity = max(direct["decisions_per_s"], via_edge["decisions_per_s"])
+                order = ("direct", "edge") if round_ % 2 == 0 else ("edge", "direct")
+                for path in order:
+                    result = loadgen(
+                        caller_cpus, "--port", ports[path], *common, "--duration", str(args.duration),
+                        "--warmup", "0", "--timeout", str(args.deadline), "--probe-health",
+                        "--health-port", str(hp), "--database-url", url,
+                        "open", "--rate", str(round(2 * capacity)),
+                    )  # fmt: skip
+                    run = {
+                        "round": round_ + 1,
+                        "path": path,
+                        "database": "postgresql" if args.database_url else "sqlite",
+                        "pinned": bool(server_cpus),
+                        "limit": args.limit,
+                        "capacity_direct": round(direct["decisions_per_s"]),
+                        "capacity_via_edge": round(via_edge["decisions_per_s"]),
+                        "capacity": round(capacity),
+                        "rate": round(2 * capacity),
+                        "goodput": round(result["decisions_per_s"]),
+                        "share": round(result["decisions_per_s"] / capacity, 3),
+                        "errors": result["errors"],
+                        "late_sends": result["late_sends"],
+                        "health_probes": result["health"]["probes"],
+                        "health_over_100ms": result["health"]["over_100ms"],
+                        "health_slowest_ms": result["health"]["latency_ms"]["max"],
+                        "committed_after_deadline": result["committed_after_deadline"],
+                        "server_us_per_call": result["server_cpu_us_per_call"],
+                        "client_us_per_call": result["client_cpu_us_per_call"],
+                    }
+                    runs.append(run)
+                    print(json.dumps(run), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+    header = (
+        "| round | path | capacity (direct / via edge) | rate | goodput | share | refused | deadline exceeded"
+        " | health > 100 ms (slowest) | committed after deadline |"
+    )
+    print("\n" + header)
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|")
+    for r in runs:
+        print(
+            f"| {r['round']} | {r['path']} | {r['capacity']:,} ({r['capacity_direct']:,} / "
+            f"{r['capacity_via_edge']:,}) | {r['rate']:,} | {r['goodput']:,} | {r['share']:.1%} | "
+            f"{r['errors'].get('RESOURCE_EXHAUSTED', 0):,} | {r['errors'].get('DEADLINE_EXCEEDED', 0):,} | "
+            f"{r['health_over_100ms']} of {r['health_probes']} ({r['health_slowest_ms']:.0f} ms) | "
+            f"{r['committed_after_deadline']} |"
+        )
+    for path in ("direct", "edge"):
+        shares = [r["share"] for r in runs if r["path"] == path]
+        print(f"{path}: goodput share median {statistics.median(shares):.1%}, min {min(shares):.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
