@@ -24,6 +24,7 @@ PostgreSQL ``--database-url`` names a server database: a fresh database is creat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -44,6 +45,25 @@ from nextbest.server.edge import Edge, EdgeConfig  # noqa: E402
 from nextbest.server.process import HOST, free_port  # noqa: E402
 
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
+
+
+@contextmanager
+def own_postgres(workdir: Path, cpus: set[int] | None) -> Iterator[str]:
+    """A PostgreSQL cluster of this run's own (initdb into ``workdir``, a free port; the fault harness's
+    ``PgCluster``), on the server's CPUs when pinned: the database on the server's host, the load
+    generator alone on its CPU. Stopped and removed after."""
+    from reliability import PgCluster
+
+    workdir.chmod(0o755)  # initdb runs as the postgres user when this runs as root
+    cluster = PgCluster(workdir / "pg")
+    cluster.start()
+    try:
+        if cpus:
+            for pid in cluster.pids():
+                os.sched_setaffinity(pid, cpus)  # backends forked later inherit the postmaster's
+        yield cluster.url
+    finally:
+        cluster.destroy()
 
 
 @contextmanager
@@ -88,6 +108,11 @@ def main() -> int:
         "--pin", action="store_true", help="server and nginx on the last CPU, callers on the rest"
     )
     parser.add_argument("--database-url", help="a PostgreSQL server (default: SQLite in a temporary folder)")
+    parser.add_argument(
+        "--own-postgres",
+        action="store_true",
+        help="PostgreSQL: a cluster of the run's own, pinned with the server (instead of --database-url)",
+    )
     parser.add_argument("--json", type=Path, help="also write the runs here")
     args = parser.parse_args()
 
@@ -96,15 +121,15 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
         workdir = Path(tmp)
-        with (
-            fresh_database(args.database_url, workdir) as url,
-            server(workdir, "server", 2 * args.limit, database_url=url, cpus=server_cpus) as (
-                address,
-                pid,
-                hp,
-            ),
-            Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge") as edge,
-        ):
+        with contextlib.ExitStack() as stack:
+            base = stack.enter_context(own_postgres(workdir, server_cpus)) if args.own_postgres else None
+            url = stack.enter_context(fresh_database(base or args.database_url, workdir))
+            address, pid, hp = stack.enter_context(
+                server(workdir, "server", 2 * args.limit, database_url=url, cpus=server_cpus)
+            )
+            edge = stack.enter_context(
+                Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge")
+            )
             if server_cpus:
                 for nginx in edge.pids:
                     os.sched_setaffinity(nginx, server_cpus)
@@ -126,7 +151,7 @@ def main() -> int:
                     run = {
                         "round": round_ + 1,
                         "path": path,
-                        "database": "postgresql" if args.database_url else "sqlite",
+                        "database": "postgresql" if args.database_url or args.own_postgres else "sqlite",
                         "pinned": bool(server_cpus),
                         "limit": args.limit,
                         "capacity_direct": round(direct["decisions_per_s"]),
