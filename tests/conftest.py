@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from sqlalchemy import create_engine, text
@@ -18,6 +19,8 @@ from sqlalchemy.engine import make_url
 from nextbest.catalog import Catalog, bundled_catalog_path, load_catalog, parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.experiments import assign
+from nextbest.models.registry import ModelRegistry, ModelSet
+from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.store import Database, Store, upgrade
 
 PG_URL = os.environ.get("NEXTBEST_TEST_DATABASE_URL", "")
@@ -94,6 +97,15 @@ def store(migrated: str) -> Iterator[Store]:
     s = Store(Database(migrated))
     yield s
     s.close()
+
+
+def evening_registry() -> ModelRegistry:
+    """A registry serving a send-time model whose every customer reads at 19:00 UTC (population only)."""
+    probs = np.full(HOURS_OF_WEEK, 0.3 / (HOURS_OF_WEEK - 7))
+    probs[[day * 24 + 19 for day in range(7)]] = 0.1
+    registry = ModelRegistry(None)
+    registry.current = ModelSet(send_time=SendTimeModel(probs, 10.0))
+    return registry
 
 
 def uid(prefix: str = "u") -> str:

@@ -7,18 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
-
 from nextbest.campaigns import campaign_request, plan_campaign, run_campaign
 from nextbest.catalog import parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Channel, Event, EventType, SendTimeSource
-from nextbest.models.registry import ModelSet
-from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.store import Database, Store, upgrade
 from nextbest.store.scan import customer_states
 from tests.campaigns.test_campaigns import CATALOG
-from tests.conftest import find_unit
+from tests.conftest import evening_registry, find_unit
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)  # a Monday, 10:00 UTC
 SEND_HOUR_TEST = """
@@ -32,20 +28,12 @@ segments:
 """
 
 
-class _EveningRegistry:
-    """A send-time model whose every customer reads at 19:00 UTC (population only)."""
-
-    def __init__(self) -> None:
-        probs = np.full(HOURS_OF_WEEK, 0.3 / (HOURS_OF_WEEK - 7))
-        probs[[day * 24 + 19 for day in range(7)]] = 0.1
-        self.current = ModelSet(send_time=SendTimeModel(probs, 10.0))
-
-
 def test_a_campaign_run_sends_each_send_time_arm_at_its_hour(tmp_path: Path) -> None:
     catalog = parse_catalog(
         CATALOG.replace("segments:\n", SEND_HOUR_TEST, 1).replace("BUDGET", ""), "campaign.yaml"
     )
-    assert catalog.experiment("autumn_send_hour").sets_send_time  # type: ignore[union-attr]
+    experiment = catalog.experiment("autumn_send_hour")
+    assert experiment is not None and experiment.sets_send_time
     db = Database(f"sqlite:///{tmp_path}/c.db")
     upgrade(db)
     store = Store(db)
@@ -63,7 +51,7 @@ def test_a_campaign_run_sends_each_send_time_arm_at_its_hour(tmp_path: Path) -> 
             )
         )
     store.record_events(events, at)
-    engine = DecisionEngine(catalog, store, clock=lambda: NOW, models=_EveningRegistry())  # type: ignore[arg-type]
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW, models=evening_registry())
     campaign = catalog.campaigns["autumn"]
 
     plan = plan_campaign(engine, campaign, customer_states(db), NOW)

@@ -34,10 +34,9 @@ from nextbest.domain import (
 from nextbest.experiments import assign
 from nextbest.models import features as feats
 from nextbest.models.registry import ModelSet
-from nextbest.models.send_time import HOURS_OF_WEEK, SendTimeModel
 from nextbest.state import ChannelState, CustomerState, Journey, Suppression
 from nextbest.store import Database, MemoryStore, Store, upgrade
-from tests.conftest import find_unit, heavy_holdout_catalog, sqlite_engine
+from tests.conftest import evening_registry, find_unit, heavy_holdout_catalog, sqlite_engine
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 
@@ -347,15 +346,6 @@ def test_experiments_that_move_the_same_action_vary_it_together() -> None:
     assert (candidate.channel, candidate.delay) in candidate.variants
 
 
-class _EveningRegistry:
-    """A send-time model whose every customer reads at 19:00 UTC (population only)."""
-
-    def __init__(self) -> None:
-        probs = np.full(HOURS_OF_WEEK, 0.3 / (HOURS_OF_WEEK - 7))
-        probs[[day * 24 + 19 for day in range(7)]] = 0.1
-        self.current = ModelSet(send_time=SendTimeModel(probs, 10.0))
-
-
 def test_a_send_time_arm_sends_at_the_best_hour_and_the_fixed_arm_when_due() -> None:
     """The review request (due 3 days after delivery, a 12 h send window) in a send-time test: both arms
     get it and are logged with their assignment probability; the optimize arm at the customer's best
@@ -373,7 +363,7 @@ def test_a_send_time_arm_sends_at_the_best_hour_and_the_fixed_arm_when_due() -> 
     ]
     catalog = parse_catalog(yaml.safe_dump(data))
     store = MemoryStore()
-    engine = DecisionEngine(catalog, store, models=_EveningRegistry())  # type: ignore[arg-type]
+    engine = DecisionEngine(catalog, store, models=evening_registry())
     delivered = T0 + timedelta(days=4)  # after the welcome series the subscription started
     due = delivered + timedelta(days=3)
     sent = {}
