@@ -80,12 +80,13 @@ def _split_address(name: str, value: str) -> tuple[str, int]:
 def render_config(config: EdgeConfig, directory: Path) -> str:
     """nginx's configuration for ``config``; its pid file, logs and temporary files under ``directory``."""
     d = directory.resolve()
-    listen_tls = " ssl" if config.tls_cert is not None else ""
+    cert, key = config.tls_cert, config.tls_key
+    listen_tls = " ssl" if cert is not None else ""
     tls = (
-        f"        ssl_certificate {config.tls_cert.resolve()};\n"
-        f"        ssl_certificate_key {config.tls_key.resolve()};\n"  # type: ignore[union-attr]
+        f"        ssl_certificate {cert.resolve()};\n"
+        f"        ssl_certificate_key {key.resolve()};\n"
         "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-        if config.tls_cert is not None
+        if cert is not None and key is not None
         else ""
     )
     # Idle connections kept to the server: enough for every admitted call to reuse one.

@@ -91,7 +91,7 @@ class RateLimit(logging.Filter):
             return False
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler[Any]):
     """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when logging was set up:
     a caller that swaps standard error (a test capturing it, then closing the capture) never leaves the
     root handler writing to a closed stream ("--- Logging error ---" on every later record)."""
