@@ -103,6 +103,14 @@ class _Counting(DecisionEngine):
         return super().decide_batch(requests, deadline)
 
 
+class KilledError(Exception):
+    """The crash a progress callback plays after a run's first batch."""
+
+
+def kill(run: object) -> None:
+    raise KilledError
+
+
 def test_a_rerun_replays_what_it_decided_without_deciding_it_again(fresh_url: str) -> None:
     catalog = parse_catalog(CATALOG.replace("BUDGET", ""), "c.yaml")
     store = Store(Database(fresh_url))
@@ -110,12 +118,6 @@ def test_a_rerun_replays_what_it_decided_without_deciding_it_again(fresh_url: st
     engine = _Counting(catalog, store, clock=lambda: NOW)
     engine.asked = []
     campaign = catalog.campaigns["autumn"]
-
-    class KilledError(Exception):
-        pass
-
-    def kill(run: object) -> None:
-        raise KilledError
 
     with pytest.raises(KilledError):
         run_campaign(
@@ -142,12 +144,6 @@ def test_a_large_batch_is_decided_in_parts_at_once_and_resumes_alike(fresh_url: 
     engine = _Counting(catalog, store, clock=lambda: NOW)
     engine.asked = []
     campaign = catalog.campaigns["autumn"]
-
-    class KilledError(Exception):
-        pass
-
-    def kill(run: object) -> None:
-        raise KilledError
 
     size = 2 * SPLIT_AT
     with pytest.raises(KilledError):
