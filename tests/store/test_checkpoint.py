@@ -1,0 +1,43 @@
+"""SQLite's WAL restart pauses the writers only briefly: with a reader still on the WAL it is put off
+(the writers resume, the decisions still commit), and done once the reader has gone."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from nextbest.store import Database, Store, upgrade
+from tests.conftest import uid
+from tests.store.test_store import T0, decision
+
+
+def test_a_reader_on_the_wal_puts_the_restart_off_without_holding_the_writers(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/w.db")
+    upgrade(db)
+    store = Store(db)
+    checkpointer = db.checkpointer(interval=3600)  # run by hand here
+    assert checkpointer is not None
+    try:
+        for _ in range(20):
+            store.save_decision(decision(uid()), "fp", T0)
+        reader = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+        rows = reader.execute("SELECT decision_id FROM decisions")
+        assert rows.fetchone() is not None  # a statement under way: a read transaction on the WAL
+        store.save_decision(decision(uid()), "fp", T0)  # the reader's snapshot is now an old one
+        assert checkpointer.restart() is False  # put off: the reader is still on the WAL
+        assert checkpointer.checkpoint() > 10  # and the WAL was not started over
+        # The writers were let go: a decision commits, from another thread, while the reader stays.
+        saved = []
+        writer = threading.Thread(target=lambda: saved.append(store.save_decision(decision(uid()), "fp", T0)))
+        writer.start()
+        writer.join(10)
+        assert saved and saved[0].inserted
+        rows.close()
+        reader.close()
+        assert checkpointer.restart() is True
+        store.save_decision(decision(uid()), "fp", T0)
+        assert checkpointer.checkpoint() < 10  # the commit after the restart started the WAL over
+    finally:
+        checkpointer.stop()
+        store.close()
