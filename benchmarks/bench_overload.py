@@ -3,8 +3,9 @@
 One server (`nextbest serve`, `benchmarks/catalog_20.yaml`, `--health-port`, `--max-concurrent 2 x
 LIMIT`) and `nextbest edge` in front of it (at most LIMIT decision calls at once). Each round:
 
-1. the capacity: `benchmarks/loadgen.py` closed loops of 16 callers straight to the server and of LIMIT
-   callers through the edge; the **higher** is the capacity C (so the edge's own cost counts against it);
+1. the capacity: `benchmarks/loadgen.py` closed loops of 2 LIMIT callers straight to the server (as many as
+   it admits: more would only add refusals that closed-loop callers retry at once) and of LIMIT callers
+   through the edge; the **higher** is the capacity C (so the edge's own cost counts against it);
 2. an open loop at 2 C for ``--duration`` seconds, each call with a 0.5 s deadline, straight to the server
    and through the edge (the order alternates by round), health probed every 100 ms on the health port,
    and the calls answered DEADLINE_EXCEEDED looked up in the database (committed after their deadline).
@@ -87,6 +88,20 @@ def fresh_database(url: str | None, workdir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def cpu_times(cpus: set[int] | None) -> tuple[int, int]:
+    """(idle, total) clock ticks of ``cpus`` so far, from /proc/stat (0, 0 when not pinned)."""
+    if not cpus:
+        return 0, 0
+    idle = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = list(map(int, fields))
+            idle += ticks[3] + ticks[4]  # idle and iowait
+            total += sum(ticks[:8])
+    return idle, total
+
+
 def loadgen(cpus: set[int] | None, *args: str) -> dict[str, Any]:
     prefix = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     done = subprocess.run(
@@ -135,19 +150,26 @@ def main() -> int:
                     os.sched_setaffinity(nginx, server_cpus)
             ports = {"direct": address.rpartition(":")[2], "edge": edge.config.listen.rpartition(":")[2]}
             common = ["--server-pid", str(pid), "--channels", "4"]
+            closed = ["--duration", "6", "closed", "--concurrency"]
+            # Unmeasured: the first seconds of a fresh server and database (caches, compiled trees, the
+            # tables' first pages) would otherwise fall in round 1's capacity or overload.
+            loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
             for round_ in range(args.rounds):
-                closed = ["--duration", "6", "closed", "--concurrency"]
-                direct = loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, "16")
+                admitted = str(2 * args.limit)  # the server's own --max-concurrent
+                direct = loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, admitted)
                 via_edge = loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
                 capacity = max(direct["decisions_per_s"], via_edge["decisions_per_s"])
                 order = ("direct", "edge") if round_ % 2 == 0 else ("edge", "direct")
                 for path in order:
+                    idle0, total0 = cpu_times(server_cpus)
                     result = loadgen(
                         caller_cpus, "--port", ports[path], *common, "--duration", str(args.duration),
                         "--warmup", "0", "--timeout", str(args.deadline), "--probe-health",
                         "--health-port", str(hp), "--database-url", url,
                         "open", "--rate", str(round(2 * capacity)),
                     )  # fmt: skip
+                    idle1, total1 = cpu_times(server_cpus)
+                    seconds = result["ok_per_second"][:-1] or result["ok_per_second"]  # the last is partial
                     run = {
                         "round": round_ + 1,
                         "path": path,
@@ -168,6 +190,12 @@ def main() -> int:
                         "committed_after_deadline": result["committed_after_deadline"],
                         "server_us_per_call": result["server_cpu_us_per_call"],
                         "client_us_per_call": result["client_cpu_us_per_call"],
+                        # a stall shows here, not in the mean; and whether the server's CPU was the limit
+                        "worst_second": min(seconds),
+                        "seconds_under_half_capacity": sum(n < capacity / 2 for n in seconds),
+                        "server_cpu_idle": round((idle1 - idle0) / (total1 - total0), 3)
+                        if total1 > total0
+                        else None,
                     }
                     runs.append(run)
                     print(json.dumps(run), flush=True)
@@ -175,17 +203,17 @@ def main() -> int:
         args.json.write_text(json.dumps(runs, indent=2) + "\n")
     header = (
         "| round | path | capacity (direct / via edge) | rate | goodput | share | refused | deadline exceeded"
-        " | health > 100 ms (slowest) | committed after deadline |"
+        " | health > 100 ms (slowest) | committed after deadline | worst second | server CPU idle |"
     )
     print("\n" + header)
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in runs:
         print(
             f"| {r['round']} | {r['path']} | {r['capacity']:,} ({r['capacity_direct']:,} / "
             f"{r['capacity_via_edge']:,}) | {r['rate']:,} | {r['goodput']:,} | {r['share']:.1%} | "
             f"{r['errors'].get('RESOURCE_EXHAUSTED', 0):,} | {r['errors'].get('DEADLINE_EXCEEDED', 0):,} | "
             f"{r['health_over_100ms']} of {r['health_probes']} ({r['health_slowest_ms']:.0f} ms) | "
-            f"{r['committed_after_deadline']} |"
+            f"{r['committed_after_deadline']} | {r['worst_second']:,} | {r['server_cpu_idle']:.0%} |"
         )
     for path in ("direct", "edge"):
         shares = [r["share"] for r in runs if r["path"] == path]

@@ -94,6 +94,7 @@ class Recorder:
     timed_out: list[str] = field(default_factory=list)  # request ids answered DEADLINE_EXCEEDED
     decisions: int = 0  # answered NextAction requests: one per OK call, or per answered batch item
     item_errors: Counter[str] = field(default_factory=Counter)  # batch items' own error codes
+    ok_ends_ns: list[int] = field(default_factory=list)  # when each OK call ended: goodput second by second
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(
@@ -117,6 +118,7 @@ class Recorder:
                 self.decisions += 1
             if code == "OK":
                 self.first_actions[first_action or "(none)"] += 1
+                self.ok_ends_ns.append(end_ns)
             elif code == "DEADLINE_EXCEEDED":
                 self.timed_out.append(request_id)
 
@@ -432,8 +434,17 @@ def run_open(
         "max_send_lag_ms": round(schedule.max_send_lag_ns / 1e6, 3),
         "peak_in_flight": in_flight.peak,
         "drained": drained,
+        "ok_per_second": per_second(recorder.ok_ends_ns, schedule.start_ns, elapsed_s),
         **_summary(recorder, args.duration, cpu, elapsed_s=elapsed_s),
     }
+
+
+def per_second(ends_ns: Sequence[int], start_ns: int, elapsed_s: float) -> list[int]:
+    """Calls ended in each second after ``start_ns``: a stall shows as a dip that the run's mean hides."""
+    counts = [0] * max(1, math.ceil(elapsed_s))
+    for end in ends_ns:
+        counts[min(len(counts) - 1, max(0, (end - start_ns) // _NS))] += 1
+    return counts
 
 
 # --- overload checks --------------------------------------------------------------------------------------
