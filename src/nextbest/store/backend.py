@@ -17,11 +17,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 
 from nextbest.errors import FieldViolation, InvalidArgumentError, StoreUnavailableError
-from nextbest.store.database import ConnectionStash, Database
+from nextbest.store.database import ConnectionStash, Database, KeptConnections
 
 __all__ = ["Backend", "guard", "refused"]
 
 logger = logging.getLogger(__name__)
+
+
+# The hot-path reads are key look-ups (a customer by id, their history by the (user_id, occurred_at)
+# index, products by id); psycopg prepares them after five runs, and PostgreSQL may keep a plan made while
+# a table was small or had no statistics yet (a fresh database; autovacuum analyzes within minutes): a
+# sequential scan of the month's exposures per decision, measured growing with the table (1,000 rows
+# read per decision at 2,000 exposures). Without sequential scans the index is used whatever the size.
+_READER_SETUP = ("SET enable_seqscan = off",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,11 @@ class Backend:
     row_failures: tuple[type[BaseException], ...] = ()
     # Failures of the database itself (down, hung, disk full): health reports them.
     outages: tuple[type[BaseException], ...] = ()
+    # PostgreSQL: plain psycopg connections kept for the hot path, without the pool's pre-ping round trip
+    # per check-out: the snapshot reads (autocommit) and the group commits (one per group commit, whose
+    # lock its holder keeps). None on SQLite.
+    kept_readers: KeptConnections | None = None
+    kept_committers: KeptConnections | None = None
 
     @classmethod
     def of(cls, db: Database) -> Backend:
@@ -76,6 +89,10 @@ class Backend:
                 InterfaceError,
                 TimeoutError,
             ),
+            kept_readers=None
+            if embedded
+            else KeptConnections(db.reader, keep=32, autocommit=True, setup=_READER_SETUP),
+            kept_committers=None if embedded else KeptConnections(db.writer, keep=2, autocommit=False),
         )
 
     @contextmanager
@@ -84,6 +101,10 @@ class Backend:
         commits' hot path (SQLAlchemy's ``Engine.begin`` and the pool's check-out cost too much there).
         On SQLite the kept committer connection, begun IMMEDIATE; a connection that failed is closed,
         not kept."""
+        if self.kept_committers is not None:
+            with self._kept_transaction(self.kept_committers) as conn:
+                yield conn
+            return
         stash = self.committers
         with self.db.write_lock:
             conn = stash.take() if stash is not None else self.db.writer.raw_connection()
@@ -106,9 +127,32 @@ class Backend:
                 else:
                     conn.close()
 
+    @staticmethod
+    @contextmanager
+    def _kept_transaction(kept: KeptConnections) -> Iterator[Any]:
+        """PostgreSQL: a transaction on a kept connection (psycopg begins it at the first statement).
+        A connection that failed is given back only if its rollback worked and it is not broken (a
+        refused row leaves it usable; a lost server does not)."""
+        conn = kept.take()
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                conn.close()
+            raise
+        finally:
+            if conn.broken or conn.closed:
+                with suppress(Exception):
+                    conn.close()
+            else:
+                kept.give(conn)
+
     def close(self) -> None:
         """Closes the kept connections (the engines stay: ``Database.dispose`` releases them)."""
-        for stash in (self.readers, self.committers):
+        for stash in (self.readers, self.committers, self.kept_readers, self.kept_committers):
             if stash is not None:
                 stash.close()
 

@@ -22,6 +22,7 @@ from nextbest.state import (
 from nextbest.store import codec
 from nextbest.store.backend import Backend, guard
 from nextbest.store.contract import HISTORY_LIMIT, HISTORY_WINDOW, SnapshotWanted, cancellations
+from nextbest.store.database import KeptConnections
 from nextbest.store.event_rows import EventRows
 from nextbest.store.prepared import PreparedSelect
 from nextbest.store.schema import customers, exposures, inventory
@@ -86,6 +87,7 @@ class CustomerLog:
         self._marker = backend.marker
         self._driver_error = backend.driver_error
         self._readers = backend.readers
+        self._kept_readers = backend.kept_readers
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._customers_read = select(customers).where(
@@ -122,6 +124,8 @@ class CustomerLog:
     def load_snapshot(self, user_id: str, now: datetime, products: Sequence[str] = ()) -> CustomerSnapshot:
         """The customer's state, the actions chosen for them in the last 90 days (newest 500, cancelled
         ones marked) and which of ``products`` the latest inventory events mark out of stock."""
+        if self._kept_readers is not None:
+            return self._load_snapshot_kept(self._kept_readers, user_id, now, products)
         with guard("read customer", self._driver_error):
             stash = self._readers
             if stash is not None:  # SQLite: reads run outside a transaction, nothing to roll back
@@ -156,6 +160,42 @@ class CustomerLog:
         state = codec.state_from_row(row) if row is not None else CustomerState(user_id=user_id)
         past = tuple(codec.past_exposure(values) for values in history)
         # The version comes from the first read: a write between it and the history read moves it on.
+        version = int(row["version"]) if row is not None else 0
+        return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
+
+    def _load_snapshot_kept(
+        self, kept: KeptConnections, user_id: str, now: datetime, products: Sequence[str]
+    ) -> CustomerSnapshot:
+        """``load_snapshot`` on PostgreSQL: a kept connection (no pool check-out and its ping), the
+        reads sent together in one round trip (psycopg's pipeline mode), each a statement of its own
+        in autocommit as before (the customer read first: the version comes from it)."""
+        with guard("read customer", self._driver_error):
+            conn = kept.take()
+            try:
+                if self._prepared is None:
+                    dialect = self.db.reader.dialect
+                    self._prepared = (PreparedSelect(_CUSTOMER, dialect), PreparedSelect(_HISTORY, dialect))
+                customer_query, history_query = self._prepared
+                customer, history, stock = conn.cursor(), conn.cursor(), conn.cursor()
+                try:
+                    with conn.pipeline():
+                        customer_query.execute(customer, user_id=user_id)
+                        history_query.execute(history, user_id=user_id, since=now - HISTORY_WINDOW)
+                        if products:
+                            self._out_of_stock_query(stock, products)
+                    rows = customer_query.rows(customer)
+                    past_rows = history_query.rows(history)
+                    out_of_stock = frozenset(r[0] for r in stock.fetchall()) if products else frozenset()
+                finally:
+                    for cursor in (customer, history, stock):
+                        cursor.close()
+            except BaseException:
+                conn.close()  # a connection that failed is closed, not kept
+                raise
+            kept.give(conn)
+        row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
+        state = codec.state_from_row(row) if row is not None else CustomerState(user_id=user_id)
+        past = tuple(codec.past_exposure(values) for values in past_rows)
         version = int(row["version"]) if row is not None else 0
         return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
 
@@ -202,14 +242,17 @@ class CustomerLog:
     def _out_of_stock(self, dbapi_conn: Any, products: Sequence[str]) -> frozenset[str]:
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute(
-                f"SELECT product_id FROM inventory WHERE NOT in_stock AND product_id IN "
-                f"({', '.join([self._marker] * len(products))})",
-                tuple(products),
-            )
+            self._out_of_stock_query(cursor, products)
             return frozenset(r[0] for r in cursor.fetchall())
         finally:
             cursor.close()
+
+    def _out_of_stock_query(self, cursor: Any, products: Sequence[str]) -> None:
+        cursor.execute(
+            f"SELECT product_id FROM inventory WHERE NOT in_stock AND product_id IN "
+            f"({', '.join([self._marker] * len(products))})",
+            tuple(products),
+        )
 
     def record_events(
         self, batch: Sequence[Event], received_at: datetime, cancel_rule: CancelRule | None = None

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nextbest.domain import Decision
 from nextbest.errors import NextbestError, StoreUnavailableError
-from nextbest.store import codec
+from nextbest.store import codec, decision_trip
 from nextbest.store.backend import Backend, guard, refused
 from nextbest.store.contract import SavedDecision, StoredDecision, ToSave
 from nextbest.store.prepared import PreparedInsert, PreparedUpdate
@@ -76,6 +76,8 @@ class DecisionLog:
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._writes: tuple[PreparedInsert, ...] | None = None
         self._cancels: tuple[PreparedUpdate, PreparedUpdate, PreparedUpdate] | None = None
+        # PostgreSQL: a batch without preemptions or experiment exposures in one round trip.
+        self._one_trip = None if self._embedded else decision_trip.OneTrip(backend.db.writer.dialect)
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""
@@ -156,22 +158,21 @@ class DecisionLog:
 
     def _check_versions(
         self, conn: Any, rows: Sequence[dict[str, Any]], advance: PreparedUpdate, bump: PreparedInsert
-    ) -> set[str]:
+    ) -> list[bool]:
         """Moves each customer of ``rows`` (in this order) to its guard's version if it is still the
-        one before; returns the user ids moved."""
-        bumped = set()
+        one before; says for each row whether it did (a customer twice on one version moves once)."""
+        moved = []
         if self._embedded:  # SQLite: in-process, a statement per row costs microseconds
             for row in rows:
                 n = row["version"]
                 if n > 1:
-                    if advance.execute(conn, b_user_id=row["user_id"], b_from=n - 1, b_to=n) == 1:
-                        bumped.add(row["user_id"])
+                    moved.append(advance.execute(conn, b_user_id=row["user_id"], b_from=n - 1, b_to=n) == 1)
                 else:
-                    bumped.update(bump.returning_many(conn, [row]))
-            return bumped
+                    moved.append(bool(bump.returning_many(conn, [row])))
+            return moved
         # PostgreSQL: the statements are pipelined (one round trip for the batch, not one per decision),
         # still one per customer in user order, so concurrent batches lock customers in the same order.
-        driver = conn.driver_connection
+        driver = getattr(conn, "driver_connection", conn)  # a pool's proxy, or psycopg's own
         sent = []
         with driver.pipeline():
             for row in rows:
@@ -184,11 +185,10 @@ class DecisionLog:
                 else:
                     cursor.execute(bump.sql, bump.params([row])[0])
                 sent.append((row, n, cursor))
-        for row, n, cursor in sent:
-            if (cursor.rowcount == 1) if n > 1 else bool(cursor.fetchall()):
-                bumped.add(row["user_id"])
+        for _row, n, cursor in sent:
+            moved.append((cursor.rowcount == 1) if n > 1 else bool(cursor.fetchall()))
             cursor.close()
-        return bumped
+        return moved
 
     def _write_decisions(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
         if self._writes is None:
@@ -210,6 +210,8 @@ class DecisionLog:
                 PreparedUpdate(_ADVANCE, dialect),
             )
         assert self._cancels is not None  # compiled together with the inserts
+        if self._one_trip is not None and decision_trip.fits(batch):  # PostgreSQL, the usual batch
+            return self._one_trip.write(conn, batch)
         insert_decisions, insert_exposures, insert_assignments, bump_version, merge_units = self._writes
         cancel, uncancel, advance = self._cancels
         # Version guards first, in user order (a fixed lock order against concurrent batches and event
@@ -220,9 +222,9 @@ class DecisionLog:
         if guards:
             # A customer known at version n - 1 moves to n only while their row is there: one erased
             # meanwhile is not brought back by a decision made before the erasure (it decides again).
-            bumped = self._check_versions(conn, [row for _, row in guards], advance, bump_version)
-            for item, row in guards:
-                item.conflict = row["user_id"] not in bumped
+            moved = self._check_versions(conn, [row for _, row in guards], advance, bump_version)
+            for (item, _row), ok in zip(guards, moved, strict=True):
+                item.conflict = not ok
             batch = [item for item in batch if not item.conflict]
             if not batch:
                 return set()

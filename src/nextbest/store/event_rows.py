@@ -261,7 +261,7 @@ class EventRows:
             # Not prepared: prepared and pipelined, these statements took time growing with the
             # tables (180 ms a batch at 24,000 customers against 25 ms run one by one, measured).
             once = {"prepare": False}
-            with raw.driver_connection.pipeline():
+            with getattr(raw, "driver_connection", raw).pipeline():  # a pool's proxy, or psycopg's own
                 insert.execute(self._insert_events, (json_text(rows),), prepare=False)
                 self._read_customers.execute(read, once, keys=keys)
                 if pending_since is not None:

@@ -1,0 +1,163 @@
+"""The decisions' group commit in one round trip on PostgreSQL (``store.decision_trip``), and the hot
+path's kept connections (``database.KeptConnections``): the same outcomes as the general write, per
+decision, on both databases."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from nextbest.domain import ActionClass, Cancellation, Channel, ChosenAction, Decision
+from nextbest.store import Store, ToSave, decision_trip
+from nextbest.store.database import Database, KeptConnections
+from tests.conftest import uid
+
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+
+def decision(user: str, request_id: str | None = None, actions: int = 1, score: float = 0.1) -> Decision:
+    chosen = tuple(
+        ChosenAction(f"a{i}", "flow", Channel.EMAIL, ActionClass.TRIGGERED, T0, {}, score + i)
+        for i in range(actions)
+    )
+    return Decision(uuid.uuid4().hex, request_id or uid("req"), user, "cart_abandoned", T0, "cat", chosen, ())
+
+
+def test_a_customer_twice_on_one_version_in_one_group_commit_is_written_once(store: Store) -> None:
+    for first_version in (0, 1):  # first seen (the row created), then known (the version advanced)
+        user = uid()
+        if first_version:
+            assert store.save_decision(decision(user), "fp", T0, 0).inserted
+        version = store.load_snapshot(user, T0).version
+        assert version == first_version
+        a, b = decision(user), decision(user)
+        saved = store.save_decisions([ToSave(a, "fp", T0, version), ToSave(b, "fp", T0, version)])
+        assert [(s.inserted, s.conflict) for s in saved] == [(True, False), (False, True)]  # type: ignore[union-attr]
+        assert store.find_decision(a.request_id) is not None
+        assert store.find_decision(b.request_id) is None
+        assert len(store.load_snapshot(user, T0).history) == first_version + 1
+        assert store.load_snapshot(user, T0).version == version + 1
+
+
+def test_one_group_commit_of_stale_replayed_unchecked_and_fresh_decisions(store: Store) -> None:
+    stale_user, replay_user, fresh_user, unchecked_user = uid(), uid(), uid(), uid()
+    assert store.save_decision(decision(stale_user), "fp", T0, 0).inserted  # now at version 1
+    taken = decision(replay_user)
+    assert store.save_decision(taken, "fp", T0, 0).inserted
+    replayed = decision(replay_user, request_id=taken.request_id)
+    fresh, unchecked = decision(fresh_user, actions=2, score=0.25), decision(unchecked_user)
+    stale = decision(stale_user)
+    saved = store.save_decisions(
+        [
+            ToSave(stale, "fp", T0, 0),  # read before the first decision: moved on since
+            ToSave(replayed, "fp", T0, 1),
+            ToSave(fresh, "fp", T0, 0),
+            ToSave(unchecked, "fp", T0, None),
+        ]
+    )
+    outcomes = [(s.inserted, s.conflict) for s in saved]  # type: ignore[union-attr]
+    assert outcomes == [(False, True), (False, False), (True, False), (True, False)]
+    assert store.find_decision(stale.request_id) is None
+    assert len(store.load_snapshot(stale_user, T0).history) == 1
+    stored = store.find_decision(taken.request_id)
+    assert stored is not None and stored.decision.decision_id == taken.decision_id
+    assert len(store.load_snapshot(replay_user, T0).history) == 1  # the replay wrote no exposure
+    history = store.load_snapshot(fresh_user, T0).history
+    assert sorted(p.action_id for p in history) == ["a0", "a1"]
+    assert len(store.load_snapshot(unchecked_user, T0).history) == 1
+    assert store.load_snapshot(unchecked_user, T0).version == 0  # unchecked: no version moved
+
+
+def test_the_usual_batch_goes_in_one_trip_and_a_preemption_the_general_way(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.db.dialect != "postgresql":
+        pytest.skip("the one-trip write is PostgreSQL's")
+    trips: list[int] = []
+    write = decision_trip.OneTrip.write
+
+    def counted(self: decision_trip.OneTrip, conn: Any, batch: Any) -> set[str]:
+        trips.append(len(batch))
+        return write(self, conn, batch)
+
+    monkeypatch.setattr(decision_trip.OneTrip, "write", counted)
+    user = uid()
+    first = decision(user)
+    assert store.save_decision(first, "fp", T0, 0).inserted
+    assert trips == [1]
+    (pending,) = store.load_snapshot(user, T0).history
+    preempting = Decision(
+        uuid.uuid4().hex,
+        uid("req"),
+        user,
+        "cart_abandoned",
+        T0,
+        "cat",
+        (),
+        (),
+        cancelled=(
+            Cancellation(
+                first.decision_id,
+                pending.action_id,
+                pending.flow,
+                pending.channel,
+                pending.action_class,
+                pending.send_at,
+                "replaced",
+                pending.exposure_id,
+            ),
+        ),
+    )
+    saved = store.save_decision(preempting, "fp", T0, 1)
+    assert saved.inserted and saved.cancelled == {pending.exposure_id}
+    assert trips == [1]  # the general way: the preemption is not in the one-trip statement
+
+
+def _admin(url: str) -> Any:
+    return psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_after_idling(migrated: str) -> None:
+    if not migrated.startswith("postgresql"):
+        pytest.skip("kept connections are PostgreSQL's")
+    db = Database(migrated)
+    kept = KeptConnections(db.reader, keep=2, autocommit=True, idle=0.0, setup=("SET enable_seqscan = off",))
+    try:
+        conn = kept.take()
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("off",)
+        pid = conn.info.backend_pid
+        kept.give(conn)
+        with _admin(migrated) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        again = kept.take()  # idle longer than 0 s: checked, found closed, replaced
+        assert again.info.backend_pid != pid
+        assert again.execute("SELECT 1").fetchone() == (1,)
+        assert again.execute("SHOW enable_seqscan").fetchone() == ("off",)
+        kept.give(again)
+    finally:
+        kept.close()
+        db.dispose()
+
+
+def test_kept_connections_are_bounded_and_closed(migrated: str) -> None:
+    if not migrated.startswith("postgresql"):
+        pytest.skip("kept connections are PostgreSQL's")
+    db = Database(migrated)
+    kept = KeptConnections(db.writer, keep=1, autocommit=False)
+    try:
+        a, b = kept.take(), kept.take()
+        assert a is not b and not a.autocommit
+        kept.give(a)
+        kept.give(b)  # one too many: closed
+        assert b.closed and not a.closed
+        assert kept.take() is a  # reused, not checked (just given back)
+        kept.give(a)
+    finally:
+        kept.close()
+        db.dispose()
+    assert a.closed
