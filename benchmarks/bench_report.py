@@ -17,11 +17,15 @@ Then, in the same run and alternately, it times (median of ``--repeat`` runs eac
 - ``bare GROUP BY``: the floor — PostgreSQL scanning the same rows with nothing to compute: the
   experiment's assignments grouped by arm and the events grouped by type.
 
-On DuckDB, ``report`` reads the cost per arm as any report over the export does: the days before the
-moment from the export's send counts per day (``assignment_sends``), the moment's own day from the
-assignments; ``report, cost from every exposure`` is the same report reading the cost from every
-assignment instead (as on the store), for comparison; ``report's aggregation query alone`` is its first
-query (units, their events in the window and lookback, per customer, per arm) without the cost per arm.
+On DuckDB, ``report`` reads as any report over the export does: the units counted per arm from
+``experiment_units``, their per-unit sums from ``unit_events`` (each unit with each of its events, written
+by the export), the cost per arm from the days before the moment in the export's send counts per day
+(``assignment_sends``) and the moment's own day from the assignments; ``report, units joined to their
+events`` is the same report joining ``experiment_units`` to ``events`` instead of reading
+``unit_events`` (as before the export wrote it); ``report, cost from every exposure`` is that, reading
+the cost from every assignment too (as on the store), for comparison; ``report's aggregation query
+alone`` is its first query (units, their events in the window and lookback, per customer, per arm)
+without the cost per arm.
 
 The same data is then exported (``nextbest export``, incremental: a rerun exports nothing) to
 ``var/bench_report/<database>/`` and the same report and the same bare ``GROUP BY`` are timed on DuckDB
@@ -44,6 +48,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ from sqlalchemy.engine import make_url
 from nextbest.catalog import load_catalog
 from nextbest.reports import Metric, ReportRequest, aggregate, build_report
 from nextbest.reports.aggregate import STORE, aggregate_many
+from nextbest.reports.engines import runner_for
+from nextbest.reports.report import source_of
 from nextbest.store import Database
 from nextbest.store.migrate import upgrade
 from nextbest.store.partitions import ensure_partitions
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         if "duckdb" in engines:
-            statistics_by_engine["duckdb"] = _duckdb(folder, catalog, request, args.repeat, args.duckdb_steps)
+            statistics_by_engine |= _duckdb(folder, catalog, request, args.repeat, args.duckdb_steps)
         if "spark" in engines:
             statistics_by_engine["spark"] = _spark(folder, catalog, request, min(args.repeat, 3))
     print()
@@ -316,20 +323,41 @@ def _postgresql(db: Database, catalog: Any, request: ReportRequest, repeat: int)
     )
 
 
-def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int, steps: bool = False) -> Any:
-    """DuckDB over the Parquet export, then over a DuckDB file loaded from it (its own storage); with
-    ``steps``, then the report's steps one by one on the file."""
+# The tables the DuckDB file holds, copied from the export.
+FILE_TABLES = ("assignments", "experiment_units", "assignment_sends", "unit_events", "events", "erasures")
+
+
+def _duckdb_file(folder: Path) -> Path:
+    """The DuckDB file loaded from the export beside it: made, or given the tables it lacks."""
     file = folder.with_suffix(".duckdb")
-    if not file.exists():
-        with duckdb_connection(folder) as conn:
-            conn.exec_driver_sql(f"ATTACH '{file}' AS bench")
-            for table in ("assignments", "experiment_units", "assignment_sends", "events", "erasures"):
+    with duckdb_connection(folder) as conn:
+        conn.exec_driver_sql(f"ATTACH '{file}' AS bench")
+        held = {
+            row[0]
+            for row in conn.exec_driver_sql(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'bench'"
+            ).all()
+        }
+        for table in FILE_TABLES:
+            if table not in held:
                 conn.exec_driver_sql(f"CREATE TABLE bench.{table} AS SELECT * FROM {table}")
-            conn.commit()
-            conn.exec_driver_sql("DETACH bench")
-    out = None
+        conn.commit()
+        conn.exec_driver_sql("DETACH bench")
+    return file
+
+
+def _duckdb(
+    folder: Path, catalog: Any, request: ReportRequest, repeat: int, steps: bool = False
+) -> dict[str, Any]:
+    """DuckDB over the Parquet export, then over a DuckDB file loaded from it (its own storage); with
+    ``steps``, then the report's steps one by one on the file. Returns the statistics of the report's
+    query as it runs (from ``unit_events``) and of the units joined to their events, to be compared."""
+    file = _duckdb_file(folder)
+    out: dict[str, Any] = {}
     for name, source in (("DuckDB, Parquet", folder), ("DuckDB, file", file)):
         with duckdb_connection(source) as conn:
+            export_source = source_of(runner_for(conn))
+            joining = replace(export_source, unit_events=None)
 
             def bare(conn: Any = conn) -> None:
                 for statement in BARE:
@@ -341,21 +369,31 @@ def _duckdb(folder: Path, catalog: Any, request: ReportRequest, repeat: int, ste
             def report(conn: Any = conn) -> None:
                 build_report(conn, catalog, request)
 
+            def joined(conn: Any = conn, joining: Any = joining) -> None:
+                build_report(conn, catalog, request, source=joining)
+
             def every_exposure(conn: Any = conn) -> None:
                 build_report(conn, catalog, request, source=STORE)
 
-            def aggregation(conn: Any = conn) -> None:
-                aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+            def aggregation(conn: Any = conn, source: Any = export_source) -> None:
+                aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF, source=source)
 
             cases: dict[str, Callable[[], Any]] = {
                 "bare GROUP BY": bare,
                 "per-unit GROUP BY": per_unit,
                 "report's aggregation query alone": aggregation,
                 "report, cost from every exposure": every_exposure,
+                "report, units joined to their events": joined,
                 "report": report,
             }
             _rows(name, _interleaved(cases, repeat))
-            out = out or aggregate_many(conn, EXPERIMENT, request.metrics, as_of=AS_OF)
+            if not out:
+                out["duckdb"] = aggregate_many(
+                    conn, EXPERIMENT, request.metrics, as_of=AS_OF, source=export_source
+                )
+                out["duckdb, units joined to their events"] = aggregate_many(
+                    conn, EXPERIMENT, request.metrics, as_of=AS_OF, source=joining
+                )
     if steps:
         _duckdb_steps(file, catalog, request, repeat)
     return out
@@ -371,6 +409,11 @@ _JOINED = (
     f"experiment_units u JOIN events e ON e.user_id = u.user_id WHERE {_CLEAN} "
     f"AND e.type IN ('order_placed', 'refunded') AND {_WINDOW} AND e.occurred_at <= :as_of"
 )
+# The same rows read from unit_events, written by the export (each unit with each of its events).
+_READ = (
+    f"unit_events u WHERE {_CLEAN} "
+    f"AND u.type IN ('order_placed', 'refunded') AND {_WINDOW.replace('e.', 'u.')} AND u.occurred_at <= :as_of"
+)
 STEPS = {
     "the units counted per arm": """SELECT arm_id, sum(CASE WHEN mixed_at <= :as_of THEN 0 ELSE 1 END),
         sum(CASE WHEN mixed_at <= :as_of THEN 1 ELSE 0 END) FROM experiment_units
@@ -378,13 +421,15 @@ STEPS = {
     "the clean units joined to their events (count)": f"SELECT count(*) FROM {_JOINED}",
     "... and summed per customer (one sum)": f"""SELECT count(*), sum(y) FROM (SELECT u.user_id, u.arm_id,
         sum(e.value) AS y FROM {_JOINED} GROUP BY u.user_id, u.arm_id) AS per_unit""",
+    "the clean units' events read from unit_events (count)": f"SELECT count(*) FROM {_READ}",
+    "... from unit_events and summed per customer (one sum)": f"""SELECT count(*), sum(y) FROM (SELECT u.user_id, u.arm_id,
+        sum(u.value) AS y FROM {_READ} GROUP BY u.user_id, u.arm_id) AS per_unit""",
 }
 
 
 def _duckdb_steps(file: Path, catalog: Any, request: ReportRequest, repeat: int) -> None:
     """The DuckDB report's steps on the DuckDB file, interleaved with the bare GROUP BY: wall and CPU
     (process time, every DuckDB thread) medians."""
-    from nextbest.reports.engines import runner_for
     from nextbest.reports.report import Design, _spent
     from nextbest.warehouse.tables import EXPORT_SOURCE
 
@@ -402,8 +447,12 @@ def _duckdb_steps(file: Path, catalog: Any, request: ReportRequest, repeat: int)
 
         cases: dict[str, Callable[[], Any]] = {"bare GROUP BY": sql(BARE)}
         cases |= {name: sql([statement]) for name, statement in STEPS.items()}
-        cases["the report's aggregation query"] = lambda: aggregate_many(
-            conn, EXPERIMENT, request.metrics, as_of=AS_OF
+        joining = replace(EXPORT_SOURCE, unit_events=None)
+        cases["the report's aggregation query, units joined to their events"] = lambda: aggregate_many(
+            conn, EXPERIMENT, request.metrics, as_of=AS_OF, source=joining
+        )
+        cases["the report's aggregation query (from unit_events)"] = lambda: aggregate_many(
+            conn, EXPERIMENT, request.metrics, as_of=AS_OF, source=EXPORT_SOURCE
         )
         cases["the cost per arm from every exposure"] = lambda: _spent(runner, STORE, design, AS_OF)
         cases["the cost per arm from the send counts"] = lambda: _spent(runner, EXPORT_SOURCE, design, AS_OF)

@@ -5,8 +5,10 @@ relative: engines add floats in their own order) and the same report. (Spark: te
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from nextbest.reports.engines import runner_for
 from nextbest.reports.render import report_to_json
 from nextbest.reports.report import source_of
 from nextbest.store import Database
+from nextbest.store.units import rebuild_units
 from nextbest.warehouse import export
 from nextbest.warehouse.engines import duckdb_connection
 from nextbest.warehouse.tables import EXPORT_SOURCE
@@ -35,10 +38,23 @@ def exported(simulated: tuple[str, datetime], tmp_path_factory: pytest.TempPathF
     return out
 
 
+@pytest.mark.parametrize(
+    "spans",
+    [
+        {"as_of": AS_OF, "window": timedelta(days=14), "lookback": timedelta(days=14)},
+        {
+            "as_of": AS_OF - timedelta(days=3, hours=5, microseconds=7),
+            "window": timedelta(days=2),
+            "lookback": timedelta(hours=30),
+        },
+    ],
+    ids=["defaults", "earlier-moment-short-windows"],
+)
 def test_sufficient_statistics_agree_on_every_engine(
-    simulated_copies: dict[str, str], exported: Path, catalog: Catalog
+    simulated_copies: dict[str, str], exported: Path, catalog: Catalog, spans: dict[str, Any]
 ) -> None:
-    as_of = AS_OF
+    """DuckDB twice: as a report over the export reads it (per-unit sums from ``unit_events``), and with
+    the units joined to their events instead."""
     metrics = list(Metric)
     compared = 0
     for experiment in catalog.experiments:
@@ -46,10 +62,13 @@ def test_sufficient_statistics_agree_on_every_engine(
         for backend, url in simulated_copies.items():
             db = Database(url)
             with db.reader.connect() as conn:
-                results[backend] = aggregate_many(conn, experiment.id, metrics, as_of=as_of)
+                results[backend] = aggregate_many(conn, experiment.id, metrics, **spans)
             db.dispose()
         with duckdb_connection(exported) as conn:
-            results["duckdb"] = aggregate_many(conn, experiment.id, metrics, as_of=as_of)
+            assert source_of(runner_for(conn)).unit_events is not None
+            results["duckdb"] = aggregate_many(conn, experiment.id, metrics, **spans, source=EXPORT_SOURCE)
+            joining = replace(EXPORT_SOURCE, unit_events=None)
+            results["duckdb, joined"] = aggregate_many(conn, experiment.id, metrics, **spans, source=joining)
         live = results.pop("sqlite")
         for engine, other in results.items():
             assert_close(live, other, f"{experiment.id} on {engine}")
@@ -134,3 +153,50 @@ def test_report_engine_errors_are_one_line(
     assert main(["report", "--experiment", "global_holdout", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err, err
+
+
+def test_unit_events_give_the_stores_statistics_at_the_edges(tmp_path: Path) -> None:
+    """Units seen in both arms (before and after the moment), events exactly on the window's and the
+    lookback's edges, refunds, views and events of customers who are no unit: the store's statistics and
+    DuckDB's over the export, from ``unit_events`` and from the units joined to their events, agree at
+    every moment and span. (Several spans in one process: a statement cached for one window was once
+    reused for the next on SQLite and PostgreSQL.)"""
+    from tests.warehouse.conftest import fresh_database
+    from tests.warehouse.test_export import T0, decide, record
+
+    url = next(fresh_database("sqlite", tmp_path))
+    db = Database(url)
+    day = timedelta(days=1)
+    for i in range(12):
+        decide(db, T0 + i * timedelta(hours=5), f"u{i}", arm="holdout" if i % 4 == 0 else "treated")
+        record(db, T0 + i * timedelta(hours=5) + (i % 3) * day, f"u{i}", value=10.0 + i)
+        record(db, T0 - (i % 5) * day, f"u{i}", value=3.0 + i)  # in or before the lookback
+    decide(db, T0 + 2 * day, "u1", arm="holdout")  # u1 in both arms from day 2
+    decide(db, T0 + 9 * day, "u2", arm="holdout")  # u2 from day 9
+    record(db, T0 + 7 * day, "u3")  # exactly at the end of a 7-day window: out
+    record(db, T0 + 15 * timedelta(hours=1) - 2 * day, "u3", value=4.0)  # exactly at a 2-day lookback: in
+    record(db, T0 + 15 * timedelta(hours=1), "u3", kind="refunded", value=5.0)  # at first exposure: in
+    record(db, T0 + 3 * day, "u4", kind="product_viewed", value=0.0)
+    record(db, T0 + day, "nobody", value=99.0)
+    with db.writer.begin() as conn:
+        rebuild_units(conn)
+    out = tmp_path / "export"
+    export(db, out, now=T0 + 30 * day)
+    metrics = list(Metric)
+    for as_of, window, lookback in (
+        (T0 + 20 * day, timedelta(days=14), timedelta(days=14)),
+        (T0 + 5 * day, timedelta(days=7), timedelta(days=2)),
+        (T0 + day + timedelta(hours=3), timedelta(days=1), timedelta(hours=12)),
+    ):
+        spans = {"as_of": as_of, "window": window, "lookback": lookback}
+        with db.reader.connect() as conn:
+            store = aggregate_many(conn, "exp", metrics, **spans)
+        with duckdb_connection(out) as conn:
+            read = aggregate_many(conn, "exp", metrics, **spans, source=EXPORT_SOURCE)
+            joined = aggregate_many(
+                conn, "exp", metrics, **spans, source=replace(EXPORT_SOURCE, unit_events=None)
+            )
+        assert_close(store, read, f"unit_events {as_of}")
+        assert_close(store, joined, f"joined {as_of}")
+        assert store[1] == sum(mixed <= as_of for mixed in (T0 + 2 * day, T0 + 9 * day))
+    db.dispose()

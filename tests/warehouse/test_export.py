@@ -21,7 +21,7 @@ from nextbest.store.units import rebuild_units
 from nextbest.warehouse import EXPORTED, ExportError, export, schema_document
 from nextbest.warehouse import exporter as export_module
 from nextbest.warehouse.engines import duckdb_connection
-from nextbest.warehouse.tables import assignment_sends
+from nextbest.warehouse.tables import assignment_sends, unit_events
 from tests.conftest import BACKENDS
 from tests.warehouse.conftest import fresh_database
 
@@ -423,3 +423,72 @@ def test_an_export_made_before_sends_were_counted_gets_them_counted(db: Database
     expected[("exp", "treated", "cart_reminder_email", T0.replace(hour=0) + timedelta(days=5))] = 1
     assert _sends(out) == expected == _sends_of_assignments(out)
     assert not [f for f in export(db, out, now=T0 + timedelta(days=6)).files if "sends" in f]
+
+
+def _joined(directory: Path) -> list[tuple[Any, ...]]:
+    """The exported units joined to the exported events by customer, as ``unit_events`` should hold them."""
+    units = exported(directory, "experiment_units")
+    return sorted(
+        (
+            u["experiment_id"],
+            u["user_id"],
+            u["arm_id"],
+            u["first_at"],
+            u["mixed_at"],
+            e["type"],
+            e["occurred_at"],
+            e["value"],
+        )
+        for u in units
+        for e in exported(directory, "events")
+        if e["user_id"] == u["user_id"]
+    )
+
+
+def _unit_events(directory: Path) -> list[tuple[Any, ...]]:
+    return sorted(tuple(r[c.name] for c in unit_events.columns) for r in exported(directory, "unit_events"))
+
+
+def test_unit_events_is_the_join_of_the_exported_units_and_events_across_runs(
+    db: Database, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    decide(db, T0, "u1")
+    decide(db, T0 + timedelta(hours=1), "u2", arm="holdout")
+    record(db, T0 - timedelta(days=3), "u1", value=7.0)  # before the unit existed (the lookback)
+    record(db, T0 + timedelta(hours=2), "u1", kind="product_viewed", value=0.0)
+    record(db, T0 + timedelta(hours=3), "u3")  # not a unit: no row
+    _units(db)
+    first = export(db, out, now=T0 + timedelta(days=1))
+    assert "unit_events/unit_events.parquet" in first.files
+    assert _unit_events(out) == _joined(out) and len(_joined(out)) == 2
+    # Nothing new: left as it is.
+    assert "unit_events/unit_events.parquet" not in export(db, out, now=T0 + timedelta(days=1)).files
+    # New events only (one late, into an old day), then a new unit whose events were exported before,
+    # then the first unit seen in the other arm: each time the join of what is exported.
+    record(db, T0 + timedelta(hours=5), "u2", value=3.5)
+    record(db, T0 - timedelta(days=1), "u1", kind="refunded", value=2.0)
+    assert "unit_events/unit_events.parquet" in export(db, out, now=T0 + timedelta(days=1)).files
+    assert _unit_events(out) == _joined(out) and len(_joined(out)) == 4
+    decide(db, T0 + timedelta(hours=6), "u3")
+    decide(db, T0 + timedelta(hours=7), "u1", arm="holdout")
+    _units(db)
+    assert "unit_events/unit_events.parquet" in export(db, out, now=T0 + timedelta(days=1)).files
+    assert _unit_events(out) == _joined(out) and len(_joined(out)) == 5
+    assert {r[4] for r in _unit_events(out) if r[1] == "u1"} == {T0 + timedelta(hours=7)}  # mixed_at
+    # An export made before unit_events existed: DuckDB joins them meanwhile, the next run writes it.
+    with duckdb_connection(out) as conn:
+        from_file = sorted(tuple(r) for r in conn.execute(select(unit_events)).all())
+    assert from_file == _joined(out)
+    (out / "unit_events" / "unit_events.parquet").unlink()
+    with duckdb_connection(out) as conn:
+        assert sorted(tuple(r) for r in conn.execute(select(unit_events)).all()) == from_file
+    assert "unit_events/unit_events.parquet" in export(db, out, now=T0 + timedelta(days=1)).files
+    assert _unit_events(out) == from_file
+
+
+def test_unit_events_of_an_export_without_units_or_events_is_empty(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    record(db, T0, "u1")  # events, no units
+    export(db, out, now=T0 + timedelta(days=1))
+    assert exported(out, "unit_events") == [] and (out / "unit_events" / "unit_events.parquet").exists()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, FromClause, Select, case, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from nextbest.domain import EventType
 from nextbest.reports.engines import QueryRunner, runner_for
@@ -99,13 +100,20 @@ class ReportSource:
     ``sends``, when the source keeps it, is the count of assignments not held out per UTC day
     (experiment_id, arm_id, action_id, day_start, sends: the export's ``assignment_sends``); the cost
     per arm then reads the days before the report's moment from it, and only the moment's own day from
-    ``assignments``, with the same result."""
+    ``assignments``, with the same result.
+
+    ``unit_events``, when the source keeps it (with ``units``), is ``units`` joined to ``events`` by
+    customer: for every unit, each of its events (experiment_id, user_id, arm_id, first_at, mixed_at,
+    type, occurred_at, value: the export's ``unit_events``, made from the same units and events). The
+    per-unit sums then read it instead of joining the units to their events, with the same result; it
+    must hold every event of every unit of ``units`` (any type, any time), which the export's does."""
 
     assignments: FromClause = assignments
     events: FromClause = events
     erasures: FromClause | None = erasures
     units: FromClause | None = None
     sends: FromClause | None = None
+    unit_events: FromClause | None = None
 
 
 STORE = ReportSource(units=experiment_units)
@@ -121,9 +129,15 @@ class moment(FunctionElement[Any]):  # noqa: N801 - a SQL function, named like o
 
 
 class shifted(FunctionElement[Any]):  # noqa: N801
-    """``moment(column)`` moved by a fixed duration, spelled for each engine (below)."""
+    """``moment(column)`` moved by a fixed duration, spelled for each engine (below). The duration is
+    part of the statement's cache key: it is spelled into the SQL, so a statement cached for one window
+    must not be reused for another."""
 
     inherit_cache = True
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("micros", InternalTraversal.dp_plain_obj),
+    ]
 
     def __init__(self, column: ColumnElement[Any], by: timedelta) -> None:
         self.micros = round(by / timedelta(microseconds=1))
@@ -191,13 +205,14 @@ class ArmAggregate:
     d_sum_of_products: float = 0.0
 
 
-def _contribution(source: ReportSource, terms: tuple[tuple[str, Term], ...]) -> ColumnElement[Any]:
-    """The per-event contribution of ``terms``: one CASE over the event type."""
-    ev = source.events.c
+def _contribution(
+    kind: ColumnElement[Any], value: ColumnElement[Any], terms: tuple[tuple[str, Term], ...]
+) -> ColumnElement[Any]:
+    """The per-event contribution of ``terms`` (an event's ``kind`` being its type): one CASE over it."""
     whens: list[tuple[ColumnElement[bool], Any]] = []
     for event_type, term in terms:
-        amount: Any = 1.0 if term == "one" else (ev.value if term == "value" else -ev.value)
-        whens.append((ev.type == event_type, amount))
+        amount: Any = 1.0 if term == "one" else (value if term == "value" else -value)
+        whens.append((kind == event_type, amount))
     return case(*whens, else_=0.0)
 
 
@@ -263,37 +278,55 @@ def report_query(
     Units are counted from the units alone; the per-unit sums join only the events that can count (of a
     metric's types, between the lookback before the first exposure and the window after it, not after
     ``as_of``): a unit with none has every per-unit value 0, and adds 0 to every sum."""
-    ev = source.events.c
     units = _units(source, experiment_id, as_of).subquery("units")
-    clean = _clean_units(source, experiment_id, as_of).subquery("clean")
+    # Each clean unit with each of its events: from the source's units joined to their events by
+    # customer, or read as such from ``unit_events`` when the source keeps it (the export).
+    joined: FromClause
+    scope: list[ColumnElement[bool]] = []
+    if source.unit_events is not None and source.units is not None:
+        ue = source.unit_events.c
+        joined, user, arm, first_at = source.unit_events, ue.user_id, ue.arm_id, ue.first_at
+        kind, value, occurred_at = ue.type, ue.value, ue.occurred_at
+        scope = [
+            ue.experiment_id == experiment_id,
+            ue.first_at <= as_of,
+            or_(ue.mixed_at.is_(None), ue.mixed_at > as_of),
+        ]
+    else:
+        ev = source.events.c
+        clean = _clean_units(source, experiment_id, as_of).subquery("clean")
+        joined = clean.join(source.events, ev.user_id == clean.c.user_id)
+        user, arm, first_at = clean.c.user_id, clean.c.arm, clean.c.first_at
+        kind, value, occurred_at = ev.type, ev.value, ev.occurred_at
     # Timestamps compared with timestamps (the window's edges computed once per unit and joined row);
     # SQLite, which stores text, compares epoch seconds (see ``moment`` below).
-    at, start = moment(ev.occurred_at), moment(clean.c.first_at)
-    window_end, lookback_start = shifted(clean.c.first_at, window), shifted(clean.c.first_at, -lookback)
+    at, start = moment(occurred_at), moment(first_at)
+    window_end, lookback_start = shifted(first_at, window), shifted(first_at, -lookback)
     in_window = at >= start
     types = sorted({t for metric in metrics for t, _ in (*metric.terms, *metric.denominator)})
-    columns: list[ColumnElement[Any]] = [clean.c.arm]
+    columns: list[ColumnElement[Any]] = [arm.label("arm")]
     for i, metric in enumerate(metrics):
-        value = _contribution(source, metric.terms)
-        post: ColumnElement[Any] = func.sum(case((in_window, value), else_=0.0))
-        pre: ColumnElement[Any] = func.sum(case((in_window, 0.0), else_=value))
+        contribution = _contribution(kind, value, metric.terms)
+        post: ColumnElement[Any] = func.sum(case((in_window, contribution), else_=0.0))
+        pre: ColumnElement[Any] = func.sum(case((in_window, 0.0), else_=contribution))
         if metric.binary:
             post = case((post > 0, 1.0), else_=0.0)
             pre = case((pre > 0, 1.0), else_=0.0)
         columns += [post.label(f"y{i}"), pre.label(f"x{i}")]
         if metric.is_ratio:
-            d = _contribution(source, metric.denominator)
+            d = _contribution(kind, value, metric.denominator)
             columns.append(func.sum(case((in_window, d), else_=0.0)).label(f"d{i}"))
     per_unit = (
         select(*columns)
-        .select_from(clean.join(source.events, ev.user_id == clean.c.user_id))
+        .select_from(joined)
         .where(
-            ev.type.in_(types),
+            *scope,
+            kind.in_(types),
             at >= lookback_start,
             at < window_end,
-            ev.occurred_at <= as_of,
+            occurred_at <= as_of,
         )
-        .group_by(clean.c.user_id, clean.c.arm)
+        .group_by(user, arm)
         .subquery("per_unit")
     )
     sums: list[ColumnElement[Any]] = [per_unit.c.arm]

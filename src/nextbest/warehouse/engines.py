@@ -15,10 +15,18 @@ from sqlalchemy.pool import StaticPool
 
 from nextbest.errors import NextbestError
 from nextbest.reports.engines import SOURCE_INFO, SparkDialect, SparkRunner
-from nextbest.store.schema import assignments, experiment_units
+from nextbest.store.schema import assignments, events, experiment_units
 from nextbest.store.units import units_from
-from nextbest.warehouse.exporter import SENDS, STATE
-from nextbest.warehouse.tables import EXPORT_SOURCE, EXPORTED, ExportedTable, arrow_schema, assignment_sends
+from nextbest.warehouse.exporter import SENDS, STATE, UNIT_EVENTS
+from nextbest.warehouse.tables import (
+    EXPORT_SOURCE,
+    EXPORTED,
+    ExportedTable,
+    arrow_schema,
+    assignment_sends,
+    unit_events,
+    unit_events_of,
+)
 
 __all__ = ["SourceError", "duckdb_connection", "spark_runner", "spark_session"]
 
@@ -82,9 +90,13 @@ def duckdb_connection(source: Path | None = None, *, threads: int | None = None)
                 for table in EXPORTED:
                     conn.exec_driver_sql(_duckdb_view(source, table, conn.dialect))
             elif path != ":memory:":
-                # A DuckDB file loaded without the units' first exposures or the sends per day: computed
-                # from its assignments.
-                for name, derived in (("experiment_units", _derived_units), (SENDS, _derived_sends)):
+                # A DuckDB file loaded without the units' first exposures, the sends per day or the units'
+                # events: computed from its assignments and events.
+                for name, derived in (
+                    ("experiment_units", _derived_units),
+                    (SENDS, _derived_sends),
+                    (UNIT_EVENTS, _derived_unit_events),
+                ):
                     if not _has_table(conn, name):
                         conn.exec_driver_sql(f"CREATE TEMP VIEW {name} AS {derived(conn.dialect)}")
             if source is not None:
@@ -115,6 +127,13 @@ def _derived_sends(dialect: Any) -> str:
     return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
+def _derived_unit_events(dialect: Any) -> str:
+    """``unit_events`` as the join of the units with their events, for an export made before the export
+    wrote it (slower: every report joins them)."""
+    query = unit_events_of(experiment_units, events)
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
 def _has_table(conn: Connection, name: str) -> bool:
     found = conn.exec_driver_sql(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", (name,)
@@ -129,6 +148,8 @@ def _duckdb_view(directory: Path, table: ExportedTable, dialect: Any) -> str:
         return f'CREATE VIEW "{table.name}" AS {_derived_units(dialect)}'
     if files is None and table.table is assignment_sends:
         return f'CREATE VIEW "{table.name}" AS {_derived_sends(dialect)}'
+    if files is None and table.table is unit_events:
+        return f'CREATE VIEW "{table.name}" AS {_derived_unit_events(dialect)}'
     if files is None:
         nulls = ", ".join(f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         return f'CREATE VIEW "{table.name}" AS SELECT {nulls} WHERE false'
@@ -172,6 +193,8 @@ def spark_runner(spark: Any, source: Path) -> SparkRunner:
             frame = spark.sql(str(_derived_units(SparkDialect())))
         elif files is None and table.table is assignment_sends:
             frame = spark.sql(_derived_sends(SparkDialect()))
+        elif files is None and table.table is unit_events:
+            frame = spark.sql(_derived_unit_events(SparkDialect()))
         elif files is None:
             ddl = ", ".join(f"`{f.name}` {_spark_type(f.type)}" for f in schema)
             frame = spark.createDataFrame([], ddl)

@@ -21,6 +21,10 @@ How a run stays exactly-once and atomic:
   the assignment rows the same run writes and committed with them, so it always counts exactly the
   exported assignments; a directory exported before it existed gets it counted from its assignment
   files by its next run.
+- ``unit_events`` (each unit with each of its events) is computed, by an embedded DuckDB, from the
+  ``experiment_units`` and ``events`` files the run leaves visible (its own new files included, still
+  hidden) whenever the run writes either, or when it is missing, and committed with them: it is always
+  exactly their join.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -48,13 +53,16 @@ from sqlalchemy import JSON, Connection, DateTime, Text, cast, func, select, tex
 from nextbest.errors import NextbestError
 from nextbest.models.features import LOGGED
 from nextbest.store import Database
-from nextbest.store.schema import UTCDateTime, assignments
+from nextbest.store.schema import UTCDateTime, assignments, experiment_units
+from nextbest.store.schema import events as events_table
 from nextbest.warehouse.tables import (
     EXPORTED,
     ExportedTable,
     arrow_schema,
     assignment_sends,
     schema_document,
+    unit_events,
+    unit_events_of,
 )
 
 __all__ = ["ExportError", "ExportResult", "export"]
@@ -68,6 +76,11 @@ TEMP_PREFIX = ".tmp-"
 _BATCH = 50_000
 SENDS = str(assignment_sends.name)
 SENDS_TABLE = next(t for t in EXPORTED if t.table is assignment_sends)
+UNIT_EVENTS = str(unit_events.name)
+UNIT_EVENTS_TABLE = next(t for t in EXPORTED if t.table is unit_events)
+# Rows per row group of unit_events: DuckDB's own row group size, so that a report's scan of it spreads
+# over every thread.
+_UNIT_EVENTS_GROUP = 122_880
 
 
 class ExportError(NextbestError):
@@ -127,6 +140,8 @@ def export(
                 result.rows[str(table.name)] = count
                 marks[str(table.name)] = _advance(mark, upper)
         renames += _write_sends(directory, sends, run)
+        if _unit_events_stale(directory, renames):
+            renames += _write_unit_events(directory, renames, run)
         marks[SENDS] = marks.get("assignments")
         _write_json(directory / SCHEMA, schema_document())
         _durable([directory / tmp for tmp, _ in renames])
@@ -246,6 +261,62 @@ def _write_sends(
         pq.write_table(pa.Table.from_arrays(arrays, schema=schema), directory / tmp)
         renames.append((tmp, str(partition / f"part-{run:06d}.parquet")))
     return renames
+
+
+def _unit_events_stale(directory: Path, renames: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``unit_events`` must be computed again: this run writes units or events, or it is missing."""
+    written = {final.split("/", 1)[0] for _, final in renames}
+    missing = not (directory / UNIT_EVENTS / f"{UNIT_EVENTS}.parquet").exists()
+    return missing or bool(written & {"experiment_units", "events"})
+
+
+def _exported_files(directory: Path, table: str, renames: Sequence[tuple[str, str]]) -> list[str]:
+    """The table's Parquet files as they will be once this run is committed: the visible ones not
+    replaced by this run, and this run's own under their hidden names."""
+    pending = {final: tmp for tmp, final in renames if final.startswith(f"{table}/")}
+    visible = {
+        str(path.relative_to(directory))
+        for path in (directory / table).rglob("*.parquet")
+        if not path.name.startswith(TEMP_PREFIX)
+    }
+    return [str(directory / f) for f in sorted(visible - set(pending))] + [
+        str(directory / tmp) for _, tmp in sorted(pending.items())
+    ]
+
+
+def _write_unit_events(
+    directory: Path, renames: Sequence[tuple[str, str]], run: int
+) -> list[tuple[str, str]]:
+    """``unit_events``: the units and events this run leaves exported, joined by an embedded DuckDB,
+    in experiment and customer order, as a hidden file; returns the rename to do."""
+    (directory / UNIT_EVENTS).mkdir(exist_ok=True)
+    tmp = f"{UNIT_EVENTS}/{TEMP_PREFIX}{run:06d}.parquet"
+    schema = arrow_schema(UNIT_EVENTS_TABLE)
+    units = _exported_files(directory, "experiment_units", renames)
+    events = _exported_files(directory, "events", renames)
+    with pq.ParquetWriter(directory / tmp, schema) as writer:
+        if not units or not events:
+            writer.write_table(schema.empty_table())
+            return [(tmp, f"{UNIT_EVENTS}/{UNIT_EVENTS}.parquet")]
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for name, files in (("experiment_units", units), ("events", events)):
+                listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(
+                    f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}], "
+                    "hive_partitioning = false, union_by_name = true)"
+                )
+            joined = str(unit_events_of(experiment_units, events_table).compile())
+            query = f"SELECT * FROM ({joined}) ORDER BY experiment_id, user_id, occurred_at"
+            relation = con.sql(query)
+            # DuckDB 2 names it to_arrow_reader; 1.x, fetch_arrow_reader.
+            reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+            for batch in reader(_UNIT_EVENTS_GROUP):
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+        finally:
+            con.close()
+    return [(tmp, f"{UNIT_EVENTS}/{UNIT_EVENTS}.parquet")]
 
 
 def _read_columns(table: ExportedTable) -> list[Any]:

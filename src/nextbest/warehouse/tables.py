@@ -8,7 +8,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Select,
+    String,
+    Table,
+    select,
+)
+from sqlalchemy.sql import FromClause
 
 from nextbest.models.features import LOGGED
 from nextbest.reports.aggregate import ReportSource
@@ -29,6 +43,8 @@ __all__ = [
     "arrow_schema",
     "assignment_sends",
     "schema_document",
+    "unit_events",
+    "unit_events_of",
 ]
 
 # A table of the export alone (the store has no such table): per experiment, arm, action and UTC day of
@@ -43,6 +59,33 @@ assignment_sends = Table(
     Column("day_start", UTCDateTime(), nullable=False),
     Column("sends", BigInteger, nullable=False),
 )
+
+# A table of the export alone: each experiment unit (``experiment_units``) with each of its events, of any
+# type and time (``events`` joined by customer). Rewritten by every run that exports new events or new
+# units' first exposures, from the units and events that run leaves exported, so that it always holds
+# exactly their join: a report over the export reads its per-unit sums from it instead of joining them.
+unit_events = Table(
+    "unit_events",
+    MetaData(),
+    Column("experiment_id", experiment_units.c.experiment_id.type, nullable=False),
+    Column("user_id", experiment_units.c.user_id.type, nullable=False),
+    Column("arm_id", experiment_units.c.arm_id.type, nullable=False),
+    Column("first_at", UTCDateTime(), nullable=False),
+    Column("mixed_at", UTCDateTime()),
+    Column("type", events.c.type.type, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("value", Float, nullable=False),
+)
+
+
+def unit_events_of(units: FromClause, events_: FromClause) -> Select[Any]:
+    """``unit_events``'s rows from relations with the columns of ``experiment_units`` and ``events``:
+    each unit with each of its events (the one definition: the export writes it, an engine over an export
+    made before it existed reads it as a view)."""
+    u, e = units.c, events_.c
+    return select(
+        u.experiment_id, u.user_id, u.arm_id, u.first_at, u.mixed_at, e.type, e.occurred_at, e.value
+    ).select_from(units.join(events_, e.user_id == u.user_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +150,16 @@ EXPORTED: tuple[ExportedTable, ...] = (
         "customer events (orders with revenue, refunds, views, ...); details as JSON text",
     ),
     ExportedTable(
+        unit_events,
+        None,
+        None,
+        "each experiment unit of experiment_units (its arm_id, first_at, mixed_at) with each of its "
+        "events (type, occurred_at, value): the two tables as exported, joined by user_id; rewritten "
+        "whole by each export that exports new assignments or events; a report reads its per-unit sums "
+        "from it",
+        derived_from="experiment_units and events",
+    ),
+    ExportedTable(
         erasures,
         None,
         None,
@@ -163,5 +216,6 @@ def schema_document() -> dict[str, Any]:
 
 
 # What a report reads on an engine over the export: the store's tables under their names, each unit's
-# first exposure from ``experiment_units`` and the cost per arm from ``assignment_sends``.
-EXPORT_SOURCE = ReportSource(units=experiment_units, sends=assignment_sends)
+# first exposure from ``experiment_units``, each unit's events from ``unit_events`` and the cost per arm
+# from ``assignment_sends``.
+EXPORT_SOURCE = ReportSource(units=experiment_units, sends=assignment_sends, unit_events=unit_events)
