@@ -20,6 +20,8 @@ from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.api.v1 import decision_service_pb2_grpc as pb_grpc
 from nextbest.client import NextbestClient
 from nextbest.server import NextbestServer
+from nextbest.server.edge import EDGE_RECEIVED_HEADER
+from nextbest.server.servicer import _deadline
 from nextbest.settings import Settings
 
 METHODS = [
@@ -165,6 +167,46 @@ def test_a_call_that_cannot_meet_its_deadline_writes_nothing(
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     time.sleep(0.3)  # had the server written it anyway, it would be stored by now
     assert store.find_decision("r-hurried") is None
+
+
+def test_behind_the_edge_the_hop_from_it_is_taken_off_the_deadline_both_ways(
+    limited: NextbestServer,
+) -> None:
+    # As if the edge had passed these calls on 0.3 s ago (a host under load): with 0.5 s left as gRPC
+    # counts it, the answer could not be back at the caller in time, so nothing is decided or written.
+    with grpc.insecure_channel(limited.address) as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        held_up = [(EDGE_RECEIVED_HEADER, f"{time.time() - 0.3:.3f}")]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.NextAction(_request("r-held-up"), timeout=0.5, metadata=held_up)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # A fresh stamp, a stamp from the future (clamped) or an unreadable one takes (almost) nothing off.
+        for name, stamp in [("fresh", time.time()), ("future", time.time() + 60), ("garbage", None)]:
+            stamped = [(EDGE_RECEIVED_HEADER, "soon" if stamp is None else f"{stamp:.3f}")]
+            reply = stub.NextAction(_request(f"r-{name}"), timeout=5, metadata=stamped)
+            assert reply.decision_id
+    assert limited.engine.store.find_decision("r-held-up") is None
+
+
+def test_the_deadline_loses_twice_the_hop_from_the_edge() -> None:
+    class Context:
+        def __init__(self, remaining: float | None, metadata: tuple[tuple[str, str], ...]) -> None:
+            self.remaining, self.metadata = remaining, metadata
+
+        def time_remaining(self) -> float | None:
+            return self.remaining
+
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return self.metadata
+
+    stamp = ((EDGE_RECEIVED_HEADER, f"{time.time() - 0.1:.3f}"),)
+    before = time.monotonic()
+    straight = _deadline(Context(1.0, (("x-other", "1"),)))
+    behind = _deadline(Context(1.0, stamp))
+    after = time.monotonic()
+    assert straight is not None and before + 1.0 <= straight <= after + 1.0
+    assert behind is not None and before + 0.79 <= behind <= after + 0.8 + 0.002  # $msec: ms resolution
+    assert _deadline(Context(None, stamp)) is None  # no deadline stays none
 
 
 def test_a_bad_event_is_rejected_by_field_and_the_rest_of_the_batch_is_stored(

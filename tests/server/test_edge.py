@@ -20,6 +20,7 @@ import pytest
 from nextbest.client import NextbestClient
 from nextbest.server import NextbestServer
 from nextbest.server.edge import (
+    EDGE_RECEIVED_HEADER,
     REFUSAL,
     UNREACHABLE,
     Edge,
@@ -123,11 +124,17 @@ def test_deadline_token_and_metadata_reach_the_server(upstream: Upstream, edge: 
             channel,
             DECIDE,
             timeout=2.0,
-            metadata=[("authorization", "Bearer s3cret"), ("x-request-origin", "checkout")],
+            metadata=[
+                ("authorization", "Bearer s3cret"),
+                ("x-request-origin", "checkout"),
+                (EDGE_RECEIVED_HEADER, "1"),  # a caller's own stamp is replaced by the edge's
+            ],
         )
     seen = upstream.seen[-1]
     assert seen["metadata"]["authorization"] == "Bearer s3cret"
     assert seen["metadata"]["x-request-origin"] == "checkout"
+    # Stamped with the edge's clock when it passed the call on (nginx's $msec: seconds, 3 decimals).
+    assert abs(float(seen["metadata"][EDGE_RECEIVED_HEADER]) - time.time()) < 5, seen
     # grpc-timeout is forwarded: the server knows the caller's deadline and can refuse to commit past it.
     # (Without it the server would see no deadline at all: time_remaining() is None.)
     # (gRPC rounds the header's time left up, to 10 ms here: up to 2.01 s is read back.)

@@ -6,8 +6,9 @@ whole decision, so at twice its capacity a server spends a quarter of its CPU sa
 benchmarks/RESULTS.md). nginx's gRPC proxy does the same in C on its own core time: the decision calls go
 to an upstream of ``max_conns`` connections (one call per connection: nginx does not multiplex upstream),
 and a call that finds them all busy is answered at once, by nginx, with ``RESOURCE_EXHAUSTED``; the server
-never sees it. Calls that pass keep their deadline (``grpc-timeout`` is forwarded), their bearer token and
-their metadata. Everything else (AdminService, health, reflection) goes through a separate upstream without
+never sees it. Calls that pass keep their deadline (``grpc-timeout`` is forwarded, and stamped with the
+edge's clock so that the server can take the hop from the edge off it), their bearer token and their
+metadata. Everything else (AdminService, health, reflection) goes through a separate upstream without
 the limit, so an operator's erasure or a probe is never refused for the decisions' sake.
 
 ``render_config`` writes the configuration (``nextbest edge --print`` prints it for an nginx you run
@@ -35,6 +36,8 @@ __all__ = ["Edge", "EdgeConfig", "EdgeError", "find_nginx", "render_config", "se
 
 #: The methods the limit applies to: every decision call (single, batch, events, reports).
 LIMITED_PREFIX = "/nextbest.api.v1.DecisionService/"
+# Metadata the edge adds to every call it passes on: its wall clock then, in seconds (nginx's ``$msec``).
+EDGE_RECEIVED_HEADER = "x-nextbest-edge-received"
 #: What a refused call is told: the same status and meaning as the server's own refusal.
 REFUSAL = "nextbest overloaded: call again later"
 #: What a call is told when the server does not answer the edge at all.
@@ -131,6 +134,9 @@ http {{
         # Campaign runs stream for as long as they take; unary calls end at their own deadline.
         grpc_read_timeout 1d;
         grpc_send_timeout 1d;
+        # When the edge passed the call on (replacing any caller's value): the server takes the time the
+        # call then spent reaching it off the caller's deadline, twice (the answer comes back this way).
+        grpc_set_header {EDGE_RECEIVED_HEADER} $msec;
         location {LIMITED_PREFIX} {{
             grpc_pass grpc://nextbest_decisions;
             error_page 502 = @refused;

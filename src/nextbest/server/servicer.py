@@ -34,6 +34,7 @@ from nextbest.errors import (
 from nextbest.models.registry import ModelSet
 from nextbest.server import convert
 from nextbest.server.auth import current_principal
+from nextbest.server.edge import EDGE_RECEIVED_HEADER
 from nextbest.state import CustomerState
 from nextbest.store import Database
 from nextbest.store.audit import AuditEntry, AuditLog
@@ -87,11 +88,29 @@ _NO_DEADLINE = 365 * 86400.0
 
 
 def _deadline(context: Any) -> float | None:
-    """The caller's deadline as a ``time.monotonic()`` instant (None: the caller set none)."""
+    """The caller's deadline as a ``time.monotonic()`` instant (None: the caller set none).
+
+    Behind ``nextbest edge`` the deadline gRPC reports starts when the call reached this server, not the
+    edge: nginx forwards the caller's ``grpc-timeout`` as it received it. The edge stamps the call with its
+    clock (same host), and the time since is taken off twice: once for the way in, once for the answer's
+    way back through the same hop. Without it, a call held up between the edge and the handler (a host
+    under load) could be committed after its caller gave up: an exposure for an answer nobody received."""
     remaining: float | None = context.time_remaining()
     if remaining is None or remaining > _NO_DEADLINE:  # grpc reports "none" as a far-off instant
         return None
-    return time.monotonic() + remaining
+    return time.monotonic() + remaining - 2 * _edge_hop(context)
+
+
+def _edge_hop(context: Any) -> float:
+    """Seconds since the edge passed this call on (0 when it came straight from the caller). A caller that
+    sends the header itself can only shorten its own deadline; the edge replaces any caller's value."""
+    for key, value in context.invocation_metadata() or ():
+        if key == EDGE_RECEIVED_HEADER:
+            try:
+                return min(max(time.time() - float(value), 0.0), 60.0)
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 class CampaignPreconditionError(NextbestError):
