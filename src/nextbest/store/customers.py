@@ -26,6 +26,7 @@ from nextbest.store.database import KeptConnections
 from nextbest.store.event_rows import EventRows
 from nextbest.store.prepared import PreparedSelect
 from nextbest.store.schema import customers, exposures, inventory
+from nextbest.store.sqlite_reads import past_exposures
 from nextbest.store.writer import GroupCommit
 
 __all__ = ["CustomerLog", "PendingEvent"]
@@ -142,7 +143,16 @@ class CustomerLog:
                     self._prepared = (PreparedSelect(_CUSTOMER, dialect), PreparedSelect(_HISTORY, dialect))
                 customer_query, history_query = self._prepared
                 rows = customer_query.fetch(conn, user_id=user_id)
-                history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+                if stash is not None:  # SQLite: the raw rows, decoded in one step (``sqlite_reads``)
+                    cursor = conn.cursor()
+                    try:
+                        history_query.execute(cursor, user_id=user_id, since=now - HISTORY_WINDOW)
+                        past = past_exposures(cursor.fetchall())
+                    finally:
+                        cursor.close()
+                else:
+                    history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+                    past = tuple(codec.past_exposure(values) for values in history)
                 out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
             except BaseException:
                 if stash is not None:
@@ -158,7 +168,6 @@ class CustomerLog:
                     conn.close()  # back to the pool, rolled back
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = codec.state_from_row(row) if row is not None else CustomerState(user_id=user_id)
-        past = tuple(codec.past_exposure(values) for values in history)
         # The version comes from the first read: a write between it and the history read moves it on.
         version = int(row["version"]) if row is not None else 0
         return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
