@@ -426,12 +426,22 @@ def test_an_export_made_before_sends_were_counted_gets_them_counted(db: Database
 
 
 def _joined(directory: Path) -> list[tuple[Any, ...]]:
-    """The exported units joined to the exported events by customer, as ``unit_events`` should hold them."""
-    units = exported(directory, "experiment_units")
+    """The exported units joined to the exported events by customer, as ``unit_events`` should hold them
+    (each experiment's units numbered 1, 2, ... in user_id order)."""
+    pairs = [
+        (u, e)
+        for u in exported(directory, "experiment_units")
+        for e in exported(directory, "events")
+        if e["user_id"] == u["user_id"]
+    ]
+    numbers: dict[tuple[str, str], int] = {}
+    for experiment, user in sorted({(u["experiment_id"], u["user_id"]) for u, _ in pairs}):
+        numbers[experiment, user] = 1 + sum(key[0] == experiment for key in numbers)
     return sorted(
         (
             u["experiment_id"],
             u["user_id"],
+            numbers[u["experiment_id"], u["user_id"]],
             u["arm_id"],
             u["first_at"],
             u["mixed_at"],
@@ -439,9 +449,7 @@ def _joined(directory: Path) -> list[tuple[Any, ...]]:
             e["occurred_at"],
             e["value"],
         )
-        for u in units
-        for e in exported(directory, "events")
-        if e["user_id"] == u["user_id"]
+        for u, e in pairs
     )
 
 
@@ -475,7 +483,7 @@ def test_unit_events_is_the_join_of_the_exported_units_and_events_across_runs(
     _units(db)
     assert "unit_events/unit_events.parquet" in export(db, out, now=T0 + timedelta(days=1)).files
     assert _unit_events(out) == _joined(out) and len(_joined(out)) == 5
-    assert {r[4] for r in _unit_events(out) if r[1] == "u1"} == {T0 + timedelta(hours=7)}  # mixed_at
+    assert {r[5] for r in _unit_events(out) if r[1] == "u1"} == {T0 + timedelta(hours=7)}  # mixed_at
     # An export made before unit_events existed: DuckDB joins them meanwhile, the next run writes it.
     with duckdb_connection(out) as conn:
         from_file = sorted(tuple(r) for r in conn.execute(select(unit_events)).all())

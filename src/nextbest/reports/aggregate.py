@@ -103,10 +103,11 @@ class ReportSource:
     ``assignments``, with the same result.
 
     ``unit_events``, when the source keeps it (with ``units``), is ``units`` joined to ``events`` by
-    customer: for every unit, each of its events (experiment_id, user_id, arm_id, first_at, mixed_at,
-    type, occurred_at, value: the export's ``unit_events``, made from the same units and events). The
-    per-unit sums then read it instead of joining the units to their events, with the same result; it
-    must hold every event of every unit of ``units`` (any type, any time), which the export's does."""
+    customer: for every unit, each of its events (experiment_id, user_id, unit: a number for the unit,
+    unique in its experiment, arm_id, first_at, mixed_at, type, occurred_at, value: the export's
+    ``unit_events``, made from the same units and events). The per-unit sums then read it instead of
+    joining the units to their events, and group by the unit's number, with the same result; it must
+    hold every event of every unit of ``units`` (any type, any time), which the export's does."""
 
     assignments: FromClause = assignments
     events: FromClause = events
@@ -285,7 +286,7 @@ def report_query(
     scope: list[ColumnElement[bool]] = []
     if source.unit_events is not None and source.units is not None:
         ue = source.unit_events.c
-        joined, user, arm, first_at = source.unit_events, ue.user_id, ue.arm_id, ue.first_at
+        joined, user, arm, first_at = source.unit_events, ue.unit, ue.arm_id, ue.first_at
         kind, value, occurred_at = ue.type, ue.value, ue.occurred_at
         scope = [
             ue.experiment_id == experiment_id,

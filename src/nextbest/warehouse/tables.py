@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    func,
     select,
 )
 from sqlalchemy.sql import FromClause
@@ -69,6 +70,9 @@ unit_events = Table(
     MetaData(),
     Column("experiment_id", experiment_units.c.experiment_id.type, nullable=False),
     Column("user_id", experiment_units.c.user_id.type, nullable=False),
+    # The unit's number in its experiment (1, 2, ... in user_id order), renumbered by each rewrite: a
+    # report groups each unit's events by it (an integer) instead of by user_id.
+    Column("unit", BigInteger, nullable=False),
     Column("arm_id", experiment_units.c.arm_id.type, nullable=False),
     Column("first_at", UTCDateTime(), nullable=False),
     Column("mixed_at", UTCDateTime()),
@@ -83,8 +87,17 @@ def unit_events_of(units: FromClause, events_: FromClause) -> Select[Any]:
     each unit with each of its events (the one definition: the export writes it, an engine over an export
     made before it existed reads it as a view)."""
     u, e = units.c, events_.c
+    unit = func.dense_rank().over(partition_by=u.experiment_id, order_by=u.user_id)
     return select(
-        u.experiment_id, u.user_id, u.arm_id, u.first_at, u.mixed_at, e.type, e.occurred_at, e.value
+        u.experiment_id,
+        u.user_id,
+        unit.label("unit"),
+        u.arm_id,
+        u.first_at,
+        u.mixed_at,
+        e.type,
+        e.occurred_at,
+        e.value,
     ).select_from(units.join(events_, e.user_id == u.user_id))
 
 
@@ -154,9 +167,9 @@ EXPORTED: tuple[ExportedTable, ...] = (
         None,
         None,
         "each experiment unit of experiment_units (its arm_id, first_at, mixed_at) with each of its "
-        "events (type, occurred_at, value): the two tables as exported, joined by user_id; rewritten "
-        "whole by each export that exports new assignments or events; a report reads its per-unit sums "
-        "from it",
+        "events (type, occurred_at, value): the two tables as exported, joined by user_id; unit numbers "
+        "the units of an experiment 1, 2, ... in user_id order; rewritten whole by each export that "
+        "exports new assignments or events; a report reads its per-unit sums from it",
         derived_from="experiment_units and events",
     ),
     ExportedTable(
