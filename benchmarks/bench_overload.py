@@ -15,8 +15,13 @@ generator on another host gives: on one host of two vCPUs an open loop at 2 C ot
 the server needs (each call, refused or not, costs the Python load generator ~200 µs).
 
     .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin
-    .venv/bin/python benchmarks/bench_overload.py --rounds 2 --pin \\
-        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres --limit 8
+    .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin --own-postgres --limit 8
+    .venv/bin/python benchmarks/bench_overload.py --pin --own-postgres --sweep 2,4,8,16,32
+
+The last measures closed-loop capacity straight to the server at several concurrencies (no overload):
+where it levels off is the edge's ``--max-concurrent`` for that server and database. Every open-loop run
+also reports its worst second of goodput (a stall shows there, not in the mean) and, pinned, the server
+CPU's idle share (0 %: the server's CPU was the limit).
 
 Prints one JSON line per run and a Markdown table. Loopback only; stops only what it started. A
 PostgreSQL ``--database-url`` names a server database: a fresh database is created in it and dropped.
@@ -111,6 +116,21 @@ def loadgen(cpus: set[int] | None, *args: str) -> dict[str, Any]:
     return result
 
 
+def capacity_sweep(cpus: set[int] | None, target: list[str], sweep: list[int]) -> int:
+    """Closed-loop decisions/s straight to the server at each concurrency, twice (after a warm-up)."""
+    closed = ["--duration", "6", "closed", "--concurrency"]
+    loadgen(cpus, *target, *closed, str(sweep[0]))
+    for pass_ in (1, 2):
+        for concurrency in sweep:
+            got = loadgen(cpus, *target, *closed, str(concurrency))
+            print(
+                f"pass {pass_}: {concurrency} callers: {got['decisions_per_s']:,.0f} decisions/s,"
+                f" p99 {got['latency_ms']['p99']:.1f} ms",
+                flush=True,
+            )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,7 +149,13 @@ def main() -> int:
         help="PostgreSQL: a cluster of the run's own, pinned with the server (instead of --database-url)",
     )
     parser.add_argument("--json", type=Path, help="also write the runs here")
+    parser.add_argument(
+        "--sweep",
+        help="instead: closed-loop decisions/s straight to the server at these concurrencies (e.g. "
+        "2,4,8,16), two passes; where it levels off is a good --max-concurrent for the edge",
+    )
     args = parser.parse_args()
+    sweep = sorted({int(c) for c in args.sweep.split(",")}) if args.sweep else []
 
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus, caller_cpus = ({cpus[-1]}, set(cpus[:-1])) if args.pin and len(cpus) > 1 else (None, None)
@@ -140,8 +166,12 @@ def main() -> int:
             base = stack.enter_context(own_postgres(workdir, server_cpus)) if args.own_postgres else None
             url = stack.enter_context(fresh_database(base or args.database_url, workdir))
             address, pid, hp = stack.enter_context(
-                server(workdir, "server", 2 * args.limit, database_url=url, cpus=server_cpus)
+                server(workdir, "server", max([2 * args.limit, *sweep]), database_url=url, cpus=server_cpus)
             )
+            common = ["--server-pid", str(pid), "--channels", "4"]
+            closed = ["--duration", "6", "closed", "--concurrency"]
+            if sweep:
+                return capacity_sweep(caller_cpus, [*common, "--port", address.rpartition(":")[2]], sweep)
             edge = stack.enter_context(
                 Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge")
             )
@@ -149,8 +179,6 @@ def main() -> int:
                 for nginx in edge.pids:
                     os.sched_setaffinity(nginx, server_cpus)
             ports = {"direct": address.rpartition(":")[2], "edge": edge.config.listen.rpartition(":")[2]}
-            common = ["--server-pid", str(pid), "--channels", "4"]
-            closed = ["--duration", "6", "closed", "--concurrency"]
             # Unmeasured: the first seconds of a fresh server and database (caches, compiled trees, the
             # tables' first pages) would otherwise fall in round 1's capacity or overload.
             loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
