@@ -92,3 +92,35 @@ def test_an_unknown_channel_is_refused_as_before() -> None:
     )
     with pytest.raises(ValueError):
         past_exposures([row])
+
+
+def test_a_batch_reads_each_snapshot_as_load_snapshot_reads_it_alone(tmp_path: Path) -> None:
+    from nextbest.domain import Event, EventType
+    from nextbest.store import SnapshotWanted
+
+    db = Database(f"sqlite:///{tmp_path}/b.db")
+    upgrade(db)
+    store = Store(db)
+    try:
+        users = [uid() for _ in range(4)]
+        for n, user in enumerate(users[:3]):
+            for k in range(n + 2):
+                d = decision(user, actions=2)
+                object.__setattr__(d, "occurred_at", T0 + timedelta(days=30 * k))
+                assert store.save_decision(d, "fp", T0)
+        store.record_events([Event(uid("ev"), users[0], EventType.OPENED, T0)], T0)  # a customer row
+        store.record_events([Event(uid("ev"), "", EventType.OUT_OF_STOCK, T0, product_ids=("p1",))], T0)
+        wanted = [
+            SnapshotWanted(users[0], T0 + timedelta(days=100), ("p1", "p2")),  # the oldest out of its window
+            SnapshotWanted(users[1], T0 + timedelta(days=1), ()),
+            SnapshotWanted(users[2], T0 + timedelta(days=200), ("p2",)),
+            SnapshotWanted(users[3], T0, ("p1",)),  # nothing known
+        ]
+        batch = store.load_snapshots(wanted)
+        alone = [store.load_snapshot(*w) for w in wanted]
+        assert batch == alone
+        assert [len(s.history) for s in batch] == [2, 6, 0, 0] and batch[0].version >= 1
+        assert batch[0].out_of_stock == {"p1"} and batch[3].out_of_stock == {"p1"}
+        assert store.load_snapshots([]) == []
+    finally:
+        store.close()
