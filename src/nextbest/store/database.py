@@ -391,7 +391,9 @@ class KeptConnections:
         self._keep = keep
         self._autocommit = autocommit
         self._idle = idle
-        self._setup = tuple(setup)  # statements run once on each new connection (session settings)
+        # Statements run once on each new connection (session settings); one the server refuses is
+        # logged and done without.
+        self._setup = tuple(setup)
         self._free: list[tuple[Any, float]] = []  # (connection, when given back); atomic append and pop
 
     def take(self) -> Any:
@@ -405,7 +407,12 @@ class KeptConnections:
                 fairy.detach()
                 conn.autocommit = True
                 for statement in self._setup:
-                    conn.execute(statement)
+                    try:
+                        conn.execute(statement)
+                    except Exception as exc:  # a setting this server lacks (a build without lz4)
+                        if conn.broken:
+                            raise
+                        logger.info("session setting %r refused (%s); going on without it", statement, exc)
                 conn.autocommit = self._autocommit
                 return conn
             if conn.closed or conn.broken:

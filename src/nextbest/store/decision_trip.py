@@ -25,6 +25,7 @@ way, which checks by customer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,16 +129,29 @@ def _statement(kind: str, exposures_count: int) -> ClauseElement:
 
 
 class _Compiled:
-    """One variant, compiled once: its SQL and the bind processors of its parameters."""
+    """One variant, compiled once: its SQL with positional parameters and, for each parameter in order,
+    where its value comes from (the decision row, exposure row j, or the guard) and its type's bind
+    processor: a decision's parameters are a tuple built in one pass."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled: Any = statement.compile(dialect=dialect)  # a SQLCompiler: its binds
-        self.sql = str(compiled)
-        self.processors: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                self.processors.append((name, process))
+        names: list[str] = []
+
+        def positional(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return "%s"
+
+        self.sql = _NAMED.sub(positional, str(compiled))
+        self.sources: list[tuple[int, str, Callable[[Any], Any] | None]] = []
+        for name in names:
+            process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            prefix, column = name.split("_", 1)
+            source = 0 if prefix == "d" else _GUARD if prefix == "g" else 1 + int(prefix[1:])
+            self.sources.append((source, column, process))
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+_GUARD = -1
 
 
 class OneTrip:
@@ -155,22 +169,17 @@ class OneTrip:
         return compiled
 
     @staticmethod
-    def _params(item: PendingWrite, kind: str, compiled: _Compiled) -> dict[str, Any]:
-        params = {f"d_{c}": v for c, v in item.decision_row.items()}
-        for j, exposure in enumerate(item.exposure_rows):
-            for c in _EXPOSURE_COLUMNS:
-                params[f"e{j}_{c}"] = exposure[c]
+    def _params(item: PendingWrite, kind: str, compiled: _Compiled) -> tuple[Any, ...]:
         guard = item.guard
-        if guard is not None:
-            if kind == _ADVANCE:
-                n = guard["version"]
-                params["g_user_id"], params["g_from"], params["g_to"] = guard["user_id"], n - 1, n
-            else:
-                for c in codec.VERSION_GUARD_COLUMNS:
-                    params[f"g_{c}"] = guard[c]
-        for name, process in compiled.processors:
-            params[name] = process(params[name])
-        return params
+        if kind == _ADVANCE:
+            assert guard is not None
+            n = guard["version"]
+            guard = {"user_id": guard["user_id"], "from": n - 1, "to": n}
+        rows: list[Any] = [item.decision_row, *item.exposure_rows, guard]  # [-1]: the guard
+        return tuple(
+            rows[source][column] if process is None else process(rows[source][column])
+            for source, column, process in compiled.sources
+        )
 
     def write(self, conn: Any, batch: Sequence[PendingWrite]) -> set[str]:
         """Writes and commits ``batch`` (which ``fits``) on psycopg connection ``conn``, in a
