@@ -21,6 +21,7 @@ as a design, see RESULTS.md; to rerun it, check out commit ``015fb0c``.)
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(host=args.host, port=args.port, catalog=args.catalog, database_url=args.database_url)
     server = NextbestServer(settings)
     server.engine.store = FrozenStore(server.store.load_snapshot)
+    gc.freeze()  # as `nextbest serve` does before serving: full collections skip what start-up built
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -88,74 +89,119 @@ def _stamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
+# The request's dataclasses built without their generated ``__init__``, slot by slot through each field's
+# member descriptor (frozen dataclasses set every field with ``object.__setattr__``): two per call.
+# ``tests/server/test_convert_fast.py`` checks these build what the constructors build, for every field.
+_new = object.__new__
+_REQUEST_SLOTS = tuple(DecisionRequest.__dict__[f.name].__set__ for f in fields(DecisionRequest))
+_CONTEXT_SLOTS = tuple(RequestContext.__dict__[f.name].__set__ for f in fields(RequestContext))
+(
+    _set_request_id,
+    _set_user_id,
+    _set_trigger,
+    _set_occurred_at,
+    _set_context,
+    _set_channels,
+    _set_max_actions,
+    _set_explain,
+) = _REQUEST_SLOTS
+(
+    _set_cart_value,
+    _set_product_ids,
+    _set_page_category,
+    _set_time_zone,
+    _set_attributes,
+    _set_out_of_stock,
+) = _CONTEXT_SLOTS
+
+
 def request_from_proto(msg: pb.NextActionRequest) -> DecisionRequest:
+    """``DecisionRequest(request_id=msg.request_id, ..., context=RequestContext(...))``, cheaper: empty
+    repeated and map fields are not iterated, and the two objects are filled slot by slot."""
     ctx = msg.context
-    return DecisionRequest(
-        request_id=msg.request_id,
-        user_id=msg.user_id,
-        trigger=msg.trigger,
-        occurred_at=_time(msg, "occurred_at", msg.occurred_at),
-        context=RequestContext(
-            cart_value=ctx.cart_value if ctx.HasField("cart_value") else None,
-            product_ids=tuple(ctx.product_ids),
-            page_category=ctx.page_category,
-            time_zone=ctx.time_zone,
-            attributes=dict(ctx.attributes),
-            out_of_stock_product_ids=tuple(ctx.out_of_stock_product_ids),
-        ),
-        channels=tuple(_CHANNEL_FROM.get(c) for c in msg.channels),
-        max_actions=msg.max_actions,
-        explain=msg.explain,
-    )
+    context = _new(RequestContext)
+    _set_cart_value(context, ctx.cart_value if ctx.HasField("cart_value") else None)
+    ids = ctx.product_ids
+    _set_product_ids(context, tuple(ids[:]) if ids else ())
+    _set_page_category(context, ctx.page_category)
+    _set_time_zone(context, ctx.time_zone)
+    attributes = ctx.attributes
+    _set_attributes(context, dict(attributes) if attributes else {})
+    ids = ctx.out_of_stock_product_ids
+    _set_out_of_stock(context, tuple(ids[:]) if ids else ())
+    request = _new(DecisionRequest)
+    _set_request_id(request, msg.request_id)
+    _set_user_id(request, msg.user_id)
+    _set_trigger(request, msg.trigger)
+    _set_occurred_at(request, _time(msg, "occurred_at", msg.occurred_at))
+    _set_context(request, context)
+    channels = msg.channels
+    _set_channels(request, tuple([_CHANNEL_FROM.get(c) for c in channels]) if channels else ())
+    _set_max_actions(request, msg.max_actions)
+    _set_explain(request, msg.explain)
+    return request
 
 
 def decision_to_proto(decision: Decision) -> pb.NextActionResponse:
-    return pb.NextActionResponse(
+    """The response; repeated fields that are empty (no rejections without ``explain``, most often no
+    assignments or cancellations) are left unset rather than given empty lists, which costs as much as
+    a message each."""
+    occurred_at = decision.occurred_at
+    occurred = _stamp(occurred_at)
+    response = pb.NextActionResponse(
         decision_id=decision.decision_id,
         catalog_version=decision.catalog_version,
-        occurred_at=_stamp(decision.occurred_at),
+        occurred_at=occurred,
         replayed=decision.replayed,
-        actions=[
-            pb.ChosenAction(
-                action_id=a.action_id,
-                flow=a.flow,
-                channel=_CHANNEL_TO[a.channel],
-                action_class=_CLASS_TO[a.action_class],
-                send_at=_stamp(a.send_at),
-                parameters=a.parameters,
-                score=a.score,
-                send_time=_SEND_TIME_TO[a.send_time],
-            )
-            for a in decision.actions
-        ],
-        rejected=[
-            pb.RejectedCandidate(
-                action_id=r.action_id,
-                flow=r.flow,
-                channel=_CHANNEL_TO[r.channel],
-                action_class=_CLASS_TO[r.action_class],
-                reason=_REASON_TO[r.reason],
-                detail=r.detail,
-            )
-            for r in decision.rejected
-        ],
-        assignments=[
-            pb.ExperimentAssignment(
-                experiment_id=e.experiment_id,
-                arm_id=e.arm_id,
-                held_out=e.held_out,
-                action_id=e.action.action_id,
-                bucket=e.bucket,
-                hash_version=e.hash_version,
-                probability=e.probability,
-                channel=_CHANNEL_TO[e.action.channel],
-                send_at=_stamp(e.action.send_at),
-                parameters=e.action.parameters,
-            )
-            for e in decision.exposures
-        ],
-        cancelled=[cancellation_to_proto(c) for c in decision.cancelled],
     )
+    add = response.actions.add  # built in place, not built then copied in
+    for a in decision.actions:
+        add(
+            action_id=a.action_id,
+            flow=a.flow,
+            channel=_CHANNEL_TO[a.channel],
+            action_class=_CLASS_TO[a.action_class],
+            # Sent now (on-site, in-app): the decision's own instant, converted once.
+            send_at=occurred if a.send_at == occurred_at else _stamp(a.send_at),
+            parameters=a.parameters,
+            score=a.score,
+            send_time=_SEND_TIME_TO[a.send_time],
+        )
+    if decision.rejected:
+        response.rejected.extend(
+            [
+                pb.RejectedCandidate(
+                    action_id=r.action_id,
+                    flow=r.flow,
+                    channel=_CHANNEL_TO[r.channel],
+                    action_class=_CLASS_TO[r.action_class],
+                    reason=_REASON_TO[r.reason],
+                    detail=r.detail,
+                )
+                for r in decision.rejected
+            ]
+        )
+    if decision.exposures:
+        response.assignments.extend(
+            [
+                pb.ExperimentAssignment(
+                    experiment_id=e.experiment_id,
+                    arm_id=e.arm_id,
+                    held_out=e.held_out,
+                    action_id=e.action.action_id,
+                    bucket=e.bucket,
+                    hash_version=e.hash_version,
+                    probability=e.probability,
+                    channel=_CHANNEL_TO[e.action.channel],
+                    send_at=_stamp(e.action.send_at),
+                    parameters=e.action.parameters,
+                )
+                for e in decision.exposures
+            ]
+        )
+    if decision.cancelled:
+        response.cancelled.extend([cancellation_to_proto(c) for c in decision.cancelled])
+    return response
 
 
 def batch_from_proto(msg: pb.NextActionBatchRequest) -> list[DecisionRequest]:

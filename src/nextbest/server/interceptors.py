@@ -219,28 +219,28 @@ class AdmissionInterceptor(UnaryInterceptor):
             "nothing was done, retry when one has ended"
         )
         self._stream_slots = threading.BoundedSemaphore(stream_limit)
-        self._slots = threading.BoundedSemaphore(limit)
+        # The unary bound is the count itself, taken and given back under one plain lock (a semaphore
+        # would be a second, costlier lock around the same number).
         self._count_lock = threading.Lock()
         self.running = 0  # calls holding a slot; read without the lock by ShedInterceptor, as a hint
 
     def wrap_unary(self, inner: Callable[[Any, Any], Any], path: str) -> Callable[[Any, Any], Any]:
-        slots = self._slots
         count_lock = self._count_lock
+        limit = self.limit
         message = self.message
 
         def admitted(request: Any, context: grpc.ServicerContext) -> Any:
             if context.time_remaining() <= 0:
                 raise DeadlineExceededError("the deadline passed before the call started; nothing was done")
-            if not slots.acquire(blocking=False):
-                raise OverloadedError(message)
             with count_lock:
+                if self.running >= limit:
+                    raise OverloadedError(message)
                 self.running += 1
             try:
                 return inner(request, context)
             finally:
                 with count_lock:
                     self.running -= 1
-                slots.release()
 
         return admitted
 

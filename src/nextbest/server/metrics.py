@@ -2,18 +2,27 @@
 
 Served over HTTP (``--metrics-port``) from a registry of the server's own, so several servers can live in
 one process (tests) without clashing.
+
+A successful unary call is not counted through prometheus_client's own ``inc`` and ``observe`` (a lock
+taken and released per count, five or more per decision): each handler thread adds its counts to a
+tally of its own, a plain dict no other thread writes, and the tallies are folded into the metrics
+whenever they are collected (a scrape, or :meth:`Metrics.flush`). Failed calls, refusals, streams and
+events are counted directly, as before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 from google.rpc import code_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
@@ -26,9 +35,28 @@ __all__ = ["Metrics", "MetricsInterceptor"]
 logger = logging.getLogger(__name__)
 
 
+#: A thread's counts not yet folded into the metrics: a metric's value holder -> its running total.
+Tally = dict[Any, float]
+
+
+class _FoldingRegistry(CollectorRegistry):
+    """A registry that folds the handler threads' tallies into its metrics before each collection."""
+
+    def __init__(self, fold: Callable[[], None]) -> None:
+        super().__init__()
+        self._fold = fold
+
+    def collect(self) -> Iterable[Metric]:
+        self._fold()
+        yield from super().collect()
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self._local = threading.local()
+        self._fold_lock = threading.Lock()
+        self._tallies: list[tuple[Tally, Tally]] = []  # (a thread's tally, what of it is folded in)
+        self.registry = _FoldingRegistry(self.flush)
         r = self.registry
         self.calls = Counter(
             "nextbest_rpc_calls", "Calls by method and status code.", ["method", "code"], registry=r
@@ -89,10 +117,33 @@ class Metrics:
             ["code"],
             registry=r,
         )
-        self._batch_ok = self.batch_items.labels("OK")
+        self._batch_ok = self.batch_items.labels("OK")._value
 
+        # Value holders by label values, looked up once: ``labels()`` takes a lock and rebuilds its key
+        # on every call. A response names only catalog triggers, actions and experiments (bounded).
         self._decisions: dict[str, Any] = {}
         self._actions: dict[tuple[str, int], Any] = {}
+
+    def tally(self) -> Tally:
+        """The calling thread's tally (made on its first call)."""
+        try:
+            tally: Tally = self._local.tally
+        except AttributeError:
+            tally = self._local.tally = {}
+            with self._fold_lock:
+                self._tallies.append((tally, {}))
+        return tally
+
+    def flush(self) -> None:
+        """Folds every thread's counts since the last flush into the metrics (a scrape does this)."""
+        with self._fold_lock:
+            for tally, folded in self._tallies:
+                # A copy made in one step: the thread may be adding to its tally meanwhile.
+                for value, total in list(tally.items()):
+                    done = folded.get(value, 0)
+                    if total != done:
+                        value.inc(total - done)
+                        folded[value] = total
 
     def observe_models(self, models: ModelSet) -> None:
         for status in models.statuses:
@@ -102,15 +153,19 @@ class Metrics:
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
-    def observe(self, method: str, request: Any, response: Any) -> None:
+    def observe(self, method: str, request: Any, response: Any, tally: Tally | None = None) -> None:
+        """Counts what a successful call decided or recorded; decisions into ``tally`` (by default the
+        calling thread's)."""
         if isinstance(response, pb.NextActionResponse):
-            self._observe_decision(request.trigger, response)
+            self._observe_decision(request.trigger, response, self.tally() if tally is None else tally)
         elif isinstance(response, pb.NextActionBatchResponse):
+            tally = self.tally() if tally is None else tally
             requests = request.requests
+            ok = self._batch_ok
             for item in response.results:
                 if item.HasField("response"):
-                    self._observe_decision(requests[item.index].trigger, item.response)
-                    self._batch_ok.inc()
+                    self._observe_decision(requests[item.index].trigger, item.response, tally)
+                    tally[ok] = tally.get(ok, 0) + 1
                 else:
                     self.batch_items.labels(_name(code_pb2.Code, item.error.code)).inc()
         elif isinstance(response, pb.RecordEventsResponse):
@@ -119,20 +174,18 @@ class Metrics:
                     _name(pb.EventType, event.type), _name(pb.EventStatus, result.status)
                 ).inc()
 
-    def _observe_decision(self, trigger: str, response: pb.NextActionResponse) -> None:
-        # Children by label values, looked up once: ``labels()`` takes a lock and rebuilds its key on
-        # every call. A response names only catalog triggers, actions and experiments (bounded).
+    def _observe_decision(self, trigger: str, response: pb.NextActionResponse, tally: Tally) -> None:
         decisions = self._decisions.get(trigger)
         if decisions is None:
-            decisions = self._decisions.setdefault(trigger, self.decisions.labels(trigger))
-        decisions.inc()
+            decisions = self._decisions.setdefault(trigger, self.decisions.labels(trigger)._value)
+        tally[decisions] = tally.get(decisions, 0) + 1
         for action in response.actions:
             key = (action.action_id, action.channel)
             counter = self._actions.get(key)
             if counter is None:
-                counter = self.actions.labels(action.action_id, _name(pb.Channel, action.channel))
+                counter = self.actions.labels(action.action_id, _name(pb.Channel, action.channel))._value
                 self._actions[key] = counter
-            counter.inc()
+            tally[counter] = tally.get(counter, 0) + 1
         for assignment in response.assignments:
             if assignment.held_out:
                 self.held_out.labels(assignment.experiment_id).inc()
@@ -174,21 +227,33 @@ class MetricsInterceptor(UnaryInterceptor):
         method = path.rsplit("/", 1)[-1]
         metrics = self.metrics
         latency = metrics.latency.labels(method)
-        ok = metrics.calls.labels(method, "OK")
+        # The histogram's own parts, as its ``observe`` updates them: the first bucket whose upper bound
+        # is at least the value, and the sum.
+        bounds, buckets, seconds = latency._upper_bounds, latency._buckets, latency._sum
+        ok = metrics.calls.labels(method, "OK")._value
+        local = metrics._local
+        timer = time.perf_counter
 
         def measured(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
+            start = timer()
             try:
                 response = inner(request, context)
             except BaseException:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]  # grpc has it; the stubs lack it
                 metrics.calls.labels(method, code.name).inc()
+                latency.observe(timer() - start)
                 raise
-            finally:
-                latency.observe(time.perf_counter() - start)
-            ok.inc()
+            elapsed = timer() - start
             try:
-                metrics.observe(method, request, response)
+                tally = local.tally
+            except AttributeError:
+                tally = metrics.tally()
+            bucket = buckets[bisect_left(bounds, elapsed)]
+            tally[bucket] = tally.get(bucket, 0) + 1
+            tally[seconds] = tally.get(seconds, 0.0) + elapsed
+            tally[ok] = tally.get(ok, 0) + 1
+            try:
+                metrics.observe(method, request, response, tally)
             except Exception:  # counting must never fail a call that succeeded
                 logger.exception("metrics failed for %s", method)
             return response
