@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nextbest.domain import Decision
 from nextbest.errors import NextbestError, StoreUnavailableError
-from nextbest.store import codec, decision_trip
+from nextbest.store import codec, decision_trip, sqlite_writes
 from nextbest.store.backend import Backend, guard, refused
 from nextbest.store.contract import SavedDecision, StoredDecision, ToSave
 from nextbest.store.prepared import PreparedInsert, PreparedUpdate
@@ -78,6 +78,8 @@ class DecisionLog:
         self._cancels: tuple[PreparedUpdate, PreparedUpdate, PreparedUpdate] | None = None
         # PostgreSQL: a batch without preemptions or experiment exposures in one round trip.
         self._one_trip = None if self._embedded else decision_trip.OneTrip(backend.db.writer.dialect)
+        # SQLite: the usual batch in a fixed handful of statements (built on first use).
+        self._sqlite_write: sqlite_writes.SqliteDecisionWrite | None = None
 
     def find_decision(self, request_id: str) -> StoredDecision | None:
         """The decision stored for ``request_id``, if any."""
@@ -212,6 +214,12 @@ class DecisionLog:
         assert self._cancels is not None  # compiled together with the inserts
         if self._one_trip is not None and decision_trip.fits(batch):  # PostgreSQL, the usual batch
             return self._one_trip.write(conn, batch)
+        if self._embedded and sqlite_writes.fits(batch):  # SQLite, the usual batch
+            if self._sqlite_write is None:
+                self._sqlite_write = sqlite_writes.SqliteDecisionWrite(
+                    self.db.writer.dialect, _EXPOSURE_COLUMNS
+                )
+            return self._sqlite_write.write(conn, batch)
         insert_decisions, insert_exposures, insert_assignments, bump_version, merge_units = self._writes
         cancel, uncancel, advance = self._cancels
         # Version guards first, in user order (a fixed lock order against concurrent batches and event
