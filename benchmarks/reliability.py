@@ -994,7 +994,7 @@ def serve_broken(argv: list[str]) -> int:
     def write_many(self: Any, members: Any) -> None:
         # Every decision write (single, and NextActionBatch's rounds) goes through write_many: queue the
         # members, say they are inserted and done at once, and commit them later on another thread.
-        with self._queue_lock:
+        with self._cond:  # the group commit's queue lock
             self._queue.extend(members)
             if getattr(self, "_late", None) is None:
                 self._late = threading.Thread(target=flush, args=(self,), daemon=True)
@@ -1007,7 +1007,7 @@ def serve_broken(argv: list[str]) -> int:
         while True:
             time.sleep(0.5)
             with self.commit_lock:
-                with self._queue_lock:
+                with self._cond:
                     batch, self._queue[:] = list(self._queue), []
                 if batch:
                     for member in batch:
