@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, bindparam, cast, literal, null, select, union_all
 
 from nextbest.domain import Cancellation, Event, EventOutcome, EventType
 from nextbest.state import (
@@ -41,6 +41,29 @@ _HISTORY = (
     .order_by(exposures.c.occurred_at.desc(), exposures.c.exposure_id.desc())
     .limit(HISTORY_LIMIT)
 )
+
+# PostgreSQL: the customer and their history in one statement, each row tagged (0: the customer, 1: an
+# exposure) and padded with typed NULLs for the other part's columns.
+_CUSTOMER_COLUMNS = [c.name for c in customers.columns]
+_HISTORY_AT = 1 + len(_CUSTOMER_COLUMNS)  # where a row's history columns start
+_SNAPSHOT = union_all(
+    select(
+        literal(0, Integer).label("part"),
+        *customers.columns,
+        *(cast(null(), c.type).label(f"h_{c.name}") for c in _HISTORY.selected_columns),
+    ).where(customers.c.user_id == bindparam("user_id")),
+    select(
+        literal(1, Integer).label("part"),
+        *(cast(null(), c.type) for c in customers.columns),
+        *_HISTORY.subquery("h").columns,
+    ),
+)
+_AT = codec.PAST_EXPOSURE_COLUMNS.index("occurred_at")
+_ID = codec.PAST_EXPOSURE_COLUMNS.index("exposure_id")
+
+
+def _newest_first(values: Sequence[Any]) -> tuple[Any, Any]:
+    return values[_AT], values[_ID]
 
 
 # The most events one group commit writes: a RecordEvents call's most. (Migration 0007's dedupe trigger
@@ -91,6 +114,7 @@ class CustomerLog:
         self._kept_readers = backend.kept_readers
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
+        self._snapshot: PreparedSelect | None = None  # PostgreSQL's ``_SNAPSHOT``
         self._snapshot_reads: SnapshotReads | None = None  # SQLite's batch reads, built on first use
         self._customers_read = select(customers).where(
             customers.c.user_id.in_(bindparam("users", expanding=True))
@@ -176,36 +200,32 @@ class CustomerLog:
     def _load_snapshot_kept(
         self, kept: KeptConnections, user_id: str, now: datetime, products: Sequence[str]
     ) -> CustomerSnapshot:
-        """``load_snapshot`` on PostgreSQL: a kept connection (no pool check-out and its ping), the
-        reads sent together in one round trip (psycopg's pipeline mode), each a statement of its own
-        in autocommit as before (the customer read first: the version comes from it)."""
+        """``load_snapshot`` on PostgreSQL: on a kept connection (no pool check-out and its ping), the
+        customer and their history in one statement (``_SNAPSHOT``: one round trip, one statement for
+        the server, and both read from one snapshot), in autocommit as before; the stock, when the
+        trigger needs it, in a second."""
         with guard("read customer", self._driver_error):
             conn = kept.take()
             try:
-                if self._prepared is None:
-                    dialect = self.db.reader.dialect
-                    self._prepared = (PreparedSelect(_CUSTOMER, dialect), PreparedSelect(_HISTORY, dialect))
-                customer_query, history_query = self._prepared
-                customer, history, stock = conn.cursor(), conn.cursor(), conn.cursor()
-                try:
-                    with conn.pipeline():
-                        customer_query.execute(customer, user_id=user_id)
-                        history_query.execute(history, user_id=user_id, since=now - HISTORY_WINDOW)
-                        if products:
-                            self._out_of_stock_query(stock, products)
-                    rows = customer_query.rows(customer)
-                    past_rows = history_query.rows(history)
-                    out_of_stock = frozenset(r[0] for r in stock.fetchall()) if products else frozenset()
-                finally:
-                    for cursor in (customer, history, stock):
-                        cursor.close()
+                if self._snapshot is None:
+                    self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)  # type: ignore[arg-type]
+                rows = self._snapshot.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+                out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
             except BaseException:
                 conn.close()  # a connection that failed is closed, not kept
                 raise
             kept.give(conn)
-        row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
+        row = None
+        history = []
+        for values in rows:
+            if values[0] == 0:  # the customer's row
+                row = dict(zip(_CUSTOMER_COLUMNS, values[1:_HISTORY_AT], strict=True))
+            else:
+                history.append(values[_HISTORY_AT:])
+        # Newest first, as ``_HISTORY`` orders them (a union's order is the server's to choose).
+        history.sort(key=_newest_first, reverse=True)
         state = codec.state_from_row(row) if row is not None else CustomerState(user_id=user_id)
-        past = tuple(codec.past_exposure(values) for values in past_rows)
+        past = tuple(codec.past_exposure(values) for values in history)
         version = int(row["version"]) if row is not None else 0
         return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
 
