@@ -199,13 +199,11 @@ def _load(db: Database, units: int, per_unit: int) -> None:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - began)
-    return out
+def _time(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds of one call (CPU: this process's, every thread: an embedded DuckDB's work)."""
+    began, used = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - began, time.process_time() - used
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         f"and lookback; median of {args.repeat} interleaved runs after a warm-up."
     )
     print()
-    print("| engine | query | median s | min s | max s | × its bare GROUP BY |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| engine | query | median s | min s | max s | × its bare GROUP BY | CPU median s | CPU × bare |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     if "postgresql" in engines:
         _postgresql(db, catalog, request, args.repeat)
     if "duckdb" in engines or "spark" in engines:
@@ -286,20 +284,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _rows(name: str, timings: dict[str, list[float]]) -> None:
-    floor = statistics.median(timings["bare GROUP BY"])
-    for query, values in timings.items():
-        m = statistics.median(values)
-        print(f"| {name} | {query} | {m:.2f} | {min(values):.2f} | {max(values):.2f} | {m / floor:.2f} |")
+Timings = dict[str, list[tuple[float, float]]]  # per query: (wall, CPU) seconds of each run
 
 
-def _interleaved(cases: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+def _rows(name: str, timings: Timings, *, in_process: bool = True) -> None:
+    """A row per query: wall medians against the bare GROUP BY's; and, when the engine runs in this
+    process (DuckDB), CPU medians too, which load on a shared machine disturbs far less than wall time
+    (PostgreSQL and Spark work in processes of their own: "—")."""
+    floor = statistics.median(w for w, _ in timings["bare GROUP BY"])
+    cpu_floor = statistics.median(c for _, c in timings["bare GROUP BY"])
+    for query, runs in timings.items():
+        walls = [w for w, _ in runs]
+        m, cpu = statistics.median(walls), statistics.median(c for _, c in runs)
+        cpu_columns = f"{cpu:.3f} | {cpu / cpu_floor:.2f}" if in_process else "— | —"
+        print(
+            f"| {name} | {query} | {m:.2f} | {min(walls):.2f} | {max(walls):.2f} | {m / floor:.2f} "
+            f"| {cpu_columns} |"
+        )
+
+
+def _interleaved(cases: dict[str, Callable[[], Any]], repeat: int) -> Timings:
     for fn in cases.values():  # warm the cache: every timing below reads from memory
         fn()
-    timings: dict[str, list[float]] = {name: [] for name in cases}
+    timings: Timings = {name: [] for name in cases}
     for _ in range(repeat):  # interleaved, so load on the machine hits all alike
         for name, fn in cases.items():
-            timings[name] += _time(fn, 1)
+            timings[name].append(_time(fn))
     return timings
 
 
@@ -320,6 +330,7 @@ def _postgresql(db: Database, catalog: Any, request: ReportRequest, repeat: int)
     _rows(
         "PostgreSQL",
         _interleaved({"bare GROUP BY": bare, "one metric": one_metric, "report": report}, repeat),
+        in_process=False,
     )
 
 
@@ -493,7 +504,7 @@ def _spark(folder: Path, catalog: Any, request: ReportRequest, repeat: int) -> A
     def report() -> None:
         build_report(runner, catalog, request)
 
-    _rows("Spark local[*]", _interleaved({"bare GROUP BY": bare, "report": report}, repeat))
+    _rows("Spark local[*]", _interleaved({"bare GROUP BY": bare, "report": report}, repeat), in_process=False)
     out = aggregate_many(runner, EXPERIMENT, request.metrics, as_of=AS_OF)
     spark.stop()
     return out
