@@ -161,3 +161,27 @@ def test_kept_connections_are_bounded_and_closed(migrated: str) -> None:
         kept.close()
         db.dispose()
     assert a.closed
+
+
+def test_reads_survive_the_server_closing_every_kept_connection(migrated: str) -> None:
+    """A restarted server closed every connection: the next read is made again on a new connection (as
+    the pool's pre-ping did), and the other kept readers are dropped with the failed one."""
+    if not migrated.startswith("postgresql"):
+        pytest.skip("kept connections are PostgreSQL's")
+    store = Store(Database(migrated))
+    try:
+        user = uid()
+        assert store.save_decision(decision(user), "fp", T0, 0).inserted
+        kept = store._backend.kept_readers
+        assert kept is not None
+        held = [kept.take() for _ in range(3)]
+        for conn in held:
+            kept.give(conn)
+        with _admin(migrated) as admin:
+            for conn in held:
+                admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        assert len(store.load_snapshot(user, T0).history) == 1  # kept ones are checked only after 1 s idle
+        assert all(conn.closed for conn in held)
+        assert len(store.load_snapshot(user, T0).history) == 1
+    finally:
+        store.close()

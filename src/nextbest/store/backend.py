@@ -148,12 +148,11 @@ class Backend:
             try:
                 conn.rollback()
             except Exception:
-                conn.close()
+                kept.discard(conn)
             raise
         finally:
             if conn.broken or conn.closed:
-                with suppress(Exception):
-                    conn.close()
+                kept.discard(conn)
             else:
                 kept.give(conn)
 

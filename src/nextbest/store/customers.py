@@ -204,17 +204,27 @@ class CustomerLog:
         customer and their history in one statement (``_SNAPSHOT``: one round trip, one statement for
         the server, and both read from one snapshot), in autocommit as before; the stock, when the
         trigger needs it, in a second."""
+        if self._snapshot is None:
+            self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)  # type: ignore[arg-type]
         with guard("read customer", self._driver_error):
-            conn = kept.take()
-            try:
-                if self._snapshot is None:
-                    self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)  # type: ignore[arg-type]
-                rows = self._snapshot.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
-                out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
-            except BaseException:
-                conn.close()  # a connection that failed is closed, not kept
-                raise
-            kept.give(conn)
+            for attempt in (1, 2):
+                conn = kept.take()
+                try:
+                    rows = self._snapshot.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+                    out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
+                except self._driver_error:
+                    broken = conn.broken
+                    kept.discard(conn)
+                    # The server closed it (restarted, or cut its connections): the read, which changes
+                    # nothing, once more on a new connection, as the pool's pre-ping would have.
+                    if broken and attempt == 1:
+                        continue
+                    raise
+                except BaseException:
+                    kept.discard(conn)
+                    raise
+                kept.give(conn)
+                break
         row = None
         history = []
         for values in rows:

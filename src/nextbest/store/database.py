@@ -442,6 +442,16 @@ class KeptConnections:
             with suppress(Exception):
                 conn.close()
 
+    def discard(self, conn: Any) -> None:
+        """Closes a connection that failed. One the server closed (``broken``) means the others kept
+        since before it most likely are too (a restart): they are closed as well, not handed out to fail
+        one call each."""
+        broken = conn.broken
+        with suppress(Exception):
+            conn.close()
+        if broken:
+            self.close()
+
     def close(self) -> None:
         while self._free:
             with suppress(Exception):
