@@ -494,44 +494,54 @@ class Checkpointer:
 
     def checkpoint(self, mode: str = "PASSIVE") -> int:
         """Runs one checkpoint; returns the number of frames in the WAL (0 right after it restarted)."""
-        return self._checkpoint(mode, wait=True)[1]
+        conn = self._engine.raw_connection()
+        try:
+            return self._run_checkpoint(conn.cursor(), mode)[1]
+        finally:
+            conn.close()
 
-    def _checkpoint(self, mode: str, *, wait: bool) -> tuple[bool, int]:
-        """Runs one checkpoint: whether it was busy (did not finish: readers or a writer in the way),
-        and the frames in the WAL. Without ``wait`` it does not call the busy handler."""
+    def _run_checkpoint(self, cursor: Any, mode: str) -> tuple[bool, int]:
+        """One checkpoint on ``cursor``: whether it was busy (did not finish: readers or a writer in the
+        way), and the frames in the WAL."""
+        ((busy, log_frames, _done),) = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        if self._page_size == 0:
+            self._page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
+        return bool(busy), int(log_frames)
+
+    def restart(self, *, wait: bool = False) -> bool:
+        """Pauses the writers and restarts the WAL (a RESTART checkpoint: the next commit writes the WAL
+        from its beginning); returns whether it did. Without ``wait``, gives up (writers resumed) when
+        readers are still on the WAL after ``_RESTART_TRIES`` tries ``_RESTART_PAUSE`` apart, and does not
+        call SQLite's busy handler. The connection is set up, and what the WAL holds already copied by a
+        PASSIVE checkpoint, before the writers pause: during the pause only the RESTART runs (each other
+        statement there would be one more wait for the GIL, with every writer waiting)."""
+        requested = time.perf_counter()
         conn = self._engine.raw_connection()
         try:
             cursor = conn.cursor()
             if not wait:
                 cursor.execute("PRAGMA busy_timeout=0")
             try:
-                ((busy, log_frames, _done),) = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                self._run_checkpoint(cursor, "PASSIVE")
+                with self._writers, self._write_lock:
+                    started = time.perf_counter()
+                    busy, _frames = self._run_checkpoint(cursor, "RESTART")
+                    tries = 1
+                    while busy and not wait and tries < _RESTART_TRIES:
+                        time.sleep(_RESTART_PAUSE)  # readers on the WAL finish (new ones do not use it)
+                        busy, _frames = self._run_checkpoint(cursor, "RESTART")
+                        tries += 1
+                    ended = time.perf_counter()
             finally:
                 if not wait:
                     cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            if self._page_size == 0:
-                self._page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
         finally:
             conn.close()
-        return bool(busy), int(log_frames)
-
-    def restart(self, *, wait: bool = False) -> bool:
-        """Pauses the writers and restarts the WAL (a RESTART checkpoint: the next commit writes the WAL
-        from its beginning); returns whether it did. Without ``wait``, gives up (writers resumed) when
-        readers are still on the WAL after ``_RESTART_TRIES`` tries ``_RESTART_PAUSE`` apart."""
-        started = time.perf_counter()
-        with self._writers, self._write_lock:
-            busy, _frames = self._checkpoint("RESTART", wait=wait)
-            tries = 1
-            while busy and not wait and tries < _RESTART_TRIES:
-                time.sleep(_RESTART_PAUSE)  # readers on the WAL finish (new ones do not use it)
-                busy, _frames = self._checkpoint("RESTART", wait=False)
-                tries += 1
-        paused = (time.perf_counter() - started) * 1e3
+        paused, asked = (ended - started) * 1e3, (ended - requested) * 1e3
         if busy:
             logger.info("WAL restart put off: readers still on it after %d tries (%.1f ms)", tries, paused)
             return False
-        logger.info("WAL restarted; writers paused %.1f ms", paused)
+        logger.info("WAL restarted; writers paused %.1f ms (%.1f ms from the request)", paused, asked)
         return True
 
     def restart_size(self) -> int:
