@@ -57,6 +57,11 @@ def test_counts_from_many_threads_are_all_folded_in_once() -> None:
         seconds = _value(metrics, "nextbest_rpc_seconds_sum", method="NextAction")
         assert seconds is not None and seconds > 0
     calls(9)
+    # A scrape naming its metrics (``?name[]=...``) goes through a restricted registry: folded in too.
+    restricted = metrics.registry.restricted_registry(["nextbest_decisions_total"])
+    assert [
+        s.value for m in restricted.collect() for s in m.samples if s.name == "nextbest_decisions_total"
+    ] == [1010]
     assert _value(metrics, "nextbest_decisions_total", trigger="cart") == 1010
     # Every call fell in some bucket, the cumulative +Inf one holds them all.
     assert _value(metrics, "nextbest_rpc_seconds_bucket", method="NextAction", le="+Inf") == 1010

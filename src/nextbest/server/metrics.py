@@ -23,6 +23,7 @@ import grpc
 from google.rpc import code_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import RestrictedRegistry
 
 from nextbest.api.v1 import decision_service_pb2 as pb
 from nextbest.catalog import Catalog
@@ -49,6 +50,11 @@ class _FoldingRegistry(CollectorRegistry):
     def collect(self) -> Iterable[Metric]:
         self._fold()
         yield from super().collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        """A scrape that names the metrics it wants (``?name[]=...``) collects through this one."""
+        self._fold()
+        return super().restricted_registry(names)
 
 
 class Metrics:
