@@ -144,8 +144,9 @@ class Metrics:
         """Folds every thread's counts since the last flush into the metrics (a scrape does this)."""
         with self._fold_lock:
             for tally, folded in self._tallies:
-                # A copy made in one step: the thread may be adding to its tally meanwhile.
-                for value, total in list(tally.items()):
+                # A copy made in one step (``dict.copy`` runs no Python code while it copies): the
+                # thread may be adding to its tally meanwhile.
+                for value, total in tally.copy().items():
                     done = folded.get(value, 0)
                     if total != done:
                         value.inc(total - done)
