@@ -13,10 +13,10 @@ decisions made for them, so caps and preemption scan shorter histories than in t
 
 Where snapshots come from (``--snapshots``): ``database``, each customer's first call reads the real
 database (one SQLite or PostgreSQL read per customer, inside the calls measured: with the benchmark's
-10,000 customers, still a good share of the calls of its first closed-loop phases); ``memory``, an in-memory store
-(``MemoryStore``), which answers a customer it has not seen as new; ``auto`` (default), ``memory`` when the
-database holds no customer, exposure or inventory row (the benchmark's fresh database: every snapshot it
-could give is a new customer's, the same as memory's), else ``database``.
+10,000 customers, still a good share of the calls of its first closed-loop phases); ``memory``, an
+in-memory store (``MemoryStore``), which answers a customer it has not seen as new; ``auto`` (default),
+``memory`` when the database holds no customer, exposure or inventory row (the benchmark's fresh database:
+every snapshot it could give is a new customer's, the same as memory's), else ``database``.
 
 (Its ``--aio`` variant, the same engine inline on a ``grpc.aio`` event loop, was measured and rejected
 as a design, see RESULTS.md; to rerun it, check out commit ``015fb0c``.)
