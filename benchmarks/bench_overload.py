@@ -3,9 +3,10 @@
 One server (`nextbest serve`, `benchmarks/catalog_20.yaml`, `--health-port`, `--max-concurrent 2 x
 LIMIT`) and `nextbest edge` in front of it (at most LIMIT decision calls at once). Each round:
 
-1. the capacity: `benchmarks/loadgen.py` closed loops of 2 LIMIT callers straight to the server (as many as
-   it admits: more would only add refusals that closed-loop callers retry at once) and of LIMIT callers
-   through the edge; the **higher** is the capacity C (so the edge's own cost counts against it);
+1. the capacity: `benchmarks/loadgen.py` closed loops straight to the server of LIMIT callers and of
+   2 LIMIT (as many as it admits: more would only add refusals that closed-loop callers retry at once),
+   and of LIMIT callers through the edge; the **highest** is the capacity C (so the edge's own cost
+   counts against it);
 2. an open loop at 2 C for ``--duration`` seconds, each call with a 0.5 s deadline, straight to the server
    and through the edge (the order alternates by round), health probed every 100 ms on the health port,
    and the calls answered DEADLINE_EXCEEDED looked up in the database (committed after their deadline).
@@ -183,8 +184,15 @@ def main() -> int:
             # tables' first pages) would otherwise fall in round 1's capacity or overload.
             loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
             for round_ in range(args.rounds):
-                admitted = str(2 * args.limit)  # the server's own --max-concurrent
-                direct = loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, admitted)
+                # Straight to the server with as many callers as the edge lets in, and with as many as the
+                # server itself admits (its --max-concurrent): the higher of the two is its capacity.
+                direct = max(
+                    (
+                        loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, str(callers))
+                        for callers in (args.limit, 2 * args.limit)
+                    ),
+                    key=lambda got: float(got["decisions_per_s"]),
+                )
                 via_edge = loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
                 capacity = max(direct["decisions_per_s"], via_edge["decisions_per_s"])
                 order = ("direct", "edge") if round_ % 2 == 0 else ("edge", "direct")
