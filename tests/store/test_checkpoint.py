@@ -41,3 +41,34 @@ def test_a_reader_on_the_wal_puts_the_restart_off_without_holding_the_writers(tm
     finally:
         checkpointer.stop()
         store.close()
+
+
+def test_a_restart_that_must_wait_waits_for_the_reader_and_then_restarts(tmp_path: Path) -> None:
+    # A WAL past twice its restart size waits (``wait=True``) for the readers still on it, and restarts
+    # once the last one has gone: it does not give up as a restart that may be put off does.
+    db = Database(f"sqlite:///{tmp_path}/w.db")
+    upgrade(db)
+    store = Store(db)
+    checkpointer = db.checkpointer(interval=3600)  # run by hand here
+    assert checkpointer is not None
+    try:
+        for _ in range(20):
+            store.save_decision(decision(uid()), "fp", T0)
+        reader = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+        rows = reader.execute("SELECT decision_id FROM decisions")
+        assert rows.fetchone() is not None
+        store.save_decision(decision(uid()), "fp", T0)
+
+        def leave() -> None:
+            rows.close()
+            reader.close()
+
+        timer = threading.Timer(0.2, leave)
+        timer.start()
+        assert checkpointer.restart(wait=True) is True  # waited for the reader, did not give up
+        timer.join()
+        store.save_decision(decision(uid()), "fp", T0)
+        assert checkpointer.checkpoint() < 10  # the WAL started over
+    finally:
+        checkpointer.stop()
+        store.close()
