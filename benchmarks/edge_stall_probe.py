@@ -47,30 +47,9 @@ with tempfile.TemporaryDirectory() as tmp:
         for p in edge.pids:
             os.sched_setaffinity(p, {1})
         port = edge.config.listen.rpartition(":")[2]
-        loadgen(
-            {0},
-            "--port",
-            port,
-            "--channels",
-            "4",
-            "--duration",
-            "6",
-            "closed",
-            "--concurrency",
-            str(limit),
-        )
-        cap = loadgen(
-            {0},
-            "--port",
-            port,
-            "--channels",
-            "4",
-            "--duration",
-            "6",
-            "closed",
-            "--concurrency",
-            str(limit),
-        )["decisions_per_s"]
+        closed = ["--port", port, "--channels", "4", "--duration", "6", "closed", "--concurrency", str(limit)]
+        loadgen({0}, *closed)  # warm-up
+        cap = loadgen({0}, *closed)["decisions_per_s"]
         prober = subprocess.Popen(
             ["taskset", "-c", "1", sys.executable, "-c", PROBER, f"{HOST}:{hp}", "32"],
             stdout=subprocess.PIPE,

@@ -8,19 +8,26 @@ import threading
 from pathlib import Path
 
 from nextbest.store import Database, Store, upgrade
+from nextbest.store.database import Checkpointer
 from tests.conftest import uid
 from tests.store.test_store import T0, decision
 
 
-def test_a_reader_on_the_wal_puts_the_restart_off_without_holding_the_writers(tmp_path: Path) -> None:
+def _store_with_a_wal(tmp_path: Path) -> tuple[Store, Checkpointer]:
+    """A SQLite store with 20 decisions in its WAL, and its checkpointer (run by hand here)."""
     db = Database(f"sqlite:///{tmp_path}/w.db")
     upgrade(db)
     store = Store(db)
-    checkpointer = db.checkpointer(interval=3600)  # run by hand here
+    checkpointer = db.checkpointer(interval=3600)
     assert checkpointer is not None
+    for _ in range(20):
+        store.save_decision(decision(uid()), "fp", T0)
+    return store, checkpointer
+
+
+def test_a_reader_on_the_wal_puts_the_restart_off_without_holding_the_writers(tmp_path: Path) -> None:
+    store, checkpointer = _store_with_a_wal(tmp_path)
     try:
-        for _ in range(20):
-            store.save_decision(decision(uid()), "fp", T0)
         reader = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
         rows = reader.execute("SELECT decision_id FROM decisions")
         assert rows.fetchone() is not None  # a statement under way: a read transaction on the WAL
@@ -46,14 +53,8 @@ def test_a_reader_on_the_wal_puts_the_restart_off_without_holding_the_writers(tm
 def test_a_restart_that_must_wait_waits_for_the_reader_and_then_restarts(tmp_path: Path) -> None:
     # A WAL past twice its restart size waits (``wait=True``) for the readers still on it, and restarts
     # once the last one has gone: it does not give up as a restart that may be put off does.
-    db = Database(f"sqlite:///{tmp_path}/w.db")
-    upgrade(db)
-    store = Store(db)
-    checkpointer = db.checkpointer(interval=3600)  # run by hand here
-    assert checkpointer is not None
+    store, checkpointer = _store_with_a_wal(tmp_path)
     try:
-        for _ in range(20):
-            store.save_decision(decision(uid()), "fp", T0)
         reader = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
         rows = reader.execute("SELECT decision_id FROM decisions")
         assert rows.fetchone() is not None
