@@ -16,6 +16,7 @@ from nextbest.domain import ActionClass, Cancellation, Channel, ChosenAction, De
 from nextbest.store import Store, ToSave, decision_trip
 from nextbest.store.database import Database, KeptConnections
 from tests.conftest import uid
+from tests.store.test_store import saved_only
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 
@@ -37,7 +38,7 @@ def test_a_customer_twice_on_one_version_in_one_group_commit_is_written_once(sto
         assert version == first_version
         a, b = decision(user), decision(user)
         saved = store.save_decisions([ToSave(a, "fp", T0, version), ToSave(b, "fp", T0, version)])
-        assert [(s.inserted, s.conflict) for s in saved] == [(True, False), (False, True)]  # type: ignore[union-attr]
+        assert [(s.inserted, s.conflict) for s in saved_only(saved)] == [(True, False), (False, True)]
         assert store.find_decision(a.request_id) is not None
         assert store.find_decision(b.request_id) is None
         assert len(store.load_snapshot(user, T0).history) == first_version + 1
@@ -60,7 +61,7 @@ def test_one_group_commit_of_stale_replayed_unchecked_and_fresh_decisions(store:
             ToSave(unchecked, "fp", T0, None),
         ]
     )
-    outcomes = [(s.inserted, s.conflict) for s in saved]  # type: ignore[union-attr]
+    outcomes = [(s.inserted, s.conflict) for s in saved_only(saved)]
     assert outcomes == [(False, True), (False, False), (True, False), (True, False)]
     assert store.find_decision(stale.request_id) is None
     assert len(store.load_snapshot(stale_user, T0).history) == 1

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from nextbest.domain import Decision
 from nextbest.store import Database, Store, ToSave, sqlite_writes, upgrade
 from nextbest.store.schema import customers, decisions, exposures
-from tests.store.test_store import T0, decision
+from tests.store.test_store import T0, decision, saved_only
 
 
 def _store(path: Path) -> Store:
@@ -57,7 +57,7 @@ def _run(store: Store, earlier: list[Decision], items: list[ToSave]) -> list[tup
     for version, past in zip((0, 1, 0, None), earlier, strict=True):
         assert store.save_decision(past, "fp", T0, version)
     saved = store.save_decisions(items)
-    return [(bool(s), s.conflict) for s in saved]  # type: ignore[union-attr]
+    return [(bool(s), s.conflict) for s in saved_only(saved)]
 
 
 def test_the_usual_batch_is_written_as_the_generic_write_writes_it(

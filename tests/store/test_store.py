@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,8 +16,8 @@ from sqlalchemy import DateTime, func, select
 from sqlalchemy.dialects import sqlite
 
 from nextbest.domain import ActionClass, Channel, ChosenAction, Decision, Event, EventOutcome, EventType
-from nextbest.errors import StoreUnavailableError
-from nextbest.store import Database, Store
+from nextbest.errors import NextbestError, StoreUnavailableError
+from nextbest.store import Database, SavedDecision, Store
 from nextbest.store.database import ConnectionStash
 from nextbest.store.migrate import current_revision, head_revision, upgrade
 from nextbest.store.partitions import compared
@@ -24,6 +25,12 @@ from nextbest.store.schema import UTCDateTime, decisions, exposures, metadata
 from tests.conftest import uid
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def saved_only(results: Sequence[SavedDecision | NextbestError]) -> list[SavedDecision]:
+    """``save_decisions``' results, each checked to be a saved decision (no item failed alone)."""
+    assert all(isinstance(r, SavedDecision) for r in results), results
+    return [r for r in results if isinstance(r, SavedDecision)]
 
 
 def decision(user: str, request_id: str | None = None, actions: int = 1) -> Decision:

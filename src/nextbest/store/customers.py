@@ -205,7 +205,7 @@ class CustomerLog:
         the server, and both read from one snapshot), in autocommit as before; the stock, when the
         trigger needs it, in a second."""
         if self._snapshot is None:
-            self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)  # type: ignore[arg-type]
+            self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)
         with guard("read customer", self._driver_error):
             for attempt in (1, 2):
                 conn = kept.take()

@@ -185,7 +185,8 @@ class OneTrip:
         """Writes and commits ``batch`` (which ``fits``) on psycopg connection ``conn``, in a
         transaction it begins; marks each guarded item's ``conflict``; returns the decision ids
         inserted. Raises what the server refused (nothing of the batch committed)."""
-        guarded = sorted((i for i in batch if i.guard is not None), key=lambda i: i.guard["user_id"])  # type: ignore[index]
+        guards = sorted(((i.guard["user_id"], n) for n, i in enumerate(batch) if i.guard is not None))
+        guarded = [batch[n] for _, n in guards]  # in user order (a fixed lock order)
         ordered = [*guarded, *(i for i in batch if i.guard is None)]
         sent = []
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Select, Update, bindparam
+from sqlalchemy import CompoundSelect, Dialect, Insert, Select, Update, bindparam
 
 __all__ = ["PreparedInsert", "PreparedSelect", "PreparedUpdate"]
 
@@ -19,7 +19,7 @@ _Processor = Callable[[Any], Any] | None
 
 
 class PreparedSelect:
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: Select[Any] | CompoundSelect[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.columns = tuple(c.name for c in statement.selected_columns)
