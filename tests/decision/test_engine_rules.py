@@ -333,6 +333,18 @@ def test_a_journey_goes_step_by_step_each_step_when_due(shop: Shop) -> None:
     assert detail(again, "cart_sms") == "step 2 of cart was already sent in this journey"
 
 
+def test_a_cart_abandonment_decided_after_a_later_one_does_not_enter_the_journey_again(
+    shop: Shop,
+) -> None:
+    """Calls for one customer can be decided out of their triggers' order (one waited on another, or ran
+    on another replica): the later trigger's reminder, already committed, keeps the earlier one out."""
+    user = shop.customer(EMAIL)
+    later = shop.decide(user, "cart_abandoned", 0.01, EMAIL, cart_value=90.0)
+    assert chosen(later) == ["cart_email"]
+    earlier = shop.decide(user, "cart_abandoned", 0, EMAIL, cart_value=90.0)
+    assert chosen(earlier) == [] and reasons(earlier)["cart_email"] is ReasonCode.NOT_DUE
+
+
 def test_a_step_whose_condition_is_false_is_rule_false(shop: Shop) -> None:
     user = shop.customer(EMAIL, SMS)
     shop.decide(user, "cart_abandoned", 0, EMAIL, cart_value=90.0)

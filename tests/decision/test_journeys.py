@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -49,6 +50,14 @@ def test_an_exit_event_after_entry_ends_the_journey() -> None:
 def test_an_exit_before_entry_or_in_the_future_does_not_count() -> None:
     assert journey_in(CART, snap([sent(5)], order_placed=2), "scheduled", h(30)).active
     assert journey_in(CART, snap([sent(5)], order_placed=40), "scheduled", h(30)).active
+
+
+def test_a_send_for_a_later_trigger_decided_first_is_the_journey_already_entered() -> None:
+    """Two cart abandonments decided out of their order (a late call, or two replicas): the send for the
+    later one is on record when the earlier one is decided, and counts as entered at the earlier's time."""
+    cart = replace(CART, reentry=timedelta(days=3))
+    j = journey_in(cart, snap([sent(5.001)]), "cart_abandoned", h(5))
+    assert j.active and not j.new and j.entered_at == h(5) and j.steps_sent == 1
 
 
 def test_no_entry_means_no_journey() -> None:

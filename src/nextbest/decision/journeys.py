@@ -136,8 +136,12 @@ def journey_in(
     if entry_events is None:
         entry_events = [EventType(name) for name in flow.entry_triggers if name in _EVENT_TYPES]
     if source:
-        past = [p for p in source if p.flow == flow.id and not p.cancelled and p.occurred_at <= now]
-        entries = [p.occurred_at for p in past if p.trigger in flow.entry_triggers]
+        # A send decided for a trigger that happened after ``now`` is in the history already when a call
+        # for an earlier trigger arrives late (two calls for one customer decided out of their order, on
+        # one replica or two): it was sent all the same, so it counts, as if it had happened at ``now``.
+        # Left out, the earlier call would start the journey a second time.
+        past = [p for p in source if p.flow == flow.id and not p.cancelled]
+        entries = [min(p.occurred_at, now) for p in past if p.trigger in flow.entry_triggers]
     else:  # nothing sent in the flow: most flows of most customers
         past, entries = [], []
     if entry_events:
