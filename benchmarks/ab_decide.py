@@ -71,7 +71,7 @@ class Saved:
 class Store:
     def __init__(self, snapshots): self.snapshots = snapshots
     def load_snapshot(self, user_id, now, products=()): return self.snapshots[user_id]
-    def save_decision(self, decision, fingerprint, decided_at, version=None):
+    def save_decision(self, decision, fingerprint, decided_at, version=None, deadline=None):
         return Saved(frozenset(c.exposure_id for c in decision.cancelled))
     def find_decision(self, request_id): return None
     def record_events(self, batch, received_at, cancel_rule=None): return []

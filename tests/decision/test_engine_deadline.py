@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from nextbest.catalog import bundled_catalog_path, load_catalog
-from nextbest.decision.engine import DecisionEngine, Duration
+from nextbest.deadlines import Duration
+from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import Decision, DecisionRequest
 from nextbest.errors import DeadlineExceededError
 from nextbest.store import SavedDecision
@@ -25,10 +26,15 @@ class SlowStore(MemoryStore):
         self.delay = delay
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,
     ) -> SavedDecision:
         time.sleep(self.delay)
-        return super().save_decision(decision, fingerprint, decided_at, version)
+        return super().save_decision(decision, fingerprint, decided_at, version, deadline)
 
 
 def _request(request_id: str) -> DecisionRequest:

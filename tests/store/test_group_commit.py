@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from nextbest.errors import DeadlineExceededError
 from nextbest.store.writer import GroupCommit
 
 
@@ -19,6 +20,7 @@ class Item:
     name: str
     done: bool = False
     error: BaseException | None = None
+    deadline: float | None = None
 
 
 @contextmanager
@@ -92,3 +94,31 @@ def test_a_failure_that_is_not_the_databases_settles_the_batch_and_is_raised() -
     with pytest.raises(KeyError):
         commit.write_many([after])
     assert after.done and isinstance(after.error, KeyError)
+
+
+def test_a_member_whose_deadline_passed_in_the_queue_is_not_written() -> None:
+    """The caller checked its deadline before queueing; the wait behind a slow commit is seen when the
+    member's turn comes: it fails, unwritten, and the members with time left (or no deadline) commit."""
+    written: list[str] = []
+
+    def write_batch(_conn: object, batch: Sequence[Item]) -> None:
+        written.extend(item.name for item in batch)
+
+    commit: GroupCommit[Item, None] = GroupCommit(
+        _no_transaction, write_batch, lambda b, r: None, what="items"
+    )
+    now = time.monotonic()
+    items = [Item("late", deadline=now + 0.05), Item("on-time", deadline=now + 60), Item("no-deadline")]
+    threads = [threading.Thread(target=commit.write_many, args=([item],)) for item in items]
+    with commit.commit_lock:  # a commit under way, longer than the first caller has
+        for thread in threads:
+            thread.start()
+        _wait_for(lambda: len(commit._queue) == 3, "all queued")
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(10)
+    late, on_time, none = items
+    assert isinstance(late.error, DeadlineExceededError) and late.done
+    assert "nothing was written" in str(late.error)
+    assert on_time.error is None and none.error is None and on_time.done and none.done
+    assert written == ["on-time", "no-deadline"] and commit.expired == 1 and commit.writes == 2

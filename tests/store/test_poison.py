@@ -12,7 +12,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from nextbest.errors import InvalidArgumentError, StoreUnavailableError
+from nextbest.domain import Decision
+from nextbest.errors import DeadlineExceededError, InvalidArgumentError, StoreUnavailableError
 from nextbest.store import SavedDecision, Store, ToSave
 from nextbest.store.schema import decisions, exposures
 from tests.conftest import uid
@@ -110,3 +111,38 @@ def test_a_batch_of_decisions_saved_together_isolates_its_bad_members(store: Sto
     with store.db.reader.connect() as conn:
         users = [item.decision.user_id for item in items]
         assert conn.execute(select(func.count()).where(decisions.c.user_id.in_(users))).scalar_one() == 38
+
+
+def test_a_decision_whose_deadline_passed_behind_a_commit_is_not_written_and_fails_alone(
+    store: Store,
+) -> None:
+    """A decision queued behind a commit that outlasts its caller's deadline is not written (an exposure
+    for an answer nobody receives); the others in its group commit are."""
+    late, on_time = decision(uid()), decision(uid())
+    results: dict[str, object] = {}
+
+    def save(d: Decision, deadline: float) -> None:
+        try:
+            results[d.user_id] = store.save_decision(d, "fp", T0, 0, deadline)
+        except Exception as exc:
+            results[d.user_id] = exc
+
+    now = time.monotonic()
+    threads = [
+        threading.Thread(target=save, args=(late, now + 0.05)),
+        threading.Thread(target=save, args=(on_time, now + 60)),
+    ]
+    with store.writer.commit_lock:
+        for t in threads:
+            t.start()
+        while len(store.writer._queue) < 2 and time.monotonic() < now + 10:
+            time.sleep(0.005)
+        time.sleep(0.1)
+    for t in threads:
+        t.join(10)
+    assert isinstance(results[late.user_id], DeadlineExceededError), results
+    saved = results[on_time.user_id]
+    assert isinstance(saved, SavedDecision) and saved.inserted
+    assert store.find_decision(late.request_id) is None
+    assert store.find_decision(on_time.request_id) is not None
+    assert not store.db.health.failing  # a caller's deadline says nothing about the database

@@ -71,6 +71,7 @@ class ToSave(NamedTuple):
     fingerprint: str
     decided_at: datetime
     version: int | None = None
+    deadline: float | None = None
 
 
 class DecisionStore(Protocol):
@@ -89,11 +90,18 @@ class DecisionStore(Protocol):
         ...
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,
     ) -> SavedDecision:
         """Durably writes the decision, its exposures and its preemptions, atomically; written only while
         the customer's version is still ``version`` (else ``conflict``), and not at all when the request
-        id is taken (``inserted`` False)."""
+        id is taken (``inserted`` False). A store that queues writes raises ``DeadlineExceededError``,
+        nothing written, when the caller's ``deadline`` (``time.monotonic()``) leaves too little time
+        to commit once the write's turn comes."""
         ...
 
     def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:

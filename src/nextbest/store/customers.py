@@ -88,6 +88,7 @@ class PendingEvent:
     cancelled: tuple[Cancellation, ...] = ()
     done: bool = False
     error: BaseException | None = None
+    deadline: float | None = None  # events are idempotent: a late acknowledgement is retried harmlessly
 
 
 def _settle(batch: Sequence[PendingEvent], written: _EventsWritten) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, literal_column, null, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from nextbest.domain import Decision
-from nextbest.errors import NextbestError, StoreUnavailableError
+from nextbest.errors import DeadlineExceededError, NextbestError, StoreUnavailableError
 from nextbest.store import codec, decision_trip, sqlite_writes
 from nextbest.store.backend import Backend, guard, refused
 from nextbest.store.contract import SavedDecision, StoredDecision, ToSave
@@ -99,15 +99,22 @@ class DecisionLog:
         return {r["request_id"]: StoredDecision(codec.decision_from_row(r), r["fingerprint"]) for r in rows}
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,
     ) -> SavedDecision:
         """Durably writes the decision, its exposures and its preemptions (group commit), atomically.
         A preemption whose exposure was cancelled meanwhile is dropped from the stored payload too.
 
         ``version`` is the customer version the decision was made on (``CustomerSnapshot.version``): a
         decision that logs exposures or cancels any is written only if the version is still that one,
-        and bumps it; otherwise nothing is written and the result says ``conflict``."""
-        result = self.save_decisions([ToSave(decision, fingerprint, decided_at, version)])[0]
+        and bumps it; otherwise nothing is written and the result says ``conflict``. A ``deadline``
+        (``time.monotonic()``) that leaves less than a commit takes when the write's turn comes in the
+        group commit raises ``DeadlineExceededError``, nothing written."""
+        result = self.save_decisions([ToSave(decision, fingerprint, decided_at, version, deadline)])[0]
         if isinstance(result, NextbestError):
             raise result
         return result
@@ -118,7 +125,7 @@ class DecisionLog:
         item alone met (``InvalidArgumentError`` for data the database refused, else
         ``StoreUnavailableError``)."""
         pending = []
-        for d, fingerprint, decided_at, version in items:
+        for d, fingerprint, decided_at, version, deadline in items:
             exposure_rows = codec.exposure_rows(d)
             assignment_rows = codec.assignment_rows(d)
             cancellations = codec.cancellation_rows(d)
@@ -132,6 +139,7 @@ class DecisionLog:
                     assignment_rows,
                     cancellations,
                     version_guard,
+                    deadline,
                 )
             )
         self.writer.write_many(pending)
@@ -141,6 +149,8 @@ class DecisionLog:
             exc = item.error
             if exc is None:
                 results.append(SavedDecision(item.inserted, frozenset(item.cancelled), item.conflict))
+            elif isinstance(exc, DeadlineExceededError):  # its turn came too late: nothing written
+                results.append(exc)
             elif isinstance(exc, self._refusals):  # alone in its transaction by now: its own fault
                 results.append(refused("decision", item.decision_row, exc))
             elif isinstance(exc, (SQLAlchemyError, self._driver_error)):

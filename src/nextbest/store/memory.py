@@ -69,7 +69,12 @@ class MemoryStore:
         return CustomerSnapshot(state, tuple(recent[:HISTORY_LIMIT]), out_of_stock, version)
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,  # nothing queues here: a write is done at once
     ) -> SavedDecision:
         """Writes the decision, its exposures and its preemptions at once, as the SQL store does: a
         decision that logs exposures or cancels any moves the customer's version on, and is refused
@@ -221,7 +226,12 @@ class FrozenStore(MemoryStore):
         return snapshot
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,  # nothing queues here: a write is done at once
     ) -> SavedDecision:
         """Inserted, with all its preemptions, and forgotten."""
         return SavedDecision(True, frozenset(c.exposure_id for c in decision.cancelled))

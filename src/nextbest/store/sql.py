@@ -82,11 +82,18 @@ class Store:
         ]
 
     def save_decision(
-        self, decision: Decision, fingerprint: str, decided_at: datetime, version: int | None = None
+        self,
+        decision: Decision,
+        fingerprint: str,
+        decided_at: datetime,
+        version: int | None = None,
+        deadline: float | None = None,
     ) -> SavedDecision:
         """Durably writes the decision, its exposures and its preemptions (group commit), atomically,
         while the customer's version is still ``version`` (see ``DecisionLog.save_decision``)."""
-        return self.decisions.save_decision(self.ids.decision(decision), fingerprint, decided_at, version)
+        return self.decisions.save_decision(
+            self.ids.decision(decision), fingerprint, decided_at, version, deadline
+        )
 
     def save_decisions(self, items: Sequence[ToSave]) -> list[SavedDecision | NextbestError]:
         """Writes each decision as ``save_decision`` does, all queued at once in the group commit; one

@@ -13,15 +13,25 @@ refused some row's data: a NUL byte, a value out of range) the batch is written 
 its own transaction, and a failing half in halves again, so that only the bad member fails and the others
 commit (a bad member among n costs about 2 log2 n transactions); when it cannot be (the database is down)
 every call in the batch fails at once, rather than waiting on the database once each.
+
+A member may carry its caller's deadline (``time.monotonic()``). The leader checks it when it takes the
+batch: a member whose deadline leaves less than a commit takes now (a moving estimate of this group
+commit's transactions) is not written and fails with ``DeadlineExceededError``. The caller checked the
+same before queueing, against how long writes took lately; this check also sees the time it then spent
+in the queue, behind commits the estimate could not foresee (a burst of calls admitted at once).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
+
+from nextbest.deadlines import Duration
+from nextbest.errors import DeadlineExceededError
 
 __all__ = ["GroupCommit", "GroupCommitWriter", "Member", "PendingWrite"]
 
@@ -29,10 +39,12 @@ logger = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the group commit needs of a member: whether it is settled, and its failure if it failed."""
+    """What the group commit needs of a member: whether it is settled, its failure if it failed, and its
+    caller's deadline (``time.monotonic()``), if any."""
 
     done: bool
     error: BaseException | None
+    deadline: float | None
 
 
 M = TypeVar("M", bound=Member)
@@ -72,6 +84,8 @@ class GroupCommit(Generic[M, R]):
         self.batches = 0
         self.writes = 0
         self.isolated = 0  # batches that failed and were retried in parts
+        self.expired = 0  # members not written: their deadline came before a commit could end
+        self._commit_time = Duration()
 
     def write_many(self, members: Sequence[M]) -> None:
         """Durably writes every member (with whatever else is queued), in as few transactions as the
@@ -102,7 +116,11 @@ class GroupCommit(Generic[M, R]):
                     with cond:
                         batch = self._queue[: self._max_batch]
                         del self._queue[: self._max_batch]
-                    self._commit(batch)
+                    batch = self._expire(batch)
+                    if batch:
+                        started = time.monotonic()
+                        self._commit(batch)
+                        self._commit_time.observe(time.monotonic() - started)
             except BaseException as exc:  # not the database's: settle the batch, never leave it pending
                 for member in batch:
                     if not member.done:
@@ -112,6 +130,27 @@ class GroupCommit(Generic[M, R]):
                 with cond:
                     self._leading = False
                     cond.notify_all()
+
+    def _expire(self, batch: list[M]) -> list[M]:
+        """The batch without the members whose deadline leaves less than a commit takes now, which
+        fail (nothing of them written)."""
+        if all(member.deadline is None for member in batch):
+            return batch
+        now = time.monotonic()
+        needed = self._commit_time.estimate()
+        kept = []
+        for member in batch:
+            deadline = member.deadline
+            if deadline is None or deadline - now > needed:
+                kept.append(member)
+                continue
+            member.error = DeadlineExceededError(
+                f"the caller's deadline left {max(deadline - now, 0.0) * 1000:.0f} ms when the write's "
+                f"turn came, and a commit takes ~{needed * 1000:.0f} ms now; nothing was written"
+            )
+            member.done = True
+            self.expired += 1
+        return kept
 
     def _commit(self, batch: list[M], retry: bool = False) -> None:
         try:
@@ -158,6 +197,7 @@ class PendingWrite:
     assignment_rows: list[dict[str, Any]]
     cancellations: list[dict[str, Any]] = field(default_factory=list)
     guard: dict[str, Any] | None = None
+    deadline: float | None = None
     cancelled: set[int] = field(default_factory=set)
     done: bool = False
     inserted: bool = False
