@@ -40,6 +40,9 @@ LIMITED_PREFIX = "/nextbest.api.v1.DecisionService/"
 EDGE_RECEIVED_HEADER = "x-nextbest-edge-received"
 #: What a refused call is told: the same status and meaning as the server's own refusal.
 REFUSAL = "nextbest overloaded: call again later"
+# Requests on one keep-alive connection, the callers' and the edge's own to the server, before nginx closes
+# it (nginx's default is 1,000: a channel sent GOAWAY every 1,000 calls).
+KEEPALIVE_REQUESTS = 1_000_000_000
 #: What a call is told when the server does not answer the edge at all.
 UNREACHABLE = "nextbest unreachable behind the edge"
 
@@ -111,11 +114,13 @@ http {{
         zone nextbest_decisions 64k;
         server {config.upstream} max_conns={config.max_concurrent} max_fails=0;
         keepalive {keepalive};
+        keepalive_requests {KEEPALIVE_REQUESTS};
     }}
     # Everything else (AdminService, health, reflection): never limited by the decisions' load.
     upstream nextbest_other {{
         server {config.upstream} max_fails=0;
         keepalive 4;
+        keepalive_requests {KEEPALIVE_REQUESTS};
     }}
     # A 502 from the decisions' upstream is a refusal when no connection was free ($upstream_addr is
     # the group's name), and the server not answering otherwise.
@@ -131,6 +136,9 @@ http {{
         listen {config.listen}{listen_tls} http2;
 {tls}        # Many calls in flight on one caller's connection: refused at once, not queued by the client.
         http2_max_concurrent_streams 4096;
+        # nginx closes a connection after 1,000 requests by default: a gRPC caller's channel, sent GOAWAY
+        # every 1,000 calls, reconnected, and the calls caught in between stalled.
+        keepalive_requests {KEEPALIVE_REQUESTS};
         # Campaign runs stream for as long as they take; unary calls end at their own deadline.
         grpc_read_timeout 1d;
         grpc_send_timeout 1d;
