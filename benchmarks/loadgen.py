@@ -1,17 +1,19 @@
 """NextAction load generator; run it in its own process, never inside the server's.
 
 Closed loop: C threads each keep one blocking call in flight for D seconds (throughput at concurrency C).
-Open loop: calls are sent on a fixed schedule of R calls/s for D seconds whatever the server does, with
-futures; each latency is measured from the call's *scheduled* send time, so a server (or client) that
-falls behind is charged for the wait (no coordinated omission).
+Open loop: calls are sent on a fixed schedule of R calls/s for D seconds whatever the server does, from a
+``grpc.aio`` event loop with the requests serialized beforehand (~165 µs of CPU per call, half the
+blocking stack's); each latency is measured from the call's *scheduled* send time, so a server (or client)
+that falls behind is charged for the wait (no coordinated omission). The loop sleeps in the event loop's
+millisecond ticks: sends up to ~1-3 ms behind schedule are normal, and charged to the latencies.
 
 Prints one JSON object on stdout. Loopback only.
 
-Overload checks (issue 19): ``--probe-health`` polls grpc.health.v1 every 100 ms on its own connection
-(to ``--health-port`` when given) during the run (each probe with a 1 s deadline) and reports how many
-took over 100 ms; ``--database-url`` reads the server's database after the run and counts the calls
-answered DEADLINE_EXCEEDED whose decision was committed anyway (an exposure for an answer its caller
-never got).
+Overload checks (issue 19): ``--probe-health`` polls grpc.health.v1 every 100 ms from a process of its
+own (to ``--health-port`` when given) during the measured window (each probe with a 1 s deadline) and
+reports how many took over 100 ms; ``--database-url`` reads the server's database after the run and
+counts the calls answered DEADLINE_EXCEEDED whose decision was committed anyway (an exposure for an
+answer its caller never got).
 
     python benchmarks/loadgen.py --port 50151 closed --concurrency 8 --duration 10
     python benchmarks/loadgen.py --port 50151 --server-pid 1234 open --rate 500 --duration 10
@@ -25,7 +27,9 @@ never got).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
+import gc
 import json
 import math
 import os
@@ -36,6 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,44 +255,6 @@ def blocking_call(
     return "OK", _first_action(response)
 
 
-class InFlight:
-    """Counts outstanding futures so the open loop can wait for the last one."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._cond = threading.Condition()
-        self.peak = 0
-
-    def add(self) -> None:
-        with self._cond:
-            self._count += 1
-            self.peak = max(self.peak, self._count)
-
-    def done(self) -> None:
-        with self._cond:
-            self._count -= 1
-            if self._count == 0:
-                self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._count == 0, timeout=timeout)
-
-
-def _on_done(
-    recorder: Recorder, in_flight: InFlight, scheduled_ns: int, request_id: str, future: grpc.Future[Any]
-) -> None:
-    end_ns = time.perf_counter_ns()
-    try:
-        code, first = "OK", _first_action(future.result())
-    except grpc.RpcError as exc:
-        code, first = _status_name(exc), None
-    except grpc.FutureCancelledError:
-        code, first = "CANCELLED", None
-    recorder.record(end_ns - scheduled_ns, code, first, end_ns, request_id)
-    in_flight.done()
-
-
 # --- closed loop ------------------------------------------------------------------------------------------
 
 
@@ -379,51 +346,137 @@ class Schedule:
     sent: int = 0
     late_sends: int = 0
     max_send_lag_ns: int = 0
+    tasks: list[asyncio.Future[None]] = field(default_factory=list)
 
 
-def _send_on_schedule(
-    stubs: list[pb_grpc.DecisionServiceStub],
-    factory: RequestFactory,
-    *,
-    rate: float,
-    duration: float,
-    timeout: float,
-    recorder: Recorder,
-    in_flight: InFlight,
+NEXT_ACTION = "/nextbest.api.v1.DecisionService/NextAction"
+
+
+@dataclass
+class Prepared:
+    """An open loop's requests, built and serialized before it starts: the sender only sends bytes, so
+    building a request (its protobuf, its uuid) cannot make it fall behind schedule."""
+
+    bodies: list[bytes]
+    request_ids: list[str]
+
+    @classmethod
+    def build(cls, factory: RequestFactory, count: int) -> Prepared:
+        requests = [factory.build() for _ in range(count)]
+        return cls([r.SerializeToString() for r in requests], [r.request_id for r in requests])
+
+
+# A completed open-loop call: its index in the schedule, when it ended, its code and the response's bytes.
+Ended = tuple[int, int, str, bytes | None]
+
+
+async def _send_on_schedule(
+    calls: list[Any], prepared: Prepared, *, rate: float, timeout: float, metadata: Any, ended: list[Ended]
 ) -> Schedule:
+    """Sends ``prepared``'s requests at ``rate`` on a ``grpc.aio`` event loop (bytes in and out, no
+    serializer of the client's own per call): each call is a task that appends its end to ``ended``.
+    The sender sleeps until the next call is due and then sends every call due by then."""
     schedule = Schedule(start_ns=time.perf_counter_ns() + 1_000_000)
     interval_ns = _NS / rate
-    for i in range(int(rate * duration)):
+    perf = time.perf_counter_ns
+    append = ended.append
+    n = len(calls)
+
+    async def one(i: int, body: bytes) -> None:
+        try:
+            reply = await calls[i % n](body, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            append((i, perf(), exc.code().name, None))
+        except asyncio.CancelledError:
+            append((i, perf(), "CANCELLED", None))
+        else:
+            append((i, perf(), "OK", reply))
+
+    tasks = []
+    late = max_lag = 0
+    for i, body in enumerate(prepared.bodies):
         scheduled_ns = schedule.start_ns + round(i * interval_ns)
-        request = factory.build()
-        _sleep_until(scheduled_ns)
-        lag_ns = time.perf_counter_ns() - scheduled_ns
-        schedule.max_send_lag_ns = max(schedule.max_send_lag_ns, lag_ns)
-        schedule.late_sends += lag_ns > LATE_SEND_NS
-        in_flight.add()
-        future = stubs[i % len(stubs)].NextAction.future(request, timeout=timeout)
-        future.add_done_callback(
-            functools.partial(_on_done, recorder, in_flight, scheduled_ns, request.request_id)
-        )
-        schedule.sent += 1
+        lag_ns = perf() - scheduled_ns
+        if lag_ns < 0:
+            await asyncio.sleep(-lag_ns / _NS)
+            lag_ns = perf() - scheduled_ns
+        max_lag = max(max_lag, lag_ns)
+        late += lag_ns > LATE_SEND_NS
+        tasks.append(asyncio.ensure_future(one(i, body)))
+    schedule.sent = len(tasks)
+    schedule.late_sends, schedule.max_send_lag_ns = late, max_lag
+    schedule.tasks = tasks
     return schedule
 
 
+def _fold(recorder: Recorder, ended: list[Ended], start_ns: int, interval_ns: float, ids: list[str]) -> None:
+    """Records the completions after the run: codes, latencies from the scheduled send, first actions."""
+    for i, end_ns, code, reply in ended:
+        first = _first_action(pb.NextActionResponse.FromString(reply)) if reply is not None else None
+        recorder.record(end_ns - (start_ns + round(i * interval_ns)), code, first, end_ns, ids[i])
+
+
+def _peak_in_flight(ended: list[Ended], start_ns: int, interval_ns: float) -> int:
+    """The most calls outstanding at once (sends and completions merged in time)."""
+    sends = [(start_ns + round(i * interval_ns), 1) for i, *_ in ended]
+    peak = outstanding = 0
+    for _at, step in sorted(sends + [(end, -1) for _i, end, *_ in ended]):
+        outstanding += step
+        peak = max(peak, outstanding)
+    return peak
+
+
 def run_open(
-    stubs: list[pb_grpc.DecisionServiceStub], args: argparse.Namespace, recorder: Recorder
+    args: argparse.Namespace, recorder: Recorder, probe: HealthProbe | None, token: str | None
+) -> dict[str, Any]:
+    """The open loop, on a ``grpc.aio`` event loop: ~165 µs of the load generator's CPU per call
+    against ~290-340 µs with the blocking stack's futures (measured against the empty server at 2,600
+    calls/s), so at twice a server's capacity it does not fall behind. Requests are built before the
+    run and the garbage collector is off during it. The health probe, in a process of its own, counts
+    only the measured window."""
+    return asyncio.run(_run_open(args, recorder, probe, token))
+
+
+async def _run_open(
+    args: argparse.Namespace, recorder: Recorder, probe: HealthProbe | None, token: str | None
 ) -> dict[str, Any]:
     factory = _factory(args, 0)
     drain_s = args.timeout + 5
-    send = functools.partial(_send_on_schedule, stubs, factory, rate=args.rate, timeout=args.timeout)
-    if args.warmup > 0:
-        warm_flight = InFlight()
-        send(duration=args.warmup, recorder=Recorder(), in_flight=warm_flight)
-        warm_flight.wait_idle(drain_s)
-    in_flight, cpu = InFlight(), CpuWindow(args.server_pid)
-    cpu.start()
-    schedule = send(duration=args.duration, recorder=recorder, in_flight=in_flight)
-    drained = in_flight.wait_idle(drain_s)
-    cpu.stop()
+    channels = await _open_aio_channels(args)
+    try:
+        calls = [channel.unary_unary(NEXT_ACTION) for channel in channels]
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        interval_ns = _NS / args.rate
+        send = functools.partial(
+            _send_on_schedule, calls, rate=args.rate, timeout=args.timeout, metadata=metadata
+        )
+        if args.warmup > 0:
+            warm = await send(Prepared.build(factory, int(args.rate * args.warmup)), ended=[])
+            await asyncio.wait(warm.tasks, timeout=drain_s)
+        prepared = Prepared.build(factory, int(args.rate * args.duration))
+        ended: list[Ended] = []
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        cpu = CpuWindow(args.server_pid)
+        if probe is not None:
+            probe.measure()
+        cpu.start()
+        try:
+            schedule = await send(prepared, ended=ended)
+            _done, pending = await asyncio.wait(schedule.tasks, timeout=drain_s)
+            cpu.stop()
+            if probe is not None:
+                probe.stop()
+        finally:
+            gc.enable()
+        for task in pending:
+            task.cancel()
+    finally:
+        for channel in channels:
+            await channel.close()
+    peak = _peak_in_flight(ended, schedule.start_ns, interval_ns)
+    _fold(recorder, ended, schedule.start_ns, interval_ns, prepared.request_ids)
     # Completions are counted until the last response: an overloaded server cannot look like it kept up.
     elapsed_s = max(args.duration, (recorder.last_end_ns - schedule.start_ns) / _NS)
     return {
@@ -432,11 +485,28 @@ def run_open(
         "sent": schedule.sent,
         "late_sends": schedule.late_sends,
         "max_send_lag_ms": round(schedule.max_send_lag_ns / 1e6, 3),
-        "peak_in_flight": in_flight.peak,
-        "drained": drained,
+        "peak_in_flight": peak,
+        "drained": not pending,
         "ok_per_second": per_second(recorder.ok_ends_ns, schedule.start_ns, elapsed_s),
         **_summary(recorder, args.duration, cpu, elapsed_s=elapsed_s),
     }
+
+
+async def _open_aio_channels(args: argparse.Namespace) -> list[grpc.aio.Channel]:
+    options: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)] if args.channels > 1 else []
+    if args.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+    target = f"{HOST}:{args.port}"
+    credentials, _token = _credentials(args)
+    channels = [
+        grpc.aio.secure_channel(target, credentials, options=options)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target, options=options)
+        for _ in range(args.channels)
+    ]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), timeout=10.0)
+    return channels
 
 
 def per_second(ends_ns: Sequence[int], start_ns: int, elapsed_s: float) -> list[int]:
@@ -451,42 +521,45 @@ def per_second(ends_ns: Sequence[int], start_ns: int, elapsed_s: float) -> list[
 
 
 class HealthProbe:
-    """Polls grpc.health.v1 every ``interval`` seconds on a connection of its own (1 s deadline each)."""
+    """Polls grpc.health.v1 every ``interval`` seconds (1 s deadline each) from a process of its own, on
+    a connection of its own: the load generator's own pauses (its GIL, its event loop) cannot delay a
+    probe and be charged to the server. It connects when entered; it counts only from ``measure()``
+    (or from entering, if that is never called) to ``stop()`` (or exit)."""
 
     def __init__(self, port: int, interval: float = 0.1) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        import multiprocessing
 
-        self._request = health_pb2.HealthCheckRequest()
-        self._serving = health_pb2.HealthCheckResponse.SERVING
-        self._channel = grpc.insecure_channel(
-            f"{HOST}:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        context = multiprocessing.get_context("spawn")
+        self._measuring, self._stopping = context.Event(), context.Event()
+        self._results, sent = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_probe_process,
+            args=(port, interval, self._measuring, self._stopping, sent),
+            name="health-probe",
+            daemon=True,
         )
-        self._stub = health_pb2_grpc.HealthStub(self._channel)
-        self._interval = interval
-        self._stop = threading.Event()
         self.latencies_ns: list[int] = []
         self.outcomes: Counter[str] = Counter()
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
 
     def __enter__(self) -> HealthProbe:
-        self._thread.start()
+        self._process.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._channel.close()
+    def measure(self) -> None:
+        self._measuring.set()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            start = time.perf_counter_ns()
-            try:
-                reply = self._stub.Check(self._request, timeout=1.0)
-                outcome = "SERVING" if reply.status == self._serving else "NOT_SERVING"
-            except grpc.RpcError as exc:
-                outcome = _status_name(exc)
-            self.latencies_ns.append(time.perf_counter_ns() - start)
-            self.outcomes[outcome] += 1
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._measuring.set()
+        self._stopping.set()
+        if self._results.poll(30):
+            latencies, outcomes = self._results.recv()
+            self.latencies_ns, self.outcomes = latencies, Counter(outcomes)
+        self._process.join(10)
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -495,6 +568,31 @@ class HealthProbe:
             "over_100ms": sum(ns > 100_000_000 for ns in self.latencies_ns),
             "latency_ms": latency_summary_ms(self.latencies_ns),
         }
+
+
+def _probe_process(port: int, interval: float, measuring: Any, stopping: Any, results: Any) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    request = health_pb2.HealthCheckRequest()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    channel = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+    stub = health_pb2_grpc.HealthStub(channel)
+    latencies: list[int] = []
+    outcomes: Counter[str] = Counter()
+    with suppress(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=10)
+    while not stopping.wait(interval):
+        start = time.perf_counter_ns()
+        try:
+            reply = stub.Check(request, timeout=1.0)
+            outcome = "SERVING" if reply.status == serving else "NOT_SERVING"
+        except grpc.RpcError as exc:
+            outcome = _status_name(exc)
+        if measuring.is_set():
+            latencies.append(time.perf_counter_ns() - start)
+            outcomes[outcome] += 1
+    channel.close()
+    results.send((latencies, dict(outcomes)))
 
 
 def committed_after_deadline(database_url: str, request_ids: list[str]) -> int:
@@ -673,21 +771,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     credentials, token = _credentials(args)
-    channels = open_channels(args.port, args.channels, 10.0, credentials, args.tls_server_name)
-    stubs = _stubs(channels, token)
     probe = HealthProbe(args.health_port or args.port) if args.probe_health else None
     recorder = Recorder()
     try:
         if probe is not None:
             probe.__enter__()
-        result = (
-            run_closed(stubs, args, recorder) if args.mode == "closed" else run_open(stubs, args, recorder)
-        )
+        if args.mode == "closed":
+            if probe is not None:
+                probe.measure()
+            channels = open_channels(args.port, args.channels, 10.0, credentials, args.tls_server_name)
+            try:
+                result = run_closed(_stubs(channels, token), args, recorder)
+            finally:
+                for channel in channels:
+                    channel.close()
+        else:
+            result = run_open(args, recorder, probe, token)
     finally:
         if probe is not None:
             probe.__exit__()
-        for channel in channels:
-            channel.close()
     if probe is not None:
         result["health"] = probe.summary()
     if args.database_url:
