@@ -55,7 +55,7 @@ LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
 
 
 @contextmanager
-def own_postgres(workdir: Path, cpus: set[int] | None) -> Iterator[str]:
+def own_postgres(workdir: Path, cpus: set[int] | None) -> Iterator[tuple[str, int]]:
     """A PostgreSQL cluster of this run's own (initdb into ``workdir``, a free port; the fault harness's
     ``PgCluster``), on the server's CPUs when pinned: the database on the server's host, the load
     generator alone on its CPU. Stopped and removed after."""
@@ -68,7 +68,8 @@ def own_postgres(workdir: Path, cpus: set[int] | None) -> Iterator[str]:
         if cpus:
             for pid in cluster.pids():
                 os.sched_setaffinity(pid, cpus)  # backends forked later inherit the postmaster's
-        yield cluster.url
+        assert cluster.proc is not None
+        yield cluster.url, cluster.proc.pid
     finally:
         cluster.destroy()
 
@@ -108,6 +109,23 @@ def cpu_times(cpus: set[int] | None) -> tuple[int, int]:
     return idle, total
 
 
+class Components:
+    """CPU seconds used so far by the server, nginx and the run's own PostgreSQL (each with its child
+    processes): where the server CPU's time went, per answered decision, closed loop against open."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+
+    def sample(self) -> dict[str, float]:
+        from loadgen import process_cpu_seconds
+
+        return {name: sum(process_cpu_seconds(p) or 0.0 for p in pids) for name, pids in self.pids.items()}
+
+    def per_decision(self, before: dict[str, float], decisions: int) -> dict[str, float]:
+        after = self.sample()
+        return {f"{name}_us": round((after[name] - before[name]) / max(decisions, 1) * 1e6) for name in after}
+
+
 def loadgen(cpus: set[int] | None, *args: str) -> dict[str, Any]:
     prefix = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     done = subprocess.run(
@@ -132,13 +150,40 @@ def capacity_sweep(cpus: set[int] | None, target: list[str], sweep: list[int]) -
     return 0
 
 
-def main() -> int:
+def _overload_figures(result: dict[str, Any], capacity: float) -> dict[str, Any]:
+    """What one open loop at 2 ``capacity`` showed."""
+    seconds = result["ok_per_second"][:-1] or result["ok_per_second"]  # the last is partial
+    return {
+        "capacity": round(capacity),
+        "rate": round(2 * capacity),
+        "goodput": round(result["decisions_per_s"]),
+        "share": round(result["decisions_per_s"] / capacity, 3),
+        "errors": result["errors"],
+        "late_sends": result["late_sends"],
+        "health_probes": result["health"]["probes"],
+        "health_over_100ms": result["health"]["over_100ms"],
+        "health_slowest_ms": result["health"]["latency_ms"]["max"],
+        "committed_after_deadline": result["committed_after_deadline"],
+        "server_us_per_call": result["server_cpu_us_per_call"],
+        "client_us_per_call": result["client_cpu_us_per_call"],
+        # a stall shows here, not in the mean
+        "worst_second": min(seconds),
+        "seconds_under_half_capacity": sum(n < capacity / 2 for n in seconds),
+    }
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of each open loop")
     parser.add_argument("--limit", type=int, default=4, help="the edge's --max-concurrent")
+    parser.add_argument(
+        "--server-limit",
+        type=int,
+        help="the server's own --max-concurrent (default: 2 x --limit); the direct path's only limit",
+    )
     parser.add_argument("--deadline", type=float, default=0.5, help="each call's deadline in the open loop")
     parser.add_argument(
         "--pin", action="store_true", help="server and nginx on the last CPU, callers on the rest"
@@ -155,88 +200,10 @@ def main() -> int:
         help="instead: closed-loop decisions/s straight to the server at these concurrencies (e.g. "
         "2,4,8,16), two passes; where it levels off is a good --max-concurrent for the edge",
     )
-    args = parser.parse_args()
-    sweep = sorted({int(c) for c in args.sweep.split(",")}) if args.sweep else []
+    return parser.parse_args()
 
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpus, caller_cpus = ({cpus[-1]}, set(cpus[:-1])) if args.pin and len(cpus) > 1 else (None, None)
-    runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
-        workdir = Path(tmp)
-        with contextlib.ExitStack() as stack:
-            base = stack.enter_context(own_postgres(workdir, server_cpus)) if args.own_postgres else None
-            url = stack.enter_context(fresh_database(base or args.database_url, workdir))
-            address, pid, hp = stack.enter_context(
-                server(workdir, "server", max([2 * args.limit, *sweep]), database_url=url, cpus=server_cpus)
-            )
-            common = ["--server-pid", str(pid), "--channels", "4"]
-            closed = ["--duration", "6", "closed", "--concurrency"]
-            if sweep:
-                return capacity_sweep(caller_cpus, [*common, "--port", address.rpartition(":")[2]], sweep)
-            edge = stack.enter_context(
-                Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge")
-            )
-            if server_cpus:
-                for nginx in edge.pids:
-                    os.sched_setaffinity(nginx, server_cpus)
-            ports = {"direct": address.rpartition(":")[2], "edge": edge.config.listen.rpartition(":")[2]}
-            # Unmeasured: the first seconds of a fresh server and database (caches, compiled trees, the
-            # tables' first pages) would otherwise fall in round 1's capacity or overload.
-            loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
-            for round_ in range(args.rounds):
-                # Straight to the server with as many callers as the edge lets in, and with as many as the
-                # server itself admits (its --max-concurrent): the higher of the two is its capacity.
-                direct = max(
-                    (
-                        loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, str(callers))
-                        for callers in (args.limit, 2 * args.limit)
-                    ),
-                    key=lambda got: float(got["decisions_per_s"]),
-                )
-                via_edge = loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
-                capacity = max(direct["decisions_per_s"], via_edge["decisions_per_s"])
-                order = ("direct", "edge") if round_ % 2 == 0 else ("edge", "direct")
-                for path in order:
-                    idle0, total0 = cpu_times(server_cpus)
-                    result = loadgen(
-                        caller_cpus, "--port", ports[path], *common, "--duration", str(args.duration),
-                        "--warmup", "0", "--timeout", str(args.deadline), "--probe-health",
-                        "--health-port", str(hp), "--database-url", url,
-                        "open", "--rate", str(round(2 * capacity)),
-                    )  # fmt: skip
-                    idle1, total1 = cpu_times(server_cpus)
-                    seconds = result["ok_per_second"][:-1] or result["ok_per_second"]  # the last is partial
-                    run = {
-                        "round": round_ + 1,
-                        "path": path,
-                        "database": "postgresql" if args.database_url or args.own_postgres else "sqlite",
-                        "pinned": bool(server_cpus),
-                        "limit": args.limit,
-                        "capacity_direct": round(direct["decisions_per_s"]),
-                        "capacity_via_edge": round(via_edge["decisions_per_s"]),
-                        "capacity": round(capacity),
-                        "rate": round(2 * capacity),
-                        "goodput": round(result["decisions_per_s"]),
-                        "share": round(result["decisions_per_s"] / capacity, 3),
-                        "errors": result["errors"],
-                        "late_sends": result["late_sends"],
-                        "health_probes": result["health"]["probes"],
-                        "health_over_100ms": result["health"]["over_100ms"],
-                        "health_slowest_ms": result["health"]["latency_ms"]["max"],
-                        "committed_after_deadline": result["committed_after_deadline"],
-                        "server_us_per_call": result["server_cpu_us_per_call"],
-                        "client_us_per_call": result["client_cpu_us_per_call"],
-                        # a stall shows here, not in the mean; and whether the server's CPU was the limit
-                        "worst_second": min(seconds),
-                        "seconds_under_half_capacity": sum(n < capacity / 2 for n in seconds),
-                        "server_cpu_idle": round((idle1 - idle0) / (total1 - total0), 3)
-                        if total1 > total0
-                        else None,
-                    }
-                    runs.append(run)
-                    print(json.dumps(run), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+
+def _print_table(runs: list[dict[str, Any]]) -> None:
     header = (
         "| round | path | capacity (direct / via edge) | rate | goodput | share | refused | deadline exceeded"
         " | health > 100 ms (slowest) | committed after deadline | worst second | server CPU idle |"
@@ -254,6 +221,93 @@ def main() -> int:
     for path in ("direct", "edge"):
         shares = [r["share"] for r in runs if r["path"] == path]
         print(f"{path}: goodput share median {statistics.median(shares):.1%}, min {min(shares):.1%}")
+
+
+def main() -> int:
+    args = _arguments()
+    sweep = sorted({int(c) for c in args.sweep.split(",")}) if args.sweep else []
+
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus, caller_cpus = ({cpus[-1]}, set(cpus[:-1])) if args.pin and len(cpus) > 1 else (None, None)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
+        workdir = Path(tmp)
+        with contextlib.ExitStack() as stack:
+            base, postmaster = (
+                stack.enter_context(own_postgres(workdir, server_cpus)) if args.own_postgres else (None, None)
+            )
+            url = stack.enter_context(fresh_database(base or args.database_url, workdir))
+            server_limit = args.server_limit or 2 * args.limit
+            address, pid, hp = stack.enter_context(
+                server(workdir, "server", max([server_limit, *sweep]), database_url=url, cpus=server_cpus)
+            )
+            common = ["--server-pid", str(pid), "--channels", "4"]
+            closed = ["--duration", "6", "closed", "--concurrency"]
+            if sweep:
+                return capacity_sweep(caller_cpus, [*common, "--port", address.rpartition(":")[2]], sweep)
+            edge = stack.enter_context(
+                Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge")
+            )
+            if server_cpus:
+                for nginx in edge.pids:
+                    os.sched_setaffinity(nginx, server_cpus)
+            parts = {"server": [pid], "nginx": edge.pids}
+            if postmaster is not None:
+                parts["postgres"] = [postmaster]
+            components = Components(parts)
+            ports = {"direct": address.rpartition(":")[2], "edge": edge.config.listen.rpartition(":")[2]}
+            # Unmeasured: the first seconds of a fresh server and database (caches, compiled trees, the
+            # tables' first pages) would otherwise fall in round 1's capacity or overload.
+            loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
+            for round_ in range(args.rounds):
+                # Straight to the server with as many callers as the edge lets in, and with as many as the
+                # server itself admits (its --max-concurrent): the higher of the two is its capacity.
+                direct = max(
+                    (
+                        loadgen(caller_cpus, "--port", ports["direct"], *common, *closed, str(callers))
+                        for callers in sorted({args.limit, server_limit})
+                    ),
+                    key=lambda got: float(got["decisions_per_s"]),
+                )
+                before = components.sample()
+                via_edge = loadgen(caller_cpus, "--port", ports["edge"], *common, *closed, str(args.limit))
+                closed_cpu = components.per_decision(before, via_edge["decisions"])
+                capacity = max(direct["decisions_per_s"], via_edge["decisions_per_s"])
+                order = ("direct", "edge") if round_ % 2 == 0 else ("edge", "direct")
+                for path in order:
+                    idle0, total0 = cpu_times(server_cpus)
+                    before = components.sample()
+                    result = loadgen(
+                        caller_cpus, "--port", ports[path], *common, "--duration", str(args.duration),
+                        "--warmup", "0", "--timeout", str(args.deadline), "--probe-health",
+                        "--health-port", str(hp), "--database-url", url,
+                        "open", "--rate", str(round(2 * capacity)),
+                    )  # fmt: skip
+                    idle1, total1 = cpu_times(server_cpus)
+                    open_cpu = components.per_decision(before, result["decisions"])
+                    run = {
+                        "round": round_ + 1,
+                        "path": path,
+                        "database": "postgresql" if args.database_url or args.own_postgres else "sqlite",
+                        "pinned": bool(server_cpus),
+                        "limit": args.limit,
+                        "server_limit": server_limit,
+                        "capacity_direct": round(direct["decisions_per_s"]),
+                        "capacity_via_edge": round(via_edge["decisions_per_s"]),
+                        **_overload_figures(result, capacity),
+                        # CPU µs per answered decision by process: the edge's closed loop (its capacity)
+                        # against this open loop (refusals included)
+                        "cpu_per_decision_edge_closed": closed_cpu,
+                        "cpu_per_decision_open": open_cpu,
+                        "server_cpu_idle": round((idle1 - idle0) / (total1 - total0), 3)
+                        if total1 > total0
+                        else None,
+                    }
+                    runs.append(run)
+                    print(json.dumps(run), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n")
+    _print_table(runs)
     return 0
 
 

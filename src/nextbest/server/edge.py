@@ -110,6 +110,16 @@ http {{
     client_max_body_size {config.max_message};
     # Decision calls: at most max_concurrent at once in the server, shared by every worker (zone);
     # max_fails=0: a busy upstream is not a failed one, never take the server out of rotation.
+    # The limit itself: decision calls in progress at once (each HTTP/2 stream counts as a connection),
+    # checked before the call is handed to the gRPC proxy. A call over it is refused there, without the
+    # upstream request nginx would otherwise build first (a refusal by max_conns alone, "no live
+    # upstreams", cost nginx ~5 x as much CPU: benchmarks/RESULTS.md).
+    limit_conn_zone $nextbest_decisions_key zone=nextbest_decisions_calls:1m;
+    limit_conn_status 429;
+    limit_conn_log_level info;
+    map $server_port $nextbest_decisions_key {{
+        default decisions;
+    }}
     upstream nextbest_decisions {{
         zone nextbest_decisions 64k;
         server {config.upstream} max_conns={config.max_concurrent} max_fails=0;
@@ -146,7 +156,9 @@ http {{
         # call then spent reaching it off the caller's deadline, twice (the answer comes back this way).
         grpc_set_header {EDGE_RECEIVED_HEADER} $msec;
         location {LIMITED_PREFIX} {{
+            limit_conn nextbest_decisions_calls {config.max_concurrent};
             grpc_pass grpc://nextbest_decisions;
+            error_page 429 = @overloaded;
             error_page 502 = @refused;
         }}
         location / {{
@@ -157,6 +169,12 @@ http {{
             default_type application/grpc;
             add_header grpc-status $nextbest_status always;
             add_header grpc-message $nextbest_message always;
+            return 204;
+        }}
+        location @overloaded {{
+            default_type application/grpc;
+            add_header grpc-status 8 always;
+            add_header grpc-message "{REFUSAL}" always;
             return 204;
         }}
         location @unreachable {{
