@@ -134,13 +134,15 @@ def test_beyond_the_bound_calls_are_refused_at_once_and_health_answers(
         refused_in = time.monotonic() - started
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "limit of 2 concurrent calls" in info.value.details()
-        assert refused_in < 0.5
+        # At once: not queued behind the held calls (held until released, up to 10 s). The bound is loose
+        # on purpose: CI runs two test processes on two cores (0.6 s seen once under that load).
+        assert refused_in < 3
         health = health_pb2_grpc.HealthStub(channel)
         for _ in range(5):
             started = time.monotonic()
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            assert time.monotonic() - started < 0.1
+            assert time.monotonic() - started < 1  # answered while both slots are held
         release.set()
         assert all(f.result().decision_id for f in running)
         assert stub.NextAction(_request("r-after"), timeout=5).decision_id  # the slots came back
