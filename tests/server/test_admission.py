@@ -286,7 +286,7 @@ def test_with_a_health_port_grpc_refuses_beyond_the_bound_and_health_answers_on_
                 started = time.monotonic()
                 reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
-                assert time.monotonic() - started < 0.1
+                assert time.monotonic() - started < 1  # answered while both slots are held
             with pytest.raises(grpc.RpcError) as other:  # the health port serves health alone
                 pb_grpc.DecisionServiceStub(health_channel).NextAction(_request("r-hp-wrong"), timeout=5)
             assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED
