@@ -186,3 +186,42 @@ def test_reads_survive_the_server_closing_every_kept_connection(migrated: str) -
         assert len(store.load_snapshot(user, T0).history) == 1
     finally:
         store.close()
+
+
+def test_batch_reads_on_a_kept_connection_are_the_general_reads_and_survive_a_closed_one(
+    migrated: str,
+) -> None:
+    """``load_snapshots`` on PostgreSQL reads on a kept connection, its three statements in one round
+    trip: the same snapshots as the general path's three reads through the pool (state, version,
+    history, stock), and a kept connection the server closed is replaced by a second attempt."""
+    if not migrated.startswith("postgresql"):
+        pytest.skip("kept connections are PostgreSQL's")
+    from nextbest.domain import Event, EventType
+    from nextbest.store import SnapshotWanted
+
+    store = Store(Database(migrated))
+    try:
+        users = [uid() for _ in range(3)]
+        for n, user in enumerate(users[:2]):
+            for _ in range(n + 1):
+                assert store.save_decision(decision(user, actions=2), "fp", T0, None).inserted
+        sku = uid("sku")
+        store.record_events([Event(uid("ev"), "", EventType.OUT_OF_STOCK, T0, product_ids=(sku,))], T0)
+        wanted = [SnapshotWanted(u, T0, (sku, uid("sku"))) for u in users]
+        kept = store._backend.kept_readers
+        assert kept is not None
+        customers = store.customers
+        batch = customers.load_snapshots(wanted)
+        customers._kept_readers = None  # the general path, for comparison
+        try:
+            assert batch == customers.load_snapshots(wanted)
+        finally:
+            customers._kept_readers = kept
+        assert [len(s.history) for s in batch] == [2, 4, 0] and batch[0].out_of_stock == {sku}
+        held = kept.take()
+        kept.give(held)
+        with _admin(migrated) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (held.info.backend_pid,))
+        assert customers.load_snapshots(wanted) == batch
+    finally:
+        store.close()

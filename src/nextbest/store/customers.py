@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, cast, literal, null, select, union_all
+from sqlalchemy import Integer, any_, bindparam, cast, literal, null, select, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from nextbest.domain import Cancellation, Event, EventOutcome, EventType
 from nextbest.state import (
@@ -57,6 +58,19 @@ _SNAPSHOT = union_all(
         *(cast(null(), c.type) for c in customers.columns),
         *_HISTORY.subquery("h").columns,
     ),
+)
+# PostgreSQL's batch reads (``load_snapshots``), compiled once with array parameters (``= ANY``) instead
+# of expanding IN lists, so that they run as prepared on a kept connection, the three in one round trip.
+_PG_USERS = bindparam("users", type_=ARRAY(customers.c.user_id.type))
+_PG_CUSTOMERS = select(customers).where(customers.c.user_id == any_(_PG_USERS))
+_PG_HISTORIES = (
+    select(*_HISTORY.selected_columns, exposures.c.user_id)
+    .where(exposures.c.user_id == any_(_PG_USERS), exposures.c.occurred_at >= bindparam("since"))
+    .order_by(exposures.c.user_id, exposures.c.occurred_at.desc(), exposures.c.exposure_id.desc())
+)
+_PG_STOCK = select(inventory.c.product_id).where(
+    inventory.c.product_id == any_(bindparam("products", type_=ARRAY(inventory.c.product_id.type))),
+    ~inventory.c.in_stock,
 )
 _AT = codec.PAST_EXPOSURE_COLUMNS.index("occurred_at")
 _ID = codec.PAST_EXPOSURE_COLUMNS.index("exposure_id")
@@ -116,6 +130,7 @@ class CustomerLog:
         # Compiled on first use: a dialect only knows its server's version once it has connected.
         self._prepared: tuple[PreparedSelect, PreparedSelect] | None = None
         self._snapshot: PreparedSelect | None = None  # PostgreSQL's ``_SNAPSHOT``
+        self._batch_reads: tuple[PreparedSelect, PreparedSelect, PreparedSelect] | None = None  # ``_PG_*``
         self._snapshot_reads: SnapshotReads | None = None  # SQLite's batch reads, built on first use
         self._customers_read = select(customers).where(
             customers.c.user_id.in_(bindparam("users", expanding=True))
@@ -251,6 +266,8 @@ class CustomerLog:
             return self._load_snapshots_sqlite(self._readers, wanted)
         if not wanted:
             return []
+        if self._kept_readers is not None:
+            return self._load_snapshots_kept(self._kept_readers, wanted)
         users = sorted({w.user_id for w in wanted})
         since = {w.user_id: w.now - HISTORY_WINDOW for w in wanted}
         products = sorted({p for w in wanted for p in w.products})
@@ -270,6 +287,72 @@ class CustomerLog:
         snapshots = []
         for w in wanted:
             row = rows.get(w.user_id)
+            snapshots.append(
+                CustomerSnapshot(
+                    state=codec.state_from_row(row) if row is not None else CustomerState(user_id=w.user_id),
+                    history=tuple(past.get(w.user_id, ())),
+                    out_of_stock=out_of_stock.intersection(w.products),
+                    version=int(row["version"]) if row is not None else 0,
+                )
+            )
+        return snapshots
+
+    def _load_snapshots_kept(
+        self, kept: KeptConnections, wanted: Sequence[SnapshotWanted]
+    ) -> list[CustomerSnapshot]:
+        """``load_snapshots`` on PostgreSQL: the customers, their histories and the stock read on a kept
+        connection, the three statements in one round trip (psycopg's pipeline), their rows decoded
+        without SQLAlchemy's result objects. Read in autocommit, each statement sees its own snapshot,
+        as the general path's three reads do; the versions come from the first."""
+        if self._batch_reads is None:
+            dialect = self.db.reader.dialect
+            self._batch_reads = (
+                PreparedSelect(_PG_CUSTOMERS, dialect),
+                PreparedSelect(_PG_HISTORIES, dialect),
+                PreparedSelect(_PG_STOCK, dialect),
+            )
+        customers_read, histories_read, stock_read = self._batch_reads
+        users = sorted({w.user_id for w in wanted})
+        since = {w.user_id: w.now - HISTORY_WINDOW for w in wanted}
+        products = sorted({p for w in wanted for p in w.products})
+        with guard("read customers", self._driver_error):
+            for attempt in (1, 2):
+                conn = kept.take()
+                cursors = [conn.cursor() for _ in range(3 if products else 2)]
+                try:
+                    with conn.pipeline():
+                        customers_read.execute(cursors[0], users=users)
+                        histories_read.execute(cursors[1], users=users, since=min(since.values()))
+                        if products:
+                            stock_read.execute(cursors[2], products=products)
+                    rows = customers_read.rows(cursors[0])
+                    history_rows = histories_read.rows(cursors[1])
+                    stock = stock_read.rows(cursors[2]) if products else []
+                except self._driver_error:
+                    broken = conn.broken
+                    kept.discard(conn)
+                    if broken and attempt == 1:  # closed by the server meanwhile: read again, once
+                        continue
+                    raise
+                except BaseException:
+                    kept.discard(conn)
+                    raise
+                finally:
+                    for cursor in cursors:
+                        cursor.close()
+                kept.give(conn)
+                break
+        columns = customers_read.columns
+        by_user = {r["user_id"]: r for r in (dict(zip(columns, row, strict=True)) for row in rows)}
+        past: dict[str, list[PastExposure]] = {}
+        for *values, user in history_rows:
+            kept_history = past.setdefault(user, [])
+            if len(kept_history) < HISTORY_LIMIT and values[_AT] >= since[user]:
+                kept_history.append(codec.past_exposure(values))
+        out_of_stock = frozenset(product for (product,) in stock)
+        snapshots = []
+        for w in wanted:
+            row = by_user.get(w.user_id)
             snapshots.append(
                 CustomerSnapshot(
                     state=codec.state_from_row(row) if row is not None else CustomerState(user_id=w.user_id),
