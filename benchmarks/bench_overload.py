@@ -13,7 +13,7 @@ LIMIT`) and `nextbest edge` in front of it (at most LIMIT decision calls at once
 
 With ``--pin`` the server and nginx run on the last CPU and the load generator on the others — what a load
 generator on another host gives: on one host of two vCPUs an open loop at 2 C otherwise takes the cores
-the server needs (each call, refused or not, costs the Python load generator ~200 µs).
+the server needs (each call, refused or not, costs the load generator ~165 µs of Python on its event loop).
 
     .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin
     .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin --own-postgres --limit 8
