@@ -4,10 +4,10 @@ that change it, deduplicated, folded into customer state and inventory, cancelli
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Integer, any_, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -72,6 +72,7 @@ _PG_STOCK = select(inventory.c.product_id).where(
     inventory.c.product_id == any_(bindparam("products", type_=ARRAY(inventory.c.product_id.type))),
     ~inventory.c.in_stock,
 )
+_T = TypeVar("_T")
 _AT = codec.PAST_EXPOSURE_COLUMNS.index("occurred_at")
 _ID = codec.PAST_EXPOSURE_COLUMNS.index("exposure_id")
 
@@ -132,20 +133,6 @@ class CustomerLog:
         self._snapshot: PreparedSelect | None = None  # PostgreSQL's ``_SNAPSHOT``
         self._batch_reads: tuple[PreparedSelect, PreparedSelect, PreparedSelect] | None = None  # ``_PG_*``
         self._snapshot_reads: SnapshotReads | None = None  # SQLite's batch reads, built on first use
-        self._customers_read = select(customers).where(
-            customers.c.user_id.in_(bindparam("users", expanding=True))
-        )
-        self._histories_read = (
-            select(*_HISTORY.selected_columns, exposures.c.user_id)
-            .where(
-                exposures.c.user_id.in_(bindparam("users", expanding=True)),
-                exposures.c.occurred_at >= bindparam("since"),
-            )
-            .order_by(exposures.c.user_id, exposures.c.occurred_at.desc(), exposures.c.exposure_id.desc())
-        )
-        self._stock_read = select(inventory.c.product_id).where(
-            inventory.c.product_id.in_(bindparam("products", expanding=True)), ~inventory.c.in_stock
-        )
         # The event path's statements, built on first use for the writer's dialect.
         self._event_rows: EventRows | None = None
         self._refusals = backend.refusals
@@ -168,50 +155,53 @@ class CustomerLog:
         ones marked) and which of ``products`` the latest inventory events mark out of stock."""
         if self._kept_readers is not None:
             return self._load_snapshot_kept(self._kept_readers, user_id, now, products)
+        stash = self._readers  # SQLite: reads run outside a transaction, nothing to roll back
+        assert stash is not None  # a backend has kept readers (PostgreSQL) or a stash (SQLite)
         with guard("read customer", self._driver_error):
-            stash = self._readers
-            if stash is not None:  # SQLite: reads run outside a transaction, nothing to roll back
-                conn = stash.take()
-            else:
-                conn = self.db.reader.raw_connection()
-                # PostgreSQL: the reads run as single statements; in a transaction they would cost a
-                # BEGIN and a ROLLBACK round trip more, for the same READ COMMITTED view.
-                driver: Any = conn.driver_connection
-                driver.autocommit = True
+            conn = stash.take()
             try:
                 if self._prepared is None:
                     dialect = self.db.reader.dialect
                     self._prepared = (PreparedSelect(_CUSTOMER, dialect), PreparedSelect(_HISTORY, dialect))
                 customer_query, history_query = self._prepared
                 rows = customer_query.fetch(conn, user_id=user_id)
-                if stash is not None:  # SQLite: the raw rows, decoded in one step (``sqlite_reads``)
-                    cursor = conn.cursor()
-                    try:
-                        history_query.execute(cursor, user_id=user_id, since=now - HISTORY_WINDOW)
-                        past = past_exposures(cursor.fetchall())
-                    finally:
-                        cursor.close()
-                else:
-                    history = history_query.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
-                    past = tuple(codec.past_exposure(values) for values in history)
+                cursor = conn.cursor()  # the raw rows, decoded in one step (``sqlite_reads``)
+                try:
+                    history_query.execute(cursor, user_id=user_id, since=now - HISTORY_WINDOW)
+                    past = past_exposures(cursor.fetchall())
+                finally:
+                    cursor.close()
                 out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
             except BaseException:
-                if stash is not None:
-                    conn.close()  # a connection that failed is closed, not kept
-                    stash = None
+                conn.close()  # a connection that failed is closed, not kept
                 raise
-            finally:
-                if stash is not None:
-                    stash.give(conn)
-                elif self._readers is None:
-                    if not driver.closed:
-                        driver.autocommit = False  # the pool's writers expect transactions
-                    conn.close()  # back to the pool, rolled back
+            stash.give(conn)
         row = dict(zip(customer_query.columns, rows[0], strict=True)) if rows else None
         state = codec.state_from_row(row) if row is not None else CustomerState(user_id=user_id)
         # The version comes from the first read: a write between it and the history read moves it on.
         version = int(row["version"]) if row is not None else 0
         return CustomerSnapshot(state=state, history=past, out_of_stock=out_of_stock, version=version)
+
+    def _read_on_kept(self, kept: KeptConnections, read: Callable[[Any], _T]) -> _T:
+        """``read(connection)`` on a kept PostgreSQL connection. One the server closed (restarted, or cut
+        its connections) is replaced and the read, which changes nothing, made once more, as the pool's
+        pre-ping would have; a connection that failed otherwise is dropped and the error raised."""
+        for attempt in (1, 2):
+            conn = kept.take()
+            try:
+                result = read(conn)
+            except self._driver_error:
+                broken = conn.broken
+                kept.discard(conn)
+                if broken and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                kept.discard(conn)
+                raise
+            kept.give(conn)
+            return result
+        raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
 
     def _load_snapshot_kept(
         self, kept: KeptConnections, user_id: str, now: datetime, products: Sequence[str]
@@ -222,25 +212,14 @@ class CustomerLog:
         trigger needs it, in a second."""
         if self._snapshot is None:
             self._snapshot = PreparedSelect(_SNAPSHOT, self.db.reader.dialect)
+        snapshot = self._snapshot
+
+        def read(conn: Any) -> tuple[list[tuple[Any, ...]], frozenset[str]]:
+            rows = snapshot.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
+            return rows, self._out_of_stock(conn, products) if products else frozenset()
+
         with guard("read customer", self._driver_error):
-            for attempt in (1, 2):
-                conn = kept.take()
-                try:
-                    rows = self._snapshot.fetch(conn, user_id=user_id, since=now - HISTORY_WINDOW)
-                    out_of_stock = self._out_of_stock(conn, products) if products else frozenset()
-                except self._driver_error:
-                    broken = conn.broken
-                    kept.discard(conn)
-                    # The server closed it (restarted, or cut its connections): the read, which changes
-                    # nothing, once more on a new connection, as the pool's pre-ping would have.
-                    if broken and attempt == 1:
-                        continue
-                    raise
-                except BaseException:
-                    kept.discard(conn)
-                    raise
-                kept.give(conn)
-                break
+            rows, out_of_stock = self._read_on_kept(kept, read)
         row = None
         history = []
         for values in rows:
@@ -259,51 +238,24 @@ class CustomerLog:
         """``load_snapshot`` for each item (distinct customers), in order: the customers in one read,
         then their contact histories in one, then the products' stock in one (a batch of decisions
         reads three times, not three times per decision). As in ``load_snapshot``, the versions come
-        from the first read. On SQLite the same three reads run on the raw driver (``sqlite_reads``;
-        through SQLAlchemy they had cost more than the one-by-one reads: 547-653 against 456-592 µs of
-        CPU per decision in batches of 100; on PostgreSQL 415-521 against 1,261-1,272)."""
+        from the first read. On SQLite the three reads run on the raw driver (``sqlite_reads``), on
+        PostgreSQL on a kept connection in one round trip: through SQLAlchemy they had cost more (on
+        SQLite more than the one-by-one reads: 547-653 against 456-592 µs of CPU per decision in batches
+        of 100; on PostgreSQL 49-53 against 33-35 µs per customer with three past decisions)."""
         if self._readers is not None:
             return self._load_snapshots_sqlite(self._readers, wanted)
         if not wanted:
             return []
-        if self._kept_readers is not None:
-            return self._load_snapshots_kept(self._kept_readers, wanted)
-        users = sorted({w.user_id for w in wanted})
-        since = {w.user_id: w.now - HISTORY_WINDOW for w in wanted}
-        products = sorted({p for w in wanted for p in w.products})
-        with guard("read customers", self._driver_error), self.db.reader.connect() as conn:
-            rows = {r["user_id"]: r for r in conn.execute(self._customers_read, {"users": users}).mappings()}
-            past: dict[str, list[PastExposure]] = {}
-            earliest = min(since.values())
-            for *values, user in conn.execute(self._histories_read, {"users": users, "since": earliest}):
-                kept = past.setdefault(user, [])
-                if len(kept) < HISTORY_LIMIT and values[6] >= since[user]:  # occurred_at, newest first
-                    kept.append(codec.past_exposure(values))
-            out_of_stock = (
-                frozenset(conn.execute(self._stock_read, {"products": products}).scalars())
-                if products
-                else frozenset()
-            )
-        snapshots = []
-        for w in wanted:
-            row = rows.get(w.user_id)
-            snapshots.append(
-                CustomerSnapshot(
-                    state=codec.state_from_row(row) if row is not None else CustomerState(user_id=w.user_id),
-                    history=tuple(past.get(w.user_id, ())),
-                    out_of_stock=out_of_stock.intersection(w.products),
-                    version=int(row["version"]) if row is not None else 0,
-                )
-            )
-        return snapshots
+        assert self._kept_readers is not None  # a backend has kept readers (PostgreSQL) or a stash (SQLite)
+        return self._load_snapshots_kept(self._kept_readers, wanted)
 
     def _load_snapshots_kept(
         self, kept: KeptConnections, wanted: Sequence[SnapshotWanted]
     ) -> list[CustomerSnapshot]:
         """``load_snapshots`` on PostgreSQL: the customers, their histories and the stock read on a kept
         connection, the three statements in one round trip (psycopg's pipeline), their rows decoded
-        without SQLAlchemy's result objects. Read in autocommit, each statement sees its own snapshot,
-        as the general path's three reads do; the versions come from the first."""
+        without SQLAlchemy's result objects. Read in autocommit, each statement sees its own snapshot;
+        the versions come from the first."""
         if self._batch_reads is None:
             dialect = self.db.reader.dialect
             self._batch_reads = (
@@ -315,33 +267,26 @@ class CustomerLog:
         users = sorted({w.user_id for w in wanted})
         since = {w.user_id: w.now - HISTORY_WINDOW for w in wanted}
         products = sorted({p for w in wanted for p in w.products})
+
+        def read(conn: Any) -> tuple[list[tuple[Any, ...]], ...]:
+            cursors = [conn.cursor() for _ in range(3 if products else 2)]
+            try:
+                with conn.pipeline():
+                    customers_read.execute(cursors[0], users=users)
+                    histories_read.execute(cursors[1], users=users, since=min(since.values()))
+                    if products:
+                        stock_read.execute(cursors[2], products=products)
+                return (
+                    customers_read.rows(cursors[0]),
+                    histories_read.rows(cursors[1]),
+                    stock_read.rows(cursors[2]) if products else [],
+                )
+            finally:
+                for cursor in cursors:
+                    cursor.close()
+
         with guard("read customers", self._driver_error):
-            for attempt in (1, 2):
-                conn = kept.take()
-                cursors = [conn.cursor() for _ in range(3 if products else 2)]
-                try:
-                    with conn.pipeline():
-                        customers_read.execute(cursors[0], users=users)
-                        histories_read.execute(cursors[1], users=users, since=min(since.values()))
-                        if products:
-                            stock_read.execute(cursors[2], products=products)
-                    rows = customers_read.rows(cursors[0])
-                    history_rows = histories_read.rows(cursors[1])
-                    stock = stock_read.rows(cursors[2]) if products else []
-                except self._driver_error:
-                    broken = conn.broken
-                    kept.discard(conn)
-                    if broken and attempt == 1:  # closed by the server meanwhile: read again, once
-                        continue
-                    raise
-                except BaseException:
-                    kept.discard(conn)
-                    raise
-                finally:
-                    for cursor in cursors:
-                        cursor.close()
-                kept.give(conn)
-                break
+            rows, history_rows, stock = self._read_on_kept(kept, read)
         columns = customers_read.columns
         by_user = {r["user_id"]: r for r in (dict(zip(columns, row, strict=True)) for row in rows)}
         past: dict[str, list[PastExposure]] = {}
