@@ -112,8 +112,9 @@ http {{
     # max_fails=0: a busy upstream is not a failed one, never take the server out of rotation.
     # The limit itself: decision calls in progress at once (each HTTP/2 stream counts as a connection),
     # checked before the call is handed to the gRPC proxy. A call over it is refused there, without the
-    # upstream request nginx would otherwise build first (a refusal by max_conns alone, "no live
-    # upstreams", cost nginx ~5 x as much CPU: benchmarks/RESULTS.md).
+    # upstream request nginx would otherwise build first (refused by max_conns alone, "no live
+    # upstreams": nginx's CPU per answered decision at 2 x capacity was 309-339 against 284-306 µs;
+    # benchmarks/RESULTS.md, "Overload again with a load generator that cannot stall").
     limit_conn_zone $nextbest_decisions_key zone=nextbest_decisions_calls:1m;
     limit_conn_status 429;
     limit_conn_log_level info;
