@@ -75,6 +75,12 @@ def _add_model_commands(sub: Any) -> None:
     train.add_argument(
         "--cutoffs", type=int, default=8, help="churn: customer cut-offs a week apart (default 8)"
     )
+    train.add_argument(
+        "--experiments",
+        help="uplift from the store: the holdout experiments whose units' first exposures are pooled, "
+        "comma-separated, e.g. a flow's holdout and a holdout per later step (default: the experiment "
+        "with the most held-out units)",
+    )
 
     evaluate = sub.add_parser("evaluate", help="re-score a model version; --promote serves it")
     evaluate.add_argument("kind", choices=["propensity", "uplift", "send-time"])
@@ -604,6 +610,13 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         raise SystemExit("nextbest: --window-days must be positive")
     if getattr(args, "horizon_days", 1.0) <= 0 or getattr(args, "cutoffs", 8) < 3:
         raise SystemExit("nextbest: --horizon-days must be positive and --cutoffs at least 3")
+    given = getattr(args, "experiments", None) or ""
+    experiments = tuple(dict.fromkeys(e.strip() for e in given.split(",") if e.strip()))
+    if given and (kind is not ModelKind.UPLIFT or args.csv or not experiments):
+        raise SystemExit(
+            "nextbest: --experiments names the holdout experiments an uplift model trains on from the "
+            "store, e.g. --experiments cart_flow_holdout,explore_cart_nudge_sms"
+        )
     source = Source(
         database_url=None
         if args.csv
@@ -615,6 +628,7 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         as_of=as_of,
         horizon=timedelta(days=getattr(args, "horizon_days", 30.0)),
         cutoffs=getattr(args, "cutoffs", 8),
+        experiments=experiments,
     )
     if source.database_url is not None:
         from nextbest.server.startup import require_schema

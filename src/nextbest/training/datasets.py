@@ -136,65 +136,134 @@ def propensity_set(db: Database, window: timedelta, as_of: datetime) -> Training
     return data
 
 
-def _holdout_experiment(db: Database, as_of: datetime) -> str | None:
+def _holdout_arms(db: Database, as_of: datetime) -> set[tuple[str, str]]:
+    """The (experiment, arm) pairs that are holdout arms: every one of their exposures held out (a treated
+    arm's units can be held out by another experiment, and are not this experiment's control)."""
+    with db.reader.connect() as conn:
+        return {
+            (str(r.experiment_id), str(r.arm_id))
+            for r in conn.execute(
+                select(assignments.c.experiment_id, assignments.c.arm_id)
+                .where(assignments.c.occurred_at <= as_of)
+                .group_by(assignments.c.experiment_id, assignments.c.arm_id)
+                .having(func.sum(case((assignments.c.held_out.is_(True), 0), else_=1)) == 0)
+            )
+        }
+
+
+def _holdout_experiment(db: Database, as_of: datetime, holdouts: set[tuple[str, str]]) -> str | None:
     """The experiment with the most held-out units: treated and untreated units are only comparable
     within one experiment (pooling experiments with different holdout shares confounds the treatment
     with whatever distinguishes the experiments' units)."""
+    if not holdouts:
+        return None
     units = func.count(func.distinct(assignments.c.user_id))
+    counts: dict[str, int] = {}
     with db.reader.connect() as conn:
-        row = conn.execute(
-            select(assignments.c.experiment_id)
+        for row in conn.execute(
+            select(assignments.c.experiment_id, assignments.c.arm_id, units.label("units"))
             .where(assignments.c.occurred_at <= as_of)
             .group_by(assignments.c.experiment_id, assignments.c.arm_id)
-            # a holdout arm: every one of its exposures held out (a treated arm's units can be held out
-            # by another experiment, and are not this experiment's control)
-            .having(func.sum(case((assignments.c.held_out.is_(True), 0), else_=1)) == 0)
-            .order_by(units.desc(), assignments.c.experiment_id)
-            .limit(1)
-        ).first()
-    return None if row is None else str(row.experiment_id)
+        ):
+            if (row.experiment_id, row.arm_id) in holdouts:
+                counts[row.experiment_id] = max(counts.get(row.experiment_id, 0), int(row.units))
+    return min(counts, key=lambda e: (-counts[e], e))
 
 
-def uplift_set(db: Database, window: timedelta, as_of: datetime) -> TrainingSet:
-    """Each unit's first exposure to the holdout experiment with the most held-out units, decided no
-    later than ``as_of - window``. Only the first: a unit's later decisions are selected by what the
-    earlier ones did (a treated customer the reminder persuaded has bought and gets no later step), so
-    their treated and untreated rows are no longer comparable."""
-    experiment = _holdout_experiment(db, as_of)
-    first = (
-        select(
-            assignments.c.experiment_id,
-            assignments.c.user_id,
-            func.min(assignments.c.assignment_id).label("first_id"),
+def uplift_set(
+    db: Database, window: timedelta, as_of: datetime, experiments: Sequence[str] = ()
+) -> TrainingSet:
+    """Each unit's first exposure to each of ``experiments`` (by default the holdout experiment with the
+    most held-out units), decided no later than ``as_of - window``. Only the first: a unit's later
+    decisions are selected by what the earlier ones did (a treated customer the reminder persuaded has
+    bought and gets no later step), so their treated and untreated rows are no longer comparable.
+
+    Several experiments pool their rows (the action is a feature, so each action's effect is learned
+    from the experiment that randomized it): a flow's holdout for the first message, and a holdout per
+    later step (``cart_nudge_sms`` withheld from half of the carts that reach it) for the steps a flow's
+    holdout never randomizes on their own. Only randomized rows are kept:
+
+    - a row whose action another experiment's holdout arm withheld is left out: whether it was sent was
+      not this experiment's to decide (a later step's holdout only sees the units its flow treated);
+    - a decision's action is analysed within the first experiment listed with a unit's first exposure
+      there; the others' rows for it are left out (two experiments would count one message twice, and
+      the pair's arms would be compared as if one experiment had set them)."""
+    holdouts = _holdout_arms(db, as_of)
+    chosen = list(dict.fromkeys(experiments))
+    if not chosen:
+        default = _holdout_experiment(db, as_of, holdouts)
+        chosen = [default] if default is not None else []
+    with_holdout = {e for e, _ in holdouts}
+    missing = [e for e in chosen if e not in with_holdout]
+    if missing:
+        raise ValueError(
+            f"experiment {', '.join(repr(e) for e in missing)} has no holdout arm (no_action) exposed by "
+            f"{as_of.isoformat()}: uplift needs units it held out"
         )
-        .where(assignments.c.features.is_not(None), assignments.c.experiment_id == experiment)
-        .group_by(assignments.c.experiment_id, assignments.c.user_id)
+    a = assignments.alias("a")
+    first = (
+        select(a.c.experiment_id, a.c.user_id, func.min(a.c.assignment_id).label("first_id"))
+        .where(a.c.features.is_not(None), a.c.experiment_id.in_(chosen))
+        .group_by(a.c.experiment_id, a.c.user_id)
         .subquery()
     )
+    other = assignments.alias("other")
     query = (
         select(
-            assignments.c.user_id,
-            assignments.c.action_id,
-            assignments.c.flow,
-            assignments.c.held_out,
-            assignments.c.occurred_at.label("start"),
-            assignments.c.features,
+            a.c.assignment_id,
+            a.c.decision_id,
+            a.c.experiment_id,
+            a.c.user_id,
+            a.c.action_id,
+            a.c.flow,
+            a.c.held_out,
+            a.c.occurred_at.label("start"),
+            a.c.features,
+            other.c.experiment_id.label("other_experiment"),
+            other.c.arm_id.label("other_arm"),
         )
-        .join(first, assignments.c.assignment_id == first.c.first_id)
-        .where(assignments.c.occurred_at <= as_of - window)
-        .order_by(assignments.c.occurred_at, assignments.c.assignment_id)
+        .join(first, a.c.assignment_id == first.c.first_id)
+        .outerjoin(
+            other,
+            (other.c.decision_id == a.c.decision_id)
+            & (other.c.action_id == a.c.action_id)
+            & (other.c.experiment_id != a.c.experiment_id),
+        )
+        .where(a.c.occurred_at <= as_of - window)
+        .order_by(a.c.occurred_at, a.c.assignment_id)
     )
     with db.reader.connect() as conn:
-        rows = conn.execute(query).all()
+        joined = conn.execute(query).all()
+    rows = _randomized(joined, chosen, holdouts)
     since = min((r.start for r in rows), default=as_of)
     data = _rows_to_set(rows, window, _orders(db, since), uplift=True)
     data.source = {
         "store": _redacted(db.url),
         "table": "assignments",
-        "experiment": experiment or "",
+        "experiment": ",".join(chosen),
         "as_of": as_of.isoformat(),
     }
     return data
+
+
+def _randomized(joined: Sequence[Any], chosen: list[str], holdouts: set[tuple[str, str]]) -> list[Any]:
+    """The rows of ``joined`` (one per first exposure and other experiment at the same decision and
+    action) that ``uplift_set`` keeps, in their order: see its rules."""
+    rows: dict[int, Any] = {}
+    withheld: set[int] = set()
+    covered: dict[tuple[str, str], set[str]] = {}  # (decision, action): the chosen experiments with a row
+    for r in joined:
+        rows.setdefault(r.assignment_id, r)
+        if r.other_experiment is not None and (r.other_experiment, r.other_arm) in holdouts:
+            withheld.add(r.assignment_id)
+        covered.setdefault((r.decision_id, r.action_id), set()).add(r.experiment_id)
+    rank = {e: i for i, e in enumerate(chosen)}
+    kept = []
+    for assignment_id, r in rows.items():
+        owner = min(covered[(r.decision_id, r.action_id)], key=rank.__getitem__)
+        if r.experiment_id == owner and assignment_id not in withheld:
+            kept.append(r)
+    return kept
 
 
 # -- from a CSV ------------------------------------------------------------------------------------------

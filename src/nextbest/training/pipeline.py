@@ -7,7 +7,7 @@ uplift, a CSV with a declared schema (see ``datasets.CsvSchema``). Models are wr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,9 @@ class Source:
     as_of: datetime | None = None  # store: ignore what happened later (default: now)
     horizon: timedelta = timedelta(days=30)  # churn: no order in this long after a cut-off
     cutoffs: int = 8  # churn: cut-offs a week apart, the latest ``horizon`` before ``as_of``
+    # uplift from the store: the holdout experiments whose first exposures are pooled (default: the one
+    # with the most held-out units); see ``datasets.uplift_set``
+    experiments: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return str(self.csv) if self.csv is not None else str(self.database_url)
@@ -53,8 +56,10 @@ def _dataset(kind: ModelKind, source: Source) -> TrainingSet:
     db = Database(source.database_url, pool_size=2)
     try:
         as_of = source.as_of or datetime.now(UTC)
-        builder = propensity_set if kind is ModelKind.PROPENSITY else uplift_set
-        data = builder(db, source.window, as_of)
+        if kind is ModelKind.PROPENSITY:
+            data = propensity_set(db, source.window, as_of)
+        else:
+            data = uplift_set(db, source.window, as_of, source.experiments)
     finally:
         db.dispose()
     data.source["attribution_window_days"] = source.window.total_seconds() / 86400
@@ -122,6 +127,10 @@ def evaluate(kind: ModelKind, version: str, source: Source, models_dir: Path) ->
     card = read_card(directory)
     if kind in (ModelKind.SEND_TIME, ModelKind.CHURN):
         raise ValueError(f"{kind.value} is evaluated when trained; retrain it to measure it on new events")
+    if kind is ModelKind.UPLIFT and source.csv is None and not source.experiments:
+        # the experiments it was trained on, as its card names them (see datasets.uplift_set)
+        named = str(card.data.get("experiment", ""))
+        source = replace(source, experiments=tuple(e for e in named.split(",") if e))
     data = recode(_dataset(kind, source), card.categories)
     if data.features != card.features:
         raise ValueError(f"the data has features {data.features}, the model {card.features}")
