@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nextbest.catalog import parse_catalog
@@ -16,7 +17,7 @@ from nextbest.domain import DecisionRequest, Event, EventType, RequestContext
 from nextbest.experiments import assign
 from nextbest.models import features as feats
 from nextbest.store import Database, Store, upgrade
-from nextbest.training.datasets import uplift_set
+from nextbest.training.datasets import propensity_set, uplift_set
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 WINDOW = timedelta(days=7)
@@ -53,13 +54,14 @@ experiments:
 FLOW, BANNER, COPY = CATALOG.experiments
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path_factory.mktemp('pooled') / 'p.db'}")
+def _store(path: Path, users: list[str]) -> Database:
+    """A store where ``users`` each abandoned a cart at T0, decided in that order, and the buyers
+    ordered a day later."""
+    database = Database(f"sqlite:///{path}")
     upgrade(database)
     store = Store(database)
     engine = DecisionEngine(CATALOG, store, clock=lambda: T0)
-    for user in USERS:
+    for user in users:
         engine.decide(
             DecisionRequest(f"r-{user}", user, "cart_abandoned", T0, RequestContext(cart_value=40.0))
         )
@@ -67,6 +69,12 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
         [Event(f"o-{u}", u, EventType.ORDER_PLACED, T0 + timedelta(days=1), value=40.0) for u in BUYERS]
     )
     store.close()
+    return database
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    database = _store(tmp_path_factory.mktemp("pooled") / "p.db", USERS)
     yield database
     database.dispose()
 
@@ -135,3 +143,21 @@ def test_the_model_command_names_what_to_pool(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit, match="--experiments names the holdout experiments"):
         main(["train", "propensity", "--experiments", "a", "--database-url", f"sqlite:///{tmp_path}/x.db"])
+
+
+def test_the_same_store_gives_the_same_rows_whatever_order_it_was_written_in(
+    db: Database, tmp_path: Path
+) -> None:
+    """Concurrent callers commit in any order: rows tied in time follow the customers, not the ids the
+    database gave them, so the split by time and the model trained on it are the same."""
+    backwards = _store(tmp_path / "backwards.db", USERS[::-1])
+    try:
+        for experiments in ((FLOW.id, BANNER.id), ()):
+            one, other = (uplift_set(d, WINDOW, AS_OF, experiments) for d in (db, backwards))
+            assert one.treated is not None and other.treated is not None
+            assert np.array_equal(one.x, other.x, equal_nan=True) and (one.y == other.y).all()
+            assert (one.treated == other.treated).all()
+        sent, sent_too = (propensity_set(d, WINDOW, AS_OF) for d in (db, backwards))
+        assert np.array_equal(sent.x, sent_too.x, equal_nan=True) and (sent.y == sent_too.y).all()
+    finally:
+        backwards.dispose()

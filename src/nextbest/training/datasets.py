@@ -126,7 +126,9 @@ def propensity_set(db: Database, window: timedelta, as_of: datetime) -> Training
             exposures.c.features.is_not(None),
             exposures.c.send_at <= as_of - window,
         )
-        .order_by(exposures.c.send_at, exposures.c.exposure_id)
+        # By what the rows are (ties in time by customer and action), not by when they were written,
+        # so that the same store trains the same model; the exposure id settles what is left.
+        .order_by(exposures.c.send_at, exposures.c.user_id, exposures.c.action_id, exposures.c.exposure_id)
     )
     with db.reader.connect() as conn:
         rows = conn.execute(query).all()
@@ -230,7 +232,10 @@ def uplift_set(
             & (other.c.experiment_id != a.c.experiment_id),
         )
         .where(a.c.occurred_at <= as_of - window)
-        .order_by(a.c.occurred_at, a.c.assignment_id)
+        # A total order on what the rows are, not on when they were written: the same store trains the
+        # same model whatever order concurrent callers committed its decisions in (the split by time
+        # keeps ties in this order). A unit has one first exposure per experiment.
+        .order_by(a.c.occurred_at, a.c.user_id, a.c.experiment_id)
     )
     with db.reader.connect() as conn:
         joined = conn.execute(query).all()
