@@ -4,12 +4,15 @@ the experiments' hashing)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
 from nextbest.catalog import parse_catalog
 from nextbest.decision.engine import DecisionEngine
@@ -18,6 +21,7 @@ from nextbest.experiments import assign
 from nextbest.models import features as feats
 from nextbest.store import Database, Store, upgrade
 from nextbest.training.datasets import propensity_set, uplift_set
+from tests.conftest import BACKENDS, PG_URL
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 WINDOW = timedelta(days=7)
@@ -54,10 +58,28 @@ experiments:
 FLOW, BANNER, COPY = CATALOG.experiments
 
 
-def _store(path: Path, users: list[str]) -> Database:
+@contextmanager
+def _fresh_url(backend: str, path: Path) -> Iterator[str]:
+    """An empty database of its own (the training set reads every assignment in it)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{path}"
+        return
+    name = f"nextbest_uplift_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _store(url: str, users: list[str]) -> Database:
     """A store where ``users`` each abandoned a cart at T0, decided in that order, and the buyers
     ordered a day later."""
-    database = Database(f"sqlite:///{path}")
+    database = Database(url)
     upgrade(database)
     store = Store(database)
     engine = DecisionEngine(CATALOG, store, clock=lambda: T0)
@@ -72,11 +94,17 @@ def _store(path: Path, users: list[str]) -> Database:
     return database
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    database = _store(tmp_path_factory.mktemp("pooled") / "p.db", USERS)
-    yield database
-    database.dispose()
+def db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    with _fresh_url(backend, tmp_path_factory.mktemp("pooled") / "p.db") as url:
+        database = _store(url, USERS)
+        yield database
+        database.dispose()
 
 
 def _arm(experiment: object, user: str) -> str:
@@ -146,18 +174,23 @@ def test_the_model_command_names_what_to_pool(tmp_path: Path) -> None:
 
 
 def test_the_same_store_gives_the_same_rows_whatever_order_it_was_written_in(
-    db: Database, tmp_path: Path
+    db: Database, backend: str, tmp_path: Path
 ) -> None:
     """Concurrent callers commit in any order: rows tied in time follow the customers, not the ids the
     database gave them, so the split by time and the model trained on it are the same."""
-    backwards = _store(tmp_path / "backwards.db", USERS[::-1])
-    try:
-        for experiments in ((FLOW.id, BANNER.id), ()):
-            one, other = (uplift_set(d, WINDOW, AS_OF, experiments) for d in (db, backwards))
-            assert one.treated is not None and other.treated is not None
-            assert np.array_equal(one.x, other.x, equal_nan=True) and (one.y == other.y).all()
-            assert (one.treated == other.treated).all()
-        sent, sent_too = (propensity_set(d, WINDOW, AS_OF) for d in (db, backwards))
-        assert np.array_equal(sent.x, sent_too.x, equal_nan=True) and (sent.y == sent_too.y).all()
-    finally:
-        backwards.dispose()
+    with _fresh_url(backend, tmp_path / "backwards.db") as url:
+        backwards = _store(url, USERS[::-1])
+        try:
+            _same_rows(db, backwards)
+        finally:
+            backwards.dispose()
+
+
+def _same_rows(db: Database, backwards: Database) -> None:
+    for experiments in ((FLOW.id, BANNER.id), ()):
+        one, other = (uplift_set(d, WINDOW, AS_OF, experiments) for d in (db, backwards))
+        assert one.treated is not None and other.treated is not None
+        assert np.array_equal(one.x, other.x, equal_nan=True) and (one.y == other.y).all()
+        assert (one.treated == other.treated).all()
+    sent, sent_too = (propensity_set(d, WINDOW, AS_OF) for d in (db, backwards))
+    assert np.array_equal(sent.x, sent_too.x, equal_nan=True) and (sent.y == sent_too.y).all()
