@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from nextbest.catalog import parse_catalog
+from nextbest.catalog import Catalog, parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import DecisionRequest, Event, EventType, RequestContext
 from nextbest.experiments import assign
@@ -194,3 +194,63 @@ def _same_rows(db: Database, backwards: Database) -> None:
         assert (one.treated == other.treated).all()
     sent, sent_too = (propensity_set(d, WINDOW, AS_OF) for d in (db, backwards))
     assert np.array_equal(sent.x, sent_too.x, equal_nan=True) and (sent.y == sent_too.y).all()
+
+
+def _two_flows(share: float) -> Catalog:
+    """A cart flow and a browse flow, each with a holdout of its own (the browse one at ``share``)."""
+    return parse_catalog(
+        f"""\
+version: 1
+channels: {{onsite: {{requires_consent: false}}}}
+flows:
+  cart: {{priority: 80, entry_triggers: [cart_abandoned], exit_on: [order_placed]}}
+  browse: {{priority: 60, entry_triggers: [product_viewed], exit_on: [order_placed]}}
+actions:
+  - {{id: banner, flow: cart, channel: onsite, class: triggered, triggers: [cart_abandoned], value: 50}}
+  - {{id: popup, flow: browse, channel: onsite, class: triggered, triggers: [product_viewed], value: 20}}
+experiments:
+  - id: cart_holdout
+    scope: {{flows: [cart]}}
+    arms: [{{id: control, weight: 0.5, no_action: true}}, {{id: treatment, weight: 0.5}}]
+  - id: browse_holdout
+    scope: {{flows: [browse]}}
+    arms: [{{id: control, weight: {share}, no_action: true}}, {{id: treatment, weight: {1 - share}}}]
+""",
+        "two-flows.yaml",
+    )
+
+
+@pytest.mark.parametrize("share", [0.5, 0.4])
+def test_experiments_pool_only_with_the_same_holdout_share(
+    backend: str, share: float, tmp_path: Path
+) -> None:
+    """Two flows' holdouts pool their rows (each action learned from its own experiment) when they hold
+    out the same share; with different shares a row's chance of being treated would depend on its
+    experiment, and the set is refused."""
+    catalog = _two_flows(share)
+    users = USERS[:120]
+    with _fresh_url(backend, tmp_path / "two.db") as url:
+        database = Database(url)
+        upgrade(database)
+        store = Store(database)
+        engine = DecisionEngine(catalog, store, clock=lambda: T0)
+        # Half the customers abandon a cart, the others view a product: no one is in both flows (a cart
+        # journey keeps its customer out of the browse flow's lower priority).
+        for i, user in enumerate(users):
+            trigger, context = ("cart_abandoned", {"cart_value": 40.0}) if i % 2 else ("product_viewed", {})
+            engine.decide(DecisionRequest(f"r-{user}", user, trigger, T0, RequestContext(**context)))
+        store.close()
+        try:
+            pooled = ("cart_holdout", "browse_holdout")
+            if share == 0.5:
+                data = uplift_set(database, WINDOW, AS_OF, pooled)
+                assert len(data) == len(users)
+                assert data.categories[feats.ACTION] == ["banner", "popup"]
+            else:
+                with pytest.raises(
+                    ValueError, match=r"different shares of their units \(browse_holdout 40 %"
+                ):
+                    uplift_set(database, WINDOW, AS_OF, pooled)
+            assert len(uplift_set(database, WINDOW, AS_OF, ("browse_holdout",))) == len(users) // 2
+        finally:
+            database.dispose()

@@ -189,7 +189,9 @@ def uplift_set(
       not this experiment's to decide (a later step's holdout only sees the units its flow treated);
     - a decision's action is analysed within the first experiment listed with a unit's first exposure
       there; the others' rows for it are left out (two experiments would count one message twice, and
-      the pair's arms would be compared as if one experiment had set them)."""
+      the pair's arms would be compared as if one experiment had set them);
+    - the experiments whose rows are kept must hold out the same share of their units (else a
+      ``ValueError``): the learners take one treated share for every row."""
     holdouts = _holdout_arms(db, as_of)
     chosen = list(dict.fromkeys(experiments))
     if not chosen:
@@ -219,6 +221,7 @@ def uplift_set(
             a.c.action_id,
             a.c.flow,
             a.c.held_out,
+            a.c.probability,
             a.c.occurred_at.label("start"),
             a.c.features,
             other.c.experiment_id.label("other_experiment"),
@@ -240,6 +243,7 @@ def uplift_set(
     with db.reader.connect() as conn:
         joined = conn.execute(query).all()
     rows = _randomized(joined, chosen, holdouts)
+    _same_holdout_share(rows)
     since = min((r.start for r in rows), default=as_of)
     data = _rows_to_set(rows, window, _orders(db, since), uplift=True)
     data.source = {
@@ -269,6 +273,24 @@ def _randomized(joined: Sequence[Any], chosen: list[str], holdouts: set[tuple[st
         if r.experiment_id == owner and assignment_id not in withheld:
             kept.append(r)
     return kept
+
+
+def _same_holdout_share(rows: Sequence[Any]) -> None:
+    """Refuses rows pooled from experiments that hold out different shares of their units: the chance of
+    being treated would then depend on which experiment a row came from, and so on whatever tells the
+    experiments' rows apart (the learners take one treated share for all rows). A held-out row kept by
+    ``uplift_set`` is in its experiment's holdout arm, whose assignment probability it carries."""
+    shares: dict[str, float] = {}
+    for r in rows:
+        if r.held_out:
+            shares.setdefault(r.experiment_id, float(r.probability))
+    if len({round(p, 9) for p in shares.values()}) > 1:
+        listed = ", ".join(f"{e} {100 * p:g} %" for e, p in sorted(shares.items()))
+        raise ValueError(
+            f"the experiments pooled hold out different shares of their units ({listed}): a row's chance "
+            "of being treated would depend on its experiment; pool experiments with the same holdout "
+            "share, or train on one"
+        )
 
 
 # -- from a CSV ------------------------------------------------------------------------------------------
