@@ -44,8 +44,8 @@ from nextbest.training.fit import LEARNERS
 #: reminder), so without these the uplift model never sees the SMS nudge or the incentive as a treatment
 #: of its own and prices them by the propensity model, not by their effect. Not the default: at half of
 #: the carts, the uplift model pooling the three holdouts earned no more than the flow's holdout alone on
-#: the same store (78.4 % against 78.5 % of the oracle), and the store, whose flows then recovered fewer
-#: carts, gave every model less than the default one (80.7 %): benchmarks/RESULTS.md, issue 24.
+#: the same store (78.4 % against 78.5 % of the oracle), and the default store gave the same training
+#: 80.0 %: benchmarks/RESULTS.md, issue 24.
 STEP_EXPLORATION = {
     "explore_cart_nudge_sms": "cart_nudge_sms",
     "explore_cart_incentive": "cart_incentive_email",
