@@ -1,10 +1,9 @@
 """Which exposures an uplift model trains on: each unit's first exposure to each chosen holdout experiment,
-only where that experiment's own arm decided whether the message went out (engine on SQLite, arms from
-the experiments' hashing)."""
+only where that experiment's own arm decided whether the message went out (the engine on SQLite and
+PostgreSQL, arms from the experiments' hashing)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
 from nextbest.catalog import Catalog, parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.domain import DecisionRequest, Event, EventType, RequestContext
-from nextbest.experiments import assign
+from nextbest.experiments import Experiment, assign
 from nextbest.models import features as feats
 from nextbest.store import Database, Store, upgrade
 from nextbest.training.datasets import propensity_set, uplift_set
-from tests.conftest import BACKENDS, PG_URL
+from tests.conftest import BACKENDS, fresh_postgres_database
 
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
 WINDOW = timedelta(days=7)
@@ -64,16 +62,8 @@ def _fresh_url(backend: str, path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{path}"
         return
-    name = f"nextbest_uplift_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with fresh_postgres_database("nextbest_uplift") as url:
+        yield url
 
 
 def _store(url: str, users: list[str]) -> Database:
@@ -107,16 +97,16 @@ def db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datab
         database.dispose()
 
 
-def _arm(experiment: object, user: str) -> str:
-    arm = assign(experiment, user).arm  # type: ignore[arg-type]
+def _arm(experiment: Experiment, user: str) -> str:
+    arm = assign(experiment, user).arm
     assert arm is not None
     return arm.id
 
 
 def _rows(db: Database, experiments: tuple[str, ...], owner: str) -> dict[str, tuple[bool, float]]:
     """(treated, label) by user, as the training set has them. The set does not carry user ids: every
-    decision was made at one instant in user order, and rows are ordered by time then assignment, so
-    they follow the users that ``owner`` keeps (their count is checked)."""
+    decision was made at one instant, and rows tied in time are ordered by customer (ids sort as
+    ``USERS``), so they follow the users that ``owner`` keeps (their count is checked)."""
     data = uplift_set(db, WINDOW, AS_OF, experiments)
     assert data.treated is not None
     users = [u for u in USERS if _kept(owner, u)]
@@ -237,8 +227,10 @@ def test_experiments_pool_only_with_the_same_holdout_share(
         # Half the customers abandon a cart, the others view a product: no one is in both flows (a cart
         # journey keeps its customer out of the browse flow's lower priority).
         for i, user in enumerate(users):
-            trigger, context = ("cart_abandoned", {"cart_value": 40.0}) if i % 2 else ("product_viewed", {})
-            engine.decide(DecisionRequest(f"r-{user}", user, trigger, T0, RequestContext(**context)))
+            cart = bool(i % 2)
+            trigger = "cart_abandoned" if cart else "product_viewed"
+            context = RequestContext(cart_value=40.0) if cart else RequestContext()
+            engine.decide(DecisionRequest(f"r-{user}", user, trigger, T0, context))
         store.close()
         try:
             pooled = ("cart_holdout", "browse_holdout")

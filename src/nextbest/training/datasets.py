@@ -138,14 +138,16 @@ def propensity_set(db: Database, window: timedelta, as_of: datetime) -> Training
     return data
 
 
-def _holdout_arms(db: Database, as_of: datetime) -> set[tuple[str, str]]:
-    """The (experiment, arm) pairs that are holdout arms: every one of their exposures held out (a treated
-    arm's units can be held out by another experiment, and are not this experiment's control)."""
+def _holdout_arms(db: Database, as_of: datetime) -> dict[tuple[str, str], int]:
+    """The holdout arms, as (experiment, arm), with their units: arms every one of whose exposures was
+    held out (a treated arm's units can be held out by another experiment, and are not this experiment's
+    control)."""
+    units = func.count(func.distinct(assignments.c.user_id))
     with db.reader.connect() as conn:
         return {
-            (str(r.experiment_id), str(r.arm_id))
+            (str(r.experiment_id), str(r.arm_id)): int(r.units)
             for r in conn.execute(
-                select(assignments.c.experiment_id, assignments.c.arm_id)
+                select(assignments.c.experiment_id, assignments.c.arm_id, units.label("units"))
                 .where(assignments.c.occurred_at <= as_of)
                 .group_by(assignments.c.experiment_id, assignments.c.arm_id)
                 .having(func.sum(case((assignments.c.held_out.is_(True), 0), else_=1)) == 0)
@@ -153,22 +155,15 @@ def _holdout_arms(db: Database, as_of: datetime) -> set[tuple[str, str]]:
         }
 
 
-def _holdout_experiment(db: Database, as_of: datetime, holdouts: set[tuple[str, str]]) -> str | None:
+def _holdout_experiment(holdouts: dict[tuple[str, str], int]) -> str | None:
     """The experiment with the most held-out units: treated and untreated units are only comparable
     within one experiment (pooling experiments with different holdout shares confounds the treatment
     with whatever distinguishes the experiments' units)."""
     if not holdouts:
         return None
-    units = func.count(func.distinct(assignments.c.user_id))
     counts: dict[str, int] = {}
-    with db.reader.connect() as conn:
-        for row in conn.execute(
-            select(assignments.c.experiment_id, assignments.c.arm_id, units.label("units"))
-            .where(assignments.c.occurred_at <= as_of)
-            .group_by(assignments.c.experiment_id, assignments.c.arm_id)
-        ):
-            if (row.experiment_id, row.arm_id) in holdouts:
-                counts[row.experiment_id] = max(counts.get(row.experiment_id, 0), int(row.units))
+    for (experiment, _arm), units in holdouts.items():
+        counts[experiment] = max(counts.get(experiment, 0), units)
     return min(counts, key=lambda e: (-counts[e], e))
 
 
@@ -195,7 +190,7 @@ def uplift_set(
     holdouts = _holdout_arms(db, as_of)
     chosen = list(dict.fromkeys(experiments))
     if not chosen:
-        default = _holdout_experiment(db, as_of, holdouts)
+        default = _holdout_experiment(holdouts)
         chosen = [default] if default is not None else []
     with_holdout = {e for e, _ in holdouts}
     missing = [e for e in chosen if e not in with_holdout]
@@ -255,7 +250,7 @@ def uplift_set(
     return data
 
 
-def _randomized(joined: Sequence[Any], chosen: list[str], holdouts: set[tuple[str, str]]) -> list[Any]:
+def _randomized(joined: Sequence[Any], chosen: list[str], holdouts: dict[tuple[str, str], int]) -> list[Any]:
     """The rows of ``joined`` (one per first exposure and other experiment at the same decision and
     action) that ``uplift_set`` keeps, in their order: see its rules."""
     rows: dict[int, Any] = {}
