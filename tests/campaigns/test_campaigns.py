@@ -278,6 +278,22 @@ def test_ranked_targeting_spends_the_budget_on_the_best_scored_members_first(tmp
     store.close()
 
 
+def test_a_campaign_valued_by_the_average_order_plans_each_members_usual_order(tmp_path: Path) -> None:
+    # The buyers' one order was 30.0: valued by it, the e-mail scores 0.05 x 30 = 1.5 (2.0 at its
+    # declared 40), in the ranked order as in the plan's expected revenue.
+    text = CATALOG.replace("BUDGET", "budget: {sends: 4}\n    targeting: ranked").replace(
+        "value: 40.0", "value: 40.0\n    value_from: average_order"
+    )
+    catalog = parse_catalog(text, "average.yaml")
+    store, _ids = _store(f"sqlite:///{tmp_path}/a.db", users=6, consenting=4)
+    engine = DecisionEngine(catalog, store, clock=lambda: NOW)
+    plan = plan_campaign(engine, catalog.campaigns["autumn"], customer_states(store.db), NOW)
+    assert plan.sends == 4
+    assert plan.expected_value == pytest.approx(4 * 0.05 * 30.0)
+    assert plan.reached_revenue == pytest.approx(4 * 0.05 * 30.0)
+    store.close()
+
+
 def test_iter_campaign_decides_only_the_batches_asked_for(tmp_path: Path) -> None:
     catalog = _catalog()
     store, _ = _store(f"sqlite:///{tmp_path}/i.db", users=7, consenting=7)

@@ -77,6 +77,12 @@ def test_an_action_valued_by_the_cart_puts_the_requests_cart_at_stake() -> None:
     assert action.value_for(None) == 50.0  # a request without a cart: the declared value
 
 
+def test_an_action_valued_by_the_average_order_puts_the_customers_usual_order_at_stake() -> None:
+    (action,) = parse_catalog(VALID.replace("value: 50", "value: 50\n    value_from: average_order")).actions
+    assert action.value_for(120.0, 75.0) == 75.0  # the customer's average order, not the cart
+    assert action.value_for(120.0, None) == 50.0  # no order yet: the declared value
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

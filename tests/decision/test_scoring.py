@@ -121,3 +121,41 @@ def test_an_arm_that_overrides_the_discount_faces_the_same_decision_to_send() ->
     declared = _score(_Uplift(0.70, 0.40))["incentive"]
     assert _score(_Uplift(0.70, 0.40), discount="15")["incentive"] == declared
     assert _score(_Uplift(0.70, 0.40), discount="90")["incentive"] == declared
+
+
+AVERAGE_ORDER_CATALOG = """\
+version: 1
+channels: {email: {}}
+flows:
+  promo: {priority: 20}
+actions:
+  - id: promo_email
+    flow: promo
+    channel: email
+    class: promotional
+    triggers: [campaign_promo]
+    value: 50
+    value_from: average_order
+    base_propensity: 0.1
+    parameters: {discount_percent: 10}
+    discount_parameter: discount_percent
+"""
+
+
+@pytest.mark.parametrize(
+    ("orders", "revenue", "value"),
+    [(3, 240.0, 80.0), (0, 0.0, 50.0)],
+    ids=["the-customer's-average-order", "no-order-yet-the-declared-value"],
+)
+def test_an_action_valued_by_the_average_order_puts_the_customers_usual_basket_at_stake(
+    orders: int, revenue: float, value: float
+) -> None:
+    catalog = parse_catalog(AVERAGE_ORDER_CATALOG)
+    (action,) = catalog.actions
+    candidates = [Candidate.of(action, Journey(active=False))]
+    request = DecisionRequest(request_id="r", user_id="u", trigger="campaign_promo", occurred_at=NOW)
+    state = CustomerState("u", orders_count=orders, revenue_total=revenue)
+    (scored,), _ = score_candidates(
+        candidates, NOW, snapshot=CustomerSnapshot(state), request=request, zone=ZoneInfo("UTC")
+    )
+    assert scored.score == pytest.approx(0.1 * value * 0.9)

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from nextbest.campaigns import plan_campaign
+from nextbest.catalog import parse_catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.reports import ReportRequest, build_report
 from nextbest.simulate.campaigns import (
     CAMPAIGN_AT,
+    CAMPAIGN_CATALOG,
     WINDOW,
     campaign_catalog,
     compare_targeting,
@@ -67,11 +69,14 @@ def test_planned_sends_and_refusals_are_the_runs(tmp_path: Path, flow: str, budg
 
 
 def test_a_discount_budget_stops_the_ranked_list_where_the_plan_says(tmp_path: Path) -> None:
-    """Without models each win-back send is expected to give 0.1 x 68 x 15 % = 1.02 of discount: a
-    budget of 10 reaches 9 sends (and the held-out members ranked among them), plan and run alike."""
+    """Without models, and at its declared value (not each member's average order), each win-back send
+    is expected to give 0.1 x 68 x 15 % = 1.02 of discount: a budget of 10 reaches 9 sends (and the
+    held-out members ranked among them), plan and run alike."""
     db, store = _store(tmp_path, 600, 43)
     try:
-        catalog = campaign_catalog()
+        declared = CAMPAIGN_CATALOG.replace("    value_from: average_order\n", "")
+        assert declared != CAMPAIGN_CATALOG
+        catalog = parse_catalog(declared, "declared-values.yaml")
         campaign = replace(catalog.campaigns["winback"], targeting="ranked", max_discount=10.0)
         engine = DecisionEngine(catalog, store, clock=lambda: CAMPAIGN_AT)
         plan = plan_campaign(engine, campaign, customer_states(db), CAMPAIGN_AT)

@@ -51,6 +51,7 @@ __all__ = [
 
 TARGETING_RULES = ("everyone", "ranked", "propensity", "uplift")
 _NO_MODELS = ModelSet()
+_ORDERS, _REVENUE = feats.CUSTOMER.index("orders_count"), feats.CUSTOMER.index("revenue_total")
 
 
 class TargetingError(ValueError):
@@ -131,10 +132,13 @@ def estimate(
         return None
     n = len(chosen)
     full = np.full((n, len(feats.FEATURES)), np.nan)
+    average_order: list[float | None] = [None] * n  # as the engine valued the action (value_from)
     for i, sent in enumerate(chosen):
         row = feats.decode(sent.features)
         if row is not None:
             full[i, : len(feats.LOGGED)] = row
+            orders, revenue = row[_ORDERS], row[_REVENUE]
+            average_order[i] = float(revenue / orders) if orders > 0 else None
     ids = [a.action_id for a in chosen]
     declared = [actions_by_id[i] for i in ids]
     p_sent = np.array([a.base_propensity for a in declared], dtype=np.float64)
@@ -153,7 +157,7 @@ def estimate(
     conv = revenue = var_c = var_r = square = 0.0
     known = all(p is not None for p in p_not)
     for i, a in enumerate(declared):
-        pt, value, kept = float(p_sent[i]), a.value_for(None), 1.0 - a.discount
+        pt, value, kept = float(p_sent[i]), a.value_for(None, average_order[i]), 1.0 - a.discount
         propensity_value += pt * value * kept
         at_stake += value
         square += pt * (value * kept) ** 2

@@ -43,7 +43,7 @@ class Action:
     send_window: timedelta = timedelta(hours=12)
     inventory: Literal["ignore", "in_stock"] = "ignore"
     send_time: Literal["fixed", "optimize"] = "fixed"
-    value_from: Literal["cart_value"] | None = None
+    value_from: Literal["cart_value", "average_order"] | None = None
     discount_parameter: str | None = None
     # The index of the flow step the action belongs to, if its flow has steps.
     step: int | None = None
@@ -62,10 +62,13 @@ class Action:
             discount = parse_discount(self.parameters.get(self.discount_parameter, "0")) / 100.0
         object.__setattr__(self, "discount", discount)
 
-    def value_for(self, cart_value: float | None) -> float:
-        """The order value at stake: the request's cart for an action valued by it, else ``value``."""
+    def value_for(self, cart_value: float | None, average_order: float | None = None) -> float:
+        """The order value at stake: the request's cart, or the customer's average order, for an action
+        valued by it (when there is one), else ``value``."""
         if self.value_from == "cart_value" and cart_value is not None:
             return cart_value
+        if self.value_from == "average_order" and average_order is not None:
+            return average_order
         return self.value
 
     @classmethod

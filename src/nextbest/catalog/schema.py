@@ -109,10 +109,11 @@ class ActionSpec(_Strict):
     rule: str = Field(default="true", min_length=1, description="CEL expression returning bool.")
     delay: Duration = Field(default=timedelta(0), description="send_at = trigger time + delay.")
     value: float = Field(default=0.0, ge=0, description="Expected order value if the action converts.")
-    value_from: Literal["cart_value"] | None = Field(
+    value_from: Literal["cart_value", "average_order"] | None = Field(
         default=None,
         description="cart_value: the order at stake is the request's cart (context.cart_value); "
-        "value is used when a request carries none.",
+        "average_order: the customer's average order so far (revenue over orders). value is used "
+        "when a request carries no cart, or a customer has no order yet.",
     )
     base_propensity: float = Field(
         default=0.01, ge=0, le=1, description="P(convert) used when no model scores the action."

@@ -1,7 +1,8 @@
 """The scoring stage: the expected value of sending each eligible action.
 
 All candidates of a decision are scored in one batch. ``value`` is the order at stake: the action's
-declared value, or the request's cart value for an action declared ``value_from: cart_value``; an
+declared value, or the request's cart value for an action declared ``value_from: cart_value`` (the
+customer's average order for ``value_from: average_order``, once they have ordered); an
 action with a ``discount_parameter`` keeps ``(1 - discount)`` of it (``kept``; the declared discount,
 never an experiment arm's, so that an A/B test's arms face the same decision to send). With a promoted
 propensity model the score is ``P(convert | customer, action) x value x kept``; without one,
@@ -85,6 +86,8 @@ def score_candidates(
         return [], []
     customer = feats.customer_row(snapshot, request, now, zone)
     cart = request.context.cart_value
+    orders = snapshot.state.orders_count
+    average_order = snapshot.state.revenue_total / orders if orders > 0 else None
     code = _CHANNEL_CODE
     # One pass over the candidates for what each adds to the feature matrix and to its value; the
     # matrix itself is built in one step.
@@ -97,7 +100,7 @@ def score_candidates(
         action = c.action
         rank, value, propensity = action.scoring_constants
         sent.append((code[c.channel], rank, value, propensity, c.delay.total_seconds() / 3600.0))
-        values.append(cart if action.value_from == "cart_value" and cart is not None else action.value)
+        values.append(action.value if action.value_from is None else action.value_for(cart, average_order))
         # What an order is worth to the store once the action's declared discount is given away (not
         # an arm's: whether to send must not depend on the arm, or an A/B test would compare different
         # units).

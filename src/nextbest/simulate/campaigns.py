@@ -20,9 +20,11 @@ usual interval is *due back*: +0.30. The message adds, in probability:
 - one customer in ten is put off by any message (-0.05 win-back, -0.03 promotion).
 
 An order is worth the customer's basket, less the discount when the message was delivered (paid on
-orders that would have come anyway too). So the customers most likely to order when sent (loyal, recent)
-are those a send adds least to and costs most: propensity targeting spends the budget where the
-incremental value is lowest.
+orders that would have come anyway too); the store sees that basket as the customer's past orders, and
+the campaigns' actions are valued by it (``value_from: average_order``; their declared 68, the
+population's mean basket, for a customer with no order). So the customers most likely to order when
+sent (loyal, recent) are those a send adds least to and costs most: propensity targeting spends the
+budget where the incremental value is lowest.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ actions:
     class: promotional
     triggers: [campaign_winback]
     value: 68.0
+    value_from: average_order
     base_propensity: 0.1
     cost: 0.05
     parameters: {template: winback_v1, discount_percent: 15}
@@ -99,6 +102,7 @@ actions:
     class: promotional
     triggers: [campaign_promo]
     value: 68.0
+    value_from: average_order
     base_propensity: 0.1
     cost: 0.05
     parameters: {template: promo_v1, discount_percent: 10}
