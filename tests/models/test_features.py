@@ -55,6 +55,30 @@ def test_the_one_step_matrix_is_the_row_by_row_one() -> None:
     assert np.isnan(x[1::2, -1]).all()
 
 
+def test_the_derived_columns_read_the_customers_orders_alike_in_serving_and_training() -> None:
+    """A customer of 90 days with 3 orders worth 240, the last 45 days ago: an average order of 80, and
+    45 days into a usual gap of 30 (1.5: overdue). Without an order both are NaN (missing to LightGBM)."""
+    request = DecisionRequest("r", "u", "winback", NOW)
+    zone = load_catalog(bundled_catalog_path()).policy.time_zone
+    buyer = CustomerState(
+        "u",
+        first_seen_at=NOW - timedelta(days=90),
+        orders_count=3,
+        revenue_total=240.0,
+        last_order_at=NOW - timedelta(days=45),
+    )
+    rows = [feats.customer_row(CustomerSnapshot(s), request, NOW, zone) for s in (buyer, CustomerState("v"))]
+    assert feats.derived(rows[0]) == pytest.approx((80.0, 1.5))
+    assert all(np.isnan(feats.derived(rows[1])))
+    action = [0.0, 2.0, 50.0, 0.1, 0.0]
+    served = np.vstack([feats.candidate_matrix(r, [action]) for r in rows])
+    logged = np.vstack([feats.logged_matrix(r, [action]) for r in rows])
+    trained = feats.matrix(logged, ["a", "a"], {"a": 0.0})
+    columns = [feats.FEATURES.index(name) for name in feats.DERIVED]
+    np.testing.assert_array_equal(served[:, columns], trained[:, columns])
+    np.testing.assert_array_equal(trained[0, columns], [80.0, 1.5])
+
+
 def test_a_layout_takes_the_models_features_by_name() -> None:
     names = ["action", "cart_value", "tenure_days", "channel"]
     layout = feats.Layout.of(names)

@@ -51,7 +51,7 @@ __all__ = [
 
 TARGETING_RULES = ("everyone", "ranked", "propensity", "uplift")
 _NO_MODELS = ModelSet()
-_ORDERS, _REVENUE = feats.CUSTOMER.index("orders_count"), feats.CUSTOMER.index("revenue_total")
+_AVERAGE_ORDER = feats.FEATURES.index("average_order")
 
 
 class TargetingError(ValueError):
@@ -132,13 +132,13 @@ def estimate(
         return None
     n = len(chosen)
     full = np.full((n, len(feats.FEATURES)), np.nan)
-    average_order: list[float | None] = [None] * n  # as the engine valued the action (value_from)
     for i, sent in enumerate(chosen):
         row = feats.decode(sent.features)
         if row is not None:
             full[i, : len(feats.LOGGED)] = row
-            orders, revenue = row[_ORDERS], row[_REVENUE]
-            average_order[i] = float(revenue / orders) if orders > 0 else None
+    feats.fill_derived(full)
+    # As the engine valued each action (``value_from: average_order``): NaN when never ordered.
+    average_order = [None if math.isnan(v) else float(v) for v in full[:, _AVERAGE_ORDER]]
     ids = [a.action_id for a in chosen]
     declared = [actions_by_id[i] for i in ids]
     p_sent = np.array([a.base_propensity for a in declared], dtype=np.float64)

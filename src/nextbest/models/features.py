@@ -29,6 +29,7 @@ __all__ = [
     "ACTION",
     "CATEGORICAL",
     "CUSTOMER",
+    "DERIVED",
     "FEATURES",
     "FEATURE_SET",
     "LOGGED",
@@ -39,7 +40,9 @@ __all__ = [
     "channel_code",
     "customer_row",
     "decode",
+    "derived",
     "encode_rows",
+    "fill_derived",
     "logged_matrix",
     "matrix",
 ]
@@ -67,13 +70,23 @@ ACTION_COLUMNS: tuple[str, ...] = (
     "delay_hours",
 )
 LOGGED: tuple[str, ...] = CUSTOMER + ACTION_COLUMNS
+# Computed from the logged customer columns at training and serving time alike (never logged: a model
+# trained before they existed is served from the same log), NaN for a customer who has not ordered.
+DERIVED: tuple[str, ...] = (
+    "average_order",  # revenue_total / orders_count: the customer's usual basket
+    "order_gap_ratio",  # days_since_order / (tenure_days / orders_count): past 1 once overdue
+)
 # Added at training and serving time from the action id and the model card's vocabulary.
 ACTION = "action"
-FEATURES: tuple[str, ...] = (*LOGGED, ACTION)
+FEATURES: tuple[str, ...] = (*LOGGED, *DERIVED, ACTION)
 CATEGORICAL: tuple[str, ...] = ("channel", ACTION)
 
 _CHANNEL_CODE = {c: float(i) for i, c in enumerate(Channel)}
-_ACTION_INDEX = len(LOGGED)
+_DERIVED_SLICE = slice(len(LOGGED), len(LOGGED) + len(DERIVED))
+_ACTION_INDEX = len(LOGGED) + len(DERIVED)
+_TENURE, _ORDERS, _REVENUE, _SINCE_ORDER = (
+    CUSTOMER.index(name) for name in ("tenure_days", "orders_count", "revenue_total", "days_since_order")
+)
 _DAY = 86400.0
 _NAN = math.nan
 # The log's float64 (little-endian), and whether this machine stores float64 that way.
@@ -113,6 +126,28 @@ def customer_row(
     ]
 
 
+def derived(customer: Sequence[float]) -> tuple[float, float]:
+    """The ``DERIVED`` columns of one customer row (``CUSTOMER`` order)."""
+    orders = customer[_ORDERS]
+    if not orders > 0:
+        return _NAN, _NAN
+    gap = customer[_TENURE] / orders  # NaN when the first event is unknown
+    return customer[_REVENUE] / orders, customer[_SINCE_ORDER] / gap if gap > 0 else _NAN
+
+
+def fill_derived(x: npt.NDArray[np.float64]) -> None:
+    """Fills the ``DERIVED`` columns of rows of ``FEATURES`` whose logged columns are set, in place:
+    the same values ``derived`` gives row by row."""
+    orders = x[:, _ORDERS]
+    known = orders > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        average = x[:, _REVENUE] / orders
+        gap = x[:, _TENURE] / orders
+        ratio = x[:, _SINCE_ORDER] / gap
+    x[:, _DERIVED_SLICE.start] = np.where(known, average, _NAN)
+    x[:, _DERIVED_SLICE.start + 1] = np.where(known & (gap > 0), ratio, _NAN)
+
+
 def action_columns(action: Action, channel: Channel, delay: timedelta) -> list[float]:
     """The action's columns, in ``ACTION_COLUMNS`` order (an experiment arm may move the channel or
     change the delay)."""
@@ -132,6 +167,7 @@ def candidate_matrix(
     out = np.empty((len(actions), len(FEATURES)), dtype=np.float64)
     out[:, : len(CUSTOMER)] = customer
     out[:, len(CUSTOMER) : len(LOGGED)] = actions
+    out[:, _DERIVED_SLICE] = derived(customer)
     return out
 
 
@@ -175,11 +211,12 @@ def matrix(
     action_ids: Sequence[str],
     codes: Mapping[str, float],
 ) -> npt.NDArray[np.float64]:
-    """The model input, in ``FEATURES`` order: the logged columns plus the action's code (NaN for an
-    action the model never saw)."""
+    """The model input, in ``FEATURES`` order: the logged columns, the derived ones, and the action's
+    code (NaN for an action the model never saw)."""
     x = np.empty((len(action_ids), len(FEATURES)), dtype=np.float64)
     if len(action_ids):
         x[:, : len(LOGGED)] = logged
+        fill_derived(x)
         x[:, -1] = [codes.get(a, _NAN) for a in action_ids]
     return x
 
@@ -187,8 +224,9 @@ def matrix(
 @dataclass(frozen=True, eq=False)
 class Layout:
     """Where each input of a model comes from, worked out once per model from its card's feature names:
-    a column of the logged matrix (``LOGGED``) or the action's code. A model trained on other features
-    of the set, or in another order, is served from the same logged matrix."""
+    a column of the logged matrix (``LOGGED``), a derived column (``DERIVED``) or the action's code. A
+    model trained on other features of the set, or in another order, is served from the same logged
+    matrix."""
 
     features: tuple[str, ...]
     columns: npt.NDArray[np.intp]  # per model input: its index in FEATURES
