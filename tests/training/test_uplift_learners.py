@@ -91,7 +91,7 @@ def test_a_shared_base_model_is_served_as_lightgbm_predicts_it(tmp_path: Path) -
     assert uplift.treated.booster.num_trees() > 1 and uplift.control.booster.num_trees() > 1
 
 
-@pytest.mark.parametrize("learner", ["x-learner", "transformed-outcome"])
+@pytest.mark.parametrize("learner", ["x-learner", "transformed-outcome", "ensemble"])
 def test_an_effect_learner_is_served_as_trained(tmp_path: Path, learner: str) -> None:
     """The effect learners' P(treated) is the control model plus the weighted effect regressions: the
     registry serves exactly what training evaluated, and the card lists the effect files and weights."""
@@ -102,6 +102,15 @@ def test_an_effect_learner_is_served_as_trained(tmp_path: Path, learner: str) ->
     if learner == "x-learner":  # e x tau_untreated + (1 - e) x tau_treated, e the treated share
         assert set(effects) == {"effect_treated", "effect_control"}
         assert abs(sum(effects.values()) - 1.0) < 1e-12 and 0.4 < effects["effect_control"] < 0.6
+    if learner == "ensemble":  # each member's uplift at a third: its arms at +-1/3, its effects at 1/3
+        members = {
+            name: train_uplift(data, seed=1, learner=name).predictions["uplift"]
+            for name in ("two-model", "shared-base", "x-learner")
+        }
+        mean = sum(members.values()) / 3
+        assert np.max(np.abs(trained.predictions["uplift"] - mean)) < 1e-9
+        assert effects["two_model_treated"] == pytest.approx(1 / 3)
+        assert effects["shared_base_control"] == pytest.approx(-1 / 3)
     directory = write_artifact(tmp_path, trained.card, trained.files)
     promote(tmp_path, ModelKind.UPLIFT, directory.name)
     uplift = ModelRegistry(tmp_path).current.uplift

@@ -228,7 +228,11 @@ def _randomized_actions(data: TrainingSet) -> list[str]:
 #   effect: the effect is learned where it is, not as the difference of two noisy levels;
 # - "transformed-outcome": one regression of Y x (T - e) / (e (1 - e)), whose expectation given the
 #   features is the uplift under randomization (Athey and Imbens 2015), on the control model.
-LEARNERS = ("two-model", "shared-base", "x-learner", "transformed-outcome")
+# - "ensemble": the mean of the uplifts of the two-model, shared-base and X-learners (their errors are
+#   partly independent), served as the two-model control plus every member's arms and effects as
+#   weighted effects.
+LEARNERS = ("two-model", "shared-base", "x-learner", "transformed-outcome", "ensemble")
+_ENSEMBLE = ("two-model", "shared-base", "x-learner")
 # The learners chosen among by default (the best validation Qini). The transformed outcome is fitted and
 # reported in the card, and kept only when asked for: served, it lost to the two-model learner on every
 # population of the simulated lifecycle store and the simulated campaigns (benchmarks/RESULTS.md), its
@@ -312,6 +316,22 @@ def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> _Lear
     )
 
 
+def _ensemble(fitted: Mapping[str, _Learned]) -> _Learned:
+    """The mean uplift of the ``_ENSEMBLE`` learners, as one served model: the first member's control
+    model, plus, for each member, its arms (treated +w, control -w) or its effects, each at 1/k of its
+    weight."""
+    share = 1.0 / len(_ENSEMBLE)
+    first = fitted[_ENSEMBLE[0]]
+    effects: list[tuple[str, lgb.Booster, float]] = []
+    for name in _ENSEMBLE:
+        member, tag = fitted[name], name.replace("-", "_")
+        if member.effects:
+            effects += [(f"{tag}_{role}", booster, w * share) for role, booster, w in member.effects]
+        else:
+            effects += [(f"{tag}_treated", member.treated, share), (f"{tag}_control", member.control, -share)]
+    return _Learned(first.treated, first.control, tuple(effects))
+
+
 def train_uplift(
     data: TrainingSet, seed: int, outcome: str = "order", command: str = "", learner: str | None = None
 ) -> TrainedModel:
@@ -334,7 +354,7 @@ def train_uplift(
     selection: dict[str, float] = {}
     auuc: dict[str, float] = {}
     for name in LEARNERS:
-        fitted[name] = _fit_arms(data, parts, seed, name)
+        fitted[name] = _ensemble(fitted) if name == "ensemble" else _fit_arms(data, parts, seed, name)
         v_t, v_c = fitted[name].predict(x_valid)
         on_valid = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)
         selection[name] = on_valid["qini"]["uplift_model"]
