@@ -64,8 +64,8 @@ reliability: $(STAMP)
 mutation: $(STAMP)
 	bash benchmarks/mutation.sh
 
-# The bundled models, trained on the project's own simulated store of 80,000 customers (about 40 minutes
-# on a quiet 2-core machine, 38 of them simulating).
+# The bundled models, trained on the project's own simulated store of 160,000 customers (about an hour on
+# a 2-core machine, 53 minutes of it simulating).
 models: $(STAMP)
 	$(PY) -m nextbest.simulate.bundle --models-dir models
 
