@@ -10,13 +10,13 @@ The exploration store has 160,000 customers (96,843 randomized first exposures):
 ``benchmarks/bench_decision_quality.py`` its models earned 83.3 % of the oracle's net, against 82.3 % for
 the 80,000-customer store's that were bundled before, more on every population (80,000 had earned 82.3 %
 against 80.0 % with 40,000; but with the same training, 160,000 earned what 80,000 did, and the two
-derived features gained 1 point on one store and lost 0.6 on the other: ``benchmarks/RESULTS.md``). The uplift learner is the
-X-learner (``--learner``): on the 40,000-customer store it had the best Qini of the four learners on the
-validation slice and on the test period, and, served, it earned more than the two-model learner on every
-population; the shared-base learner earned less (its untreated model's level also prices the cart actions
-it did not see randomized), and so did the transformed-outcome learner (``benchmarks/RESULTS.md``).
-``--reuse-database`` trains on a store
-an earlier run simulated (the simulation is deterministic for its arguments).
+derived features gained 1 point on one store and lost 0.6 on the other: ``benchmarks/RESULTS.md``).
+The uplift learner is the X-learner (``--learner``): on the 40,000-customer store it had the best Qini of
+the four learners on the validation slice and on the test period, and, served, it earned more than the
+two-model learner on every population; the shared-base learner earned less (its untreated model's level
+also prices the cart actions it did not see randomized), and so did the transformed-outcome learner; the
+ensemble tied it on the 160,000-customer store (``benchmarks/RESULTS.md``). ``--reuse-database`` trains
+on a store an earlier run simulated (the simulation is deterministic for its arguments).
 
     python -m nextbest.simulate.bundle [--customers 160000] [--days 35] [--seed 7] [--models-dir models]
 
