@@ -82,6 +82,13 @@ def _add_model_commands(sub: Any) -> None:
         "with the most held-out units)",
     )
 
+    train.add_argument(
+        "--learner",
+        choices=["two-model", "shared-base", "x-learner", "transformed-outcome", "ensemble"],
+        help="uplift: the learner to keep (default: of two-model, shared-base and x-learner, the best "
+        "Qini on the validation slice); every learner is fitted and reported in the card",
+    )
+
     evaluate = sub.add_parser("evaluate", help="re-score a model version; --promote serves it")
     evaluate.add_argument("kind", choices=["propensity", "uplift", "send-time"])
     evaluate.add_argument("version", help="the version directory name (see models/<kind>/)")
@@ -587,6 +594,21 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uplift_options(args: argparse.Namespace, kind: str) -> tuple[tuple[str, ...], str | None]:
+    """``--experiments`` and ``--learner``, which only an uplift model takes."""
+    given = getattr(args, "experiments", None) or ""
+    experiments = tuple(dict.fromkeys(e.strip() for e in given.split(",") if e.strip()))
+    if given and (kind != "uplift" or args.csv or not experiments):
+        raise SystemExit(
+            "nextbest: --experiments names the holdout experiments an uplift model trains on from the "
+            "store, e.g. --experiments cart_flow_holdout,explore_cart_nudge_sms"
+        )
+    learner = getattr(args, "learner", None)
+    if learner is not None and kind != "uplift":
+        raise SystemExit(f"nextbest: --learner chooses an uplift learner; {kind} has none")
+    return experiments, learner
+
+
 def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     import json
     from datetime import datetime, timedelta
@@ -610,13 +632,7 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         raise SystemExit("nextbest: --window-days must be positive")
     if getattr(args, "horizon_days", 1.0) <= 0 or getattr(args, "cutoffs", 8) < 3:
         raise SystemExit("nextbest: --horizon-days must be positive and --cutoffs at least 3")
-    given = getattr(args, "experiments", None) or ""
-    experiments = tuple(dict.fromkeys(e.strip() for e in given.split(",") if e.strip()))
-    if given and (kind is not ModelKind.UPLIFT or args.csv or not experiments):
-        raise SystemExit(
-            "nextbest: --experiments names the holdout experiments an uplift model trains on from the "
-            "store, e.g. --experiments cart_flow_holdout,explore_cart_nudge_sms"
-        )
+    experiments, learner = _uplift_options(args, kind.value)
     source = Source(
         database_url=None
         if args.csv
@@ -643,7 +659,7 @@ def _train_or_evaluate(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         if args.command == "train":
             command = "nextbest " + " ".join(argv if argv is not None else sys.argv[1:])
             directory, card = train(
-                kind, source, models_dir, args.seed, promote_it=args.promote, command=command
+                kind, source, models_dir, args.seed, promote_it=args.promote, command=command, learner=learner
             )
             print(f"{kind.value} {card.version} written to {directory}")
             print(json.dumps(card.metrics, indent=2))

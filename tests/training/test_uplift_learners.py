@@ -142,3 +142,19 @@ def test_an_effect_file_missing_from_the_card_is_refused(tmp_path: Path) -> None
     assert registry.current.uplift is None
     status = next(s for s in registry.statuses if s.kind is ModelKind.UPLIFT)
     assert "effect_control" in status.detail
+
+
+def test_the_train_command_keeps_the_learner_asked_for(tmp_path: Path) -> None:
+    from nextbest.cli import _build_parser, main
+
+    root = Path(__file__).resolve().parents[2]
+    train = ["train", "uplift", "--csv", str(root / "tests" / "data" / "hillstrom.csv")]
+    train += ["--schema", str(root / "benchmarks" / "hillstrom.yaml"), "--outcome", "visit"]
+    assert main([*train, "--learner", "shared-base", "--models-dir", str(tmp_path)]) == 0
+    (card,) = (tmp_path / "uplift").glob("*/card.json")
+    assert '"learner": "shared-base"' in card.read_text()
+    with pytest.raises(SystemExit, match="--learner chooses an uplift learner; propensity has none"):
+        main(["train", "propensity", "--learner", "x-learner", "--models-dir", str(tmp_path)])
+    # The command offers every learner training knows (its parser does not import LightGBM to list them).
+    for name in LEARNERS:
+        assert _build_parser().parse_args(["train", "uplift", "--learner", name]).learner == name
