@@ -20,6 +20,7 @@ its send time, does not change its score (it is ranked as declared).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -86,8 +87,10 @@ def score_candidates(
         return [], []
     customer = feats.customer_row(snapshot, request, now, zone)
     cart = request.context.cart_value
-    orders = snapshot.state.orders_count
-    average_order = snapshot.state.revenue_total / orders if orders > 0 else None
+    # The derived columns once per decision: both matrices below take them, and an action valued by the
+    # customer's average order (``value_from: average_order``) reads it here (NaN: no order yet).
+    derived = feats.derived(customer)
+    average_order = None if math.isnan(derived[0]) else derived[0]
     code = _CHANNEL_CODE
     # One pass over the candidates for what each adds to the feature matrix and to its value; the
     # matrix itself is built in one step.
@@ -107,13 +110,14 @@ def score_candidates(
         kept.append(1.0 - action.discount)
         ids.append(action.id)
         declared = declared or c.declared is not None
-    full = logged = feats.candidate_matrix(customer, sent)
+    full = logged = feats.candidate_matrix(customer, sent, derived)
     # Ranked as declared: an arm that moves the channel or the delay must not change whether the action
     # wins, or the arms would compare different units. The log keeps what is sent.
     if declared:
         full = feats.candidate_matrix(
             customer,
             [feats.action_columns(c.action, *(c.declared or (c.channel, c.delay))) for c in candidates],
+            derived,
         )
     if models.propensity is not None:
         p = models.propensity.score(full, ids).tolist()

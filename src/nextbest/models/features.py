@@ -160,14 +160,17 @@ def channel_code(channel: Channel) -> float:
 
 
 def candidate_matrix(
-    customer: Sequence[float], actions: Sequence[Sequence[float]]
+    customer: Sequence[float],
+    actions: Sequence[Sequence[float]],
+    customer_derived: tuple[float, float] | None = None,
 ) -> npt.NDArray[np.float64]:
     """All candidates' rows of ``FEATURES`` in one array: the customer part broadcast, each action's
-    columns, and an action column left for ``Layout.select`` to fill with a model's codes."""
+    columns, and an action column left for ``Layout.select`` to fill with a model's codes.
+    ``customer_derived``: ``derived(customer)``, when the caller has it already."""
     out = np.empty((len(actions), len(FEATURES)), dtype=np.float64)
     out[:, : len(CUSTOMER)] = customer
     out[:, len(CUSTOMER) : len(LOGGED)] = actions
-    out[:, _DERIVED_SLICE] = derived(customer)
+    out[:, _DERIVED_SLICE] = customer_derived or derived(customer)
     return out
 
 
