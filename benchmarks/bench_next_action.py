@@ -2,12 +2,12 @@
 
 For each server under test (the empty sync server, the empty grpc.aio server, the real server with its
 store in memory, the real server on SQLite and, with --postgres, on a fresh PostgreSQL database; and, on
-request, the same handlers on grpc.aio: memory-aio, real-aio, see aio_server.py) it starts the server as
-a subprocess, waits for the grpc.health.v1 SERVING status, and runs benchmarks/loadgen.py in another
-process: a warm-up, a closed loop at a few concurrencies (maximum decisions/s), NextActionBatch calls of
-100 requests (decisions/s against the same server's single-call maximum: issue 25 wants >= 3 x) and an
-open loop at a fixed arrival rate (latency at a realistic load). It prints a Markdown report and writes
-the raw JSON to benchmarks/results/latest.json.
+request, the same handlers on grpc.aio: memory-aio, real-aio, real-pipelined[-reads], see aio_server.py)
+it starts the server as a subprocess, waits for the grpc.health.v1 SERVING status, and runs
+benchmarks/loadgen.py in another process: a warm-up, a closed loop at a few concurrencies (maximum
+decisions/s), NextActionBatch calls of 100 requests (decisions/s against the same server's single-call
+maximum: issue 25 wants >= 3 x) and an open loop at a fixed arrival rate (latency at a realistic load). It
+prints a Markdown report and writes the raw JSON to benchmarks/results/latest.json.
 
     python benchmarks/bench_next_action.py            # ~3 minutes
     python benchmarks/bench_next_action.py --quick    # ~30 s smoke run
@@ -46,14 +46,24 @@ AIO_SERVER = BENCH_DIR / "aio_server.py"
 HOST = "127.0.0.1"
 
 # Targets (issue 25): the open loop at half of a server's own maximum within this p99 and without errors;
-# each server's maximum at least this fraction of the empty server's (by name: the memory server, the
-# real one on SQLite, on PostgreSQL; any other real server gets the PostgreSQL fraction).
+# each server's maximum at least this fraction of the empty server's (by name or prefix: the memory server,
+# the real one on SQLite, on PostgreSQL; any other real server gets the PostgreSQL fraction).
 OPEN_LOOP_P99_TARGET_MS = 10.0
 MIN_FRACTION_OF_EMPTY = {"memory": 0.6, "real-sqlite": 0.4, "real-postgres": 1.0 / 3.0}
 DEFAULT_MIN_FRACTION = 1.0 / 3.0
+
 REFERENCE_SERVER = "empty"  # the floor the ratio is computed against
 MEMORY_SERVER_NAME = "memory"  # the real pipeline without storage: the most any store could leave
 BATCH_TARGET = 3.0  # NextActionBatch decisions/s over the same server's single-call maximum (issue 25)
+
+
+def min_fraction(name: str) -> float:
+    """The target for a server by its database (a prototype such as real-sqlite-pipelined has its
+    database's target)."""
+    for prefix, fraction in MIN_FRACTION_OF_EMPTY.items():
+        if name == prefix or name.startswith(prefix + "-"):
+            return fraction
+    return DEFAULT_MIN_FRACTION
 
 
 @dataclass(frozen=True)
@@ -165,13 +175,15 @@ def memory_server_spec(catalog: Path, database_url: str) -> ServerSpec:
     )
 
 
-def aio_server_spec(name: str, catalog: Path, database_url: str, store: str, run: str) -> ServerSpec:
+def aio_server_spec(
+    name: str, catalog: Path, database_url: str, store: str, run: str, *, reads: str = "inline"
+) -> ServerSpec:
     """nextbest's handlers on grpc.aio (benchmarks/aio_server.py): the thread pool's alternative."""
 
     def argv(port: int) -> list[str]:
         return [
             sys.executable, str(AIO_SERVER), "--host", HOST, "--port", str(port), "--catalog", str(catalog),
-            "--database-url", database_url, "--store", store, "--run", run,
+            "--database-url", database_url, "--store", store, "--run", run, "--reads", reads,
         ]  # fmt: skip
 
     what = "store in memory" if store == "frozen" else database_url.split(":", 1)[0]
@@ -484,9 +496,7 @@ def _verdict(result: ServerResult, floor: float | None) -> dict[str, Any]:
     return {
         "max_decisions_per_s": max_dps,
         "ratio_to_empty": ratio,
-        "throughput_target_holds": None
-        if ratio is None
-        else ratio >= MIN_FRACTION_OF_EMPTY.get(result.name, DEFAULT_MIN_FRACTION),
+        "throughput_target_holds": None if ratio is None else ratio >= min_fraction(result.name),
         "open_loop_p99_ms": p99,
         "open_loop_errors": open_errors,
         "latency_target_holds": latency_holds,
@@ -580,7 +590,7 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for name, v in targets["servers"].items():
-        fraction = MIN_FRACTION_OF_EMPTY.get(name, DEFAULT_MIN_FRACTION)
+        fraction = min_fraction(name)
         cells = [
             name, _fmt(v["max_decisions_per_s"]), _fmt(v["ratio_to_empty"], 2),
             f">= {fraction:.2g}: {_verdict_word(v['throughput_target_holds'])}",
@@ -605,7 +615,10 @@ def _progress(message: str) -> None:
 
 # --- main -------------------------------------------------------------------------------------------------
 
-SERVER_CHOICES = ("empty", "empty-aio", "memory", "memory-aio", "real", "real-aio")
+SERVER_CHOICES = (
+    "empty", "empty-aio", "memory", "memory-aio", "real", "real-aio",
+    "real-pipelined", "real-pipelined-reads",
+)  # fmt: skip
 DEFAULT_SERVERS = ("empty", "empty-aio", "memory", "real")
 
 
@@ -695,12 +708,28 @@ def run_all(
         if "real-aio" in selected and processes == 1:
             url = f"sqlite:///{workdir / 'bench-aio.db'}"
             specs.append(aio_server_spec("real-sqlite-aio", catalog, url, "database", "executor"))
+        if "real-pipelined" in selected and processes == 1:
+            url = f"sqlite:///{workdir / 'bench-pipelined.db'}"
+            specs.append(aio_server_spec("real-sqlite-pipelined", catalog, url, "database", "pipelined"))
+        if "real-pipelined-reads" in selected and processes == 1:
+            url = f"sqlite:///{workdir / 'bench-pipelined-reads.db'}"
+            name = "real-sqlite-pipelined-reads"
+            specs.append(aio_server_spec(name, catalog, url, "database", "pipelined", reads="batched"))
     common = {"workdir": workdir, "startup_timeout": args.startup_timeout, "server_cpus": server_cpus}
     results = [bench_server(spec, plan, options, **common) for spec in specs]
     if args.postgres:
         for processes in args.process_counts:
             url, shown = stack.enter_context(fresh_postgres_database(args.postgres))
             spec = real_server_spec("real-postgres", catalog, url, shown, processes)
+            results.append(bench_server(spec, plan, options, **common))
+        if "real-pipelined" in selected:
+            url, _shown = stack.enter_context(fresh_postgres_database(args.postgres))
+            spec = aio_server_spec("real-postgres-pipelined", catalog, url, "database", "pipelined")
+            results.append(bench_server(spec, plan, options, **common))
+        if "real-pipelined-reads" in selected:
+            url, _shown = stack.enter_context(fresh_postgres_database(args.postgres))
+            name = "real-postgres-pipelined-reads"
+            spec = aio_server_spec(name, catalog, url, "database", "pipelined", reads="batched")
             results.append(bench_server(spec, plan, options, **common))
     return results
 
