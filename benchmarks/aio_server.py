@@ -14,8 +14,10 @@ a ``grpc.aio`` server answers instead, on one event loop:
   decision inline on the loop, the write queued to **one writer thread** that commits everything queued
   at once (``save_decisions``: one group commit, at most one decision per customer, a customer changed
   meanwhile decided again, as ``decide_batch`` does) and hands the results back to the loop in one
-  call: no thread hand-off per call, one per commit. No interceptors (auth, admission, metrics): the
-  most an event-loop server with a real store could reach, for the thread pool or aio choice.
+  call: no thread hand-off per call, one per commit; with ``--reads batched`` the customers' snapshots
+  are read the same way, by one reader thread (``load_snapshots``), so that a PostgreSQL round trip does
+  not stop the loop. No interceptors (auth, admission, metrics): the most an event-loop server with a
+  real store could reach, for the thread pool or aio choice (``benchmarks/RESULTS.md``, ninth session).
 
 ``--store frozen`` is ``memory_server.py``'s store (customers read once, nothing written); ``--store
 database`` the real one. Errors are mapped as the real server maps them, without the shed interceptor
