@@ -64,8 +64,8 @@ reliability: $(STAMP)
 mutation: $(STAMP)
 	bash benchmarks/mutation.sh
 
-# The bundled models, trained on the project's own simulated store of 160,000 customers (about an hour on
-# a 2-core machine, 53 minutes of it simulating).
+# The bundled models, trained on the project's own simulated store of 160,000 customers (about 70 minutes
+# on a 2-core machine, 64 of them simulating).
 models: $(STAMP)
 	$(PY) -m nextbest.simulate.bundle --models-dir models
 

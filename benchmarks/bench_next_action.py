@@ -620,6 +620,8 @@ SERVER_CHOICES = (
     "real-pipelined", "real-pipelined-reads",
 )  # fmt: skip
 DEFAULT_SERVERS = ("empty", "empty-aio", "memory", "real")
+# The event-loop prototypes (aio_server.py --run pipelined): the customers' reads inline, or batched.
+PIPELINED = {"pipelined": "inline", "pipelined-reads": "batched"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -708,13 +710,11 @@ def run_all(
         if "real-aio" in selected and processes == 1:
             url = f"sqlite:///{workdir / 'bench-aio.db'}"
             specs.append(aio_server_spec("real-sqlite-aio", catalog, url, "database", "executor"))
-        if "real-pipelined" in selected and processes == 1:
-            url = f"sqlite:///{workdir / 'bench-pipelined.db'}"
-            specs.append(aio_server_spec("real-sqlite-pipelined", catalog, url, "database", "pipelined"))
-        if "real-pipelined-reads" in selected and processes == 1:
-            url = f"sqlite:///{workdir / 'bench-pipelined-reads.db'}"
-            name = "real-sqlite-pipelined-reads"
-            specs.append(aio_server_spec(name, catalog, url, "database", "pipelined", reads="batched"))
+        for variant, reads in PIPELINED.items():
+            if f"real-{variant}" in selected and processes == 1:
+                url = f"sqlite:///{workdir / f'bench-{variant}.db'}"
+                name = f"real-sqlite-{variant}"
+                specs.append(aio_server_spec(name, catalog, url, "database", "pipelined", reads=reads))
     common = {"workdir": workdir, "startup_timeout": args.startup_timeout, "server_cpus": server_cpus}
     results = [bench_server(spec, plan, options, **common) for spec in specs]
     if args.postgres:
@@ -722,15 +722,12 @@ def run_all(
             url, shown = stack.enter_context(fresh_postgres_database(args.postgres))
             spec = real_server_spec("real-postgres", catalog, url, shown, processes)
             results.append(bench_server(spec, plan, options, **common))
-        if "real-pipelined" in selected:
-            url, _shown = stack.enter_context(fresh_postgres_database(args.postgres))
-            spec = aio_server_spec("real-postgres-pipelined", catalog, url, "database", "pipelined")
-            results.append(bench_server(spec, plan, options, **common))
-        if "real-pipelined-reads" in selected:
-            url, _shown = stack.enter_context(fresh_postgres_database(args.postgres))
-            name = "real-postgres-pipelined-reads"
-            spec = aio_server_spec(name, catalog, url, "database", "pipelined", reads="batched")
-            results.append(bench_server(spec, plan, options, **common))
+        for variant, reads in PIPELINED.items():
+            if f"real-{variant}" in selected:
+                url, _shown = stack.enter_context(fresh_postgres_database(args.postgres))
+                name = f"real-postgres-{variant}"
+                spec = aio_server_spec(name, catalog, url, "database", "pipelined", reads=reads)
+                results.append(bench_server(spec, plan, options, **common))
     return results
 
 

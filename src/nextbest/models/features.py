@@ -170,7 +170,7 @@ def candidate_matrix(
     out = np.empty((len(actions), len(FEATURES)), dtype=np.float64)
     out[:, : len(CUSTOMER)] = customer
     out[:, len(CUSTOMER) : len(LOGGED)] = actions
-    out[:, _DERIVED_SLICE] = customer_derived or derived(customer)
+    out[:, _DERIVED_SLICE] = derived(customer) if customer_derived is None else customer_derived
     return out
 
 
