@@ -3,6 +3,8 @@ same models, and a store that is not there is refused by name."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,46 @@ def test_training_again_on_the_simulated_store_gives_the_same_models(
     assert f"training on the store already simulated in {database}" in capsys.readouterr().out
     first = promoted_version(tmp_path / "first", ModelKind.PROPENSITY)
     assert first is not None and first == promoted_version(tmp_path / "again", ModelKind.PROPENSITY)
+
+
+def test_the_store_is_the_same_whatever_the_number_of_processes(tmp_path: Path) -> None:
+    """Customers are independent, so splitting them between processes changes only the rows' ids and
+    order: the same requests, decisions, exposures and events, and the same models."""
+    args = ["--customers", "600", "--days", "14", "--kinds", "propensity"]
+    contents = []
+    for processes in (1, 2):
+        database = tmp_path / f"sim{processes}.db"
+        models = tmp_path / f"models{processes}"
+        assert (
+            bundle.main(
+                [
+                    *args,
+                    "--processes",
+                    str(processes),
+                    "--database",
+                    str(database),
+                    "--models-dir",
+                    str(models),
+                ]
+            )
+            == 0
+        )
+        with closing(sqlite3.connect(database)) as conn:
+            contents.append(
+                (
+                    conn.execute(
+                        "SELECT request_id, trigger, occurred_at FROM decisions ORDER BY 1"
+                    ).fetchall(),
+                    conn.execute(
+                        "SELECT d.request_id, e.action_id, e.send_at, e.score, e.features FROM exposures e "
+                        "JOIN decisions d USING (decision_id) ORDER BY 1, 2"
+                    ).fetchall(),
+                    conn.execute("SELECT event_id, type, occurred_at FROM events ORDER BY 1").fetchall(),
+                )
+            )
+        contents[-1] += (promoted_version(models, ModelKind.PROPENSITY),)
+    assert contents[0][0] and contents[0][1] and contents[0][2]
+    assert contents[0] == contents[1]
 
 
 def test_reusing_a_store_that_is_not_there_is_refused(

@@ -135,6 +135,15 @@ def test_a_failed_write_is_an_error_not_a_success(store: Store) -> None:
     assert store.save_decision(good, "fp", T0)  # the writer thread survived the failure
 
 
+def test_sqlite_flushes_every_commit_unless_the_store_is_scratch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for durable, level in ((True, 2), (False, 0)):  # FULL: a committed decision survives a power loss
+        db = Database(f"sqlite:///{tmp_path}/{durable}.db", durable=durable)
+        for engine in (db.reader, db.writer):
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+        db.dispose()
+
+
 def test_sqlite_wal_is_checkpointed_off_the_request_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
     db = Database(f"sqlite:///{tmp_path}/w.db")
     upgrade(db)

@@ -66,7 +66,9 @@ class Database:
 
     On SQLite the writer begins ``IMMEDIATE`` transactions so that concurrent writers queue on the
     busy timeout instead of failing when a read transaction tries to upgrade to a write; the file runs in
-    WAL mode with ``synchronous=FULL`` so a committed decision survives a power loss.
+    WAL mode with ``synchronous=FULL`` so a committed decision survives a power loss (unless built with
+    ``durable=False``: ``synchronous=OFF``, for a scratch store that is rebuilt, not recovered, after a
+    crash — the simulated store ``make models`` trains on).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Database:
         *,
         connect_timeout: float | None = None,
         statement_timeout: float | None = None,
+        durable: bool = True,
     ) -> None:
         """``connect_timeout`` and ``statement_timeout`` (seconds, PostgreSQL only; None: the driver's
         and the server's defaults, i.e. none) bound how long a call waits on a database that hangs."""
@@ -106,8 +109,8 @@ class Database:
                     self.write_lock = WriteLock(path.with_name(path.name + "-lock"))
                 except OSError as exc:  # a read-only directory: SQLite's own locking still holds
                     logger.warning("no write lock beside %s (%s); writers will poll SQLite's lock", path, exc)
-            self.reader = _sqlite_engine(url, pool_size, immediate=False)
-            self.writer = _sqlite_engine(url, 4, immediate=True)
+            self.reader = _sqlite_engine(url, pool_size, immediate=False, durable=durable)
+            self.writer = _sqlite_engine(url, 4, immediate=True, durable=durable)
         elif self.dialect == "postgresql":
             kwargs: dict[str, Any] = {
                 "pool_size": pool_size,
@@ -571,7 +574,7 @@ class Checkpointer:
                 logger.warning("WAL checkpoint failed", exc_info=True)
 
 
-def _sqlite_engine(url: str, pool_size: int, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, pool_size: int, *, immediate: bool, durable: bool = True) -> Engine:
     # LIFO: the most recently used connection has the warmest SQLite page cache.
     engine = create_engine(
         url,
@@ -589,7 +592,7 @@ def _sqlite_engine(url: str, pool_size: int, *, immediate: bool) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         # No checkpoint inside a commit: it would hold up every call queued behind that commit for the
         # time it takes to copy and flush the WAL. The Checkpointer thread does it instead.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
