@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -98,8 +98,24 @@ def _simulate_part(url: str, args: argparse.Namespace, part: int, parts: int) ->
         catalog = _training_catalog(args.exploration, args.step_exploration)
         engine = DecisionEngine(catalog, store, clock=lambda: START)
         customers = population(args.customers, args.seed)[part::parts]
+        started = time.perf_counter()
+
+        def progress(decisions: int, reached: datetime) -> None:
+            day = (reached - START).total_seconds() / 86400
+            print(
+                f"  ... part {part + 1} of {parts}: day {day:.1f} of {args.days}, {decisions:,} decisions "
+                f"in {time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
+
         result = Simulator(
-            EngineBackend(engine), customers, days=args.days, seed=args.seed, shards=args.shards
+            EngineBackend(engine),
+            customers,
+            days=args.days,
+            seed=args.seed,
+            shards=args.shards,
+            progress=progress,
+            progress_every=args.progress_every,
         ).run()
     finally:
         store.close()
@@ -153,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         help="processes simulating a share of the customers each, into the one store (same result)",
     )
     parser.add_argument("--shards", type=int, default=2, help="concurrent callers per process (same result)")
+    parser.add_argument(
+        "--progress-every", type=float, default=300.0, help="seconds between a process's progress lines"
+    )
     parser.add_argument("--models-dir", default="models")
     parser.add_argument(
         "--kinds",
