@@ -20,7 +20,10 @@ two-model learner on every population; the shared-base learner earned less (its 
 also prices the cart actions it did not see randomized), and so did the transformed-outcome learner; the
 ensemble tied it on the 160,000-customer store and lost 2.6 points on the step-explored one
 (``benchmarks/RESULTS.md``). ``--reuse-database`` trains on a store an earlier run simulated (the
-simulation is deterministic for its arguments).
+simulation is deterministic for its arguments). The simulation runs in one process per CPU
+(``--processes``), each playing a share of the customers into the one store, which skips the per-commit
+flush (a scratch store is simulated again, not recovered): 4,000 customers took 60 s against 152 s in
+one process with the flush, the same store and models (``benchmarks/RESULTS.md``).
 
     python -m nextbest.simulate.bundle [--customers 160000] [--days 35] [--seed 7] [--models-dir models]
 
