@@ -64,8 +64,8 @@ reliability: $(STAMP)
 mutation: $(STAMP)
 	bash benchmarks/mutation.sh
 
-# The bundled models, trained on the project's own simulated store of 160,000 customers (about 70 minutes
-# on a 2-core machine, 64 of them simulating).
+# The bundled models, trained on the project's own simulated store of 320,000 customers (about two
+# hours on a 2-core machine, 111 minutes of them simulating in two processes).
 models: $(STAMP)
 	$(PY) -m nextbest.simulate.bundle --models-dir models
 
