@@ -1,5 +1,5 @@
 """``make models`` (``nextbest.simulate.bundle``): training again on the store a run simulated gives the
-same models, and a store that is not there is refused by name."""
+same models, so does simulating in more processes, and a store that is not there is refused by name."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -135,7 +136,7 @@ def test_a_failed_write_is_an_error_not_a_success(store: Store) -> None:
     assert store.save_decision(good, "fp", T0)  # the writer thread survived the failure
 
 
-def test_sqlite_flushes_every_commit_unless_the_store_is_scratch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_flushes_every_commit_unless_the_store_is_scratch(tmp_path: Path) -> None:
     for durable, level in ((True, 2), (False, 0)):  # FULL: a committed decision survives a power loss
         db = Database(f"sqlite:///{tmp_path}/{durable}.db", durable=durable)
         for engine in (db.reader, db.writer):
