@@ -18,11 +18,15 @@ the server needs (each call, refused or not, costs the load generator ~165 µs o
     .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin
     .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin --own-postgres --limit 8
     .venv/bin/python benchmarks/bench_overload.py --pin --own-postgres --sweep 2,4,8,16,32
+    .venv/bin/python benchmarks/bench_overload.py --rounds 3 --pin --own-postgres --limit 24 \
+        --server-limit 24 --edge-cpus callers
 
 The last measures closed-loop capacity straight to the server at several concurrencies (no overload):
 where it levels off is the edge's ``--max-concurrent`` for that server and database. Every open-loop run
 also reports its worst second of goodput (a stall shows there, not in the mean) and, pinned, the server
-CPU's idle share (0 %: the server's CPU was the limit).
+CPU's idle share (0 %: the server's CPU was the limit). ``--edge-cpus callers`` runs nginx beside the load
+generator instead of beside the server: the edge as it is deployed, a proxy on a host of its own, whose
+refusals do not take the server's CPU.
 
 Prints one JSON line per run and a Markdown table. Loopback only; stops only what it started. A
 PostgreSQL ``--database-url`` names a server database: a fresh database is created in it and dropped.
@@ -188,6 +192,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--pin", action="store_true", help="server and nginx on the last CPU, callers on the rest"
     )
+    parser.add_argument(
+        "--edge-cpus",
+        choices=("server", "callers"),
+        default="server",
+        help="pinned, where nginx runs: on the server's CPU (default), or on the callers' — an edge on a "
+        "host or core of its own, as a load balancer in front of the servers is deployed",
+    )
     parser.add_argument("--database-url", help="a PostgreSQL server (default: SQLite in a temporary folder)")
     parser.add_argument(
         "--own-postgres",
@@ -248,9 +259,10 @@ def main() -> int:
             edge = stack.enter_context(
                 Edge(EdgeConfig(f"{HOST}:{free_port()}", address, args.limit), workdir / "edge")
             )
-            if server_cpus:
+            edge_cpus = caller_cpus if args.edge_cpus == "callers" else server_cpus
+            if edge_cpus:
                 for nginx in edge.pids:
-                    os.sched_setaffinity(nginx, server_cpus)
+                    os.sched_setaffinity(nginx, edge_cpus)
             parts = {"server": [pid], "nginx": edge.pids}
             if postmaster is not None:
                 parts["postgres"] = [postmaster]
@@ -290,6 +302,7 @@ def main() -> int:
                         "path": path,
                         "database": "postgresql" if args.database_url or args.own_postgres else "sqlite",
                         "pinned": bool(server_cpus),
+                        "edge_cpus": args.edge_cpus if server_cpus else None,
                         "limit": args.limit,
                         "server_limit": server_limit,
                         "capacity_direct": round(direct["decisions_per_s"]),
