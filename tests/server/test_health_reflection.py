@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from nextbest.client import NextbestClient, make_event
+from nextbest.errors import StoreUnavailableError
 from nextbest.server import SERVICE_NAME, NextbestServer
 from nextbest.settings import Settings
 
@@ -88,3 +91,39 @@ def test_unreachable_database_is_not_serving_and_calls_fail_unavailable(
         with pytest.raises(grpc.RpcError) as info:
             client.record_events([make_event("opened", "u1", datetime(2026, 11, 2, tzinfo=UTC))])
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_health_turns_not_serving_with_the_first_failed_write_not_a_poll_later(
+    migrated: str, plain_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails a decision's commit: health says NOT_SERVING then, not at its next poll (30 s
+    here). The disk is simulated: the check's probe write refuses, as it does on a full disk."""
+    srv = NextbestServer(
+        Settings(port=0, database_url=migrated, catalog=plain_catalog, workers=2, health_interval=30)
+    )
+    srv.start()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def status() -> int:
+                return stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5).status
+
+            deadline = time.monotonic() + 10
+            while status() != health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline, "never SERVING"
+                time.sleep(0.05)
+            real_check = srv.store.db.check
+
+            def full_disk_check(timeout: float) -> None:
+                real_check(timeout)
+                raise StoreUnavailableError("database refuses writes: OperationalError")
+
+            monkeypatch.setattr(srv.store.db, "check", full_disk_check)
+            srv.store.db.health.failed()  # what a decision whose commit failed for want of space reports
+            started = time.monotonic()
+            while status() != health_pb2.HealthCheckResponse.NOT_SERVING:
+                assert time.monotonic() - started < 3, "health waited for its next poll"
+                time.sleep(0.02)
+    finally:
+        srv.stop(grace=0.5)

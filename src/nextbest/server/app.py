@@ -226,6 +226,7 @@ class NextbestServer:
     def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets in-flight ones finish, then flushes the writer and closes the store."""
         self._stopping.set()
+        self.store.db.health.began_failing.set()  # wakes the health watcher
         if self.access is not None:
             self.access.stop()
         self._health.enter_graceful_shutdown()
@@ -275,6 +276,7 @@ class NextbestServer:
     def _watch_database(self) -> None:
         """SERVING only while the database answers and the catalog's experiments passed their check."""
         healthy: bool | None = None
+        write_failures = self.store.db.health.began_failing
         while not self._stopping.is_set():
             try:
                 # Answers in time and, while writes fail (a full disk), takes one.
@@ -292,7 +294,10 @@ class NextbestServer:
                 self._set_health(ok)
                 if not ok:
                     logger.warning("database unreachable; reporting NOT_SERVING")
-            self._stopping.wait(self.settings.health_interval)
+            # The next check comes after the interval, or at once when a write fails for want of the
+            # database (a full disk): health turns NOT_SERVING with the first failed write, not a poll later.
+            if write_failures.wait(self.settings.health_interval):
+                write_failures.clear()
 
     def _set_health(self, ok: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING

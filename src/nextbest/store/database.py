@@ -272,13 +272,15 @@ class WriteHealth:
     A full disk fails some writes and not others (a small one still fits in the WAL's free pages), so
     one success does not make the database healthy: ``failing`` holds until a write has succeeded and
     ``hold`` seconds have passed without another failure. ``Database.check``'s probe write is that
-    success when no traffic comes. Health reports NOT_SERVING while ``failing``."""
+    success when no traffic comes. Health reports NOT_SERVING while ``failing``; ``began_failing`` is set
+    by the first failure after a healthy spell, so that health need not wait for its next poll."""
 
     def __init__(self, hold: float = 2.0) -> None:
         self.hold = hold
         self.last_failure: float | None = None  # time.monotonic()
         self._recovered = True
         self.failures = 0
+        self.began_failing = threading.Event()
 
     @property
     def failing(self) -> bool:
@@ -294,7 +296,9 @@ class WriteHealth:
     def failed(self) -> None:
         self.failures += 1
         self.last_failure = time.monotonic()
-        self._recovered = False
+        if self._recovered:
+            self._recovered = False
+            self.began_failing.set()
 
 
 class WriteLock:
