@@ -158,3 +158,51 @@ def test_the_train_command_keeps_the_learner_asked_for(tmp_path: Path) -> None:
     # The command offers every learner training knows (its parser does not import LightGBM to list them).
     for name in LEARNERS:
         assert _build_parser().parse_args(["train", "uplift", "--learner", name]).learner == name
+
+
+def test_the_card_prices_each_pooled_action_on_its_own_holdout() -> None:
+    """Two actions' holdouts pooled: one persuades (+20 pp), the other does nothing. The pooled figures
+    average them; the card's ``by_action`` shows each action's observed uplift on the test period (its
+    own randomized rows) beside what the model predicts for it."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    logged = rng.normal(size=(n, len(feats.LOGGED)))
+    logged[:, _CART] = rng.uniform(20, 120, n)
+    actions = rng.choice(["cart_reminder_email", "cart_incentive_email"], n)
+    treated = rng.random(n) < 0.5
+    effect = np.where(actions == "cart_reminder_email", 0.20, 0.0)
+    y = (rng.random(n) < 0.3 + effect * treated).astype(float)
+    vocabulary = {"cart_incentive_email": 0.0, "cart_reminder_email": 1.0}
+    data = TrainingSet(
+        x=feats.matrix(logged, list(actions), vocabulary),
+        y=y,
+        features=list(feats.FEATURES),
+        feature_set=feats.FEATURE_SET,
+        categorical=list(feats.CATEGORICAL),
+        categories={feats.ACTION: list(vocabulary)},
+        treated=treated,
+        times=np.arange(n, dtype=float),
+        flows=["cart_abandonment"],
+    )
+    trained = train_uplift(data, seed=1, learner="x-learner")
+    by_action = trained.card.metrics["test"]["by_action"]
+    assert set(by_action) == set(vocabulary)
+    test_rows = trained.card.metrics["test"]["rows"]
+    assert sum(row["rows"] for row in by_action.values()) == test_rows
+    test = np.arange(n)[-test_rows:]  # the time split's test period is the latest rows
+    for action, row in by_action.items():
+        mine = test[actions[test] == action]
+        on, off = y[mine][treated[mine]], y[mine][~treated[mine]]
+        assert row["rows"] == mine.size and row["treated_rows"] == on.size
+        assert row["observed_uplift"] == pytest.approx(on.mean() - off.mean())
+        truth = 0.20 if action == "cart_reminder_email" else 0.0
+        assert abs(row["observed_uplift"] - truth) < 3 * row["observed_uplift_se"]
+        assert row["mean_predicted_uplift"] == pytest.approx(
+            trained.predictions["uplift"][actions[test] == action].mean()
+        )
+    # The model tells the two apart (how well is what the card is for: pooled, the null action's
+    # predicted uplift is pulled towards the other's).
+    assert (
+        by_action["cart_reminder_email"]["mean_predicted_uplift"]
+        > by_action["cart_incentive_email"]["mean_predicted_uplift"] + 0.1
+    )

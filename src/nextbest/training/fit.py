@@ -3,6 +3,7 @@ evaluated on a held-out period the model never saw."""
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -374,6 +375,7 @@ def train_uplift(
             "qini": on_test["qini"]["uplift_model"],
             "auuc": on_test["auuc"]["uplift_model"],
         }
+    metrics["by_action"] = uplift_by_action(data, parts.test, p_t - p_c)
     metrics["treated_model"] = binary_metrics(y_test[t_test], p_t[t_test])
     metrics["control_model"] = binary_metrics(y_test[~t_test], p_c[~t_test])
     metrics["trees"] = {
@@ -418,6 +420,35 @@ def train_uplift(
         **{f"{role}.txt": b.model_to_string().encode() for role, b, _ in learned.effects},
     }
     return TrainedModel(card, files, {"treated": p_t, "control": p_c, "uplift": p_t - p_c})
+
+
+def uplift_by_action(
+    data: TrainingSet, rows: Index, uplift: npt.NDArray[np.float64]
+) -> dict[str, dict[str, float | int]]:
+    """Per action of ``rows``, the observed uplift (treated less untreated conversion, with its standard
+    error) against the model's mean predicted uplift. A set pooling several actions' holdouts is ranked
+    across actions by the pooled Qini; this shows whether the model prices each action's effect right
+    (each action's holdout is randomized on its own, so its difference of means is unbiased)."""
+    vocabulary = data.categories.get(feats.ACTION, [])
+    if data.treated is None or not vocabulary or feats.ACTION not in data.features:
+        return {}
+    codes = data.x[rows, data.features.index(feats.ACTION)]
+    y, treated = data.y[rows], data.treated[rows]
+    out: dict[str, dict[str, float | int]] = {}
+    for i, action in enumerate(vocabulary):
+        mine = codes == i
+        on, off = y[mine & treated], y[mine & ~treated]
+        if on.size == 0 or off.size == 0:
+            continue
+        p1, p0 = float(on.mean()), float(off.mean())
+        out[action] = {
+            "rows": int(mine.sum()),
+            "treated_rows": int(on.size),
+            "observed_uplift": p1 - p0,
+            "observed_uplift_se": math.sqrt(p1 * (1 - p1) / on.size + p0 * (1 - p0) / off.size),
+            "mean_predicted_uplift": float(uplift[mine].mean()),
+        }
+    return out
 
 
 def uplift_metrics(
