@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 import bench_decision_quality as bq  # the script's folder is on the path
-from nextbest.catalog import Catalog
+from nextbest.catalog import Action, Catalog
 from nextbest.decision.engine import DecisionEngine
 from nextbest.models.artifacts import bundled_models_path
 from nextbest.models.registry import ModelRegistry, ModelSet, UpliftModel
@@ -44,32 +45,26 @@ from nextbest.simulate import EngineBackend, Simulator, population
 from nextbest.store import MemoryStore
 
 
-class _Audited:
-    """The learned uplift model, recording each scored candidate's learned and true gains; with
-    ``lines`` ({action: (a, b)}) it hands the engine ``a + b x`` the learned gain instead."""
+@dataclass(frozen=True)
+class _Audited(UpliftModel):
+    """The learned uplift model (its fields copied), recording each scored candidate's learned and true
+    gains; with ``lines`` ({action: (a, b)}) it hands the engine ``a + b x`` the learned gain instead."""
 
-    def __init__(
-        self, model: UpliftModel, truth: bq._OracleUplift, catalog: Catalog, lines: dict[str, Any]
-    ) -> None:
-        self.model = model
-        self.truth = truth
-        self.flows = model.flows
-        self.actions = {a.id: a for a in catalog.actions}
-        self.lines = lines
-        self.records: list[tuple[str, float, float]] = []
-
-    def covers(self, action_id: str, flow: str) -> bool:
-        return self.model.covers(action_id, flow)
+    truth: bq._OracleUplift | None = None
+    by_id: dict[str, Action] = field(default_factory=dict)
+    lines: dict[str, Any] = field(default_factory=dict)
+    records: list[tuple[str, float, float]] = field(default_factory=list)
 
     def score(
         self, full: npt.NDArray[np.float64], action_ids: Sequence[str]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        treated, control = self.model.score(full, action_ids)
+        assert self.truth is not None
+        treated, control = super().score(full, action_ids)
         true, _ = self.truth.score(full, action_ids)
         request = self.truth.local.current.request
         treated = np.array(treated, dtype=np.float64)
         for i, action_id in enumerate(action_ids):
-            action = self.actions[action_id]
+            action = self.by_id[action_id]
             value, keep = action.value_for(request.cart_value), 1.0 - action.discount
             learned = treated[i] * value * keep - control[i] * value - action.cost
             # The oracle's score is its gain before the send cost, per unit at stake (its docstring).
@@ -81,13 +76,22 @@ class _Audited:
 
 
 def play(
-    seed: int, *, models: ModelSet, catalog: Catalog, lines: dict[str, Any], customers: int, days: int
+    seed: int,
+    *,
+    registry: ModelRegistry,
+    trained: ModelSet,
+    catalog: Catalog,
+    lines: dict[str, Any],
+    customers: int,
+    days: int,
 ) -> tuple[float, dict[str, int], list[tuple[str, float, float]]]:
+    """Plays population ``seed`` with ``trained``'s uplift model audited (served through ``registry``)."""
     truth = bq._OracleUplift(catalog, blind=True, deadline=False)
-    assert models.uplift is not None
-    audited = _Audited(models.uplift, truth, catalog, lines)
-    served = ModelSet(propensity=models.propensity, uplift=audited, send_time=models.send_time)  # type: ignore[arg-type]
-    engine = DecisionEngine(catalog, MemoryStore(), models=bq._Fixed(served))  # type: ignore[arg-type]
+    assert trained.uplift is not None
+    learned = {f.name: getattr(trained.uplift, f.name) for f in fields(UpliftModel)}
+    audited = _Audited(**learned, truth=truth, by_id={a.id: a for a in catalog.actions}, lines=lines)
+    registry.current = replace(trained, uplift=audited)
+    engine = DecisionEngine(catalog, MemoryStore(), models=registry)
     result = Simulator(
         EngineBackend(engine),
         population(customers, seed),
@@ -104,10 +108,8 @@ def play(
         - bq.UNSUBSCRIBE_COST * result.expected_unsubscribes
         - sum(costs.get(a, 0.0) * n for a, n in result.delivered_by_action.items())
     )
-    cart = {
-        a: n for a, n in sorted(result.delivered_by_action.items()) if a in audited.actions and a in lines
-    }
-    return net, cart or dict(sorted(result.delivered_by_action.items())), audited.records
+    covered = {a for a, _, _ in audited.records}
+    return net, {a: n for a, n in sorted(result.delivered_by_action.items()) if a in covered}, audited.records
 
 
 def per_action(records: list[tuple[str, float, float]]) -> dict[str, dict[str, float]]:
@@ -147,16 +149,20 @@ def main() -> int:
     seeds = [int(s) for s in args.policy_seeds.split(",") if s]
     catalog = bq._plain_catalog()
     registry = ModelRegistry(Path(args.models_dir) if args.models_dir else bundled_models_path())
-    registry.reload()
     trained = registry.current
     if trained.uplift is None:
         raise SystemExit("the uplift model did not load; run `make models`")
-    models = ModelSet(propensity=trained.propensity, uplift=trained.uplift, send_time=trained.send_time)
     results: dict[str, Any] = {"models": trained.uplift.card.version, "seeds": {}}
     first: list[tuple[str, float, float]] = []
     for seed in seeds:
         net, sends, records = play(
-            seed, models=models, catalog=catalog, lines={}, customers=args.customers, days=args.days
+            seed,
+            registry=registry,
+            trained=trained,
+            catalog=catalog,
+            lines={},
+            customers=args.customers,
+            days=args.days,
         )
         first = first or records
         table = per_action(records)
@@ -176,7 +182,13 @@ def main() -> int:
         print(f"a per-action line fitted on seed {seeds[0]} with the truth: {json.dumps(lines)}")
         for seed in seeds:
             net, sends, _ = play(
-                seed, models=models, catalog=catalog, lines=lines, customers=args.customers, days=args.days
+                seed,
+                registry=registry,
+                trained=trained,
+                catalog=catalog,
+                lines=lines,
+                customers=args.customers,
+                days=args.days,
             )
             before = results["seeds"][seed]["net"]
             results["seeds"][seed]["net_calibrated"] = net
