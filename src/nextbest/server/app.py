@@ -226,7 +226,6 @@ class NextbestServer:
     def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets in-flight ones finish, then flushes the writer and closes the store."""
         self._stopping.set()
-        self.store.db.health.began_failing.set()  # wakes the health watcher
         if self.access is not None:
             self.access.stop()
         self._health.enter_graceful_shutdown()
