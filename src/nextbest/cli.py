@@ -84,7 +84,14 @@ def _add_model_commands(sub: Any) -> None:
 
     train.add_argument(
         "--learner",
-        choices=["two-model", "shared-base", "x-learner", "transformed-outcome", "ensemble"],
+        choices=[
+            "two-model",
+            "shared-base",
+            "x-learner",
+            "x-learner-by-action",
+            "transformed-outcome",
+            "ensemble",
+        ],
         help="uplift: the learner to keep (default: of two-model, shared-base and x-learner, the best "
         "Qini on the validation slice); every learner is fitted and reported in the card",
     )

@@ -206,3 +206,83 @@ def test_the_card_prices_each_pooled_action_on_its_own_holdout() -> None:
         by_action["cart_reminder_email"]["mean_predicted_uplift"]
         > by_action["cart_incentive_email"]["mean_predicted_uplift"] + 0.1
     )
+
+
+def _pooled(sizes: tuple[int, ...], seed: int = 3) -> tuple[TrainingSet, np.ndarray, np.ndarray]:
+    """Three actions' randomized holdouts pooled: a0 persuades (+20 pp above a cart of 60, +5 pp
+    below), a1 does nothing, a2 (few rows) persuades +10 pp. Returns the set, each row's action index
+    and its true effect."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    logged = rng.normal(size=(n, len(feats.LOGGED)))
+    logged[:, _CART] = rng.uniform(20, 120, n)
+    names = [f"a{i}" for i in range(len(sizes))]
+    actions = np.repeat(np.arange(len(sizes)), sizes)
+    rng.shuffle(actions)
+    treated = rng.random(n) < 0.5
+    effect = np.select(
+        [actions == 0, actions == 1], [np.where(logged[:, _CART] > 60, 0.20, 0.05), 0.0], default=0.10
+    )
+    p = np.clip(0.3 + 0.15 * np.tanh(logged[:, 0]) + effect * treated, 0.01, 0.99)
+    data = TrainingSet(
+        x=feats.matrix(logged, [names[a] for a in actions], feats.action_codes(names)),
+        y=(rng.random(n) < p).astype(float),
+        features=list(feats.FEATURES),
+        feature_set=feats.FEATURE_SET,
+        categorical=list(feats.CATEGORICAL),
+        categories={feats.ACTION: names},
+        treated=treated,
+        times=np.arange(n, dtype=float),
+        flows=["cart_abandonment"],
+    )
+    return data, actions, effect
+
+
+def test_effects_per_action_do_not_lend_a_null_action_its_neighbours_effect() -> None:
+    """Pooled, the X-learner's effect regressions (a few large leaves) price the action that does
+    nothing at part of its neighbour's effect; with a pair per action it is priced at about nothing,
+    and the action with too few rows of its own shares the pooled pair."""
+    data, actions, effect = _pooled((8000, 8000, 1000))
+    by_action = train_uplift(data, seed=1, learner="x-learner-by-action")
+    pooled = train_uplift(data, seed=1, learner="x-learner")
+    test = actions[-by_action.predictions["uplift"].size :]
+    null = by_action.predictions["uplift"][test == 1].mean()
+    assert abs(null) < 0.005 < pooled.predictions["uplift"][test == 1].mean()
+    strong = effect[-test.size :][test == 0].mean()
+    assert abs(by_action.predictions["uplift"][test == 0].mean() - strong) < 0.03
+    scoped = by_action.card.params["effect_actions"]
+    assert sorted(map(tuple, scoped.values())) == [("a0",), ("a0",), ("a1",), ("a1",)]
+    assert {"effect_treated", "effect_control"} <= set(by_action.card.params["effects"])  # a2's pair
+    assert "effect_actions" not in pooled.card.params
+
+
+def test_effects_per_action_are_served_as_trained(tmp_path: Path) -> None:
+    data, actions, _ = _pooled((8000, 8000, 1000))
+    trained = train_uplift(data, seed=1, learner="x-learner-by-action")
+    directory = write_artifact(tmp_path, trained.card, trained.files)
+    promote(tmp_path, ModelKind.UPLIFT, directory.name)
+    uplift = ModelRegistry(tmp_path).current.uplift
+    assert uplift is not None and len(uplift.effects) == 6
+    rows = slice(-300, None)
+    treated, control = uplift.predict(data.x[rows])
+    assert np.max(np.abs(treated - control - trained.predictions["uplift"][rows])) < 1e-9
+    # From a candidate matrix, with the rows' action ids, as the engine scores: the same.
+    ids = [f"a{a}" for a in actions[rows]]
+    scored_t, scored_c = uplift.score(data.x[rows].copy(), ids)
+    assert np.max(np.abs(scored_t - treated)) < 1e-12 and np.max(np.abs(scored_c - control)) < 1e-12
+    # An action the model never saw gets the pooled pair (no action names it), as in training.
+    unseen_t, unseen_c = uplift.score(data.x[rows].copy(), ["a2"] * 300)
+    other_t, other_c = uplift.score(data.x[rows].copy(), ["never-seen"] * 300)
+    assert not np.allclose(unseen_t - unseen_c, 0.0) and np.all(np.isfinite(other_t - other_c))
+
+
+def test_a_card_whose_effect_actions_are_not_lists_of_ids_is_refused(tmp_path: Path) -> None:
+    data, _, _ = _pooled((3000, 3000, 500))
+    trained = train_uplift(data, seed=1, learner="x-learner-by-action")
+    params = {**trained.card.params, "effect_actions": {"effect_treated_0": "a0"}}
+    directory = write_artifact(tmp_path, trained.card.model_copy(update={"params": params}), trained.files)
+    promote(tmp_path, ModelKind.UPLIFT, directory.name)
+    registry = ModelRegistry(tmp_path)
+    assert registry.current.uplift is None
+    status = next(s for s in registry.statuses if s.kind is ModelKind.UPLIFT)
+    assert status.state == "corrupt" and "effect_actions" in status.detail

@@ -41,6 +41,7 @@ __all__ = [
     "ModelState",
     "ModelStatus",
     "UpliftModel",
+    "effect_rows",
     "load_binary",
     "load_uplift",
 ]
@@ -119,7 +120,10 @@ class UpliftModel:
     on (all of their actions when ``actions`` is empty). A two-model learner's come from its two
     classifiers; an effect learner's (``effects``: regressions of the uplift, each with its weight, as
     the X-learner and the transformed-outcome learner train them) P(convert | treated) is the control
-    model's prediction plus the weighted sum of its effects, clipped to [0, 1]."""
+    model's prediction plus the weighted sum of its effects, clipped to [0, 1]. ``scopes`` (one per
+    effect, or none) names the actions each effect prices; an effect with an empty scope prices every
+    action no other effect names (a learner with an effect regression per action and a pooled one for
+    the actions with too few rows of their own)."""
 
     treated: BinaryModel
     control: BinaryModel
@@ -127,6 +131,13 @@ class UpliftModel:
     flows: frozenset[str]
     actions: frozenset[str] = frozenset()
     effects: tuple[tuple[BinaryModel, float], ...] = ()
+    scopes: tuple[frozenset[str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.scopes:  # one per effect: an empty scope prices every action no other effect names
+            object.__setattr__(self, "scopes", (frozenset(),) * len(self.effects))
+        if len(self.scopes) != len(self.effects):
+            raise ValueError("an uplift model needs one scope per effect")
 
     def covers(self, action_id: str, flow: str) -> bool:
         return flow in self.flows and (not self.actions or action_id in self.actions)
@@ -135,9 +146,15 @@ class UpliftModel:
         control = self.control.predict(x)
         if not self.effects:
             return self.treated.predict(x), control
+        names = {code: action for action, code in self.control.codes.items()}
+        column = x[:, self.card.features.index(feats.ACTION)] if any(self.scopes) else None
+        ids = [] if column is None else [names.get(float(c), "") for c in column]
         treated = control.copy()
-        for model, weight in self.effects:
-            treated += weight * model.predict(x)
+        for (model, weight), rows in zip(self.effects, effect_rows(self.scopes, ids), strict=True):
+            if rows is None:
+                treated += weight * model.predict(x)
+            elif rows.size:
+                treated[rows] += weight * model.predict(x[rows])
         return np.clip(treated, 0.0, 1.0), control
 
     def score(
@@ -148,9 +165,31 @@ class UpliftModel:
         if not self.effects:
             return self.treated.score(full, action_ids), control
         treated = control.copy()
-        for model, weight in self.effects:
-            treated += weight * model.score(full, action_ids)
+        for (model, weight), rows in zip(self.effects, effect_rows(self.scopes, action_ids), strict=True):
+            if rows is None:
+                treated += weight * model.score(full, action_ids)
+            elif rows.size:
+                treated[rows] += weight * model.score(full[rows], [action_ids[i] for i in rows])
         return np.clip(treated, 0.0, 1.0), control
+
+
+def effect_rows(
+    scopes: Sequence[frozenset[str]], action_ids: Sequence[str]
+) -> list[npt.NDArray[np.intp] | None]:
+    """For each effect of ``scopes``, the rows (by their ``action_ids``) it prices: None for all of
+    them when no effect names an action (an effect learner pooled over every action), else the rows of
+    its actions, or, for an effect with an empty scope, of the actions no effect names."""
+    if not any(scopes):
+        return [None] * len(scopes)
+    named = frozenset().union(*scopes)
+    out: list[npt.NDArray[np.intp] | None] = []
+    for scope in scopes:
+        if scope:
+            rows = [i for i, a in enumerate(action_ids) if a in scope]
+        else:
+            rows = [i for i, a in enumerate(action_ids) if a not in named]
+        out.append(np.asarray(rows, dtype=np.intp))
+    return out
 
 
 @dataclass(frozen=True)
@@ -250,12 +289,23 @@ def _load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | No
 
 def load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | None = None) -> UpliftModel:
     """An uplift model's files as its card lists them: the two classifiers and, for an effect learner,
-    its effect regressions with their weights (``params.effects``: file role -> weight)."""
+    its effect regressions with their weights (``params.effects``: file role -> weight) and, for one
+    with an effect per action, the actions each prices (``params.effect_actions``: file role -> action
+    ids; a role it does not list prices the actions no role lists)."""
     weights = card.params.get("effects", {})
     if not isinstance(weights, dict) or not all(
         isinstance(w, int | float) and math.isfinite(w) for w in weights.values()
     ):
         raise _LoadError(ModelState.CORRUPT, "params.effects must map effect files to finite weights")
+    scoped = card.params.get("effect_actions", {})
+    if not (
+        isinstance(scoped, dict)
+        and set(scoped) <= set(weights)
+        and all(isinstance(a, list) and all(isinstance(i, str) for i in a) for a in scoped.values())
+    ):
+        raise _LoadError(
+            ModelState.CORRUPT, "params.effect_actions must map effect files to lists of action ids"
+        )
     return UpliftModel(
         load_binary(directory, card, "treated", compiler),
         load_binary(directory, card, "control", compiler),
@@ -263,6 +313,7 @@ def load_uplift(directory: Path, card: ModelCard, compiler: ForestCompiler | Non
         frozenset(card.flows),
         frozenset(card.actions),
         tuple((load_binary(directory, card, role, compiler), float(w)) for role, w in weights.items()),
+        tuple(frozenset(scoped.get(role, ())) for role in weights) if scoped else (),
     )
 
 

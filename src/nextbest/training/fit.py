@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from nextbest.models import features as feats
 from nextbest.models.artifacts import ModelCard, ModelKind
+from nextbest.models.registry import effect_rows
 from nextbest.training.datasets import TrainingSet
 from nextbest.training.metrics import binary_metrics, qini_curve
 
@@ -227,12 +228,17 @@ def _randomized_actions(data: TrainingSet) -> list[str]:
 #   untreated row's outcome) regressed on the features, one regression per arm, combined with the
 #   treated share e as e x tau_untreated + (1 - e) x tau_treated. Served as the control model plus that
 #   effect: the effect is learned where it is, not as the difference of two noisy levels;
+# - "x-learner-by-action": the X-learner with its effect regressions fitted per action, for each action
+#   with MIN_ACTION_EFFECT_ROWS rows in each arm of the training slice (the others share one pair). A set
+#   that pools several actions' holdouts prices each action by its own effect: pooled, an action with
+#   no effect borrows its neighbours' (a regression of a few large leaves rarely spends one on the
+#   action), as a test shows; its own regressions have fewer rows, hence more noise;
 # - "transformed-outcome": one regression of Y x (T - e) / (e (1 - e)), whose expectation given the
 #   features is the uplift under randomization (Athey and Imbens 2015), on the control model.
 # - "ensemble": the mean of the uplifts of the two-model, shared-base and X-learners (their errors are
 #   partly independent), served as the two-model control plus every member's arms and effects as
 #   weighted effects.
-LEARNERS = ("two-model", "shared-base", "x-learner", "transformed-outcome", "ensemble")
+LEARNERS = ("two-model", "shared-base", "x-learner", "x-learner-by-action", "transformed-outcome", "ensemble")
 _ENSEMBLE = ("two-model", "shared-base", "x-learner")
 # The learners chosen among by default (the best validation Qini). The transformed outcome is fitted and
 # reported in the card, and kept only when asked for: served, it lost to the two-model learner on every
@@ -243,26 +249,56 @@ DEFAULT_CHOICE = ("two-model", "shared-base", "x-learner")
 # The effect regressions: a few large leaves, as the arms' classifiers, on a noisier target.
 EFFECT_PARAMS: dict[str, Any] = {**UPLIFT_PARAMS, "objective": "regression", "metric": "l2"}
 
+# "x-learner-by-action": an action gets effect regressions of its own with this many training rows in
+# each arm; the actions with fewer share a pooled pair.
+MIN_ACTION_EFFECT_ROWS = 2000
+
+# An effect regression: its file role, the fitted booster, its weight in the uplift, and the actions it
+# prices (empty: every action no other effect names).
+Effect = tuple[str, lgb.Booster, float, tuple[str, ...]]
+
 
 @dataclass(frozen=True)
 class _Learned:
     """A learner's fitted models: the arms' classifiers and, for the effect learners, the effect
-    regressions with their weights (the uplift is their weighted sum, P(treated) the control model's
-    prediction plus it, clipped to [0, 1])."""
+    regressions with their weights and scopes (the uplift is their weighted sum, P(treated) the control
+    model's prediction plus it, clipped to [0, 1])."""
 
     treated: lgb.Booster
     control: lgb.Booster
-    effects: tuple[tuple[str, lgb.Booster, float], ...] = ()
+    effects: tuple[Effect, ...] = ()
 
-    def predict(self, x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """P(convert | treated), P(convert | untreated) for rows of ``x``, as serving computes them."""
+    def predict(
+        self, x: npt.NDArray[np.float64], actions: list[str] | None = None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """P(convert | treated), P(convert | untreated) for rows of ``x``, as serving computes them
+        (``actions``: each row's action id, needed when an effect is scoped to actions)."""
         p_c = _predict(self.control, x)
         if not self.effects:
             return _predict(self.treated, x), p_c
         p_t = p_c.copy()
-        for _, booster, weight in self.effects:
-            p_t += weight * _predict(booster, x)
+        scopes = [frozenset(scope) for *_, scope in self.effects]
+        if any(scopes) and actions is None:
+            raise ValueError("an uplift model with effects per action needs each row's action")
+        for (_, booster, weight, _), rows in zip(
+            self.effects, effect_rows(scopes, actions or []), strict=True
+        ):
+            if rows is None:
+                p_t += weight * _predict(booster, x)
+            elif rows.size:
+                p_t[rows] += weight * _predict(booster, x[rows])
         return np.clip(p_t, 0.0, 1.0), p_c
+
+
+def _row_actions(data: TrainingSet, rows: Index | None = None) -> list[str]:
+    """Each row's action id (rows of ``rows``, default all); "" for a code outside the vocabulary."""
+    vocabulary = data.categories.get(feats.ACTION, [])
+    if feats.ACTION not in data.features:
+        return [""] * (data.x.shape[0] if rows is None else rows.size)
+    column = data.x[:, data.features.index(feats.ACTION)]
+    if rows is not None:
+        column = column[rows]
+    return [vocabulary[int(c)] if math.isfinite(c) and 0 <= int(c) < len(vocabulary) else "" for c in column]
 
 
 def _with_target(data: TrainingSet, rows: Index, target: npt.NDArray[np.float64]) -> TrainingSet:
@@ -298,23 +334,81 @@ def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> _Lear
     if learner in ("two-model", "shared-base"):
         return _Learned(treated, control)
     e = float(t[parts.train].mean())
-    if learner == "x-learner":
+    if learner in ("x-learner", "x-learner-by-action"):
         mu_t, mu_c = _predict(treated, data.x), _predict(control, data.x)
         imputed = np.where(t, data.y - mu_c, mu_t - data.y)
-        arm: dict[bool, lgb.Booster] = {}
-        for side in (True, False):
-            arm[side] = _fit_effect(
-                data, parts.train[t[parts.train] == side], parts.valid[t[parts.valid] == side], imputed, seed
-            )
-        return _Learned(
-            treated,
-            control,
-            (("effect_treated", arm[True], 1.0 - e), ("effect_control", arm[False], e)),
-        )
+        if learner == "x-learner":
+            return _Learned(treated, control, _x_effects(data, parts, imputed, seed))
+        return _Learned(treated, control, _x_effects_by_action(data, parts, imputed, seed))
     transformed = data.y * (t.astype(np.float64) - e) / (e * (1.0 - e))
     return _Learned(
-        treated, control, (("effect", _fit_effect(data, parts.train, parts.valid, transformed, seed), 1.0),)
+        treated,
+        control,
+        (("effect", _fit_effect(data, parts.train, parts.valid, transformed, seed), 1.0, ()),),
     )
+
+
+def _x_effects(
+    data: TrainingSet,
+    parts: Split,
+    imputed: npt.NDArray[np.float64],
+    seed: int,
+    *,
+    tag: str = "",
+    scope: tuple[str, ...] = (),
+) -> tuple[Effect, ...]:
+    """The X-learner's two effect regressions on ``parts``' rows (each arm's imputed effects), combined
+    with the treated share e of the training rows as e x tau_untreated + (1 - e) x tau_treated."""
+    t = data.treated
+    assert t is not None
+    e = float(t[parts.train].mean())
+    arm: dict[bool, lgb.Booster] = {}
+    for side in (True, False):
+        arm[side] = _fit_effect(
+            data, parts.train[t[parts.train] == side], parts.valid[t[parts.valid] == side], imputed, seed
+        )
+    return (
+        (f"effect_treated{tag}", arm[True], 1.0 - e, scope),
+        (f"effect_control{tag}", arm[False], e, scope),
+    )
+
+
+def _x_effects_by_action(
+    data: TrainingSet, parts: Split, imputed: npt.NDArray[np.float64], seed: int
+) -> tuple[Effect, ...]:
+    """The X-learner's effect regressions per action with ``MIN_ACTION_EFFECT_ROWS`` training rows in
+    each arm, each on that action's rows only; one pooled pair for the other actions' rows."""
+    t = data.treated
+    assert t is not None
+    actions = np.asarray(_row_actions(data), dtype=object)
+    own = [
+        a
+        for a in sorted(set(actions[parts.train]) - {""})
+        if min(
+            int((t[parts.train] & (actions[parts.train] == a)).sum()),
+            int((~t[parts.train] & (actions[parts.train] == a)).sum()),
+        )
+        >= MIN_ACTION_EFFECT_ROWS
+    ]
+    effects: list[Effect] = []
+    for i, action in enumerate(own):
+        mine = Split(
+            parts.train[actions[parts.train] == action],
+            parts.valid[actions[parts.valid] == action],
+            parts.test[actions[parts.test] == action],
+            parts.how,
+        )
+        effects += _x_effects(data, mine, imputed, seed, tag=f"_{i}", scope=(action,))
+    rest = Split(
+        parts.train[~np.isin(actions[parts.train], own)],
+        parts.valid[~np.isin(actions[parts.valid], own)],
+        parts.test[~np.isin(actions[parts.test], own)],
+        parts.how,
+    )
+    t_rest = t[rest.train]
+    if t_rest.any() and (~t_rest).any():
+        effects += _x_effects(data, rest, imputed, seed)
+    return tuple(effects)
 
 
 def _ensemble(fitted: Mapping[str, _Learned]) -> _Learned:
@@ -323,13 +417,16 @@ def _ensemble(fitted: Mapping[str, _Learned]) -> _Learned:
     weight."""
     share = 1.0 / len(_ENSEMBLE)
     first = fitted[_ENSEMBLE[0]]
-    effects: list[tuple[str, lgb.Booster, float]] = []
+    effects: list[Effect] = []
     for name in _ENSEMBLE:
         member, tag = fitted[name], name.replace("-", "_")
         if member.effects:
-            effects += [(f"{tag}_{role}", booster, w * share) for role, booster, w in member.effects]
+            effects += [(f"{tag}_{role}", b, w * share, scope) for role, b, w, scope in member.effects]
         else:
-            effects += [(f"{tag}_treated", member.treated, share), (f"{tag}_control", member.control, -share)]
+            effects += [
+                (f"{tag}_treated", member.treated, share, ()),
+                (f"{tag}_control", member.control, -share, ()),
+            ]
     return _Learned(first.treated, first.control, tuple(effects))
 
 
@@ -352,11 +449,12 @@ def train_uplift(
     t = data.treated
     x_valid, y_valid, t_valid = data.x[parts.valid], data.y[parts.valid], t[parts.valid]
     fitted: dict[str, _Learned] = {}
+    a_valid, a_test = _row_actions(data, parts.valid), _row_actions(data, parts.test)
     selection: dict[str, float] = {}
     auuc: dict[str, float] = {}
     for name in LEARNERS:
         fitted[name] = _ensemble(fitted) if name == "ensemble" else _fit_arms(data, parts, seed, name)
-        v_t, v_c = fitted[name].predict(x_valid)
+        v_t, v_c = fitted[name].predict(x_valid, a_valid)
         on_valid = uplift_metrics(v_t - v_c, v_t, y_valid, t_valid, seed)
         selection[name] = on_valid["qini"]["uplift_model"]
         auuc[name] = on_valid["auuc"]["uplift_model"]
@@ -364,12 +462,12 @@ def train_uplift(
     learned = fitted[chosen]
     treated, control = learned.treated, learned.control
     x_test, y_test, t_test = data.x[parts.test], data.y[parts.test], t[parts.test]
-    p_t, p_c = learned.predict(x_test)
+    p_t, p_c = learned.predict(x_test, a_test)
     metrics = uplift_metrics(p_t - p_c, p_t, y_test, t_test, seed)
     # Every learner on the test period too (the kept one was chosen before it was looked at).
     metrics["learners"] = {}
     for name, other in fitted.items():
-        o_t, o_c = other.predict(x_test)
+        o_t, o_c = other.predict(x_test, a_test)
         on_test = uplift_metrics(o_t - o_c, o_t, y_test, t_test, seed)
         metrics["learners"][name] = {
             "qini": on_test["qini"]["uplift_model"],
@@ -381,7 +479,7 @@ def train_uplift(
     metrics["trees"] = {
         "treated": treated.num_trees(),
         "control": control.num_trees(),
-        **{role: b.num_trees() for role, b, _ in learned.effects},
+        **{role: b.num_trees() for role, b, _, _ in learned.effects},
     }
     card = _card(
         ModelKind.UPLIFT,
@@ -391,7 +489,7 @@ def train_uplift(
         files={
             "treated": "treated.txt",
             "control": "control.txt",
-            **{role: f"{role}.txt" for role, _, _ in learned.effects},
+            **{role: f"{role}.txt" for role, *_ in learned.effects},
         },
         flows=data.flows,
         actions=_randomized_actions(data),
@@ -410,14 +508,19 @@ def train_uplift(
             "learner": chosen,
             **UPLIFT_PARAMS,
             # served: P(treated) = the control model's prediction + the sum of weight x effect
-            **({"effects": {role: w for role, _, w in learned.effects}} if learned.effects else {}),
+            **({"effects": {role: w for role, _, w, _ in learned.effects}} if learned.effects else {}),
+            **(
+                {"effect_actions": {role: list(scope) for role, _, _, scope in learned.effects if scope}}
+                if any(scope for *_, scope in learned.effects)
+                else {}
+            ),
         },
         command=command,
     )
     files = {
         "treated.txt": treated.model_to_string().encode(),
         "control.txt": control.model_to_string().encode(),
-        **{f"{role}.txt": b.model_to_string().encode() for role, b, _ in learned.effects},
+        **{f"{role}.txt": b.model_to_string().encode() for role, b, _, _ in learned.effects},
     }
     return TrainedModel(card, files, {"treated": p_t, "control": p_c, "uplift": p_t - p_c})
 
