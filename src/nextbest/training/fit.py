@@ -377,7 +377,8 @@ def _x_effects_by_action(
     data: TrainingSet, parts: Split, imputed: npt.NDArray[np.float64], seed: int
 ) -> tuple[Effect, ...]:
     """The X-learner's effect regressions per action with ``MIN_ACTION_EFFECT_ROWS`` training rows in
-    each arm, each on that action's rows only; one pooled pair for the other actions' rows."""
+    each arm, each on that action's rows only; for the other actions, the X-learner's pooled pair
+    (fitted on every action's rows: what it borrows from its neighbours is better than its own noise)."""
     t = data.treated
     assert t is not None
     actions = np.asarray(_row_actions(data), dtype=object)
@@ -399,15 +400,8 @@ def _x_effects_by_action(
             parts.how,
         )
         effects += _x_effects(data, mine, imputed, seed, tag=f"_{i}", scope=(action,))
-    rest = Split(
-        parts.train[~np.isin(actions[parts.train], own)],
-        parts.valid[~np.isin(actions[parts.valid], own)],
-        parts.test[~np.isin(actions[parts.test], own)],
-        parts.how,
-    )
-    t_rest = t[rest.train]
-    if t_rest.any() and (~t_rest).any():
-        effects += _x_effects(data, rest, imputed, seed)
+    # The other actions (too few rows of their own) keep the pooled pair, fitted on every action's rows.
+    effects += _x_effects(data, parts, imputed, seed)
     return tuple(effects)
 
 
