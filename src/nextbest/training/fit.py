@@ -228,11 +228,14 @@ def _randomized_actions(data: TrainingSet) -> list[str]:
 #   untreated row's outcome) regressed on the features, one regression per arm, combined with the
 #   treated share e as e x tau_untreated + (1 - e) x tau_treated. Served as the control model plus that
 #   effect: the effect is learned where it is, not as the difference of two noisy levels;
-# - "x-learner-by-action": the X-learner with its effect regressions fitted per action, for each action
-#   with MIN_ACTION_EFFECT_ROWS rows in each arm of the training slice (the others share one pair). A set
-#   that pools several actions' holdouts prices each action by its own effect: pooled, an action with
-#   no effect borrows its neighbours' (a regression of a few large leaves rarely spends one on the
-#   action), as a test shows; its own regressions have fewer rows, hence more noise;
+# - "x-learner-by-action": the X-learner's pooled effect regressions, then, for each action with
+#   MIN_ACTION_EFFECT_ROWS rows in each arm of the training slice, a pair continuing from them on that
+#   action's rows alone (trees of its own, early-stopped on its validation rows; the others keep the
+#   pooled pair). Pooled, an action with no effect borrows part of its neighbours' (a regression of a
+#   few large leaves rarely spends one on the action: a test shows it); a pair fitted on an action's rows
+#   alone, from scratch, is noisier. On the simulated store the pooled X-learner was already right about
+#   the cart actions, whose effects share one shape: this one tied it (+0.3 points at 320,000
+#   customers, +0.5 at 40,000), and from scratch it lost 1.1 points at 320,000 (benchmarks/RESULTS.md);
 # - "transformed-outcome": one regression of Y x (T - e) / (e (1 - e)), whose expectation given the
 #   features is the uplift under randomization (Athey and Imbens 2015), on the control model.
 # - "ensemble": the mean of the uplifts of the two-model, shared-base and X-learners (their errors are
@@ -250,7 +253,7 @@ DEFAULT_CHOICE = ("two-model", "shared-base", "x-learner")
 EFFECT_PARAMS: dict[str, Any] = {**UPLIFT_PARAMS, "objective": "regression", "metric": "l2"}
 
 # "x-learner-by-action": an action gets effect regressions of its own with this many training rows in
-# each arm; the actions with fewer share a pooled pair.
+# each arm; the actions with fewer keep the pooled pair.
 MIN_ACTION_EFFECT_ROWS = 2000
 
 # An effect regression: its file role, the fitted booster, its weight in the uplift, and the actions it
@@ -309,14 +312,20 @@ def _with_target(data: TrainingSet, rows: Index, target: npt.NDArray[np.float64]
 
 
 def _fit_effect(
-    data: TrainingSet, train: Index, valid: Index, target: npt.NDArray[np.float64], seed: int
+    data: TrainingSet,
+    train: Index,
+    valid: Index,
+    target: npt.NDArray[np.float64],
+    seed: int,
+    *,
+    init: lgb.Booster | None = None,
 ) -> lgb.Booster:
     """A regression of ``target`` (a value for every row of ``data``) on the features, early-stopped
-    on ``valid``."""
+    on ``valid``; with ``init``, continuing from that regression's trees."""
     rows = np.concatenate([train, valid])
     sub = _with_target(data, rows, target[rows])
     n = train.size
-    return fit_binary(sub, np.arange(n), np.arange(n, rows.size), seed, EFFECT_PARAMS)
+    return fit_binary(sub, np.arange(n), np.arange(n, rows.size), seed, EFFECT_PARAMS, init_model=init)
 
 
 def _fit_arms(data: TrainingSet, parts: Split, seed: int, learner: str) -> _Learned:
@@ -356,6 +365,7 @@ def _x_effects(
     *,
     tag: str = "",
     scope: tuple[str, ...] = (),
+    init: tuple[Effect, ...] = (),
 ) -> tuple[Effect, ...]:
     """The X-learner's two effect regressions on ``parts``' rows (each arm's imputed effects), combined
     with the treated share e of the training rows as e x tau_untreated + (1 - e) x tau_treated."""
@@ -363,9 +373,15 @@ def _x_effects(
     assert t is not None
     e = float(t[parts.train].mean())
     arm: dict[bool, lgb.Booster] = {}
+    start = {True: init[0][1], False: init[1][1]} if init else {}
     for side in (True, False):
         arm[side] = _fit_effect(
-            data, parts.train[t[parts.train] == side], parts.valid[t[parts.valid] == side], imputed, seed
+            data,
+            parts.train[t[parts.train] == side],
+            parts.valid[t[parts.valid] == side],
+            imputed,
+            seed,
+            init=start.get(side),
         )
     return (
         (f"effect_treated{tag}", arm[True], 1.0 - e, scope),
@@ -376,9 +392,10 @@ def _x_effects(
 def _x_effects_by_action(
     data: TrainingSet, parts: Split, imputed: npt.NDArray[np.float64], seed: int
 ) -> tuple[Effect, ...]:
-    """The X-learner's effect regressions per action with ``MIN_ACTION_EFFECT_ROWS`` training rows in
-    each arm, each on that action's rows only; for the other actions, the X-learner's pooled pair
-    (fitted on every action's rows: what it borrows from its neighbours is better than its own noise)."""
+    """The X-learner's pooled effect regressions (every action's rows) and, for each action with
+    ``MIN_ACTION_EFFECT_ROWS`` training rows in each arm, a pair continuing from them on that action's
+    rows alone: the pooled shape, corrected where the action's own rows say so. The other actions keep
+    the pooled pair."""
     t = data.treated
     assert t is not None
     actions = np.asarray(_row_actions(data), dtype=object)
@@ -391,6 +408,7 @@ def _x_effects_by_action(
         )
         >= MIN_ACTION_EFFECT_ROWS
     ]
+    pooled = _x_effects(data, parts, imputed, seed)
     effects: list[Effect] = []
     for i, action in enumerate(own):
         mine = Split(
@@ -399,9 +417,9 @@ def _x_effects_by_action(
             parts.test[actions[parts.test] == action],
             parts.how,
         )
-        effects += _x_effects(data, mine, imputed, seed, tag=f"_{i}", scope=(action,))
+        effects += _x_effects(data, mine, imputed, seed, tag=f"_{i}", scope=(action,), init=pooled)
     # The other actions (too few rows of their own) keep the pooled pair, fitted on every action's rows.
-    effects += _x_effects(data, parts, imputed, seed)
+    effects += pooled
     return tuple(effects)
 
 
