@@ -19,7 +19,8 @@ The uplift learner is the X-learner (``--learner``): on the 40,000-customer stor
 the four learners on the validation slice and on the test period, and, served, it earned more than the
 two-model learner on every population; the shared-base learner earned less (its untreated model's level
 also prices the cart actions it did not see randomized), and so did the transformed-outcome learner; the
-ensemble tied it on the 160,000-customer store and lost 2.6 points on the step-explored one
+ensemble tied it on the 160,000-customer store and lost 2.6 points on the step-explored one; with
+effects per action (``x-learner-by-action``) it tied the X-learner at 320,000 customers
 (``benchmarks/RESULTS.md``). ``--reuse-database`` trains on a store an earlier run simulated (the
 simulation is deterministic for its arguments). The simulation runs in one process per CPU
 (``--processes``), each playing a share of the customers into the one store, which skips the per-commit
@@ -28,9 +29,11 @@ one process with the flush, the same store and models (``benchmarks/RESULTS.md``
 
     python -m nextbest.simulate.bundle [--customers 320000] [--days 35] [--seed 7] [--models-dir models]
 
-The churn model (customer scores) is trained on the same store with a 14-day horizon (the store's
-35 days leave a test cut-off at day 21 and training cut-offs whose horizon ends by it); ``--kinds churn``
-trains it alone, on a store of its own (the bundled one: ``--kinds churn --customers 8000 --days 42``).
+The churn model (customer scores) is not among the default ``--kinds``: it is trained on a store of its
+own, ``--kinds churn --customers 8000 --days 42 --database var/churn-sim.db`` (``make models`` runs
+both), with a 14-day horizon. Its rows are customers at weekly cut-offs whose horizon ends before the
+test cut-off, so the store's length matters more than its size: on the 320,000-customer store's 35 days
+it had churn AUC 0.675 and ECE 0.052 on the test cut-off, on 8,000 customers x 42 days 0.684 and 0.033.
 """
 
 from __future__ import annotations
@@ -179,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", default="models")
     parser.add_argument(
         "--kinds",
-        default=",".join(k.value for k in ModelKind),
-        help="the model kinds to train, comma-separated (default: all)",
+        default=",".join(k.value for k in ModelKind if k is not ModelKind.CHURN),
+        help="the model kinds to train, comma-separated (default: all but churn, which is trained on a "
+        "longer store of its own: --kinds churn --customers 8000 --days 42)",
     )
     parser.add_argument("--churn-horizon-days", type=float, default=14.0, help="churn: the horizon")
     parser.add_argument("--database", default="var/models-sim.db", help="the SQLite file to simulate into")
