@@ -3,13 +3,14 @@ same models, so does simulating in more processes, and a store that is not there
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from nextbest.models.artifacts import ModelKind, promoted_version
+from nextbest.models.artifacts import ModelKind, promoted_version, read_card
 from nextbest.simulate import bundle
 
 pytestmark = pytest.mark.slow  # a small simulated store and a LightGBM fit
@@ -75,3 +76,25 @@ def test_reusing_a_store_that_is_not_there_is_refused(
     with pytest.raises(SystemExit):
         bundle.main(["--reuse-database", "--database", str(missing), "--models-dir", str(tmp_path / "m")])
     assert f"--reuse-database: {missing} does not exist" in capsys.readouterr().err
+
+
+def test_make_models_trains_every_bundled_model_with_the_command_its_card_records() -> None:
+    """``make models`` reproduces the bundle: its recipe's runs of this command train every model kind,
+    and each bundled model's card records one of those runs (defaults spelled out), so a model trained
+    some other way (another store, an argument since removed) cannot pass for ``make models``'s."""
+    root = Path(__file__).resolve().parents[2]
+    recipe = root.joinpath("Makefile").read_text().split("\nmodels:", 1)[1].split("\n\n", 1)[0]
+    runs = [
+        shlex.split(line.split("-m nextbest.simulate.bundle", 1)[1])
+        for line in recipe.replace("\\\n", " ").splitlines()
+        if "-m nextbest.simulate.bundle" in line
+    ]
+    assert len(runs) >= 2
+    parsed = [bundle.argument_parser().parse_args(run) for run in runs]
+    assert all(args.models_dir == "models" and not args.reuse_database for args in parsed)
+    assert sorted({kind for args in parsed for kind in bundle.kinds_of(args)}) == sorted(ModelKind)
+    commands = {kind: bundle.command(args) for args in parsed for kind in bundle.kinds_of(args)}
+    for kind in ModelKind:
+        version = promoted_version(root / "models", kind)
+        assert version is not None, kind
+        assert read_card(root / "models" / kind.value / version).command == commands[kind], kind

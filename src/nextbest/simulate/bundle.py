@@ -153,7 +153,8 @@ def _simulate(args: argparse.Namespace, path: Path, url: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (``make models`` passes some; the test of the bundle reads them)."""
     parser = argparse.ArgumentParser(prog="python -m nextbest.simulate.bundle", description=__doc__)
     parser.add_argument("--customers", type=int, default=320000)
     parser.add_argument("--days", type=int, default=35)
@@ -194,11 +195,32 @@ def main(argv: list[str] | None = None) -> int:
         help="train on the store a previous run simulated into --database with the same arguments "
         "(the simulation is deterministic for a seed) instead of simulating it again",
     )
+    return parser
+
+
+def kinds_of(args: argparse.Namespace) -> list[ModelKind]:
+    """The model kinds ``args`` trains (``ValueError`` for an unknown one)."""
+    return [ModelKind(k.strip()) for k in args.kinds.split(",") if k.strip()]
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command a model card records: every argument that changes the models, defaults spelled out."""
+    return (
+        "python -m nextbest.simulate.bundle "
+        f"--customers {args.customers} --days {args.days} --seed {args.seed} "
+        f"--exploration {args.exploration} --step-exploration {args.step_exploration} "
+        f"--learner {args.learner} --kinds {','.join(kinds_of(args))} "
+        f"--churn-horizon-days {args.churn_horizon_days:g}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if not 0.0 <= args.step_exploration < 1.0:
         parser.error("--step-exploration: a share of the carts, at least 0 and below 1")
     try:
-        kinds = [ModelKind(k.strip()) for k in args.kinds.split(",") if k.strip()]
+        kinds = kinds_of(args)
     except ValueError:
         parser.error(f"--kinds: choose from {', '.join(k.value for k in ModelKind)}")
     path = Path(args.database)
@@ -215,13 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         horizon=timedelta(days=args.churn_horizon_days),
         experiments=EXPLORATION_EXPERIMENTS if args.step_exploration > 0 else (),
     )
-    command = (
-        "python -m nextbest.simulate.bundle "
-        f"--customers {args.customers} --days {args.days} --seed {args.seed} "
-        f"--exploration {args.exploration} --step-exploration {args.step_exploration} "
-        f"--learner {args.learner} --kinds {','.join(kinds)} "
-        f"--churn-horizon-days {args.churn_horizon_days:g}"
-    )
     for kind in kinds:
         directory, card = train(
             kind,
@@ -229,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.models_dir),
             args.seed,
             promote_it=True,
-            command=command,
+            command=command(args),
             learner=args.learner if kind is ModelKind.UPLIFT else None,
         )
         print(f"{kind.value}: {card.version} promoted ({directory})")
