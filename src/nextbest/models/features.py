@@ -36,6 +36,7 @@ __all__ = [
     "Layout",
     "action_codes",
     "action_columns",
+    "action_ids",
     "candidate_matrix",
     "channel_code",
     "customer_row",
@@ -207,6 +208,12 @@ def decode(blob: bytes | None) -> npt.NDArray[np.float64] | None:
 
 def action_codes(vocabulary: Sequence[str]) -> dict[str, float]:
     return {a: float(i) for i, a in enumerate(vocabulary)}
+
+
+def action_ids(column: npt.NDArray[np.float64], vocabulary: Sequence[str]) -> list[str]:
+    """The action ids of an action column coded by ``action_codes(vocabulary)``; "" for a code outside
+    it (NaN: an action the model never saw)."""
+    return [vocabulary[int(c)] if math.isfinite(c) and 0 <= int(c) < len(vocabulary) else "" for c in column]
 
 
 def matrix(

@@ -146,9 +146,11 @@ class UpliftModel:
         control = self.control.predict(x)
         if not self.effects:
             return self.treated.predict(x), control
-        names = {code: action for action, code in self.control.codes.items()}
-        column = x[:, self.card.features.index(feats.ACTION)] if any(self.scopes) else None
-        ids = [] if column is None else [names.get(float(c), "") for c in column]
+        ids = (
+            feats.action_ids(x[:, self.card.features.index(feats.ACTION)], self.card.categories[feats.ACTION])
+            if any(self.scopes)
+            else []
+        )
         treated = control.copy()
         for (model, weight), rows in zip(self.effects, effect_rows(self.scopes, ids), strict=True):
             if rows is None:

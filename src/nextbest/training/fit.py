@@ -299,9 +299,7 @@ def _row_actions(data: TrainingSet, rows: Index | None = None) -> list[str]:
     if feats.ACTION not in data.features:
         return [""] * (data.x.shape[0] if rows is None else rows.size)
     column = data.x[:, data.features.index(feats.ACTION)]
-    if rows is not None:
-        column = column[rows]
-    return [vocabulary[int(c)] if math.isfinite(c) and 0 <= int(c) < len(vocabulary) else "" for c in column]
+    return feats.action_ids(column if rows is None else column[rows], vocabulary)
 
 
 def _with_target(data: TrainingSet, rows: Index, target: npt.NDArray[np.float64]) -> TrainingSet:
